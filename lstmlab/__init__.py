@@ -1,0 +1,14 @@
+"""lstmlab: LSTM-family recurrent networks trained with matrix-based full-BPTT batch learning,
+and the optimizers this makes possible (SGD and momentum, L-BFGS, nonlinear CG, Hessian-free).
+
+The public API is what this module re-exports; everything else may change.
+"""
+
+from __future__ import annotations
+
+from lstmlab.data import Batch
+from lstmlab.schedules import as_schedule
+
+__version__ = "0.1.0"
+
+__all__ = ["Batch", "as_schedule", "__version__"]
