@@ -108,7 +108,9 @@ class Exponential(Schedule):
 
 @dataclass(frozen=True)
 class Piecewise(Schedule):
-    """``values[k]`` for ``boundaries[k-1] <= step < boundaries[k]`` (len(values) = len(boundaries)+1)."""
+    """``values[k]`` for ``boundaries[k-1] <= step < boundaries[k]``.
+
+    ``len(values) == len(boundaries) + 1``."""
 
     boundaries: tuple[int, ...]
     values: tuple[float, ...]

@@ -1,0 +1,11 @@
+"""Recurrent layers (the LSTM family and baselines) and the sequence model around them."""
+
+from __future__ import annotations
+
+from lstmlab.nn.gru import GRU
+from lstmlab.nn.lstm import LSTM
+from lstmlab.nn.mrnn import MRNN
+from lstmlab.nn.rnn import RNN
+from lstmlab.nn.variants import VARIANTS
+
+__all__ = ["LSTM", "RNN", "MRNN", "GRU", "VARIANTS"]
