@@ -7,8 +7,22 @@ The public API is what this module re-exports; everything else may change.
 from __future__ import annotations
 
 from lstmlab.data import Batch
+from lstmlab.gradcheck import check_gradients
+from lstmlab.nn import GRU, LSTM, MRNN, RNN, VARIANTS
+from lstmlab.nn.sequence_model import SequenceModel
 from lstmlab.schedules import as_schedule
 
 __version__ = "0.1.0"
 
-__all__ = ["Batch", "as_schedule", "__version__"]
+__all__ = [
+    "Batch",
+    "LSTM",
+    "RNN",
+    "MRNN",
+    "GRU",
+    "VARIANTS",
+    "SequenceModel",
+    "check_gradients",
+    "as_schedule",
+    "__version__",
+]

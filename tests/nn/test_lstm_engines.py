@@ -1,0 +1,179 @@
+"""The fast BPTT engine against the autograd reference and central finite differences."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lstmlab import LSTM, Batch, SequenceModel, check_gradients
+from lstmlab.nn.variants import VARIANTS
+
+F64 = torch.float64
+ALL_VARIANTS = list(VARIANTS)
+LENGTHS = torch.tensor([6, 3, 1, 5, 6])  # unequal, some full-length, one of length 1
+
+
+def _inputs(I=4, T=6, B=5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(T, B, I, generator=g, dtype=F64)
+
+
+def _loss(model, x, lengths, h0c0=None):
+    """A loss touching outputs, final states and cell states, with per-position weights."""
+    out, (h, c), states = model(x, h0c0, lengths=lengths, return_states=True)
+    w = torch.linspace(-1, 1, out.numel(), dtype=F64).view_as(out)
+    loss = (w * out).sum() + (out**2).sum() + (h * 0.7).sum() + (c**2).sum() * 0.3
+    return loss + sum((s.sin()).sum() * 0.1 for s in states)
+
+
+def _grads(model, x, lengths, engine, extra=()):
+    model.engine = engine
+    params = list(model.parameters()) + list(extra)
+    loss = _loss(model, x, lengths, None if not extra else tuple(extra))
+    return loss.detach(), torch.autograd.grad(loss, params)
+
+
+def _rel(a, b):
+    return (a - b).abs().max().item() / max(a.abs().max().item(), b.abs().max().item(), 1e-300)
+
+
+@pytest.mark.parametrize("cpb", [1, 2], ids=lambda c: f"cpb{c}")
+@pytest.mark.parametrize("variant", ALL_VARIANTS)
+def test_bptt_equals_autograd(variant, cpb):
+    m = LSTM(
+        4,
+        4,
+        variant=variant,
+        cells_per_block=cpb,
+        gate_sharpness={"i": 1.5, "f": 0.8, "o": 3.75},
+        dtype=F64,
+        seed=1,
+    )
+    x = _inputs()
+    l_ref, g_ref = _grads(m, x, LENGTHS, "autograd")
+    l_fast, g_fast = _grads(m, x, LENGTHS, "bptt")
+    assert abs(l_ref - l_fast) <= 1e-12 * max(1.0, abs(l_ref))
+    for (name, _), a, b in zip(m.named_parameters(), g_fast, g_ref, strict=True):
+        assert _rel(a, b) <= 1e-10, name
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(proj_size=3),
+        dict(num_layers=2, bidirectional=True),
+        dict(variant="lstm97", cells_per_block=2, proj_size=2, bidirectional=True),
+        dict(variant="mLSTM", proj_size=3, num_layers=2, multiplicative_size=5),
+        dict(variant="FGR", cells_per_block=2, num_layers=2),
+        dict(variant="F-LSTM", factorization_rank=2, proj_size=2),
+        dict(variant="G-LSTM", groups=2, proj_size=2, bidirectional=True),
+        dict(variant="NP", bias=False, batch_first=True),
+    ],
+    ids=lambda kw: "-".join(f"{k}={v}" for k, v in kw.items()),
+)
+def test_bptt_equals_autograd_structures(kw):
+    batch_first = kw.get("batch_first", False)
+    m = LSTM(4, 4, dtype=F64, seed=2, gate_sharpness=2.0, **kw)
+    x = _inputs(I=4)
+    if batch_first:
+        x = x.transpose(0, 1).contiguous()
+    L = m.num_layers * m.num_directions
+    g = torch.Generator().manual_seed(3)
+    h0 = torch.randn(L, 5, m.proj_size or 4, generator=g, dtype=F64, requires_grad=True)
+    c0 = torch.randn(L, 5, 4, generator=g, dtype=F64, requires_grad=True)
+    xg = x.clone().requires_grad_(True)
+    _, g_ref = _grads(m, xg, LENGTHS, "autograd", extra=(h0, c0))
+    _, g_fast = _grads(m, xg, LENGTHS, "bptt", extra=(h0, c0))
+    for a, b in zip(g_fast, g_ref, strict=True):
+        assert _rel(a, b) <= 1e-10
+    # the input gradient too
+    gx = []
+    for engine in ("autograd", "bptt"):
+        m.engine = engine
+        gx.append(torch.autograd.grad(_loss(m, xg, LENGTHS), xg)[0])
+    assert _rel(*gx) <= 1e-10
+
+
+@pytest.mark.parametrize("engine", ["bptt", "autograd"])
+@pytest.mark.parametrize("variant", ALL_VARIANTS)
+def test_finite_differences(variant, engine):
+    """SequenceModel loss on a padded batch vs central differences, every variant, float64."""
+    model = SequenceModel(
+        4,
+        4,
+        2,
+        output="linear",
+        read="every",
+        variant=variant,
+        cells_per_block=2,
+        gate_sharpness=1.7,
+        engine=engine,
+        dtype=F64,
+        seed=4,
+    )
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(4, 5, 4, generator=g, dtype=F64)
+    lengths = torch.tensor([5, 2, 4, 1])
+    batch = Batch(x, torch.randn(4, 5, 2, generator=g, dtype=F64), lengths)
+    report = check_gradients(lambda: model.loss(model(x, lengths), batch), model.parameters())
+    assert report.norm_relative_error <= 1e-6, report
+    assert report.max_relative_error <= 1e-6, report
+
+
+@pytest.mark.parametrize("engine", ["bptt", "autograd"])
+@pytest.mark.parametrize("variant", ["vanilla", "lstm97", "mLSTM", "G-LSTM"])
+def test_padded_batch_equals_each_sequence_alone(variant, engine):
+    m = LSTM(4, 4, variant=variant, dtype=F64, seed=6, engine=engine, bidirectional=True)
+    x = _inputs()
+    out, (h, c) = m(x, lengths=LENGTHS)
+    for b, L in enumerate(LENGTHS.tolist()):
+        xb = x[:L, b : b + 1]
+        ob, (hb, cb) = m(xb)
+        torch.testing.assert_close(out[:L, b : b + 1], ob, rtol=0, atol=1e-14)
+        assert out[L:, b].abs().max().item() == 0 if L < x.shape[0] else True
+        torch.testing.assert_close(h[:, b : b + 1], hb, rtol=0, atol=1e-14)
+        torch.testing.assert_close(c[:, b : b + 1], cb, rtol=0, atol=1e-14)
+        # per-sample gradient: sample b's loss computed inside the batch vs alone
+        gb = torch.autograd.grad((m(x, lengths=LENGTHS)[0][:, b] ** 2).sum(), list(m.parameters()))
+        ga = torch.autograd.grad((m(xb)[0] ** 2).sum(), list(m.parameters()))
+        for u, v in zip(gb, ga, strict=True):
+            assert _rel(u, v) <= 1e-12
+
+
+@pytest.mark.parametrize("variant", ["vanilla", "lstm97"])
+def test_per_sample_engine_equals_batch(variant):
+    m = LSTM(4, 4, variant=variant, cells_per_block=2, dtype=F64, seed=7)
+    x = _inputs()
+    _, g_batch = _grads(m, x, LENGTHS, "bptt")
+    _, g_loop = _grads(m, x, LENGTHS, "bptt:per-sample")
+    for a, b in zip(g_batch, g_loop, strict=True):
+        assert _rel(a, b) <= 1e-12
+
+
+def test_float32_close_to_float64():
+    m64 = LSTM(4, 8, variant="lstm97", cells_per_block=2, dtype=F64, seed=8, gate_sharpness=3.75)
+    m32 = LSTM(
+        4, 8, variant="lstm97", cells_per_block=2, dtype=torch.float32, seed=8, gate_sharpness=3.75
+    )
+    m32.load_state_dict(m64.state_dict())
+    x = _inputs()
+    o64 = m64(x, lengths=LENGTHS)[0]
+    o32 = m32(x.float(), lengths=LENGTHS)[0]
+    assert o32.dtype == torch.float32
+    torch.testing.assert_close(o32.double(), o64, rtol=1e-5, atol=1e-6)
+    g32 = torch.autograd.grad(o32.pow(2).sum(), list(m32.parameters()))
+    g64 = torch.autograd.grad(o64.pow(2).sum(), list(m64.parameters()))
+    for a, b in zip(g32, g64, strict=True):
+        torch.testing.assert_close(a.double(), b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("variant", ["vanilla", "lstm97", "mLSTM"])
+def test_cuda_matches_cpu(variant):
+    m = LSTM(4, 4, variant=variant, dtype=F64, seed=9)
+    x = _inputs()
+    _, g_cpu = _grads(m, x, LENGTHS, "bptt")
+    mc = LSTM(4, 4, variant=variant, dtype=F64, seed=9, device="cuda")
+    _, g_gpu = _grads(mc, x.cuda(), LENGTHS.cuda(), "bptt")
+    for a, b in zip(g_cpu, g_gpu, strict=True):
+        assert _rel(a, b.cpu()) <= 1e-10
