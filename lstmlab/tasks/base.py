@@ -40,12 +40,18 @@ def one_hot(indices: Tensor, size: int, dtype: torch.dtype = torch.float32) -> T
     return out
 
 
+def _as_float(x: Tensor) -> Tensor:
+    """Compact binary features (uint8 / bool piano rolls) -> float32; float stays as is."""
+    return x if x.is_floating_point() else x.float()
+
+
 @dataclass(frozen=True, eq=False)
 class Split:
     """One split of a task, as whole tensors.
 
-    features        (N, T, I) float, or (N, T) long symbol indices (-1 = padding) when
-                    ``one_hot`` is set; ``inputs`` always gives (N, T, I) float
+    features        (N, T, I) float (or uint8 0/1, made float per batch), or (N, T) long
+                    symbol indices (-1 = padding) when ``one_hot`` is set; ``inputs`` always
+                    gives (N, T, I) float
     targets         (N, O) / (N,) long for read="last"; (N, T, O) / (N, T) long for
                     read="every"; (N, S) long for CTC (then ``target_lengths`` (N,))
     lengths         (N,) long, 1 <= lengths <= T
@@ -78,7 +84,7 @@ class Split:
     def inputs(self) -> Tensor:
         """(N, T, I) float. For one-hot splits this materialises the whole code: mind memory."""
         if self.one_hot is None:
-            return self.features
+            return _as_float(self.features)
         return one_hot(self.features, self.one_hot)
 
     @property
@@ -92,8 +98,10 @@ class Split:
         lengths = self.lengths[idx]
         T = int(lengths.max())
         feats = self.features[idx][:, :T]
-        inputs = one_hot(feats, self.one_hot) if self.one_hot is not None else feats
+        inputs = one_hot(feats, self.one_hot) if self.one_hot is not None else _as_float(feats)
         targets = self.targets[idx]
+        if targets.dtype in (torch.uint8, torch.bool):  # compact binary targets (piano rolls)
+            targets = targets.float()
         if self.per_step:
             targets = targets[:, :T]
         tl = None
