@@ -118,7 +118,8 @@ class LSTM(nn.Module):
             ),
         )
         self.gate_sharpness = GateSharpness(gate_sharpness)
-        self.epoch = 0
+        # the epoch of the gate-sharpness schedule, kept in the state_dict as a plain tensor
+        self.register_buffer("sharpness_epoch", torch.zeros((), dtype=torch.long))
         self.proj_size = proj_size
         self.bidirectional = bool(bidirectional)
         self.batch_first = bool(batch_first)
@@ -213,16 +214,14 @@ class LSTM(nn.Module):
     def set_epoch(self, epoch: int) -> None:
         """Advance the gate-sharpness schedule to ``epoch`` (validated at once)."""
         self.gate_sharpness.at(epoch)
-        self.epoch = int(epoch)
+        self.sharpness_epoch.fill_(int(epoch))
 
     def alpha(self) -> dict[str, float]:
         return self.gate_sharpness.at(self.epoch)
 
-    def get_extra_state(self) -> dict[str, Any]:
-        return {"epoch": self.epoch}
-
-    def set_extra_state(self, state: dict[str, Any]) -> None:
-        self.epoch = int(state.get("epoch", 0))
+    @property
+    def epoch(self) -> int:
+        return int(self.sharpness_epoch)
 
     # ------------------------------------------------------------------ forward
     def forward(
