@@ -1,0 +1,153 @@
+"""Nonlinear conjugate gradient (SPEC S3): Polak–Ribière+ and Hestenes–Stiefel, restarts,
+strong-Wolfe line search (torch.optim's, see ``line_search.py``).
+
+    β_PR+ = max(0, gᵀ(g − g₋) / g₋ᵀg₋)          β_HS = gᵀ(g − g₋) / d₋ᵀ(g − g₋)
+    d = −g + β d₋; restart (d = −g) every ``restart_every`` iterations (default: n params),
+    when d is not a descent direction, and (optionally, ``powell=ν``, e.g. 0.2) when
+    |gᵀg₋| ≥ ν‖g‖² (Powell 1977).
+Initial trial step t₀ = t₋·(g₋ᵀd₋)/(gᵀd) (Nocedal & Wright eq. 3.60); the first one
+min(1, 1/‖g‖₁). Wolfe c2 = 0.1 (a CG method needs a tighter curvature condition than L-BFGS).
+Hand-written: the direction update is the method.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor
+
+from lstmlab.optim.base import NonFiniteError, Optimizer, StepInfo, finite
+from lstmlab.optim.lbfgs import StartCache
+from lstmlab.optim.line_search import strong_wolfe
+
+__all__ = ["NonlinearCG", "BETAS"]
+
+BETAS = ("pr+", "hs")
+
+
+class NonlinearCG(Optimizer):
+    """Args: beta in {"pr+", "hs"}, iterations per step, lr* (scales t₀), c1, c2, max_ls,
+    restart_every, powell (ν or None), tolerance_grad, tolerance_change, nonfinite_shrink."""
+
+    def __init__(
+        self,
+        beta: str = "pr+",
+        iterations: int = 1,
+        lr: Any = 1.0,
+        *,
+        c1: float = 1e-4,
+        c2: float = 0.1,
+        max_ls: int = 25,
+        restart_every: int | None = None,
+        powell: float | None = None,
+        tolerance_grad: float = 1e-10,
+        tolerance_change: float = 1e-12,
+        nonfinite_shrink: float = 0.1,
+    ) -> None:
+        super().__init__(lr=lr)
+        if beta not in BETAS:
+            raise ValueError(f"unknown beta {beta!r}; valid: {list(BETAS)}")
+        self.beta, self.iterations = beta, iterations
+        self.c1, self.c2, self.max_ls = c1, c2, max_ls
+        self.restart_every, self.powell = restart_every, powell
+        self.tolerance_grad, self.tolerance_change = tolerance_grad, tolerance_change
+        self.nonfinite_shrink = nonfinite_shrink
+        self.d_prev: Tensor | None = None
+        self.g_prev: Tensor | None = None
+        self.t_prev = 0.0
+        self.gtd_prev = 0.0
+        self.since_restart = 0
+        self.scale = 1.0
+        self._cache = StartCache()
+
+    def _direction(self, g: Tensor) -> tuple[Tensor, bool]:
+        every = self.restart_every or g.numel()
+        gp, dp = self.g_prev, self.d_prev
+        if gp is None or dp is None or self.since_restart >= every:
+            return -g, True
+        if self.powell is not None and abs(float(g.dot(gp))) >= self.powell * float(g.dot(g)):
+            return -g, True
+        y = g - gp
+        if self.beta == "pr+":
+            den = float(gp.dot(gp))
+            b = max(0.0, float(g.dot(y)) / den) if den > 0 else 0.0
+        else:
+            den = float(dp.dot(y))
+            b = float(g.dot(y)) / den if den != 0 else 0.0
+        d = -g + b * dp
+        if float(g.dot(d)) >= 0:
+            return -g, True
+        return d, False
+
+    def _step(self, obj) -> StepInfo:
+        x, f, g = self._cache.start(obj)
+        x0 = x
+        info = StepInfo(iteration=self.iteration, loss=f, grad_norm=float(g.norm()))
+        info.inner_iterations = 0
+        if not finite(f, g):
+            return self._reject(info, "non-finite loss or gradient at the current point")
+        for _ in range(self.iterations):
+            if float(g.abs().max()) <= self.tolerance_grad:
+                info.reason = "gradient below tolerance"
+                break
+            d, restarted = self._direction(g)
+            gtd = float(g.dot(d))
+            if restarted:
+                self.since_restart = 0
+            if self.g_prev is None:
+                t0 = min(1.0, 1.0 / float(g.abs().sum()))
+            else:
+                t0 = self.t_prev * self.gtd_prev / gtd if gtd != 0 else 1.0
+            t0 *= self.hp("lr") * self.scale
+            try:
+                f_new, g_new, t, n = strong_wolfe(
+                    obj, x, t0, d, f, g, c1=self.c1, c2=self.c2, max_ls=self.max_ls
+                )
+            except NonFiniteError as err:
+                self.scale *= self.nonfinite_shrink
+                if x is x0:
+                    return self._reject(info, f"{err}; initial step scale now {self.scale:.3g}")
+                info.reason = f"{err}; stopped early"
+                break
+            info.line_search_evals += n
+            if not f_new <= f:
+                self.g_prev = self.d_prev = None
+                if x is x0:
+                    return self._reject(info, "line search found no decrease; restarted")
+                info.reason = "line search found no decrease"
+                break
+            self.d_prev, self.g_prev, self.t_prev, self.gtd_prev = d, g, t, gtd
+            self.since_restart += 1
+            self.scale = 1.0
+            x = x + t * d
+            df, f, g = f_new - f, f_new, g_new
+            info.step_size, info.inner_iterations = t, info.inner_iterations + 1
+            if abs(df) < self.tolerance_change:
+                info.reason = "loss change below tolerance"
+                break
+        if x is not x0:
+            obj.set_params(x)
+        self._cache.remember(obj, x, f, g)
+        info.new_loss, info.grad_norm = f, float(g.norm())
+        return info
+
+    def _reject(self, info: StepInfo, reason: str) -> StepInfo:
+        info.accepted, info.rejected, info.reason = False, True, reason
+        self._cache.entry = None
+        return info
+
+    def _state(self) -> dict[str, Any]:
+        return {
+            "d_prev": self.d_prev,
+            "g_prev": self.g_prev,
+            "t_prev": self.t_prev,
+            "gtd_prev": self.gtd_prev,
+            "since_restart": self.since_restart,
+            "scale": self.scale,
+        }
+
+    def _load_state(self, s: dict[str, Any]) -> None:
+        self.d_prev, self.g_prev = s["d_prev"], s["g_prev"]
+        self.t_prev, self.gtd_prev = float(s["t_prev"]), float(s["gtd_prev"])
+        self.since_restart, self.scale = int(s["since_restart"]), float(s["scale"])
+        self._cache = StartCache()

@@ -1,0 +1,153 @@
+"""L-BFGS and nonlinear CG reach scipy's minimum; HF solves a convex quadratic in ≤ n CG steps."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.optimize
+import torch
+
+from lstmlab.objective import FunctionObjective
+from lstmlab.optim import LBFGS, SGD, Adam, HessianFree, NonlinearCG
+
+
+def rosenbrock(x: torch.Tensor) -> torch.Tensor:
+    return (100 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1]) ** 2).sum()
+
+
+def logistic_problem(seed=0, n=60, d=4):
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(n, d, generator=g, dtype=torch.float64)
+    w = torch.randn(d, generator=g, dtype=torch.float64)
+    y = (X @ w + 0.5 * torch.randn(n, generator=g, dtype=torch.float64) > 0).to(torch.float64)
+
+    def f(x):
+        z = X @ x[:-1] + x[-1]
+        return torch.nn.functional.binary_cross_entropy_with_logits(z, y) + 1e-2 * (x**2).sum()
+
+    return f, d + 1
+
+
+def scipy_min(fn, x0):
+    def fg(xn):
+        x = torch.tensor(xn, requires_grad=True)
+        v = fn(x)
+        (g,) = torch.autograd.grad(v, x)
+        return float(v.detach()), g.numpy()
+
+    r = scipy.optimize.minimize(fg, x0.numpy(), jac=True, method="BFGS", options={"gtol": 1e-10})
+    return torch.tensor(r.x), r.fun
+
+
+def run(opt, obj, steps):
+    for _ in range(steps):
+        info = opt.step(obj)
+        if info.reason.startswith(("gradient below", "loss change")):
+            break
+    return obj.get_params()
+
+
+OPTS = {
+    "lbfgs": lambda: LBFGS(history=10),
+    "ncg-pr+": lambda: NonlinearCG("pr+"),
+    "ncg-hs": lambda: NonlinearCG("hs"),
+}
+
+
+@pytest.mark.parametrize("name", list(OPTS))
+@pytest.mark.parametrize("problem", ["rosenbrock", "logistic"])
+def test_reaches_scipy_minimum(name, problem):
+    if problem == "rosenbrock":
+        fn, x0 = rosenbrock, torch.tensor([-1.2, 1.0, -0.5, 0.8], dtype=torch.float64)
+    else:
+        fn, n = logistic_problem()
+        x0 = torch.zeros(n, dtype=torch.float64)
+    x_ref, f_ref = scipy_min(fn, x0)
+    obj = FunctionObjective(fn, x0)
+    x = run(OPTS[name](), obj, 3000)
+    assert float(fn(x)) == pytest.approx(f_ref, abs=1e-9)
+    assert torch.allclose(x, x_ref, atol=1e-4)
+
+
+def test_hf_solves_convex_quadratic_in_n_cg_iterations():
+    n = 12
+    g = torch.Generator().manual_seed(1)
+    Q = torch.randn(n, n, generator=g, dtype=torch.float64)
+    A = Q @ Q.T + 0.1 * torch.eye(n, dtype=torch.float64)
+    b = torch.randn(n, generator=g, dtype=torch.float64)
+    x_star = torch.linalg.solve(A, b)
+    obj = FunctionObjective(lambda x: 0.5 * x @ A @ x - b @ x, torch.zeros(n, dtype=torch.float64))
+    hf = HessianFree(damping=0.0, lm=None, structural_weight=0.0, max_cg=n)
+    info = hf.step(obj)
+    assert info.cg_iterations <= n and info.cg_stop in ("residual", "max_iter")
+    assert info.step_size == 1.0
+    assert torch.allclose(obj.get_params(), x_star, atol=1e-8)
+
+
+@pytest.mark.parametrize("precond", [None, "diagonal", "lbfgs"])
+def test_hf_converges_on_logistic(precond):
+    fn, n = logistic_problem()
+    x_ref, f_ref = scipy_min(fn, torch.zeros(n, dtype=torch.float64))
+    obj = FunctionObjective(fn, torch.zeros(n, dtype=torch.float64))
+    hf = HessianFree(damping=1e-3, structural_weight=0.0, preconditioner=precond)
+    for _ in range(15):
+        hf.step(obj)
+    assert float(fn(obj.get_params())) == pytest.approx(f_ref, abs=1e-8)
+
+
+@pytest.mark.parametrize("curvature", ["hessian", "fd"])
+def test_hf_exact_and_fd_curvature_on_rosenbrock(curvature):
+    obj = FunctionObjective(rosenbrock, torch.tensor([-1.2, 1.0], dtype=torch.float64))
+    hf = HessianFree(curvature=curvature, damping=1.0, structural_weight=0.0)
+    for _ in range(100):
+        hf.step(obj)
+    assert torch.allclose(obj.get_params(), torch.ones(2, dtype=torch.float64), atol=1e-4)
+
+
+def test_adam_matches_torch():
+    fn, n = logistic_problem()
+    x0 = torch.zeros(n, dtype=torch.float64)
+    obj = FunctionObjective(fn, x0)
+    ours = Adam(lr=0.05)
+    p = torch.nn.Parameter(x0.clone())
+    ref = torch.optim.Adam([p], lr=0.05)
+    for _ in range(20):
+        ours.step(obj)
+        ref.zero_grad()
+        fn(p).backward()
+        ref.step()
+    assert torch.allclose(obj.get_params(), p.detach(), atol=1e-12)
+
+
+@pytest.mark.parametrize("nesterov", [False, True], ids=["classical", "nesterov"])
+def test_momentum_matches_formula(nesterov):
+    fn, n = logistic_problem()
+    obj = FunctionObjective(fn, torch.zeros(n, dtype=torch.float64))
+    opt = SGD(lr=0.5, momentum=0.9, nesterov=nesterov, rescale=True)
+    x, v = torch.zeros(n, dtype=torch.float64), torch.zeros(n, dtype=torch.float64)
+    for _ in range(5):
+        opt.step(obj)
+        at = (x + 0.9 * v if nesterov else x).requires_grad_(True)
+        (g,) = torch.autograd.grad(fn(at), at)
+        v = 0.9 * v - 0.5 * 0.1 * g
+        x = x.detach() + v
+    assert torch.allclose(obj.get_params(), x, atol=1e-14)
+
+
+def test_sgd_clipping():
+    obj = FunctionObjective(lambda x: (x * torch.tensor([100.0, 0.1])).sum(), torch.zeros(2))
+    SGD(lr=1.0, clip_value=1.0).step(obj)
+    assert torch.allclose(obj.get_params(), torch.tensor([-1.0, -0.1]))
+    obj = FunctionObjective(lambda x: (x * torch.tensor([3.0, 4.0])).sum(), torch.zeros(2))
+    SGD(lr=1.0, clip_norm=1.0).step(obj)
+    assert torch.allclose(obj.get_params(), torch.tensor([-0.6, -0.8]))
+
+
+def test_schedules_accepted():
+    obj = FunctionObjective(lambda x: 0.5 * (x**2).sum(), torch.ones(2, dtype=torch.float64))
+    opt = SGD(lr={"type": "piecewise", "boundaries": [1], "values": [0.5, 0.25]})
+    opt.step(obj)
+    assert torch.allclose(obj.get_params(), torch.full((2,), 0.5, dtype=torch.float64))
+    opt.step(obj)
+    assert torch.allclose(obj.get_params(), torch.full((2,), 0.375, dtype=torch.float64))
+    np.testing.assert_allclose(opt.hp("lr"), 0.25)
