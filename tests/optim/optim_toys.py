@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
+from torch.func import hessian, jacrev
 
 from lstmlab.data import Batch
 
@@ -79,3 +80,18 @@ def make_batch(B, T, I, O, output="linear", read="every", dtype=torch.float64, s
     else:
         targets = torch.randn(*shape, O, generator=g, dtype=dtype)
     return Batch(inputs, targets, lengths)
+
+
+def dense_gn(obj) -> torch.Tensor:
+    """Jᵀ H_L J from dense Jacobians, with the matching (or σ-squared-error) H_L."""
+    x0 = obj.get_params()
+    z0 = obj.forward(x0).detach()
+    J = jacrev(lambda x: obj.forward(x))(x0).reshape(z0.numel(), -1)
+    if obj.model.output == "sigmoid":  # GN of ½Σw(σ(z) − t)²: diag(σ') W diag(σ')
+        s = torch.sigmoid(z0)
+        W = hessian(lambda t: obj.model.loss(z0, obj.with_targets(t)))(obj.batch.targets)
+        ds = (s * (1 - s)).reshape(-1)
+        HL = ds[:, None] * W.reshape(z0.numel(), -1) * ds[None, :]
+    else:
+        HL = hessian(lambda z: obj.model.loss(z, obj.batch))(z0).reshape(z0.numel(), -1)
+    return J.T @ HL @ J

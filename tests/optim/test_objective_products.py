@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from optim_toys import TinyRNN, make_batch
+from optim_toys import TinyRNN, dense_gn, make_batch
 from torch.func import functional_call, hessian, jacrev
 
 from lstmlab.objective import Objective
@@ -17,21 +17,6 @@ def _setup(output, read, seed=0):
     model = TinyRNN(2, 3, 3, output=output, read=read).double()
     batch = make_batch(4, 5, 2, 3, output=output, read=read, seed=seed)
     return model, batch, Objective(model, batch)
-
-
-def dense_gn(obj: Objective) -> torch.Tensor:
-    """Jᵀ H_L J from dense Jacobians, with the matching (or σ-squared-error) H_L."""
-    x0 = obj.get_params()
-    z0 = obj.forward(x0).detach()
-    J = jacrev(lambda x: obj.forward(x))(x0).reshape(z0.numel(), -1)
-    if obj.model.output == "sigmoid":  # GN of ½Σw(σ(z) − t)²: diag(σ') W diag(σ')
-        s = torch.sigmoid(z0)
-        W = hessian(lambda t: obj.model.loss(z0, obj.with_targets(t)))(obj.batch.targets)
-        ds = (s * (1 - s)).reshape(-1)
-        HL = ds[:, None] * W.reshape(z0.numel(), -1) * ds[None, :]
-    else:
-        HL = hessian(lambda z: obj.model.loss(z, obj.batch))(z0).reshape(z0.numel(), -1)
-    return J.T @ HL @ J
 
 
 @pytest.mark.parametrize("output,read", OUTPUTS, ids=[f"{o}-{r}" for o, r in OUTPUTS])
