@@ -102,7 +102,11 @@ class LBFGS(Optimizer):
         info = StepInfo(iteration=self.iteration, loss=f, grad_norm=float(g.norm()))
         info.inner_iterations = 0
         if not finite(f, g):
-            return self._reject(info, "non-finite loss or gradient at the current point")
+            self.scale *= self.nonfinite_shrink
+            return self._reject(
+                info,
+                f"non-finite loss or gradient at the current point; step scale {self.scale:.3g}",
+            )
         x0 = x
         for _ in range(self.iterations):
             if float(g.abs().max()) <= self.tolerance_grad:

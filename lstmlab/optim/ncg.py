@@ -85,7 +85,11 @@ class NonlinearCG(Optimizer):
         info = StepInfo(iteration=self.iteration, loss=f, grad_norm=float(g.norm()))
         info.inner_iterations = 0
         if not finite(f, g):
-            return self._reject(info, "non-finite loss or gradient at the current point")
+            self.scale *= self.nonfinite_shrink
+            return self._reject(
+                info,
+                f"non-finite loss or gradient at the current point; step scale {self.scale:.3g}",
+            )
         for _ in range(self.iterations):
             if float(g.abs().max()) <= self.tolerance_grad:
                 info.reason = "gradient below tolerance"
