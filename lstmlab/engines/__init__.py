@@ -18,9 +18,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from lstmlab.engines import autograd, bptt
+from lstmlab.engines import autograd, bptt, rtrl
 
-_RUNNERS: dict[str, Callable] = {"bptt": bptt.run, "autograd": autograd.run}
+_RUNNERS: dict[str, Callable] = {
+    "bptt": bptt.run,
+    "autograd": autograd.run,
+    "rtrl": rtrl.run,
+    "rtrl-per-sample": rtrl.run_per_sample,
+}
 
 ENGINES = tuple(_RUNNERS)
 
