@@ -193,20 +193,27 @@ class Task:
     def evaluate(self, predictions: Tensor, data: Split | Batch) -> dict[str, float]:
         """Metrics of ``predictions`` (after the output nonlinearity) on a split or batch."""
         batch = data.batch() if isinstance(data, Split) else data
-        return self.scorer.finish(self.scorer.sums(predictions, batch))
+        return self.scorer.finish(self.scorer.sums(self._align(predictions, batch), batch))
 
     def evaluate_batches(self, pairs: Iterable[tuple[Tensor, Batch]]) -> dict[str, float]:
         """Metrics accumulated over ``(predictions, batch)`` pairs, e.g. a whole split in
         minibatches; equals ``evaluate`` on the concatenation."""
         total: dict[str, float] = {}
         for pred, batch in pairs:
-            for k, v in self.scorer.sums(pred, batch).items():
+            for k, v in self.scorer.sums(self._align(pred, batch), batch).items():
                 total[k] = total.get(k, 0.0) + v
         return self.scorer.finish(total)
 
     def per_sequence_wrong(self, predictions: Tensor, batch: Batch) -> Tensor:
         """(B,) bool: which sequences the success test counts as wrong (where defined)."""
-        return self.scorer.wrong(predictions, batch)
+        return self.scorer.wrong(self._align(predictions, batch), batch)
+
+    def _align(self, pred: Tensor, batch: Batch) -> Tensor:
+        """Per-step predictions made on a longer padding (e.g. ``split.inputs``) are cut to
+        the batch's padded length; padded steps never count."""
+        if self.read == "every" and pred.dim() >= 3 and pred.shape[1] > batch.max_length:
+            return pred[:, : batch.max_length]
+        return pred
 
     def solved(self, metrics: dict[str, float]) -> bool:
         """The task's success test (docs/tasks.md lists each)."""

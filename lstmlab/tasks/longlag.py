@@ -42,6 +42,16 @@ LONGLAG = (
     "memorization",
 )
 _MIN_T_MS = 20
+_DEFAULT_OUTPUT = {
+    ("adding", "1997"): "sigmoid",
+    ("multiplication", "1997"): "sigmoid",
+    ("adding", "ms2011"): "linear",
+    ("multiplication", "ms2011"): "linear",
+    ("xor", "ms2011"): "bernoulli",
+    ("temporal_order", "ms2011"): "softmax",
+    ("permutation", "ms2011"): "softmax",
+    ("memorization", "ms2011"): "softmax",
+}
 
 
 def _check_int(name: str, value, low: int) -> int:
@@ -117,6 +127,16 @@ def make_longlag(
     _check_int("n_symbols", n_symbols, 1)
     _check_int("alphabet", alphabet, 2)
 
+    if output is not None:
+        allowed = (
+            ("sigmoid", "linear")
+            if problem in ("adding", "multiplication")
+            else (_DEFAULT_OUTPUT[(problem, convention)],)
+        )
+        if output not in allowed:
+            raise ValueError(f"{problem} output must be one of {allowed}, got {output!r}")
+        if output == "sigmoid" and convention == "ms2011" and problem == "adding":
+            raise ValueError("output='sigmoid' cannot fit M&S adding targets, which reach 2")
     sizes = {"train": n_train, "valid": n_valid, "test": n_test}
     name = f"{problem}/{convention}"
     info = {
@@ -176,14 +196,6 @@ def make_longlag(
         in_size, out_size = alphabet + 2, alphabet + 1
         info.update(n_symbols=n_symbols, alphabet=alphabet, replay_only=replay_only)
         name = f"memorization_{n_symbols}of{alphabet}/ms2011"
-    if output is not None:
-        allowed = (
-            ("sigmoid", "linear") if problem in ("adding", "multiplication") else (default_out,)
-        )
-        if output not in allowed:
-            raise ValueError(f"{problem} output must be one of {allowed}, got {output!r}")
-        if output == "sigmoid" and convention == "ms2011" and problem == "adding":
-            raise ValueError("output='sigmoid' cannot fit M&S adding targets, which reach 2")
     return Task(
         name=name,
         train=train,

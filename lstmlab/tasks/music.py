@@ -60,7 +60,7 @@ def _roll(seq, where: str) -> np.ndarray:
         bad |= (pitches < LOWEST) | (pitches > LOWEST + KEYS - 1)
         if bad.any():
             raise DataError(
-                f"{where}, step {t}: pitch {pitches[bad][0]!r} is outside the piano range "
+                f"{where}, step {t}: pitch {float(pitches[bad][0])!r} is outside the piano range "
                 f"{LOWEST}–{LOWEST + KEYS - 1} (MIDI)"
             )
         roll[t, pitches.astype(np.int64) - LOWEST] = 1

