@@ -33,28 +33,38 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lstmlab.nn.activations import activate, derivative_from_output
+from lstmlab.nn.activations import derivative_from_output
 from lstmlab.nn.variants import CellSpec
 
 
-def _gate_groups(spec: CellSpec, alpha: dict[str, float]):
-    """Contiguous runs of gates that can share one sigmoid call: [(gates, alpha)]."""
-    runs: list[tuple[list[str], float]] = []
+def _scaled_gate_rows(t: Tensor | None, spec: CellSpec, alpha: dict[str, float], offset: int):
+    """t with the rows of each gate multiplied by its α (rows counted from ``offset``).
+
+    σ_α(a) = σ(α a), and a is linear in W, R, b, P, Q: scaling a gate's rows by α once per call
+    saves one elementwise multiply per gate per step."""
+    if t is None or all(alpha[g] == 1.0 for g in spec.gates):
+        return t
+    scale = torch.ones(t.shape[0], dtype=t.dtype, device=t.device)
     for g in spec.gates:
-        if g == "o":
-            continue  # the output gate needs c_t first
-        if runs and runs[-1][1] == alpha[g]:
-            runs[-1][0].append(g)
-        else:
-            runs.append(([g], alpha[g]))
-    return runs
+        sl = spec.gate_slice(g)
+        scale[sl.start - offset : sl.stop - offset] = alpha[g]
+    return t * scale.view(-1, *([1] * (t.dim() - 1)))
 
 
-def _peep_sum(c: Tensor, P: Tensor, n: int, nb: int, cpb: int) -> Tensor:
-    """(P c)_j = Σ_k P[j, k] c[j, k]: c (n, H), P (blocks, cpb) -> (n, blocks)."""
-    if cpb == 1:
-        return c * P.view(1, nb)
-    return (c.view(n, nb, cpb) * P).sum(-1)
+def _act_into(name: str, a: Tensor, out: Tensor) -> Tensor:
+    """out = f(a) for the block-input / cell-output activation ``name``."""
+    if name == "tanh":
+        return torch.tanh(a, out=out)
+    if name == "identity":
+        return out.copy_(a)
+    if name == "bipolar2":  # 4σ(a) - 2
+        return torch.sigmoid(a, out=out).mul_(4.0).sub_(2.0)
+    return torch.sigmoid(a, out=out).mul_(2.0).sub_(1.0)  # bipolar1: 2σ(a) - 1
+
+
+def _to_cells(g: Tensor, cpb: int) -> Tensor:
+    """Block-level (..., nb) -> cell-level (..., nb·cpb): each gate broadcast to its cells."""
+    return g if cpb == 1 else g.repeat_interleave(cpb, dim=-1)
 
 
 class LSTMLayerBPTT(torch.autograd.Function):
@@ -63,6 +73,11 @@ class LSTMLayerBPTT(torch.autograd.Function):
     Inputs: x (T, B, I) sorted by length (descending), h0 (B, Hr), c0 (B, H), and the dense
     weights of ``LSTMCell.weights``. ``batch_sizes``: list of n_t (rows alive at step t), or
     None when every sequence has length T. Outputs: Y (T, B, Hr), C (T, B, H), h_n, c_n.
+
+    Forward keeps Z = g(z-pre), A = gate activations (= q_t), C, HC = h(C), Y (and ŷ with a
+    projection, u = W_mh y and m for mLSTM). Backward first forms, over all steps at once, the
+    derivative factors that do not depend on the carried error (α σ(1−σ), o h'(c), i g'(z), …),
+    so that each reverse step is a handful of multiply-adds and one recurrent product.
     """
 
     @staticmethod
@@ -74,97 +89,114 @@ class LSTMLayerBPTT(torch.autograd.Function):
         H, nb, cpb, Hr, G = s.hidden_size, s.blocks, s.cells_per_block, s.recurrent_size, s.n_q
         D = s.n_pre
         bs = batch_sizes if batch_sizes is not None else [B] * T
-        peep = {"i": P_i, "f": P_f, "o": P_o}
+        full = batch_sizes is None
+        # forward-only copies with each gate's rows scaled by its α
+        Ws, Rs, bsc = (_scaled_gate_rows(t, s, alpha, 0) for t in (W, R, b))
+        Qs = _scaled_gate_rows(Q, s, alpha, H)
+        Ps = {
+            g: (p if p is None else p * alpha[g]) for g, p in (("i", P_i), ("f", P_f), ("o", P_o))
+        }
         x2 = x.reshape(T * B, I)
-        pre_all = (torch.addmm(b, x2, W.t()) if b is not None else x2 @ W.t()).view(T, B, D)
+        pre_all = (torch.addmm(bsc, x2, Ws.t()) if bsc is not None else x2 @ Ws.t()).view(T, B, D)
         mult = s.multiplicative_size is not None
+        new = x.new_zeros
+        Y, C, Z, HC, A = new(T, B, Hr), new(T, B, H), new(T, B, H), new(T, B, H), new(T, B, G)
+        Yh = new(T, B, H) if W_p is not None else None
         if mult:
             M = s.multiplicative_size
             MX = (x2 @ W_mx.t()).view(T, B, M)
-            U = x.new_zeros(T, B, M)
-            Mm = x.new_zeros(T, B, M)
-        new = x.new_zeros
-        Y, C, Z, HC = new(T, B, Hr), new(T, B, H), new(T, B, H), new(T, B, H)
-        A = new(T, B, G)  # gate activations = q_t
-        Yh = new(T, B, H) if W_p is not None else None
-        runs = _gate_groups(s, alpha)
-        Rt = R.t()
-        Qt = Q.t() if Q is not None else None
-        Wpt = W_p.t() if W_p is not None else None
-        ones = None
-        for t in range(T):
+            U, Mm = new(T, B, M), new(T, B, M)
+        steps = zip(
+            pre_all.unbind(0),
+            Y.unbind(0),
+            C.unbind(0),
+            Z.unbind(0),
+            HC.unbind(0),
+            A.unbind(0),
+            strict=True,
+        )
+        Rt, Wpt = Rs.t(), (W_p.t() if W_p is not None else None)
+        Qt = Qs.t() if Qs is not None else None
+        has_i, has_f, has_o = ("i" in s.gates), ("f" in s.gates), ("o" in s.gates)
+        # the input and forget gates are contiguous in both the pre-activation and A layouts
+        if_gates = [g for g in ("i", "f") if g in s.gates]
+        if if_gates:
+            lo, hi = s.gate_slice(if_gates[0]).start, s.gate_slice(if_gates[-1]).stop
+            P_if = torch.stack([Ps[g] for g in if_gates]) if s.peepholes else None  # (k, nb, cpb)
+        qi = s.q_slice("i") if has_i else None
+        qf = s.q_slice("f") if has_f else None
+        if has_o:
+            so, qo = s.gate_slice("o"), s.q_slice("o")
+        y_prev, c_prev, a_prev = h0, c0, None
+        for t, (pre, y_t, c_t, z_t, hc_t, a_t) in enumerate(steps):
             n = bs[t]
             if n == 0:
                 break
-            pre = pre_all[t, :n]  # (n, D), this step's pre-activations, built in place
-            y_prev = h0[:n] if t == 0 else Y[t - 1, :n]
-            c_prev = c0[:n] if t == 0 else C[t - 1, :n]
+            if not full:
+                pre, y_t, c_t, z_t, hc_t, a_t = (v[:n] for v in (pre, y_t, c_t, z_t, hc_t, a_t))
+                y_prev, c_prev = y_prev[:n], c_prev[:n]
+                a_prev = a_prev[:n] if a_prev is not None else None
             if mult:
                 u = torch.mm(y_prev, W_mh.t(), out=U[t, :n])
-                m = torch.mul(MX[t, :n], u, out=Mm[t, :n])
-                pre.addmm_(m, Rt)
+                pre.addmm_(torch.mul(MX[t, :n], u, out=Mm[t, :n]), Rt)
             else:
                 pre.addmm_(y_prev, Rt)
-            if Qt is not None and t > 0:
-                pre[:, H:].addmm_(A[t - 1, :n], Qt)
-            z = activate(s.g, pre[:, :H])
-            Z[t, :n] = z
-            a = A[t, :n]
-            for gates, al in runs:
-                lo = s.gate_slice(gates[0]).start
-                hi = s.gate_slice(gates[-1]).stop
-                pg = pre[:, lo:hi]
-                if s.peepholes:
-                    for g in gates:
-                        sl = s.gate_slice(g)
-                        pre[:, sl] += _peep_sum(c_prev, peep[g], n, nb, cpb)
-                if al != 1.0:
-                    pg.mul_(al)
-                torch.sigmoid(pg, out=a[:, lo - H : hi - H])
-            if "i" in s.gates:
-                i = a[:, s.q_slice("i")]
+            if Qt is not None and a_prev is not None:
+                pre[:, H:].addmm_(a_prev, Qt)
+            _act_into(s.g, pre[:, :H], z_t)
+            if if_gates:
+                p_if = pre[:, lo:hi]
+                if P_if is not None:  # peepholes from c_{t-1}
+                    c3 = c_prev.view(n, 1, nb, cpb)
+                    if cpb == 1:
+                        p_if.view(n, len(if_gates), nb).addcmul_(
+                            c3.view(n, 1, nb), P_if.view(-1, nb)
+                        )
+                    else:
+                        p_if.view(n, len(if_gates), nb).add_((c3 * P_if).sum(-1))
+                torch.sigmoid(p_if, out=a_t[:, lo - H : hi - H])
+            i = a_t[:, qi] if has_i else None
+            f = (1.0 - i) if s.coupled else (a_t[:, qf] if has_f else None)
+            if cpb == 1:
+                if f is None:
+                    torch.add(c_prev, z_t if i is None else i * z_t, out=c_t)
+                else:
+                    torch.mul(f, c_prev, out=c_t)
+                    c_t.add_(z_t) if i is None else c_t.addcmul_(i, z_t)
             else:
-                if ones is None:
-                    ones = x.new_ones(B, nb)
-                i = ones[:n]
-            if s.coupled:
-                f = 1.0 - i
-            elif "f" in s.gates:
-                f = a[:, s.q_slice("f")]
+                c3, zc = c_t.view(n, nb, cpb), z_t.view(n, nb, cpb)
+                cp3 = c_prev.view(n, nb, cpb)
+                if f is None:
+                    torch.add(cp3, zc if i is None else i.unsqueeze(-1) * zc, out=c3)
+                else:
+                    torch.mul(f.unsqueeze(-1), cp3, out=c3)
+                    c3.add_(zc) if i is None else c3.addcmul_(i.unsqueeze(-1), zc)
+            _act_into(s.h, c_t, hc_t)
+            y_hat = Yh[t, :n] if Wpt is not None else y_t
+            if has_o:
+                p_o = pre[:, so]
+                if s.peepholes:  # the output gate sees c_t
+                    if cpb == 1:
+                        p_o.addcmul_(c_t, Ps["o"].view(1, nb))
+                    else:
+                        p_o.add_((c_t.view(n, nb, cpb) * Ps["o"]).sum(-1))
+                o = torch.sigmoid(p_o, out=a_t[:, qo])
+                if cpb == 1:
+                    torch.mul(o, hc_t, out=y_hat)
+                else:
+                    torch.mul(o.unsqueeze(-1), hc_t.view(n, nb, cpb), out=y_hat.view(n, nb, cpb))
             else:
-                f = None
-            c = C[t, :n]
-            c3 = c.view(n, nb, cpb)
-            if f is None:
-                torch.addcmul(c_prev.view(n, nb, cpb), i.unsqueeze(-1), z.view(n, nb, cpb), out=c3)
-            else:
-                torch.mul(f.unsqueeze(-1), c_prev.view(n, nb, cpb), out=c3)
-                c3.addcmul_(i.unsqueeze(-1), z.view(n, nb, cpb))
-            hc = activate(s.h, c)
-            HC[t, :n] = hc
-            if "o" in s.gates:
-                so = s.gate_slice("o")
-                po = pre[:, so]
-                if s.peepholes:
-                    po += _peep_sum(c, P_o, n, nb, cpb)
-                if alpha["o"] != 1.0:
-                    po.mul_(alpha["o"])
-                o = torch.sigmoid(po, out=a[:, s.q_slice("o")])
-                y_hat = (o.unsqueeze(-1) * hc.view(n, nb, cpb)).view(n, H)
-            else:
-                y_hat = hc
+                y_hat.copy_(hc_t)
             if Wpt is not None:
-                Yh[t, :n] = y_hat
-                torch.mm(y_hat, Wpt, out=Y[t, :n])
-            else:
-                Y[t, :n] = y_hat
-        if batch_sizes is None:
+                torch.mm(y_hat, Wpt, out=y_t)
+            y_prev, c_prev, a_prev = Y[t], C[t], A[t]
+        if full:
             h_n, c_n = Y[-1].clone(), C[-1].clone()
         else:
             last = _last_index(bs, B, x.device)
             rows = torch.arange(B, device=x.device)
             h_n, c_n = Y[last, rows], C[last, rows]
-        ctx.spec, ctx.alpha, ctx.bs = s, alpha, bs
+        ctx.spec, ctx.alpha, ctx.bs = s, alpha, batch_sizes
         ctx.save_for_backward(x, h0, c0, W, R, W_mx, W_mh, P_i, P_f, P_o, Q, W_p, Y, C)
         ctx.Z, ctx.A, ctx.HC, ctx.Yh = Z, A, HC, Yh
         if mult:
@@ -176,109 +208,119 @@ class LSTMLayerBPTT(torch.autograd.Function):
     def backward(ctx, dY, dC, dh_n, dc_n):
         x, h0, c0, W, R, W_mx, W_mh, P_i, P_f, P_o, Q, W_p, Y, C = ctx.saved_tensors
         s: CellSpec = ctx.spec
-        alpha, bs = ctx.alpha, ctx.bs
+        alpha, batch_sizes = ctx.alpha, ctx.bs
         Z, A, HC, Yh = ctx.Z, ctx.A, ctx.HC, ctx.Yh
         T, B, I = x.shape
         H, nb, cpb, Hr, G, D = (
-            s.hidden_size,
-            s.blocks,
-            s.cells_per_block,
-            s.recurrent_size,
-            s.n_q,
-            s.n_pre,
-        )
+            s.hidden_size, s.blocks, s.cells_per_block, s.recurrent_size, s.n_q, s.n_pre,
+        )  # fmt: skip
+        full = batch_sizes is None
+        bs = batch_sizes if batch_sizes is not None else [B] * T
         mult = s.multiplicative_size is not None
-        peep = {"i": P_i, "f": P_f, "o": P_o}
+        has_i, has_f, has_o = ("i" in s.gates), ("f" in s.gates), ("o" in s.gates)
+        fgr, peep = Q is not None, s.peepholes
+
+        # ---- factors over all steps at once (T, B, ·); see the module docstring
+        C_prev = torch.cat([c0.unsqueeze(0), C[:-1]])  # (T, B, H)
+        SA = A - A * A  # σ(1-σ) of every gate, then × α per gate
+        for g in s.gates:
+            if alpha[g] != 1.0:
+                SA[..., s.q_slice(g)] *= alpha[g]
+        gz = derivative_from_output(s.g, Z)  # g'(z)
+        hp = derivative_from_output(s.h, HC)  # h'(c)
+        i_c = _to_cells(A[..., s.q_slice("i")], cpb) if has_i else None
+        if has_o:
+            o_c = _to_cells(A[..., s.q_slice("o")], cpb)
+            OHp = o_c * hp  # ∂y/∂c = o h'(c)
+            HSo = HC * _to_cells(SA[..., s.q_slice("o")], cpb)  # h(c) α o(1-o)
+        else:
+            OHp = hp
+        IGp = gz if i_c is None else i_c * gz  # ∂c/∂z-pre = i g'(z)
+        if has_i:
+            K_i = Z - C_prev if s.coupled else Z  # ∂c/∂i
+            KSi = K_i * _to_cells(SA[..., s.q_slice("i")], cpb)
+        if has_f:
+            KSf = C_prev * _to_cells(SA[..., s.q_slice("f")], cpb)
+        F_c = (
+            (1.0 - i_c)
+            if s.coupled
+            else (_to_cells(A[..., s.q_slice("f")], cpb) if has_f else None)
+        )
+        dY_any = bool(dY.any())
+        dC_any = bool(dC.any())
+
         dPre = x.new_zeros(T, B, D)  # δ of every step; rows not alive stay 0
         DY = x.new_zeros(T, B, Hr) if W_p is not None else None
         if mult:
             MX, U = ctx.MX, ctx.U
-            dU = x.new_zeros(T, B, MX.shape[2])
-            dMX = x.new_zeros(T, B, MX.shape[2])
+            dU, dMX = x.new_zeros(T, B, MX.shape[2]), x.new_zeros(T, B, MX.shape[2])
         dy_next = dh_n.clone()
         dc_next = dc_n.clone()
-        dq_next = x.new_zeros(B, G) if Q is not None else None
-        has = {g: g in s.gates for g in ("i", "f", "o")}
-        gp_g = lambda v: derivative_from_output(s.g, v)  # noqa: E731
-        gp_h = lambda v: derivative_from_output(s.h, v)  # noqa: E731
+        dq_next = x.new_zeros(B, G) if fgr else None
+
+        def peep_cells(d: Tensor, P: Tensor, n: int) -> Tensor:  # (n, nb) -> (n, H): P δ
+            return d * P.view(1, nb) if cpb == 1 else (d.unsqueeze(-1) * P).view(n, H)
+
         for t in reversed(range(T)):
             n = bs[t]
             if n == 0:
                 continue
-            a = A[t, :n]
-            dpre = dPre[t, :n]
-            dy = dY[t, :n] + dy_next[:n]  # (n, Hr)
+            sl = slice(None) if full else slice(0, n)
+            dpre = dPre[t, sl]
+            dy = dy_next[sl] + dY[t, sl] if dY_any else dy_next[sl]
             if W_p is not None:
-                DY[t, :n] = dy
-                dyh = dy @ W_p  # (n, H)
-            else:
-                dyh = dy
-            hc = HC[t, :n]
-            dc = dc_next[:n] + dC[t, :n]
-            if has["o"]:
-                so, qo = s.gate_slice("o"), s.q_slice("o")
-                o = a[:, qo]
-                do = (dyh * hc).view(n, nb, cpb).sum(-1)
-                if dq_next is not None:
-                    do += dq_next[:n, qo]
-                d_o = dpre[:, so]
-                torch.mul(do, o * (1.0 - o), out=d_o)
-                if alpha["o"] != 1.0:
-                    d_o.mul_(alpha["o"])
-                dc += ((dyh * gp_h(hc)).view(n, nb, cpb) * o.unsqueeze(-1)).view(n, H)
-                if s.peepholes:
-                    dc += (d_o.unsqueeze(-1) * P_o).view(n, H)
-            else:
-                dc += dyh * gp_h(hc)
-            c_prev = c0[:n] if t == 0 else C[t - 1, :n]
-            z = Z[t, :n]
-            dc3 = dc.view(n, nb, cpb)
-            i = a[:, s.q_slice("i")] if has["i"] else None
-            if s.coupled:
-                f = 1.0 - i
-            elif has["f"]:
-                f = a[:, s.q_slice("f")]
-            else:
-                f = None
-            dcc = (dc * c_prev).view(n, nb, cpb).sum(-1) if (has["f"] or s.coupled) else None
-            if has["i"]:
-                di = (dc * z).view(n, nb, cpb).sum(-1)
-                if s.coupled:
-                    di -= dcc
-                if dq_next is not None:
-                    di += dq_next[:n, s.q_slice("i")]
+                DY[t, sl] = dy
+                dy = dy @ W_p  # dŷ
+            dc = torch.addcmul(dc_next[sl], dy, OHp[t, sl])
+            if dC_any:
+                dc += dC[t, sl]
+            if has_o:
+                d_o = dpre[:, s.gate_slice("o")]
+                if cpb == 1:
+                    torch.mul(dy, HSo[t, sl], out=d_o)
+                else:
+                    torch.sum((dy * HSo[t, sl]).view(n, nb, cpb), -1, out=d_o)
+                if fgr:
+                    d_o.addcmul_(dq_next[sl, s.q_slice("o")], SA[t, sl, s.q_slice("o")])
+                if peep:
+                    dc += peep_cells(d_o, P_o, n)
+            if has_i:
                 d_i = dpre[:, s.gate_slice("i")]
-                torch.mul(di, i * (1.0 - i), out=d_i)
-                if alpha["i"] != 1.0:
-                    d_i.mul_(alpha["i"])
-            if has["f"]:
-                df = dcc
-                if dq_next is not None:
-                    df = df + dq_next[:n, s.q_slice("f")]
+                if cpb == 1:
+                    torch.mul(dc, KSi[t, sl], out=d_i)
+                else:
+                    torch.sum((dc * KSi[t, sl]).view(n, nb, cpb), -1, out=d_i)
+                if fgr:
+                    d_i.addcmul_(dq_next[sl, s.q_slice("i")], SA[t, sl, s.q_slice("i")])
+            if has_f:
                 d_f = dpre[:, s.gate_slice("f")]
-                torch.mul(df, f * (1.0 - f), out=d_f)
-                if alpha["f"] != 1.0:
-                    d_f.mul_(alpha["f"])
-            dz = dc if i is None else (dc3 * i.unsqueeze(-1)).view(n, H)
-            torch.mul(dz, gp_g(z), out=dpre[:, :H])
-            # carried gradients for step t-1
-            dc_prev = dc if f is None else (dc3 * f.unsqueeze(-1)).view(n, H)
-            if s.peepholes:
-                for g in ("i", "f"):
-                    if has[g]:
-                        dc_prev = dc_prev + (dpre[:, s.gate_slice(g)].unsqueeze(-1) * peep[g]).view(
-                            n, H
-                        )
+                if cpb == 1:
+                    torch.mul(dc, KSf[t, sl], out=d_f)
+                else:
+                    torch.sum((dc * KSf[t, sl]).view(n, nb, cpb), -1, out=d_f)
+                if fgr:
+                    d_f.addcmul_(dq_next[sl, s.q_slice("f")], SA[t, sl, s.q_slice("f")])
+            torch.mul(dc, IGp[t, sl], out=dpre[:, :H])
+            # carried to step t-1
+            dcn = dc_next[sl]
+            if F_c is None:
+                dcn.copy_(dc)
+            else:
+                torch.mul(dc, F_c[t, sl], out=dcn)
+            if peep:
+                if has_i:
+                    dcn += peep_cells(d_i, P_i, n)
+                if has_f:
+                    dcn += peep_cells(d_f, P_f, n)
             if mult:
                 dm = dpre @ R  # (n, M)
-                du = torch.mul(dm, MX[t, :n], out=dU[t, :n])
-                torch.mul(dm, U[t, :n], out=dMX[t, :n])
-                dy_next[:n] = du @ W_mh
+                du = torch.mul(dm, MX[t, sl], out=dU[t, sl])
+                torch.mul(dm, U[t, sl], out=dMX[t, sl])
+                torch.mm(du, W_mh, out=dy_next[sl])
             else:
-                dy_next[:n] = dpre @ R
-            dc_next[:n] = dc_prev
-            if dq_next is not None:
-                dq_next[:n] = dpre[:, H:] @ Q
+                torch.mm(dpre, R, out=dy_next[sl])
+            if fgr:
+                torch.mm(dpre[:, H:], Q, out=dq_next[sl])
         # ---- Eq. 18: weight gradients as a few large products after the time loop
         need = ctx.needs_input_grad
         dPre2 = dPre.view(T * B, D)
@@ -287,18 +329,16 @@ class LSTMLayerBPTT(torch.autograd.Function):
             ["x", "h0", "c0", "W", "R", "b", "W_mx", "W_mh", "P_i", "P_f", "P_o", "Q", "W_p"]
         )
         if need[3]:
-            grads["x"] = (dPre2 @ W).view(T, B, I)
+            dx = dPre2 @ W
             if mult:
-                grads["x"] += (dMX.view(T * B, -1) @ W_mx).view(T, B, I)
+                dx.addmm_(dMX.view(T * B, -1), W_mx)
+            grads["x"] = dx.view(T, B, I)
         grads["h0"] = dy_next if need[4] else None
         grads["c0"] = dc_next if need[5] else None
         if need[6]:
             grads["W"] = dPre2.t() @ x2
         if need[7]:
-            if mult:
-                grads["R"] = dPre2.t() @ ctx.Mm.view(T * B, -1)
-            else:
-                grads["R"] = _prev_product(dPre, Y, h0)
+            grads["R"] = dPre2.t() @ ctx.Mm.view(T * B, -1) if mult else _prev_product(dPre, Y, h0)
         if need[8] and ctx.has_b:
             grads["b"] = dPre2.sum(0)
         if mult:
@@ -306,20 +346,17 @@ class LSTMLayerBPTT(torch.autograd.Function):
                 grads["W_mx"] = dMX.view(T * B, -1).t() @ x2
             if need[10]:
                 grads["W_mh"] = _prev_product(dU, Y, h0)
-        if s.peepholes:
+        if peep:
             for k, g in ((11, "i"), (12, "f"), (13, "o")):
-                if has[g] and need[k]:
+                if g in s.gates and need[k]:
                     d_g = dPre[:, :, s.gate_slice(g)]  # (T, B, nb)
-                    if g == "o":
-                        grads["P_o"] = _peep_grad(d_g, C, nb, cpb)
-                    else:
-                        grads[f"P_{g}"] = _peep_grad(d_g[1:], C[:-1], nb, cpb) + _peep_grad(
-                            d_g[:1], c0.unsqueeze(0), nb, cpb
-                        )
-        if Q is not None and need[14] and T > 1:
-            grads["Q"] = dPre[1:, :, H:].reshape(-1, G).t() @ A[:-1].reshape(-1, G)
-        elif Q is not None and need[14]:
-            grads["Q"] = torch.zeros_like(Q)
+                    grads[f"P_{g}"] = _peep_grad(d_g, C if g == "o" else C_prev, nb, cpb)
+        if fgr and need[14]:
+            grads["Q"] = (
+                dPre[1:, :, H:].reshape(-1, G).t() @ A[:-1].reshape(-1, G)
+                if T > 1
+                else torch.zeros_like(Q)
+            )
         if W_p is not None and need[15]:
             grads["W_p"] = DY.view(T * B, Hr).t() @ Yh.view(T * B, H)
         return (None, None, None, *grads.values())
