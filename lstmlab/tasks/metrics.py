@@ -312,8 +312,16 @@ def greedy_ctc_decode(pred: Tensor, lengths: Tensor, blank: int = 0) -> list[lis
     return out
 
 
+def _ctc_log(pred: Tensor) -> Tensor:
+    """Per-frame log-probabilities from probabilities or from log-probabilities (the model's
+    log-softmax): a softmax output is never negative, a log-softmax output always has a
+    negative entry, so the sign tells them apart."""
+    return pred.double() if bool((pred < 0).any()) else _log(pred)
+
+
 class CTCLabels:
-    """CTC sequence labelling: per-frame probabilities over blank (0) + labels.
+    """CTC sequence labelling: per-frame probabilities (or log-probabilities, as the model's
+    log-softmax gives them) over blank (0) + labels.
 
     label_error_rate: total edit distance of the best-path decoding to the targets, divided by
     the total target length (Graves et al. 2006). nll: CTC negative log-likelihood per sequence.
@@ -337,7 +345,7 @@ class CTCLabels:
 
     def sums(self, pred: Tensor, batch: Batch) -> dict[str, float]:
         dists = self._dists(pred, batch)
-        logp = _log(pred).transpose(0, 1)  # (T, B, C)
+        logp = _ctc_log(pred).transpose(0, 1)  # (T, B, C)
         nll = F.ctc_loss(
             logp,
             batch.targets,

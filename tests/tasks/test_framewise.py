@@ -126,3 +126,16 @@ def test_synthetic_default():
         assert [k + 1 for k in runs] == c.targets[i, : c.target_lengths[i]].tolist()
     assert 3 <= int(c.target_lengths.min()) and int(c.target_lengths.max()) <= 8
     assert torch.all(b.inputs.abs().sum(-1)[~b.mask()] == 0)
+
+
+def test_ctc_accepts_log_probabilities():
+    task = make("ctc", n_train=20, n_test=20)
+    b = task.test.batch()
+    probs = torch.softmax(
+        torch.randn(
+            len(b), b.max_length, task.output_size, generator=torch.Generator().manual_seed(0)
+        ),
+        -1,
+    )
+    a, c = task.evaluate(probs, b), task.evaluate(probs.log(), b)
+    assert a == pytest.approx(c)
