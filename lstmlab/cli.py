@@ -1,0 +1,415 @@
+"""The ``lstmlab`` command line: parses, builds, calls — nothing else.
+
+    lstmlab train multiplication                 seed 000's setting (Lyu & Zhu), to the end
+    lstmlab train adding --optimizer.name cg --seed 3 --stop.max_epochs 20
+    lstmlab train multiplication --config my.toml --task.options.T 50 --dry-run
+    lstmlab resume runs/multiplication-lbfgs-seed0-…      continue from the last checkpoint
+    lstmlab eval RUN [--split train]             metrics of a run's last checkpoint
+    lstmlab report RUN… [--out DIR]              figures and a markdown table across runs
+    lstmlab tasks                                every task with a one-line description
+    lstmlab reproduce lyu2015 [--quick] [--seeds 15]
+
+Every field of ``lstmlab.training.config.RunConfig`` is a flag (``--section.field VALUE``);
+values are read as TOML (``0.1``, ``true``, ``{type="linear", start=1, end=3.75, steps=10}``)
+and anything else as a string. Free-form option tables take any key:
+``--task.options.T 50``, ``--model.options.init gaussian``, ``--optimizer.options.c2 0.5``.
+
+Exit codes: 0 done (solved or not: see the summary), 1 a runtime failure with a one-line
+reason (unwritable directory, full disk, bad checkpoint), 2 a bad command line or config
+(the message names the key), 130 interrupted by Ctrl-C after a clean checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+__all__ = ["main", "build_parser"]
+
+EXIT_RUNTIME, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+FREE_FORM = ("task.options.", "model.options.", "optimizer.options.")
+PROGRESS = ("auto", "rich", "plain", "none")
+
+
+class UsageError(Exception):
+    """A bad command line; printed as one line, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports errors in one line (and lists valid choices, as argparse does)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise UsageError(f"{self.prog}: error: {message} (see {self.prog} --help)")
+
+
+def _add_config_flags(p: argparse.ArgumentParser, *, only: str | None = None) -> None:
+    from lstmlab.training.config import RunConfig, flag_specs
+
+    group = p.add_argument_group(
+        "run configuration (each flag overrides the config files; task and optimizer "
+        "presets, e.g. seed 000's batch sizes, change some defaults shown here)"
+    )
+    choices = _choices()
+    for key, text, default in flag_specs(RunConfig):
+        if only is not None and not key.startswith(only):
+            continue
+        if key == "task.name":
+            continue  # the positional TASK
+        shown = "unset" if default is None or default == {} else json.dumps(default)
+        group.add_argument(
+            f"--{key}",
+            dest=f"cfg:{key}",
+            metavar="VALUE",
+            default=argparse.SUPPRESS,
+            choices=choices.get(key),
+            help=f"{text} [default: {shown}]",
+        )
+
+
+def _choices() -> dict[str, tuple[str, ...]]:
+    import dataclasses
+
+    from lstmlab.training.config import RunConfig
+
+    out = {}
+    for top in dataclasses.fields(RunConfig):
+        sub = top.default_factory() if top.default is dataclasses.MISSING else None
+        if dataclasses.is_dataclass(sub):
+            for f in dataclasses.fields(sub):
+                if f.metadata.get("choices"):
+                    out[f"{top.name}.{f.name}"] = tuple(f.metadata["choices"])
+        elif top.metadata.get("choices"):
+            out[top.name] = tuple(top.metadata["choices"])
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="lstmlab",
+        description="Train LSTM-family networks with full-BPTT batch learning and compare "
+        "optimizers (SGD/momentum, L-BFGS, nonlinear CG, Hessian-free).",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    t = sub.add_parser(
+        "train",
+        help="start a training run",
+        description="Start a run. `lstmlab train multiplication` with no other option runs "
+        "seed 000's setting (Lyu & Zhu): lstm97, 2 blocks x 2 cells, alpha 3.75, minibatch "
+        "L-BFGS on batches of 1,000, stop at test MAE < 0.01.",
+        epilog="Free-form option tables take any key: --task.options.KEY VALUE (task builder), "
+        "--model.options.KEY VALUE (cell), --optimizer.options.KEY VALUE (optimizer).",
+    )
+    t.add_argument("task", metavar="TASK", help="task name (see `lstmlab tasks`)")
+    t.add_argument(
+        "--config",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="TOML config file(s), applied in order before the flags",
+    )
+    t.add_argument(
+        "--run-dir",
+        metavar="DIR",
+        help="run directory (default: runs/TASK-OPTIMIZER-seedN-TIMESTAMP)",
+    )
+    t.add_argument(
+        "--progress",
+        choices=PROGRESS,
+        default="auto",
+        help="progress display: rich bar on a terminal, plain lines otherwise",
+    )
+    t.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="resolve and validate the config, build task/model/optimizer, "
+        "print the config; write nothing and train nothing",
+    )
+    _add_config_flags(t)
+
+    r = sub.add_parser(
+        "resume",
+        help="continue a run from its last checkpoint",
+        description="Continue a run from its last checkpoint to the result an "
+        "uninterrupted run gives. Budgets (--stop.*) may be raised.",
+    )
+    r.add_argument("run", metavar="RUN", help="run directory")
+    r.add_argument(
+        "--progress",
+        choices=PROGRESS,
+        default="auto",
+        help="progress display: rich bar on a terminal, plain lines otherwise",
+    )
+    r.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check the run directory and checkpoint, print where it would resume",
+    )
+    _add_config_flags(r, only="stop.")
+
+    e = sub.add_parser("eval", help="evaluate a run's last checkpoint")
+    e.add_argument("run", metavar="RUN", help="run directory")
+    e.add_argument(
+        "--split",
+        default="test",
+        choices=("train", "valid", "test"),
+        help="which split to evaluate",
+    )
+    e.add_argument("--json", action="store_true", help="print the metrics as JSON")
+
+    p = sub.add_parser(
+        "report",
+        help="figures and a markdown summary across runs",
+        description="Figures and a markdown table for runs (a RUN may also be "
+        "a folder holding runs, searched recursively).",
+    )
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run directories or folders of runs")
+    p.add_argument(
+        "--out", metavar="DIR", default="report", help="folder for report.md and the figures"
+    )
+    p.add_argument(
+        "--x",
+        dest="x_axis",
+        default="P_D",
+        choices=("samples", "presentations", "P_D", "P_I", "iteration", "wall"),
+        help="x axis of the comparison figure",
+    )
+    p.add_argument(
+        "--dry-run", action="store_true", help="list the runs found and what would be written"
+    )
+
+    sub.add_parser(
+        "tasks",
+        help="list the tasks with descriptions",
+        description="List every task and preset name `train` accepts.",
+    )
+
+    q = sub.add_parser(
+        "reproduce",
+        help="reproduce a paper's experiments",
+        description="Run a paper's experiments at the scale this machine "
+        "allows; resumable (finished runs are kept, unfinished ones resumed).",
+    )
+    q.add_argument("name", metavar="NAME", help="experiment set; valid: lyu2015")
+    q.add_argument(
+        "--seeds",
+        type=int,
+        default=15,
+        metavar="N",
+        help="seeds per optimizer for the success-rate table (seed 000 used 15)",
+    )
+    q.add_argument(
+        "--quick",
+        action="store_true",
+        help="small budgets and fewer seeds: minutes instead of hours",
+    )
+    q.add_argument(
+        "--out",
+        metavar="DIR",
+        default="runs/reproduce-lyu2015",
+        help="folder for the runs, figures and results.md",
+    )
+    q.add_argument(
+        "--only",
+        action="append",
+        metavar="PART",
+        default=None,
+        help="run only these parts (repeatable): table, alpha, sigmoid, "
+        "minibatch, timing, optimizers",
+    )
+    q.add_argument(
+        "--progress", choices=PROGRESS, default="auto", help="progress display of each run"
+    )
+    q.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="list the runs that would be made and their configs; run nothing",
+    )
+    return parser
+
+
+# --------------------------------------------------------------------------------------------
+# Commands
+
+
+def _overrides(ns: argparse.Namespace, extra: list[str], *, allow_free: bool) -> dict[str, str]:
+    out = {k[4:]: v for k, v in vars(ns).items() if k.startswith("cfg:")}
+    i = 0
+    while i < len(extra):
+        tok = extra[i]
+        key, _, value = tok[2:].partition("=") if tok.startswith("--") else (tok, "", "")
+        if (
+            not tok.startswith("--")
+            or not allow_free
+            or not key.startswith(FREE_FORM)
+            or len(key.split(".")) != 3
+        ):
+            raise UsageError(f"unrecognized argument {tok!r} (see --help for the valid flags)")
+        if not _:
+            if i + 1 >= len(extra):
+                raise UsageError(f"--{key} needs a value")
+            value = extra[i + 1]
+            i += 1
+        out[key] = value
+        i += 1
+    return out
+
+
+def cmd_train(ns, extra) -> int:
+    from lstmlab.training import build, run
+    from lstmlab.training.config import dumps_toml, load_toml, resolve
+
+    overrides = _overrides(ns, extra, allow_free=True)
+    overrides["task.name"] = ns.task
+    layers = [load_toml(f) for f in ns.config]
+    cfg = resolve(layers, overrides)
+    if ns.dry_run:
+        built = build.build_all(cfg)
+        n_params = sum(p.numel() for p in built.model.parameters())
+        print(dumps_toml(cfg).rstrip())
+        print(f"# task: {built.task!r}")
+        print(f"# model: {n_params} parameters; optimizer: {type(built.optimizer).__name__}")
+        print(f"# dry run: nothing written (run directory would be {_run_dir(ns, cfg)})")
+        return 0
+    summary = run.start(cfg, _run_dir(ns, cfg), progress=ns.progress, out=sys.stdout)
+    return EXIT_INTERRUPTED if summary["stop_reason"] == "interrupted" else 0
+
+
+def _run_dir(ns, cfg) -> Path:
+    if ns.run_dir:
+        return Path(ns.run_dir)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{cfg.task.name}-{cfg.optimizer.name}-seed{cfg.seed}-{stamp}"
+
+
+def cmd_resume(ns, extra) -> int:
+    from lstmlab.training import run
+    from lstmlab.training.checkpoint import CheckpointError, load_latest
+    from lstmlab.training.config import parse_value
+
+    overrides = _overrides(ns, extra, allow_free=False)
+    stop = {k.removeprefix("stop."): parse_value(v) for k, v in overrides.items()}
+    if ns.dry_run:
+        run.load_config(ns.run)
+        try:
+            ckpt, _ = load_latest(run.RunPaths(Path(ns.run)).checkpoint)
+        except CheckpointError as err:
+            raise run.RunError(f"cannot resume: {err}") from None
+        st = ckpt["train_state"]
+        print(
+            f"{ns.run}: would resume at iteration {st['iteration']} (epoch {st['epoch']}, "
+            f"stop reason so far: {st['stop_reason']})"
+        )
+        return 0
+    summary = run.resume(ns.run, stop_overrides=stop or None, progress=ns.progress, out=sys.stdout)
+    return EXIT_INTERRUPTED if summary["stop_reason"] == "interrupted" else 0
+
+
+def cmd_eval(ns, extra) -> int:
+    from lstmlab.training import run
+
+    _overrides(ns, extra, allow_free=False)
+    metrics = run.evaluate_run(ns.run, ns.split)
+    if ns.json:
+        print(json.dumps(metrics, indent=2))
+    else:
+        print(f"{ns.run} ({ns.split}, checkpoint at iteration {metrics.pop('iteration')}):")
+        for k, v in metrics.items():
+            print(f"  {k:<12} {v:.6g}" if isinstance(v, float) else f"  {k:<12} {v}")
+    return 0
+
+
+def cmd_report(ns, extra) -> int:
+    from lstmlab.training.report import find_runs, write_report
+
+    _overrides(ns, extra, allow_free=False)
+    runs = find_runs(ns.runs)
+    if ns.dry_run:
+        for r in runs:
+            print(r)
+        print(
+            f"# dry run: would write {Path(ns.out) / 'report.md'} and figures for {len(runs)} runs"
+        )
+        return 0
+    path = write_report(runs, ns.out, x_axis=ns.x_axis)
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_tasks(ns, extra) -> int:
+    import lstmlab.tasks as tasks
+
+    _overrides(ns, extra, allow_free=False)
+    desc = tasks.describe()
+    width = max(map(len, desc))
+    for name, text in desc.items():
+        print(f"{name:<{width}}  {text}")
+    return 0
+
+
+def cmd_reproduce(ns, extra) -> int:
+    from lstmlab.training import lyu2015
+
+    _overrides(ns, extra, allow_free=False)
+    experiments = {"lyu2015": lyu2015}
+    if ns.name not in experiments:
+        raise UsageError(f"unknown experiment set {ns.name!r}; valid: {', '.join(experiments)}")
+    if ns.seeds < 1:
+        raise UsageError(f"--seeds must be >= 1, got {ns.seeds}")
+    parts = ns.only or list(lyu2015.PARTS)
+    bad = [p for p in parts if p not in lyu2015.PARTS]
+    if bad:
+        raise UsageError(f"unknown part {bad[0]!r}; valid: {', '.join(lyu2015.PARTS)}")
+    path = lyu2015.reproduce(
+        ns.out,
+        seeds=ns.seeds,
+        quick=ns.quick,
+        parts=parts,
+        progress=ns.progress,
+        dry_run=ns.dry_run,
+    )
+    if path:
+        print(f"wrote {path}")
+    return 0
+
+
+COMMANDS = {
+    "train": cmd_train,
+    "resume": cmd_resume,
+    "eval": cmd_eval,
+    "report": cmd_report,
+    "tasks": cmd_tasks,
+    "reproduce": cmd_reproduce,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from lstmlab.training.config import ConfigError
+    from lstmlab.training.run import RunError
+
+    try:
+        ns, extra = build_parser().parse_known_args(argv)
+        return COMMANDS[ns.command](ns, extra)
+    except UsageError as err:
+        print(err, file=sys.stderr)
+        return EXIT_USAGE
+    except ConfigError as err:
+        print(f"lstmlab: config error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except RunError as err:
+        print(f"lstmlab: error: {err}", file=sys.stderr)
+        return EXIT_RUNTIME
+    except KeyboardInterrupt:
+        print(
+            "lstmlab: aborted (the last checkpoint is intact; `lstmlab resume RUN`)",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

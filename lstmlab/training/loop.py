@@ -1,0 +1,174 @@
+"""The training loop: one function that takes built objects and runs them.
+
+It knows nothing of configs, files or the command line: the caller (``lstmlab.training.run``)
+builds the model, task data, optimizer, stopping rule, metrics log and checkpoint writer, and
+hands them in. Every iteration is: pick the next minibatch → one ``optimizer.step`` on its
+objective → update the counters → maybe evaluate → log one record → maybe checkpoint.
+
+Data order is a pure function of ``(seed, epoch)`` (a fresh generator per epoch), so a resumed
+run needs only the counters to draw the same minibatches.
+
+One metrics record per iteration (``metrics.jsonl``)::
+
+    iteration, epoch, samples, P_D, P_I, wall, loss (training minibatch, before the step),
+    grad_norm, damping, line_search_evals, cg_iterations (whatever the optimizer reports),
+    and after an evaluation test_<metric> for each metric of the task's evaluation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from lstmlab.data import Batch
+from lstmlab.training.state import TrainState
+from lstmlab.training.stopping import StoppingRule
+
+__all__ = ["train", "minibatch", "step_diagnostics"]
+
+# diagnostics copied from the optimizer's step into the log, under the log's names
+_DIAG_FIELDS = {
+    "loss": "loss",
+    "grad_norm": "grad_norm",
+    "damping": "damping",
+    "step_size": "step_size",
+    "new_loss": "new_loss",
+    "line_search_evals": "line_search_evals",
+    "cg_iterations": "cg_iterations",
+    "cg_stop": "cg_stop",
+    "rejected": "rejected",
+    "rho": "rho",
+    "inner_iterations": "inner_iterations",
+}
+
+
+def minibatch(data: Any, batch_size: int, seed: int, epoch: int, index: int) -> Batch:
+    """Minibatch ``index`` of ``epoch``: a slice of a permutation seeded by (seed, epoch).
+
+    ``data`` is anything with ``len(data)`` and ``data.batch(rows)`` (``rows=None``: all), like
+    a task ``Split``; the whole set is used as it is when ``batch_size >= len(data)``.
+    """
+    n = len(data)
+    if batch_size >= n:
+        return data.batch(None)
+    gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    order = torch.randperm(n, generator=gen)
+    return data.batch(order[index * batch_size : (index + 1) * batch_size])
+
+
+def batches_per_epoch(n: int, batch_size: int) -> int:
+    return max(1, math.ceil(n / batch_size))
+
+
+def step_diagnostics(diag: Any) -> dict[str, Any]:
+    """The optimizer's step diagnostics as a plain dict (dict, dataclass or attributes)."""
+    if diag is None:
+        return {}
+    if isinstance(diag, dict):
+        return dict(diag)
+    if dataclasses.is_dataclass(diag):
+        return dataclasses.asdict(diag)
+    return {k: v for k, v in vars(diag).items() if not k.startswith("_")}
+
+
+def _number(x: Any) -> Any:
+    if isinstance(x, torch.Tensor) and x.numel() == 1:
+        return x.item()
+    return x
+
+
+def train(
+    model: Any,
+    optimizer: Any,
+    train_data: Any,
+    evaluate: Callable[[Any], dict[str, float]],
+    stopping: StoppingRule,
+    log: Any,
+    *,
+    state: TrainState,
+    make_objective: Callable[[Any, Batch], Any],
+    batch_size: int,
+    seed: int,
+    eval_every: int = 1,
+    checkpoint_every: int = 1,
+    checkpoint: Callable[[TrainState], None] | None = None,
+    progress: Any = None,
+    interrupted: Callable[[], bool] = lambda: False,
+) -> TrainState:
+    """Train until ``stopping`` says so (or ``interrupted()``); return the final state.
+
+    ``optimizer.step(objective)`` returns diagnostics (``lstmlab.optim.StepInfo``) whose
+    ``cost`` is this step's ``CostCounter`` delta (P_D, P_I in forward-pass equivalents,
+    seed 001; sequences that went into gradients); the loop sums them. ``evaluate(model)`` returns
+    the test metrics (e.g. ``{"loss": .., "mae": ..}``). ``checkpoint(state)`` persists
+    everything; it is called every ``checkpoint_every`` iterations and when the loop ends.
+    """
+    n_batches = batches_per_epoch(len(train_data), batch_size)
+    clock = time.perf_counter() - state.wall  # wall time continues across resumes
+
+    if state.iteration == 0 and state.evals == 0:  # a fresh run: evaluate the initial network
+        stopping.observe(state, evaluate(model))
+        log.write(_record(state, {}, test=state.last_eval))
+        if checkpoint is not None:
+            checkpoint(state)
+
+    while True:
+        state.wall = time.perf_counter() - clock
+        reason = stopping.reason(state)
+        if reason is None and interrupted():
+            reason = "interrupted"
+        if reason is not None:
+            state.stop_reason = reason
+            break
+
+        model.set_epoch(state.epoch)  # gate-sharpness schedules run over epochs
+        batch = minibatch(train_data, batch_size, seed, state.epoch, state.batch_in_epoch)
+        diag = step_diagnostics(optimizer.step(make_objective(model, batch)))
+
+        state.iteration += 1
+        state.samples += len(batch)
+        cost = diag.get("cost") or {}  # this step's CostCounter delta (lstmlab.objective)
+        state.P_D += float(cost.get("p_d", 0.0))
+        state.P_I += float(cost.get("p_i", 0.0))
+        state.presentations += float(cost.get("samples_grad", 0.0))
+        state.batch_in_epoch += 1
+        if state.batch_in_epoch >= n_batches:
+            state.epoch, state.batch_in_epoch = state.epoch + 1, 0
+        state.wall = time.perf_counter() - clock
+
+        test = None
+        if state.iteration % eval_every == 0:
+            stopping.observe(state, evaluate(model))
+            test = state.last_eval
+        log.write(_record(state, diag, test=test))
+        if progress is not None:
+            progress.update(state)
+        if checkpoint is not None and state.iteration % checkpoint_every == 0:
+            checkpoint(state)
+
+    if checkpoint is not None:
+        checkpoint(state)  # the final state, stop reason included
+    return state
+
+
+def _record(state: TrainState, diag: dict[str, Any], test: dict[str, Any] | None) -> dict:
+    rec: dict[str, Any] = {
+        "iteration": state.iteration,
+        "epoch": state.epoch,
+        "samples": state.samples,
+        "presentations": state.presentations,
+        "P_D": state.P_D,
+        "P_I": state.P_I,
+        "wall": round(state.wall, 6),
+    }
+    for src, dst in _DIAG_FIELDS.items():
+        if src in diag and diag[src] is not None:
+            rec[dst] = _number(diag[src])
+    if test:
+        rec.update({f"test_{k}": _number(v) for k, v in test.items()})
+    return rec
