@@ -55,7 +55,7 @@ def test_task_model_engines_agree(name):
 
 
 def test_a_few_lbfgs_steps_reduce_the_seed000_loss():
-    task = lstmlab.tasks.make("seed000", n_train=200, n_test=50)
+    task = lstmlab.tasks.make("seed000", n_train=64, n_test=16)
     model = SequenceModel(
         hidden_size=4,
         variant="lstm97",
@@ -67,7 +67,7 @@ def test_a_few_lbfgs_steps_reduce_the_seed000_loss():
     )
     batch = task.train.batch().to(dtype=torch.float64)
     objective = lstmlab.Objective(model, batch)
-    opt = lstmlab.optim.LBFGS(iterations=5)
+    opt = lstmlab.optim.LBFGS(iterations=3)
     first = objective.loss()
     info = opt.step(objective)
     assert info.new_loss < first
