@@ -1,0 +1,25 @@
+"""The README's promises: its Python example runs, its commands name real entry points."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_readme_python_example_runs(capsys):
+    text = README.read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    assert blocks, "README has no python example"
+    exec(compile(blocks[0], "README.md", "exec"), {})
+    assert "->" in capsys.readouterr().out
+
+
+def test_readme_commands_match_ci():
+    text = README.read_text()
+    commands = re.findall(r"```bash\n(.*?)\n```", text, flags=re.S)
+    assert len(commands) == 2
+    ci = (README.parent / ".ci" / "run").read_text()
+    assert commands[1] in ci, ".ci/run must run the README's test command"
+    assert "lstmlab train multiplication" in commands[0]
