@@ -33,6 +33,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from lstmlab.engines.packing import sort_by_length
 from lstmlab.nn.activations import derivative_from_output
 from lstmlab.nn.variants import CellSpec
 
@@ -258,6 +259,17 @@ class LSTMLayerBPTT(torch.autograd.Function):
         dc_next = dc_n.clone()
         dq_next = x.new_zeros(B, G) if fgr else None
 
+        def gate_delta(g: str, d: Tensor, K: Tensor, dpre: Tensor, sl: slice, n: int) -> Tensor:
+            """δ_g = Σ_cells d ⊙ K (+ dq_g α σ'(·) with full gate recurrence), into dpre."""
+            out = dpre[:, s.gate_slice(g)]
+            if cpb == 1:
+                torch.mul(d, K, out=out)
+            else:
+                torch.sum((d * K).view(n, nb, cpb), -1, out=out)
+            if fgr:
+                out.addcmul_(dq_next[sl, s.q_slice(g)], SA[t, sl, s.q_slice(g)])
+            return out
+
         def peep_cells(d: Tensor, P: Tensor, n: int) -> Tensor:  # (n, nb) -> (n, H): P δ
             return d * P.view(1, nb) if cpb == 1 else (d.unsqueeze(-1) * P).view(n, H)
 
@@ -275,31 +287,13 @@ class LSTMLayerBPTT(torch.autograd.Function):
             if dC_any:
                 dc += dC[t, sl]
             if has_o:
-                d_o = dpre[:, s.gate_slice("o")]
-                if cpb == 1:
-                    torch.mul(dy, HSo[t, sl], out=d_o)
-                else:
-                    torch.sum((dy * HSo[t, sl]).view(n, nb, cpb), -1, out=d_o)
-                if fgr:
-                    d_o.addcmul_(dq_next[sl, s.q_slice("o")], SA[t, sl, s.q_slice("o")])
+                d_o = gate_delta("o", dy, HSo[t, sl], dpre, sl, n)
                 if peep:
                     dc += peep_cells(d_o, P_o, n)
             if has_i:
-                d_i = dpre[:, s.gate_slice("i")]
-                if cpb == 1:
-                    torch.mul(dc, KSi[t, sl], out=d_i)
-                else:
-                    torch.sum((dc * KSi[t, sl]).view(n, nb, cpb), -1, out=d_i)
-                if fgr:
-                    d_i.addcmul_(dq_next[sl, s.q_slice("i")], SA[t, sl, s.q_slice("i")])
+                d_i = gate_delta("i", dc, KSi[t, sl], dpre, sl, n)
             if has_f:
-                d_f = dpre[:, s.gate_slice("f")]
-                if cpb == 1:
-                    torch.mul(dc, KSf[t, sl], out=d_f)
-                else:
-                    torch.sum((dc * KSf[t, sl]).view(n, nb, cpb), -1, out=d_f)
-                if fgr:
-                    d_f.addcmul_(dq_next[sl, s.q_slice("f")], SA[t, sl, s.q_slice("f")])
+                d_f = gate_delta("f", dc, KSf[t, sl], dpre, sl, n)
             torch.mul(dc, IGp[t, sl], out=dpre[:, :H])
             # carried to step t-1
             dcn = dc_next[sl]
@@ -400,13 +394,10 @@ def run(cell, x: Tensor, lengths: Tensor | None, h0: Tensor, c0: Tensor, alpha: 
         w["Q"],
         w["W_p"],
     )
-    if lengths is None or bool((lengths == T).all()):
+    packing = sort_by_length(lengths, T)
+    if packing is None:
         return LSTMLayerBPTT.apply(s, alpha, None, x, h0, c0, *args)
-    sorted_len, perm = torch.sort(lengths, descending=True, stable=True)
-    inv = torch.empty_like(perm)
-    inv[perm] = torch.arange(B, device=perm.device)
-    steps = torch.arange(T, device=lengths.device)
-    batch_sizes = (sorted_len.unsqueeze(0) > steps.unsqueeze(1)).sum(1).tolist()
+    perm, inv, batch_sizes = packing
     Y, C, h_n, c_n = LSTMLayerBPTT.apply(
         s, alpha, batch_sizes, x[:, perm], h0[perm], c0[perm], *args
     )

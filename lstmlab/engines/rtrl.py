@@ -75,6 +75,7 @@ import torch
 from torch import Tensor
 
 from lstmlab.engines.autograd import run as _autograd_run
+from lstmlab.engines.packing import sort_by_length
 from lstmlab.nn.activations import activate, derivative_from_output, gate
 from lstmlab.nn.variants import CellSpec
 
@@ -412,13 +413,10 @@ def _run(cell, x, lengths, h0, c0, alpha, per_sample: bool, engine: str):
     w = cell.weights()
     args = (w["W"], w["R"], w["b"], *(w["peep"].get(g) for g in "ifo"), w["Q"], w["W_p"])
     T, B, _ = x.shape
-    if lengths is None or bool((lengths == T).all()):
+    packing = sort_by_length(lengths, T)
+    if packing is None:
         return LSTMLayerRTRL.apply(s, alpha, None, per_sample, x, h0, c0, *args)
-    sorted_len, perm = torch.sort(lengths, descending=True, stable=True)
-    inv = torch.empty_like(perm)
-    inv[perm] = torch.arange(B, device=perm.device)
-    steps = torch.arange(T, device=lengths.device)
-    batch_sizes = (sorted_len.unsqueeze(0) > steps.unsqueeze(1)).sum(1).tolist()
+    perm, inv, batch_sizes = packing
     Y, C, h_n, c_n = LSTMLayerRTRL.apply(
         s, alpha, batch_sizes, per_sample, x[:, perm], h0[perm], c0[perm], *args
     )
