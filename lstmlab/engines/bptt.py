@@ -100,7 +100,8 @@ class LSTMLayerBPTT(torch.autograd.Function):
         x2 = x.reshape(T * B, I)
         pre_all = (torch.addmm(bsc, x2, Ws.t()) if bsc is not None else x2 @ Ws.t()).view(T, B, D)
         mult = s.multiplicative_size is not None
-        new = x.new_zeros
+        # every entry is written when all sequences are full-length; else dead rows must be 0
+        new = x.new_empty if full else x.new_zeros
         Y, C, Z, HC, A = new(T, B, Hr), new(T, B, H), new(T, B, H), new(T, B, H), new(T, B, G)
         Yh = new(T, B, H) if W_p is not None else None
         if mult:
@@ -250,11 +251,12 @@ class LSTMLayerBPTT(torch.autograd.Function):
         dY_any = bool(dY.any())
         dC_any = bool(dC.any())
 
-        dPre = x.new_zeros(T, B, D)  # δ of every step; rows not alive stay 0
-        DY = x.new_zeros(T, B, Hr) if W_p is not None else None
+        new = x.new_empty if full else x.new_zeros  # dead rows must stay 0
+        dPre = new(T, B, D)  # δ of every step
+        DY = new(T, B, Hr) if W_p is not None else None
         if mult:
             MX, U = ctx.MX, ctx.U
-            dU, dMX = x.new_zeros(T, B, MX.shape[2]), x.new_zeros(T, B, MX.shape[2])
+            dU, dMX = new(T, B, MX.shape[2]), new(T, B, MX.shape[2])
         dy_next = dh_n.clone()
         dc_next = dc_n.clone()
         dq_next = x.new_zeros(B, G) if fgr else None
