@@ -32,7 +32,7 @@ def save(fig, path) -> str:
     return str(path)
 
 
-def spans_decades(values, decades: float = 1.5) -> bool:
+def spans_decades(values, decades: float = 1.0) -> bool:
     """True when positive ``values`` span more than ``decades`` powers of ten (use log scale)."""
     pos = [v for v in values if v is not None and v > 0]
     return len(pos) > 1 and max(pos) / min(pos) > 10**decades

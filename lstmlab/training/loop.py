@@ -151,6 +151,9 @@ def train(
         if checkpoint is not None and state.iteration % checkpoint_every == 0:
             checkpoint(state)
 
+    if state.stop_reason != "interrupted" and state.iteration % eval_every != 0:
+        stopping.observe(state, evaluate(model))  # the summary reports the final network
+        log.write(_record(state, {}, test=state.last_eval))
     if checkpoint is not None:
         checkpoint(state)  # the final state, stop reason included
     return state

@@ -273,11 +273,17 @@ def _execute(cfg, paths, built, restored, *, progress, out, checkpoint_writer=No
     finally:
         bar.close()
         log.close()
-    return finish(cfg, paths, state, metric=built.stopping.metric, out=out)
+    return finish(cfg, paths, state, metric=built.stopping.metric, target=built.target, out=out)
 
 
 def finish(
-    cfg: RunConfig, paths: RunPaths, state: TrainState, *, metric: str, out=None
+    cfg: RunConfig,
+    paths: RunPaths,
+    state: TrainState,
+    *,
+    metric: str,
+    target: float | None = None,
+    out=None,
 ) -> dict[str, Any]:
     """Write the learning-curve figure and ``summary.json``; print the summary."""
     figure = None
@@ -290,11 +296,12 @@ def finish(
             paths.figures / "learning_curve.png",
             title=f"{cfg.task.name} · {cfg.optimizer.name} · seed {cfg.seed}",
             metric=metric,
-            target=cfg.stop.target,
+            target=target,
         )
     except OSError as err:
         print(f"warning: {_os_message(err, 'write figure in', paths.figures)}", file=sys.stderr)
     summary = summarize(cfg, paths, state, figure, metric)
+    summary["target"] = target
     try:
         atomic_write_text(paths.summary, json.dumps(summary, indent=2) + "\n")
     except OSError as err:

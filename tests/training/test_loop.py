@@ -147,6 +147,8 @@ def test_eval_every_and_checkpoint_every():
     )
     assert [r["iteration"] for r in log.records if "test_err" in r] == [0, 3, 6]
     assert saved == [0, 2, 4, 6, 6]
+    state, log, _ = _run(StoppingRule("err", max_iterations=4), eval_every=3)
+    assert [r["iteration"] for r in log.records if "test_err" in r] == [0, 3, 4]  # final eval
 
 
 def test_higher_is_better_metric():

@@ -23,7 +23,15 @@ def same_metrics(a, b):
     return ra == rb
 
 
-@pytest.mark.parametrize("optimizer", ["lbfgs", "cg", "momentum", "hf"])
+@pytest.mark.parametrize(
+    "optimizer",
+    [
+        "lbfgs",
+        "momentum",
+        pytest.param("cg", marks=pytest.mark.slow),
+        pytest.param("hf", marks=pytest.mark.slow),
+    ],
+)
 def test_resume_with_a_larger_budget_equals_uninterrupted(tmp_path, tiny_overrides, optimizer):
     ov = {
         **tiny_overrides,
@@ -46,7 +54,8 @@ def test_resume_with_a_larger_budget_equals_uninterrupted(tmp_path, tiny_overrid
 
 
 def test_finished_run_refuses_resume_without_a_new_budget(tmp_path, tiny_overrides):
-    run.start(resolve(overrides=tiny_overrides), tmp_path / "r", progress="none")
+    ov = {**tiny_overrides, "stop.max_iterations": "1"}
+    run.start(resolve(overrides=ov), tmp_path / "r", progress="none")
     with pytest.raises(run.RunError, match="already finished"):
         run.resume(tmp_path / "r", progress="none")
 

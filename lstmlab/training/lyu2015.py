@@ -1,0 +1,379 @@
+"""``lstmlab reproduce lyu2015``: seed 000's experiments (Lyu & Zhu, Sec. 4–5) at the scale this
+machine allows. Every training run is an ordinary run directory under ``OUT/runs/``, so the whole
+set is resumable: finished runs are kept, unfinished ones resumed, missing ones started.
+
+Parts (``--only``):
+    table      success rate over ``--seeds`` seeds and median wall time / P_D to solve for
+               L-BFGS, nonlinear CG, Hessian-free and momentum GD (batch 100, lr 0.1, μ 0.9)
+    alpha      Fig. 2(b): L-BFGS convergence for several gate sharpnesses α
+    sigmoid    Fig. 2(a): σ_α and its derivative for several α (no training)
+    minibatch  Fig. 3(a): SGD (batch 1) against minibatch GD of several sizes, lr 0.1, μ 0.9
+    timing     Fig. 3(b): one gradient, matrix-based batch vs a per-sample loop (T = 10)
+    optimizers Fig. 3(c): GD vs L-BFGS vs CG vs HF, from the table's first seed
+
+``--quick`` shrinks the problem (T = 50, 2,000 training / 1,000 test sequences), the budgets
+and the seed count so that everything runs in minutes on two cores; its numbers show the
+machinery and the trends, not seed 000's claims (results.md says which mode made it).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lstmlab.training import run as runs
+from lstmlab.training.config import resolve
+from lstmlab.training.metrics import read_metrics
+
+__all__ = ["PARTS", "reproduce", "plan"]
+
+PARTS = ("table", "alpha", "sigmoid", "minibatch", "timing", "optimizers")
+TABLE_OPTIMIZERS = ("lbfgs", "cg", "hf", "momentum")
+ALPHAS = (1.0, 2.0, 3.75, 5.0)
+MINIBATCHES = (1, 10, 100, 1000)
+
+
+@dataclass(frozen=True)
+class Scale:
+    task: dict[str, Any]  # task option overrides
+    max_seconds: float  # per-run wall budget
+    max_epochs: int
+    max_seeds: int | None  # cap on --seeds
+    samples_budget: int  # minibatch part: training sequences per run
+    eval_samples: int  # minibatch part: evaluate every this many sequences
+
+
+FULL = Scale(
+    task={},
+    max_seconds=3600.0,
+    max_epochs=100,
+    max_seeds=None,
+    samples_budget=500_000,
+    eval_samples=10_000,
+)
+QUICK = Scale(
+    task={"T": 50, "n_train": 2000, "n_test": 1000},
+    max_seconds=60.0,
+    max_epochs=30,
+    max_seeds=2,
+    samples_budget=20_000,
+    eval_samples=1000,
+)
+
+
+def plan(scale: Scale, seeds: int, parts: list[str]) -> dict[str, dict[str, dict[str, str]]]:
+    """part -> run name -> flag overrides (the runs the parts need)."""
+    base = {f"task.options.{k}": str(v) for k, v in scale.task.items()}
+    base["stop.max_seconds"] = str(scale.max_seconds)
+    base["stop.max_epochs"] = str(scale.max_epochs)
+    n_seeds = min(seeds, scale.max_seeds or seeds)
+    out: dict[str, dict[str, dict[str, str]]] = {}
+    if "table" in parts or "optimizers" in parts:
+        out["table"] = {
+            f"{opt}-seed{s}": {**base, "optimizer.name": opt, "seed": str(s)}
+            for opt in TABLE_OPTIMIZERS
+            for s in range(n_seeds if "table" in parts else 1)
+        }
+    if "alpha" in parts:
+        out["alpha"] = {f"alpha{a:g}": {**base, "model.alpha": str(a)} for a in ALPHAS}
+    if "minibatch" in parts:
+        out["minibatch"] = {
+            f"batch{b}": {
+                **base,
+                "optimizer.name": "momentum",
+                "optimizer.batch_size": str(b),
+                "stop.max_samples": str(scale.samples_budget),
+                "stop.max_epochs": str(10**6),
+                "eval_every": str(max(1, scale.eval_samples // b)),
+                "checkpoint_every": str(max(1, scale.eval_samples // b)),
+            }
+            for b in MINIBATCHES
+        }
+    return out
+
+
+def _ensure(run_dir: Path, overrides: dict[str, str], progress: str) -> dict[str, Any]:
+    """Finished: read its summary; started: resume; absent: start."""
+    if (run_dir / "summary.json").exists():
+        summary = json.loads((run_dir / "summary.json").read_text())
+        if summary.get("stop_reason") != "interrupted":
+            return summary
+    if (run_dir / "config.toml").exists():
+        return runs.resume(run_dir, progress=progress, out=None)
+    cfg = resolve(overrides={"task.name": "multiplication", **overrides})
+    return runs.start(cfg, run_dir, progress=progress, out=None)
+
+
+def reproduce(
+    out: str | Path,
+    *,
+    seeds: int = 15,
+    quick: bool = False,
+    parts: list[str] | None = None,
+    progress: str = "auto",
+    dry_run: bool = False,
+) -> Path | None:
+    parts = list(parts or PARTS)
+    scale = QUICK if quick else FULL
+    out = Path(out)
+    todo = plan(scale, seeds, parts)
+    if dry_run:
+        for part, named in todo.items():
+            for name, ov in named.items():
+                flags = " ".join(f"--{k} {v}" for k, v in ov.items())
+                print(f"{out / 'runs' / part / name}: lstmlab train multiplication {flags}")
+        print(f"# dry run: {sum(map(len, todo.values()))} runs; nothing started")
+        return None
+    try:
+        (out / "figures").mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise runs.RunError(f"cannot create {out}: {err.strerror or err}") from None
+
+    summaries: dict[str, dict[str, dict[str, Any]]] = {}
+    for part, named in todo.items():
+        summaries[part] = {}
+        for name, ov in named.items():
+            started = time.perf_counter()
+            s = _ensure(out / "runs" / part / name, ov, progress)
+            summaries[part][name] = s
+            print(
+                f"[{part}] {name}: {'solved' if s['solved'] else s['stop_reason']} "
+                f"({time.perf_counter() - started:.0f} s)",
+                flush=True,
+            )
+
+    from lstmlab.plots import lyu2015 as figs
+
+    sections = [
+        f"# Reproduction of seed 000 (Lyu & Zhu) — {'quick' if quick else 'full'} mode",
+        "",
+        _scale_text(scale, seeds),
+        "",
+    ]
+    if "table" in parts:
+        sections += ["## Success rate (seed 000 Sec. 5.3)", "", table(summaries["table"]), ""]
+    if "sigmoid" in parts:
+        f = figs.sigmoid_figure(out / "figures" / "fig2a_sigmoid.png", ALPHAS)
+        sections += ["## Fig. 2(a): gate sigmoid and derivative", "", f"![]({_rel(f, out)})", ""]
+    if "alpha" in parts:
+        f = figs.curves_figure(
+            _curves(out, "alpha", summaries["alpha"]),
+            out / "figures" / "fig2b_alpha.png",
+            x="iteration",
+            title="Fig. 2(b): L-BFGS, several gate sharpnesses α",
+        )
+        sections += [
+            "## Fig. 2(b): convergence for several α",
+            "",
+            f"![]({_rel(f, out)})",
+            "",
+            _final_table(summaries["alpha"]),
+            "",
+        ]
+    if "minibatch" in parts:
+        f = figs.curves_figure(
+            _curves(out, "minibatch", summaries["minibatch"]),
+            out / "figures" / "fig3a_minibatch.png",
+            x="samples",
+            title="Fig. 3(a): SGD vs minibatch GD (lr 0.1, momentum 0.9)",
+        )
+        sections += [
+            "## Fig. 3(a): SGD vs minibatch sizes",
+            "",
+            f"![]({_rel(f, out)})",
+            "",
+            _final_table(summaries["minibatch"]),
+            "",
+        ]
+    if "timing" in parts:
+        rows = batch_vs_loop_timing(quick=quick)
+        f = figs.timing_figure(rows, out / "figures" / "fig3b_timing.png")
+        sections += [
+            "## Fig. 3(b): matrix-based batch vs per-sample loop (T = 10)",
+            "",
+            f"![]({_rel(f, out)})",
+            "",
+            _timing_table(rows),
+            "",
+        ]
+    if "optimizers" in parts:
+        first = {k: v for k, v in summaries["table"].items() if k.endswith("-seed0")}
+        curves = _curves(out, "table", first, label=lambda k: k.removesuffix("-seed0"))
+        sections += ["## Fig. 3(c): GD vs L-BFGS vs CG vs HF", ""]
+        for x in ("P_D", "wall"):
+            f = figs.curves_figure(
+                curves,
+                out / "figures" / f"fig3c_optimizers_{x}.png",
+                x=x,
+                title="Fig. 3(c): GD vs L-BFGS vs CG vs HF (seed 0)",
+            )
+            sections += [f"![]({_rel(f, out)})"]
+        sections += [""]
+    path = out / "results.md"
+    path.write_text("\n".join(sections))
+    return path
+
+
+def _rel(path: str | Path, out: Path) -> str:
+    return str(Path(path).relative_to(out))
+
+
+def _curves(out: Path, part: str, summaries: dict[str, Any], label=lambda k: k):
+    return {label(k): read_metrics(out / "runs" / part / k / "metrics.jsonl") for k in summaries}
+
+
+def _scale_text(scale: Scale, seeds: int) -> str:
+    task = (
+        ", ".join(f"{k}={v}" for k, v in scale.task.items())
+        or "T=100, 10,000 train / 3,000 test (seed 000's)"
+    )
+    n = min(seeds, scale.max_seeds or seeds)
+    return (
+        f"Task: 1997 multiplication, {task}. Per-run budget: {scale.max_epochs} epochs or "
+        f"{scale.max_seconds:g} s. Seeds per optimizer: {n}."
+    )
+
+
+def _med(xs: list[float]) -> float | None:
+    return statistics.median(xs) if xs else None
+
+
+def _g(x: float | None, fmt: str = ".3g") -> str:
+    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, fmt)
+
+
+def table(summaries: dict[str, dict[str, Any]]) -> str:
+    claims = {"lbfgs": "15/15", "cg": "15/15", "hf": "4/15", "momentum": "–"}
+    rows = [
+        "| optimizer | solved | seed 000 claims | median wall to solve (s) "
+        "| median P_D to solve | median sequences drawn | median final test MAE |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for opt in TABLE_OPTIMIZERS:
+        group = [s for k, s in summaries.items() if k.startswith(f"{opt}-seed")]
+        if not group:
+            continue
+        solved = [s for s in group if s["solved"]]
+        final = [s["final"].get("mae") for s in group if s.get("final")]
+        rows.append(
+            f"| {opt} | {len(solved)}/{len(group)} | {claims[opt]} "
+            f"| {_g(_med([s['wall_time'] for s in solved]))} "
+            f"| {_g(_med([s['P_D'] for s in solved]))} "
+            f"| {_g(_med([s['samples'] for s in solved]))} "
+            f"| {_g(_med([f for f in final if f is not None]), '.4f')} |"
+        )
+    rows += [
+        "",
+        "1997 LSTM (H&S, online RTRL): 482,000 sequences (n_seq = 140) and 1,273,000 "
+        "(n_seq = 13) to solve multiplication at T = 100.",
+    ]
+    return "\n".join(rows)
+
+
+def _final_table(summaries: dict[str, dict[str, Any]]) -> str:
+    rows = [
+        "| run | solved | stop | iterations | sequences drawn | P_D | wall (s) | final MAE |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for k, s in summaries.items():
+        rows.append(
+            f"| {k} | {'yes' if s['solved'] else 'no'} | {s['stop_reason']} "
+            f"| {s['iterations']} | {s['samples']} | {_g(s['P_D'])} "
+            f"| {_g(s['wall_time'])} | {_g((s['final'] or {}).get('mae'), '.4f')} |"
+        )
+    return "\n".join(rows)
+
+
+def _timing_table(rows: list[dict[str, float]]) -> str:
+    out = [
+        "| batch | matrix-based (ms) | per-sample loop (ms) | loop / batch |",
+        "|---|---|---|---|",
+    ]
+    for r in rows:
+        out.append(
+            f"| {r['batch']} | {r['batch_ms']:.2f} | {r['loop_ms']:.2f} "
+            f"| {r['loop_ms'] / r['batch_ms']:.1f}× |"
+        )
+    return "\n".join(out)
+
+
+def batch_vs_loop_timing(quick: bool = False) -> list[dict[str, float]]:
+    """Seconds for one mean gradient over a batch: one matrix-based pass (the ``bptt`` engine)
+    against a loop over the batch's samples one at a time (seed 000 Fig. 3(b): T = 10)."""
+    import torch
+
+    from lstmlab.training import build
+
+    cfg = resolve(
+        overrides={
+            "task.name": "multiplication",
+            "task.options.T": "20",
+            "task.options.n_train": "300",
+            "task.options.n_test": "10",
+        }
+    )
+    built = build.build_all(cfg)
+    model, data = built.model, built.train_data
+    # seed 000 used samples of 10 time steps; the 1997 generator needs T >= 20, so cut to 10
+    full = data.batch(None)
+    # one thread: the comparison is vectorization, not threading (and a shared machine's
+    # other load makes multi-threaded timings of small ops erratic)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _timing_rows(model, full, quick)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _timing_rows(model, full, quick: bool) -> list[dict[str, float]]:
+    import torch
+
+    from lstmlab.objective import Objective
+
+    rows = []
+    for b in (1, 10, 30, 100) if quick else (1, 10, 30, 100, 300):
+        batch = full.index(slice(0, b))
+        batch = type(batch)(batch.inputs[:, :10], batch.targets, batch.lengths.clamp(max=10))
+
+        def one_pass(batch=batch):
+            Objective(model, batch).loss_and_grad()
+
+        def loop(batch=batch, b=b):
+            for i in range(b):
+                Objective(model, batch.index(slice(i, i + 1))).loss_and_grad()
+
+        times = {
+            name: _best_time(fn, 0.1 if quick else 0.3) * 1000
+            for name, fn in (("batch", one_pass), ("loop", loop))
+        }
+        rows.append(
+            {
+                "batch": b,
+                "batch_ms": times["batch"],
+                "loop_ms": times["loop"],
+                "threads": torch.get_num_threads(),
+            }
+        )
+    return rows
+
+
+def _best_time(fn, budget: float) -> float:
+    """Least seconds per call over 3 rounds, each repeating ``fn`` for about ``budget`` s."""
+    fn()  # warm-up
+    best = float("inf")
+    for _ in range(3):
+        n, t0 = 0, time.perf_counter()
+        while True:
+            fn()
+            n += 1
+            elapsed = time.perf_counter() - t0
+            if elapsed >= budget:
+                break
+        best = min(best, elapsed / n)
+    return best
