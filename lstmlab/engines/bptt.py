@@ -63,6 +63,11 @@ def _act_into(name: str, a: Tensor, out: Tensor) -> Tensor:
     return torch.sigmoid(a, out=out).mul_(2.0).sub_(1.0)  # bipolar1: 2σ(a) - 1
 
 
+def _unbind(t: Tensor) -> tuple[Tensor, ...]:
+    """The T step views of a (T, ...) tensor, made in one call."""
+    return t.unbind(0)
+
+
 def _to_cells(g: Tensor, cpb: int) -> Tensor:
     """Block-level (..., nb) -> cell-level (..., nb·cpb): each gate broadcast to its cells."""
     return g if cpb == 1 else g.repeat_interleave(cpb, dim=-1)
@@ -108,57 +113,62 @@ class LSTMLayerBPTT(torch.autograd.Function):
             M = s.multiplicative_size
             MX = (x2 @ W_mx.t()).view(T, B, M)
             U, Mm = new(T, B, M), new(T, B, M)
-        steps = zip(
-            pre_all.unbind(0),
-            Y.unbind(0),
-            C.unbind(0),
-            Z.unbind(0),
-            HC.unbind(0),
-            A.unbind(0),
-            strict=True,
-        )
         Rt, Wpt = Rs.t(), (W_p.t() if W_p is not None else None)
         Qt = Qs.t() if Qs is not None else None
         has_i, has_f, has_o = ("i" in s.gates), ("f" in s.gates), ("o" in s.gates)
-        # the input and forget gates are contiguous in both the pre-activation and A layouts
+        # per-step views made once (unbind), so that the loop itself slices as little as possible
+        U_ = _unbind
+        PRE, PZ, PG = U_(pre_all), U_(pre_all[..., :H]), U_(pre_all[..., H:])
+        Ys, Cs, Zs, HCs, As = U_(Y), U_(C), U_(Z), U_(HC), U_(A)
+        Yhs = U_(Yh) if Yh is not None else Ys
+        AI = U_(A[..., s.q_slice("i")]) if has_i else None
+        AF = U_(A[..., s.q_slice("f")]) if has_f else None
+        if mult:
+            MXs, Us, Ms = U_(MX), U_(U), U_(Mm)
+        # input and forget gates are contiguous in both the pre-activation and the A layout;
+        # without peepholes every gate is activated in one call after the recurrent product
+        one_call = not s.peepholes
         if_gates = [g for g in ("i", "f") if g in s.gates]
-        if if_gates:
+        if if_gates and not one_call:
             lo, hi = s.gate_slice(if_gates[0]).start, s.gate_slice(if_gates[-1]).stop
-            P_if = torch.stack([Ps[g] for g in if_gates]) if s.peepholes else None  # (k, nb, cpb)
-        qi = s.q_slice("i") if has_i else None
-        qf = s.q_slice("f") if has_f else None
+            PIF, AIF = U_(pre_all[..., lo:hi]), U_(A[..., lo - H : hi - H])
+            P_if = torch.stack([Ps[g] for g in if_gates])  # (k, nb, cpb)
         if has_o:
-            so, qo = s.gate_slice("o"), s.q_slice("o")
+            PO, AO = U_(pre_all[..., s.gate_slice("o")]), U_(A[..., s.q_slice("o")])
         y_prev, c_prev, a_prev = h0, c0, None
-        for t, (pre, y_t, c_t, z_t, hc_t, a_t) in enumerate(steps):
+        for t in range(T):
             n = bs[t]
             if n == 0:
                 break
+
+            def at(v, t=t, n=n):  # step t's view of v, restricted to the rows alive
+                return v[t] if full else v[t][:n]
+
             if not full:
-                pre, y_t, c_t, z_t, hc_t, a_t = (v[:n] for v in (pre, y_t, c_t, z_t, hc_t, a_t))
                 y_prev, c_prev = y_prev[:n], c_prev[:n]
                 a_prev = a_prev[:n] if a_prev is not None else None
+            pre, z_t, c_t, hc_t, a_t = at(PRE), at(Zs), at(Cs), at(HCs), at(As)
             if mult:
-                u = torch.mm(y_prev, W_mh.t(), out=U[t, :n])
-                pre.addmm_(torch.mul(MX[t, :n], u, out=Mm[t, :n]), Rt)
+                u = torch.mm(y_prev, W_mh.t(), out=at(Us))
+                pre.addmm_(torch.mul(at(MXs), u, out=at(Ms)), Rt)
             else:
                 pre.addmm_(y_prev, Rt)
             if Qt is not None and a_prev is not None:
-                pre[:, H:].addmm_(a_prev, Qt)
-            _act_into(s.g, pre[:, :H], z_t)
-            if if_gates:
-                p_if = pre[:, lo:hi]
-                if P_if is not None:  # peepholes from c_{t-1}
-                    c3 = c_prev.view(n, 1, nb, cpb)
-                    if cpb == 1:
-                        p_if.view(n, len(if_gates), nb).addcmul_(
-                            c3.view(n, 1, nb), P_if.view(-1, nb)
-                        )
-                    else:
-                        p_if.view(n, len(if_gates), nb).add_((c3 * P_if).sum(-1))
-                torch.sigmoid(p_if, out=a_t[:, lo - H : hi - H])
-            i = a_t[:, qi] if has_i else None
-            f = (1.0 - i) if s.coupled else (a_t[:, qf] if has_f else None)
+                at(PG).addmm_(a_prev, Qt)
+            _act_into(s.g, at(PZ), z_t)
+            if one_call:
+                if s.gates:
+                    torch.sigmoid(at(PG), out=a_t)
+            elif if_gates:
+                p_if = at(PIF)
+                c3 = c_prev.view(n, 1, nb, cpb)  # peepholes from c_{t-1}
+                if cpb == 1:
+                    p_if.view(n, len(if_gates), nb).addcmul_(c3.view(n, 1, nb), P_if.view(-1, nb))
+                else:
+                    p_if.view(n, len(if_gates), nb).add_((c3 * P_if).sum(-1))
+                torch.sigmoid(p_if, out=at(AIF))
+            i = at(AI) if has_i else None
+            f = (1.0 - i) if s.coupled else (at(AF) if has_f else None)
             if cpb == 1:
                 if f is None:
                     torch.add(c_prev, z_t if i is None else i * z_t, out=c_t)
@@ -174,15 +184,17 @@ class LSTMLayerBPTT(torch.autograd.Function):
                     torch.mul(f.unsqueeze(-1), cp3, out=c3)
                     c3.add_(zc) if i is None else c3.addcmul_(i.unsqueeze(-1), zc)
             _act_into(s.h, c_t, hc_t)
-            y_hat = Yh[t, :n] if Wpt is not None else y_t
+            y_hat = at(Yhs)
             if has_o:
-                p_o = pre[:, so]
-                if s.peepholes:  # the output gate sees c_t
+                if one_call:
+                    o = at(AO)
+                else:
+                    p_o = at(PO)  # the output gate sees c_t
                     if cpb == 1:
                         p_o.addcmul_(c_t, Ps["o"].view(1, nb))
                     else:
                         p_o.add_((c_t.view(n, nb, cpb) * Ps["o"]).sum(-1))
-                o = torch.sigmoid(p_o, out=a_t[:, qo])
+                    o = torch.sigmoid(p_o, out=at(AO))
                 if cpb == 1:
                     torch.mul(o, hc_t, out=y_hat)
                 else:
@@ -190,8 +202,8 @@ class LSTMLayerBPTT(torch.autograd.Function):
             else:
                 y_hat.copy_(hc_t)
             if Wpt is not None:
-                torch.mm(y_hat, Wpt, out=y_t)
-            y_prev, c_prev, a_prev = Y[t], C[t], A[t]
+                torch.mm(y_hat, Wpt, out=at(Ys))
+            y_prev, c_prev, a_prev = Ys[t], Cs[t], As[t]
         if full:
             h_n, c_n = Y[-1].clone(), C[-1].clone()
         else:
@@ -261,62 +273,88 @@ class LSTMLayerBPTT(torch.autograd.Function):
         dc_next = dc_n.clone()
         dq_next = x.new_zeros(B, G) if fgr else None
 
-        def gate_delta(g: str, d: Tensor, K: Tensor, dpre: Tensor, sl: slice, n: int) -> Tensor:
-            """δ_g = Σ_cells d ⊙ K (+ dq_g α σ'(·) with full gate recurrence), into dpre."""
-            out = dpre[:, s.gate_slice(g)]
-            if cpb == 1:
-                torch.mul(d, K, out=out)
-            else:
-                torch.sum((d * K).view(n, nb, cpb), -1, out=out)
-            if fgr:
-                out.addcmul_(dq_next[sl, s.q_slice(g)], SA[t, sl, s.q_slice(g)])
-            return out
-
-        def peep_cells(d: Tensor, P: Tensor, n: int) -> Tensor:  # (n, nb) -> (n, H): P δ
-            return d * P.view(1, nb) if cpb == 1 else (d.unsqueeze(-1) * P).view(n, H)
-
+        # per-step views made once, so that the reverse loop slices as little as possible
+        U_ = _unbind
+        dPres, dPz, dPgates = U_(dPre), U_(dPre[..., :H]), U_(dPre[..., H:])
+        dPg = {g: U_(dPre[..., s.gate_slice(g)]) for g in s.gates}
+        dYs = U_(dY) if dY_any else None
+        dCs = U_(dC) if dC_any else None
+        DYs = U_(DY) if DY is not None else None
+        OHps, IGps = U_(OHp), U_(IGp)
+        Ks = {}  # the factor each gate's error is multiplied by (cell level)
+        if has_o:
+            Ks["o"] = U_(HSo)
+        if has_i:
+            Ks["i"] = U_(KSi)
+        if has_f:
+            Ks["f"] = U_(KSf)
+        F_cs = U_(F_c) if F_c is not None else None
+        SAg = {g: U_(SA[..., s.q_slice(g)]) for g in s.gates} if fgr else {}
+        dqg = {g: dq_next[:, s.q_slice(g)] for g in s.gates} if fgr else {}
+        if mult:
+            MXs, Us, dUs, dMXs = U_(MX), U_(U), U_(dU), U_(dMX)
+        P = {"i": P_i, "f": P_f, "o": P_o}
         for t in reversed(range(T)):
             n = bs[t]
             if n == 0:
                 continue
-            sl = slice(None) if full else slice(0, n)
-            dpre = dPre[t, sl]
-            dy = dy_next[sl] + dY[t, sl] if dY_any else dy_next[sl]
+
+            def at(v, t=t, n=n):  # step t's view of v, restricted to the rows alive
+                return v[t] if full else v[t][:n]
+
+            def delta(g: str, d: Tensor, t=t, n=n) -> Tensor:
+                """δ_g = Σ_cells d ⊙ K_g (+ dq_g α σ'(·) with full gate recurrence), in place."""
+                out = at(dPg[g])
+                if cpb == 1:
+                    torch.mul(d, at(Ks[g]), out=out)
+                else:
+                    torch.sum((d * at(Ks[g])).view(n, nb, cpb), -1, out=out)
+                if fgr:
+                    out.addcmul_(dqg[g] if full else dqg[g][:n], at(SAg[g]))
+                return out
+
+            def add_peep(acc: Tensor, d: Tensor, g: str, n=n) -> None:  # acc += P_g δ_g
+                if cpb == 1:
+                    acc.addcmul_(d, P[g].view(1, nb))
+                else:
+                    acc.view(n, nb, cpb).addcmul_(d.unsqueeze(-1), P[g])
+
+            dpre = at(dPres)
+            dyn = dy_next if full else dy_next[:n]
+            dcn = dc_next if full else dc_next[:n]
+            dy = dyn + at(dYs) if dY_any else dyn
             if W_p is not None:
-                DY[t, sl] = dy
+                at(DYs).copy_(dy)
                 dy = dy @ W_p  # dŷ
-            dc = torch.addcmul(dc_next[sl], dy, OHp[t, sl])
+            dc = torch.addcmul(dcn, dy, at(OHps))
             if dC_any:
-                dc += dC[t, sl]
+                dc += at(dCs)
             if has_o:
-                d_o = gate_delta("o", dy, HSo[t, sl], dpre, sl, n)
+                d_o = delta("o", dy)
                 if peep:
-                    dc += peep_cells(d_o, P_o, n)
-            if has_i:
-                d_i = gate_delta("i", dc, KSi[t, sl], dpre, sl, n)
-            if has_f:
-                d_f = gate_delta("f", dc, KSf[t, sl], dpre, sl, n)
-            torch.mul(dc, IGp[t, sl], out=dpre[:, :H])
+                    add_peep(dc, d_o, "o")
+            d_i = delta("i", dc) if has_i else None
+            d_f = delta("f", dc) if has_f else None
+            torch.mul(dc, at(IGps), out=at(dPz))
             # carried to step t-1
-            dcn = dc_next[sl]
-            if F_c is None:
+            if F_cs is None:
                 dcn.copy_(dc)
             else:
-                torch.mul(dc, F_c[t, sl], out=dcn)
+                torch.mul(dc, at(F_cs), out=dcn)
             if peep:
                 if has_i:
-                    dcn += peep_cells(d_i, P_i, n)
+                    add_peep(dcn, d_i, "i")
                 if has_f:
-                    dcn += peep_cells(d_f, P_f, n)
+                    add_peep(dcn, d_f, "f")
             if mult:
                 dm = dpre @ R  # (n, M)
-                du = torch.mul(dm, MX[t, sl], out=dU[t, sl])
-                torch.mul(dm, U[t, sl], out=dMX[t, sl])
-                torch.mm(du, W_mh, out=dy_next[sl])
+                du = torch.mul(dm, at(MXs), out=at(dUs))
+                torch.mul(dm, at(Us), out=at(dMXs))
+                torch.mm(du, W_mh, out=dyn)
             else:
-                torch.mm(dpre, R, out=dy_next[sl])
+                torch.mm(dpre, R, out=dyn)
             if fgr:
-                torch.mm(dpre[:, H:], Q, out=dq_next[sl])
+                torch.mm(at(dPgates), Q, out=dq_next if full else dq_next[:n])
         # ---- Eq. 18: weight gradients as a few large products after the time loop
         need = ctx.needs_input_grad
         dPre2 = dPre.view(T * B, D)
