@@ -407,7 +407,9 @@ def _prev_product(d: Tensor, Y: Tensor, y0: Tensor) -> Tensor:
 
 def _peep_grad(d: Tensor, c: Tensor, nb: int, cpb: int) -> Tensor:
     """Σ_{t,b} δ[t, b, j] c[t, b, j, k]: d (T, B, nb), c (T, B, H) -> (nb, cpb)."""
-    return torch.einsum("tbj,tbjk->jk", d, c.reshape(*c.shape[:2], nb, cpb))
+    T, B = c.shape[:2]
+    # an elementwise product and a reduction: no copy of the (strided) δ slice is needed
+    return (d.unsqueeze(-1) * c.view(T, B, nb, cpb)).sum((0, 1))
 
 
 def _last_index(bs: list[int], B: int, device) -> Tensor:
