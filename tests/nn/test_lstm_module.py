@@ -285,3 +285,10 @@ def test_engine_switch_keeps_parameters():
     sd = {k: v.clone() for k, v in m.state_dict().items()}
     m.engine = "autograd"
     assert all(torch.equal(sd[k], v) for k, v in m.state_dict().items())
+
+
+def test_from_torch_rejects_what_it_cannot_map():
+    with pytest.raises(ValueError, match="dropout"):
+        LSTM.from_torch(nn.LSTM(3, 4, num_layers=2, dropout=0.5))
+    with pytest.raises(ValueError, match="torch.nn.LSTM"):
+        LSTM.from_torch(nn.GRU(3, 4))
