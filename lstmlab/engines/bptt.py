@@ -216,6 +216,7 @@ class LSTMLayerBPTT(torch.autograd.Function):
         if mult:
             ctx.MX, ctx.U, ctx.Mm = MX, U, Mm
         ctx.has_b = b is not None
+        ctx.set_materialize_grads(False)  # unused outputs (often C, h_n, c_n) arrive as None
         return Y, C, h_n, c_n
 
     @staticmethod
@@ -260,8 +261,8 @@ class LSTMLayerBPTT(torch.autograd.Function):
             if s.coupled
             else (_to_cells(A[..., s.q_slice("f")], cpb) if has_f else None)
         )
-        dY_any = bool(dY.any())
-        dC_any = bool(dC.any())
+        dY_any = dY is not None
+        dC_any = dC is not None
 
         new = x.new_empty if full else x.new_zeros  # dead rows must stay 0
         dPre = new(T, B, D)  # δ of every step
@@ -269,8 +270,8 @@ class LSTMLayerBPTT(torch.autograd.Function):
         if mult:
             MX, U = ctx.MX, ctx.U
             dU, dMX = new(T, B, MX.shape[2]), new(T, B, MX.shape[2])
-        dy_next = dh_n.clone()
-        dc_next = dc_n.clone()
+        dy_next = dh_n.clone() if dh_n is not None else x.new_zeros(B, Hr)
+        dc_next = dc_n.clone() if dc_n is not None else x.new_zeros(B, H)
         dq_next = x.new_zeros(B, G) if fgr else None
 
         # per-step views made once, so that the reverse loop slices as little as possible
