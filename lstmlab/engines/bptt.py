@@ -63,6 +63,19 @@ def _act_into(name: str, a: Tensor, out: Tensor) -> Tensor:
     return torch.sigmoid(a, out=out).mul_(2.0).sub_(1.0)  # bipolar1: 2σ(a) - 1
 
 
+def _times_derivative(name: str, y: Tensor, w: Tensor | None) -> Tensor:
+    """w ⊙ f'(x) from y = f(x), in as few passes as possible (w = None: f'(x) alone)."""
+    if w is None:
+        return derivative_from_output(name, y)
+    if name == "tanh":  # w (1 - y²)
+        return torch.addcmul(w, w * y, y, value=-1.0)
+    if name == "identity":
+        return w
+    if name == "bipolar2":  # w (1 - y²/4)
+        return torch.addcmul(w, w * y, y, value=-0.25)
+    return torch.addcmul(w, w * y, y, value=-1.0).mul_(0.5)  # bipolar1: w (1 - y²)/2
+
+
 def _unbind(t: Tensor) -> tuple[Tensor, ...]:
     """The T step views of a (T, ...) tensor, made in one call."""
     return t.unbind(0)
@@ -237,20 +250,18 @@ class LSTMLayerBPTT(torch.autograd.Function):
 
         # ---- factors over all steps at once (T, B, ·); see the module docstring
         C_prev = torch.cat([c0.unsqueeze(0), C[:-1]])  # (T, B, H)
-        SA = A - A * A  # σ(1-σ) of every gate, then × α per gate
+        SA = torch.addcmul(A, A, A, value=-1.0)  # σ(1-σ) of every gate, then × α per gate
         for g in s.gates:
             if alpha[g] != 1.0:
                 SA[..., s.q_slice(g)] *= alpha[g]
-        gz = derivative_from_output(s.g, Z)  # g'(z)
-        hp = derivative_from_output(s.h, HC)  # h'(c)
         i_c = _to_cells(A[..., s.q_slice("i")], cpb) if has_i else None
         if has_o:
             o_c = _to_cells(A[..., s.q_slice("o")], cpb)
-            OHp = o_c * hp  # ∂y/∂c = o h'(c)
+            OHp = _times_derivative(s.h, HC, o_c)  # ∂y/∂c = o h'(c)
             HSo = HC * _to_cells(SA[..., s.q_slice("o")], cpb)  # h(c) α o(1-o)
         else:
-            OHp = hp
-        IGp = gz if i_c is None else i_c * gz  # ∂c/∂z-pre = i g'(z)
+            OHp = derivative_from_output(s.h, HC)
+        IGp = _times_derivative(s.g, Z, i_c)  # ∂c/∂z-pre = i g'(z)
         if has_i:
             K_i = Z - C_prev if s.coupled else Z  # ∂c/∂i
             KSi = K_i * _to_cells(SA[..., s.q_slice("i")], cpb)
