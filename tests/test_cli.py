@@ -15,13 +15,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from runkit import tiny_flags
 
 from lstmlab.cli import main
 from lstmlab.training.checkpoint import load_checkpoint
 from lstmlab.training.metrics import read_metrics
-
-sys.path.insert(0, str(Path(__file__).parent / "training"))
-from conftest import tiny_flags  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
