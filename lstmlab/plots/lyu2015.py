@@ -40,18 +40,21 @@ def curves_figure(
     title: str = "",
     target: float | None = 0.01,
 ) -> str:
-    """Test MAE (log scale) against ``x`` for each labelled run."""
+    """Test MAE (log scale) against ``x`` for each labelled run (log x for cost axes)."""
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    log_x = x in ("P_D", "P_I", "samples", "presentations")
     for i, (label, records) in enumerate(curves.items()):
         pts = [(r[x], r[y]) for r in records if y in r and x in r]
+        if log_x:
+            pts = [(a, b) for a, b in pts if a > 0]  # the untrained network sits at x = 0
         if pts:
             xs, ys = zip(*pts, strict=True)
             ax.plot(xs, ys, color=f"C{i}", lw=1.3, marker=".", ms=3, label=label)
     if target is not None:
         ax.axhline(target, color="k", ls="--", lw=0.8, label=f"target {target:g}")
     ax.set_yscale("log")
-    if x in ("P_D", "samples", "presentations"):
-        ax.set_xscale("symlog", linthresh=1000 if x != "P_D" else 1e5)
+    if log_x:
+        ax.set_xscale("log")
     ax.set_xlabel(AXES.get(x, x))
     ax.set_ylabel("test mean absolute error")
     ax.set_title(title)

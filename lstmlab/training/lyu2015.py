@@ -36,6 +36,7 @@ PARTS = ("table", "alpha", "sigmoid", "minibatch", "timing", "optimizers")
 TABLE_OPTIMIZERS = ("lbfgs", "cg", "hf", "momentum")
 ALPHAS = (1.0, 2.0, 3.75, 5.0)
 MINIBATCHES = (1, 10, 100, 1000)
+NAMES = {"lbfgs": "L-BFGS", "cg": "nonlinear CG", "hf": "Hessian-free", "momentum": "momentum GD"}
 
 
 @dataclass(frozen=True)
@@ -162,7 +163,7 @@ def reproduce(
         sections += ["## Fig. 2(a): gate sigmoid and derivative", "", f"![]({_rel(f, out)})", ""]
     if "alpha" in parts:
         f = figs.curves_figure(
-            _curves(out, "alpha", summaries["alpha"]),
+            _curves(out, "alpha", summaries["alpha"], lambda k: f"α = {k.removeprefix('alpha')}"),
             out / "figures" / "fig2b_alpha.png",
             x="iteration",
             title="Fig. 2(b): L-BFGS, several gate sharpnesses α",
@@ -177,7 +178,7 @@ def reproduce(
         ]
     if "minibatch" in parts:
         f = figs.curves_figure(
-            _curves(out, "minibatch", summaries["minibatch"]),
+            _curves(out, "minibatch", summaries["minibatch"], _batch_label),
             out / "figures" / "fig3a_minibatch.png",
             x="samples",
             title="Fig. 3(a): SGD vs minibatch GD (lr 0.1, momentum 0.9)",
@@ -203,7 +204,7 @@ def reproduce(
         ]
     if "optimizers" in parts:
         first = {k: v for k, v in summaries["table"].items() if k.endswith("-seed0")}
-        curves = _curves(out, "table", first, label=lambda k: k.removesuffix("-seed0"))
+        curves = _curves(out, "table", first, label=lambda k: NAMES[k.removesuffix("-seed0")])
         sections += ["## Fig. 3(c): GD vs L-BFGS vs CG vs HF", ""]
         for x in ("P_D", "wall"):
             f = figs.curves_figure(
@@ -217,6 +218,11 @@ def reproduce(
     path = out / "results.md"
     path.write_text("\n".join(sections))
     return path
+
+
+def _batch_label(name: str) -> str:
+    b = name.removeprefix("batch")
+    return "SGD (batch 1)" if b == "1" else f"minibatch {b}"
 
 
 def _rel(path: str | Path, out: Path) -> str:

@@ -31,7 +31,7 @@ from typing import Any
 from lstmlab.training import build
 from lstmlab.training.checkpoint import CheckpointError, load_latest, save_checkpoint
 from lstmlab.training.config import RunConfig, dumps_toml, from_dict, load_toml, to_dict
-from lstmlab.training.loop import train
+from lstmlab.training.loop import batches_per_epoch, train
 from lstmlab.training.metrics import MetricsLog, read_metrics
 from lstmlab.training.progress import make_progress
 from lstmlab.training.rng import get_rng_state, seed_everything, set_rng_state
@@ -246,7 +246,12 @@ def _execute(cfg, paths, built, restored, *, progress, out, checkpoint_writer=No
         except OSError as err:
             raise RunError(_os_message(err, "write checkpoint", paths.checkpoint)) from None
 
-    bar = make_progress(progress, built.stopping.metric, cfg.stop.max_iterations)
+    total = cfg.stop.max_iterations
+    if total is None and cfg.stop.max_epochs is not None:
+        total = cfg.stop.max_epochs * batches_per_epoch(
+            len(built.train_data), cfg.optimizer.batch_size
+        )
+    bar = make_progress(progress, built.stopping.metric, total)
     interrupt = _Interrupt(bar.message)
     bar.start(state)
     try:
