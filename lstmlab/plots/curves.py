@@ -82,9 +82,12 @@ def compare_runs(
     """One colour per label; every run of a label drawn thin, the label named once."""
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     all_x, all_y = [], []
+    log_x = x in ("P_D", "P_I", "samples", "presentations")
     for i, (label, group) in enumerate(runs.items()):
         for j, records in enumerate(group):
             xs, ys = _series(records, x, y)
+            if log_x:  # cost axes span decades; the untrained network at x = 0 is left out
+                xs, ys = [a for a in xs if a > 0], [b for a, b in zip(xs, ys, strict=True) if a > 0]
             all_x += xs
             all_y += ys
             ax.plot(
@@ -99,6 +102,8 @@ def compare_runs(
         ax.axhline(target, color="k", ls="--", lw=0.8, label=f"target {target:g}")
         all_y.append(target)
     _scale(ax, all_x, all_y)
+    if log_x:
+        ax.set_xscale("log")
     ax.set_xlabel(AXES.get(x, x))
     ax.set_ylabel(ylabel or y.replace("_", " "))
     ax.legend()

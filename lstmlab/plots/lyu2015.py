@@ -23,11 +23,12 @@ def sigmoid_figure(path: str | Path, alphas: Sequence[float]) -> str:
         s = 1 / (1 + np.exp(-alpha * x))
         a.plot(x, s, color=f"C{i}", label=f"α = {alpha:g}")
         b.plot(x, alpha * s * (1 - s), color=f"C{i}", label=f"α = {alpha:g}")
-    b.axhline(1.0, color="k", ls=":", lw=0.8, label="derivative 1 (α = 4 reaches it)")
+    b.axhline(1.0, color="k", ls=":", lw=0.8, label="slope 1 (α = 4)")
     a.set(xlabel="gate pre-activation x", ylabel="σ_α(x)", title="gate activation")
     b.set(xlabel="gate pre-activation x", ylabel="dσ_α/dx", title="its derivative")
     a.legend(loc="upper left")
-    b.legend(loc="upper left")
+    b.set_ylim(-0.03, 1.85)  # room above the peaks for the legend
+    b.legend(loc="upper center", ncol=3)
     return save(fig, path)
 
 

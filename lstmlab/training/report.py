@@ -63,7 +63,23 @@ def group_runs(runs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     """Label each run by the config keys that differ between runs (seed excluded)."""
     flats = [_flat(to_dict(r["config"])) for r in runs]
     keys = sorted({k for f in flats for k in f})
-    varying = [k for k in keys if k != "seed" and len({str(f.get(k)) for f in flats}) > 1]
+    # budgets and bookkeeping do not make runs different experiments
+    ignore = ("seed", "eval_every", "checkpoint_every", "stop.")
+    varying = [
+        k for k in keys if not k.startswith(ignore) and len({str(f.get(k)) for f in flats}) > 1
+    ]
+    # optimizer settings that only follow from the optimizer's name (its preset) add nothing
+    if "optimizer.name" in varying:
+        by_name: dict[str, list[dict[str, Any]]] = {}
+        for f in flats:
+            by_name.setdefault(str(f.get("optimizer.name")), []).append(f)
+        varying = [
+            k
+            for k in varying
+            if not k.startswith("optimizer.")
+            or k == "optimizer.name"
+            or any(len({str(f.get(k)) for f in g}) > 1 for g in by_name.values())
+        ]
     groups: dict[str, list[dict[str, Any]]] = {}
     for r, f in zip(runs, flats, strict=True):
         if varying:
@@ -144,7 +160,10 @@ def write_report(run_dirs: list[Path], out: str | Path, *, x_axis: str = "P_D") 
     runs = [load_run(d) for d in run_dirs]
     groups = group_runs(runs)
     metric = next((r["summary"]["metric"] for r in runs if r["summary"]), "mae")
-    target = next((r["summary"].get("target") for r in runs if r["summary"]), None)
+    target = next(
+        (r["summary"]["target"] for r in runs if (r["summary"] or {}).get("target") is not None),
+        None,
+    )
     curves = {label: [r["metrics"] for r in rs] for label, rs in groups.items()}
     figs = []
     for x in dict.fromkeys([x_axis, "samples"]):
