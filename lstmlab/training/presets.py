@@ -37,8 +37,15 @@ TASK_PRESETS: dict[str, dict[str, Any]] = {
 # learning rate 0.1 and momentum 0.9; its code runs minFunc for 20 iterations per minibatch.
 # HF as seed 000 ran it: finite-difference Hessian-vector products, L-BFGS preconditioner.
 OPTIMIZER_PRESETS: dict[str, dict[str, Any]] = {
-    # minFunc is called afresh on each minibatch: the L-BFGS history restarts with it
-    "lbfgs": {"batch_size": 1000, "iterations_per_batch": 20, "options": {"keep_history": False}},
+    # minFunc is called afresh on each minibatch, so the L-BFGS history restarts with it, and
+    # minFunc keeps Corr = 100 pairs by default (its docstring). Both matter: with history 10,
+    # or with the history kept across minibatches, some seeds plateau (docs/results.md).
+    "lbfgs": {
+        "batch_size": 1000,
+        "iterations_per_batch": 20,
+        "history": 100,
+        "options": {"keep_history": False},
+    },
     "cg": {"batch_size": 1000, "iterations_per_batch": 20},
     "hf": {"batch_size": 1000, "options": {"curvature": "fd", "preconditioner": "lbfgs"}},
     "momentum": {"batch_size": 100, "lr": 0.1, "momentum": 0.9},

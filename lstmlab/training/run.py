@@ -195,6 +195,8 @@ def resume(
     if _identity(ckpt.get("config") or {}) != _identity(to_dict(cfg)):
         raise RunError(f"cannot resume: {paths.checkpoint} belongs to a different run")
     state = TrainState.from_dict(ckpt["train_state"])
+    if state.stop_reason == "solved" and not (stop_overrides or {}).keys() & {"target", "metric"}:
+        raise RunError(f"run {paths.root} already solved its task; nothing to continue")
     if state.stop_reason not in (None, "interrupted") and not stop_overrides:
         raise RunError(
             f"run {paths.root} already finished ({state.stop_reason}); "

@@ -20,6 +20,8 @@ def test_defaults_are_seed000_setting():
     assert cfg.model.alpha == 3.75
     assert (cfg.optimizer.name, cfg.optimizer.batch_size) == ("lbfgs", 1000)
     assert cfg.optimizer.iterations_per_batch == 20
+    assert cfg.optimizer.history == 100  # minFunc's Corr default
+    assert cfg.optimizer.options == {"keep_history": False}  # minFunc restarts per minibatch
     opts = cfg.task.options
     assert (opts["T"], opts["n_train"], opts["n_test"], opts["rule"]) == (
         100,
