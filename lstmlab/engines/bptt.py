@@ -37,30 +37,41 @@ from lstmlab.engines.packing import sort_by_length
 from lstmlab.nn.activations import derivative_from_output
 from lstmlab.nn.variants import CellSpec
 
+# The bipolar activations are tanh of a halved argument: 4σ(a) - 2 = 2 tanh(a/2) and
+# 2σ(a) - 1 = tanh(a/2). For the block input the halving is folded into the weights like α.
+_Z_SCALE = {"tanh": 1.0, "identity": 1.0, "bipolar2": 0.5, "bipolar1": 0.5}
 
-def _scaled_gate_rows(t: Tensor | None, spec: CellSpec, alpha: dict[str, float], offset: int):
-    """t with the rows of each gate multiplied by its α (rows counted from ``offset``).
 
-    σ_α(a) = σ(α a), and a is linear in W, R, b, P, Q: scaling a gate's rows by α once per call
-    saves one elementwise multiply per gate per step."""
-    if t is None or all(alpha[g] == 1.0 for g in spec.gates):
+def _scaled_rows(t: Tensor | None, spec: CellSpec, alpha: dict[str, float], offset: int):
+    """t with each gate's rows multiplied by its α and the block-input rows by the activation's
+    argument scale (rows counted from ``offset``; forward-only copies).
+
+    σ_α(a) = σ(α a), and a is linear in W, R, b, P, Q: scaling the rows once per call saves one
+    elementwise multiply per gate per step."""
+    zs = _Z_SCALE[spec.g]
+    if t is None or (zs == 1.0 and all(alpha[g] == 1.0 for g in spec.gates)):
         return t
     scale = torch.ones(t.shape[0], dtype=t.dtype, device=t.device)
+    if offset == 0:
+        scale[: spec.hidden_size] = zs
     for g in spec.gates:
         sl = spec.gate_slice(g)
         scale[sl.start - offset : sl.stop - offset] = alpha[g]
     return t * scale.view(-1, *([1] * (t.dim() - 1)))
 
 
-def _act_into(name: str, a: Tensor, out: Tensor) -> Tensor:
-    """out = f(a) for the block-input / cell-output activation ``name``."""
+def _act_into(name: str, a: Tensor, out: Tensor, prescaled: bool = False) -> Tensor:
+    """out = f(a) for the block-input / cell-output activation ``name``; ``prescaled``: the
+    argument of a bipolar activation has already been halved (see ``_scaled_rows``)."""
     if name == "tanh":
         return torch.tanh(a, out=out)
     if name == "identity":
         return out.copy_(a)
-    if name == "bipolar2":  # 4σ(a) - 2
-        return torch.sigmoid(a, out=out).mul_(4.0).sub_(2.0)
-    return torch.sigmoid(a, out=out).mul_(2.0).sub_(1.0)  # bipolar1: 2σ(a) - 1
+    if not prescaled:
+        a = torch.mul(a, 0.5, out=out)
+    if name == "bipolar2":  # 2 tanh(a/2)
+        return torch.tanh(a, out=out).mul_(2.0)
+    return torch.tanh(a, out=out)  # bipolar1: tanh(a/2)
 
 
 def _times_derivative(name: str, y: Tensor, w: Tensor | None) -> Tensor:
@@ -110,8 +121,8 @@ class LSTMLayerBPTT(torch.autograd.Function):
         bs = batch_sizes if batch_sizes is not None else [B] * T
         full = batch_sizes is None
         # forward-only copies with each gate's rows scaled by its α
-        Ws, Rs, bsc = (_scaled_gate_rows(t, s, alpha, 0) for t in (W, R, b))
-        Qs = _scaled_gate_rows(Q, s, alpha, H)
+        Ws, Rs, bsc = (_scaled_rows(t, s, alpha, 0) for t in (W, R, b))
+        Qs = _scaled_rows(Q, s, alpha, H)
         Ps = {
             g: (p if p is None else p * alpha[g]) for g, p in (("i", P_i), ("f", P_f), ("o", P_o))
         }
@@ -168,7 +179,7 @@ class LSTMLayerBPTT(torch.autograd.Function):
                 pre.addmm_(y_prev, Rt)
             if Qt is not None and a_prev is not None:
                 at(PG).addmm_(a_prev, Qt)
-            _act_into(s.g, at(PZ), z_t)
+            _act_into(s.g, at(PZ), z_t, prescaled=True)
             if one_call:
                 if s.gates:
                     torch.sigmoid(at(PG), out=a_t)
