@@ -195,6 +195,11 @@ def resume(
     if _identity(ckpt.get("config") or {}) != _identity(to_dict(cfg)):
         raise RunError(f"cannot resume: {paths.checkpoint} belongs to a different run")
     state = TrainState.from_dict(ckpt["train_state"])
+    finished = state.stop_reason not in (None, "interrupted")
+    if finished and not paths.summary.exists():
+        # killed while writing its figure or summary: finish that and nothing else
+        built = build.build_all(cfg)
+        return finish(cfg, paths, state, metric=built.stopping.metric, target=built.target, out=out)
     if state.stop_reason == "solved" and not (stop_overrides or {}).keys() & {"target", "metric"}:
         raise RunError(f"run {paths.root} already solved its task; nothing to continue")
     if state.stop_reason not in (None, "interrupted") and not stop_overrides:
