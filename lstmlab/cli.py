@@ -344,9 +344,15 @@ def cmd_tasks(ns, extra) -> int:
     import lstmlab.tasks as tasks
 
     _overrides(ns, extra, allow_free=False)
+    from lstmlab.training.presets import TASK_PRESETS
+
     desc = tasks.describe()
     width = max(map(len, desc))
     for name, text in desc.items():
+        preset = TASK_PRESETS.get(name, {}).get("task", {}).get("options")
+        if preset:
+            opts = ", ".join(f"{k}={v}" for k, v in preset.items())
+            text += f"  [`lstmlab train {name}` presets: {opts}]"
         print(f"{name:<{width}}  {text}")
     return 0
 
