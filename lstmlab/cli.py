@@ -409,6 +409,11 @@ def main(argv: list[str] | None = None) -> int:
     except RunError as err:
         print(f"lstmlab: error: {err}", file=sys.stderr)
         return EXIT_RUNTIME
+    except BrokenPipeError:  # `lstmlab tasks | head`: the reader left, nothing is wrong
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print(
             "lstmlab: aborted (the last checkpoint is intact; `lstmlab resume RUN`)",
