@@ -188,8 +188,10 @@ class HessianFree(Optimizer):
         if res.pairs:
             self.pc_S = [s.clone() for s, _ in res.pairs]
             self.pc_Y = [y.clone() for _, y in res.pairs]
-        if res.stop == "negative_curvature" and not bool(res.x.any()):
-            # nothing usable from CG: a damped gradient step, scaled by the line search
+        if res.stop == "negative_curvature" and (res.iterations <= 1 or not bool(res.x.any())):
+            # negative curvature along CG's first direction: discard it (seed 000 Sec. 5.3), and
+            # the warm start it began from; take a damped gradient step, scaled by the line search
+            self.p_prev = None
             p, phi = -g / max(lam, 1e-12), float("nan")
             candidates = [(0, p, phi)]
         else:
@@ -222,6 +224,7 @@ class HessianFree(Optimizer):
         slope = float(g.dot(p))
         if not slope < 0:
             info.line_search_evals = evals
+            self.p_prev = None  # do not warm-start the next solve from a non-descent direction
             return self._reject(info, "CG returned no descent direction", 1.0)
         if self.line_search:
             t, f_new, n = armijo(
@@ -238,6 +241,7 @@ class HessianFree(Optimizer):
             t, f_new = (1.0, f1) if math.isfinite(f1) else (None, f0)
         info.line_search_evals = evals
         if t is None:
+            self.p_prev = None
             return self._reject(info, "no decrease along the CG direction", 1.0)
         x_new = x + t * p
         if not bool(torch.isfinite(x_new).all()):

@@ -151,3 +151,37 @@ def test_schedules_accepted():
     opt.step(obj)
     assert torch.allclose(obj.get_params(), torch.full((2,), 0.375, dtype=torch.float64))
     np.testing.assert_allclose(opt.hp("lr"), 0.25)
+
+
+@pytest.mark.parametrize("curvature", ["hessian", "fd"])
+def test_hf_discards_negative_curvature_and_still_descends(curvature):
+    """f = x0² − x1² + x1⁴/4 + 0.1 x1 started on the ridge (x1 = 0.1, curvature −2 + 3·0.01 < 0):
+    CG meets negative curvature at once, with small λ; HF must discard that direction, step
+    along the gradient (downhill: towards larger x1) and reach the local minimum x1 ≈ 1.3885
+    (a root of x³ − 2x + 0.1), not reject step after step."""
+
+    def f(x):
+        return x[0] ** 2 - x[1] ** 2 + x[1] ** 4 / 4 + 0.1 * x[1]
+
+    obj = FunctionObjective(f, torch.tensor([0.5, 0.1], dtype=torch.float64))
+    hf = HessianFree(curvature=curvature, damping=1e-3, structural_weight=0.0)
+    infos = [hf.step(obj) for _ in range(40)]
+    assert infos[0].cg_stop == "negative_curvature"
+    assert sum(i.accepted for i in infos) >= 20
+    x = obj.get_params()
+    assert abs(float(x[0])) < 1e-4 and float(x[1]) == pytest.approx(1.3885, abs=1e-3)
+
+
+def test_hf_drops_a_warm_start_that_meets_negative_curvature():
+    """f = ½x0² − ½x1² at (1, 0), g = (1, 0), warm start 0.95·(0, 2): CG's first direction has
+    negative curvature and the warm start itself is no descent direction. HF discards both and
+    steps along −g instead of rejecting (and warm-starting from the same point again)."""
+    obj = FunctionObjective(
+        lambda x: 0.5 * x[0] ** 2 - 0.5 * x[1] ** 2, torch.tensor([1.0, 0.0], dtype=torch.float64)
+    )
+    hf = HessianFree(curvature="hessian", damping=1e-3, structural_weight=0.0)
+    hf.p_prev = torch.tensor([0.0, 2.0], dtype=torch.float64)
+    info = hf.step(obj)
+    assert info.cg_stop == "negative_curvature"
+    assert info.accepted and info.new_loss < info.loss
+    assert float(obj.get_params()[0]) < 1.0 and float(obj.get_params()[1]) == 0.0
