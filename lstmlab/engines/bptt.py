@@ -317,6 +317,8 @@ class LSTMLayerBPTT(torch.autograd.Function):
         if mult:
             MXs, Us, dUs, dMXs = U_(MX), U_(U), U_(dU), U_(dMX)
         P = {"i": P_i, "f": P_f, "o": P_o}
+        dy_buf, dc_buf = x.new_empty(B, Hr), x.new_empty(B, H)
+        dyh_buf = x.new_empty(B, H) if W_p is not None else None
         for t in reversed(range(T)):
             n = bs[t]
             if n == 0:
@@ -345,11 +347,12 @@ class LSTMLayerBPTT(torch.autograd.Function):
             dpre = at(dPres)
             dyn = dy_next if full else dy_next[:n]
             dcn = dc_next if full else dc_next[:n]
-            dy = dyn + at(dYs) if dY_any else dyn
+            # scratch rows reused at every step: no allocation inside the loop
+            dy = torch.add(dyn, at(dYs), out=dy_buf[:n]) if dY_any else dyn
             if W_p is not None:
                 at(DYs).copy_(dy)
-                dy = dy @ W_p  # dŷ
-            dc = torch.addcmul(dcn, dy, at(OHps))
+                dy = torch.mm(dy, W_p, out=dyh_buf[:n])  # dŷ
+            dc = torch.addcmul(dcn, dy, at(OHps), out=dc_buf[:n])
             if dC_any:
                 dc += at(dCs)
             if has_o:
