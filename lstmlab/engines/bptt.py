@@ -1,9 +1,10 @@
 """Matrix-based full BPTT with a hand-written backward pass (seed 000 Sec. 3.3, Eqs. 13–18).
 
 This engine is the project's subject and is written by hand. The whole batch goes through the
-recurrence at once (samples are rows of one matrix). Forward, per step: one recurrent matrix
-product (two for mLSTM, one more with full gate recurrence or a projection) plus elementwise
-work; the input projection W x_t + b of all steps is one big product before the loop. Backward
+recurrence at once (seed 000 puts nodes in rows and samples in columns; so does this engine,
+see ``LSTMLayerBPTT``). Forward, per step: one recurrent matrix product (two for mLSTM, one more
+with full gate recurrence or a projection) plus elementwise work; the input projection W x_t + b
+of all steps is one batched product before the loop. Backward
 runs in reverse time computing the error responsibilities (Eqs. 13–17, generalised to every
 variant), writing δ of every step into one (T, D, B) tensor; the weight gradients of Eq. 18 are
 then a few large (batched) products after the loop:
@@ -11,12 +12,13 @@ then a few large (batched) products after the loop:
     dW = Σ_t δ_tᵀ x_t        dR = Σ_t δ_tᵀ y_{t-1}        db = Σ_t δ_t      dx_t = δ_t W
 
 Unequal lengths: the batch is sorted by length (descending) so that at step t only the first
-n_t rows are alive; they are processed as a contiguous slice, the rest are left untouched.
+n_t samples are alive; they are processed as a slice, the rest are left untouched.
 Outputs at padded steps are zero, and (h_n, c_n) is each sequence's state at its last valid
 step — the semantics of packed sequences. Gradients of the final state enter at each row's
-last valid step automatically, because a row's carried gradient is not touched after it dies.
+last valid step automatically, because a sample's carried gradient is not touched after it dies.
 
-Backward pass in the notation of ``lstmlab.nn.lstm_cell`` (per step, rows alive at t):
+Backward pass in the notation of ``lstmlab.nn.lstm_cell`` (per step, samples alive at t; written
+with row vectors, as in the paper):
 
     dy      = ∂E/∂y_t (output) + carried dy_{t}          dŷ = dy W_p (projection) or dy
     do      = Σ_cells dŷ ⊙ h(c_t) (+ dq_o)               δ_o = do ⊙ α_o o(1-o)
