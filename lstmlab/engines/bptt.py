@@ -363,16 +363,24 @@ class LSTMLayerBPTT(torch.autograd.Function):
             ["x", "h0", "c0", "W", "R", "b", "W_mx", "W_mh", "P_i", "P_f", "P_o", "Q", "W_p"]
         )
 
+        side_by_side: dict[int, Tensor] = {}
+
         def accumulate(d: Tensor, v: Tensor, v0: Tensor | None = None) -> Tensor:
             """Σ_t d_t v_t (or Σ_t d_t v_{t-1} with v_{-1} = v0): d (T, K, B), v (T, B, N).
 
-            One (K, B)·(B, N) product per step into one accumulator: the per-step matrices are
-            already contiguous, so nothing is copied into a side-by-side layout first."""
-            out = d[0] @ (v[0] if v0 is None else v0)
-            steps = range(1, T)
-            for t in steps:
-                out.addmm_(d[t], v[t] if v0 is None else v[t - 1])
-            return out
+            Narrow v (N ≤ B, e.g. the long time-lag nets): one (K, B)·(B, N) product per step
+            into one accumulator, nothing copied. Wide v: the steps of d are laid side by side,
+            (K, T·B), once, and one large product does it all (the accumulator would otherwise
+            be read and written T times)."""
+            if v.shape[2] <= B:
+                out = d[0] @ (v[0] if v0 is None else v0)
+                for t in range(1, T):
+                    out.addmm_(d[t], v[t] if v0 is None else v[t - 1])
+                return out
+            if id(d) not in side_by_side:
+                side_by_side[id(d)] = d.permute(1, 0, 2).reshape(d.shape[1], T * B)
+            v_all = v if v0 is None else torch.cat([v0.unsqueeze(0), v[:-1]])
+            return side_by_side[id(d)] @ v_all.reshape(T * B, v.shape[2])
 
         if need[3]:
             dx = x.new_empty(T, B, I)
