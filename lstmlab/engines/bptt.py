@@ -123,13 +123,14 @@ class LSTMLayerBPTT(torch.autograd.Function):
             g: (p if p is None else p * alpha[g]) for g, p in (("i", P_i), ("f", P_f), ("o", P_o))
         }
         xT = x.transpose(1, 2)  # (T, I, B)
-        # (T, D, B): W x_t + b for every step in one batched product, written in place
-        bias = (
-            bsc.view(1, D, 1).expand(T, D, B)
-            if bsc is not None
-            else x.new_zeros(1, 1, 1).expand(T, D, B)
-        )
-        PRE = torch.baddbmm(bias, Ws.expand(T, D, I), xT)
+        mult = s.multiplicative_size is not None
+        # One product per step gives W x_t + R y_{t-1} + b: [W | R] times the stacked column
+        # block S = [x_t; y_{t-1}] (mLSTM: W x_t, then R m_t). No (T, D, B) pre-activation
+        # tensor is kept: the backward needs only the activations.
+        b_col = bsc.view(D, 1) if bsc is not None else x.new_zeros(D, 1)
+        WR = None if mult else torch.cat([Ws, Rs], 1)  # (D, I + Hr)
+        S = x.new_empty(I + Hr, B)
+        pre_buf = x.new_empty(D, B)
         mult = s.multiplicative_size is not None
         # every entry is written when all sequences are full-length; else dead columns must be 0
         new = x.new_empty if full else x.new_zeros
@@ -137,7 +138,7 @@ class LSTMLayerBPTT(torch.autograd.Function):
         YhT = new(T, H, B) if W_p is not None else None
         if mult:
             M = s.multiplicative_size
-            MXT = torch.bmm(W_mx.expand(T, M, I), xT)  # (T, M, B)
+            MXT = torch.matmul(W_mx, xT)  # (T, M, B)
             UT, MmT = new(T, M, B), new(T, M, B)
         has_i, has_f, has_o = ("i" in s.gates), ("f" in s.gates), ("o" in s.gates)
         one_call = not s.peepholes  # then every gate is activated in one call
@@ -159,7 +160,7 @@ class LSTMLayerBPTT(torch.autograd.Function):
                 break
             cols = slice(None) if full else slice(0, n)
             pre, z, c, hc, a = (
-                PRE[t, :, cols],
+                pre_buf[:, cols],
                 ZT[t, :, cols],
                 CT[t, :, cols],
                 HCT[t, :, cols],
@@ -167,10 +168,13 @@ class LSTMLayerBPTT(torch.autograd.Function):
             )
             y_prev, c_prev = y_prev[:, cols], c_prev[:, cols]
             if mult:
+                torch.addmm(b_col, Ws, xT[t, :, cols], out=pre)
                 u = torch.mm(W_mh, y_prev, out=UT[t, :, cols])
                 pre.addmm_(Rs, torch.mul(MXT[t, :, cols], u, out=MmT[t, :, cols]))
             else:
-                pre.addmm_(Rs, y_prev)
+                S[:I, cols] = xT[t, :, cols]
+                S[I:, cols] = y_prev
+                torch.addmm(b_col, WR, S[:, cols], out=pre)
             if Qs is not None and a_prev is not None:
                 pre[H:].addmm_(Qs, a_prev[:, cols])
             _act_into(s.g, pre[:H], z, prescaled=True)
@@ -278,12 +282,18 @@ class LSTMLayerBPTT(torch.autograd.Function):
         )
 
         new = x.new_empty if full else x.new_zeros  # dead columns must stay 0
-        dPre = new(T, D, B)  # δ of every step
-        DYT = new(T, Hr, B) if W_p is not None else None
+
+        def steps_side_by_side(K: int) -> Tensor:
+            """A (T, K, B) view of (K, T, B) storage: step t is a (K, B) slice, and the steps
+            laid side by side, (K, T·B), are a free view for the weight-gradient products."""
+            return new(K, T, B).permute(1, 0, 2)
+
+        dPre = steps_side_by_side(D)  # δ of every step
+        DYT = steps_side_by_side(Hr) if W_p is not None else None
         if mult:
             MXT, UT = ctx.MXT, ctx.UT
             M = MXT.shape[1]
-            dUT, dMXT = new(T, M, B), new(T, M, B)
+            dUT, dMXT = steps_side_by_side(M), steps_side_by_side(M)
         dYT = dY.transpose(1, 2) if dY is not None else None  # (T, Hr, B) view
         dCT = dC.transpose(1, 2) if dC is not None else None
         dy_next = dh_n.t().contiguous() if dh_n is not None else x.new_zeros(Hr, B)
@@ -377,10 +387,13 @@ class LSTMLayerBPTT(torch.autograd.Function):
                 for t in range(1, T):
                     out.addmm_(d[t], v[t] if v0 is None else v[t - 1])
                 return out
-            if id(d) not in side_by_side:
+            if id(d) not in side_by_side:  # a view when d is stored side by side (dPre, …)
                 side_by_side[id(d)] = d.permute(1, 0, 2).reshape(d.shape[1], T * B)
-            v_all = v if v0 is None else torch.cat([v0.unsqueeze(0), v[:-1]])
-            return side_by_side[id(d)] @ v_all.reshape(T * B, v.shape[2])
+            d2, N = side_by_side[id(d)], v.shape[2]
+            if v0 is None:
+                return d2 @ v.reshape(T * B, N)
+            out = d2[:, :B] @ v0  # step 0 meets v_{-1} = v0, step t meets v_{t-1}
+            return out.addmm_(d2[:, B:], v[:-1].reshape((T - 1) * B, N)) if T > 1 else out
 
         if need[3]:
             dx = x.new_empty(T, B, I)
