@@ -2,9 +2,9 @@
 
 This engine is the project's subject and is written by hand. The whole batch goes through the
 recurrence at once (seed 000 puts nodes in rows and samples in columns; so does this engine,
-see ``LSTMLayerBPTT``). Forward, per step: one recurrent matrix product (two for mLSTM, one more
-with full gate recurrence or a projection) plus elementwise work; the input projection W x_t + b
-of all steps is one batched product before the loop. Backward
+see ``LSTMLayerBPTT``). Forward, per step: one matrix product, [W | R] times the stacked
+[x_t; y_{t-1}] (mLSTM: W x_t and two recurrent products; one more with full gate recurrence or
+a projection), plus elementwise work. Backward
 runs in reverse time computing the error responsibilities (Eqs. 13–17, generalised to every
 variant), writing δ of every step into one (T, D, B) tensor; the weight gradients of Eq. 18 are
 then a few large (batched) products after the loop:
