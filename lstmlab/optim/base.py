@@ -64,6 +64,11 @@ class StepInfo:
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def reject(self, reason: str) -> StepInfo:
+        """Mark the step rejected (parameters left unchanged) and say why."""
+        self.accepted, self.rejected, self.reason = False, True, reason
+        return self
+
 
 class Optimizer:
     """Base: schedules, counters, state. Subclasses implement ``_step`` and ``_state``."""

@@ -130,9 +130,8 @@ class HessianFree(Optimizer):
 
     def _reject(self, info: StepInfo, reason: str, factor: float) -> StepInfo:
         self.lam = self._clamp(self.lam * factor)
-        info.accepted, info.rejected = False, True
-        info.reason, info.damping = f"{reason}; λ now {self.lam:.4g}", self.lam
-        return info
+        info.damping = self.lam
+        return info.reject(f"{reason}; λ now {self.lam:.4g}")
 
     def _clamp(self, lam: float) -> float:
         if self.lm is None:

@@ -62,6 +62,18 @@ class StartCache:
     def remember(self, obj, x: Tensor, f: float, g: Tensor) -> None:
         self.entry = (obj, x.clone(), f, g.clone())
 
+    def finish(self, obj, info: StepInfo, x0: Tensor, x: Tensor, f: float, g: Tensor) -> StepInfo:
+        """End a line-search step at x: write it (if it moved), remember (f, g) for the next."""
+        if x is not x0:
+            obj.set_params(x)
+        self.remember(obj, x, f, g)
+        info.new_loss, info.grad_norm = f, float(g.norm())
+        return info
+
+    def reject(self, info: StepInfo, reason: str) -> StepInfo:
+        self.entry = None
+        return info.reject(reason)
+
 
 class LBFGS(Optimizer):
     """Args: history m, iterations k per step, lr* (initial trial step), Wolfe c1/c2, max_ls,
@@ -151,16 +163,10 @@ class LBFGS(Optimizer):
             if abs(df) < self.tolerance_change:
                 info.reason = "loss change below tolerance"
                 break
-        if x is not x0:
-            obj.set_params(x)
-        self._cache.remember(obj, x, f, g)
-        info.new_loss, info.grad_norm = f, float(g.norm())
-        return info
+        return self._cache.finish(obj, info, x0, x, f, g)
 
     def _reject(self, info: StepInfo, reason: str) -> StepInfo:
-        info.accepted, info.rejected, info.reason = False, True, reason
-        self._cache.entry = None
-        return info
+        return self._cache.reject(info, reason)
 
     def _state(self) -> dict[str, Any]:
         return {

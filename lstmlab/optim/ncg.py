@@ -129,16 +129,10 @@ class NonlinearCG(Optimizer):
             if abs(df) < self.tolerance_change:
                 info.reason = "loss change below tolerance"
                 break
-        if x is not x0:
-            obj.set_params(x)
-        self._cache.remember(obj, x, f, g)
-        info.new_loss, info.grad_norm = f, float(g.norm())
-        return info
+        return self._cache.finish(obj, info, x0, x, f, g)
 
     def _reject(self, info: StepInfo, reason: str) -> StepInfo:
-        info.accepted, info.rejected, info.reason = False, True, reason
-        self._cache.entry = None
-        return info
+        return self._cache.reject(info, reason)
 
     def _state(self) -> dict[str, Any]:
         return {

@@ -90,9 +90,7 @@ class SGD(Optimizer):
                 info.step_size = lr
                 return info
         self.scale *= self.nonfinite_shrink
-        info.accepted, info.rejected = False, True
-        info.reason = f"non-finite loss or gradient; step scale now {self.scale:.3g}"
-        return info
+        return info.reject(f"non-finite loss or gradient; step scale now {self.scale:.3g}")
 
     def _state(self) -> dict[str, Any]:
         return {"velocity": self.velocity, "scale": self.scale}
