@@ -30,12 +30,6 @@ _RUNNERS: dict[str, Callable] = {
 ENGINES = tuple(_RUNNERS)
 
 
-def register(name: str, fn: Callable) -> None:
-    global ENGINES
-    _RUNNERS[name] = fn
-    ENGINES = tuple(_RUNNERS)
-
-
 def engine_names() -> list[str]:
     names = list(_RUNNERS)
     return names + [f"{n}:per-sample" for n in names if not n.endswith("per-sample")]

@@ -57,9 +57,3 @@ def derivative_from_output(name: str, y: Tensor) -> Tensor:
 def gate(x: Tensor, alpha: float) -> Tensor:
     """σ_α(x) = 1 / (1 + exp(-α x)), seed 000 Sec. 4."""
     return torch.sigmoid(x if alpha == 1.0 else alpha * x)
-
-
-def gate_derivative_from_output(s: Tensor, alpha: float) -> Tensor:
-    """dσ_α/dx = α σ (1 - σ), from s = σ_α(x)."""
-    d = s * (1.0 - s)
-    return d if alpha == 1.0 else alpha * d

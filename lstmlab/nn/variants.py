@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lstmlab.nn.activations import check_activation
-from lstmlab.schedules import Schedule, as_schedule
+from lstmlab.schedules import as_schedule
 
 GATES = ("i", "f", "o")
 
@@ -191,7 +191,3 @@ class GateSharpness:
 
     def __repr__(self) -> str:
         return f"GateSharpness({self.to_config()!r})"
-
-
-def is_schedule(x: Any) -> bool:
-    return isinstance(x, Schedule)
