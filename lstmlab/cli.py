@@ -222,6 +222,22 @@ def build_parser() -> argparse.ArgumentParser:
         "minibatch, timing, optimizers",
     )
     q.add_argument(
+        "--optimizer",
+        action="append",
+        metavar="NAME",
+        default=None,
+        help="the success-rate table's optimizers to run (repeatable; default all): "
+        "lbfgs, cg, hf, momentum",
+    )
+    q.add_argument(
+        "--max-seconds",
+        type=float,
+        default=None,
+        metavar="S",
+        help="wall-time budget of each training run (default: 3600, --quick 60); a run "
+        "already finished under another budget is kept",
+    )
+    q.add_argument(
         "--progress", choices=PROGRESS, default="auto", help="progress display of each run"
     )
     q.add_argument(
@@ -370,11 +386,21 @@ def cmd_reproduce(ns, extra) -> int:
     bad = [p for p in parts if p not in lyu2015.PARTS]
     if bad:
         raise UsageError(f"unknown part {bad[0]!r}; valid: {', '.join(lyu2015.PARTS)}")
+    optimizers = ns.optimizer or list(lyu2015.TABLE_OPTIMIZERS)
+    bad = [o for o in optimizers if o not in lyu2015.TABLE_OPTIMIZERS]
+    if bad:
+        raise UsageError(
+            f"unknown optimizer {bad[0]!r}; valid: {', '.join(lyu2015.TABLE_OPTIMIZERS)}"
+        )
+    if ns.max_seconds is not None and not ns.max_seconds > 0:
+        raise UsageError(f"--max-seconds must be > 0, got {ns.max_seconds}")
     path = lyu2015.reproduce(
         ns.out,
         seeds=ns.seeds,
         quick=ns.quick,
         parts=parts,
+        optimizers=optimizers,
+        max_seconds=ns.max_seconds,
         progress=ns.progress,
         dry_run=ns.dry_run,
     )

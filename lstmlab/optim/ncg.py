@@ -5,8 +5,12 @@ strong-Wolfe line search (torch.optim's, see ``line_search.py``).
     d = −g + β d₋; restart (d = −g) every ``restart_every`` iterations (default: n params),
     when d is not a descent direction, and (optionally, ``powell=ν``, e.g. 0.2) when
     |gᵀg₋| ≥ ν‖g‖² (Powell 1977).
-Initial trial step t₀ = t₋·(g₋ᵀd₋)/(gᵀd) (Nocedal & Wright eq. 3.60); the first one
-min(1, 1/‖g‖₁). Wolfe c2 = 0.1 (a CG method needs a tighter curvature condition than L-BFGS).
+Initial trial step (``step_init``): "scaled", t₀ = t₋·(g₋ᵀd₋)/(gᵀd) (Nocedal & Wright eq.
+3.60), or "quadratic", t₀ = min(1, 2(f − f₋)/(gᵀd)) (the minimiser of the quadratic through f₋,
+f and the slope; minFunc's choice for CG), 1 when either is not positive; the first one
+min(1, 1/‖g‖₁). Wolfe c2 = 0.1 by default (a CG method needs a tighter curvature condition than
+L-BFGS; minFunc uses 0.2). ``keep_history=False`` restarts from steepest descent at every
+``step`` call, as a minimiser called afresh on each minibatch does (seed 000 ran minFunc so).
 Hand-written: the direction update is the method.
 """
 
@@ -23,11 +27,13 @@ from lstmlab.optim.line_search import strong_wolfe
 __all__ = ["NonlinearCG", "BETAS"]
 
 BETAS = ("pr+", "hs")
+STEP_INITS = ("scaled", "quadratic")
 
 
 class NonlinearCG(Optimizer):
     """Args: beta in {"pr+", "hs"}, iterations per step, lr* (scales t₀), c1, c2, max_ls,
-    restart_every, powell (ν or None), tolerance_grad, tolerance_change, nonfinite_shrink."""
+    restart_every, powell (ν or None), tolerance_grad, tolerance_change, step_init
+    ("scaled" | "quadratic"), keep_history, nonfinite_shrink."""
 
     def __init__(
         self,
@@ -42,11 +48,20 @@ class NonlinearCG(Optimizer):
         powell: float | None = None,
         tolerance_grad: float = 1e-10,
         tolerance_change: float = 1e-12,
+        step_init: str = "scaled",
+        keep_history: bool = True,
         nonfinite_shrink: float = 0.1,
     ) -> None:
         super().__init__(lr=lr)
         if beta not in BETAS:
             raise ValueError(f"unknown beta {beta!r}; valid: {list(BETAS)}")
+        if step_init not in STEP_INITS:
+            raise ValueError(f"unknown step_init {step_init!r}; valid: {list(STEP_INITS)}")
+        if not (0 < c1 < c2 < 1):
+            raise ValueError(f"need 0 < c1 < c2 < 1 for a Wolfe line search, got c1={c1}, c2={c2}")
+        if not (isinstance(iterations, int) and iterations >= 1):
+            raise ValueError(f"iterations must be an integer >= 1, got {iterations!r}")
+        self.step_init, self.keep_history = step_init, keep_history
         self.beta, self.iterations = beta, iterations
         self.c1, self.c2, self.max_ls = c1, c2, max_ls
         self.restart_every, self.powell = restart_every, powell
@@ -56,6 +71,7 @@ class NonlinearCG(Optimizer):
         self.g_prev: Tensor | None = None
         self.t_prev = 0.0
         self.gtd_prev = 0.0
+        self.f_prev = 0.0
         self.since_restart = 0
         self.scale = 1.0
         self._cache = StartCache()
@@ -80,6 +96,8 @@ class NonlinearCG(Optimizer):
         return d, False
 
     def _step(self, obj) -> StepInfo:
+        if not self.keep_history:
+            self.d_prev = self.g_prev = None
         x, f, g = self._cache.start(obj)
         x0 = x
         info = StepInfo(iteration=self.iteration, loss=f, grad_norm=float(g.norm()))
@@ -100,8 +118,12 @@ class NonlinearCG(Optimizer):
                 self.since_restart = 0
             if self.g_prev is None:
                 t0 = min(1.0, 1.0 / float(g.abs().sum()))
+            elif self.step_init == "quadratic":
+                t0 = min(1.0, 2.0 * (f - self.f_prev) / gtd)
             else:
-                t0 = self.t_prev * self.gtd_prev / gtd if gtd != 0 else 1.0
+                t0 = self.t_prev * self.gtd_prev / gtd
+            if not t0 > 0:
+                t0 = 1.0
             t0 *= self.hp("lr") * self.scale
             try:
                 f_new, g_new, t, n = strong_wolfe(
@@ -121,6 +143,7 @@ class NonlinearCG(Optimizer):
                 info.reason = "line search found no decrease"
                 break
             self.d_prev, self.g_prev, self.t_prev, self.gtd_prev = d, g, t, gtd
+            self.f_prev = f
             self.since_restart += 1
             self.scale = 1.0
             x = x + t * d
@@ -140,6 +163,7 @@ class NonlinearCG(Optimizer):
             "g_prev": self.g_prev,
             "t_prev": self.t_prev,
             "gtd_prev": self.gtd_prev,
+            "f_prev": self.f_prev,
             "since_restart": self.since_restart,
             "scale": self.scale,
         }
@@ -147,5 +171,6 @@ class NonlinearCG(Optimizer):
     def _load_state(self, s: dict[str, Any]) -> None:
         self.d_prev, self.g_prev = s["d_prev"], s["g_prev"]
         self.t_prev, self.gtd_prev = float(s["t_prev"]), float(s["gtd_prev"])
+        self.f_prev = float(s.get("f_prev", 0.0))
         self.since_restart, self.scale = int(s["since_restart"]), float(s["scale"])
         self._cache = StartCache()

@@ -18,6 +18,7 @@ machinery and the trends, not seed 000's claims (results.md says which mode made
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import statistics
@@ -67,8 +68,11 @@ QUICK = Scale(
 )
 
 
-def plan(scale: Scale, seeds: int, parts: list[str]) -> dict[str, dict[str, dict[str, str]]]:
-    """part -> run name -> flag overrides (the runs the parts need)."""
+def plan(
+    scale: Scale, seeds: int, parts: list[str], optimizers: list[str] | None = None
+) -> dict[str, dict[str, dict[str, str]]]:
+    """part -> run name -> flag overrides (the runs the parts need); ``optimizers``: the
+    table's optimizers (default all; Fig. 3(c) needs each one's first seed)."""
     base = {f"task.options.{k}": str(v) for k, v in scale.task.items()}
     base["stop.max_seconds"] = str(scale.max_seconds)
     base["stop.max_epochs"] = str(scale.max_epochs)
@@ -77,7 +81,7 @@ def plan(scale: Scale, seeds: int, parts: list[str]) -> dict[str, dict[str, dict
     if "table" in parts or "optimizers" in parts:
         out["table"] = {
             f"{opt}-seed{s}": {**base, "optimizer.name": opt, "seed": str(s)}
-            for opt in TABLE_OPTIMIZERS
+            for opt in (optimizers or TABLE_OPTIMIZERS)
             for s in range(n_seeds if "table" in parts else 1)
         }
     if "alpha" in parts:
@@ -118,11 +122,15 @@ def reproduce(
     parts: list[str] | None = None,
     progress: str = "auto",
     dry_run: bool = False,
+    optimizers: list[str] | None = None,
+    max_seconds: float | None = None,
 ) -> Path | None:
     parts = list(parts or PARTS)
     scale = QUICK if quick else FULL
+    if max_seconds is not None:
+        scale = dataclasses.replace(scale, max_seconds=float(max_seconds))
     out = Path(out)
-    todo = plan(scale, seeds, parts)
+    todo = plan(scale, seeds, parts, optimizers)
     if dry_run:
         for part, named in todo.items():
             for name, ov in named.items():

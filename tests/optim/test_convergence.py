@@ -51,6 +51,8 @@ OPTS = {
     "lbfgs": lambda: LBFGS(history=10),
     "ncg-pr+": lambda: NonlinearCG("pr+"),
     "ncg-hs": lambda: NonlinearCG("hs"),
+    # minFunc's CG: Hestenes–Stiefel, c2 = 0.2, quadratic first trial step
+    "ncg-minfunc": lambda: NonlinearCG("hs", c2=0.2, step_init="quadratic"),
 }
 
 
@@ -185,3 +187,37 @@ def test_hf_drops_a_warm_start_that_meets_negative_curvature():
     assert info.cg_stop == "negative_curvature"
     assert info.accepted and info.new_loss < info.loss
     assert float(obj.get_params()[0]) < 1.0 and float(obj.get_params()[1]) == 0.0
+
+
+def test_ncg_without_history_starts_each_step_afresh():
+    """keep_history=False: a step on a new objective is what a fresh optimizer does there."""
+    fn, n = logistic_problem()
+    fn2, _ = logistic_problem(seed=1)
+    kw = dict(iterations=3, c2=0.2, step_init="quadratic")
+    results = {}
+    for keep in (False, True):
+        opt = NonlinearCG("hs", keep_history=keep, **kw)
+        obj1 = FunctionObjective(fn, torch.zeros(n, dtype=torch.float64))
+        opt.step(obj1)
+        x1 = obj1.get_params()
+        obj2 = FunctionObjective(fn2, x1)
+        opt.step(obj2)
+        results[keep] = obj2.get_params()
+    fresh = FunctionObjective(fn2, x1)
+    NonlinearCG("hs", **kw).step(fresh)
+    assert torch.equal(results[False], fresh.get_params())
+    assert not torch.equal(results[True], fresh.get_params())  # kept: continues d₋ instead
+
+
+@pytest.mark.parametrize(
+    "kw, name",
+    [
+        ({"beta": "fr"}, "beta"),
+        ({"step_init": "newton"}, "step_init"),
+        ({"c2": 1e-5}, "c2"),
+        ({"iterations": 0}, "iterations"),
+    ],
+)
+def test_ncg_rejects_bad_arguments(kw, name):
+    with pytest.raises(ValueError, match=name):
+        NonlinearCG(**kw)

@@ -46,6 +46,9 @@ FACTORIES = {
     "lbfgs-minibatch": lambda: LBFGS(history=5, iterations=3, keep_history=False),
     "ncg-pr+": lambda: NonlinearCG("pr+"),
     "ncg-hs": lambda: NonlinearCG("hs", iterations=2),
+    "ncg-minfunc-minibatch": lambda: NonlinearCG(
+        "hs", iterations=3, c2=0.2, step_init="quadratic", keep_history=False
+    ),
     "hf": lambda: HessianFree(damping=0.1),
     "hf-shf-lbfgs": lambda: stochastic_hf(curvature_batch=3, preconditioner="lbfgs", max_cg=20),
     "hf-diag-hessian": lambda: HessianFree(
