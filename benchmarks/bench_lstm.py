@@ -138,6 +138,41 @@ def section_variants(sizes, dtypes, quick):
         print(f"- {name}: {why}")
 
 
+LAYOUT_SIZES = [(100, 1000, 2, 16), (100, 1000, 10, 32), (50, 1000, 10, 64), (50, 32, 10, 64),
+                (50, 32, 10, 32)]
+
+
+def section_layout(sizes, dtypes, quick):
+    """Both layouts of the bptt engine, forced, against torch.nn.LSTM: where bptt.choose_layout
+    should switch from feature-major to batch-major."""
+    from lstmlab.engines.bptt import choose_layout, forced_layout
+
+    print("\n## bptt layouts: feature-major vs batch-major, NP net, ratio to torch.nn.LSTM\n")
+    print("| dtype | (T, B, I, H) | torch.nn.LSTM ms | feature-major | batch-major | chosen |")
+    print("|---|---|---|---|---|---|")
+    for dtype in dtypes:
+        for T, B, I, H in sizes:
+            torch.manual_seed(0)
+            ref = nn.LSTM(I, H, dtype=dtype)
+            ours = LSTM.from_torch(ref)
+            x = torch.randn(T, B, I, dtype=dtype)
+
+            run = fwd_bwd(ours, x)
+
+            def forced(name, run=run):
+                def go():
+                    with forced_layout(name):
+                        run()
+                return go
+
+            t = paired(fwd_bwd(ref, x), {"features": forced("features"), "batch": forced("batch")},
+                       repeats_for(T, B, I, H, quick))
+            chosen = choose_layout(ours.cells[0].spec, B)
+            print(f"| {str(dtype)[6:]} | {(T, B, I, H)} | {t['ref'] * 1e3:.1f} | "
+                  f"{t['features'] / t['ref']:.2f} | {t['batch'] / t['ref']:.2f} | {chosen} |",
+                  flush=True)
+
+
 def section_loop(quick):
     """seed 000 Fig. 3(b): matrix-based batch vs looping over the samples, batch 100, T = 10."""
     print("\n## matrix-based batch vs per-sample loop (seed 000 network, lstm97 2 blocks x 2 cells)\n")
@@ -178,7 +213,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small sizes and fewer repeats")
     ap.add_argument("--sections", default="torch,variants,loop",
-                    help="comma-separated subset of: torch, variants, loop")
+                    help="comma-separated subset of: torch, variants, layout, loop")
     ap.add_argument("--dtypes", default="float32,float64", help="comma-separated: float32, float64")
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     args = ap.parse_args()
@@ -193,6 +228,8 @@ def main() -> None:
         section_torch(sizes, dtypes, args.quick)
     if "variants" in sections:
         section_variants([s for s in sizes if s[3] <= 256], dtypes, args.quick)
+    if "layout" in sections:
+        section_layout(sizes + ([] if args.quick else LAYOUT_SIZES), dtypes, args.quick)
     if "loop" in sections:
         section_loop(args.quick)
 

@@ -32,6 +32,8 @@ with row vectors, as in the paper):
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 from torch import Tensor
 
@@ -448,6 +450,36 @@ def _last_index(bs: list[int], B: int, device) -> Tensor:
     return (bs_t.unsqueeze(1) > rows.unsqueeze(0)).sum(0) - 1
 
 
+LAYOUTS = ("features", "batch")
+_FORCED: list[str] = []  # set by ``forced_layout`` (tests, benchmarks)
+
+
+def choose_layout(spec: CellSpec, batch: int) -> str:
+    """ "features" (this module) or "batch" (``bptt_rows``) for a layer of this shape.
+
+    The BLAS kernels run a product fastest when its output's leading dimension is the long
+    one: the batch in the feature-major layout, the 4·H gate pre-activations in the batch-major
+    one. So the batch-major layout is chosen when 4·H_r exceeds the batch (wide layers, small
+    batches); the long time-lag nets (a few units, batches of thousands) stay feature-major,
+    where every gate slice is also a contiguous block. The rule was read off
+    ``benchmarks/bench_lstm.py --sections layout`` (docs/benchmarks.md)."""
+    if _FORCED:
+        return _FORCED[-1]
+    return "batch" if 4 * spec.recurrent_size > batch else "features"
+
+
+@contextmanager
+def forced_layout(name: str):
+    """Run every bptt layer in the layout ``name`` inside the block (tests, benchmarks)."""
+    if name not in LAYOUTS:
+        raise ValueError(f"unknown layout {name!r}; valid: {list(LAYOUTS)}")
+    _FORCED.append(name)
+    try:
+        yield
+    finally:
+        _FORCED.pop()
+
+
 def run(cell, x: Tensor, lengths: Tensor | None, h0: Tensor, c0: Tensor, alpha: dict[str, float]):
     """Run one layer-direction with the fast engine. x (T, B, I); returns Y, C, h_n, c_n."""
     s = cell.spec
@@ -465,11 +497,13 @@ def run(cell, x: Tensor, lengths: Tensor | None, h0: Tensor, c0: Tensor, alpha: 
         w["Q"],
         w["W_p"],
     )
+    if choose_layout(s, B) == "batch":
+        from lstmlab.engines.bptt_rows import LSTMLayerBPTTRows as layer
+    else:
+        layer = LSTMLayerBPTT
     packing = sort_by_length(lengths, T)
     if packing is None:
-        return LSTMLayerBPTT.apply(s, alpha, None, x, h0, c0, *args)
+        return layer.apply(s, alpha, None, x, h0, c0, *args)
     perm, inv, batch_sizes = packing
-    Y, C, h_n, c_n = LSTMLayerBPTT.apply(
-        s, alpha, batch_sizes, x[:, perm], h0[perm], c0[perm], *args
-    )
+    Y, C, h_n, c_n = layer.apply(s, alpha, batch_sizes, x[:, perm], h0[perm], c0[perm], *args)
     return Y[:, inv], C[:, inv], h_n[inv], c_n[inv]

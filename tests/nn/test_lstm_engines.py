@@ -1,4 +1,7 @@
-"""The fast BPTT engine against the autograd reference and central finite differences."""
+"""The fast BPTT engine against the autograd reference and central finite differences.
+
+Every test runs once per memory layout of the bptt engine (feature-major and batch-major,
+forced), so both stay held to the same references whichever one ``choose_layout`` picks."""
 
 from __future__ import annotations
 
@@ -6,11 +9,43 @@ import pytest
 import torch
 
 from lstmlab import LSTM, Batch, SequenceModel, check_gradients
+from lstmlab.engines.bptt import LAYOUTS, choose_layout, forced_layout
 from lstmlab.nn.variants import VARIANTS
 
 F64 = torch.float64
 ALL_VARIANTS = list(VARIANTS)
 LENGTHS = torch.tensor([6, 3, 1, 5, 6])  # unequal, some full-length, one of length 1
+
+
+@pytest.fixture(autouse=True, params=LAYOUTS)
+def layout(request):
+    with forced_layout(request.param):
+        yield request.param
+
+
+def test_forced_layout_wins(layout):
+    wide = LSTM(50, 512).cells[0].spec
+    with forced_layout(layout):  # the innermost forcing wins
+        assert choose_layout(wide, 128) == layout
+    assert LAYOUTS == ("features", "batch")
+    with pytest.raises(ValueError, match="unknown layout 'rows'; valid"):
+        with forced_layout("rows"):
+            pass
+
+
+def test_automatic_layout_choice():
+    from lstmlab.engines import bptt
+
+    saved = list(bptt._FORCED)
+    bptt._FORCED.clear()
+    try:
+        seed000 = LSTM(2, 4, variant="lstm97", cells_per_block=2).cells[0].spec
+        wide = LSTM(50, 512).cells[0].spec
+        assert choose_layout(seed000, 1000) == "features"  # the long time-lag nets
+        assert choose_layout(wide, 128) == "batch"
+        assert choose_layout(LSTM(10, 100).cells[0].spec, 1000) == "features"
+    finally:
+        bptt._FORCED[:] = saved
 
 
 def _inputs(I=4, T=6, B=5, seed=0):
