@@ -65,7 +65,12 @@ class LSTMLayerBPTTRows(torch.autograd.Function):
             g: (p if p is None else p * alpha[g]) for g, p in (("i", P_i), ("f", P_f), ("o", P_o))
         }
         x2 = x.reshape(T * B, I)
-        pre_all = (torch.addmm(bsc, x2, Ws.t()) if bsc is not None else x2 @ Ws.t()).view(T, B, D)
+        # the input projection W x_t + b, one large product per chunk of k steps into a buffer
+        # reused by every chunk (a (T, B, D) tensor would be fresh memory on every call: page
+        # faults cost as much as the product here)
+        k = min(T, _chunk_steps(B * D * x.element_size(), target=4 << 20))
+        pre_buf = x.new_empty(k, B, D)
+        bias = bsc if bsc is not None else x.new_zeros(D)
         mult = s.multiplicative_size is not None
         # every entry is written when all sequences are full-length; else dead rows must be 0
         new = x.new_empty if full else x.new_zeros
@@ -80,7 +85,7 @@ class LSTMLayerBPTTRows(torch.autograd.Function):
         has_i, has_f, has_o = ("i" in s.gates), ("f" in s.gates), ("o" in s.gates)
         # per-step views made once (unbind), so that the loop itself slices as little as possible
         U_ = _unbind
-        PRE, PZ, PG = U_(pre_all), U_(pre_all[..., :H]), U_(pre_all[..., H:])
+        PRE, PZ, PG = U_(pre_buf), U_(pre_buf[..., :H]), U_(pre_buf[..., H:])
         Ys, Cs, Zs, HCs, As = U_(Y), U_(C), U_(Z), U_(HC), U_(A)
         Yhs = U_(Yh) if Yh is not None else Ys
         AI = U_(A[..., s.q_slice("i")]) if has_i else None
@@ -93,36 +98,44 @@ class LSTMLayerBPTTRows(torch.autograd.Function):
         if_gates = [g for g in ("i", "f") if g in s.gates]
         if if_gates and not one_call:
             lo, hi = s.gate_slice(if_gates[0]).start, s.gate_slice(if_gates[-1]).stop
-            PIF, AIF = U_(pre_all[..., lo:hi]), U_(A[..., lo - H : hi - H])
+            PIF, AIF = U_(pre_buf[..., lo:hi]), U_(A[..., lo - H : hi - H])
             P_if = torch.stack([Ps[g] for g in if_gates])  # (k, nb, cpb)
         if has_o:
-            PO, AO = U_(pre_all[..., s.gate_slice("o")]), U_(A[..., s.q_slice("o")])
+            PO, AO = U_(pre_buf[..., s.gate_slice("o")]), U_(A[..., s.q_slice("o")])
         y_prev, c_prev, a_prev = h0, c0, None
         for t in range(T):
             n = bs[t]
             if n == 0:
                 break
 
+            j = t % k  # this step's row of the input-projection buffer
+            if j == 0:
+                m = min(k, T - t)
+                torch.addmm(bias, x2[t * B : (t + m) * B], Ws.t(), out=pre_buf[:m].view(m * B, D))
+
             def at(v, t=t, n=n):  # step t's view of v, restricted to the rows alive
                 return v[t] if full else v[t][:n]
+
+            def pj(v, j=j, n=n):  # step t's view of a buffer row, restricted to the rows alive
+                return v[j] if full else v[j][:n]
 
             if not full:
                 y_prev, c_prev = y_prev[:n], c_prev[:n]
                 a_prev = a_prev[:n] if a_prev is not None else None
-            pre, z_t, c_t, hc_t, a_t = at(PRE), at(Zs), at(Cs), at(HCs), at(As)
+            pre, z_t, c_t, hc_t, a_t = pj(PRE), at(Zs), at(Cs), at(HCs), at(As)
             if mult:
                 u = torch.mm(y_prev, W_mh.t(), out=at(Us))
                 pre.addmm_(torch.mul(at(MXs), u, out=at(Ms)), Rt)
             else:
                 pre.addmm_(y_prev, Rt)
             if Qt is not None and a_prev is not None:
-                at(PG).addmm_(a_prev, Qt)
-            _act_into(s.g, at(PZ), z_t, prescaled=True)
+                pj(PG).addmm_(a_prev, Qt)
+            _act_into(s.g, pj(PZ), z_t, prescaled=True)
             if one_call:
                 if s.gates:
-                    torch.sigmoid(at(PG), out=a_t)
+                    torch.sigmoid(pj(PG), out=a_t)
             elif if_gates:
-                p_if = at(PIF)
+                p_if = pj(PIF)
                 c3 = c_prev.view(n, 1, nb, cpb)  # peepholes from c_{t-1}
                 if cpb == 1:
                     p_if.view(n, len(if_gates), nb).addcmul_(c3.view(n, 1, nb), P_if.view(-1, nb))
@@ -151,7 +164,7 @@ class LSTMLayerBPTTRows(torch.autograd.Function):
                 if one_call:
                     o = at(AO)
                 else:
-                    p_o = at(PO)  # the output gate sees c_t
+                    p_o = pj(PO)  # the output gate sees c_t
                     if cpb == 1:
                         p_o.addcmul_(c_t, Ps["o"].view(1, nb))
                     else:
@@ -197,30 +210,39 @@ class LSTMLayerBPTTRows(torch.autograd.Function):
         has_i, has_f, has_o = ("i" in s.gates), ("f" in s.gates), ("o" in s.gates)
         fgr, peep = Q is not None, s.peepholes
 
-        # ---- factors over all steps at once (T, B, ·); see the module docstring
-        C_prev = torch.cat([c0.unsqueeze(0), C[:-1]])  # (T, B, H)
-        SA = torch.addcmul(A, A, A, value=-1.0)  # σ(1-σ) of every gate, then × α per gate
-        for g in s.gates:
-            if alpha[g] != 1.0:
-                SA[..., s.q_slice(g)] *= alpha[g]
-        i_c = _to_cells(A[..., s.q_slice("i")], cpb) if has_i else None
-        if has_o:
-            o_c = _to_cells(A[..., s.q_slice("o")], cpb)
-            OHp = _times_derivative(s.h, HC, o_c)  # ∂y/∂c = o h'(c)
-            HSo = HC * _to_cells(SA[..., s.q_slice("o")], cpb)  # h(c) α o(1-o)
-        else:
-            OHp = derivative_from_output(s.h, HC)
-        IGp = _times_derivative(s.g, Z, i_c)  # ∂c/∂z-pre = i g'(z)
-        if has_i:
-            K_i = Z - C_prev if s.coupled else Z  # ∂c/∂i
-            KSi = K_i * _to_cells(SA[..., s.q_slice("i")], cpb)
-        if has_f:
-            KSf = C_prev * _to_cells(SA[..., s.q_slice("f")], cpb)
-        F_c = (
-            (1.0 - i_c)
-            if s.coupled
-            else (_to_cells(A[..., s.q_slice("f")], cpb) if has_f else None)
-        )
+        # ---- derivative factors (α σ(1−σ), o h'(c), i g'(z), …) that do not depend on the
+        # carried error, formed a chunk of steps at a time: few calls per step, and a chunk
+        # stays in cache until the reverse loop has used it (see ``_chunk_steps``)
+        def factors(t0: int, t1: int) -> dict[str, Tensor]:
+            A_, HC_, Z_ = A[t0:t1], HC[t0:t1], Z[t0:t1]
+            C_prev = C[t0 - 1 : t1 - 1] if t0 > 0 else torch.cat([c0.unsqueeze(0), C[: t1 - 1]])
+            SA = torch.addcmul(A_, A_, A_, value=-1.0)  # σ(1-σ) of every gate, × α per gate
+            for g in s.gates:
+                if alpha[g] != 1.0:
+                    SA[..., s.q_slice(g)] *= alpha[g]
+            out = {"SA": SA}
+            i_c = _to_cells(A_[..., s.q_slice("i")], cpb) if has_i else None
+            if has_o:
+                o_c = _to_cells(A_[..., s.q_slice("o")], cpb)
+                out["OHp"] = _times_derivative(s.h, HC_, o_c)  # ∂y/∂c = o h'(c)
+                out["o"] = HC_ * _to_cells(SA[..., s.q_slice("o")], cpb)  # h(c) α o(1-o)
+            else:
+                out["OHp"] = derivative_from_output(s.h, HC_)
+            out["IGp"] = _times_derivative(s.g, Z_, i_c)  # ∂c/∂z-pre = i g'(z)
+            if has_i:
+                K_i = Z_ - C_prev if s.coupled else Z_  # ∂c/∂i
+                out["i"] = K_i * _to_cells(SA[..., s.q_slice("i")], cpb)
+            if has_f:
+                out["f"] = C_prev * _to_cells(SA[..., s.q_slice("f")], cpb)
+            if s.coupled:
+                out["F_c"] = 1.0 - i_c
+            elif has_f:
+                out["F_c"] = _to_cells(A_[..., s.q_slice("f")], cpb)
+            return out
+
+        chunk = _chunk_steps(B * max(H, G) * x.element_size())
+        fac: dict[str, list] = {}  # name -> per-step views of the current chunk (index t - t0)
+        t0 = T
         dY_any = dY is not None
         dC_any = dC is not None
 
@@ -241,16 +263,6 @@ class LSTMLayerBPTTRows(torch.autograd.Function):
         dYs = U_(dY) if dY_any else None
         dCs = U_(dC) if dC_any else None
         DYs = U_(DY) if DY is not None else None
-        OHps, IGps = U_(OHp), U_(IGp)
-        Ks = {}  # the factor each gate's error is multiplied by (cell level)
-        if has_o:
-            Ks["o"] = U_(HSo)
-        if has_i:
-            Ks["i"] = U_(KSi)
-        if has_f:
-            Ks["f"] = U_(KSf)
-        F_cs = U_(F_c) if F_c is not None else None
-        SAg = {g: U_(SA[..., s.q_slice(g)]) for g in s.gates} if fgr else {}
         dqg = {g: dq_next[:, s.q_slice(g)] for g in s.gates} if fgr else {}
         if mult:
             MXs, Us, dUs, dMXs = U_(MX), U_(U), U_(dU), U_(dMX)
@@ -261,19 +273,26 @@ class LSTMLayerBPTTRows(torch.autograd.Function):
             n = bs[t]
             if n == 0:
                 continue
+            if t < t0:  # the next chunk of factors, steps [t0, t]
+                t0 = max(0, t + 1 - chunk)
+                fac = {k: _unbind(v) for k, v in factors(t0, t + 1).items()}
 
             def at(v, t=t, n=n):  # step t's view of v, restricted to the rows alive
                 return v[t] if full else v[t][:n]
+
+            def fa(name: str, t=t, n=n, fac=fac, t0=t0) -> Tensor:  # step t's factor, rows alive
+                v = fac[name][t - t0]
+                return v if full else v[:n]
 
             def delta(g: str, d: Tensor, t=t, n=n) -> Tensor:
                 """δ_g = Σ_cells d ⊙ K_g (+ dq_g α σ'(·) with full gate recurrence), in place."""
                 out = at(dPg[g])
                 if cpb == 1:
-                    torch.mul(d, at(Ks[g]), out=out)
+                    torch.mul(d, fa(g), out=out)
                 else:
-                    torch.sum((d * at(Ks[g])).view(n, nb, cpb), -1, out=out)
+                    torch.sum((d * fa(g)).view(n, nb, cpb), -1, out=out)
                 if fgr:
-                    out.addcmul_(dqg[g] if full else dqg[g][:n], at(SAg[g]))
+                    out.addcmul_(dqg[g] if full else dqg[g][:n], fa("SA")[:, s.q_slice(g)])
                 return out
 
             def add_peep(acc: Tensor, d: Tensor, g: str, n=n) -> None:  # acc += P_g δ_g
@@ -290,7 +309,7 @@ class LSTMLayerBPTTRows(torch.autograd.Function):
             if W_p is not None:
                 at(DYs).copy_(dy)
                 dy = torch.mm(dy, W_p, out=dyh_buf[:n])  # dŷ
-            dc = torch.addcmul(dcn, dy, at(OHps), out=dc_buf[:n])
+            dc = torch.addcmul(dcn, dy, fa("OHp"), out=dc_buf[:n])
             if dC_any:
                 dc += at(dCs)
             if has_o:
@@ -299,12 +318,12 @@ class LSTMLayerBPTTRows(torch.autograd.Function):
                     add_peep(dc, d_o, "o")
             d_i = delta("i", dc) if has_i else None
             d_f = delta("f", dc) if has_f else None
-            torch.mul(dc, at(IGps), out=at(dPz))
+            torch.mul(dc, fa("IGp"), out=at(dPz))
             # carried to step t-1
-            if F_cs is None:
+            if "F_c" not in fac:
                 dcn.copy_(dc)
             else:
-                torch.mul(dc, at(F_cs), out=dcn)
+                torch.mul(dc, fa("F_c"), out=dcn)
             if peep:
                 if has_i:
                     add_peep(dcn, d_i, "i")
@@ -348,7 +367,8 @@ class LSTMLayerBPTTRows(torch.autograd.Function):
             for k, g in ((11, "i"), (12, "f"), (13, "o")):
                 if g in s.gates and need[k]:
                     d_g = dPre[:, :, s.gate_slice(g)]  # (T, B, nb)
-                    grads[f"P_{g}"] = _peep_grad(d_g, C if g == "o" else C_prev, nb, cpb)
+                    c_g = C if g == "o" else torch.cat([c0.unsqueeze(0), C[:-1]])  # c_{t-1}
+                    grads[f"P_{g}"] = _peep_grad(d_g, c_g, nb, cpb)
         if fgr and need[14]:
             grads["Q"] = (
                 dPre[1:, :, H:].reshape(-1, G).t() @ A[:-1].reshape(-1, G)
@@ -358,6 +378,12 @@ class LSTMLayerBPTTRows(torch.autograd.Function):
         if W_p is not None and need[15]:
             grads["W_p"] = DY.view(T * B, Hr).t() @ Yh.view(T * B, H)
         return (None, None, None, *grads.values())
+
+
+def _chunk_steps(step_bytes: int, target: int = 1 << 20) -> int:
+    """Steps per chunk of derivative factors: about ``target`` bytes per factor tensor, so
+    that a chunk's factors stay in the cache (a step's widest factor is ``step_bytes``)."""
+    return max(1, target // max(1, step_bytes))
 
 
 def _prev_product(d: Tensor, Y: Tensor, y0: Tensor) -> Tensor:

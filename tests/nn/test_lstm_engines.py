@@ -92,6 +92,27 @@ def test_bptt_equals_autograd(variant, cpb):
         assert _rel(a, b) <= 1e-10, name
 
 
+@pytest.mark.parametrize("chunk", [1, 2, 4])
+@pytest.mark.parametrize("variant", ["vanilla", "lstm97", "FGR", "CIFG", "mLSTM"])
+def test_batch_major_factor_chunks(variant, chunk, monkeypatch, layout):
+    """The batch-major layout projects the inputs and forms the derivative factors a chunk of
+    steps at a time; any chunk size (here ones that split the 6 steps unevenly) gives the
+    autograd gradients."""
+    from lstmlab.engines import bptt_rows
+
+    if layout != "batch":
+        pytest.skip("batch-major only")
+    monkeypatch.setattr(bptt_rows, "_chunk_steps", lambda step_bytes, target=0: chunk)
+    kw = {"cells_per_block": 2} if variant == "lstm97" else {}
+    m = LSTM(4, 6, variant=variant, dtype=F64, seed=1, **kw)
+    x = _inputs()
+    l_ref, g_ref = _grads(m, x, LENGTHS, "autograd")
+    l_fast, g_fast = _grads(m, x, LENGTHS, "bptt")
+    assert _rel(l_fast, l_ref) <= 1e-12
+    for a, b in zip(g_fast, g_ref, strict=True):
+        assert _rel(a, b) <= 1e-10
+
+
 @pytest.mark.parametrize(
     "kw",
     [
