@@ -1,8 +1,9 @@
 """Matrix-based full BPTT with a hand-written backward pass (seed 000 Sec. 3.3, Eqs. 13–18).
 
 This engine is the project's subject and is written by hand. The whole batch goes through the
-recurrence at once (seed 000 puts nodes in rows and samples in columns; so does this engine,
-see ``LSTMLayerBPTT``). Forward, per step: one matrix product, [W | R] times the stacked
+recurrence at once (seed 000 puts nodes in rows and samples in columns; so does this module's
+``LSTMLayerBPTT``, the feature-major layout; ``bptt_rows`` holds the batch-major twin for wide
+layers, and ``run`` picks one by shape, see ``choose_layout``). Forward, per step: one matrix product, [W | R] times the stacked
 [x_t; y_{t-1}] (mLSTM: W x_t and two recurrent products; one more with full gate recurrence or
 a projection), plus elementwise work. Backward
 runs in reverse time computing the error responsibilities (Eqs. 13–17, generalised to every
