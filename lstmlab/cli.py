@@ -238,6 +238,14 @@ def build_parser() -> argparse.ArgumentParser:
         "already finished under another budget is kept",
     )
     q.add_argument(
+        "--max-pd",
+        type=float,
+        default=None,
+        metavar="P",
+        help="cost budget of each training run in P_D units (seed 000's count of sequence "
+        "presentations; default: none). Unlike wall time it does not depend on the load",
+    )
+    q.add_argument(
         "--progress", choices=PROGRESS, default="auto", help="progress display of each run"
     )
     q.add_argument(
@@ -394,6 +402,8 @@ def cmd_reproduce(ns, extra) -> int:
         )
     if ns.max_seconds is not None and not ns.max_seconds > 0:
         raise UsageError(f"--max-seconds must be > 0, got {ns.max_seconds}")
+    if ns.max_pd is not None and not ns.max_pd > 0:
+        raise UsageError(f"--max-pd must be > 0, got {ns.max_pd}")
     path = lyu2015.reproduce(
         ns.out,
         seeds=ns.seeds,
@@ -401,6 +411,7 @@ def cmd_reproduce(ns, extra) -> int:
         parts=parts,
         optimizers=optimizers,
         max_seconds=ns.max_seconds,
+        max_pd=ns.max_pd,
         progress=ns.progress,
         dry_run=ns.dry_run,
     )

@@ -143,9 +143,10 @@ def test_bad_config_files_exit_2(tmp_path, capsys, toml, key):
         (["reproduce", "nope"], "valid: lyu2015"),
         (["reproduce", "lyu2015", "--optimizer", "bfgs"], "valid: lbfgs, cg, hf, momentum"),
         (["reproduce", "lyu2015", "--max-seconds", "0"], "--max-seconds must be > 0"),
+        (["reproduce", "lyu2015", "--max-pd", "-1"], "--max-pd must be > 0"),
         (["eval", "x", "--split", "dev"], "choose from"),
     ],
-    ids=["task", "optimizer", "flag", "experiment", "table-optimizer", "budget", "split"],
+    ids=["task", "optimizer", "flag", "experiment", "table-optimizer", "budget", "cost", "split"],
 )
 def test_invalid_names_list_the_valid_choices(capsys, args, words):
     assert main(args) == 2
@@ -155,14 +156,13 @@ def test_invalid_names_list_the_valid_choices(capsys, args, words):
 
 def test_reproduce_dry_run_lists_the_chosen_optimizers_and_budget(tmp_path, capsys):
     args = ["reproduce", "lyu2015", "--only", "table", "--seeds", "2", "--out", str(tmp_path)]
-    code = main(
-        [*args, "--optimizer", "cg", "--optimizer", "hf", "--max-seconds", "90", "--dry-run"]
-    )
+    flags = ["--optimizer", "cg", "--optimizer", "hf", "--max-seconds", "90", "--max-pd", "2e6"]
+    code = main([*args, *flags, "--dry-run"])
     lines = capsys.readouterr().out.strip().splitlines()
     assert code == 0 and lines[-1] == "# dry run: 4 runs; nothing started"
     names = [ln.split(":")[0].rsplit("/", 1)[1] for ln in lines[:-1]]
     assert names == ["cg-seed0", "cg-seed1", "hf-seed0", "hf-seed1"]
-    assert all("--stop.max_seconds 90.0" in ln for ln in lines[:-1])
+    assert all("--stop.max_seconds 90.0" in ln and "--stop.max_pd 2e+06" in ln for ln in lines[:-1])
     assert list(tmp_path.iterdir()) == []
 
 

@@ -48,6 +48,7 @@ class Scale:
     max_seeds: int | None  # cap on --seeds
     samples_budget: int  # minibatch part: training sequences per run
     eval_samples: int  # minibatch part: evaluate every this many sequences
+    max_pd: float | None = None  # per-run cost budget (P_D); None: none
 
 
 FULL = Scale(
@@ -75,6 +76,8 @@ def plan(
     table's optimizers (default all; Fig. 3(c) needs each one's first seed)."""
     base = {f"task.options.{k}": str(v) for k, v in scale.task.items()}
     base["stop.max_seconds"] = str(scale.max_seconds)
+    if scale.max_pd is not None:
+        base["stop.max_pd"] = f"{scale.max_pd:g}"
     base["stop.max_epochs"] = str(scale.max_epochs)
     n_seeds = min(seeds, scale.max_seeds or seeds)
     out: dict[str, dict[str, dict[str, str]]] = {}
@@ -124,11 +127,14 @@ def reproduce(
     dry_run: bool = False,
     optimizers: list[str] | None = None,
     max_seconds: float | None = None,
+    max_pd: float | None = None,
 ) -> Path | None:
     parts = list(parts or PARTS)
     scale = QUICK if quick else FULL
     if max_seconds is not None:
         scale = dataclasses.replace(scale, max_seconds=float(max_seconds))
+    if max_pd is not None:
+        scale = dataclasses.replace(scale, max_pd=float(max_pd))
     out = Path(out)
     todo = plan(scale, seeds, parts, optimizers)
     if dry_run:
@@ -249,7 +255,9 @@ def _scale_text(scale: Scale, seeds: int) -> str:
     n = min(seeds, scale.max_seeds or seeds)
     return (
         f"Task: 1997 multiplication, {task}. Per-run budget: {scale.max_epochs} epochs or "
-        f"{scale.max_seconds:g} s. Seeds per optimizer: {n}."
+        f"{scale.max_seconds:g} s"
+        + (f" or P_D {scale.max_pd:.3g}" if scale.max_pd is not None else "")
+        + f". Seeds per optimizer: {n}."
     )
 
 
