@@ -43,9 +43,10 @@ class LSTMLayerBPTTRows(torch.autograd.Function):
     None when every sequence has length T. Outputs: Y (T, B, Hr), C (T, B, H), h_n, c_n.
 
     Forward keeps Z = g(z-pre), A = gate activations (= q_t), C, HC = h(C), Y (and ŷ with a
-    projection, u = W_mh y and m for mLSTM). Backward first forms, over all steps at once, the
-    derivative factors that do not depend on the carried error (α σ(1−σ), o h'(c), i g'(z), …),
-    so that each reverse step is a handful of multiply-adds and one recurrent product.
+    projection, u = W_mh y and m for mLSTM), all (T, B, ·). Backward forms the derivative
+    factors that do not depend on the carried error (α σ(1−σ), o h'(c), i g'(z), …) for a chunk
+    of steps at a time, so that each reverse step is a handful of multiply-adds and one
+    recurrent product on cache-resident data.
     """
 
     @staticmethod
@@ -66,8 +67,8 @@ class LSTMLayerBPTTRows(torch.autograd.Function):
         }
         x2 = x.reshape(T * B, I)
         # the input projection W x_t + b, one large product per chunk of k steps into a buffer
-        # reused by every chunk (a (T, B, D) tensor would be fresh memory on every call: page
-        # faults cost as much as the product here)
+        # reused by every chunk (a (T, B, D) tensor would be fresh memory on every call, and
+        # first-touch page faults on it cost as much as the product itself)
         k = min(T, _chunk_steps(B * D * x.element_size(), target=4 << 20))
         pre_buf = x.new_empty(k, B, D)
         bias = bsc if bsc is not None else x.new_zeros(D)
