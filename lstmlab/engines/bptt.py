@@ -65,6 +65,15 @@ def _scaled_rows(t: Tensor | None, spec: CellSpec, alpha: dict[str, float], offs
     return t * scale.view(-1, *([1] * (t.dim() - 1)))
 
 
+def _forward_weights(s: CellSpec, alpha, W, R, b, Q, P_i, P_f, P_o):
+    """Forward-only copies of the weights with each gate's rows scaled by its α (and the
+    bipolar block-input rows halved): (W, R, b, Q, {gate: peephole})."""
+    Ws, Rs, bsc = (_scaled_rows(t, s, alpha, 0) for t in (W, R, b))
+    Qs = _scaled_rows(Q, s, alpha, s.hidden_size)
+    Ps = {g: (p if p is None else p * alpha[g]) for g, p in (("i", P_i), ("f", P_f), ("o", P_o))}
+    return Ws, Rs, bsc, Qs, Ps
+
+
 def _act_into(name: str, a: Tensor, out: Tensor, prescaled: bool = False) -> Tensor:
     """out = f(a) for the block-input / cell-output activation ``name``; ``prescaled``: the
     argument of a bipolar activation has already been halved (see ``_scaled_rows``)."""
@@ -119,12 +128,7 @@ class LSTMLayerBPTT(torch.autograd.Function):
         D = s.n_pre
         bs = batch_sizes if batch_sizes is not None else [B] * T
         full = batch_sizes is None
-        # forward-only copies with each gate's rows scaled by its α (and bipolar z rows halved)
-        Ws, Rs, bsc = (_scaled_rows(t, s, alpha, 0) for t in (W, R, b))
-        Qs = _scaled_rows(Q, s, alpha, H)
-        Ps = {
-            g: (p if p is None else p * alpha[g]) for g, p in (("i", P_i), ("f", P_f), ("o", P_o))
-        }
+        Ws, Rs, bsc, Qs, Ps = _forward_weights(s, alpha, W, R, b, Q, P_i, P_f, P_o)
         xT = x.transpose(1, 2)  # (T, I, B)
         mult = s.multiplicative_size is not None
         # One product per step gives W x_t + R y_{t-1} + b: [W | R] times the stacked column

@@ -18,7 +18,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lstmlab.engines.bptt import _act_into, _last_index, _scaled_rows, _times_derivative
+from lstmlab.engines.bptt import (
+    _act_into,
+    _forward_weights,
+    _last_index,
+    _times_derivative,
+)
 from lstmlab.nn.activations import derivative_from_output
 from lstmlab.nn.variants import CellSpec
 
@@ -59,12 +64,7 @@ class LSTMLayerBPTTRows(torch.autograd.Function):
         D = s.n_pre
         bs = batch_sizes if batch_sizes is not None else [B] * T
         full = batch_sizes is None
-        # forward-only copies with each gate's rows scaled by its α
-        Ws, Rs, bsc = (_scaled_rows(t, s, alpha, 0) for t in (W, R, b))
-        Qs = _scaled_rows(Q, s, alpha, H)
-        Ps = {
-            g: (p if p is None else p * alpha[g]) for g, p in (("i", P_i), ("f", P_f), ("o", P_o))
-        }
+        Ws, Rs, bsc, Qs, Ps = _forward_weights(s, alpha, W, R, b, Q, P_i, P_f, P_o)
         x2 = x.reshape(T * B, I)
         # the input projection W x_t + b, one large product per chunk of k steps into a buffer
         # reused by every chunk (a (T, B, D) tensor would be fresh memory on every call, and
