@@ -118,6 +118,8 @@ class NonlinearCG(Optimizer):
                 self.since_restart = 0
             if self.g_prev is None:
                 t0 = min(1.0, 1.0 / float(g.abs().sum()))
+            elif gtd == 0:  # not reached: a zero slope means a zero gradient, stopped above
+                t0 = 1.0
             elif self.step_init == "quadratic":
                 t0 = min(1.0, 2.0 * (f - self.f_prev) / gtd)
             else:
