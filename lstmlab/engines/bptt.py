@@ -42,18 +42,36 @@ from lstmlab.engines.packing import sort_by_length
 from lstmlab.nn.activations import derivative_from_output
 from lstmlab.nn.variants import CellSpec
 
-# The bipolar activations are tanh of a halved argument: 4σ(a) - 2 = 2 tanh(a/2) and
-# 2σ(a) - 1 = tanh(a/2). For the block input the halving is folded into the weights like α.
-_Z_SCALE = {"tanh": 1.0, "identity": 1.0, "bipolar2": 0.5, "bipolar1": 0.5}
+# The block-input and cell-output activations of the tanh family are affine maps of a logistic
+# sigmoid, f(a) = k σ(s a) − k/2:
+#     tanh(a) = 2σ(2a) − 1        bipolar1(a) = 2σ(a) − 1        bipolar2(a) = 4σ(a) − 2
+# On the CPU the engine evaluates them this way: torch's CPU tanh costs 3–7 ns per element, its
+# sigmoid 0.5–1.6 (float32/float64, measured in docs/benchmarks.md), and σ(s a) then also joins the
+# gates' sigmoid call. The result differs from torch.tanh by at most 2 units in the last place of
+# 1 (absolute). Elsewhere (CUDA) they are k' tanh(s' a) with the constants of _TANH_FORM.
+# The argument scale s (or s') of the block input is folded into the weights like α.
+_SIGMOID_FORM = {"tanh": (2.0, 2.0), "bipolar1": (1.0, 2.0), "bipolar2": (1.0, 4.0)}  # (s, k)
+_TANH_FORM = {"tanh": (1.0, 1.0), "bipolar1": (0.5, 1.0), "bipolar2": (0.5, 2.0)}  # (s', k')
 
 
-def _scaled_rows(t: Tensor | None, spec: CellSpec, alpha: dict[str, float], offset: int):
-    """t with each gate's rows multiplied by its α and the block-input rows by the activation's
-    argument scale (rows counted from ``offset``; forward-only copies).
+def _sigmoid_form(t: Tensor) -> bool:
+    """Whether the tanh-family activations of tensors like ``t`` go through a sigmoid."""
+    return t.device.type == "cpu"
+
+
+def _z_scale(name: str, sigmoid_form: bool) -> float:
+    """The factor folded into the block-input rows of W, R, b for activation ``name``."""
+    if name == "identity":
+        return 1.0
+    return (_SIGMOID_FORM if sigmoid_form else _TANH_FORM)[name][0]
+
+
+def _scaled_rows(t, spec: CellSpec, alpha: dict[str, float], offset: int, zs: float = 1.0):
+    """t with each gate's rows multiplied by its α and the block-input rows by ``zs``, the
+    activation's argument scale (rows counted from ``offset``; forward-only copies).
 
     σ_α(a) = σ(α a), and a is linear in W, R, b, P, Q: scaling the rows once per call saves one
     elementwise multiply per gate per step."""
-    zs = _Z_SCALE[spec.g]
     if t is None or (zs == 1.0 and all(alpha[g] == 1.0 for g in spec.gates)):
         return t
     scale = torch.ones(t.shape[0], dtype=t.dtype, device=t.device)
@@ -66,39 +84,82 @@ def _scaled_rows(t: Tensor | None, spec: CellSpec, alpha: dict[str, float], offs
 
 
 def _forward_weights(s: CellSpec, alpha, W, R, b, Q, P_i, P_f, P_o):
-    """Forward-only copies of the weights with each gate's rows scaled by its α (and the
-    bipolar block-input rows halved): (W, R, b, Q, {gate: peephole})."""
-    Ws, Rs, bsc = (_scaled_rows(t, s, alpha, 0) for t in (W, R, b))
+    """Forward-only copies of the weights with each gate's rows scaled by its α and the
+    block-input rows by the activation's argument scale: (W, R, b, Q, {gate: peephole})."""
+    zs = _z_scale(s.g, _sigmoid_form(W))
+    Ws, Rs, bsc = (_scaled_rows(t, s, alpha, 0, zs) for t in (W, R, b))
     Qs = _scaled_rows(Q, s, alpha, s.hidden_size)
     Ps = {g: (p if p is None else p * alpha[g]) for g, p in (("i", P_i), ("f", P_f), ("o", P_o))}
     return Ws, Rs, bsc, Qs, Ps
 
 
+_OFFSETS: dict[tuple, Tensor] = {}
+
+
+def _affine_(v: Tensor, k: float) -> Tensor:
+    """v ← k v − k/2 in one pass (a cached 0-dim −k/2 plus k·v)."""
+    key = (k, v.dtype, v.device)
+    c = _OFFSETS.get(key)
+    if c is None:
+        c = _OFFSETS[key] = torch.tensor(-k / 2, dtype=v.dtype, device=v.device)
+    return torch.add(c, v, alpha=k, out=v)
+
+
 def _act_into(name: str, a: Tensor, out: Tensor, prescaled: bool = False) -> Tensor:
     """out = f(a) for the block-input / cell-output activation ``name``; ``prescaled``: the
-    argument of a bipolar activation has already been halved (see ``_scaled_rows``)."""
-    if name == "tanh":
-        return torch.tanh(a, out=out)
+    argument scale is already folded into the weights (see ``_forward_weights``)."""
     if name == "identity":
-        return out.copy_(a)
-    if not prescaled:
-        a = torch.mul(a, 0.5, out=out)
-    if name == "bipolar2":  # 2 tanh(a/2)
-        return torch.tanh(a, out=out).mul_(2.0)
-    return torch.tanh(a, out=out)  # bipolar1: tanh(a/2)
+        return out if out is a else out.copy_(a)
+    if _sigmoid_form(a):
+        s, k = _SIGMOID_FORM[name]
+        if s != 1.0 and not prescaled:
+            torch.sigmoid(torch.mul(a, s, out=out), out=out)
+        else:
+            torch.sigmoid(a, out=out)
+        return _affine_(out, k)
+    s, k = _TANH_FORM[name]
+    if s != 1.0 and not prescaled:
+        a = torch.mul(a, s, out=out)
+    torch.tanh(a, out=out)
+    return out if k == 1.0 else out.mul_(k)
 
 
-def _times_derivative(name: str, y: Tensor, w: Tensor | None) -> Tensor:
-    """w ⊙ f'(x) from y = f(x), in as few passes as possible (w = None: f'(x) alone)."""
+def _sigmoid_span(s: CellSpec, sigmoid_form: bool) -> tuple[int, int]:
+    """Pre-activation rows [lo, hi) activated by one sigmoid call right after the recurrent
+    product: the gates that do not see c_t (all of them without peepholes; i and f with), and
+    the block input too when its activation is of the sigmoid form (then rows [0, H) still need
+    ``_affine_``). The rest (the block input otherwise, o with peepholes) is done on its own."""
+    H = s.hidden_size
+    lo = 0 if (sigmoid_form and s.g != "identity") else H
+    if not s.peepholes or "o" not in s.gates:
+        hi = s.n_pre
+    else:
+        hi = s.gate_slice("o").start
+    return lo, hi
+
+
+def _times_derivative(
+    name: str, y: Tensor, w: Tensor | None, out: Tensor | None = None, wy: Tensor | None = None
+) -> Tensor:
+    """w ⊙ f'(x) from y = f(x), in as few passes as possible (w = None: f'(x) alone).
+
+    ``out``: where to write it (a new tensor if None). ``wy``: w ⊙ y when the caller has it
+    already (the cell output y = o ⊙ h(c) is o times the h(c) whose derivative is wanted); it
+    saves one pass."""
     if w is None:
-        return derivative_from_output(name, y)
-    if name == "tanh":  # w (1 - y²)
-        return torch.addcmul(w, w * y, y, value=-1.0)
+        d = derivative_from_output(name, y)
+        return d if out is None else out.copy_(d)
     if name == "identity":
-        return w
-    if name == "bipolar2":  # w (1 - y²/4)
-        return torch.addcmul(w, w * y, y, value=-0.25)
-    return torch.addcmul(w, w * y, y, value=-1.0).mul_(0.5)  # bipolar1: w (1 - y²)/2
+        return w if out is None else out.copy_(w)
+    if wy is None:
+        wy = torch.mul(w, y) if out is None else torch.mul(w, y, out=out)
+    value = -0.25 if name == "bipolar2" else -1.0  # w (1 - y²/4), else w (1 - y²)
+    r = (
+        torch.addcmul(w, wy, y, value=value)
+        if out is None
+        else torch.addcmul(w, wy, y, value=value, out=out)
+    )
+    return r.mul_(0.5) if name == "bipolar1" else r  # bipolar1: w (1 - y²)/2
 
 
 class LSTMLayerBPTT(torch.autograd.Function):
@@ -124,7 +185,7 @@ class LSTMLayerBPTT(torch.autograd.Function):
     ):
         s: CellSpec = spec
         T, B, I = x.shape
-        H, nb, cpb, Hr, G = s.hidden_size, s.blocks, s.cells_per_block, s.recurrent_size, s.n_q
+        H, nb, cpb, Hr = s.hidden_size, s.blocks, s.cells_per_block, s.recurrent_size
         D = s.n_pre
         bs = batch_sizes if batch_sizes is not None else [B] * T
         full = batch_sizes is None
@@ -141,20 +202,25 @@ class LSTMLayerBPTT(torch.autograd.Function):
         mult = s.multiplicative_size is not None
         # every entry is written when all sequences are full-length; else dead columns must be 0
         new = x.new_empty if full else x.new_zeros
-        YT, CT, ZT, HCT, AT = new(T, Hr, B), new(T, H, B), new(T, H, B), new(T, H, B), new(T, G, B)
+        YT, CT, HCT = new(T, Hr, B), new(T, H, B), new(T, H, B)
+        ZAT = new(T, D, B)  # [g(z) | gate activations] of every step, in the pre-activation rows
+        ZT, AT = ZAT[:, :H], ZAT[:, H:]
         YhT = new(T, H, B) if W_p is not None else None
         if mult:
             M = s.multiplicative_size
             MXT = torch.matmul(W_mx, xT)  # (T, M, B)
             UT, MmT = new(T, M, B), new(T, M, B)
         has_i, has_f, has_o = ("i" in s.gates), ("f" in s.gates), ("o" in s.gates)
-        one_call = not s.peepholes  # then every gate is activated in one call
-        if_gates = [g for g in ("i", "f") if g in s.gates]
-        if if_gates and not one_call:
-            lo, hi = s.gate_slice(if_gates[0]).start, s.gate_slice(if_gates[-1]).stop
+        # one sigmoid call right after the product covers rows [lo, hi) (see _sigmoid_span)
+        lo, hi = _sigmoid_span(s, _sigmoid_form(x))
+        k_g = _SIGMOID_FORM[s.g][1] if lo == 0 else None
+        if_gates = [g for g in ("i", "f") if g in s.gates] if s.peepholes else []
+        if if_gates:
+            lo_if, hi_if = s.gate_slice(if_gates[0]).start, s.gate_slice(if_gates[-1]).stop
             P_if = torch.stack([Ps[g] for g in if_gates])  # (k, nb, cpb)
             P_if = P_if.view(len(if_gates), nb, 1) if cpb == 1 else P_if.unsqueeze(-1)
-        if has_o and not one_call:
+        o_late = has_o and s.peepholes  # the output gate sees c_t
+        if o_late:
             P_o3 = Ps["o"].view(nb, 1) if cpb == 1 else Ps["o"].unsqueeze(-1)  # (nb, [cpb,] 1)
         qi = s.q_slice("i") if has_i else None
         qf = s.q_slice("f") if has_f else None
@@ -166,13 +232,8 @@ class LSTMLayerBPTT(torch.autograd.Function):
             if n == 0:
                 break
             cols = slice(None) if full else slice(0, n)
-            pre, z, c, hc, a = (
-                pre_buf[:, cols],
-                ZT[t, :, cols],
-                CT[t, :, cols],
-                HCT[t, :, cols],
-                AT[t, :, cols],
-            )
+            pre, za, c, hc = pre_buf[:, cols], ZAT[t, :, cols], CT[t, :, cols], HCT[t, :, cols]
+            z, a = za[:H], za[H:]
             y_prev, c_prev = y_prev[:, cols], c_prev[:, cols]
             if mult:
                 torch.addmm(b_col, Ws, xT[t, :, cols], out=pre)
@@ -184,17 +245,18 @@ class LSTMLayerBPTT(torch.autograd.Function):
                 torch.addmm(b_col, WR, S[:, cols], out=pre)
             if Qs is not None and a_prev is not None:
                 pre[H:].addmm_(Qs, a_prev[:, cols])
-            _act_into(s.g, pre[:H], z, prescaled=True)
-            if one_call:
-                if s.gates:
-                    torch.sigmoid(pre[H:], out=a)
-            elif if_gates:
-                p_if = pre[lo:hi].view(len(if_gates), nb, n)  # peepholes from c_{t-1}
+            if if_gates:  # peepholes from c_{t-1}
+                p_if = pre[lo_if:hi_if].view(len(if_gates), nb, n)
                 if cpb == 1:
                     p_if.addcmul_(c_prev.view(1, nb, n), P_if)
                 else:
                     p_if.add_((c_prev.view(1, nb, cpb, n) * P_if).sum(2))
-                torch.sigmoid(pre[lo:hi], out=a[lo - H : hi - H])
+            if lo == H:
+                _act_into(s.g, pre[:H], z, prescaled=True)
+            if hi > lo:
+                torch.sigmoid(pre[lo:hi], out=za[lo:hi])
+            if k_g is not None:
+                _affine_(z, k_g)
             i = a[qi] if has_i else None  # (nb, n)
             f = (1.0 - i) if s.coupled else (a[qf] if has_f else None)
             if cpb == 1:
@@ -213,7 +275,7 @@ class LSTMLayerBPTT(torch.autograd.Function):
             _act_into(s.h, c, hc)
             y_hat = YhT[t, :, cols] if YhT is not None else YT[t, :, cols]
             if has_o:
-                if one_call:
+                if not o_late:
                     o = a[qo]
                 else:
                     p_o = pre[so]  # the output gate sees c_t

@@ -19,9 +19,13 @@ import torch
 from torch import Tensor
 
 from lstmlab.engines.bptt import (
+    _SIGMOID_FORM,
     _act_into,
+    _affine_,
     _forward_weights,
     _last_index,
+    _sigmoid_form,
+    _sigmoid_span,
     _times_derivative,
 )
 from lstmlab.nn.activations import derivative_from_output
@@ -30,9 +34,10 @@ from lstmlab.nn.variants import CellSpec
 __all__ = ["LSTMLayerBPTTRows"]
 
 
-def _unbind(t: Tensor) -> tuple[Tensor, ...]:
-    """The T step views of a (T, ...) tensor, made in one call."""
-    return t.unbind(0)
+def _steps(v: Tensor, bs: list[int], full: bool) -> list[Tensor] | tuple[Tensor, ...]:
+    """The step views v[t] of a (T, B, ...) tensor, each restricted to the n_t = bs[t] rows
+    alive (one unbind call when every row is alive)."""
+    return v.unbind(0) if full else [v[t, :n] for t, n in enumerate(bs)]
 
 
 def _to_cells(g: Tensor, cpb: int) -> Tensor:
@@ -60,22 +65,25 @@ class LSTMLayerBPTTRows(torch.autograd.Function):
     ):
         s: CellSpec = spec
         T, B, I = x.shape
-        H, nb, cpb, Hr, G = s.hidden_size, s.blocks, s.cells_per_block, s.recurrent_size, s.n_q
+        H, nb, cpb, Hr = s.hidden_size, s.blocks, s.cells_per_block, s.recurrent_size
         D = s.n_pre
         bs = batch_sizes if batch_sizes is not None else [B] * T
         full = batch_sizes is None
         Ws, Rs, bsc, Qs, Ps = _forward_weights(s, alpha, W, R, b, Q, P_i, P_f, P_o)
         x2 = x.reshape(T * B, I)
-        # the input projection W x_t + b, one large product per chunk of k steps into a buffer
-        # reused by every chunk (a (T, B, D) tensor would be fresh memory on every call, and
-        # first-touch page faults on it cost as much as the product itself)
+        # the input projection W x_t + b, one large product per chunk of k steps (a few MB, so
+        # that a chunk is still in the cache when its steps run)
         k = min(T, _chunk_steps(B * D * x.element_size(), target=4 << 20))
-        pre_buf = x.new_empty(k, B, D)
         bias = bsc if bsc is not None else x.new_zeros(D)
         mult = s.multiplicative_size is not None
         # every entry is written when all sequences are full-length; else dead rows must be 0
         new = x.new_empty if full else x.new_zeros
-        Y, C, Z, HC, A = new(T, B, Hr), new(T, B, H), new(T, B, H), new(T, B, H), new(T, B, G)
+        Y, C, HC = new(T, B, Hr), new(T, B, H), new(T, B, H)
+        # [g(z) | gate activations] of every step, in the pre-activation order. Each step's
+        # pre-activations are formed in its own row and activated in place. (Rows of padded
+        # steps keep their input projection: they are never read.)
+        ZA = x.new_empty(T, B, D)
+        Z, A = ZA[..., :H], ZA[..., H:]
         Yh = new(T, B, H) if W_p is not None else None
         if mult:
             M = s.multiplicative_size
@@ -84,67 +92,63 @@ class LSTMLayerBPTTRows(torch.autograd.Function):
         Rt, Wpt = Rs.t(), (W_p.t() if W_p is not None else None)
         Qt = Qs.t() if Qs is not None else None
         has_i, has_f, has_o = ("i" in s.gates), ("f" in s.gates), ("o" in s.gates)
-        # per-step views made once (unbind), so that the loop itself slices as little as possible
-        U_ = _unbind
-        PRE, PZ, PG = U_(pre_buf), U_(pre_buf[..., :H]), U_(pre_buf[..., H:])
-        Ys, Cs, Zs, HCs, As = U_(Y), U_(C), U_(Z), U_(HC), U_(A)
-        Yhs = U_(Yh) if Yh is not None else Ys
-        AI = U_(A[..., s.q_slice("i")]) if has_i else None
-        AF = U_(A[..., s.q_slice("f")]) if has_f else None
+        # one sigmoid call right after the product covers columns [lo, hi) (see _sigmoid_span)
+        lo, hi = _sigmoid_span(s, _sigmoid_form(x))
+        k_g = _SIGMOID_FORM[s.g][1] if lo == 0 else None
+        if_gates = [g for g in ("i", "f") if g in s.gates] if s.peepholes else []
+        o_late = has_o and s.peepholes  # the output gate sees c_t
+
+        # per-step views, restricted to the rows alive, made once: the loop only indexes lists
+        def steps(v: Tensor) -> list[Tensor]:
+            return _steps(v, bs, full)
+
+        PRE, Ys, Cs, HCs, Zs = steps(ZA), steps(Y), steps(C), steps(HC), steps(Z)
+        ZAsig = steps(ZA[..., lo:hi]) if hi > lo else None
+        Yhs = steps(Yh) if Yh is not None else Ys
+        AI = steps(A[..., s.q_slice("i")]) if has_i else None
+        AF = steps(A[..., s.q_slice("f")]) if has_f else None
+        AO = steps(A[..., s.q_slice("o")]) if has_o else None
+        if Qt is not None:
+            AG = steps(A)  # rows [H, D) of a step: the gates' pre-activations, then activations
         if mult:
-            MXs, Us, Ms = U_(MX), U_(U), U_(Mm)
-        # input and forget gates are contiguous in both the pre-activation and the A layout;
-        # without peepholes every gate is activated in one call after the recurrent product
-        one_call = not s.peepholes
-        if_gates = [g for g in ("i", "f") if g in s.gates]
-        if if_gates and not one_call:
-            lo, hi = s.gate_slice(if_gates[0]).start, s.gate_slice(if_gates[-1]).stop
-            PIF, AIF = U_(pre_buf[..., lo:hi]), U_(A[..., lo - H : hi - H])
+            MXs, Us, Ms = steps(MX), steps(U), steps(Mm)
+        if if_gates:
+            lo_if, hi_if = s.gate_slice(if_gates[0]).start, s.gate_slice(if_gates[-1]).stop
+            PIF = steps(ZA[..., lo_if:hi_if])
             P_if = torch.stack([Ps[g] for g in if_gates])  # (k, nb, cpb)
-        if has_o:
-            PO, AO = U_(pre_buf[..., s.gate_slice("o")]), U_(A[..., s.q_slice("o")])
-        y_prev, c_prev, a_prev = h0, c0, None
+        y_prev, c_prev = h0, c0
         for t in range(T):
             n = bs[t]
             if n == 0:
                 break
-
-            j = t % k  # this step's row of the input-projection buffer
-            if j == 0:
+            if t % k == 0:  # the input projection of the next chunk of steps
                 m = min(k, T - t)
-                torch.addmm(bias, x2[t * B : (t + m) * B], Ws.t(), out=pre_buf[:m].view(m * B, D))
-
-            def at(v, t=t, n=n):  # step t's view of v, restricted to the rows alive
-                return v[t] if full else v[t][:n]
-
-            def pj(v, j=j, n=n):  # step t's view of a buffer row, restricted to the rows alive
-                return v[j] if full else v[j][:n]
-
+                torch.addmm(bias, x2[t * B : (t + m) * B], Ws.t(), out=ZA[t : t + m].view(m * B, D))
             if not full:
                 y_prev, c_prev = y_prev[:n], c_prev[:n]
-                a_prev = a_prev[:n] if a_prev is not None else None
-            pre, z_t, c_t, hc_t, a_t = pj(PRE), at(Zs), at(Cs), at(HCs), at(As)
+            pre, z_t, c_t, hc_t = PRE[t], Zs[t], Cs[t], HCs[t]
             if mult:
-                u = torch.mm(y_prev, W_mh.t(), out=at(Us))
-                pre.addmm_(torch.mul(at(MXs), u, out=at(Ms)), Rt)
+                u = torch.mm(y_prev, W_mh.t(), out=Us[t])
+                pre.addmm_(torch.mul(MXs[t], u, out=Ms[t]), Rt)
             else:
                 pre.addmm_(y_prev, Rt)
-            if Qt is not None and a_prev is not None:
-                pj(PG).addmm_(a_prev, Qt)
-            _act_into(s.g, pj(PZ), z_t, prescaled=True)
-            if one_call:
-                if s.gates:
-                    torch.sigmoid(pj(PG), out=a_t)
-            elif if_gates:
-                p_if = pj(PIF)
-                c3 = c_prev.view(n, 1, nb, cpb)  # peepholes from c_{t-1}
+            if Qt is not None and t > 0:
+                AG[t].addmm_(AG[t - 1] if full else AG[t - 1][:n], Qt)
+            if if_gates:  # peepholes from c_{t-1}
+                p_if = PIF[t].view(n, len(if_gates), nb)
+                c3 = c_prev.view(n, 1, nb, cpb)
                 if cpb == 1:
-                    p_if.view(n, len(if_gates), nb).addcmul_(c3.view(n, 1, nb), P_if.view(-1, nb))
+                    p_if.addcmul_(c3.view(n, 1, nb), P_if.view(-1, nb))
                 else:
-                    p_if.view(n, len(if_gates), nb).add_((c3 * P_if).sum(-1))
-                torch.sigmoid(p_if, out=at(AIF))
-            i = at(AI) if has_i else None
-            f = (1.0 - i) if s.coupled else (at(AF) if has_f else None)
+                    p_if.add_((c3 * P_if).sum(-1))
+            if lo == H:
+                _act_into(s.g, z_t, z_t, prescaled=True)
+            if ZAsig is not None:
+                torch.sigmoid(ZAsig[t], out=ZAsig[t])
+            if k_g is not None:
+                _affine_(z_t, k_g)
+            i = AI[t] if has_i else None
+            f = (1.0 - i) if s.coupled else (AF[t] if has_f else None)
             if cpb == 1:
                 if f is None:
                     torch.add(c_prev, z_t if i is None else i * z_t, out=c_t)
@@ -160,17 +164,15 @@ class LSTMLayerBPTTRows(torch.autograd.Function):
                     torch.mul(f.unsqueeze(-1), cp3, out=c3)
                     c3.add_(zc) if i is None else c3.addcmul_(i.unsqueeze(-1), zc)
             _act_into(s.h, c_t, hc_t)
-            y_hat = at(Yhs)
+            y_hat = Yhs[t]
             if has_o:
-                if one_call:
-                    o = at(AO)
-                else:
-                    p_o = pj(PO)  # the output gate sees c_t
+                o = AO[t]
+                if o_late:  # o still holds its pre-activation: add c_t's peepholes, activate
                     if cpb == 1:
-                        p_o.addcmul_(c_t, Ps["o"].view(1, nb))
+                        o.addcmul_(c_t, Ps["o"].view(1, nb))
                     else:
-                        p_o.add_((c_t.view(n, nb, cpb) * Ps["o"]).sum(-1))
-                    o = torch.sigmoid(p_o, out=at(AO))
+                        o.add_((c_t.view(n, nb, cpb) * Ps["o"]).sum(-1))
+                    o.sigmoid_()
                 if cpb == 1:
                     torch.mul(o, hc_t, out=y_hat)
                 else:
@@ -178,8 +180,8 @@ class LSTMLayerBPTTRows(torch.autograd.Function):
             else:
                 y_hat.copy_(hc_t)
             if Wpt is not None:
-                torch.mm(y_hat, Wpt, out=at(Ys))
-            y_prev, c_prev, a_prev = Ys[t], Cs[t], As[t]
+                torch.mm(y_hat, Wpt, out=Ys[t])
+            y_prev, c_prev = Y[t], C[t]
         if full:
             h_n, c_n = Y[-1].clone(), C[-1].clone()
         else:
@@ -214,10 +216,20 @@ class LSTMLayerBPTTRows(torch.autograd.Function):
         # ---- derivative factors (α σ(1−σ), o h'(c), i g'(z), …) that do not depend on the
         # carried error, formed a chunk of steps at a time: few calls per step, and a chunk
         # stays in cache until the reverse loop has used it (see ``_chunk_steps``)
+        chunk = _chunk_steps(B * max(H, G) * x.element_size())
+        work: dict[str, Tensor] = {}  # one buffer per factor, reused by every chunk
+        Yhat = Yh if Yh is not None else Y  # o ⊙ h(c)
+
+        def buf(name: str, t0: int, t1: int, width: int) -> Tensor:
+            if name not in work:
+                work[name] = x.new_empty(min(chunk, T), B, width)
+            return work[name][: t1 - t0]
+
         def factors(t0: int, t1: int) -> dict[str, Tensor]:
             A_, HC_, Z_ = A[t0:t1], HC[t0:t1], Z[t0:t1]
             C_prev = C[t0 - 1 : t1 - 1] if t0 > 0 else torch.cat([c0.unsqueeze(0), C[: t1 - 1]])
-            SA = torch.addcmul(A_, A_, A_, value=-1.0)  # σ(1-σ) of every gate, × α per gate
+            # σ(1-σ) of every gate, × α per gate
+            SA = torch.addcmul(A_, A_, A_, value=-1.0, out=buf("SA", t0, t1, G))
             for g in s.gates:
                 if alpha[g] != 1.0:
                     SA[..., s.q_slice(g)] *= alpha[g]
@@ -225,27 +237,31 @@ class LSTMLayerBPTTRows(torch.autograd.Function):
             i_c = _to_cells(A_[..., s.q_slice("i")], cpb) if has_i else None
             if has_o:
                 o_c = _to_cells(A_[..., s.q_slice("o")], cpb)
-                out["OHp"] = _times_derivative(s.h, HC_, o_c)  # ∂y/∂c = o h'(c)
-                out["o"] = HC_ * _to_cells(SA[..., s.q_slice("o")], cpb)  # h(c) α o(1-o)
+                out["OHp"] = _times_derivative(  # ∂y/∂c = o h'(c)
+                    s.h, HC_, o_c, out=buf("OHp", t0, t1, H), wy=Yhat[t0:t1]
+                )
+                sa_o = _to_cells(SA[..., s.q_slice("o")], cpb)
+                out["o"] = torch.mul(HC_, sa_o, out=buf("o", t0, t1, H))  # h(c) α o(1-o)
             else:
                 out["OHp"] = derivative_from_output(s.h, HC_)
-            out["IGp"] = _times_derivative(s.g, Z_, i_c)  # ∂c/∂z-pre = i g'(z)
+            # ∂c/∂z-pre = i g'(z)
+            out["IGp"] = _times_derivative(s.g, Z_, i_c, out=buf("IGp", t0, t1, H))
             if has_i:
                 K_i = Z_ - C_prev if s.coupled else Z_  # ∂c/∂i
-                out["i"] = K_i * _to_cells(SA[..., s.q_slice("i")], cpb)
+                sa_i = _to_cells(SA[..., s.q_slice("i")], cpb)
+                out["i"] = torch.mul(K_i, sa_i, out=buf("i", t0, t1, H))
             if has_f:
-                out["f"] = C_prev * _to_cells(SA[..., s.q_slice("f")], cpb)
+                sa_f = _to_cells(SA[..., s.q_slice("f")], cpb)
+                out["f"] = torch.mul(C_prev, sa_f, out=buf("f", t0, t1, H))
             if s.coupled:
                 out["F_c"] = 1.0 - i_c
             elif has_f:
                 out["F_c"] = _to_cells(A_[..., s.q_slice("f")], cpb)
             return out
 
-        chunk = _chunk_steps(B * max(H, G) * x.element_size())
         fac: dict[str, list] = {}  # name -> per-step views of the current chunk (index t - t0)
         t0 = T
         dY_any = dY is not None
-        dC_any = dC is not None
 
         new = x.new_empty if full else x.new_zeros  # dead rows must stay 0
         dPre = new(T, B, D)  # δ of every step
@@ -253,92 +269,87 @@ class LSTMLayerBPTTRows(torch.autograd.Function):
         if mult:
             MX, U = ctx.MX, ctx.U
             dU, dMX = new(T, B, MX.shape[2]), new(T, B, MX.shape[2])
+        # at the top of step t, dy_next holds ∂E/∂y_t of the rows alive: carried + output
         dy_next = dh_n.clone() if dh_n is not None else x.new_zeros(B, Hr)
         dc_next = dc_n.clone() if dc_n is not None else x.new_zeros(B, H)
         dq_next = x.new_zeros(B, G) if fgr else None
 
-        # per-step views made once, so that the reverse loop slices as little as possible
-        U_ = _unbind
-        dPres, dPz, dPgates = U_(dPre), U_(dPre[..., :H]), U_(dPre[..., H:])
-        dPg = {g: U_(dPre[..., s.gate_slice(g)]) for g in s.gates}
-        dYs = U_(dY) if dY_any else None
-        dCs = U_(dC) if dC_any else None
-        DYs = U_(DY) if DY is not None else None
-        dqg = {g: dq_next[:, s.q_slice(g)] for g in s.gates} if fgr else {}
+        # per-step views made once, restricted to the rows alive: the loop only indexes lists
+        def steps(v: Tensor) -> list[Tensor]:
+            return _steps(v, bs, full)
+
+        dPres, dPz = steps(dPre), steps(dPre[..., :H])
+        dPg = {g: steps(dPre[..., s.gate_slice(g)]) for g in s.gates}
+        dPgates = steps(dPre[..., H:]) if fgr else None
+        dYs = steps(dY) if dY_any else None
+        dCs = steps(dC) if dC is not None else None
+        DYs = steps(DY) if DY is not None else None
         if mult:
-            MXs, Us, dUs, dMXs = U_(MX), U_(U), U_(dU), U_(dMX)
+            MXs, Us, dUs, dMXs = steps(MX), steps(U), steps(dU), steps(dMX)
+        qs = {g: s.q_slice(g) for g in s.gates}
         P = {"i": P_i, "f": P_f, "o": P_o}
-        dy_buf, dc_buf = x.new_empty(B, Hr), x.new_empty(B, H)
+        dc_buf = x.new_empty(B, H)
         dyh_buf = x.new_empty(B, H) if W_p is not None else None
+        n_after = 0  # rows alive at step t + 1
         for t in reversed(range(T)):
             n = bs[t]
             if n == 0:
                 continue
             if t < t0:  # the next chunk of factors, steps [t0, t]
                 t0 = max(0, t + 1 - chunk)
-                fac = {k: _unbind(v) for k, v in factors(t0, t + 1).items()}
-
-            def at(v, t=t, n=n):  # step t's view of v, restricted to the rows alive
-                return v[t] if full else v[t][:n]
-
-            def fa(name: str, t=t, n=n, fac=fac, t0=t0) -> Tensor:  # step t's factor, rows alive
-                v = fac[name][t - t0]
-                return v if full else v[:n]
-
-            def delta(g: str, d: Tensor, t=t, n=n) -> Tensor:
-                """δ_g = Σ_cells d ⊙ K_g (+ dq_g α σ'(·) with full gate recurrence), in place."""
-                out = at(dPg[g])
-                if cpb == 1:
-                    torch.mul(d, fa(g), out=out)
-                else:
-                    torch.sum((d * fa(g)).view(n, nb, cpb), -1, out=out)
-                if fgr:
-                    out.addcmul_(dqg[g] if full else dqg[g][:n], fa("SA")[:, s.q_slice(g)])
-                return out
-
-            def add_peep(acc: Tensor, d: Tensor, g: str, n=n) -> None:  # acc += P_g δ_g
-                if cpb == 1:
-                    acc.addcmul_(d, P[g].view(1, nb))
-                else:
-                    acc.view(n, nb, cpb).addcmul_(d.unsqueeze(-1), P[g])
-
-            dpre = at(dPres)
-            dyn = dy_next if full else dy_next[:n]
+                fac = {k: _steps(v, bs[t0 : t + 1], full) for k, v in factors(t0, t + 1).items()}
+            r = t - t0
+            dpre = dPres[t]
+            dy = dyn = dy_next if full else dy_next[:n]
             dcn = dc_next if full else dc_next[:n]
-            # scratch rows reused at every step: no allocation inside the loop
-            dy = torch.add(dyn, at(dYs), out=dy_buf[:n]) if dY_any else dyn
+            if dY_any and n > n_after:  # rows whose last step is t: their output error enters
+                dy_next[n_after:n] += dYs[t][n_after:n]
             if W_p is not None:
-                at(DYs).copy_(dy)
+                DYs[t].copy_(dy)
                 dy = torch.mm(dy, W_p, out=dyh_buf[:n])  # dŷ
-            dc = torch.addcmul(dcn, dy, fa("OHp"), out=dc_buf[:n])
-            if dC_any:
-                dc += at(dCs)
-            if has_o:
-                d_o = delta("o", dy)
-                if peep:
-                    add_peep(dc, d_o, "o")
-            d_i = delta("i", dc) if has_i else None
-            d_f = delta("f", dc) if has_f else None
-            torch.mul(dc, fa("IGp"), out=at(dPz))
+            dc = torch.addcmul(dcn, dy, fac["OHp"][r], out=dc_buf[:n])
+            if dCs is not None:
+                dc += dCs[t]
+            fgr_sa = fac["SA"][r] if fgr else None
+            d_g = {}  # δ of each gate, written into dPre
+            for g, d in (("o", dy), ("i", dc), ("f", dc)):
+                if g not in qs:
+                    continue
+                out = d_g[g] = dPg[g][t]
+                if cpb == 1:
+                    torch.mul(d, fac[g][r], out=out)
+                else:
+                    torch.sum((d * fac[g][r]).view(n, nb, cpb), -1, out=out)
+                if fgr:  # + dq_g α σ'(·)
+                    out.addcmul_(dq_next[:n, qs[g]], fgr_sa[:, qs[g]])
+                if g == "o" and peep:
+                    _add_peep(dc, out, P["o"], n, nb, cpb)
+            torch.mul(dc, fac["IGp"][r], out=dPz[t])
             # carried to step t-1
-            if "F_c" not in fac:
-                dcn.copy_(dc)
+            if "F_c" in fac:
+                torch.mul(dc, fac["F_c"][r], out=dcn)
             else:
-                torch.mul(dc, fa("F_c"), out=dcn)
+                dcn.copy_(dc)
             if peep:
-                if has_i:
-                    add_peep(dcn, d_i, "i")
-                if has_f:
-                    add_peep(dcn, d_f, "f")
+                for g in ("i", "f"):
+                    if g in d_g:
+                        _add_peep(dcn, d_g[g], P[g], n, nb, cpb)
+            if fgr:
+                torch.mm(dPgates[t], Q, out=dq_next[:n])
+            dY_prev = dYs[t - 1][:n] if (dY_any and t > 0) else None  # folded into the product
             if mult:
                 dm = dpre @ R  # (n, M)
-                du = torch.mul(dm, at(MXs), out=at(dUs))
-                torch.mul(dm, at(Us), out=at(dMXs))
-                torch.mm(du, W_mh, out=dyn)
-            else:
+                du = torch.mul(dm, MXs[t], out=dUs[t])
+                torch.mul(dm, Us[t], out=dMXs[t])
+                if dY_prev is None:
+                    torch.mm(du, W_mh, out=dyn)
+                else:
+                    torch.addmm(dY_prev, du, W_mh, out=dyn)
+            elif dY_prev is None:
                 torch.mm(dpre, R, out=dyn)
-            if fgr:
-                torch.mm(at(dPgates), Q, out=dq_next if full else dq_next[:n])
+            else:
+                torch.addmm(dY_prev, dpre, R, out=dyn)
+            n_after = n
         # ---- Eq. 18: weight gradients as a few large products after the time loop
         need = ctx.needs_input_grad
         dPre2 = dPre.view(T * B, D)
@@ -353,12 +364,28 @@ class LSTMLayerBPTTRows(torch.autograd.Function):
             grads["x"] = dx.view(T, B, I)
         grads["h0"] = dy_next if need[4] else None
         grads["c0"] = dc_next if need[5] else None
-        if need[6]:
-            grads["W"] = dPre2.t() @ x2
-        if need[7]:
-            grads["R"] = dPre2.t() @ ctx.Mm.view(T * B, -1) if mult else _prev_product(dPre, Y, h0)
-        if need[8] and ctx.has_b:
-            grads["b"] = dPre2.sum(0)
+        # dW, dR and db as one product over the T·B rows: [x_t | y_{t-1} | 1]ᵀ δ (mLSTM: m_t
+        # instead of y_{t-1}); one wide product runs faster than three narrow ones
+        blocks = [(n, w) for n, w, k in (("W", I, 6), ("R", R.shape[1], 7), ("b", 1, 8)) if need[k]]
+        blocks = [(n, w) for n, w in blocks if n != "b" or ctx.has_b]
+        if blocks:
+            V = x.new_empty(T * B, sum(w for _, w in blocks))
+            col, where = 0, {}
+            for name, w in blocks:
+                v, where[name] = V[:, col : col + w], (col, col + w)
+                col += w
+                if name == "W":
+                    v.copy_(x2)
+                elif name == "b":
+                    v.fill_(1.0)
+                elif mult:
+                    v.copy_(ctx.Mm.view(T * B, -1))
+                else:  # step t meets y_{t-1}, step 0 meets h0
+                    v[:B].copy_(h0)
+                    v[B:].copy_(Y[:-1].reshape((T - 1) * B, Hr))
+            VtD = V.t() @ dPre2  # (columns of V, D)
+            for name, (a, b_) in where.items():
+                grads[name] = VtD[a] if name == "b" else VtD[a:b_].t().contiguous()
         if mult:
             if need[9]:
                 grads["W_mx"] = dMX.view(T * B, -1).t() @ x2
@@ -379,6 +406,14 @@ class LSTMLayerBPTTRows(torch.autograd.Function):
         if W_p is not None and need[15]:
             grads["W_p"] = DY.view(T * B, Hr).t() @ Yh.view(T * B, H)
         return (None, None, None, *grads.values())
+
+
+def _add_peep(acc: Tensor, d: Tensor, p: Tensor, n: int, nb: int, cpb: int) -> None:
+    """acc += P ⊙ δ: a gate's error through its peepholes, (n, H) += (n, nb) ⊙ P (nb, cpb)."""
+    if cpb == 1:
+        acc.addcmul_(d, p.view(1, nb))
+    else:
+        acc.view(n, nb, cpb).addcmul_(d.unsqueeze(-1), p)
 
 
 def _chunk_steps(step_bytes: int, target: int = 1 << 20) -> int:

@@ -108,7 +108,7 @@ def test_batch_major_factor_chunks(variant, chunk, monkeypatch, layout):
     x = _inputs()
     l_ref, g_ref = _grads(m, x, LENGTHS, "autograd")
     l_fast, g_fast = _grads(m, x, LENGTHS, "bptt")
-    assert _rel(l_fast, l_ref) <= 1e-12
+    assert abs(l_ref - l_fast) <= 1e-12 * max(1.0, abs(l_ref))  # the loss is a sum of O(1) terms
     for a, b in zip(g_fast, g_ref, strict=True):
         assert _rel(a, b) <= 1e-10
 
