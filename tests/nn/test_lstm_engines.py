@@ -223,6 +223,30 @@ def test_float32_close_to_float64():
         torch.testing.assert_close(a.double(), b, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, F64], ids=str)
+@pytest.mark.parametrize("name", ["tanh", "bipolar1", "bipolar2"])
+def test_sigmoid_form_activations_within_two_ulps(name, dtype, layout):
+    """On the CPU the engine evaluates tanh, 2σ(a)−1 and 4σ(a)−2 as k σ(s a) − k/2 (one sigmoid
+    pass); the promise in bptt's comment: within 2 units in the last place of 1 (absolute) of
+    the definitions, at both ends of the range too, unscaled and with the scale folded in."""
+    from lstmlab.engines.bptt import _SIGMOID_FORM, _act_into, _sigmoid_form
+    from lstmlab.nn.activations import activate
+
+    a = torch.linspace(-30, 30, 60001, dtype=F64)
+    a = torch.cat([a, torch.tensor([0.0, 1e-30, -1e-30, 1e-8, 700.0, -700.0], dtype=F64)])
+    x = a.to(dtype)
+    exact = activate(name, x.double())  # torch.tanh-based, float64
+    assert _sigmoid_form(x)
+    out = _act_into(name, x, torch.empty_like(x))
+    s_, k = _SIGMOID_FORM[name]
+    pre = _act_into(name, x * s_, torch.empty_like(x), prescaled=True)
+    eps = torch.finfo(dtype).eps
+    for got in (out, pre):
+        assert got.dtype == dtype
+        err = (got.double() - exact).abs().max().item()
+        assert err <= 2 * eps * k / 2, (name, dtype, err)  # 2 ulps of the range's end, k/2
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("variant", ["vanilla", "lstm97", "mLSTM"])
 def test_cuda_matches_cpu(variant):
