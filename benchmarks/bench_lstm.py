@@ -3,16 +3,25 @@
     python benchmarks/bench_lstm.py                 # the issue's sizes, float32 and float64
     python benchmarks/bench_lstm.py --quick         # small sizes only, fewer repeats
     python benchmarks/bench_lstm.py --sections loop # only batch-vs-per-sample (seed 000 Fig. 3(b))
+    python benchmarks/bench_lstm.py --device cuda   # on a GPU: cuDNN is then the reference
 
 Prints markdown tables of ratios (time / reference time; < 1 means faster than the reference).
 Absolute times on a shared machine mean little, so each candidate is timed interleaved with its
 reference and the median of the repeats is kept.
+
+Memory: by default (``--malloc steady``, Linux/glibc) the process keeps freed memory instead of
+returning large blocks to the system, so that no call pays first-touch page faults on fresh
+buffers. Otherwise whether torch.nn.LSTM's oneDNN workspace (> 32 MB at (200, 32, 50, 256))
+faults or not depends on what ran before in the process, and its time moves by 30 %.
+``--malloc default`` measures the allocator as it comes.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import statistics
+import sys
 import time
 
 import torch
@@ -20,7 +29,13 @@ from torch import nn
 
 from lstmlab import LSTM
 
-SIZES = [(100, 1000, 2, 4), (100, 10000, 2, 4), (200, 32, 50, 256), (200, 128, 50, 512), (10, 1000, 10, 100)]
+SIZES = [
+    (100, 1000, 2, 4),
+    (100, 10000, 2, 4),
+    (200, 32, 50, 256),
+    (200, 128, 50, 512),
+    (10, 1000, 10, 100),
+]
 QUICK_SIZES = [(100, 1000, 2, 4), (200, 32, 50, 256), (10, 1000, 10, 100)]
 # variant -> extra constructor arguments (cells_per_block=2 where the block structure matters)
 VARIANTS = {
@@ -52,11 +67,29 @@ EXTRA_WORK = {
 
 
 def fwd_bwd(module, x):
+    sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
+
     def run():
         out, (h, c) = module(x)
         out.sum().backward()
+        sync()
 
     return run
+
+
+def steady_malloc() -> str:
+    """Keep freed memory in the process (glibc): M_MMAP_THRESHOLD and M_TRIM_THRESHOLD at 1 GiB
+    and 2 GiB. Returns what was done, for the header."""
+    if not sys.platform.startswith("linux"):
+        return "allocator as it comes (not Linux)"
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        ok = libc.mallopt(-3, 1 << 30) == 1 and libc.mallopt(-1, 1 << 31) == 1
+    except (OSError, AttributeError):
+        ok = False
+    return (
+        "glibc keeps freed memory (no first-touch page faults)" if ok else "allocator as it comes"
+    )
 
 
 def median_time(fn, repeats: int) -> float:
@@ -68,8 +101,23 @@ def median_time(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def paired(ref_fn, fns: dict, repeats: int) -> dict[str, float]:
-    """Interleave the reference and each candidate; return median times."""
+class Paired(dict):
+    """Median times (s) by name ("ref" the reference), and ``ratio(name)``: the median over the
+    repeats of name's time over the reference's time in the same repeat. Neighbours in time share
+    the machine's load, so the ratio of a pair is steadier than the ratio of two medians."""
+
+    def __init__(self, times: dict[str, list[float]]):
+        super().__init__({k: statistics.median(v) for k, v in times.items()})
+        self.times = times
+
+    def ratio(self, name: str) -> float:
+        return statistics.median(
+            a / r for a, r in zip(self.times[name], self.times["ref"], strict=True)
+        )
+
+
+def paired(ref_fn, fns: dict, repeats: int) -> Paired:
+    """Interleave the reference and each candidate, ``repeats`` rounds after one warm-up."""
     ref_fn()
     for f in fns.values():
         f()
@@ -79,41 +127,62 @@ def paired(ref_fn, fns: dict, repeats: int) -> dict[str, float]:
             t0 = time.perf_counter()
             f()
             times[k].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
+    return Paired(times)
 
 
 def repeats_for(T, B, I, H, quick):
     work = T * B * H * (I + H)
-    r = 3 if work > 1e9 else (5 if work > 1e8 else 10)
-    return max(2, r // 2) if quick else r
+    r = 5 if work > 1e9 else (11 if work > 1e8 else 15)
+    return max(2, r // 3) if quick else r
+
+
+DEVICE = torch.device("cpu")
+
+
+def fused_off():
+    """torch.nn.LSTM without its fused kernel: oneDNN off on the CPU, cuDNN off on CUDA."""
+    if DEVICE.type == "cuda":
+        return torch.backends.cudnn.flags(enabled=False)
+    return torch.backends.mkldnn.flags(enabled=False)
 
 
 def section_torch(sizes, dtypes, quick):
     print("\n## bptt engine vs torch.nn.LSTM (forward + backward)\n")
-    print("torch.nn.LSTM runs oneDNN's fused RNN kernel in float32 on CPU (its default); the")
-    print("'torch native' column is torch.nn.LSTM with oneDNN disabled (its ATen cell loop).\n")
-    print("| dtype | (T, B, I, H) | torch.nn.LSTM ms | NP (same net) ratio | vanilla (peepholes) ratio "
-          "| torch native ratio |")
+    if DEVICE.type == "cuda":
+        print("torch.nn.LSTM runs cuDNN's fused RNN kernel on CUDA; the 'torch native' column is")
+        print("torch.nn.LSTM with cuDNN disabled (its ATen cell loop).\n")
+    else:
+        print("torch.nn.LSTM runs oneDNN's fused RNN kernel in float32 on CPU (its default); the")
+        print("'torch native' column is torch.nn.LSTM with oneDNN disabled (its ATen cell loop).\n")
+    print(
+        "| dtype | (T, B, I, H) | torch.nn.LSTM ms | NP (same net) ratio | vanilla (peepholes) ratio "
+        "| torch native ratio |"
+    )
     print("|---|---|---|---|---|---|")
     for dtype in dtypes:
         for T, B, I, H in sizes:
             torch.manual_seed(0)
-            ref = nn.LSTM(I, H, dtype=dtype)
+            ref = nn.LSTM(I, H, dtype=dtype, device=DEVICE)
             np_ = LSTM.from_torch(ref)
-            van = LSTM(I, H, variant="vanilla", dtype=dtype, seed=0)
-            x = torch.randn(T, B, I, dtype=dtype)
+            van = LSTM(I, H, variant="vanilla", dtype=dtype, seed=0).to(DEVICE)
+            x = torch.randn(T, B, I, dtype=dtype, device=DEVICE)
             native = fwd_bwd(ref, x)
 
             def without_onednn(run=native):
-                with torch.backends.mkldnn.flags(enabled=False):
+                with fused_off():
                     run()
 
-            t = paired(fwd_bwd(ref, x),
-                       {"NP": fwd_bwd(np_, x), "vanilla": fwd_bwd(van, x), "native": without_onednn},
-                       repeats_for(T, B, I, H, quick))
-            print(f"| {str(dtype)[6:]} | {(T, B, I, H)} | {t['ref'] * 1e3:.1f} | "
-                  f"{t['NP'] / t['ref']:.2f} | {t['vanilla'] / t['ref']:.2f} | "
-                  f"{t['native'] / t['ref']:.2f} |", flush=True)
+            t = paired(
+                fwd_bwd(ref, x),
+                {"NP": fwd_bwd(np_, x), "vanilla": fwd_bwd(van, x), "native": without_onednn},
+                repeats_for(T, B, I, H, quick),
+            )
+            print(
+                f"| {str(dtype)[6:]} | {(T, B, I, H)} | {t['ref'] * 1e3:.1f} | "
+                f"{t.ratio('NP'):.2f} | {t.ratio('vanilla'):.2f} | "
+                f"{t.ratio('native'):.2f} |",
+                flush=True,
+            )
 
 
 def section_variants(sizes, dtypes, quick):
@@ -123,23 +192,28 @@ def section_variants(sizes, dtypes, quick):
     for dtype in dtypes:
         for T, B, I, H in sizes:
             torch.manual_seed(0)
-            ref = nn.LSTM(I, H, dtype=dtype)
-            x = torch.randn(T, B, I, dtype=dtype)
+            ref = nn.LSTM(I, H, dtype=dtype, device=DEVICE)
+            x = torch.randn(T, B, I, dtype=dtype, device=DEVICE)
             mods = {}
             for name, kw in VARIANTS.items():
                 if name == "G-LSTM" and (I % 2 or H % 2):
                     continue
-                mods[name] = fwd_bwd(LSTM(I, H, dtype=dtype, seed=0, **kw), x)
+                mods[name] = fwd_bwd(LSTM(I, H, dtype=dtype, seed=0, **kw).to(DEVICE), x)
             t = paired(fwd_bwd(ref, x), mods, repeats_for(T, B, I, H, quick))
-            cells = [f"{t[n] / t['ref']:.2f}" if n in t else "—" for n in VARIANTS]
+            cells = [f"{t.ratio(n):.2f}" if n in t else "—" for n in VARIANTS]
             print(f"| {str(dtype)[6:]} | {(T, B, I, H)} | " + " | ".join(cells) + " |", flush=True)
     print("\nExtra work per variant:\n")
     for name, why in EXTRA_WORK.items():
         print(f"- {name}: {why}")
 
 
-LAYOUT_SIZES = [(100, 1000, 2, 16), (100, 1000, 10, 32), (50, 1000, 10, 64), (50, 32, 10, 64),
-                (50, 32, 10, 32)]
+LAYOUT_SIZES = [
+    (100, 1000, 2, 16),
+    (100, 1000, 10, 32),
+    (50, 1000, 10, 64),
+    (50, 32, 10, 64),
+    (50, 32, 10, 32),
+]
 
 
 def section_layout(sizes, dtypes, quick):
@@ -153,9 +227,9 @@ def section_layout(sizes, dtypes, quick):
     for dtype in dtypes:
         for T, B, I, H in sizes:
             torch.manual_seed(0)
-            ref = nn.LSTM(I, H, dtype=dtype)
+            ref = nn.LSTM(I, H, dtype=dtype, device=DEVICE)
             ours = LSTM.from_torch(ref)
-            x = torch.randn(T, B, I, dtype=dtype)
+            x = torch.randn(T, B, I, dtype=dtype, device=DEVICE)
 
             run = fwd_bwd(ours, x)
 
@@ -163,19 +237,27 @@ def section_layout(sizes, dtypes, quick):
                 def go():
                     with forced_layout(name):
                         run()
+
                 return go
 
-            t = paired(fwd_bwd(ref, x), {"features": forced("features"), "batch": forced("batch")},
-                       repeats_for(T, B, I, H, quick))
+            t = paired(
+                fwd_bwd(ref, x),
+                {"features": forced("features"), "batch": forced("batch")},
+                repeats_for(T, B, I, H, quick),
+            )
             chosen = choose_layout(ours.cells[0].spec, B)
-            print(f"| {str(dtype)[6:]} | {(T, B, I, H)} | {t['ref'] * 1e3:.1f} | "
-                  f"{t['features'] / t['ref']:.2f} | {t['batch'] / t['ref']:.2f} | {chosen} |",
-                  flush=True)
+            print(
+                f"| {str(dtype)[6:]} | {(T, B, I, H)} | {t['ref'] * 1e3:.1f} | "
+                f"{t.ratio('features'):.2f} | {t.ratio('batch'):.2f} | {chosen} |",
+                flush=True,
+            )
 
 
 def section_loop(quick):
     """seed 000 Fig. 3(b): matrix-based batch vs looping over the samples, batch 100, T = 10."""
-    print("\n## matrix-based batch vs per-sample loop (seed 000 network, lstm97 2 blocks x 2 cells)\n")
+    print(
+        "\n## matrix-based batch vs per-sample loop (seed 000 network, lstm97 2 blocks x 2 cells)\n"
+    )
     print("| engine | T | B | batch ms | per-sample loop ms | loop / batch |")
     print("|---|---|---|---|---|---|")
     engines = ["bptt", "autograd"]
@@ -185,44 +267,94 @@ def section_loop(quick):
         engines.append("rtrl")
     for engine in engines:
         for T, B in [(10, 100), (100, 100)]:
-            m = LSTM(2, 4, variant="lstm97", cells_per_block=2, gate_sharpness=3.75, engine=engine,
-                     dtype=torch.float64, seed=0)
+            m = LSTM(
+                2,
+                4,
+                variant="lstm97",
+                cells_per_block=2,
+                gate_sharpness=3.75,
+                engine=engine,
+                dtype=torch.float64,
+                seed=0,
+            )
             x = torch.randn(T, B, 2, dtype=torch.float64)
             batch = fwd_bwd(m, x)
-            m_loop = LSTM(2, 4, variant="lstm97", cells_per_block=2, gate_sharpness=3.75,
-                          engine=f"{engine}:per-sample", dtype=torch.float64, seed=0)
+            m_loop = LSTM(
+                2,
+                4,
+                variant="lstm97",
+                cells_per_block=2,
+                gate_sharpness=3.75,
+                engine=f"{engine}:per-sample",
+                dtype=torch.float64,
+                seed=0,
+            )
             loop = fwd_bwd(m_loop, x)
             r = 2 if quick else 3
             t = paired(batch, {"loop": loop}, r)
-            print(f"| {engine} | {T} | {B} | {t['ref'] * 1e3:.1f} | {t['loop'] * 1e3:.1f} | "
-                  f"{t['loop'] / t['ref']:.0f}x |", flush=True)
+            print(
+                f"| {engine} | {T} | {B} | {t['ref'] * 1e3:.1f} | {t['loop'] * 1e3:.1f} | "
+                f"{t.ratio('loop'):.0f}x |",
+                flush=True,
+            )
     if "rtrl-per-sample" in ENGINES:
         print("\n## batched RTRL vs per-sample RTRL (the 1997 rule)\n")
         print("| T | B | rtrl (batched) ms | rtrl-per-sample ms | ratio |")
         print("|---|---|---|---|---|")
         for T, B in [(10, 100), (100, 100)]:
-            mk = lambda e: LSTM(2, 4, variant="lstm97", cells_per_block=2, gate_sharpness=3.75,  # noqa: E731
-                                engine=e, dtype=torch.float64, seed=0)
+
+            def mk(e):
+                return LSTM(
+                    2, 4, variant="lstm97", cells_per_block=2, gate_sharpness=3.75, engine=e,
+                    dtype=torch.float64, seed=0,
+                )  # fmt: skip
+
             x = torch.randn(T, B, 2, dtype=torch.float64)
             t = paired(fwd_bwd(mk("rtrl"), x), {"ps": fwd_bwd(mk("rtrl-per-sample"), x)}, 3)
-            print(f"| {T} | {B} | {t['ref'] * 1e3:.1f} | {t['ps'] * 1e3:.1f} | {t['ps'] / t['ref']:.0f}x |",
-                  flush=True)
+            print(
+                f"| {T} | {B} | {t['ref'] * 1e3:.1f} | {t['ps'] * 1e3:.1f} | {t.ratio('ps'):.0f}x |",
+                flush=True,
+            )
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--quick", action="store_true", help="small sizes and fewer repeats")
-    ap.add_argument("--sections", default="torch,variants,loop",
-                    help="comma-separated subset of: torch, variants, layout, loop")
+    ap.add_argument(
+        "--sections",
+        default="torch,variants,loop",
+        help="comma-separated subset of: torch, variants, layout, loop",
+    )
     ap.add_argument("--dtypes", default="float32,float64", help="comma-separated: float32, float64")
-    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    ap.add_argument(
+        "--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)"
+    )
+    ap.add_argument(
+        "--device", default="cpu", help="cpu or cuda (the loop section stays on the CPU)"
+    )
+    ap.add_argument(
+        "--malloc",
+        choices=["steady", "default"],
+        default="steady",
+        help="steady: keep freed memory in the process (see the module docstring)",
+    )
     args = ap.parse_args()
+    global DEVICE
+    DEVICE = torch.device(args.device)
+    if DEVICE.type == "cuda" and not torch.cuda.is_available():
+        ap.error("--device cuda: no CUDA device is available")
+    memory = steady_malloc() if args.malloc == "steady" else "allocator as it comes"
     if args.threads:
         torch.set_num_threads(args.threads)
     dtypes = [getattr(torch, d) for d in args.dtypes.split(",")]
     sizes = QUICK_SIZES if args.quick else SIZES
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"device cpu{' (quick)' if args.quick else ''}")
+    where = torch.cuda.get_device_name() if DEVICE.type == "cuda" else "cpu"
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {where}, "
+        f"{memory}{' (quick)' if args.quick else ''}"
+    )
     sections = args.sections.split(",")
     if "torch" in sections:
         section_torch(sizes, dtypes, args.quick)

@@ -112,8 +112,8 @@ def _act_into(name: str, a: Tensor, out: Tensor, prescaled: bool = False) -> Ten
         return out if out is a else out.copy_(a)
     if _sigmoid_form(a):
         s, k = _SIGMOID_FORM[name]
-        if s != 1.0 and not prescaled:
-            torch.sigmoid(torch.mul(a, s, out=out), out=out)
+        if s != 1.0 and not prescaled:  # s = 2: a + a (a Python-scalar product costs a copy)
+            torch.sigmoid(torch.add(a, a, out=out), out=out)
         else:
             torch.sigmoid(a, out=out)
         return _affine_(out, k)
