@@ -33,6 +33,7 @@ with row vectors, as in the paper):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import contextmanager
 
 import torch
@@ -96,39 +97,63 @@ def _forward_weights(s: CellSpec, alpha, W, R, b, Q, P_i, P_f, P_o):
 _OFFSETS: dict[tuple, Tensor] = {}
 
 
-def _affine_(v: Tensor, k: float) -> Tensor:
-    """v ← k v − k/2 in one pass (a cached 0-dim −k/2 plus k·v)."""
-    key = (k, v.dtype, v.device)
+def _affine(k: float, like: Tensor) -> Callable[[Tensor], Tensor]:
+    """v ↦ (v ← k v − k/2) in one pass: a cached 0-dim −k/2 plus k·v (a Python scalar would be
+    copied into a tensor on every call)."""
+    key = (k, like.dtype, like.device)
     c = _OFFSETS.get(key)
     if c is None:
-        c = _OFFSETS[key] = torch.tensor(-k / 2, dtype=v.dtype, device=v.device)
-    return torch.add(c, v, alpha=k, out=v)
+        c = _OFFSETS[key] = torch.tensor(-k / 2, dtype=like.dtype, device=like.device)
+
+    def affine_(v: Tensor) -> Tensor:
+        return torch.add(c, v, alpha=k, out=v)
+
+    return affine_
+
+
+def _activation(
+    name: str, like: Tensor, prescaled: bool = False
+) -> Callable[[Tensor, Tensor], Tensor]:
+    """(a, out) ↦ out = f(a) for the block-input / cell-output activation ``name`` on tensors
+    like ``like``, its constants resolved once (the step loops call it T times). ``prescaled``:
+    the argument scale is already folded into the weights (see ``_forward_weights``)."""
+    if name == "identity":
+        return lambda a, out: out if out is a else out.copy_(a)
+    if _sigmoid_form(like):
+        s, k = _SIGMOID_FORM[name]
+        affine_ = _affine(k, like)
+        if s != 1.0 and not prescaled:  # s = 2 (tanh): σ(a + a)
+
+            def f(a: Tensor, out: Tensor) -> Tensor:
+                return affine_(torch.sigmoid(torch.add(a, a, out=out), out=out))
+
+        else:
+
+            def f(a: Tensor, out: Tensor) -> Tensor:
+                return affine_(torch.sigmoid(a, out=out))
+
+        return f
+    s, k = _TANH_FORM[name]
+
+    def f_tanh(a: Tensor, out: Tensor) -> Tensor:
+        if s != 1.0 and not prescaled:
+            a = torch.mul(a, s, out=out)
+        torch.tanh(a, out=out)
+        return out if k == 1.0 else out.mul_(k)
+
+    return f_tanh
 
 
 def _act_into(name: str, a: Tensor, out: Tensor, prescaled: bool = False) -> Tensor:
-    """out = f(a) for the block-input / cell-output activation ``name``; ``prescaled``: the
-    argument scale is already folded into the weights (see ``_forward_weights``)."""
-    if name == "identity":
-        return out if out is a else out.copy_(a)
-    if _sigmoid_form(a):
-        s, k = _SIGMOID_FORM[name]
-        if s != 1.0 and not prescaled:  # s = 2: a + a (a Python-scalar product costs a copy)
-            torch.sigmoid(torch.add(a, a, out=out), out=out)
-        else:
-            torch.sigmoid(a, out=out)
-        return _affine_(out, k)
-    s, k = _TANH_FORM[name]
-    if s != 1.0 and not prescaled:
-        a = torch.mul(a, s, out=out)
-    torch.tanh(a, out=out)
-    return out if k == 1.0 else out.mul_(k)
+    """out = f(a), once (see ``_activation``)."""
+    return _activation(name, a, prescaled)(a, out)
 
 
 def _sigmoid_span(s: CellSpec, sigmoid_form: bool) -> tuple[int, int]:
     """Pre-activation rows [lo, hi) activated by one sigmoid call right after the recurrent
     product: the gates that do not see c_t (all of them without peepholes; i and f with), and
     the block input too when its activation is of the sigmoid form (then rows [0, H) still need
-    ``_affine_``). The rest (the block input otherwise, o with peepholes) is done on its own."""
+    ``_affine``). The rest (the block input otherwise, o with peepholes) is done on its own."""
     H = s.hidden_size
     lo = 0 if (sigmoid_form and s.g != "identity") else H
     if not s.peepholes or "o" not in s.gates:
@@ -213,7 +238,8 @@ class LSTMLayerBPTT(torch.autograd.Function):
         has_i, has_f, has_o = ("i" in s.gates), ("f" in s.gates), ("o" in s.gates)
         # one sigmoid call right after the product covers rows [lo, hi) (see _sigmoid_span)
         lo, hi = _sigmoid_span(s, _sigmoid_form(x))
-        k_g = _SIGMOID_FORM[s.g][1] if lo == 0 else None
+        act_g, act_h = _activation(s.g, x, prescaled=True), _activation(s.h, x)
+        z_affine_ = _affine(_SIGMOID_FORM[s.g][1], x) if lo == 0 else None
         if_gates = [g for g in ("i", "f") if g in s.gates] if s.peepholes else []
         if if_gates:
             lo_if, hi_if = s.gate_slice(if_gates[0]).start, s.gate_slice(if_gates[-1]).stop
@@ -252,11 +278,11 @@ class LSTMLayerBPTT(torch.autograd.Function):
                 else:
                     p_if.add_((c_prev.view(1, nb, cpb, n) * P_if).sum(2))
             if lo == H:
-                _act_into(s.g, pre[:H], z, prescaled=True)
+                act_g(pre[:H], z)
             if hi > lo:
                 torch.sigmoid(pre[lo:hi], out=za[lo:hi])
-            if k_g is not None:
-                _affine_(z, k_g)
+            if z_affine_ is not None:
+                z_affine_(z)
             i = a[qi] if has_i else None  # (nb, n)
             f = (1.0 - i) if s.coupled else (a[qf] if has_f else None)
             if cpb == 1:
@@ -272,7 +298,7 @@ class LSTMLayerBPTT(torch.autograd.Function):
                 else:
                     torch.mul(f.unsqueeze(1), cp3, out=c3)
                     c3.add_(z3) if i is None else c3.addcmul_(i.unsqueeze(1), z3)
-            _act_into(s.h, c, hc)
+            act_h(c, hc)
             y_hat = YhT[t, :, cols] if YhT is not None else YT[t, :, cols]
             if has_o:
                 if not o_late:

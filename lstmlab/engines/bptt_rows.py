@@ -20,8 +20,8 @@ from torch import Tensor
 
 from lstmlab.engines.bptt import (
     _SIGMOID_FORM,
-    _act_into,
-    _affine_,
+    _activation,
+    _affine,
     _forward_weights,
     _last_index,
     _sigmoid_form,
@@ -94,7 +94,8 @@ class LSTMLayerBPTTRows(torch.autograd.Function):
         has_i, has_f, has_o = ("i" in s.gates), ("f" in s.gates), ("o" in s.gates)
         # one sigmoid call right after the product covers columns [lo, hi) (see _sigmoid_span)
         lo, hi = _sigmoid_span(s, _sigmoid_form(x))
-        k_g = _SIGMOID_FORM[s.g][1] if lo == 0 else None
+        act_g, act_h = _activation(s.g, x, prescaled=True), _activation(s.h, x)
+        z_affine_ = _affine(_SIGMOID_FORM[s.g][1], x) if lo == 0 else None
         if_gates = [g for g in ("i", "f") if g in s.gates] if s.peepholes else []
         o_late = has_o and s.peepholes  # the output gate sees c_t
 
@@ -115,7 +116,9 @@ class LSTMLayerBPTTRows(torch.autograd.Function):
         if if_gates:
             lo_if, hi_if = s.gate_slice(if_gates[0]).start, s.gate_slice(if_gates[-1]).stop
             PIF = steps(ZA[..., lo_if:hi_if])
-            P_if = torch.stack([Ps[g] for g in if_gates])  # (k, nb, cpb)
+            P_if = torch.stack([Ps[g] for g in if_gates])  # (gates, nb, cpb)
+            P_if = P_if.view(-1, nb) if cpb == 1 else P_if
+        Po = Ps["o"].view(1, nb) if (o_late and cpb == 1) else Ps.get("o")  # α-scaled
         y_prev, c_prev = h0, c0
         for t in range(T):
             n = bs[t]
@@ -136,17 +139,16 @@ class LSTMLayerBPTTRows(torch.autograd.Function):
                 AG[t].addmm_(AG[t - 1] if full else AG[t - 1][:n], Qt)
             if if_gates:  # peepholes from c_{t-1}
                 p_if = PIF[t].view(n, len(if_gates), nb)
-                c3 = c_prev.view(n, 1, nb, cpb)
                 if cpb == 1:
-                    p_if.addcmul_(c3.view(n, 1, nb), P_if.view(-1, nb))
+                    p_if.addcmul_(c_prev.view(n, 1, nb), P_if)
                 else:
-                    p_if.add_((c3 * P_if).sum(-1))
+                    p_if.add_((c_prev.view(n, 1, nb, cpb) * P_if).sum(-1))
             if lo == H:
-                _act_into(s.g, z_t, z_t, prescaled=True)
+                act_g(z_t, z_t)
             if ZAsig is not None:
-                torch.sigmoid(ZAsig[t], out=ZAsig[t])
-            if k_g is not None:
-                _affine_(z_t, k_g)
+                ZAsig[t].sigmoid_()
+            if z_affine_ is not None:
+                z_affine_(z_t)
             i = AI[t] if has_i else None
             f = (1.0 - i) if s.coupled else (AF[t] if has_f else None)
             if cpb == 1:
@@ -163,15 +165,15 @@ class LSTMLayerBPTTRows(torch.autograd.Function):
                 else:
                     torch.mul(f.unsqueeze(-1), cp3, out=c3)
                     c3.add_(zc) if i is None else c3.addcmul_(i.unsqueeze(-1), zc)
-            _act_into(s.h, c_t, hc_t)
+            act_h(c_t, hc_t)
             y_hat = Yhs[t]
             if has_o:
                 o = AO[t]
                 if o_late:  # o still holds its pre-activation: add c_t's peepholes, activate
                     if cpb == 1:
-                        o.addcmul_(c_t, Ps["o"].view(1, nb))
+                        o.addcmul_(c_t, Po)
                     else:
-                        o.add_((c_t.view(n, nb, cpb) * Ps["o"]).sum(-1))
+                        o.add_((c_t.view(n, nb, cpb) * Po).sum(-1))
                     o.sigmoid_()
                 if cpb == 1:
                     torch.mul(o, hc_t, out=y_hat)
@@ -181,7 +183,7 @@ class LSTMLayerBPTTRows(torch.autograd.Function):
                 y_hat.copy_(hc_t)
             if Wpt is not None:
                 torch.mm(y_hat, Wpt, out=Ys[t])
-            y_prev, c_prev = Y[t], C[t]
+            y_prev, c_prev = Ys[t], c_t
         if full:
             h_n, c_n = Y[-1].clone(), C[-1].clone()
         else:
@@ -298,6 +300,9 @@ class LSTMLayerBPTTRows(torch.autograd.Function):
             if t < t0:  # the next chunk of factors, steps [t0, t]
                 t0 = max(0, t + 1 - chunk)
                 fac = {k: _steps(v, bs[t0 : t + 1], full) for k, v in factors(t0, t + 1).items()}
+                f_ohp, f_igp, f_fc, f_sa = fac["OHp"], fac["IGp"], fac.get("F_c"), fac.get("SA")
+                # each gate: (name, its δ rows in dPre, its factor K_g); o first: it feeds dc
+                f_gates = [(g, dPg[g], fac[g]) for g in ("o", "i", "f") if g in qs]
             r = t - t0
             dpre = dPres[t]
             dy = dyn = dy_next if full else dy_next[:n]
@@ -307,33 +312,29 @@ class LSTMLayerBPTTRows(torch.autograd.Function):
             if W_p is not None:
                 DYs[t].copy_(dy)
                 dy = torch.mm(dy, W_p, out=dyh_buf[:n])  # dŷ
-            dc = torch.addcmul(dcn, dy, fac["OHp"][r], out=dc_buf[:n])
+            dc = torch.addcmul(dcn, dy, f_ohp[r], out=dc_buf[:n])
             if dCs is not None:
                 dc += dCs[t]
-            fgr_sa = fac["SA"][r] if fgr else None
-            d_g = {}  # δ of each gate, written into dPre
-            for g, d in (("o", dy), ("i", dc), ("f", dc)):
-                if g not in qs:
-                    continue
-                out = d_g[g] = dPg[g][t]
+            for g, dP, K in f_gates:  # δ_g = Σ_cells d ⊙ K_g, written into dPre
+                d, out = (dy if g == "o" else dc), dP[t]
                 if cpb == 1:
-                    torch.mul(d, fac[g][r], out=out)
+                    torch.mul(d, K[r], out=out)
                 else:
-                    torch.sum((d * fac[g][r]).view(n, nb, cpb), -1, out=out)
+                    torch.sum((d * K[r]).view(n, nb, cpb), -1, out=out)
                 if fgr:  # + dq_g α σ'(·)
-                    out.addcmul_(dq_next[:n, qs[g]], fgr_sa[:, qs[g]])
+                    out.addcmul_(dq_next[:n, qs[g]], f_sa[r][:, qs[g]])
                 if g == "o" and peep:
                     _add_peep(dc, out, P["o"], n, nb, cpb)
-            torch.mul(dc, fac["IGp"][r], out=dPz[t])
+            torch.mul(dc, f_igp[r], out=dPz[t])
             # carried to step t-1
-            if "F_c" in fac:
-                torch.mul(dc, fac["F_c"][r], out=dcn)
+            if f_fc is not None:
+                torch.mul(dc, f_fc[r], out=dcn)
             else:
                 dcn.copy_(dc)
             if peep:
-                for g in ("i", "f"):
-                    if g in d_g:
-                        _add_peep(dcn, d_g[g], P[g], n, nb, cpb)
+                for g, dP, _ in f_gates:
+                    if g != "o":
+                        _add_peep(dcn, dP[t], P[g], n, nb, cpb)
             if fgr:
                 torch.mm(dPgates[t], Q, out=dq_next[:n])
             dY_prev = dYs[t - 1][:n] if (dY_any and t > 0) else None  # folded into the product
