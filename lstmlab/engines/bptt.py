@@ -3,10 +3,11 @@
 This engine is the project's subject and is written by hand. The whole batch goes through the
 recurrence at once (seed 000 puts nodes in rows and samples in columns; so does this module's
 ``LSTMLayerBPTT``, the feature-major layout; ``bptt_rows`` holds the batch-major twin for wide
-layers, and ``run`` picks one by shape, see ``choose_layout``). Forward, per step: one matrix product, [W | R] times the stacked
-[x_t; y_{t-1}] (mLSTM: W x_t and two recurrent products; one more with full gate recurrence or
-a projection), plus elementwise work. Backward
-runs in reverse time computing the error responsibilities (Eqs. 13–17, generalised to every
+layers, and ``run`` picks one by shape, see ``choose_layout``). Forward: the input part W x_t + b
+of the pre-activations is one large product per chunk of steps; then, per step, one recurrent
+matrix product R y_{t-1} added to it (mLSTM: two; one more with full gate recurrence or a
+projection), plus elementwise work: the gates and, on the CPU, the tanh-family activations
+go through one sigmoid call (see ``_SIGMOID_FORM``). Backward runs in reverse time computing the error responsibilities (Eqs. 13–17, generalised to every
 variant), writing δ of every step into one (T, D, B) tensor; the weight gradients of Eq. 18 are
 then a few large (batched) products after the loop:
 
@@ -197,9 +198,10 @@ class LSTMLayerBPTT(torch.autograd.Function):
     Layout: inside the engine every per-step quantity is feature-major, (features, B), so that a
     gate's or a cell group's slice is a contiguous block whose rows run over the whole batch (a
     (B, D) layout would make every gate slice a short strided row — slow elementwise loops when
-    the network is small, as in the long time-lag problems). Forward keeps ZT = g(z-pre),
-    AT = gate activations (= q_t), CT, HCT = h(C), YT (and ŷ with a projection, u = W_mh y and m
-    for mLSTM), all (T, ·, B). Backward first forms, over all steps at once, the derivative
+    the network is small, as in the long time-lag problems). Forward keeps ZAT = [g(z-pre) |
+    gate activations (= q_t)], in which each step's pre-activations are formed and activated in
+    place, CT, HCT = h(C), YT (and ŷ with a projection, u = W_mh y and m for mLSTM), all
+    (T, ·, B). Backward first forms, over all steps at once, the derivative
     factors that do not depend on the carried error (α σ(1−σ), o h'(c), i g'(z), …), so that
     each reverse step is a handful of multiply-adds and one recurrent product.
     """
@@ -217,18 +219,16 @@ class LSTMLayerBPTT(torch.autograd.Function):
         Ws, Rs, bsc, Qs, Ps = _forward_weights(s, alpha, W, R, b, Q, P_i, P_f, P_o)
         xT = x.transpose(1, 2)  # (T, I, B)
         mult = s.multiplicative_size is not None
-        # One product per step gives W x_t + R y_{t-1} + b: [W | R] times the stacked column
-        # block S = [x_t; y_{t-1}] (mLSTM: W x_t, then R m_t). No (T, D, B) pre-activation
-        # tensor is kept: the backward needs only the activations.
-        b_col = bsc.view(D, 1) if bsc is not None else x.new_zeros(D, 1)
-        WR = None if mult else torch.cat([Ws, Rs], 1)  # (D, I + Hr)
-        S = x.new_empty(I + Hr, B)
-        pre_buf = x.new_empty(D, B)
-        mult = s.multiplicative_size is not None
+        # Per step, W x_t + b is one column block of a product over a chunk of k steps, written
+        # in place into that step's rows of ZAT; the recurrent product R y_{t-1} (mLSTM: R m_t)
+        # is added to it, and the activations overwrite it.
+        k = min(T, _chunk_steps(D * B * x.element_size(), target=4 << 20))
         # every entry is written when all sequences are full-length; else dead columns must be 0
         new = x.new_empty if full else x.new_zeros
         YT, CT, HCT = new(T, Hr, B), new(T, H, B), new(T, H, B)
-        ZAT = new(T, D, B)  # [g(z) | gate activations] of every step, in the pre-activation rows
+        # [g(z) | gate activations] of every step, in the pre-activation rows (dead columns
+        # keep their input projection: they are never read)
+        ZAT = x.new_empty(T, D, B)
         ZT, AT = ZAT[:, :H], ZAT[:, H:]
         YhT = new(T, H, B) if W_p is not None else None
         if mult:
@@ -241,50 +241,66 @@ class LSTMLayerBPTT(torch.autograd.Function):
         act_g, act_h = _activation(s.g, x, prescaled=True), _activation(s.h, x)
         z_affine_ = _affine(_SIGMOID_FORM[s.g][1], x) if lo == 0 else None
         if_gates = [g for g in ("i", "f") if g in s.gates] if s.peepholes else []
+        o_late = has_o and s.peepholes  # the output gate sees c_t
+
+        # per-step views, restricted to the columns alive, made once: the loop indexes lists
+        def steps(v: Tensor) -> list[Tensor] | tuple[Tensor, ...]:
+            return v.unbind(0) if full else [v[t, :, :n] for t, n in enumerate(bs)]
+
+        PRE, Zs, Cs, HCs, Ys = steps(ZAT), steps(ZT), steps(CT), steps(HCT), steps(YT)
+        SIG = steps(ZAT[:, lo:hi]) if hi > lo else None
+        Yhs = steps(YhT) if YhT is not None else Ys
+        AI = steps(AT[:, s.q_slice("i")]) if has_i else None
+        AF = steps(AT[:, s.q_slice("f")]) if has_f else None
+        AO = steps(AT[:, s.q_slice("o")]) if has_o else None
+        if Qs is not None:
+            AG = steps(AT)  # rows [H, D) of a step: the gates' pre-activations, then activations
+        if mult:
+            MXs, Us, Ms = steps(MXT), steps(UT), steps(MmT)
         if if_gates:
             lo_if, hi_if = s.gate_slice(if_gates[0]).start, s.gate_slice(if_gates[-1]).stop
-            P_if = torch.stack([Ps[g] for g in if_gates])  # (k, nb, cpb)
+            PIF = steps(ZAT[:, lo_if:hi_if])
+            P_if = torch.stack([Ps[g] for g in if_gates])  # (gates, nb, cpb)
             P_if = P_if.view(len(if_gates), nb, 1) if cpb == 1 else P_if.unsqueeze(-1)
-        o_late = has_o and s.peepholes  # the output gate sees c_t
         if o_late:
             P_o3 = Ps["o"].view(nb, 1) if cpb == 1 else Ps["o"].unsqueeze(-1)  # (nb, [cpb,] 1)
-        qi = s.q_slice("i") if has_i else None
-        qf = s.q_slice("f") if has_f else None
-        qo = s.q_slice("o") if has_o else None
-        so = s.gate_slice("o") if has_o else None
-        y_prev, c_prev, a_prev = h0.t(), c0.t(), None  # (Hr, B), (H, B)
+        y_prev, c_prev = h0.t(), c0.t()  # (Hr, B), (H, B)
         for t in range(T):
             n = bs[t]
             if n == 0:
                 break
-            cols = slice(None) if full else slice(0, n)
-            pre, za, c, hc = pre_buf[:, cols], ZAT[t, :, cols], CT[t, :, cols], HCT[t, :, cols]
-            z, a = za[:H], za[H:]
-            y_prev, c_prev = y_prev[:, cols], c_prev[:, cols]
+            if t % k == 0:  # the input projection of the next chunk of steps
+                m = min(k, T - t)
+                if bsc is None:
+                    torch.matmul(Ws, xT[t : t + m], out=ZAT[t : t + m])
+                else:
+                    torch.baddbmm(
+                        bsc.view(1, D, 1), Ws.expand(m, D, I), xT[t : t + m], out=ZAT[t : t + m]
+                    )
+            if not full:
+                y_prev, c_prev = y_prev[:, :n], c_prev[:, :n]
+            pre, z, c, hc = PRE[t], Zs[t], Cs[t], HCs[t]
             if mult:
-                torch.addmm(b_col, Ws, xT[t, :, cols], out=pre)
-                u = torch.mm(W_mh, y_prev, out=UT[t, :, cols])
-                pre.addmm_(Rs, torch.mul(MXT[t, :, cols], u, out=MmT[t, :, cols]))
+                u = torch.mm(W_mh, y_prev, out=Us[t])
+                pre.addmm_(Rs, torch.mul(MXs[t], u, out=Ms[t]))
             else:
-                S[:I, cols] = xT[t, :, cols]
-                S[I:, cols] = y_prev
-                torch.addmm(b_col, WR, S[:, cols], out=pre)
-            if Qs is not None and a_prev is not None:
-                pre[H:].addmm_(Qs, a_prev[:, cols])
+                pre.addmm_(Rs, y_prev)
+            if Qs is not None and t > 0:
+                AG[t].addmm_(Qs, AG[t - 1] if full else AG[t - 1][:, :n])
             if if_gates:  # peepholes from c_{t-1}
-                p_if = pre[lo_if:hi_if].view(len(if_gates), nb, n)
+                p_if = PIF[t].view(len(if_gates), nb, n)
                 if cpb == 1:
                     p_if.addcmul_(c_prev.view(1, nb, n), P_if)
                 else:
                     p_if.add_((c_prev.view(1, nb, cpb, n) * P_if).sum(2))
             if lo == H:
-                act_g(pre[:H], z)
-            if hi > lo:
-                torch.sigmoid(pre[lo:hi], out=za[lo:hi])
+                act_g(z, z)
+            if SIG is not None:
+                SIG[t].sigmoid_()
             if z_affine_ is not None:
                 z_affine_(z)
-            i = a[qi] if has_i else None  # (nb, n)
-            f = (1.0 - i) if s.coupled else (a[qf] if has_f else None)
+            i = AI[t] if has_i else None  # (nb, n)
+            f = (1.0 - i) if s.coupled else (AF[t] if has_f else None)
             if cpb == 1:
                 if f is None:
                     torch.add(c_prev, z if i is None else i * z, out=c)
@@ -299,17 +315,15 @@ class LSTMLayerBPTT(torch.autograd.Function):
                     torch.mul(f.unsqueeze(1), cp3, out=c3)
                     c3.add_(z3) if i is None else c3.addcmul_(i.unsqueeze(1), z3)
             act_h(c, hc)
-            y_hat = YhT[t, :, cols] if YhT is not None else YT[t, :, cols]
+            y_hat = Yhs[t]
             if has_o:
-                if not o_late:
-                    o = a[qo]
-                else:
-                    p_o = pre[so]  # the output gate sees c_t
+                o = AO[t]
+                if o_late:  # o still holds its pre-activation: add c_t's peepholes, activate
                     if cpb == 1:
-                        p_o.addcmul_(c, P_o3)
+                        o.addcmul_(c, P_o3)
                     else:
-                        p_o.add_((c.view(nb, cpb, n) * P_o3).sum(1))
-                    o = torch.sigmoid(p_o, out=a[qo])
+                        o.add_((c.view(nb, cpb, n) * P_o3).sum(1))
+                    o.sigmoid_()
                 if cpb == 1:
                     torch.mul(o, hc, out=y_hat)
                 else:
@@ -317,8 +331,8 @@ class LSTMLayerBPTT(torch.autograd.Function):
             else:
                 y_hat.copy_(hc)
             if W_p is not None:
-                torch.mm(W_p, y_hat, out=YT[t, :, cols])
-            y_prev, c_prev, a_prev = YT[t], CT[t], AT[t]
+                torch.mm(W_p, y_hat, out=Ys[t])
+            y_prev, c_prev = Ys[t], c
         Y, C = YT.transpose(1, 2).contiguous(), CT.transpose(1, 2).contiguous()  # (T, B, ·)
         if full:
             h_n, c_n = Y[-1].clone(), C[-1].clone()
@@ -389,12 +403,11 @@ class LSTMLayerBPTT(torch.autograd.Function):
             MXT, UT = ctx.MXT, ctx.UT
             M = MXT.shape[1]
             dUT, dMXT = steps_side_by_side(M), steps_side_by_side(M)
-        dYT = dY.transpose(1, 2) if dY is not None else None  # (T, Hr, B) view
-        dCT = dC.transpose(1, 2) if dC is not None else None
+        # at the top of step t, dy_next holds ∂E/∂y_t of the columns alive: carried + output
         dy_next = dh_n.t().contiguous() if dh_n is not None else x.new_zeros(Hr, B)
         dc_next = dc_n.t().contiguous() if dc_n is not None else x.new_zeros(H, B)
         dq_next = x.new_zeros(G, B) if fgr else None
-        dy_buf, dc_buf = x.new_empty(Hr, B), x.new_empty(H, B)
+        dc_buf = x.new_empty(H, B)
         dyh_buf = x.new_empty(H, B) if W_p is not None else None
         Rt, Qt = R.t(), (Q.t() if fgr else None)
         P3 = {
@@ -402,65 +415,82 @@ class LSTMLayerBPTT(torch.autograd.Function):
             for g, p in (("i", P_i), ("f", P_f), ("o", P_o))
             if p is not None
         }
+
+        # per-step views, restricted to the columns alive, made once: the loop indexes lists
+        def steps(v: Tensor) -> list[Tensor] | tuple[Tensor, ...]:
+            return v.unbind(0) if full else [v[t, :, :n] for t, n in enumerate(bs)]
+
+        dPres, dPz, OHps, IGps = steps(dPre), steps(dPre[:, :H]), steps(OHp), steps(IGp)
+        F_cs = steps(F_c) if F_c is not None else None
+        # each gate: (name, its δ rows in dPre, its factor K_g, σ' rows); o first: it feeds dc
+        gates = [
+            (
+                g,
+                steps(dPre[:, s.gate_slice(g)]),
+                steps(Ks[g]),
+                steps(SA[:, s.q_slice(g)]) if fgr else None,
+            )
+            for g in ("o", "i", "f")
+            if g in s.gates
+        ]
+        dPgates = steps(dPre[:, H:]) if fgr else None
+        dYs = steps(dY.transpose(1, 2)) if dY is not None else None  # (Hr, n) views
+        dCs = steps(dC.transpose(1, 2)) if dC is not None else None
+        DYs = steps(DYT) if DYT is not None else None
+        if mult:
+            MXs, Us, dUs, dMXs = steps(MXT), steps(UT), steps(dUT), steps(dMXT)
+        n_after = 0  # columns alive at step t + 1
         for t in reversed(range(T)):
             n = bs[t]
             if n == 0:
                 continue
-            cols = slice(None) if full else slice(0, n)
-
-            def delta(g: str, d: Tensor, t=t, n=n, cols=cols) -> Tensor:
-                """δ_g = Σ_cells d ⊙ K_g (+ dq_g α σ'(·) with full gate recurrence), in place."""
-                out = dPre[t, s.gate_slice(g), cols]
-                if cpb == 1:
-                    torch.mul(d, Ks[g][t, :, cols], out=out)
-                else:
-                    torch.sum((d * Ks[g][t, :, cols]).view(nb, cpb, n), 1, out=out)
-                if fgr:
-                    out.addcmul_(dq_next[s.q_slice(g), cols], SA[t, s.q_slice(g), cols])
-                return out
-
-            def add_peep(acc: Tensor, d: Tensor, g: str, n=n) -> None:  # acc += P_g δ_g
-                if cpb == 1:
-                    acc.addcmul_(d, P3[g])
-                else:
-                    acc.view(nb, cpb, n).addcmul_(d.unsqueeze(1), P3[g])
-
-            dpre = dPre[t, :, cols]
-            dyn, dcn = dy_next[:, cols], dc_next[:, cols]
-            # scratch columns reused at every step: no allocation inside the loop
-            dy = torch.add(dyn, dYT[t, :, cols], out=dy_buf[:, cols]) if dYT is not None else dyn
+            dpre = dPres[t]
+            dy = dyn = dy_next if full else dy_next[:, :n]
+            dcn = dc_next if full else dc_next[:, :n]
+            if dYs is not None and n > n_after:  # columns whose last step is t: output error
+                dy_next[:, n_after:n] += dYs[t][:, n_after:n]
             if W_p is not None:
-                DYT[t, :, cols] = dy
-                dy = torch.mm(W_p.t(), dy, out=dyh_buf[:, cols])  # dŷ
-            dc = torch.addcmul(dcn, dy, OHp[t, :, cols], out=dc_buf[:, cols])
-            if dCT is not None:
-                dc += dCT[t, :, cols]
-            if has_o:
-                d_o = delta("o", dy)
-                if peep:
-                    add_peep(dc, d_o, "o")
-            d_i = delta("i", dc) if has_i else None
-            d_f = delta("f", dc) if has_f else None
-            torch.mul(dc, IGp[t, :, cols], out=dpre[:H])
+                DYs[t].copy_(dy)
+                dy = torch.mm(W_p.t(), dy, out=dyh_buf[:, :n])  # dŷ
+            dc = torch.addcmul(dcn, dy, OHps[t], out=dc_buf[:, :n])
+            if dCs is not None:
+                dc += dCs[t]
+            for g, dP, K, sa in gates:  # δ_g = Σ_cells d ⊙ K_g, written into dPre
+                d, out = (dy if g == "o" else dc), dP[t]
+                if cpb == 1:
+                    torch.mul(d, K[t], out=out)
+                else:
+                    torch.sum((d * K[t]).view(nb, cpb, n), 1, out=out)
+                if fgr:  # + dq_g α σ'(·)
+                    out.addcmul_(dq_next[s.q_slice(g), :n], sa[t])
+                if g == "o" and peep:
+                    _add_peep_fm(dc, out, P3["o"], n, nb, cpb)
+            torch.mul(dc, IGps[t], out=dPz[t])
             # carried to step t-1
-            if F_c is None:
+            if F_cs is None:
                 dcn.copy_(dc)
             else:
-                torch.mul(dc, F_c[t, :, cols], out=dcn)
+                torch.mul(dc, F_cs[t], out=dcn)
             if peep:
-                if has_i:
-                    add_peep(dcn, d_i, "i")
-                if has_f:
-                    add_peep(dcn, d_f, "f")
+                for g, dP, _, _ in gates:
+                    if g != "o":
+                        _add_peep_fm(dcn, dP[t], P3[g], n, nb, cpb)
+            if fgr:
+                torch.mm(Qt, dPgates[t], out=dq_next[:, :n])
+            dY_prev = dYs[t - 1][:, :n] if (dYs is not None and t > 0) else None  # folded in
             if mult:
                 dm = Rt @ dpre  # (M, n)
-                du = torch.mul(dm, MXT[t, :, cols], out=dUT[t, :, cols])
-                torch.mul(dm, UT[t, :, cols], out=dMXT[t, :, cols])
-                torch.mm(W_mh.t(), du, out=dyn)
-            else:
+                du = torch.mul(dm, MXs[t], out=dUs[t])
+                torch.mul(dm, Us[t], out=dMXs[t])
+                if dY_prev is None:
+                    torch.mm(W_mh.t(), du, out=dyn)
+                else:
+                    torch.addmm(dY_prev, W_mh.t(), du, out=dyn)
+            elif dY_prev is None:
                 torch.mm(Rt, dpre, out=dyn)
-            if fgr:
-                torch.mm(Qt, dpre[H:], out=dq_next[:, cols])
+            else:
+                torch.addmm(dY_prev, Rt, dpre, out=dyn)
+            n_after = n
         # ---- Eq. 18: weight gradients as a few large products after the time loop, on the
         # steps laid side by side: column (t, b) of a (features, T·B) matrix
         need = ctx.needs_input_grad
@@ -525,10 +555,25 @@ class LSTMLayerBPTT(torch.autograd.Function):
         return (None, None, None, *grads.values())
 
 
+def _chunk_steps(step_bytes: int, target: int = 1 << 20) -> int:
+    """Steps per chunk (of input projections, of derivative factors): about ``target`` bytes
+    per chunk of a per-step tensor of ``step_bytes``, so that a chunk is still in the cache
+    when the loop reaches its steps."""
+    return max(1, target // max(1, step_bytes))
+
+
 def _peep_grad(d: Tensor, c: Tensor, nb: int, cpb: int) -> Tensor:
     """Σ_{t,b} δ[t, j, b] c[t, (j, k), b]: d (T, nb, B), c (T, H, B) -> (nb, cpb)."""
     T, _, B = c.shape
     return (d.unsqueeze(2) * c.view(T, nb, cpb, B)).sum((0, 3))
+
+
+def _add_peep_fm(acc: Tensor, d: Tensor, p3: Tensor, n: int, nb: int, cpb: int) -> None:
+    """acc += P ⊙ δ, feature-major: (H, n) += P (nb, [cpb,] 1) ⊙ δ (nb, n)."""
+    if cpb == 1:
+        acc.addcmul_(d, p3)
+    else:
+        acc.view(nb, cpb, n).addcmul_(d.unsqueeze(1), p3)
 
 
 def _cells_fm(g: Tensor, cpb: int) -> Tensor:

@@ -22,6 +22,7 @@ from lstmlab.engines.bptt import (
     _SIGMOID_FORM,
     _activation,
     _affine,
+    _chunk_steps,
     _forward_weights,
     _last_index,
     _sigmoid_form,
@@ -415,12 +416,6 @@ def _add_peep(acc: Tensor, d: Tensor, p: Tensor, n: int, nb: int, cpb: int) -> N
         acc.addcmul_(d, p.view(1, nb))
     else:
         acc.view(n, nb, cpb).addcmul_(d.unsqueeze(-1), p)
-
-
-def _chunk_steps(step_bytes: int, target: int = 1 << 20) -> int:
-    """Steps per chunk of derivative factors: about ``target`` bytes per factor tensor, so
-    that a chunk's factors stay in the cache (a step's widest factor is ``step_bytes``)."""
-    return max(1, target // max(1, step_bytes))
 
 
 def _prev_product(d: Tensor, Y: Tensor, y0: Tensor) -> Tensor:
