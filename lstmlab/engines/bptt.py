@@ -219,10 +219,9 @@ class LSTMLayerBPTT(torch.autograd.Function):
         Ws, Rs, bsc, Qs, Ps = _forward_weights(s, alpha, W, R, b, Q, P_i, P_f, P_o)
         xT = x.transpose(1, 2)  # (T, I, B)
         mult = s.multiplicative_size is not None
-        # Per step, W x_t + b is one column block of a product over a chunk of k steps, written
-        # in place into that step's rows of ZAT; the recurrent product R y_{t-1} (mLSTM: R m_t)
+        # Per step, W x_t + b is written into that step's rows of ZAT (x_t enters the product
+        # as a transposed operand, not copied), the recurrent product R y_{t-1} (mLSTM: R m_t)
         # is added to it, and the activations overwrite it.
-        k = min(T, _chunk_steps(D * B * x.element_size(), target=4 << 20))
         # every entry is written when all sequences are full-length; else dead columns must be 0
         new = x.new_empty if full else x.new_zeros
         YT, CT, HCT = new(T, Hr, B), new(T, H, B), new(T, H, B)
@@ -248,6 +247,8 @@ class LSTMLayerBPTT(torch.autograd.Function):
             return v.unbind(0) if full else [v[t, :, :n] for t, n in enumerate(bs)]
 
         PRE, Zs, Cs, HCs, Ys = steps(ZAT), steps(ZT), steps(CT), steps(HCT), steps(YT)
+        xTs = steps(xT)
+        b_col = bsc.view(D, 1) if bsc is not None else x.new_zeros(D, 1)
         SIG = steps(ZAT[:, lo:hi]) if hi > lo else None
         Yhs = steps(YhT) if YhT is not None else Ys
         AI = steps(AT[:, s.q_slice("i")]) if has_i else None
@@ -269,17 +270,10 @@ class LSTMLayerBPTT(torch.autograd.Function):
             n = bs[t]
             if n == 0:
                 break
-            if t % k == 0:  # the input projection of the next chunk of steps
-                m = min(k, T - t)
-                if bsc is None:
-                    torch.matmul(Ws, xT[t : t + m], out=ZAT[t : t + m])
-                else:
-                    torch.baddbmm(
-                        bsc.view(1, D, 1), Ws.expand(m, D, I), xT[t : t + m], out=ZAT[t : t + m]
-                    )
             if not full:
                 y_prev, c_prev = y_prev[:, :n], c_prev[:, :n]
             pre, z, c, hc = PRE[t], Zs[t], Cs[t], HCs[t]
+            torch.addmm(b_col, Ws, xTs[t], out=pre)  # W x_t + b (x_t: a transposed operand)
             if mult:
                 u = torch.mm(W_mh, y_prev, out=Us[t])
                 pre.addmm_(Rs, torch.mul(MXs[t], u, out=Ms[t]))
@@ -362,33 +356,29 @@ class LSTMLayerBPTT(torch.autograd.Function):
         full = batch_sizes is None
         bs = batch_sizes if batch_sizes is not None else [B] * T
         mult = s.multiplicative_size is not None
-        has_i, has_f, has_o = ("i" in s.gates), ("f" in s.gates), ("o" in s.gates)
         fgr, peep = Q is not None, s.peepholes
         c0T = c0.t()
 
-        # ---- factors over all steps at once, (T, ·, B); see the module docstring
-        CpT = torch.cat([c0T.unsqueeze(0), CT[:-1]])  # c_{t-1}, (T, H, B)
-        SA = torch.addcmul(AT, AT, AT, value=-1.0)  # σ(1-σ) of every gate, then × α per gate
-        for g in s.gates:
-            if alpha[g] != 1.0:
-                SA[:, s.q_slice(g)] *= alpha[g]
-        i_c = _cells_fm(AT[:, s.q_slice("i")], cpb) if has_i else None
-        if has_o:
-            OHp = _times_derivative(s.h, HCT, _cells_fm(AT[:, s.q_slice("o")], cpb))  # o h'(c)
-            HSo = HCT * _cells_fm(SA[:, s.q_slice("o")], cpb)  # h(c) α o(1-o)
-        else:
-            OHp = derivative_from_output(s.h, HCT)
-        IGp = _times_derivative(s.g, ZT, i_c)  # ∂c/∂z-pre = i g'(z)
-        Ks = {}  # the factor each gate's error is multiplied by (cell level)
-        if has_o:
-            Ks["o"] = HSo
-        if has_i:
-            Ks["i"] = (ZT - CpT if s.coupled else ZT) * _cells_fm(SA[:, s.q_slice("i")], cpb)
-        if has_f:
-            Ks["f"] = CpT * _cells_fm(SA[:, s.q_slice("f")], cpb)
-        F_c = (
-            (1.0 - i_c) if s.coupled else (_cells_fm(AT[:, s.q_slice("f")], cpb) if has_f else None)
-        )
+        # ---- derivative factors (α σ(1−σ), o h'(c), i g'(z), …) that do not depend on the
+        # carried error, formed a chunk of steps at a time (``_factors``): few calls per step,
+        # and a chunk is still in the cache when the reverse loop uses it
+        chunk = _chunk_steps(max(H, G) * B * x.element_size())
+        work: dict[str, Tensor] = {}  # one buffer per factor, reused by every chunk
+        fold = None  # the peepholes' errors folded into the factors where possible
+        if peep and cpb == 1 and not fgr:
+            fold = {
+                g: p.view(nb, 1) for g, p in (("i", P_i), ("f", P_f), ("o", P_o)) if p is not None
+            }
+
+        def factors(t0: int, t1: int) -> dict[str, Tensor]:
+            def buf(name: str, width: int) -> Tensor:
+                if name not in work:
+                    work[name] = x.new_empty(min(chunk, T), width, B)
+                return work[name][: t1 - t0]
+
+            Cp = CT[t0 - 1 : t1 - 1] if t0 > 0 else torch.cat([c0T.unsqueeze(0), CT[: t1 - 1]])
+            Yh_ = YhT[t0:t1] if YhT is not None else None
+            return _factors(s, alpha, AT[t0:t1], HCT[t0:t1], ZT[t0:t1], Cp, Yh_, 1, buf, fold)
 
         new = x.new_empty if full else x.new_zeros  # dead columns must stay 0
 
@@ -420,19 +410,9 @@ class LSTMLayerBPTT(torch.autograd.Function):
         def steps(v: Tensor) -> list[Tensor] | tuple[Tensor, ...]:
             return v.unbind(0) if full else [v[t, :, :n] for t, n in enumerate(bs)]
 
-        dPres, dPz, OHps, IGps = steps(dPre), steps(dPre[:, :H]), steps(OHp), steps(IGp)
-        F_cs = steps(F_c) if F_c is not None else None
-        # each gate: (name, its δ rows in dPre, its factor K_g, σ' rows); o first: it feeds dc
-        gates = [
-            (
-                g,
-                steps(dPre[:, s.gate_slice(g)]),
-                steps(Ks[g]),
-                steps(SA[:, s.q_slice(g)]) if fgr else None,
-            )
-            for g in ("o", "i", "f")
-            if g in s.gates
-        ]
+        dPres, dPz = steps(dPre), steps(dPre[:, :H])
+        dPg = {g: steps(dPre[:, s.gate_slice(g)]) for g in s.gates}
+        qs = {g: s.q_slice(g) for g in s.gates}
         dPgates = steps(dPre[:, H:]) if fgr else None
         dYs = steps(dY.transpose(1, 2)) if dY is not None else None  # (Hr, n) views
         dCs = steps(dC.transpose(1, 2)) if dC is not None else None
@@ -440,10 +420,21 @@ class LSTMLayerBPTT(torch.autograd.Function):
         if mult:
             MXs, Us, dUs, dMXs = steps(MXT), steps(UT), steps(dUT), steps(dMXT)
         n_after = 0  # columns alive at step t + 1
+        t0 = T
         for t in reversed(range(T)):
             n = bs[t]
             if n == 0:
                 continue
+            if t < t0:  # the next chunk of factors, steps [t0, t]
+                t0 = max(0, t + 1 - chunk)
+                fac = {
+                    k: v.unbind(0) if full else [v[r, :, :m] for r, m in enumerate(bs[t0 : t + 1])]
+                    for k, v in factors(t0, t + 1).items()
+                }
+                f_ohp, f_igp, f_fc, f_sa = fac["OHp"], fac["IGp"], fac.get("F_c"), fac.get("SA")
+                # each gate: (name, its δ rows in dPre, its factor K_g); o first: it feeds dc
+                f_gates = [(g, dPg[g], fac[g]) for g in ("o", "i", "f") if g in qs]
+            r = t - t0
             dpre = dPres[t]
             dy = dyn = dy_next if full else dy_next[:, :n]
             dcn = dc_next if full else dc_next[:, :n]
@@ -452,27 +443,27 @@ class LSTMLayerBPTT(torch.autograd.Function):
             if W_p is not None:
                 DYs[t].copy_(dy)
                 dy = torch.mm(W_p.t(), dy, out=dyh_buf[:, :n])  # dŷ
-            dc = torch.addcmul(dcn, dy, OHps[t], out=dc_buf[:, :n])
+            dc = torch.addcmul(dcn, dy, f_ohp[r], out=dc_buf[:, :n])
             if dCs is not None:
                 dc += dCs[t]
-            for g, dP, K, sa in gates:  # δ_g = Σ_cells d ⊙ K_g, written into dPre
+            for g, dP, K in f_gates:  # δ_g = Σ_cells d ⊙ K_g, written into dPre
                 d, out = (dy if g == "o" else dc), dP[t]
                 if cpb == 1:
-                    torch.mul(d, K[t], out=out)
+                    torch.mul(d, K[r], out=out)
                 else:
-                    torch.sum((d * K[t]).view(nb, cpb, n), 1, out=out)
+                    torch.sum((d * K[r]).view(nb, cpb, n), 1, out=out)
                 if fgr:  # + dq_g α σ'(·)
-                    out.addcmul_(dq_next[s.q_slice(g), :n], sa[t])
-                if g == "o" and peep:
+                    out.addcmul_(dq_next[qs[g], :n], f_sa[r][qs[g]])
+                if g == "o" and peep and not fold:
                     _add_peep_fm(dc, out, P3["o"], n, nb, cpb)
-            torch.mul(dc, IGps[t], out=dPz[t])
+            torch.mul(dc, f_igp[r], out=dPz[t])
             # carried to step t-1
-            if F_cs is None:
+            if f_fc is None:
                 dcn.copy_(dc)
             else:
-                torch.mul(dc, F_cs[t], out=dcn)
-            if peep:
-                for g, dP, _, _ in gates:
+                torch.mul(dc, f_fc[r], out=dcn)
+            if peep and not fold:
+                for g, dP, _ in f_gates:
                     if g != "o":
                         _add_peep_fm(dcn, dP[t], P3[g], n, nb, cpb)
             if fgr:
@@ -498,23 +489,11 @@ class LSTMLayerBPTT(torch.autograd.Function):
             ["x", "h0", "c0", "W", "R", "b", "W_mx", "W_mh", "P_i", "P_f", "P_o", "Q", "W_p"]
         )
 
-        side_by_side: dict[int, Tensor] = {}
-
         def accumulate(d: Tensor, v: Tensor, v0: Tensor | None = None) -> Tensor:
-            """Σ_t d_t v_t (or Σ_t d_t v_{t-1} with v_{-1} = v0): d (T, K, B), v (T, B, N).
-
-            Narrow v (N ≤ B, e.g. the long time-lag nets): one (K, B)·(B, N) product per step
-            into one accumulator, nothing copied. Wide v: the steps of d are laid side by side,
-            (K, T·B), once, and one large product does it all (the accumulator would otherwise
-            be read and written T times)."""
-            if v.shape[2] <= B:
-                out = d[0] @ (v[0] if v0 is None else v0)
-                for t in range(1, T):
-                    out.addmm_(d[t], v[t] if v0 is None else v[t - 1])
-                return out
-            if id(d) not in side_by_side:  # a view when d is stored side by side (dPre, …)
-                side_by_side[id(d)] = d.permute(1, 0, 2).reshape(d.shape[1], T * B)
-            d2, N = side_by_side[id(d)], v.shape[2]
+            """Σ_t d_t v_t (or Σ_t d_t v_{t-1} with v_{-1} = v0): d (T, K, B), v (T, B, N), as
+            one product over the steps laid side by side: d is stored that way (a free (K, T·B)
+            view), v is contiguous (a free (T·B, N) view)."""
+            d2, N = d.permute(1, 0, 2).reshape(d.shape[1], T * B), v.shape[2]
             if v0 is None:
                 return d2 @ v.reshape(T * B, N)
             out = d2[:, :B] @ v0  # step 0 meets v_{-1} = v0, step t meets v_{t-1}
@@ -546,13 +525,81 @@ class LSTMLayerBPTT(torch.autograd.Function):
             for k, g in ((11, "i"), (12, "f"), (13, "o")):
                 if g in s.gates and need[k]:
                     d_g = dPre[:, s.gate_slice(g)]  # (T, nb, B)
-                    grads[f"P_{g}"] = _peep_grad(d_g, CT if g == "o" else CpT, nb, cpb)
+                    c_g = CT if g == "o" else torch.cat([c0T.unsqueeze(0), CT[:-1]])  # c_{t-1}
+                    grads[f"P_{g}"] = _peep_grad(d_g, c_g, nb, cpb)
         if fgr and need[14]:
             q0 = x.new_zeros(B, G)  # q_{-1} = 0
             grads["Q"] = accumulate(dPre[:, H:], AT.transpose(1, 2), q0)
         if W_p is not None and need[15]:
             grads["W_p"] = accumulate(DYT, YhT.transpose(1, 2))
         return (None, None, None, *grads.values())
+
+
+def _factors(
+    s: CellSpec,
+    alpha: dict[str, float],
+    A_: Tensor,
+    HC_: Tensor,
+    Z_: Tensor,
+    Cp_: Tensor,
+    Yhat_: Tensor | None,
+    fdim: int,
+    buf: Callable[[str, int], Tensor],
+    fold: dict[str, Tensor] | None = None,
+) -> dict[str, Tensor]:
+    """The derivative factors of a chunk of steps that do not depend on the carried error:
+    SA = α σ(1−σ) of every gate, OHp = ∂y/∂c = o h'(c), IGp = ∂c/∂z-pre = i g'(z), K_g = ∂c/∂g
+    (or ∂y/∂o) times α σ'(·) for each gate g, and F_c = ∂c_t/∂c_{t-1}.
+
+    A_, HC_, Z_, Cp_ (c_{t-1}), Yhat_ (o ⊙ h(c), or None) are the chunk's saved tensors with
+    the features on dimension ``fdim`` (-1 batch-major, 1 feature-major); ``buf(name, width)``
+    gives a reusable output of the chunk's shape with ``width`` features. ``fold``: the
+    peepholes {gate: P}, shaped to broadcast at cell level, when they can be folded in (one
+    cell per block, no full gate recurrence): P_o δ_o = dy ⊙ P_o K_o joins OHp and
+    P_i δ_i + P_f δ_f = dc ⊙ (P_i K_i + P_f K_f) joins F_c, so the reverse step does not
+    pay three more multiply-adds."""
+    H, cpb = s.hidden_size, s.cells_per_block
+    has_i, has_f, has_o = ("i" in s.gates), ("f" in s.gates), ("o" in s.gates)
+
+    def sel(t: Tensor, gate: str) -> Tensor:  # gate's block-level slice, broadcast to cells
+        g = t.narrow(fdim, s.q_slice(gate).start, s.blocks)
+        return g if cpb == 1 else g.repeat_interleave(cpb, dim=fdim)
+
+    SA = torch.addcmul(A_, A_, A_, value=-1.0, out=buf("SA", s.n_q))  # σ(1-σ), × α per gate
+    for g in s.gates:
+        if alpha[g] != 1.0:
+            SA.narrow(fdim, s.q_slice(g).start, s.blocks).mul_(alpha[g])
+    out = {"SA": SA}
+    i_c = sel(A_, "i") if has_i else None
+    if has_o:
+        out["OHp"] = _times_derivative(s.h, HC_, sel(A_, "o"), out=buf("OHp", H), wy=Yhat_)
+        out["o"] = torch.mul(HC_, sel(SA, "o"), out=buf("o", H))  # h(c) α o(1-o)
+    else:
+        out["OHp"] = _times_derivative(s.h, HC_, None, out=buf("OHp", H))
+    out["IGp"] = _times_derivative(s.g, Z_, i_c, out=buf("IGp", H))
+    if has_i:
+        K_i = Z_ - Cp_ if s.coupled else Z_  # ∂c/∂i
+        out["i"] = torch.mul(K_i, sel(SA, "i"), out=buf("i", H))
+    if has_f:
+        out["f"] = torch.mul(Cp_, sel(SA, "f"), out=buf("f", H))
+    if s.coupled:
+        out["F_c"] = 1.0 - i_c
+    elif has_f:
+        out["F_c"] = sel(A_, "f")
+    if fold:
+        if has_o:
+            out["OHp"].addcmul_(out["o"], fold["o"])
+        if has_i or has_f:
+            F = buf("F_peep", H)
+            if "F_c" in out:
+                F.copy_(out["F_c"])
+            else:
+                F.fill_(1.0)
+            for g in ("i", "f"):
+                if g in s.gates:
+                    F.addcmul_(out[g], fold[g])
+            out["F_c"] = F
+    return out
 
 
 def _chunk_steps(step_bytes: int, target: int = 1 << 20) -> int:
@@ -574,11 +621,6 @@ def _add_peep_fm(acc: Tensor, d: Tensor, p3: Tensor, n: int, nb: int, cpb: int) 
         acc.addcmul_(d, p3)
     else:
         acc.view(nb, cpb, n).addcmul_(d.unsqueeze(1), p3)
-
-
-def _cells_fm(g: Tensor, cpb: int) -> Tensor:
-    """Feature-major block-level (T, nb, B) -> cell-level (T, nb·cpb, B)."""
-    return g if cpb == 1 else g.repeat_interleave(cpb, dim=1)
 
 
 def _last_index(bs: list[int], B: int, device) -> Tensor:

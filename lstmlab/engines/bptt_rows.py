@@ -23,13 +23,12 @@ from lstmlab.engines.bptt import (
     _activation,
     _affine,
     _chunk_steps,
+    _factors,
     _forward_weights,
     _last_index,
     _sigmoid_form,
     _sigmoid_span,
-    _times_derivative,
 )
-from lstmlab.nn.activations import derivative_from_output
 from lstmlab.nn.variants import CellSpec
 
 __all__ = ["LSTMLayerBPTTRows"]
@@ -39,11 +38,6 @@ def _steps(v: Tensor, bs: list[int], full: bool) -> list[Tensor] | tuple[Tensor,
     """The step views v[t] of a (T, B, ...) tensor, each restricted to the n_t = bs[t] rows
     alive (one unbind call when every row is alive)."""
     return v.unbind(0) if full else [v[t, :n] for t, n in enumerate(bs)]
-
-
-def _to_cells(g: Tensor, cpb: int) -> Tensor:
-    """Block-level (..., nb) -> cell-level (..., nb·cpb): each gate broadcast to its cells."""
-    return g if cpb == 1 else g.repeat_interleave(cpb, dim=-1)
 
 
 class LSTMLayerBPTTRows(torch.autograd.Function):
@@ -213,7 +207,6 @@ class LSTMLayerBPTTRows(torch.autograd.Function):
         full = batch_sizes is None
         bs = batch_sizes if batch_sizes is not None else [B] * T
         mult = s.multiplicative_size is not None
-        has_i, has_f, has_o = ("i" in s.gates), ("f" in s.gates), ("o" in s.gates)
         fgr, peep = Q is not None, s.peepholes
 
         # ---- derivative factors (α σ(1−σ), o h'(c), i g'(z), …) that do not depend on the
@@ -223,44 +216,22 @@ class LSTMLayerBPTTRows(torch.autograd.Function):
         work: dict[str, Tensor] = {}  # one buffer per factor, reused by every chunk
         Yhat = Yh if Yh is not None else Y  # o ⊙ h(c)
 
-        def buf(name: str, t0: int, t1: int, width: int) -> Tensor:
-            if name not in work:
-                work[name] = x.new_empty(min(chunk, T), B, width)
-            return work[name][: t1 - t0]
+        # the peepholes' errors folded into the factors where possible (see bptt._factors)
+        fold = None
+        if peep and cpb == 1 and not fgr:
+            fold = {
+                g: p.view(1, nb) for g, p in (("i", P_i), ("f", P_f), ("o", P_o)) if p is not None
+            }
 
         def factors(t0: int, t1: int) -> dict[str, Tensor]:
-            A_, HC_, Z_ = A[t0:t1], HC[t0:t1], Z[t0:t1]
+            def buf(name: str, width: int) -> Tensor:
+                if name not in work:
+                    work[name] = x.new_empty(min(chunk, T), B, width)
+                return work[name][: t1 - t0]
+
             C_prev = C[t0 - 1 : t1 - 1] if t0 > 0 else torch.cat([c0.unsqueeze(0), C[: t1 - 1]])
-            # σ(1-σ) of every gate, × α per gate
-            SA = torch.addcmul(A_, A_, A_, value=-1.0, out=buf("SA", t0, t1, G))
-            for g in s.gates:
-                if alpha[g] != 1.0:
-                    SA[..., s.q_slice(g)] *= alpha[g]
-            out = {"SA": SA}
-            i_c = _to_cells(A_[..., s.q_slice("i")], cpb) if has_i else None
-            if has_o:
-                o_c = _to_cells(A_[..., s.q_slice("o")], cpb)
-                out["OHp"] = _times_derivative(  # ∂y/∂c = o h'(c)
-                    s.h, HC_, o_c, out=buf("OHp", t0, t1, H), wy=Yhat[t0:t1]
-                )
-                sa_o = _to_cells(SA[..., s.q_slice("o")], cpb)
-                out["o"] = torch.mul(HC_, sa_o, out=buf("o", t0, t1, H))  # h(c) α o(1-o)
-            else:
-                out["OHp"] = derivative_from_output(s.h, HC_)
-            # ∂c/∂z-pre = i g'(z)
-            out["IGp"] = _times_derivative(s.g, Z_, i_c, out=buf("IGp", t0, t1, H))
-            if has_i:
-                K_i = Z_ - C_prev if s.coupled else Z_  # ∂c/∂i
-                sa_i = _to_cells(SA[..., s.q_slice("i")], cpb)
-                out["i"] = torch.mul(K_i, sa_i, out=buf("i", t0, t1, H))
-            if has_f:
-                sa_f = _to_cells(SA[..., s.q_slice("f")], cpb)
-                out["f"] = torch.mul(C_prev, sa_f, out=buf("f", t0, t1, H))
-            if s.coupled:
-                out["F_c"] = 1.0 - i_c
-            elif has_f:
-                out["F_c"] = _to_cells(A_[..., s.q_slice("f")], cpb)
-            return out
+            A_, HC_, Z_, Yh_ = A[t0:t1], HC[t0:t1], Z[t0:t1], Yhat[t0:t1]
+            return _factors(s, alpha, A_, HC_, Z_, C_prev, Yh_, -1, buf, fold)
 
         fac: dict[str, list] = {}  # name -> per-step views of the current chunk (index t - t0)
         t0 = T
@@ -324,7 +295,7 @@ class LSTMLayerBPTTRows(torch.autograd.Function):
                     torch.sum((d * K[r]).view(n, nb, cpb), -1, out=out)
                 if fgr:  # + dq_g α σ'(·)
                     out.addcmul_(dq_next[:n, qs[g]], f_sa[r][:, qs[g]])
-                if g == "o" and peep:
+                if g == "o" and peep and not fold:
                     _add_peep(dc, out, P["o"], n, nb, cpb)
             torch.mul(dc, f_igp[r], out=dPz[t])
             # carried to step t-1
@@ -332,7 +303,7 @@ class LSTMLayerBPTTRows(torch.autograd.Function):
                 torch.mul(dc, f_fc[r], out=dcn)
             else:
                 dcn.copy_(dc)
-            if peep:
+            if peep and not fold:
                 for g, dP, _ in f_gates:
                     if g != "o":
                         _add_peep(dcn, dP[t], P[g], n, nb, cpb)

@@ -93,16 +93,16 @@ def test_bptt_equals_autograd(variant, cpb):
 
 
 @pytest.mark.parametrize("chunk", [1, 2, 4])
-@pytest.mark.parametrize("variant", ["vanilla", "lstm97", "FGR", "CIFG", "mLSTM"])
-def test_batch_major_factor_chunks(variant, chunk, monkeypatch, layout):
-    """The batch-major layout projects the inputs and forms the derivative factors a chunk of
-    steps at a time; any chunk size (here ones that split the 6 steps unevenly) gives the
-    autograd gradients."""
-    from lstmlab.engines import bptt_rows
+@pytest.mark.parametrize("variant", ["vanilla", "NFG", "lstm97", "FGR", "CIFG", "mLSTM"])
+def test_factor_and_projection_chunks(variant, chunk, monkeypatch, layout):
+    """Both layouts project the inputs and form the derivative factors a chunk of steps at a
+    time; any chunk size (here ones that split the 6 steps unevenly) gives the autograd
+    gradients. vanilla, NFG and CIFG fold their peepholes into the factors, lstm97 and FGR
+    cannot."""
+    from lstmlab.engines import bptt, bptt_rows
 
-    if layout != "batch":
-        pytest.skip("batch-major only")
-    monkeypatch.setattr(bptt_rows, "_chunk_steps", lambda step_bytes, target=0: chunk)
+    for module in (bptt, bptt_rows):
+        monkeypatch.setattr(module, "_chunk_steps", lambda step_bytes, target=0: chunk)
     kw = {"cells_per_block": 2} if variant == "lstm97" else {}
     m = LSTM(4, 6, variant=variant, dtype=F64, seed=1, **kw)
     x = _inputs()
