@@ -225,9 +225,9 @@ class LSTMLayerBPTT(torch.autograd.Function):
         # every entry is written when all sequences are full-length; else dead columns must be 0
         new = x.new_empty if full else x.new_zeros
         YT, CT, HCT = new(T, Hr, B), new(T, H, B), new(T, H, B)
-        # [g(z) | gate activations] of every step, in the pre-activation rows (dead columns
-        # keep their input projection: they are never read)
-        ZAT = x.new_empty(T, D, B)
+        # [g(z) | gate activations] of every step, in the pre-activation rows (dead columns stay
+        # 0: the weight-gradient products meet them, with δ = 0, and 0 · garbage may be NaN)
+        ZAT = new(T, D, B)
         ZT, AT = ZAT[:, :H], ZAT[:, H:]
         YhT = new(T, H, B) if W_p is not None else None
         if mult:

@@ -75,8 +75,8 @@ class LSTMLayerBPTTRows(torch.autograd.Function):
         new = x.new_empty if full else x.new_zeros
         Y, C, HC = new(T, B, Hr), new(T, B, H), new(T, B, H)
         # [g(z) | gate activations] of every step, in the pre-activation order. Each step's
-        # pre-activations are formed in its own row and activated in place. (Rows of padded
-        # steps keep their input projection: they are never read.)
+        # pre-activations are formed in its own row and activated in place. (Dead rows keep
+        # the padding's input projection: the weight-gradient products meet them with δ = 0.)
         ZA = x.new_empty(T, B, D)
         Z, A = ZA[..., :H], ZA[..., H:]
         Yh = new(T, B, H) if W_p is not None else None

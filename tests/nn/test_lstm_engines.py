@@ -196,6 +196,23 @@ def test_padded_batch_equals_each_sequence_alone(variant, engine):
             assert _rel(u, v) <= 1e-12
 
 
+@pytest.mark.parametrize("variant", ["NP", "FGR", "lstm97"])
+def test_padding_values_never_reach_the_gradients(variant):
+    """Whatever finite values sit in the padded steps, the outputs and every gradient are
+    exactly those of zero padding: the weight-gradient products meet the padded positions
+    (inputs, stored activations) only with δ = 0."""
+    kw = {"cells_per_block": 2} if variant == "lstm97" else {}
+    m = LSTM(4, 6, variant=variant, dtype=F64, seed=3, **kw)
+    x = _inputs()
+    pad = (torch.arange(x.shape[0]).unsqueeze(1) >= LENGTHS.unsqueeze(0)).unsqueeze(-1)
+    garbage = 1e3 * torch.randn(x.shape, generator=torch.Generator().manual_seed(9), dtype=F64)
+    l_junk, g_junk = _grads(m, torch.where(pad, garbage, x), LENGTHS, "bptt")
+    l_zero, g_zero = _grads(m, x.masked_fill(pad, 0.0), LENGTHS, "bptt")
+    assert l_junk == l_zero
+    for a, b in zip(g_junk, g_zero, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("variant", ["vanilla", "lstm97"])
 def test_per_sample_engine_equals_batch(variant):
     m = LSTM(4, 4, variant=variant, cells_per_block=2, dtype=F64, seed=7)
