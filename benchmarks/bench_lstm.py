@@ -245,7 +245,7 @@ def section_layout(sizes, dtypes, quick):
                 {"features": forced("features"), "batch": forced("batch")},
                 repeats_for(T, B, I, H, quick),
             )
-            chosen = choose_layout(ours.cells[0].spec, B)
+            chosen = choose_layout(ours.cells[0].spec, B, dtype)
             print(
                 f"| {str(dtype)[6:]} | {(T, B, I, H)} | {t['ref'] * 1e3:.1f} | "
                 f"{t.ratio('features'):.2f} | {t.ratio('batch'):.2f} | {chosen} |",

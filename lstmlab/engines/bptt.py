@@ -634,18 +634,23 @@ LAYOUTS = ("features", "batch")
 _FORCED: list[str] = []  # set by ``forced_layout`` (tests, benchmarks)
 
 
-def choose_layout(spec: CellSpec, batch: int) -> str:
+def choose_layout(spec: CellSpec, batch: int, dtype: torch.dtype = torch.float64) -> str:
     """ "features" (this module) or "batch" (``bptt_rows``) for a layer of this shape.
 
     The BLAS kernels run a product fastest when its output's leading dimension is the long
     one: the batch in the feature-major layout, the 4·H gate pre-activations in the batch-major
     one. So the batch-major layout is chosen when 4·H_r exceeds the batch (wide layers, small
     batches); the long time-lag nets (a few units, batches of thousands) stay feature-major,
-    where every gate slice is also a contiguous block. The rule was read off
+    where every gate slice is also a contiguous block. Below float64 (float32 on this
+    machine's BLAS) the batch-major layout also wins from H_r = 16 on, at every batch size
+    measured (up to 10,000); H_r ≤ 8 stays feature-major. The rule was read off
     ``benchmarks/bench_lstm.py --sections layout`` (docs/benchmarks.md)."""
     if _FORCED:
         return _FORCED[-1]
-    return "batch" if 4 * spec.recurrent_size > batch else "features"
+    H = spec.recurrent_size
+    if 4 * H > batch or (dtype != torch.float64 and H >= 16):
+        return "batch"
+    return "features"
 
 
 @contextmanager
@@ -677,7 +682,7 @@ def run(cell, x: Tensor, lengths: Tensor | None, h0: Tensor, c0: Tensor, alpha: 
         w["Q"],
         w["W_p"],
     )
-    if choose_layout(s, B) == "batch":
+    if choose_layout(s, B, x.dtype) == "batch":
         from lstmlab.engines.bptt_rows import LSTMLayerBPTTRows as layer
     else:
         layer = LSTMLayerBPTT

@@ -44,6 +44,12 @@ def test_automatic_layout_choice():
         assert choose_layout(seed000, 1000) == "features"  # the long time-lag nets
         assert choose_layout(wide, 128) == "batch"
         assert choose_layout(LSTM(10, 100).cells[0].spec, 1000) == "features"
+        # below float64 the batch-major layout also takes layers of 16 units and more
+        f32 = torch.float32
+        assert choose_layout(seed000, 1000, f32) == "features"
+        assert choose_layout(LSTM(2, 8).cells[0].spec, 10000, f32) == "features"
+        assert choose_layout(LSTM(2, 16).cells[0].spec, 10000, f32) == "batch"
+        assert choose_layout(LSTM(10, 100).cells[0].spec, 1000, f32) == "batch"
     finally:
         bptt._FORCED[:] = saved
 
