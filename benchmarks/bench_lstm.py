@@ -290,7 +290,7 @@ def section_loop(quick):
                 seed=0,
             )
             loop = fwd_bwd(m_loop, x)
-            r = 2 if quick else 3
+            r = 2 if quick else 5
             t = paired(batch, {"loop": loop}, r)
             print(
                 f"| {engine} | {T} | {B} | {t['ref'] * 1e3:.1f} | {t['loop'] * 1e3:.1f} | "
