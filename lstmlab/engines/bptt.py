@@ -525,8 +525,13 @@ class LSTMLayerBPTT(torch.autograd.Function):
             for k, g in ((11, "i"), (12, "f"), (13, "o")):
                 if g in s.gates and need[k]:
                     d_g = dPre[:, s.gate_slice(g)]  # (T, nb, B)
-                    c_g = CT if g == "o" else torch.cat([c0T.unsqueeze(0), CT[:-1]])  # c_{t-1}
-                    grads[f"P_{g}"] = _peep_grad(d_g, c_g, nb, cpb)
+                    if g == "o":  # the output gate sees c_t
+                        grads["P_o"] = _peep_grad(d_g, CT, nb, cpb)
+                    else:  # i and f see c_{t-1}: step 0 meets c0
+                        P_g = _peep_grad(d_g[:1], c0T.unsqueeze(0), nb, cpb)
+                        grads[f"P_{g}"] = (
+                            P_g + _peep_grad(d_g[1:], CT[:-1], nb, cpb) if T > 1 else P_g
+                        )
         if fgr and need[14]:
             q0 = x.new_zeros(B, G)  # q_{-1} = 0
             grads["Q"] = accumulate(dPre[:, H:], AT.transpose(1, 2), q0)
@@ -589,15 +594,15 @@ def _factors(
     if fold:
         if has_o:
             out["OHp"].addcmul_(out["o"], fold["o"])
-        if has_i or has_f:
+        folded = [g for g in ("i", "f") if g in s.gates]
+        if folded:
             F = buf("F_peep", H)
             if "F_c" in out:
-                F.copy_(out["F_c"])
-            else:
-                F.fill_(1.0)
-            for g in ("i", "f"):
-                if g in s.gates:
-                    F.addcmul_(out[g], fold[g])
+                torch.addcmul(out["F_c"], out[folded[0]], fold[folded[0]], out=F)
+            else:  # no forget gate: ∂c_t/∂c_{t-1} = 1
+                F.fill_(1.0).addcmul_(out[folded[0]], fold[folded[0]])
+            for g in folded[1:]:
+                F.addcmul_(out[g], fold[g])
             out["F_c"] = F
     return out
 

@@ -368,8 +368,13 @@ class LSTMLayerBPTTRows(torch.autograd.Function):
             for k, g in ((11, "i"), (12, "f"), (13, "o")):
                 if g in s.gates and need[k]:
                     d_g = dPre[:, :, s.gate_slice(g)]  # (T, B, nb)
-                    c_g = C if g == "o" else torch.cat([c0.unsqueeze(0), C[:-1]])  # c_{t-1}
-                    grads[f"P_{g}"] = _peep_grad(d_g, c_g, nb, cpb)
+                    if g == "o":  # the output gate sees c_t
+                        grads["P_o"] = _peep_grad(d_g, C, nb, cpb)
+                    else:  # i and f see c_{t-1}: step 0 meets c0
+                        P_g = _peep_grad(d_g[:1], c0.unsqueeze(0), nb, cpb)
+                        grads[f"P_{g}"] = (
+                            P_g + _peep_grad(d_g[1:], C[:-1], nb, cpb) if T > 1 else P_g
+                        )
         if fgr and need[14]:
             grads["Q"] = (
                 dPre[1:, :, H:].reshape(-1, G).t() @ A[:-1].reshape(-1, G)
