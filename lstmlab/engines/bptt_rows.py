@@ -4,11 +4,12 @@ Same equations, same inputs and outputs as ``bptt.LSTMLayerBPTT``; only the memo
 per-step quantities differs: samples are rows, (B, features), as in ``torch.nn.LSTM``. Then the
 recurrent product of a step is (n, Hr)·(Hr, D) with the long side D as BLAS's leading dimension,
 which the BLAS kernels run up to 1.6× faster than the feature-major (D, Hr)·(Hr, n) when the
-layer is wide and the batch narrow, and the input projection W x_t + b of all steps is one big
-product before the loop. For small layers (the long time-lag nets: 4–16 units, batches of
-thousands) the feature-major layout wins: there every gate slice of a (B, D) row is a few
-elements, and elementwise loops over short strided rows are slow. ``bptt.run`` picks one by
-shape (``bptt.choose_layout``); the tests hold both to the autograd reference.
+layer is wide and the batch narrow, and the input projection W x_t + b is one large product
+per chunk of steps, written straight into the steps' rows of the activation tensor. For the
+smallest layers (the long time-lag nets: a few units, batches of thousands) the feature-major
+layout wins: there every gate slice of a (B, D) row is a few elements, and elementwise loops
+over short strided rows are slow. ``bptt.run`` picks one by shape and dtype
+(``bptt.choose_layout``); the tests hold both to the autograd reference.
 
 Hand-written, like ``bptt``: this is the project's subject.
 """
@@ -47,11 +48,13 @@ class LSTMLayerBPTTRows(torch.autograd.Function):
     weights of ``LSTMCell.weights``. ``batch_sizes``: list of n_t (rows alive at step t), or
     None when every sequence has length T. Outputs: Y (T, B, Hr), C (T, B, H), h_n, c_n.
 
-    Forward keeps Z = g(z-pre), A = gate activations (= q_t), C, HC = h(C), Y (and ŷ with a
-    projection, u = W_mh y and m for mLSTM), all (T, B, ·). Backward forms the derivative
-    factors that do not depend on the carried error (α σ(1−σ), o h'(c), i g'(z), …) for a chunk
-    of steps at a time, so that each reverse step is a handful of multiply-adds and one
-    recurrent product on cache-resident data.
+    Forward keeps ZA = [g(z-pre) | gate activations (= q_t)], in which each step's
+    pre-activations are formed and activated in place, C, HC = h(C), Y (and ŷ with a projection,
+    u = W_mh y and m for mLSTM), all (T, B, ·). Backward forms the derivative factors that do
+    not depend on the carried error (``bptt._factors``: α σ(1−σ), o h'(c), i g'(z), …) for a
+    chunk of steps at a time, so that each reverse step is a handful of multiply-adds and one
+    recurrent product on cache-resident data; the weight gradients dW, dR, db are then one
+    product over all steps.
     """
 
     @staticmethod
