@@ -207,6 +207,43 @@ def section_variants(sizes, dtypes, quick):
         print(f"- {name}: {why}")
 
 
+def section_split(dtypes, repeats: int = 15):
+    """Forward and backward apart, best of ``repeats``, at the size where float32 is tightest."""
+    print("\n## forward / backward apart, NP net, (200, 32, 50, 256) (best of the repeats, ms)\n")
+    print("| dtype | torch fwd | torch bwd | bptt fwd | bptt bwd | ratio fwd | ratio bwd |")
+    print("|---|---|---|---|---|---|---|")
+    T, B, I, H = 200, 32, 50, 256
+    for dtype in dtypes:
+        torch.manual_seed(0)
+        ref = nn.LSTM(I, H, dtype=dtype, device=DEVICE)
+        ours = LSTM.from_torch(ref)
+        x = torch.randn(T, B, I, dtype=dtype, device=DEVICE)
+        sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
+
+        def split(m, x=x, sync=sync):
+            t0 = time.perf_counter()
+            out, _ = m(x)
+            loss = out.sum()
+            sync()
+            t1 = time.perf_counter()
+            loss.backward()
+            sync()
+            return t1 - t0, time.perf_counter() - t1
+
+        split(ref), split(ours)
+        runs = {"ref": [], "ours": []}
+        for _ in range(repeats):
+            runs["ref"].append(split(ref))
+            runs["ours"].append(split(ours))
+        best = {k: [min(r[i] for r in v) * 1e3 for i in (0, 1)] for k, v in runs.items()}
+        (rf, rb), (of, ob) = best["ref"], best["ours"]
+        print(
+            f"| {str(dtype)[6:]} | {rf:.1f} | {rb:.1f} | {of:.1f} | {ob:.1f} | "
+            f"{of / rf:.2f} | {ob / rb:.2f} |",
+            flush=True,
+        )
+
+
 LAYOUT_SIZES = [
     (100, 1000, 2, 16),
     (100, 1000, 10, 32),
@@ -325,7 +362,7 @@ def main() -> None:
     ap.add_argument(
         "--sections",
         default="torch,variants,loop",
-        help="comma-separated subset of: torch, variants, layout, loop",
+        help="comma-separated subset of: torch, variants, layout, loop, split",
     )
     ap.add_argument("--dtypes", default="float32,float64", help="comma-separated: float32, float64")
     ap.add_argument(
@@ -364,6 +401,8 @@ def main() -> None:
         section_layout(sizes + ([] if args.quick else LAYOUT_SIZES), dtypes, args.quick)
     if "loop" in sections:
         section_loop(args.quick)
+    if "split" in sections:
+        section_split(dtypes)
 
 
 if __name__ == "__main__":
