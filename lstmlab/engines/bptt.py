@@ -360,25 +360,10 @@ class LSTMLayerBPTT(torch.autograd.Function):
         c0T = c0.t()
 
         # ---- derivative factors (α σ(1−σ), o h'(c), i g'(z), …) that do not depend on the
-        # carried error, formed a chunk of steps at a time (``_factors``): few calls per step,
-        # and a chunk is still in the cache when the reverse loop uses it
-        chunk = _chunk_steps(max(H, G) * B * x.element_size())
-        work: dict[str, Tensor] = {}  # one buffer per factor, reused by every chunk
-        fold = None  # the peepholes' errors folded into the factors where possible
-        if peep and cpb == 1 and not fgr:
-            fold = {
-                g: p.view(nb, 1) for g, p in (("i", P_i), ("f", P_f), ("o", P_o)) if p is not None
-            }
-
-        def factors(t0: int, t1: int) -> dict[str, Tensor]:
-            def buf(name: str, width: int) -> Tensor:
-                if name not in work:
-                    work[name] = x.new_empty(min(chunk, T), width, B)
-                return work[name][: t1 - t0]
-
-            Cp = CT[t0 - 1 : t1 - 1] if t0 > 0 else torch.cat([c0T.unsqueeze(0), CT[: t1 - 1]])
-            Yh_ = YhT[t0:t1] if YhT is not None else None
-            return _factors(s, alpha, AT[t0:t1], HCT[t0:t1], ZT[t0:t1], Cp, Yh_, 1, buf, fold)
+        # carried error, a chunk of steps at a time (see ``_FactorChunks``)
+        P = {"i": P_i, "f": P_f, "o": P_o}
+        chunks = _FactorChunks(s, alpha, AT, HCT, ZT, CT, c0T, YhT, 1, bs, full, P)
+        chunk, fold = chunks.chunk, chunks.fold
 
         new = x.new_empty if full else x.new_zeros  # dead columns must stay 0
 
@@ -402,7 +387,7 @@ class LSTMLayerBPTT(torch.autograd.Function):
         Rt, Qt = R.t(), (Q.t() if fgr else None)
         P3 = {
             g: (p.view(nb, 1) if cpb == 1 else p.unsqueeze(-1))
-            for g, p in (("i", P_i), ("f", P_f), ("o", P_o))
+            for g, p in P.items()
             if p is not None
         }
 
@@ -427,10 +412,7 @@ class LSTMLayerBPTT(torch.autograd.Function):
                 continue
             if t < t0:  # the next chunk of factors, steps [t0, t]
                 t0 = max(0, t + 1 - chunk)
-                fac = {
-                    k: v.unbind(0) if full else [v[r, :, :m] for r, m in enumerate(bs[t0 : t + 1])]
-                    for k, v in factors(t0, t + 1).items()
-                }
+                fac = chunks(t0, t + 1)
                 f_ohp, f_igp, f_fc, f_sa = fac["OHp"], fac["IGp"], fac.get("F_c"), fac.get("SA")
                 # each gate: (name, its δ rows in dPre, its factor K_g); o first: it feeds dc
                 f_gates = [(g, dPg[g], fac[g]) for g in ("o", "i", "f") if g in qs]
@@ -605,6 +587,51 @@ def _factors(
                 F.addcmul_(out[g], fold[g])
             out["F_c"] = F
     return out
+
+
+class _FactorChunks:
+    """The backward's derivative factors (``_factors``) a chunk of steps at a time, in buffers
+    reused by every chunk, for either layout (``fdim``: the feature dimension of the saved
+    (T, ·, ·) tensors, -1 batch-major, 1 feature-major). ``chunks(t0, t1)`` returns, per factor,
+    the views of steps t0 … t1-1, each restricted to the samples alive (``bs``). A chunk is
+    sized to stay in the cache until the reverse loop has used it; ``fold`` is the peepholes'
+    shape for folding their errors into the factors, or None where they cannot be."""
+
+    def __init__(self, s: CellSpec, alpha, A, HC, Z, C, c0, Yhat, fdim: int, bs, full, P):
+        T = A.shape[0]
+        B = A.shape[2] if fdim == 1 else A.shape[1]
+        self.s, self.alpha, self.fdim, self.bs, self.full = s, alpha, fdim, bs, full
+        self.saved = (A, HC, Z, C, c0, Yhat)
+        self.chunk = _chunk_steps(max(s.hidden_size, s.n_q) * B * A.element_size())
+        self.rows = min(self.chunk, T)
+        self.work: dict[str, Tensor] = {}
+        self.fold = None
+        if s.peepholes and s.cells_per_block == 1 and not s.fgr:
+            shape = (s.blocks, 1) if fdim == 1 else (1, s.blocks)
+            self.fold = {g: p.view(shape) for g, p in P.items() if p is not None}
+
+    def __call__(self, t0: int, t1: int) -> dict[str, list[Tensor] | tuple[Tensor, ...]]:
+        A, HC, Z, C, c0, Yhat = self.saved
+        fdim, work = self.fdim, self.work
+
+        def buf(name: str, width: int) -> Tensor:
+            if name not in work:
+                B = A.shape[2] if fdim == 1 else A.shape[1]
+                shape = (self.rows, width, B) if fdim == 1 else (self.rows, B, width)
+                work[name] = A.new_empty(shape)
+            return work[name][: t1 - t0]
+
+        Cp = C[t0 - 1 : t1 - 1] if t0 > 0 else torch.cat([c0.unsqueeze(0), C[: t1 - 1]])
+        Yh = Yhat[t0:t1] if Yhat is not None else None
+        out = _factors(
+            self.s, self.alpha, A[t0:t1], HC[t0:t1], Z[t0:t1], Cp, Yh, fdim, buf, self.fold
+        )
+        if self.full:
+            return {k: v.unbind(0) for k, v in out.items()}
+        bs = self.bs[t0:t1]
+        if fdim == 1:
+            return {k: [v[r, :, :n] for r, n in enumerate(bs)] for k, v in out.items()}
+        return {k: [v[r, :n] for r, n in enumerate(bs)] for k, v in out.items()}
 
 
 def _chunk_steps(step_bytes: int, target: int = 1 << 20) -> int:

@@ -24,7 +24,7 @@ from lstmlab.engines.bptt import (
     _activation,
     _affine,
     _chunk_steps,
-    _factors,
+    _FactorChunks,
     _forward_weights,
     _last_index,
     _sigmoid_form,
@@ -215,27 +215,10 @@ class LSTMLayerBPTTRows(torch.autograd.Function):
         # ---- derivative factors (α σ(1−σ), o h'(c), i g'(z), …) that do not depend on the
         # carried error, formed a chunk of steps at a time: few calls per step, and a chunk
         # stays in cache until the reverse loop has used it (see ``_chunk_steps``)
-        chunk = _chunk_steps(B * max(H, G) * x.element_size())
-        work: dict[str, Tensor] = {}  # one buffer per factor, reused by every chunk
+        P = {"i": P_i, "f": P_f, "o": P_o}
         Yhat = Yh if Yh is not None else Y  # o ⊙ h(c)
-
-        # the peepholes' errors folded into the factors where possible (see bptt._factors)
-        fold = None
-        if peep and cpb == 1 and not fgr:
-            fold = {
-                g: p.view(1, nb) for g, p in (("i", P_i), ("f", P_f), ("o", P_o)) if p is not None
-            }
-
-        def factors(t0: int, t1: int) -> dict[str, Tensor]:
-            def buf(name: str, width: int) -> Tensor:
-                if name not in work:
-                    work[name] = x.new_empty(min(chunk, T), B, width)
-                return work[name][: t1 - t0]
-
-            C_prev = C[t0 - 1 : t1 - 1] if t0 > 0 else torch.cat([c0.unsqueeze(0), C[: t1 - 1]])
-            A_, HC_, Z_, Yh_ = A[t0:t1], HC[t0:t1], Z[t0:t1], Yhat[t0:t1]
-            return _factors(s, alpha, A_, HC_, Z_, C_prev, Yh_, -1, buf, fold)
-
+        chunks = _FactorChunks(s, alpha, A, HC, Z, C, c0, Yhat, -1, bs, full, P)
+        chunk, fold = chunks.chunk, chunks.fold
         fac: dict[str, list] = {}  # name -> per-step views of the current chunk (index t - t0)
         t0 = T
         dY_any = dY is not None
@@ -264,7 +247,6 @@ class LSTMLayerBPTTRows(torch.autograd.Function):
         if mult:
             MXs, Us, dUs, dMXs = steps(MX), steps(U), steps(dU), steps(dMX)
         qs = {g: s.q_slice(g) for g in s.gates}
-        P = {"i": P_i, "f": P_f, "o": P_o}
         dc_buf = x.new_empty(B, H)
         dyh_buf = x.new_empty(B, H) if W_p is not None else None
         n_after = 0  # rows alive at step t + 1
@@ -274,7 +256,7 @@ class LSTMLayerBPTTRows(torch.autograd.Function):
                 continue
             if t < t0:  # the next chunk of factors, steps [t0, t]
                 t0 = max(0, t + 1 - chunk)
-                fac = {k: _steps(v, bs[t0 : t + 1], full) for k, v in factors(t0, t + 1).items()}
+                fac = chunks(t0, t + 1)
                 f_ohp, f_igp, f_fc, f_sa = fac["OHp"], fac["IGp"], fac.get("F_c"), fac.get("SA")
                 # each gate: (name, its δ rows in dPre, its factor K_g); o first: it feeds dc
                 f_gates = [(g, dPg[g], fac[g]) for g in ("o", "i", "f") if g in qs]
