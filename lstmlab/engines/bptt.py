@@ -145,11 +145,6 @@ def _activation(
     return f_tanh
 
 
-def _act_into(name: str, a: Tensor, out: Tensor, prescaled: bool = False) -> Tensor:
-    """out = f(a), once (see ``_activation``)."""
-    return _activation(name, a, prescaled)(a, out)
-
-
 def _sigmoid_span(s: CellSpec, sigmoid_form: bool) -> tuple[int, int]:
     """Pre-activation rows [lo, hi) activated by one sigmoid call right after the recurrent
     product: the gates that do not see c_t (all of them without peepholes; i and f with), and

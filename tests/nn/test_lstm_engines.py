@@ -252,7 +252,7 @@ def test_sigmoid_form_activations_within_two_ulps(name, dtype, layout):
     """On the CPU the engine evaluates tanh, 2σ(a)−1 and 4σ(a)−2 as k σ(s a) − k/2 (one sigmoid
     pass); the promise in bptt's comment: within 2 units in the last place of 1 (absolute) of
     the definitions, at both ends of the range too, unscaled and with the scale folded in."""
-    from lstmlab.engines.bptt import _SIGMOID_FORM, _act_into, _sigmoid_form
+    from lstmlab.engines.bptt import _SIGMOID_FORM, _activation, _sigmoid_form
     from lstmlab.nn.activations import activate
 
     a = torch.linspace(-30, 30, 60001, dtype=F64)
@@ -260,9 +260,9 @@ def test_sigmoid_form_activations_within_two_ulps(name, dtype, layout):
     x = a.to(dtype)
     exact = activate(name, x.double())  # torch.tanh-based, float64
     assert _sigmoid_form(x)
-    out = _act_into(name, x, torch.empty_like(x))
+    out = _activation(name, x)(x, torch.empty_like(x))
     s_, k = _SIGMOID_FORM[name]
-    pre = _act_into(name, x * s_, torch.empty_like(x), prescaled=True)
+    pre = _activation(name, x, prescaled=True)(x * s_, torch.empty_like(x))
     eps = torch.finfo(dtype).eps
     for got in (out, pre):
         assert got.dtype == dtype
