@@ -270,6 +270,26 @@ def test_sigmoid_form_activations_within_two_ulps(name, dtype, layout):
         assert err <= 2 * eps * k / 2, (name, dtype, err)  # 2 ulps of the range's end, k/2
 
 
+@pytest.mark.parametrize("variant", ["vanilla", "NP", "lstm97", "NIAF", "NOAF", "CIFG"])
+def test_tanh_form_activations_equal_autograd(variant, monkeypatch):
+    """Off the CPU the engine evaluates the tanh-family activations with torch.tanh (the
+    argument scale folded into the weights differs, and the block input is activated on its
+    own). That path, run here on the CPU by switching the form off, gives the autograd
+    gradients too."""
+    from lstmlab.engines import bptt, bptt_rows
+
+    for module in (bptt, bptt_rows):
+        monkeypatch.setattr(module, "_sigmoid_form", lambda t: False)
+    kw = {"cells_per_block": 2} if variant == "lstm97" else {}
+    m = LSTM(4, 4, variant=variant, dtype=F64, seed=1, gate_sharpness={"i": 1.5, "o": 3.0}, **kw)
+    x = _inputs()
+    l_ref, g_ref = _grads(m, x, LENGTHS, "autograd")
+    l_fast, g_fast = _grads(m, x, LENGTHS, "bptt")
+    assert abs(l_ref - l_fast) <= 1e-12 * max(1.0, abs(l_ref))
+    for a, b in zip(g_fast, g_ref, strict=True):
+        assert _rel(a, b) <= 1e-10
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("variant", ["vanilla", "lstm97", "mLSTM"])
 def test_cuda_matches_cpu(variant):
