@@ -3,13 +3,15 @@
 This engine is the project's subject and is written by hand. The whole batch goes through the
 recurrence at once (seed 000 puts nodes in rows and samples in columns; so does this module's
 ``LSTMLayerBPTT``, the feature-major layout; ``bptt_rows`` holds the batch-major twin for wide
-layers, and ``run`` picks one by shape, see ``choose_layout``). Forward: the input part W x_t + b
-of the pre-activations is one large product per chunk of steps; then, per step, one recurrent
-matrix product R y_{t-1} added to it (mLSTM: two; one more with full gate recurrence or a
-projection), plus elementwise work: the gates and, on the CPU, the tanh-family activations
-go through one sigmoid call (see ``_SIGMOID_FORM``). Backward runs in reverse time computing the error responsibilities (Eqs. 13–17, generalised to every
-variant), writing δ of every step into one (T, D, B) tensor; the weight gradients of Eq. 18 are
-then a few large (batched) products after the loop:
+layers, and ``run`` picks one by shape and dtype, see ``choose_layout``). Forward, per step:
+the input part W x_t + b of the pre-activations (batch-major: one large product per chunk of
+steps), one recurrent product R y_{t-1} added to it in place (mLSTM: two; one more with full
+gate recurrence or a projection), and elementwise work: the gates and, on the CPU, the
+tanh-family activations go through one sigmoid call (see ``_SIGMOID_FORM``). Backward runs in
+reverse time computing the error responsibilities (Eqs. 13–17, generalised to every variant)
+from derivative factors formed a chunk of steps at a time (``_FactorChunks``), writing δ of
+every step into one (T, D, B) tensor; the weight gradients of Eq. 18 are then one large
+product each after the loop:
 
     dW = Σ_t δ_tᵀ x_t        dR = Σ_t δ_tᵀ y_{t-1}        db = Σ_t δ_t      dx_t = δ_t W
 
