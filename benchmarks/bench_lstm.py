@@ -52,9 +52,9 @@ VARIANTS = {
 }
 EXTRA_WORK = {
     "vanilla": "peepholes: the output gate needs c_t, so the gates take two sigmoid calls instead "
-    "of one, plus 3 multiply-adds forward and 3 backward per step",
-    "lstm97": "2 cells per block (block sums in the backward), full gate recurrence (one more "
-    "small matmul per step each way), bipolar activations, peepholes",
+    "of one, plus 2 multiply-adds forward per step (backward: folded into the derivative factors)",
+    "lstm97": "2 cells per block (block sums in the backward, no peephole folding), full gate "
+    "recurrence (one more small matmul per step each way), bipolar activations, peepholes",
     "FGR": "full gate recurrence (one more small matmul per step)",
     "mLSTM": "two recurrent matmuls per step (W_mh y, then R m)",
     "F-LSTM": "W2·W1 assembled once per call; same per-step work as a dense LSTM",
