@@ -366,6 +366,11 @@ def main() -> None:
     )
     ap.add_argument("--dtypes", default="float32,float64", help="comma-separated: float32, float64")
     ap.add_argument(
+        "--sizes",
+        default=None,
+        help="'T,B,I,H;T,B,I,H;...' instead of the issue's sizes (torch, variants, layout)",
+    )
+    ap.add_argument(
         "--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)"
     )
     ap.add_argument(
@@ -387,6 +392,15 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     dtypes = [getattr(torch, d) for d in args.dtypes.split(",")]
     sizes = QUICK_SIZES if args.quick else SIZES
+    extra = [] if args.quick else LAYOUT_SIZES
+    if args.sizes:
+        try:
+            sizes = [tuple(int(v) for v in part.split(",")) for part in args.sizes.split(";")]
+        except ValueError:
+            ap.error(f"--sizes {args.sizes!r}: give 'T,B,I,H;T,B,I,H;...' (integers)")
+        if any(len(size) != 4 or min(size) < 1 for size in sizes):
+            ap.error(f"--sizes {args.sizes!r}: each size is four positive integers T,B,I,H")
+        extra = []
     where = torch.cuda.get_device_name() if DEVICE.type == "cuda" else "cpu"
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {where}, "
@@ -398,7 +412,7 @@ def main() -> None:
     if "variants" in sections:
         section_variants([s for s in sizes if s[3] <= 256], dtypes, args.quick)
     if "layout" in sections:
-        section_layout(sizes + ([] if args.quick else LAYOUT_SIZES), dtypes, args.quick)
+        section_layout(sizes + extra, dtypes, args.quick)
     if "loop" in sections:
         section_loop(args.quick)
     if "split" in sections:
