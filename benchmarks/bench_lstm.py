@@ -244,6 +244,33 @@ def section_split(dtypes, repeats: int = 15):
         )
 
 
+def section_activations(dtypes, n: int = 1 << 20, repeats: int = 50):
+    """ns per element of torch's CPU tanh and sigmoid, and of the engine's tanh (one sigmoid)."""
+    from lstmlab.engines.bptt import _activation
+
+    print("\n## activations, ns per element (1M elements, best of the repeats)\n")
+    print("| dtype | torch.tanh | torch.sigmoid | engine tanh = 2σ(2a) − 1 |")
+    print("|---|---|---|---|")
+    for dtype in dtypes:
+        a = torch.randn(n, dtype=dtype, device=DEVICE)
+        out = torch.empty_like(a)
+        engine_tanh = _activation("tanh", a)
+        sync = torch.cuda.synchronize if a.is_cuda else (lambda: None)
+        cells = []
+        for fn in (torch.tanh, torch.sigmoid, None):
+            best = float("inf")
+            for _ in range(repeats + 1):
+                t0 = time.perf_counter()
+                if fn is None:
+                    engine_tanh(a, out)
+                else:
+                    fn(a, out=out)
+                sync()
+                best = min(best, time.perf_counter() - t0)
+            cells.append(f"{best / n * 1e9:.2f}")
+        print(f"| {str(dtype)[6:]} | " + " | ".join(cells) + " |", flush=True)
+
+
 LAYOUT_SIZES = [
     (100, 1000, 2, 16),
     (100, 1000, 10, 32),
@@ -362,7 +389,7 @@ def main() -> None:
     ap.add_argument(
         "--sections",
         default="torch,variants,loop",
-        help="comma-separated subset of: torch, variants, layout, loop, split",
+        help="comma-separated subset of: torch, variants, layout, loop, split, activations",
     )
     ap.add_argument("--dtypes", default="float32,float64", help="comma-separated: float32, float64")
     ap.add_argument(
@@ -417,6 +444,8 @@ def main() -> None:
         section_loop(args.quick)
     if "split" in sections:
         section_split(dtypes)
+    if "activations" in sections:
+        section_activations(dtypes)
 
 
 if __name__ == "__main__":
