@@ -241,7 +241,7 @@ class LSTMLayerBPTT(torch.autograd.Function):
 
         # per-step views, restricted to the columns alive, made once: the loop indexes lists
         def steps(v: Tensor) -> list[Tensor] | tuple[Tensor, ...]:
-            return v.unbind(0) if full else [v[t, :, :n] for t, n in enumerate(bs)]
+            return _steps(v, bs, full, 1)
 
         PRE, Zs, Cs, HCs, Ys = steps(ZAT), steps(ZT), steps(CT), steps(HCT), steps(YT)
         xTs = steps(xT)
@@ -390,7 +390,7 @@ class LSTMLayerBPTT(torch.autograd.Function):
 
         # per-step views, restricted to the columns alive, made once: the loop indexes lists
         def steps(v: Tensor) -> list[Tensor] | tuple[Tensor, ...]:
-            return v.unbind(0) if full else [v[t, :, :n] for t, n in enumerate(bs)]
+            return _steps(v, bs, full, 1)
 
         dPres, dPz = steps(dPre), steps(dPre[:, :H])
         dPg = {g: steps(dPre[:, s.gate_slice(g)]) for g in s.gates}
@@ -623,12 +623,18 @@ class _FactorChunks:
         out = _factors(
             self.s, self.alpha, A[t0:t1], HC[t0:t1], Z[t0:t1], Cp, Yh, fdim, buf, self.fold
         )
-        if self.full:
-            return {k: v.unbind(0) for k, v in out.items()}
-        bs = self.bs[t0:t1]
-        if fdim == 1:
-            return {k: [v[r, :, :n] for r, n in enumerate(bs)] for k, v in out.items()}
-        return {k: [v[r, :n] for r, n in enumerate(bs)] for k, v in out.items()}
+        return {k: _steps(v, self.bs[t0:t1], self.full, fdim) for k, v in out.items()}
+
+
+def _steps(v: Tensor, bs: list[int], full: bool, fdim: int) -> list[Tensor] | tuple[Tensor, ...]:
+    """The step views v[t] of a (T, ·, ·) tensor, each restricted to the n_t = bs[t] samples
+    alive: the last dimension when the features are on dimension 1 (feature-major), else the
+    first one after T (batch-major). One unbind call when every sample is alive."""
+    if full:
+        return v.unbind(0)
+    if fdim == 1:
+        return [v[t, :, :n] for t, n in enumerate(bs)]
+    return [v[t, :n] for t, n in enumerate(bs)]
 
 
 def _chunk_steps(step_bytes: int, target: int = 1 << 20) -> int:

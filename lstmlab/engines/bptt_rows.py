@@ -29,16 +29,11 @@ from lstmlab.engines.bptt import (
     _last_index,
     _sigmoid_form,
     _sigmoid_span,
+    _steps,
 )
 from lstmlab.nn.variants import CellSpec
 
 __all__ = ["LSTMLayerBPTTRows"]
-
-
-def _steps(v: Tensor, bs: list[int], full: bool) -> list[Tensor] | tuple[Tensor, ...]:
-    """The step views v[t] of a (T, B, ...) tensor, each restricted to the n_t = bs[t] rows
-    alive (one unbind call when every row is alive)."""
-    return v.unbind(0) if full else [v[t, :n] for t, n in enumerate(bs)]
 
 
 class LSTMLayerBPTTRows(torch.autograd.Function):
@@ -99,7 +94,7 @@ class LSTMLayerBPTTRows(torch.autograd.Function):
 
         # per-step views, restricted to the rows alive, made once: the loop only indexes lists
         def steps(v: Tensor) -> list[Tensor]:
-            return _steps(v, bs, full)
+            return _steps(v, bs, full, -1)
 
         PRE, Ys, Cs, HCs, Zs = steps(ZA), steps(Y), steps(C), steps(HC), steps(Z)
         ZAsig = steps(ZA[..., lo:hi]) if hi > lo else None
@@ -236,7 +231,7 @@ class LSTMLayerBPTTRows(torch.autograd.Function):
 
         # per-step views made once, restricted to the rows alive: the loop only indexes lists
         def steps(v: Tensor) -> list[Tensor]:
-            return _steps(v, bs, full)
+            return _steps(v, bs, full, -1)
 
         dPres, dPz = steps(dPre), steps(dPre[..., :H])
         dPg = {g: steps(dPre[..., s.gate_slice(g)]) for g in s.gates}
