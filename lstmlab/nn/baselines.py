@@ -33,6 +33,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from lstmlab.nn.lstm import all_finite
+
 INITS = ("uniform", "gaussian", "sparse", "torch")
 SPARSE_K = 15  # Martens (2010): non-zero incoming weights per unit
 
@@ -206,7 +208,7 @@ class RecurrentBaseline(nn.Module):
         w = next(self.parameters())
         if input.dtype != w.dtype:
             raise ValueError(f"input dtype must match the parameters' {w.dtype}, got {input.dtype}")
-        if not bool(torch.isfinite(input).all()):
+        if not all_finite(input):
             raise ValueError("input contains NaN or Inf")
         B, T = (input.shape[0], input.shape[1]) if self.batch_first else input.shape[1::-1]
         if T < 1:

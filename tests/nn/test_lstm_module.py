@@ -197,6 +197,26 @@ def test_bad_call_arguments(call, match):
         call(m)
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_one_non_finite_element_is_caught(bad):
+    x = torch.randn(5, 3, 4)
+    x[4, 2, 3] = bad
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        LSTM(4, 4)(x)
+
+
+def test_finite_input_whose_sum_overflows_is_accepted():
+    """The finite check sums first (cheap); an overflowing sum must fall back to the exact test."""
+    from lstmlab.nn.lstm import all_finite
+
+    x = torch.full((5, 3, 4), 3e38)  # finite in float32; the sum is inf
+    assert not torch.isfinite(x.sum()) and all_finite(x)
+    out, _ = LSTM(4, 4)(x)
+    assert torch.isfinite(out).all()
+    x[0, 0, 0] = float("nan")
+    assert not all_finite(x)
+
+
 # ---------------------------------------------------------------- variants and switches
 def test_variant_is_defaults_for_switches():
     a = LSTM(3, 4, variant="vanilla", peepholes=False, seed=0)
