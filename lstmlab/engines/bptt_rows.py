@@ -31,6 +31,7 @@ from lstmlab.engines.bptt import (
     _sigmoid_span,
     _steps,
 )
+from lstmlab.engines.products import StepProduct
 from lstmlab.nn.variants import CellSpec
 
 __all__ = ["LSTMLayerBPTTRows"]
@@ -82,8 +83,11 @@ class LSTMLayerBPTTRows(torch.autograd.Function):
             M = s.multiplicative_size
             MX = (x2 @ W_mx.t()).view(T, B, M)
             U, Mm = new(T, B, M), new(T, B, M)
-        Rt, Wpt = Rs.t(), (W_p.t() if W_p is not None else None)
-        Qt = Qs.t() if Qs is not None else None
+        # the per-step products (BLAS, or oneDNN on a packed weight: see ``products``)
+        rec = StepProduct(Rs, T)
+        proj = StepProduct(W_p, T) if W_p is not None else None
+        qrec = StepProduct(Qs, T) if Qs is not None else None
+        mh = StepProduct(W_mh, T) if mult else None
         has_i, has_f, has_o = ("i" in s.gates), ("f" in s.gates), ("o" in s.gates)
         # one sigmoid call right after the product covers columns [lo, hi) (see _sigmoid_span)
         lo, hi = _sigmoid_span(s, _sigmoid_form(x))
@@ -102,7 +106,7 @@ class LSTMLayerBPTTRows(torch.autograd.Function):
         AI = steps(A[..., s.q_slice("i")]) if has_i else None
         AF = steps(A[..., s.q_slice("f")]) if has_f else None
         AO = steps(A[..., s.q_slice("o")]) if has_o else None
-        if Qt is not None:
+        if qrec is not None:
             AG = steps(A)  # rows [H, D) of a step: the gates' pre-activations, then activations
         if mult:
             MXs, Us, Ms = steps(MX), steps(U), steps(Mm)
@@ -124,12 +128,12 @@ class LSTMLayerBPTTRows(torch.autograd.Function):
                 y_prev, c_prev = y_prev[:n], c_prev[:n]
             pre, z_t, c_t, hc_t = PRE[t], Zs[t], Cs[t], HCs[t]
             if mult:
-                u = torch.mm(y_prev, W_mh.t(), out=Us[t])
-                pre.addmm_(torch.mul(MXs[t], u, out=Ms[t]), Rt)
+                u = mh.into(Us[t], y_prev)
+                rec.add_(pre, torch.mul(MXs[t], u, out=Ms[t]))
             else:
-                pre.addmm_(y_prev, Rt)
-            if Qt is not None and t > 0:
-                AG[t].addmm_(AG[t - 1] if full else AG[t - 1][:n], Qt)
+                rec.add_(pre, y_prev)
+            if qrec is not None and t > 0:
+                qrec.add_(AG[t], AG[t - 1] if full else AG[t - 1][:n])
             if if_gates:  # peepholes from c_{t-1}
                 p_if = PIF[t].view(n, len(if_gates), nb)
                 if cpb == 1:
@@ -174,8 +178,8 @@ class LSTMLayerBPTTRows(torch.autograd.Function):
                     torch.mul(o.unsqueeze(-1), hc_t.view(n, nb, cpb), out=y_hat.view(n, nb, cpb))
             else:
                 y_hat.copy_(hc_t)
-            if Wpt is not None:
-                torch.mm(y_hat, Wpt, out=Ys[t])
+            if proj is not None:
+                proj.into(Ys[t], y_hat)
             y_prev, c_prev = Ys[t], c_t
         if full:
             h_n, c_n = Y[-1].clone(), C[-1].clone()
@@ -244,6 +248,11 @@ class LSTMLayerBPTTRows(torch.autograd.Function):
         qs = {g: s.q_slice(g) for g in s.gates}
         dc_buf = x.new_empty(B, H)
         dyh_buf = x.new_empty(B, H) if W_p is not None else None
+        # the per-step products δ R, dy W_p, δ_gates Q, du W_mh (see ``products``)
+        rec = StepProduct(R.t(), T)
+        proj = StepProduct(W_p.t(), T) if W_p is not None else None
+        qrec = StepProduct(Q.t(), T) if fgr else None
+        mh = StepProduct(W_mh.t(), T) if mult else None
         n_after = 0  # rows alive at step t + 1
         for t in reversed(range(T)):
             n = bs[t]
@@ -263,7 +272,7 @@ class LSTMLayerBPTTRows(torch.autograd.Function):
                 dy_next[n_after:n] += dYs[t][n_after:n]
             if W_p is not None:
                 DYs[t].copy_(dy)
-                dy = torch.mm(dy, W_p, out=dyh_buf[:n])  # dŷ
+                dy = proj.into(dyh_buf[:n], dy)  # dŷ
             dc = torch.addcmul(dcn, dy, f_ohp[r], out=dc_buf[:n])
             if dCs is not None:
                 dc += dCs[t]
@@ -288,20 +297,15 @@ class LSTMLayerBPTTRows(torch.autograd.Function):
                     if g != "o":
                         _add_peep(dcn, dP[t], P[g], n, nb, cpb)
             if fgr:
-                torch.mm(dPgates[t], Q, out=dq_next[:n])
+                qrec.into(dq_next[:n], dPgates[t])
             dY_prev = dYs[t - 1][:n] if (dY_any and t > 0) else None  # folded into the product
             if mult:
-                dm = dpre @ R  # (n, M)
+                dm = rec(dpre)  # (n, M)
                 du = torch.mul(dm, MXs[t], out=dUs[t])
                 torch.mul(dm, Us[t], out=dMXs[t])
-                if dY_prev is None:
-                    torch.mm(du, W_mh, out=dyn)
-                else:
-                    torch.addmm(dY_prev, du, W_mh, out=dyn)
-            elif dY_prev is None:
-                torch.mm(dpre, R, out=dyn)
+                mh.into(dyn, du, dY_prev)
             else:
-                torch.addmm(dY_prev, dpre, R, out=dyn)
+                rec.into(dyn, dpre, dY_prev)
             n_after = n
         # ---- Eq. 18: weight gradients as a few large products after the time loop
         need = ctx.needs_input_grad
