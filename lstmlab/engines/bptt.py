@@ -291,8 +291,14 @@ class LSTMLayerBPTT(torch.autograd.Function):
             if z_affine_ is not None:
                 z_affine_(z)
             i = AI[t] if has_i else None  # (nb, n)
-            f = (1.0 - i) if s.coupled else (AF[t] if has_f else None)
-            if cpb == 1:
+            f = AF[t] if has_f else None  # CIFG has no f rows: f = 1 − i
+            if s.coupled:  # c = (1 − i) c_{t-1} + i z = lerp(c_{t-1}, z, i): one pass
+                if cpb == 1:
+                    torch.lerp(c_prev, z, i, out=c)
+                else:
+                    c3, z3, cp3 = c.view(nb, cpb, n), z.view(nb, cpb, n), c_prev.view(nb, cpb, n)
+                    torch.lerp(cp3, z3, i.unsqueeze(1), out=c3)
+            elif cpb == 1:
                 if f is None:
                     torch.add(c_prev, z if i is None else i * z, out=c)
                 else:

@@ -147,8 +147,14 @@ class LSTMLayerBPTTRows(torch.autograd.Function):
             if z_affine_ is not None:
                 z_affine_(z_t)
             i = AI[t] if has_i else None
-            f = (1.0 - i) if s.coupled else (AF[t] if has_f else None)
-            if cpb == 1:
+            f = AF[t] if has_f else None  # CIFG has no f rows: f = 1 − i
+            if s.coupled:  # c = (1 − i) c_{t-1} + i z = lerp(c_{t-1}, z, i): one pass
+                if cpb == 1:
+                    torch.lerp(c_prev, z_t, i, out=c_t)
+                else:
+                    c3, zc = c_t.view(n, nb, cpb), z_t.view(n, nb, cpb)
+                    torch.lerp(c_prev.view(n, nb, cpb), zc, i.unsqueeze(-1), out=c3)
+            elif cpb == 1:
                 if f is None:
                     torch.add(c_prev, z_t if i is None else i * z_t, out=c_t)
                 else:
