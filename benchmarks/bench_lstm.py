@@ -23,6 +23,8 @@ import ctypes
 import statistics
 import sys
 import time
+import warnings
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -139,11 +141,18 @@ def repeats_for(T, B, I, H, quick):
 DEVICE = torch.device("cpu")
 
 
+@contextmanager
 def fused_off():
     """torch.nn.LSTM without its fused kernel: oneDNN off on the CPU, cuDNN off on CUDA."""
     if DEVICE.type == "cuda":
-        return torch.backends.cudnn.flags(enabled=False)
-    return torch.backends.mkldnn.flags(enabled=False)
+        flags = torch.backends.cudnn.flags(enabled=False)
+    else:
+        flags = torch.backends.mkldnn.flags(enabled=False)
+    with warnings.catch_warnings():
+        # setting the oneDNN flags makes torch warn about TF32 on Intel GPUs: not this machine
+        warnings.filterwarnings("ignore", message="TF32 acceleration on top of oneDNN")
+        with flags:
+            yield
 
 
 def section_torch(sizes, dtypes, quick):
@@ -317,6 +326,84 @@ def section_layout(sizes, dtypes, quick):
             )
 
 
+PRODUCT_GRID = [(B, H) for B in (32, 128, 1000) for H in (64, 128, 256, 512)]
+
+
+def _calls(fn, out, a, n):
+    """A timing body: ``fn(out, a)`` n times."""
+
+    def go():
+        for _ in range(n):
+            fn(out, a)
+
+    return go
+
+
+def section_products(sizes, quick):
+    """The engine's per-step products on oneDNN's packed weight against BLAS (float32, CPU):
+    one product at a grid of batches and widths (the rule behind ``products.MIN_SIDE``), then
+    the whole engine with each kind forced, against torch.nn.LSTM."""
+    from lstmlab.engines.bptt import forced_layout
+    from lstmlab.engines.products import StepProduct, choose_products, forced_products
+
+    print("\n## per-step products: oneDNN (packed weight) vs BLAS, float32\n")
+    if DEVICE.type != "cpu":
+        print("(CPU only: on CUDA the products are cuBLAS's.)")
+        return
+    print("One product, the rows of a step times the layer's weight; ratio = oneDNN / BLAS time")
+    print("(forward: (B, H)·(H, 4H) added into the pre-activations; backward: (B, 4H)·(4H, H)).\n")
+    print("| B | H | BLAS fwd µs | ratio fwd | BLAS bwd µs | ratio bwd | chosen (T = 200) |")
+    print("|---|---|---|---|---|---|---|")
+    grid = PRODUCT_GRID[::3] if quick else PRODUCT_GRID
+    for B, H in grid:
+        g = torch.Generator().manual_seed(0)
+        R = torch.randn(4 * H, H, generator=g) / H**0.5
+        y, pre = torch.randn(B, H, generator=g), torch.randn(B, 4 * H, generator=g)
+        dy = torch.empty(B, H)
+        kinds = {}
+        for kind in ("blas", "onednn"):
+            with forced_products(kind):
+                kinds[kind] = (StepProduct(R, 200), StepProduct(R.t(), 200))
+        n = max(1, int(1e9 // (8 * B * H * H)))  # calls per timing: ≈ 10 ms at 100 GFLOP/s
+        (fb, bb), (fo, bo) = kinds["blas"], kinds["onednn"]
+        tf = paired(_calls(fb.add_, pre, y, n), {"o": _calls(fo.add_, pre, y, n)}, 15)
+        tb = paired(_calls(bb.into, dy, pre, n), {"o": _calls(bo.into, dy, pre, n)}, 15)
+        print(
+            f"| {B} | {H} | {tf['ref'] / n * 1e6:.0f} | {tf.ratio('o'):.2f} | "
+            f"{tb['ref'] / n * 1e6:.0f} | {tb.ratio('o'):.2f} | {choose_products(R, 200)} |",
+            flush=True,
+        )
+
+    print("\nThe whole engine (NP net, batch-major), each kind forced; ratio to torch.nn.LSTM:\n")
+    print("| (T, B, I, H) | torch.nn.LSTM ms | BLAS | oneDNN | chosen |")
+    print("|---|---|---|---|---|")
+    for T, B, I, H in [s for s in sizes if s[3] >= 64]:
+        torch.manual_seed(0)
+        ref = nn.LSTM(I, H)
+        ours = LSTM.from_torch(ref)
+        x = torch.randn(T, B, I)
+        run = fwd_bwd(ours, x)
+
+        def forced(kind, run=run):
+            def go():
+                with forced_layout("batch"), forced_products(kind):
+                    run()
+
+            return go
+
+        t = paired(
+            fwd_bwd(ref, x),
+            {"blas": forced("blas"), "onednn": forced("onednn")},
+            repeats_for(T, B, I, H, quick),
+        )
+        chosen = choose_products(ours.cells[0].weights()["R"], T)
+        print(
+            f"| {(T, B, I, H)} | {t['ref'] * 1e3:.1f} | {t.ratio('blas'):.2f} | "
+            f"{t.ratio('onednn'):.2f} | {chosen} |",
+            flush=True,
+        )
+
+
 def section_loop(quick):
     """seed 000 Fig. 3(b): matrix-based batch vs looping over the samples, batch 100, T = 10."""
     print(
@@ -389,7 +476,8 @@ def main() -> None:
     ap.add_argument(
         "--sections",
         default="torch,variants,loop",
-        help="comma-separated subset of: torch, variants, layout, loop, split, activations",
+        help="comma-separated subset of: torch, variants, layout, loop, split, activations, "
+        "products",
     )
     ap.add_argument("--dtypes", default="float32,float64", help="comma-separated: float32, float64")
     ap.add_argument(
@@ -446,6 +534,8 @@ def main() -> None:
         section_split(dtypes)
     if "activations" in sections:
         section_activations(dtypes)
+    if "products" in sections:
+        section_products(sizes, args.quick)
 
 
 if __name__ == "__main__":
