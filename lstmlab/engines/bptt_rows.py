@@ -9,7 +9,9 @@ per chunk of steps, written straight into the steps' rows of the activation tens
 smallest layers (the long time-lag nets: a few units, batches of thousands) the feature-major
 layout wins: there every gate slice of a (B, D) row is a few elements, and elementwise loops
 over short strided rows are slow. ``bptt.run`` picks one by shape and dtype
-(``bptt.choose_layout``); the tests hold both to the autograd reference.
+(``bptt.choose_layout``); the tests hold both to the autograd reference. The per-step products
+(R, Rᵀ, and W_p, Q, W_mh where a variant has them) go through ``products.StepProduct``: BLAS,
+or oneDNN's matmul on a packed weight for wide float32 layers.
 
 Hand-written, like ``bptt``: this is the project's subject.
 """
