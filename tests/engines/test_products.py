@@ -118,3 +118,41 @@ def test_onednn_products_match_blas_and_autograd(kw, monkeypatch):
             assert err <= 2e-6 * scale, (kind, name, err)  # float32 round-off: ≈ 2e-7
     for a, b in zip(results["blas"][1], results["onednn"][1], strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6 * scale)
+
+
+@needs_onednn
+def test_wide_layer_takes_onednn_and_matches_autograd(monkeypatch):
+    """At the sizes where the rule picks oneDNN by itself (both sides of R ≥ 256, ≥ 16 steps),
+    the kernels it runs there (other blockings than the small tests') give the float64 autograd
+    gradients to float32 accuracy."""
+    T, B, H = MIN_STEPS, 3, MIN_SIDE
+    m64 = LSTM(5, H, dtype=F64, seed=4)
+    m32 = LSTM(5, H, dtype=F32, seed=4)
+    m32.load_state_dict(m64.state_dict())
+    x = torch.randn(T, B, 5, generator=torch.Generator().manual_seed(2), dtype=F64)
+    lengths = torch.tensor([T, T - 5, 2])
+
+    def run(m, xx, engine):
+        m.engine = engine
+        out, (h, c) = m(xx, lengths=lengths)
+        w = torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)
+        loss = (w * out).sum() + (out**2).sum() + h.sum() + (c**2).sum()
+        return loss.detach(), torch.autograd.grad(loss, list(m.parameters()))
+
+    l_ref, g_ref = run(m64, x, "autograd")
+    kinds = []
+    init = StepProduct.__init__
+
+    def spy(self, M, steps):
+        init(self, M, steps)
+        kinds.append(self.kind)
+
+    monkeypatch.setattr(StepProduct, "__init__", spy)
+    with forced_layout("batch"):
+        loss, grads = run(m32, x.float(), "bptt")
+    assert kinds == ["onednn", "onednn"]  # R forward, Rᵀ backward
+    assert abs(loss.item() - l_ref.item()) <= 1e-5 * abs(l_ref.item())
+    scale = max(g.abs().max().item() for g in g_ref)
+    for (name, _), a, b in zip(m64.named_parameters(), grads, g_ref, strict=True):
+        err = (a.double() - b).abs().max().item()
+        assert err <= 4e-6 * scale, (name, err)  # float32 round-off: ≈ 4e-7
