@@ -5,7 +5,7 @@ forward pass, Rᵀ in the backward pass (and W_p, W_mh, Q where a variant has th
 in float32, torch's matrix product runs MKL's sgemm, which repacks the weight on every call. For
 wide layers, oneDNN's matmul — the kernel behind torch.nn.LSTM — runs these products
 faster, with the weight packed once per call of the engine. On the benchmark machine (AMD EPYC,
-one thread) it runs them in 0.7–0.9 of sgemm's time once both sides of the weight are ≥ 256,
+one thread) it runs them in 0.7–0.95 of sgemm's time once both sides of the weight are ≥ 256,
 and slower below that (a fixed cost of ≈ 20 µs a call). ``benchmarks/bench_lstm.py --sections
 products`` measures it.
 
