@@ -326,7 +326,7 @@ def section_layout(sizes, dtypes, quick):
             )
 
 
-PRODUCT_GRID = [(B, H) for B in (32, 128, 1000) for H in (64, 128, 256, 512)]
+PRODUCT_GRID = [(B, H) for B in (1, 4, 32, 128, 1000) for H in (64, 128, 256, 512)]
 
 
 def _calls(fn, out, a, n):
@@ -364,13 +364,13 @@ def section_products(sizes, quick):
         for kind in ("blas", "onednn"):
             with forced_products(kind):
                 kinds[kind] = (StepProduct(R, 200), StepProduct(R.t(), 200))
-        n = max(1, int(1e9 // (8 * B * H * H)))  # calls per timing: ≈ 10 ms at 100 GFLOP/s
+        n = max(1, min(500, int(1e9 // (8 * B * H * H))))  # ≈ 10 ms of work, ≤ 500 calls
         (fb, bb), (fo, bo) = kinds["blas"], kinds["onednn"]
         tf = paired(_calls(fb.add_, pre, y, n), {"o": _calls(fo.add_, pre, y, n)}, 15)
         tb = paired(_calls(bb.into, dy, pre, n), {"o": _calls(bo.into, dy, pre, n)}, 15)
         print(
             f"| {B} | {H} | {tf['ref'] / n * 1e6:.0f} | {tf.ratio('o'):.2f} | "
-            f"{tb['ref'] / n * 1e6:.0f} | {tb.ratio('o'):.2f} | {choose_products(R, 200)} |",
+            f"{tb['ref'] / n * 1e6:.0f} | {tb.ratio('o'):.2f} | {choose_products(R, 200, B)} |",
             flush=True,
         )
 
@@ -396,7 +396,7 @@ def section_products(sizes, quick):
             {"blas": forced("blas"), "onednn": forced("onednn")},
             repeats_for(T, B, I, H, quick),
         )
-        chosen = choose_products(ours.cells[0].weights()["R"], T)
+        chosen = choose_products(ours.cells[0].weights()["R"], T, B)
         print(
             f"| {(T, B, I, H)} | {t['ref'] * 1e3:.1f} | {t.ratio('blas'):.2f} | "
             f"{t.ratio('onednn'):.2f} | {chosen} |",

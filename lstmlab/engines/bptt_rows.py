@@ -86,10 +86,10 @@ class LSTMLayerBPTTRows(torch.autograd.Function):
             MX = (x2 @ W_mx.t()).view(T, B, M)
             U, Mm = new(T, B, M), new(T, B, M)
         # the per-step products (BLAS, or oneDNN on a packed weight: see ``products``)
-        rec = StepProduct(Rs, T)
-        proj = StepProduct(W_p, T) if W_p is not None else None
-        qrec = StepProduct(Qs, T) if Qs is not None else None
-        mh = StepProduct(W_mh, T) if mult else None
+        rec = StepProduct(Rs, T, B)
+        proj = StepProduct(W_p, T, B) if W_p is not None else None
+        qrec = StepProduct(Qs, T, B) if Qs is not None else None
+        mh = StepProduct(W_mh, T, B) if mult else None
         has_i, has_f, has_o = ("i" in s.gates), ("f" in s.gates), ("o" in s.gates)
         # one sigmoid call right after the product covers columns [lo, hi) (see _sigmoid_span)
         lo, hi = _sigmoid_span(s, _sigmoid_form(x))
@@ -257,10 +257,10 @@ class LSTMLayerBPTTRows(torch.autograd.Function):
         dc_buf = x.new_empty(B, H)
         dyh_buf = x.new_empty(B, H) if W_p is not None else None
         # the per-step products δ R, dy W_p, δ_gates Q, du W_mh (see ``products``)
-        rec = StepProduct(R.t(), T)
-        proj = StepProduct(W_p.t(), T) if W_p is not None else None
-        qrec = StepProduct(Q.t(), T) if fgr else None
-        mh = StepProduct(W_mh.t(), T) if mult else None
+        rec = StepProduct(R.t(), T, B)
+        proj = StepProduct(W_p.t(), T, B) if W_p is not None else None
+        qrec = StepProduct(Q.t(), T, B) if fgr else None
+        mh = StepProduct(W_mh.t(), T, B) if mult else None
         n_after = 0  # rows alive at step t + 1
         for t in reversed(range(T)):
             n = bs[t]

@@ -5,8 +5,9 @@ forward pass, Rᵀ in the backward pass (and W_p, W_mh, Q where a variant has th
 in float32, torch's matrix product runs MKL's sgemm, which repacks the weight on every call. For
 wide layers, oneDNN's matmul — the kernel behind torch.nn.LSTM — runs these products
 faster, with the weight packed once per call of the engine. On the benchmark machine (AMD EPYC,
-one thread) it runs them in 0.7–0.95 of sgemm's time once both sides of the weight are ≥ 256,
-and slower below that (a fixed cost of ≈ 20 µs a call). ``benchmarks/bench_lstm.py --sections
+one thread) it runs them in 0.4–0.95 of sgemm's time once both sides of the weight are ≥ 256
+and a step has two rows or more, and slower below that (a fixed cost of ≈ 20 µs a call; one
+row is a matrix-vector product, where BLAS is faster). ``benchmarks/bench_lstm.py --sections
 products`` measures it.
 
 torch exposes that kernel only through private operators
@@ -29,7 +30,16 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor
 
-__all__ = ["PRODUCTS", "StepProduct", "choose_products", "forced_products", "onednn_available"]
+__all__ = [
+    "MIN_ROWS",
+    "MIN_SIDE",
+    "MIN_STEPS",
+    "PRODUCTS",
+    "StepProduct",
+    "choose_products",
+    "forced_products",
+    "onednn_available",
+]
 
 PRODUCTS = ("auto", "blas", "onednn")
 _FORCED: list[str] = []  # set by ``forced_products`` (tests, benchmarks)
@@ -37,6 +47,9 @@ _FORCED: list[str] = []  # set by ``forced_products`` (tests, benchmarks)
 MIN_SIDE = 256
 # steps per call at least this: packing the weight costs about one or two products
 MIN_STEPS = 16
+# rows (samples) at least this: a single row is a matrix-vector product, which BLAS runs
+# faster at H = 256 (oneDNN 1.5x slower); from two rows on oneDNN wins (0.4-0.9)
+MIN_ROWS = 2
 
 
 @functools.cache
@@ -54,12 +67,14 @@ def onednn_available() -> bool:
         return False  # the operators are private: absent, or with another signature
 
 
-def choose_products(weight: Tensor, steps: int) -> str:
-    """ "onednn" or "blas" for the per-step products with ``weight`` (N, K) over ``steps``.
+def choose_products(weight: Tensor, steps: int, rows: int = MIN_ROWS) -> str:
+    """ "onednn" or "blas" for the per-step products with ``weight`` (N, K) over ``steps``
+    steps of at most ``rows`` rows.
 
     oneDNN only on the CPU in float32 (it has no float64 kernel), when it is available and
-    switched on, and — unless forced — when both sides of the weight are ≥ ``MIN_SIDE`` and the
-    call runs ≥ ``MIN_STEPS`` steps (read off ``bench_lstm.py --sections products``)."""
+    switched on, and — unless forced — when both sides of the weight are ≥ ``MIN_SIDE``, the
+    call runs ≥ ``MIN_STEPS`` steps and a step has ≥ ``MIN_ROWS`` rows (read off
+    ``bench_lstm.py --sections products``)."""
     mode = _FORCED[-1] if _FORCED else "auto"
     if mode == "blas":
         return "blas"
@@ -71,7 +86,8 @@ def choose_products(weight: Tensor, steps: int) -> str:
     )
     if not usable:
         return "blas"
-    if mode == "onednn" or (min(weight.shape) >= MIN_SIDE and steps >= MIN_STEPS):
+    wide = min(weight.shape) >= MIN_SIDE
+    if mode == "onednn" or (wide and steps >= MIN_STEPS and rows >= MIN_ROWS):
         return "onednn"
     return "blas"
 
@@ -98,8 +114,8 @@ class StepProduct:
 
     __slots__ = ("_mt", "_packed", "kind")
 
-    def __init__(self, M: Tensor, steps: int):
-        self.kind = choose_products(M, steps)
+    def __init__(self, M: Tensor, steps: int, rows: int = MIN_ROWS):
+        self.kind = choose_products(M, steps, rows)
         self._mt = M.t()
         self._packed = (
             torch.ops.mkldnn._reorder_linear_weight(M.detach().contiguous(), None)

@@ -13,6 +13,7 @@ import torch
 from lstmlab import LSTM
 from lstmlab.engines.bptt import forced_layout
 from lstmlab.engines.products import (
+    MIN_ROWS,
     MIN_SIDE,
     MIN_STEPS,
     StepProduct,
@@ -31,6 +32,8 @@ def test_choice_rule():
     expect = "onednn" if onednn_available() else "blas"
     assert choose_products(wide, MIN_STEPS) == expect
     assert choose_products(wide, MIN_STEPS - 1) == "blas"  # packing would not pay
+    assert choose_products(wide, 1000, rows=MIN_ROWS - 1) == "blas"  # a matrix-vector product
+    assert choose_products(wide, 1000, rows=MIN_ROWS) == expect
     assert choose_products(narrow, 1000) == "blas"  # oneDNN's fixed cost per call loses
     assert choose_products(wide.double(), 1000) == "blas"  # no float64 kernel
     with forced_products("onednn"):
@@ -143,8 +146,8 @@ def test_wide_layer_takes_onednn_and_matches_autograd(monkeypatch):
     kinds = []
     init = StepProduct.__init__
 
-    def spy(self, M, steps):
-        init(self, M, steps)
+    def spy(self, M, steps, rows):
+        init(self, M, steps, rows)
         kinds.append(self.kind)
 
     monkeypatch.setattr(StepProduct, "__init__", spy)
