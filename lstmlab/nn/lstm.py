@@ -39,6 +39,7 @@ def all_finite(x: Tensor) -> bool:
     """Whether every element of ``x`` is finite. A NaN or ±Inf anywhere makes the sum non-finite,
     so a finite sum settles it in one reduction (≈ 30× cheaper than ``isfinite(x).all()``);
     only a non-finite sum (which may also be overflow) needs the elementwise check."""
+    x = x.detach()  # no graph for a check
     return bool(torch.isfinite(x.sum())) or bool(torch.isfinite(x).all())
 
 
