@@ -24,7 +24,8 @@ import statistics
 import sys
 import time
 import warnings
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from functools import partial
 
 import torch
 from torch import nn
@@ -77,6 +78,28 @@ def fwd_bwd(module, x):
         sync()
 
     return run
+
+
+def _inside(run, *contexts):
+    """A timing body: ``run()`` inside a fresh instance of each context-manager factory."""
+
+    def go():
+        with ExitStack() as stack:
+            for make in contexts:
+                stack.enter_context(make())
+            run()
+
+    return go
+
+
+def _repeated(fn, n: int):
+    """A timing body: ``fn()`` n times back to back."""
+
+    def go():
+        for _ in range(n):
+            fn()
+
+    return go
 
 
 def steady_malloc() -> str:
@@ -180,15 +203,11 @@ def section_torch(sizes, dtypes, quick):
             np_ = LSTM.from_torch(ref)
             van = LSTM(I, H, variant="vanilla", dtype=dtype, seed=0).to(DEVICE)
             x = torch.randn(T, B, I, dtype=dtype, device=DEVICE)
-            native = fwd_bwd(ref, x)
-
-            def without_onednn(run=native):
-                with fused_off():
-                    run()
+            native = _inside(fwd_bwd(ref, x), fused_off)
 
             t = paired(
                 fwd_bwd(ref, x),
-                {"NP": fwd_bwd(np_, x), "vanilla": fwd_bwd(van, x), "native": without_onednn},
+                {"NP": fwd_bwd(np_, x), "vanilla": fwd_bwd(van, x), "native": native},
                 repeats_for(T, B, I, H, quick),
             )
             print(
@@ -298,7 +317,7 @@ LAYOUT_SIZES = [
 def section_layout(sizes, dtypes, quick):
     """Both layouts of the bptt engine, forced, against torch.nn.LSTM: where bptt.choose_layout
     should switch from feature-major to batch-major."""
-    from lstmlab.engines.bptt import choose_layout, forced_layout
+    from lstmlab.engines.bptt import LAYOUTS, choose_layout, forced_layout
 
     print("\n## bptt layouts: feature-major vs batch-major, NP net, ratio to torch.nn.LSTM\n")
     print("| dtype | (T, B, I, H) | torch.nn.LSTM ms | feature-major | batch-major | chosen |")
@@ -311,17 +330,10 @@ def section_layout(sizes, dtypes, quick):
             x = torch.randn(T, B, I, dtype=dtype, device=DEVICE)
 
             run = fwd_bwd(ours, x)
-
-            def forced(name, run=run):
-                def go():
-                    with forced_layout(name):
-                        run()
-
-                return go
-
+            forced = {name: _inside(run, partial(forced_layout, name)) for name in LAYOUTS}
             t = paired(
                 fwd_bwd(ref, x),
-                {"features": forced("features"), "batch": forced("batch")},
+                forced,
                 repeats_for(T, B, I, H, quick),
             )
             chosen = choose_layout(ours.cells[0].spec, B, dtype)
@@ -333,16 +345,6 @@ def section_layout(sizes, dtypes, quick):
 
 
 PRODUCT_GRID = [(B, H) for B in (1, 4, 32, 128, 1000) for H in (64, 128, 256, 512)]
-
-
-def _calls(fn, out, a, n):
-    """A timing body: ``fn(out, a)`` n times."""
-
-    def go():
-        for _ in range(n):
-            fn(out, a)
-
-    return go
 
 
 def section_products(sizes, quick):
@@ -372,8 +374,16 @@ def section_products(sizes, quick):
                 kinds[kind] = (StepProduct(R, 200), StepProduct(R.t(), 200))
         n = max(1, min(500, int(1e9 // (8 * B * H * H))))  # ≈ 10 ms of work, ≤ 500 calls
         (fb, bb), (fo, bo) = kinds["blas"], kinds["onednn"]
-        tf = paired(_calls(fb.add_, pre, y, n), {"o": _calls(fo.add_, pre, y, n)}, 15)
-        tb = paired(_calls(bb.into, dy, pre, n), {"o": _calls(bo.into, dy, pre, n)}, 15)
+        tf = paired(
+            _repeated(partial(fb.add_, pre, y), n),
+            {"o": _repeated(partial(fo.add_, pre, y), n)},
+            15,
+        )
+        tb = paired(
+            _repeated(partial(bb.into, dy, pre), n),
+            {"o": _repeated(partial(bo.into, dy, pre), n)},
+            15,
+        )
         print(
             f"| {B} | {H} | {tf['ref'] / n * 1e6:.0f} | {tf.ratio('o'):.2f} | "
             f"{tb['ref'] / n * 1e6:.0f} | {tb.ratio('o'):.2f} | {choose_products(R, 200, B)} |",
@@ -389,17 +399,13 @@ def section_products(sizes, quick):
         ours = LSTM.from_torch(ref)
         x = torch.randn(T, B, I)
         run = fwd_bwd(ours, x)
-
-        def forced(kind, run=run):
-            def go():
-                with forced_layout("batch"), forced_products(kind):
-                    run()
-
-            return go
-
+        batch_major = partial(forced_layout, "batch")
+        forced = {
+            k: _inside(run, batch_major, partial(forced_products, k)) for k in ("blas", "onednn")
+        }
         t = paired(
             fwd_bwd(ref, x),
-            {"blas": forced("blas"), "onednn": forced("onednn")},
+            forced,
             repeats_for(T, B, I, H, quick),
         )
         chosen = choose_products(ours.cells[0].weights()["R"], T, B)
@@ -414,14 +420,6 @@ def section_products(sizes, quick):
 # that, like the per-sample loop (100 engine calls), it is measured warm: a single call of a few
 # ms timed right after a 200 ms loop pays the loop's cold caches and took about twice as long.
 BATCH_CALLS = 20
-
-
-def _repeated(fn, n: int):
-    def go():
-        for _ in range(n):
-            fn()
-
-    return go
 
 
 def section_loop(quick):
