@@ -18,7 +18,8 @@ tensor, an unbatched (T, I) tensor with 2-D h0/c0, or a ``PackedSequence`` (then
 a ``PackedSequence`` with the same batch sizes and indices, and h_n/c_n are in the caller's
 batch order); inter-layer dropout in training mode; a zero-size batch; NaN/Inf propagate as
 in torch (no check). Under CPU autocast the LSTM and RNN compute in the autocast dtype
-(bfloat16 output, as torch's); the GRU stays in float32 (as torch's).
+(bfloat16 output, as torch's); the GRU autocasts its products and keeps a
+float32 state and output (as torch's).
 
 LSTM computation (``engine=``): ``"bptt"`` (default) is the hand-written full-BPTT engine
 (``lstmlab.engines.bptt``) through ``lstmlab.nn.fast_layer``, whose double backward recomputes
@@ -119,7 +120,9 @@ class _DropInMixin:
     A subclass gives ``_n_states`` (2 for the LSTM), ``_state_sizes()`` and ``_direction``."""
 
     _n_states = 1
-    _follows_autocast = True
+    # under autocast: "dtype" = the whole recurrence in the autocast dtype (torch's LSTM and
+    # RNN on the CPU), "ops" = only the products autocast, the state stays float32 (its GRU)
+    _follows_autocast = "dtype"
 
     # -- to be provided ---------------------------------------------------------------------
     def _state_sizes(self) -> tuple[int, ...]:
@@ -200,9 +203,9 @@ class _DropInMixin:
 
     def _stack(self, x: Tensor, lengths: Tensor | None, hx: tuple[Tensor, ...]):
         """x (T, B, I) time-major → output (T, B, D·Hr), final states (each (L·D, B, ·))."""
-        cast = None
-        if self._follows_autocast:
-            cast = _autocast_dtype(x.device.type)
+        if self._follows_autocast == "ops":  # each product autocasts on its own (GRU)
+            return self._stack_plain(x, lengths, hx, None)
+        cast = _autocast_dtype(x.device.type)
         if cast is not None:
             x, hx = x.to(cast), tuple(h.to(cast) for h in hx)
         with torch.autocast(x.device.type, enabled=False):
@@ -656,11 +659,12 @@ class _BaselineDropIn(_DropInMixin):
 
 class TorchGRU(_BaselineDropIn, nn.GRU):
     """``torch.nn.GRU`` computed by lstmlab's GRU (``lstmlab.nn.gru``); torch's constructor,
-    parameters (r, z, n rows) and state_dict. CPU autocast leaves it in float32, as torch."""
+    parameters (r, z, n rows) and state_dict. Under CPU autocast its products run in the autocast dtype
+    and its state and output stay float32, as torch's."""
 
     _torch_name = "GRU"
     _lab_class = _LabGRU
-    _follows_autocast = False
+    _follows_autocast = "ops"
 
     def _lab_parameters(self, layer, d, cast):
         H = self.hidden_size
