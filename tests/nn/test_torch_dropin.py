@@ -111,16 +111,14 @@ def test_modules_lstm_proj_size_zero(impl):
     assert m(torch.randn(2, 1, 3))[1][0].shape == (1, 1, 4)
 
 
-@pytest.mark.parametrize("kind", ["LSTM", "GRU", "RNN"])
-def test_modules_grad_and_gradgrad(impl, kind):
-    """test_modules.test_grad / test_gradgrad and test_nn.test_{LSTM,GRU}_grad_and_gradgrad:
-    gradcheck and gradgradcheck in float64 w.r.t. the input, hx and every parameter."""
-    mod = getattr(impl, kind)(2, 3, 2, bidirectional=True, dtype=D64)
-    x = torch.randn(3, 2, 2, dtype=D64, requires_grad=True)
-    hx = _hx(kind, 4, 2, 3, requires_grad=True)
+def _grad_gradgrad(impl, kind, sizes, with_params):
+    mod = getattr(impl, kind)(*sizes, bidirectional=True, dtype=D64)
+    T, B, I, H, L = 3, 2, sizes[0], sizes[1], sizes[2] * 2
+    x = torch.randn(T, B, I, dtype=D64, requires_grad=True)
+    hx = _hx(kind, L, B, H, requires_grad=True)
     hxs = list(hx) if kind == "LSTM" else [hx]
-    params = list(mod.parameters())
-    names = [n for n, _ in mod.named_parameters()]
+    names = [n for n, _ in mod.named_parameters()] if with_params else []
+    params = [getattr(mod, n) for n in names]
 
     def f(x, *rest):
         h = tuple(rest[: len(hxs)]) if kind == "LSTM" else rest[0]
@@ -130,6 +128,21 @@ def test_modules_grad_and_gradgrad(impl, kind):
     inputs = (x, *hxs, *params)
     assert torch.autograd.gradcheck(f, inputs)
     assert torch.autograd.gradgradcheck(f, inputs)
+
+
+@pytest.mark.parametrize("kind", ["LSTM", "GRU", "RNN"])
+def test_modules_grad_and_gradgrad(impl, kind):
+    """test_modules.test_grad / test_gradgrad and test_nn.test_{LSTM,GRU}_grad_and_gradgrad:
+    gradcheck and gradgradcheck in float64 w.r.t. the input and hx (bidirectional, one
+    layer; every parameter too in the slow twin below)."""
+    _grad_gradgrad(impl, kind, (2, 2, 1), with_params=False)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["LSTM", "GRU", "RNN"])
+def test_modules_grad_and_gradgrad_all_parameters(impl, kind):
+    """The same w.r.t. every parameter of a 2-layer bidirectional module."""
+    _grad_gradgrad(impl, kind, (2, 3, 2), with_params=True)
 
 
 def test_modules_gradgrad_lstm_autograd_engine():
@@ -147,8 +160,12 @@ def test_modules_errors(impl, kind):
     with pytest.raises(ValueError, match="Expected input to be 2D or 3D, got 4D"):
         mod(torch.randn(1, 2, 3, 3))
     with pytest.raises(RuntimeError, match="For batched 3-D input, hx"):
-        mod(torch.randn(2, 1, 3), _hx(kind, 1, 1, 4, dtype=torch.float32)[0][0:1, 0]
-            if kind != "LSTM" else tuple(h[:, 0] for h in _hx(kind, 1, 1, 4, dtype=torch.float32)))
+        mod(
+            torch.randn(2, 1, 3),
+            _hx(kind, 1, 1, 4, dtype=torch.float32)[0][0:1, 0]
+            if kind != "LSTM"
+            else tuple(h[:, 0] for h in _hx(kind, 1, 1, 4, dtype=torch.float32)),
+        )
     with pytest.raises(RuntimeError, match="For unbatched 2-D input, hx"):
         mod(torch.randn(2, 3), _hx(kind, 1, 1, 4, dtype=torch.float32))
 
@@ -297,7 +314,9 @@ def test_nn_default_init(impl):
     for p in m.parameters():
         assert float(p.abs().max()) <= bound
         assert float(p.abs().max()) > 0.9 * bound
-    assert abs(float(m.bias_ih_l0.mean())) < 0.05 and float(m.bias_hh_l1.std()) > 0.5 * bound / 3**0.5
+    assert (
+        abs(float(m.bias_ih_l0.mean())) < 0.05 and float(m.bias_hh_l1.std()) > 0.5 * bound / 3**0.5
+    )
 
 
 @pytest.mark.parametrize("kind", ["LSTM", "GRU", "RNN"])
@@ -674,7 +693,9 @@ def test_packed_pack_sequence_compat(impl, enforce_sorted, batch_first):
         seq = unpacked[i] if batch_first else unpacked[:, i]
         assert float(seq[L:].abs().sum()) == 0
         alone = mod(seqs[i].unsqueeze(0 if batch_first else 1))[0]
-        torch.testing.assert_close(seq[:L], alone.squeeze(0 if batch_first else 1), rtol=0, atol=1e-13)
+        torch.testing.assert_close(
+            seq[:L], alone.squeeze(0 if batch_first else 1), rtol=0, atol=1e-13
+        )
     del t_dim
 
 
@@ -705,7 +726,9 @@ def test_packed_wrong_order(impl):
     """test_wrong_order: pack_padded_sequence refuses unsorted lengths with enforce_sorted."""
     with pytest.raises(RuntimeError):
         rnn_utils.pack_padded_sequence(torch.randn(25, 2, 3), [22, 25], enforce_sorted=True)
-    impl.LSTM(3, 2)(rnn_utils.pack_padded_sequence(torch.randn(25, 2, 3), [22, 25], False))
+    impl.LSTM(3, 2)(
+        rnn_utils.pack_padded_sequence(torch.randn(25, 2, 3), [22, 25], enforce_sorted=False)
+    )
 
 
 # --------------------------------------------------------------------- lstmlab-only checks
@@ -722,9 +745,9 @@ def test_dropin_engines_agree():
     packed and bidirectional, values and gradients (the fast path's slow twin)."""
     m = lstmlab.TorchLSTM(3, 5, 2, bidirectional=True, proj_size=2, dtype=D64)
     x = torch.randn(6, 4, 3, dtype=D64, requires_grad=True)
-    packed = rnn_utils.pack_padded_sequence(x, [6, 2, 5, 3], enforce_sorted=False)
     res = []
     for engine in ("bptt", "autograd"):
+        packed = rnn_utils.pack_padded_sequence(x, [6, 2, 5, 3], enforce_sorted=False)
         m.engine = engine
         m.zero_grad()
         x.grad = None
