@@ -224,7 +224,10 @@ def test_modules_multiple_transfer_and_swap(impl, kind):
     mod = getattr(impl, kind)(3, 4, 2)
     mod.double().float().double()
     assert all(p.dtype == D64 for p in mod.parameters())
-    assert all(w is getattr(mod, n) for w, n in zip(mod._flat_weights, mod._flat_weights_names))
+    assert all(
+        w is getattr(mod, n)
+        for w, n in zip(mod._flat_weights, mod._flat_weights_names, strict=True)
+    )
     mod(torch.randn(2, 1, 3, dtype=D64))
     old = torch.__future__.get_swap_module_params_on_conversion()
     torch.__future__.set_swap_module_params_on_conversion(True)
@@ -492,7 +495,9 @@ def test_nn_variable_sequence(impl, kind, bidirectional):
         o, h = mod(s.detach().unsqueeze(1).requires_grad_(False))
         torch.testing.assert_close(out[: lengths[b], b], o[:, 0], rtol=0, atol=1e-13)
         assert float(out[lengths[b] :, b].abs().sum()) == 0
-        for hp, hs in zip(h_p if kind == "LSTM" else (h_p,), h if kind == "LSTM" else (h,)):
+        for hp, hs in zip(
+            h_p if kind == "LSTM" else (h_p,), h if kind == "LSTM" else (h,), strict=True
+        ):
             torch.testing.assert_close(hp[:, b], hs[:, 0], rtol=0, atol=1e-13)
         o2, h2 = mod(s.unsqueeze(1))
         total = total + o2.sum() + sum(t.sum() for t in (h2 if kind == "LSTM" else (h2,)))
@@ -772,7 +777,7 @@ def test_dropin_double_backward_matches_autograd_engine():
         loss = m(x)[0].pow(2).sum()
         grads = torch.autograd.grad(loss, params, create_graph=True)
         v = [torch.ones_like(p) for p in params]
-        hv = torch.autograd.grad(sum((g * u).sum() for g, u in zip(grads, v)), params)
+        hv = torch.autograd.grad(sum((g * u).sum() for g, u in zip(grads, v, strict=True)), params)
         res.append([*grads, *hv])
     for a, b in zip(*res, strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
