@@ -15,6 +15,9 @@ MAML, ``gradgradcheck``, Hessian-vector products by double backward) cannot be d
   the same first-order gradient (the two engines agree to round-off, tested), now itself a
   differentiable function of the inputs and of the incoming gradients, so any order works.
 
+Under a ``torch.func`` transform (``grad``, ``jvp``, ``vmap``, …) or forward-mode AD the layer
+runs on the reference engine from the start (``_needs_reference``).
+
 The dense weights come in already assembled (``LSTMCell.weights`` layout, rows ``z|i|f|o``),
 so a single "dense" cell spec serves every variant (F-LSTM and G-LSTM are assembled into W and
 R before this point, and the assembly is ordinary autograd).
@@ -26,6 +29,7 @@ import dataclasses
 
 import torch
 from torch import Tensor
+from torch.autograd import forward_ad
 
 from lstmlab.engines import autograd as autograd_engine
 from lstmlab.engines import bptt as bptt_engine
@@ -68,15 +72,27 @@ def run_layer(
 ):
     """x (T, B, I) → Y (T, B, Hr), C (T, B, H), h_n (B, Hr), c_n (B, H) for one
     layer-direction with dense weights ``tensors`` (names of ``WEIGHT_NAMES``)."""
-    if engine == "autograd":
-        return autograd_engine.run(DenseCell(spec, tensors), x, lengths, h0, c0, alpha)
     weights = [tensors.get(n) for n in WEIGHT_NAMES]
     inputs = [x, h0, c0, *weights]
+    if engine == "autograd" or _needs_reference(inputs):
+        return autograd_engine.run(DenseCell(spec, tensors), x, lengths, h0, c0, alpha)
     if not torch.is_grad_enabled() or not any(
         t is not None and t.requires_grad for t in inputs
     ):  # no graph wanted: the engine alone
         return bptt_engine.run(DenseCell(spec, tensors), x, lengths, h0, c0, alpha)
     return _FastLayer.apply(dense_spec(spec), alpha, lengths, x, h0, c0, *weights)
+
+
+def _needs_reference(inputs) -> bool:
+    """Whether the call runs under what only the reference engine supports: a ``torch.func``
+    transform (grad, jvp, vmap, jacrev, …) or forward-mode AD (a dual tensor among the
+    inputs). The engine's ``autograd.Function`` has neither a ``setup_context`` for functorch
+    nor a ``jvp``."""
+    if torch._C._are_functorch_transforms_active():
+        return True
+    if forward_ad._current_level >= 0:
+        return any(t is not None and forward_ad.unpack_dual(t).tangent is not None for t in inputs)
+    return False
 
 
 def _cell(spec: CellSpec, weights) -> DenseCell:

@@ -824,3 +824,21 @@ def test_dropin_loads_lstmlab_checkpoint():
         lstmlab.TorchLSTM(3, 4, 1, dtype=D64).load_state_dict(lab.state_dict())
     with pytest.raises(TypeError, match="unexpected keyword"):
         lstmlab.TorchLSTM(3, 4, peephole=True)
+
+
+def test_func_transforms_and_forward_ad(impl):
+    """torch.func.grad, torch.func.jvp and forward-mode AD (dual tensors) through the module
+    give torch's numbers (the drop-in runs its reference engine under them)."""
+    ref, mod = _same_weights("LSTM", impl, 3, 4, 2, dtype=D64)
+    x = torch.randn(5, 2, 3, dtype=D64)
+    v = torch.randn_like(x)
+    res = []
+    for m in (ref, mod):
+        g = torch.func.grad(lambda x, m=m: m(x)[0].pow(2).sum())(x)
+        _, jv = torch.func.jvp(lambda x, m=m: m(x)[0], (x,), (v,))
+        with torch.autograd.forward_ad.dual_level():
+            out = m(torch.autograd.forward_ad.make_dual(x, v))[0]
+            tangent = torch.autograd.forward_ad.unpack_dual(out).tangent
+        res.append([g, jv, tangent])
+    for a, b in zip(*res, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-13)
