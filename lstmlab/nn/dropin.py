@@ -150,7 +150,7 @@ class _DropInMixin:
                 hx = self.permute_hidden(hx, sorted_indices)
             self.check_forward_args(data, hx, batch_sizes)
             x, lengths, flat = _unpack(data, batch_sizes)
-            out, states = self._stack(x, lengths, self._hx_tuple(hx))
+            out, states = self._stack(x, lengths, self._hx_tuple(hx), flat)
             data_out = out.reshape(-1, out.shape[-1]).index_select(0, flat)
             packed = PackedSequence(data_out, batch_sizes, sorted_indices, unsorted_indices)
             return packed, self.permute_hidden(self._hx_out(states), unsorted_indices)
@@ -201,17 +201,18 @@ class _DropInMixin:
         ]
         return self._hx_out(z)
 
-    def _stack(self, x: Tensor, lengths: Tensor | None, hx: tuple[Tensor, ...]):
-        """x (T, B, I) time-major → output (T, B, D·Hr), final states (each (L·D, B, ·))."""
+    def _stack(self, x: Tensor, lengths: Tensor | None, hx: tuple[Tensor, ...], flat=None):
+        """x (T, B, I) time-major → output (T, B, D·Hr), final states (each (L·D, B, ·)).
+        ``flat``: the packed rows' positions when the input came packed (see ``_dropout``)."""
         if self._follows_autocast == "ops":  # each product autocasts on its own (GRU)
-            return self._stack_plain(x, lengths, hx, None)
+            return self._stack_plain(x, lengths, hx, None, flat)
         cast = _autocast_dtype(x.device.type)
         if cast is not None:
             x, hx = x.to(cast), tuple(h.to(cast) for h in hx)
         with torch.autocast(x.device.type, enabled=False):
-            return self._stack_plain(x, lengths, hx, cast)
+            return self._stack_plain(x, lengths, hx, cast, flat)
 
-    def _stack_plain(self, x, lengths, hx, cast):
+    def _stack_plain(self, x, lengths, hx, cast, flat):
         nd = 2 if self.bidirectional else 1
         finals: list[list[Tensor]] = [[] for _ in range(self._n_states)]
         layer_in = x
@@ -226,8 +227,17 @@ class _DropInMixin:
                     acc.append(s)
             layer_in = outs[0] if nd == 1 else torch.cat(outs, dim=2)
             if self.dropout > 0 and self.training and layer < self.num_layers - 1:
-                layer_in = nn.functional.dropout(layer_in, self.dropout, True)
+                layer_in = self._dropout(layer_in, flat)
         return layer_in, tuple(torch.stack(f) for f in finals)
+
+    def _dropout(self, y: Tensor, flat: Tensor | None) -> Tensor:
+        """Inter-layer dropout drawn as torch draws it: over the (T, B, F) output, or, for a
+        packed input, over the packed rows only (so the same seed gives torch's masks)."""
+        if flat is None:
+            return nn.functional.dropout(y, self.dropout, True)
+        T, B, F = y.shape
+        rows = nn.functional.dropout(y.reshape(T * B, F).index_select(0, flat), self.dropout, True)
+        return y.new_zeros(T * B, F).index_copy(0, flat, rows).view(T, B, F)
 
     def _param(self, name: str, layer: int, d: int, cast):
         t = getattr(self, f"{name}_l{layer}" + ("_reverse" if d else ""), None)

@@ -842,3 +842,18 @@ def test_func_transforms_and_forward_ad(impl):
         res.append([g, jv, tangent])
     for a, b in zip(*res, strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-13)
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_nn_dropout_masks_as_torch(impl, packed):
+    """Inter-layer dropout draws torch's masks from the same seed (over the padded output,
+    or over the packed rows for a PackedSequence), so training runs with dropout match."""
+    ref, mod = _same_weights("LSTM", impl, 3, 6, 3, dropout=0.4, dtype=D64)
+    x = torch.randn(5, 4, 3, dtype=D64)
+    inp = rnn_utils.pack_padded_sequence(x, [5, 2, 4, 3], enforce_sorted=False) if packed else x
+    torch.manual_seed(7)
+    want = _flat(ref(inp))
+    torch.manual_seed(7)
+    got = _flat(mod(inp))
+    for a, b in zip(want, got, strict=True):
+        torch.testing.assert_close(b, a, rtol=0, atol=1e-13)
