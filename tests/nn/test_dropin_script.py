@@ -142,3 +142,17 @@ def test_script_with_dropout_same_losses_as_torch():
         assert math.isclose(a, b, rel_tol=1e-12), (a, b)
     first, last = sum(got["losses"][:3]) / 3, sum(got["losses"][-3:]) / 3
     assert last < first
+
+
+def test_readme_dropin_example_runs():
+    """The README's drop-in example runs as printed."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", text, flags=re.S) if "TorchLSTM" in b]
+    assert len(blocks) == 1
+    namespace: dict = {}
+    exec(compile(blocks[0], "README.md", "exec"), namespace)
+    assert namespace["h_n"].shape == (2, 2, 20)
+    assert isinstance(namespace["out"], torch.nn.utils.rnn.PackedSequence)
