@@ -39,7 +39,8 @@ block and absent gates are left out (NIG, NFG, CIFG, NOG). Every parameter start
 
 ``lstmlab.LSTM`` state_dicts (``cells.k.W/R/b…``) load into a ``TorchLSTM`` of the same
 configuration: they are converted on load (b → bias_ih, bias_hh = 0); ``from_lstmlab`` and
-``to_lstmlab`` convert modules.
+``to_lstmlab`` convert modules. Likewise ``lstmlab.GRU`` / ``lstmlab.RNN`` state_dicts (one
+merged bias, the GRU's b_hn apart) load into ``TorchGRU`` / ``TorchRNN``.
 """
 
 from __future__ import annotations
@@ -665,6 +666,20 @@ class _BaselineDropIn(_DropInMixin):
 
     def _lab_step(self, p, xp_t, h):
         return self._lab_class._step(self, p, xp_t, h)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # an lstmlab.GRU / lstmlab.RNN state_dict (one merged bias ``bias_l{k}``, and the GRU's
+        # ``bias_hn_l{k}``): converted on load into torch's two biases
+        for key in [k for k in state_dict if k.startswith(prefix + "bias_l")]:
+            sfx = key[len(prefix + "bias") :]
+            b = state_dict.pop(key)
+            hh = torch.zeros_like(b)
+            hn = state_dict.pop(prefix + "bias_hn" + sfx, None)
+            if hn is not None:
+                hh[2 * self.hidden_size :] = hn
+            state_dict[prefix + "bias_ih" + sfx] = b
+            state_dict[prefix + "bias_hh" + sfx] = hh
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 class TorchGRU(_BaselineDropIn, nn.GRU):

@@ -857,3 +857,15 @@ def test_nn_dropout_masks_as_torch(impl, packed):
     got = _flat(mod(inp))
     for a, b in zip(want, got, strict=True):
         torch.testing.assert_close(b, a, rtol=0, atol=1e-13)
+
+
+@pytest.mark.parametrize("kind", ["GRU", "RNN"])
+def test_dropin_loads_lstmlab_baseline_checkpoint(kind):
+    """An lstmlab.GRU / lstmlab.RNN state_dict (merged biases) loads into the drop-in and
+    gives the same function."""
+    lab = getattr(lstmlab, kind)(3, 4, 2, bidirectional=True, dtype=D64, init="torch")
+    m = getattr(lstmlab, "Torch" + kind)(3, 4, 2, bidirectional=True, dtype=D64)
+    m.load_state_dict(lab.state_dict())
+    x = torch.randn(5, 2, 3, dtype=D64)
+    for a, b in zip(_flat(m(x)), _flat(lab(x)), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-13)
