@@ -140,6 +140,9 @@ class _DropInMixin:
         return states[0] if self._n_states == 1 else tuple(states)
 
     def forward(self, input, hx=None):
+        """torch's forward contract: ``input`` (T, B, I) / (B, T, I) / unbatched (T, I) / a
+        ``PackedSequence``; ``hx`` as torch's (LSTM: (h0, c0)). Returns (output, h_n) or
+        (output, (h_n, c_n)), output packed when the input was."""
         self._update_flat_weights()
         name = self._torch_name
         if isinstance(input, PackedSequence):

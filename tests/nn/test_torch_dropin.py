@@ -870,3 +870,21 @@ def test_dropin_loads_lstmlab_baseline_checkpoint(kind):
     x = torch.randn(5, 2, 3, dtype=D64)
     for a, b in zip(_flat(m(x)), _flat(lab(x)), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-13)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("kind", ["LSTM", "GRU", "RNN"])
+def test_dropin_cuda_matches_torch(kind):
+    """On a CUDA device the drop-in (the engine on the GPU) gives torch's values and
+    gradients for a packed, bidirectional 2-layer module (float64)."""
+    ref, mod = _same_weights(kind, IMPLS["lstmlab"], 3, 8, 2, bidirectional=True, dtype=D64)
+    ref, mod = ref.cuda(), mod.cuda()
+    x = torch.randn(7, 4, 3, dtype=D64, device="cuda")
+    res = []
+    for m in (ref, mod):
+        packed = rnn_utils.pack_padded_sequence(x, [7, 3, 5, 1], enforce_sorted=False)
+        out = _flat(m(packed))
+        grads = torch.autograd.grad(sum((t * t).sum() for t in out), list(m.parameters()))
+        res.append([*out, *grads])
+    for a, b in zip(*res, strict=True):
+        torch.testing.assert_close(b, a, rtol=0, atol=1e-11)
