@@ -5,6 +5,11 @@ builds the model, task data, optimizer, stopping rule, metrics log and checkpoin
 hands them in. Every iteration is: pick the next minibatch → one ``optimizer.step`` on its
 objective → update the counters → maybe evaluate → log one record → maybe checkpoint.
 
+Divergence: after every step the parameters are checked (one reduction each); a NaN or Inf
+ends the run at once with ``stop_reason = "diverged"`` (as does a non-finite evaluation loss,
+``StoppingRule``). The checkpoint callback is not called for a diverged state: the last
+checkpoint written stays the last finite one.
+
 Data order is a pure function of ``(seed, epoch)`` (a fresh generator per epoch), so a resumed
 run needs only the counters to draw the same minibatches.
 
@@ -141,6 +146,14 @@ def train(
             state.epoch, state.batch_in_epoch = state.epoch + 1, 0
         state.wall = time.perf_counter() - clock
 
+        if not _params_finite(model):  # diverged: log this step, keep the last checkpoint
+            state.stop_reason = "diverged"
+            stopping.observe(state, evaluate(model))
+            log.write(_record(state, diag, test=state.last_eval))
+            if progress is not None:
+                progress.update(state)
+            return state
+
         test = None
         if state.iteration % eval_every == 0:
             stopping.observe(state, evaluate(model))
@@ -154,9 +167,18 @@ def train(
     if state.stop_reason != "interrupted" and state.iteration % eval_every != 0:
         stopping.observe(state, evaluate(model))  # the summary reports the final network
         log.write(_record(state, {}, test=state.last_eval))
-    if checkpoint is not None:
+    if checkpoint is not None and state.stop_reason != "diverged":
         checkpoint(state)  # the final state, stop reason included
     return state
+
+
+def _params_finite(model: Any) -> bool:
+    """Whether every parameter is finite (a model without ``parameters()`` counts as finite)."""
+    for p in getattr(model, "parameters", lambda: ())():
+        x = p.detach()
+        if not (bool(torch.isfinite(x.sum())) or bool(torch.isfinite(x).all())):
+            return False
+    return True
 
 
 def _record(state: TrainState, diag: dict[str, Any], test: dict[str, Any] | None) -> dict:

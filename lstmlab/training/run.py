@@ -7,12 +7,19 @@ A run directory holds::
     checkpoint.safetensors      the last checkpoint (``.prev``: the one before; see ``checkpoint``)
     summary.json                written when the run ends: solved, cost, time, figure path
     figures/learning_curve.png  test metric and training loss against samples and P_D
+    run.lock                    the writer lock (``lock``): empty when no process writes
 
-``start`` and ``resume`` build the objects from the config (``build``), restore the checkpoint
-if any, and call ``loop.train``. Ctrl-C (SIGINT) asks the loop to stop after the current
-iteration and checkpoint; a second Ctrl-C aborts at once (the last checkpoint stays valid).
-Failures a user can act on (unwritable directory, full disk, bad checkpoint) raise ``RunError``
-with a one-line message.
+``start`` and ``resume`` build the objects from the config (``build``), take the directory's
+writer lock, restore the checkpoint if any, and call ``loop.train``. Ctrl-C (SIGINT) or
+SIGTERM asks the loop to stop after the current iteration and checkpoint; a second one aborts
+at once (the last checkpoint stays valid). Failures a user can act on (unwritable directory,
+full disk, bad checkpoint, a second writer) raise ``RunError`` with a one-line message.
+
+Guarantees (tests in docs/design.md): checkpoints are verified on load (content and config
+digests, finite parameters; a failing newest file falls back to ``.prev`` with a warning);
+a state with non-finite parameters, or one whose evaluation loss is not finite, is never
+written, so a diverged run keeps its last finite checkpoint (``summary.json`` says which);
+a damaged ``metrics.jsonl`` is cut back to its last whole row at resume.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import math
 import os
 import signal
 import sys
@@ -29,15 +37,35 @@ from pathlib import Path
 from typing import Any
 
 from lstmlab.training import build
-from lstmlab.training.checkpoint import CheckpointError, load_latest, save_checkpoint
+from lstmlab.training.checkpoint import (
+    CheckpointError,
+    NonFiniteError,
+    config_digest,
+    load_latest,
+    save_checkpoint,
+)
 from lstmlab.training.config import RunConfig, dumps_toml, from_dict, load_toml, to_dict
+from lstmlab.training.jsonsafe import dumps as json_dumps
+from lstmlab.training.jsonsafe import restore as json_restore
+from lstmlab.training.lock import LockError, RunLock
 from lstmlab.training.loop import batches_per_epoch, train
-from lstmlab.training.metrics import MetricsLog, read_metrics
+from lstmlab.training.metrics import MetricsLog, read_metrics, repair
 from lstmlab.training.progress import make_progress
 from lstmlab.training.rng import get_rng_state, seed_everything, set_rng_state
 from lstmlab.training.state import TrainState
 
-__all__ = ["RunError", "RunPaths", "start", "resume", "evaluate_run", "load_config", "summarize"]
+__all__ = [
+    "RunError",
+    "RunPaths",
+    "start",
+    "resume",
+    "evaluate_run",
+    "load_config",
+    "load_run_checkpoint",
+    "summarize",
+]
+
+FINITE = ("model",)  # the checkpoint entries that must be finite to be written or loaded
 
 
 class RunError(RuntimeError):
@@ -68,6 +96,10 @@ class RunPaths:
     def figures(self) -> Path:
         return self.root / "figures"
 
+    @property
+    def prev(self) -> Path:
+        return self.checkpoint.with_name(self.checkpoint.name + ".prev")
+
 
 def _os_message(err: OSError, what: str, path: Path) -> str:
     reason = err.strerror or str(err)
@@ -94,34 +126,84 @@ def load_config(run_dir: str | Path) -> RunConfig:
     return from_dict(load_toml(paths.config))
 
 
-# --------------------------------------------------------------------------------------------
-# Ctrl-C
+def config_sha(cfg: RunConfig) -> str:
+    """The digest a run's checkpoints carry: its config without the budgets (``stop``)."""
+    return config_digest(_identity(to_dict(cfg)))
 
 
-class _Interrupt:
-    """First SIGINT: set a flag the loop polls. Second: the default handler (KeyboardInterrupt)."""
+def load_run_checkpoint(paths: RunPaths, cfg: RunConfig, what: str = "resume"):
+    """The newest verified checkpoint of a run: ``(state, skipped error or None)``."""
+    try:
+        return load_latest(paths.checkpoint, config_digest=config_sha(cfg), finite=FINITE)
+    except CheckpointError as err:
+        raise RunError(f"cannot {what}: {err}") from None
 
-    def __init__(self, notify):
-        self.requested = False
-        self._notify = notify
 
-    def __call__(self, signum, frame) -> None:
-        self.requested = True
-        self._notify("interrupt: checkpointing after this iteration (Ctrl-C again to abort)")
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+def read_summary(paths: RunPaths) -> dict[str, Any] | None:
+    try:
+        data = json.loads(paths.summary.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return json_restore(data) if isinstance(data, dict) else None
 
 
 @contextlib.contextmanager
-def _sigint(handler: _Interrupt):
+def _writer(paths: RunPaths, break_lock: bool, command: str):
+    """Hold the run directory's writer lock (``lock.RunLock``) for the block."""
+    lock = RunLock(paths.root, command=command, force=break_lock)
     try:
-        previous = signal.signal(signal.SIGINT, handler)
-    except ValueError:  # not the main thread: no handler, Ctrl-C behaves as usual
-        yield
-        return
+        lock.acquire()
+    except LockError as err:
+        raise RunError(str(err)) from None
+    except OSError as err:
+        raise RunError(_os_message(err, "lock", paths.root)) from None
+    if lock.warning:
+        print(f"warning: {lock.warning}", file=sys.stderr)
+    try:
+        yield lock
+    finally:
+        lock.release()
+
+
+# --------------------------------------------------------------------------------------------
+# Ctrl-C and SIGTERM
+
+
+class _Interrupt:
+    """First SIGINT/SIGTERM: set a flag the loop polls. Second: abort (KeyboardInterrupt)."""
+
+    def __init__(self, notify):
+        self.requested = False
+        self.signal: str | None = None
+        self._notify = notify
+
+    def __call__(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        self.signal = signal.Signals(signum).name
+        again = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
+        self._notify(
+            f"interrupt ({self.signal}): checkpointing after this iteration ({again} again to abort)"
+        )
+
+
+_HANDLED = (signal.SIGINT, signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def _signals(handler: _Interrupt):
+    previous = {}
+    try:
+        for sig in _HANDLED:
+            previous[sig] = signal.signal(sig, handler)
+    except ValueError:  # not the main thread: no handler, signals behave as usual
+        pass
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 # --------------------------------------------------------------------------------------------
@@ -157,13 +239,14 @@ def start(
     paths = RunPaths(Path(run_dir))
     built = build.build_all(cfg)  # before touching the disk: a bad config fails cleanly
     _prepare_dir(paths)
-    try:
-        atomic_write_text(paths.config, dumps_toml(cfg))
-    except OSError as err:
-        raise RunError(_os_message(err, "write", paths.config)) from None
-    return _execute(
-        cfg, paths, built, None, progress=progress, out=out, checkpoint_writer=checkpoint_writer
-    )
+    with _writer(paths, False, "lstmlab train"):
+        try:
+            atomic_write_text(paths.config, dumps_toml(cfg))
+        except OSError as err:
+            raise RunError(_os_message(err, "write", paths.config)) from None
+        return _execute(
+            cfg, paths, built, None, progress=progress, out=out, checkpoint_writer=checkpoint_writer
+        )
 
 
 def resume(
@@ -172,24 +255,35 @@ def resume(
     stop_overrides: dict[str, Any] | None = None,
     progress: str = "auto",
     out=None,
+    break_lock: bool = False,
 ) -> dict[str, Any]:
-    """Continue a run from its last checkpoint; ``stop_overrides`` may change budgets."""
+    """Continue a run from its last checkpoint; ``stop_overrides`` may change budgets.
+
+    ``break_lock`` takes over a lock whose holder this machine cannot judge (another host)."""
     paths = RunPaths(Path(run_dir))
     cfg = load_config(paths.root)
     if stop_overrides:
         cfg = from_dict({"stop": stop_overrides}, cfg)
-    prev = paths.checkpoint.with_name(paths.checkpoint.name + ".prev")
-    if not paths.checkpoint.exists() and not prev.exists():
+    with _writer(paths, break_lock, "lstmlab resume"):
+        return _resume_locked(cfg, paths, stop_overrides, progress, out)
+
+
+def _resume_locked(cfg, paths, stop_overrides, progress, out):
+    summary = read_summary(paths) if paths.summary.exists() else None
+    if summary is not None and summary.get("stop_reason") == "diverged":
+        raise RunError(
+            f"run {paths.root} diverged at iteration {summary.get('iterations')}; its last "
+            f"finite checkpoint (iteration {summary.get('checkpoint_iteration')}) is kept for "
+            "`lstmlab eval`; resuming would diverge again -- start a new run with other settings"
+        )
+    if not paths.checkpoint.exists() and not paths.prev.exists():
         # killed before its first checkpoint: nothing was learned yet, start it afresh
         print(
             f"warning: {paths.root} has no checkpoint yet; starting it from the beginning",
             file=sys.stderr,
         )
         return _execute(cfg, paths, build.build_all(cfg), None, progress=progress, out=out)
-    try:
-        ckpt, skipped = load_latest(paths.checkpoint)
-    except CheckpointError as err:
-        raise RunError(f"cannot resume: {err}") from None
+    ckpt, skipped = load_run_checkpoint(paths, cfg)
     if skipped is not None:
         print(f"warning: {skipped}; resuming from the previous checkpoint", file=sys.stderr)
     if _identity(ckpt.get("config") or {}) != _identity(to_dict(cfg)):
@@ -223,22 +317,35 @@ def _identity(cfg_dict: dict[str, Any]) -> dict[str, Any]:
 
 def _execute(cfg, paths, built, restored, *, progress, out, checkpoint_writer=None):
     out = out or sys.stdout
+    written = {"iteration": None}  # the last checkpoint on disk (a diverged run keeps it)
     if restored is None:
         seed_everything(cfg.seed)
         state = TrainState()
         truncate = 0
     else:
         ckpt, state = restored
-        built.model.load_state_dict(ckpt["model"])
-        built.optimizer.load_state_dict(ckpt["optimizer"])
-        set_rng_state(ckpt["rng"])
-        truncate = int(ckpt["metrics_offset"])
+        try:
+            built.model.load_state_dict(ckpt["model"])
+            built.optimizer.load_state_dict(ckpt["optimizer"])
+            set_rng_state(ckpt["rng"])
+            truncate = int(ckpt["metrics_offset"])
+        except (KeyError, RuntimeError, ValueError, TypeError) as err:
+            reason = (str(err).splitlines() or [""])[0][:200]
+            raise RunError(f"cannot resume: checkpoint does not fit this run ({reason})") from None
+        written["iteration"] = state.iteration
     try:
-        log = MetricsLog(paths.metrics, truncate_to=truncate)
+        warning = repair(paths.metrics, truncate) if truncate or paths.metrics.exists() else None
+        if warning:
+            print(f"warning: {warning}", file=sys.stderr)
+        log = MetricsLog(paths.metrics)
     except OSError as err:
         raise RunError(_os_message(err, "write", paths.metrics)) from None
+    config_hash = config_sha(cfg)
 
     def checkpoint(st: TrainState) -> None:
+        loss = st.last_eval.get("loss")
+        if st.stop_reason == "diverged" or (isinstance(loss, float) and not math.isfinite(loss)):
+            return  # never replace the last good checkpoint with a diverged state
         try:
             payload = {
                 "config": to_dict(cfg),
@@ -249,7 +356,16 @@ def _execute(cfg, paths, built, restored, *, progress, out, checkpoint_writer=No
                 "metrics_offset": log.offset(),
                 "saved_at": time.time(),
             }
-            save_checkpoint(payload, paths.checkpoint, write=checkpoint_writer)
+            save_checkpoint(
+                payload,
+                paths.checkpoint,
+                write=checkpoint_writer,
+                config_digest=config_hash,
+                finite=FINITE,
+            )
+            written["iteration"] = st.iteration
+        except NonFiniteError:
+            return  # the loop stops on non-finite parameters; the last good checkpoint stays
         except OSError as err:
             raise RunError(_os_message(err, "write checkpoint", paths.checkpoint)) from None
 
@@ -262,7 +378,7 @@ def _execute(cfg, paths, built, restored, *, progress, out, checkpoint_writer=No
     interrupt = _Interrupt(bar.message)
     bar.start(state)
     try:
-        with _sigint(interrupt):
+        with _signals(interrupt):
             state = train(
                 built.model,
                 built.optimizer,
@@ -285,7 +401,16 @@ def _execute(cfg, paths, built, restored, *, progress, out, checkpoint_writer=No
     finally:
         bar.close()
         log.close()
-    return finish(cfg, paths, state, metric=built.stopping.metric, target=built.target, out=out)
+    return finish(
+        cfg,
+        paths,
+        state,
+        metric=built.stopping.metric,
+        target=built.target,
+        out=out,
+        checkpoint_iteration=written["iteration"],
+        interrupted_by=interrupt.signal if state.stop_reason == "interrupted" else None,
+    )
 
 
 def finish(
@@ -296,6 +421,8 @@ def finish(
     metric: str,
     target: float | None = None,
     out=None,
+    checkpoint_iteration: int | None = None,
+    interrupted_by: str | None = None,
 ) -> dict[str, Any]:
     """Write the learning-curve figure and ``summary.json``; print the summary."""
     figure = None
@@ -314,8 +441,12 @@ def finish(
         print(f"warning: {_os_message(err, 'write figure in', paths.figures)}", file=sys.stderr)
     summary = summarize(cfg, paths, state, figure, metric)
     summary["target"] = target
+    summary["checkpoint_iteration"] = (
+        state.iteration if checkpoint_iteration is None else checkpoint_iteration
+    )
+    summary["interrupted_by"] = interrupted_by
     try:
-        atomic_write_text(paths.summary, json.dumps(summary, indent=2) + "\n")
+        atomic_write_text(paths.summary, json_dumps(summary, indent=2) + "\n")
     except OSError as err:
         raise RunError(_os_message(err, "write", paths.summary)) from None
     if out is not None:
@@ -361,6 +492,14 @@ def format_summary(s: dict[str, Any]) -> str:
         f"  sequence presentations {s['presentations']:.0f}",
         f"  P_D {s['P_D']:.4g}  P_I {s['P_I']:.4g}  wall time {s['wall_time']:.1f} s",
         f"  run directory {s['run_dir']}",
+        *(
+            [
+                f"  diverged: checkpoint and .prev keep the last finite state "
+                f"(iteration {s['checkpoint_iteration']})"
+            ]
+            if s["stop_reason"] == "diverged"
+            else []
+        ),
         f"  learning curve {s['learning_curve']}",
     ]
     return "\n".join(lines)
@@ -370,10 +509,7 @@ def evaluate_run(run_dir: str | Path, split: str = "test") -> dict[str, Any]:
     """Metrics of a run's last checkpoint on ``split``."""
     paths = RunPaths(Path(run_dir))
     cfg = load_config(paths.root)
-    try:
-        ckpt, skipped = load_latest(paths.checkpoint)
-    except CheckpointError as err:
-        raise RunError(f"cannot evaluate: {err}") from None
+    ckpt, skipped = load_run_checkpoint(paths, cfg, "evaluate")
     if skipped is not None:
         print(f"warning: {skipped}; using the previous checkpoint", file=sys.stderr)
     built = build.build_all(cfg)
