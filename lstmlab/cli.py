@@ -305,7 +305,10 @@ def cmd_train(ns, extra) -> int:
     overrides = _overrides(ns, extra, allow_free=True)
     overrides["task.name"] = ns.task
     layers = [load_toml(f) for f in ns.config]
-    cfg = resolve(layers, overrides)
+    notes: list[str] = []
+    cfg = resolve(layers, overrides, notes=notes)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
     if ns.dry_run:
         built = build.build_all(cfg)
         n_params = sum(p.numel() for p in built.model.parameters())

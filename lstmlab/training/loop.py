@@ -101,6 +101,7 @@ def train(
     seed: int,
     eval_every: int = 1,
     checkpoint_every: int = 1,
+    log_every: int = 1,
     checkpoint: Callable[[TrainState], None] | None = None,
     progress: Any = None,
     interrupted: Callable[[], bool] = lambda: False,
@@ -112,6 +113,7 @@ def train(
     seed 001; sequences that went into gradients); the loop sums them. ``evaluate(model)`` returns
     the test metrics (e.g. ``{"loss": .., "mae": ..}``). ``checkpoint(state)`` persists
     everything; it is called every ``checkpoint_every`` iterations and when the loop ends.
+    A record is logged every ``log_every`` iterations and at every evaluation.
     """
     n_batches = batches_per_epoch(len(train_data), batch_size)
     clock = time.perf_counter() - state.wall  # wall time continues across resumes
@@ -158,7 +160,8 @@ def train(
         if state.iteration % eval_every == 0:
             stopping.observe(state, evaluate(model))
             test = state.last_eval
-        log.write(_record(state, diag, test=test))
+        if test is not None or state.iteration % log_every == 0:
+            log.write(_record(state, diag, test=test))
         if progress is not None:
             progress.update(state)
         if checkpoint is not None and state.iteration % checkpoint_every == 0:

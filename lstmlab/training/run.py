@@ -392,6 +392,7 @@ def _execute(cfg, paths, built, restored, *, progress, out, checkpoint_writer=No
                 seed=cfg.seed,
                 eval_every=cfg.eval_every,
                 checkpoint_every=cfg.checkpoint_every,
+                log_every=cfg.log_every,
                 checkpoint=checkpoint,
                 progress=bar,
                 interrupted=lambda: interrupt.requested,
