@@ -8,8 +8,8 @@ tensor appears as ``{"__tensor__": key}``. Loading reads JSON and raw tensor byt
 (dicts with non-string keys, tuples, ints, floats including inf/nan, None, strings, tensors with
 their dtype, on CPU).
 
-Verified (format 2): the header also holds ``sha256``, a digest of the state document and of
-every tensor's name, dtype, shape and bytes, and ``config_sha256``, the digest the caller gives
+Verified (format 2): the header also holds ``sha256``, a digest of the state document, of
+``config_sha256`` and of every tensor's name, dtype, shape and bytes, and ``config_sha256``, the digest the caller gives
 of the config the state belongs to (``config_digest``). ``load_checkpoint`` recomputes the
 first and refuses a file whose digest differs (one flipped byte anywhere is caught: in the
 tensor bytes by the digest, in the header by the digest or by the JSON/safetensors parser);
@@ -129,9 +129,11 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _digest(document: str, tensors: dict[str, torch.Tensor]) -> str:
-    """SHA-256 of the state document and of every tensor's name, dtype, shape and bytes."""
+def _digest(document: str, tensors: dict[str, torch.Tensor], config_sha: str = "") -> str:
+    """SHA-256 of the state document, the config digest and every tensor's name, dtype, shape
+    and bytes."""
     h = hashlib.sha256(document.encode("utf-8"))
+    h.update(f"\0config\0{config_sha}".encode())
     for key in sorted(tensors):
         t = tensors[key].detach().to("cpu").contiguous()
         h.update(f"\0{key}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
@@ -179,7 +181,7 @@ def encode(state: dict[str, Any], *, config_digest: str | None = None) -> bytes:
         "format": FORMAT,
         "version": str(VERSION),
         "state": document,
-        "sha256": _digest(document, tensors),
+        "sha256": _digest(document, tensors, config_digest or ""),
     }
     if config_digest is not None:
         meta["config_sha256"] = config_digest
@@ -261,9 +263,11 @@ def decode(
         reason = (str(err).splitlines() or [""])[0]
         raise CheckpointError(f"{source}: corrupt or truncated ({reason})") from None
     if version >= 2:
-        if meta.get("sha256") != _digest(document, tensors):
-            raise CheckpointError(f"{source}: checksum mismatch (the file is damaged)")
         stored = meta.get("config_sha256")
+        if meta.get("sha256") != _digest(
+            document, tensors, stored if isinstance(stored, str) else ""
+        ):
+            raise CheckpointError(f"{source}: checksum mismatch (the file is damaged)")
         if config_digest is not None and stored is not None and stored != config_digest:
             raise CheckpointError(
                 f"{source}: belongs to another config (config checksum mismatch; was "

@@ -32,6 +32,7 @@ import os
 import signal
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -431,15 +432,22 @@ def finish(
         from lstmlab.plots.curves import learning_curve
 
         paths.figures.mkdir(exist_ok=True)
-        figure = learning_curve(
-            read_metrics(paths.metrics),
-            paths.figures / "learning_curve.png",
-            title=f"{cfg.task.name} · {cfg.optimizer.name} · seed {cfg.seed}",
-            metric=metric,
-            target=target,
-        )
+        with warnings.catch_warnings():  # a diverged run's huge values: no numpy noise
+            warnings.simplefilter("ignore", RuntimeWarning)
+            figure = learning_curve(
+                read_metrics(paths.metrics),
+                paths.figures / "learning_curve.png",
+                title=f"{cfg.task.name} · {cfg.optimizer.name} · seed {cfg.seed}",
+                metric=metric,
+                target=target,
+            )
     except OSError as err:
         print(f"warning: {_os_message(err, 'write figure in', paths.figures)}", file=sys.stderr)
+    except Exception as err:  # a figure must never cost the summary (e.g. overflowing values)
+        reason = (str(err).splitlines() or [""])[0][:200]
+        print(
+            f"warning: no learning-curve figure ({type(err).__name__}: {reason})", file=sys.stderr
+        )
     summary = summarize(cfg, paths, state, figure, metric)
     summary["target"] = target
     summary["checkpoint_iteration"] = (
