@@ -8,6 +8,7 @@ import json
 import math
 import random
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -69,9 +70,18 @@ def reference(tmp_path_factory):
     return ref
 
 
-def _partial(tmp_path: Path, iterations: int = 4) -> Path:
+@pytest.fixture(scope="module")
+def partial4(tmp_path_factory):
+    """The same run stopped after 4 iterations (tests copy it)."""
+    run = tmp_path_factory.mktemp("partial") / "run"
+    assert train(run, **{"stop.max_iterations": "4"}) == 0
+    return run
+
+
+@pytest.fixture
+def partial(tmp_path, partial4):
     run = tmp_path / "run"
-    assert train(run, **{"stop.max_iterations": str(iterations)}) == 0
+    shutil.copytree(partial4, run)
     return run
 
 
@@ -101,8 +111,8 @@ def test_every_flipped_byte_of_a_checkpoint_is_caught(tmp_path, reference):
     assert silent == [], f"{len(silent)} flipped bytes loaded silently, e.g. at {silent[:5]}"
 
 
-def test_resume_after_a_flipped_weight_byte_falls_back_to_prev(tmp_path, reference, capsys):
-    run = _partial(tmp_path)
+def test_resume_after_a_flipped_weight_byte_falls_back_to_prev(partial, reference, capsys):
+    run = partial
     ck = run / "checkpoint.safetensors"
     data = bytearray(ck.read_bytes())
     data[-3] ^= 0x10  # inside the last tensor's bytes
@@ -116,9 +126,9 @@ def test_resume_after_a_flipped_weight_byte_falls_back_to_prev(tmp_path, referen
 
 
 def test_a_nan_weight_with_a_valid_checksum_falls_back_and_is_never_written(
-    tmp_path, reference, capsys
+    partial, reference, capsys
 ):
-    run = _partial(tmp_path)
+    run = partial
     ck = run / "checkpoint.safetensors"
     state = load_checkpoint(ck)
     name = next(k for k, v in state["model"].items() if v.is_floating_point())
@@ -143,8 +153,8 @@ def test_the_run_writer_refuses_a_non_finite_model(tmp_path):
     assert not path.with_name(path.name + ".prev").exists()
 
 
-def test_a_checkpoint_of_another_config_is_refused(tmp_path, capsys):
-    run = _partial(tmp_path, 2)
+def test_a_checkpoint_of_another_config_is_refused(partial, capsys):
+    run = partial
     cfg = (run / "config.toml").read_text()
     (run / "config.toml").write_text(cfg.replace("alpha = 3.75", "alpha = 2.0"))
     assert main(["resume", str(run), "--stop.max_iterations", "4"]) == 1
@@ -186,12 +196,12 @@ def test_a_diverged_run_exits_3_and_keeps_its_last_finite_checkpoint(tmp_path, c
     "damage",
     [
         pytest.param(lambda b: b[:40] + b"\xff\xfe\x00binary\x00" + b[60:], id="binary-middle"),
-        pytest.param(lambda b: b[: len(b) // 2], id="cut-short"),
+        pytest.param(lambda b: b[: len(b) // 2], id="cut-short", marks=pytest.mark.slow),
         pytest.param(lambda b: b.replace(b"\n", b"\n{not json\n", 1), id="garbage-row"),
     ],
 )
-def test_a_damaged_metrics_log_is_repaired_at_resume(tmp_path, capsys, damage):
-    run = _partial(tmp_path)
+def test_a_damaged_metrics_log_is_repaired_at_resume(partial, capsys, damage):
+    run = partial
     log = run / "metrics.jsonl"
     log.write_bytes(damage(log.read_bytes()))
     assert main(["resume", str(run), "--dry-run"]) == 0
@@ -272,7 +282,14 @@ def test_memory_limit_names_the_amount(capsys, monkeypatch):
 # ---------------------------------------------------------------------------------- presets
 
 
-@pytest.mark.parametrize("cell", ["gru", "rnn", "mrnn"])
+@pytest.mark.parametrize(
+    "cell",
+    [
+        "gru",
+        pytest.param("rnn", marks=pytest.mark.slow),
+        pytest.param("mrnn", marks=pytest.mark.slow),
+    ],
+)
 def test_every_cell_runs_on_the_multiplication_preset(tmp_path, capsys, cell):
     assert train(tmp_path / "r", "--model.cell", cell, **{"stop.max_iterations": "2"}) == 0
     assert "gate_bias" in capsys.readouterr().err  # the note about the dropped preset option
@@ -325,14 +342,24 @@ def readme_engine_names() -> list[str]:
     return out
 
 
-def test_every_engine_name_in_the_readme_works_from_the_cli(tmp_path):
+def test_every_engine_name_in_the_readme_is_accepted_by_the_cli(capsys):
     from lstmlab.engines import engine_names
     from lstmlab.training.config import ENGINES
 
     names = readme_engine_names()
     assert {"bptt", "rtrl-per-sample", "bptt:per-sample"} <= set(names)
     assert set(ENGINES) == set(engine_names()) >= set(names)
-    for i, name in enumerate(names):
+    for name in names:
+        assert (
+            main(["train", "multiplication", "--dry-run", "--model.engine", name, *tiny_flags()])
+            == 0
+        )
+        assert f'engine = "{name}"' in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_every_engine_name_in_the_readme_trains(tmp_path):
+    for i, name in enumerate(readme_engine_names()):
         flags = {
             "stop.max_iterations": "1",
             "task.options.n_train": "4",

@@ -248,9 +248,11 @@ def decode(
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{source}: not an lstmlab checkpoint (a foreign safetensors file?)")
     try:
-        version = int(meta.get("version", -1))
-    except (TypeError, ValueError):
-        raise CheckpointError(f"{source}: corrupt header (bad format version)") from None
+        version = int(meta["version"])
+    except (KeyError, TypeError, ValueError):
+        raise CheckpointError(f"{source}: corrupt header (no format version)") from None
+    if version < 1:
+        raise CheckpointError(f"{source}: corrupt header (format version {version})")
     if version > VERSION:
         raise CheckpointError(
             f"{source}: written by a newer lstmlab (format version {meta['version']} > {VERSION})"
