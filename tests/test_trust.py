@@ -187,6 +187,7 @@ def test_a_diverged_run_exits_3_and_keeps_its_last_finite_checkpoint(tmp_path, c
     assert "diverged" in one_line_error(capsys)
     assert main(["eval", str(run), "--json"]) == 0
     strict_json(capsys.readouterr().out)
+    assert main(["report", str(run), "--out", str(tmp_path / "report")]) == 0
 
 
 # ---------------------------------------------------------------------------------- metrics log
