@@ -39,6 +39,11 @@ from pathlib import Path
 __all__ = ["main", "build_parser"]
 
 EXIT_RUNTIME, EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_TERMINATED = 1, 2, 3, 130, 143
+EXIT_CODES = (
+    "Exit codes: 0 done (solved or a budget ran out), 1 runtime failure, 2 bad command line, "
+    "config or data file, 3 diverged (the last finite checkpoint is kept), 130 Ctrl-C, "
+    "143 SIGTERM (both after a clean checkpoint)."
+)
 FREE_FORM = ("task.options.", "model.options.", "optimizer.options.")
 PROGRESS = ("auto", "rich", "plain", "none")
 
@@ -111,7 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
         "seed 000's setting (Lyu & Zhu): lstm97, 2 blocks x 2 cells, alpha 3.75, minibatch "
         "L-BFGS on batches of 1,000, stop at test MAE < 0.01.",
         epilog="Free-form option tables take any key: --task.options.KEY VALUE (task builder), "
-        "--model.options.KEY VALUE (cell), --optimizer.options.KEY VALUE (optimizer).",
+        "--model.options.KEY VALUE (cell), --optimizer.options.KEY VALUE (optimizer). "
+        + EXIT_CODES,
     )
     t.add_argument("task", metavar="TASK", help="task name (see `lstmlab tasks`)")
     t.add_argument(
@@ -145,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue a run from its last checkpoint",
         description="Continue a run from its last checkpoint to the result an "
         "uninterrupted run gives. Budgets (--stop.*) may be raised.",
+        epilog=EXIT_CODES,
     )
     r.add_argument("run", metavar="RUN", help="run directory")
     r.add_argument(

@@ -48,7 +48,7 @@ from lstmlab.training.checkpoint import (
 from lstmlab.training.config import RunConfig, dumps_toml, from_dict, load_toml, to_dict
 from lstmlab.training.jsonsafe import dumps as json_dumps
 from lstmlab.training.jsonsafe import restore as json_restore
-from lstmlab.training.lock import LockError, RunLock
+from lstmlab.training.lock import LOCK_NAME, LockError, RunLock
 from lstmlab.training.loop import batches_per_epoch, train
 from lstmlab.training.metrics import MetricsLog, read_metrics, repair
 from lstmlab.training.progress import make_progress
@@ -214,7 +214,8 @@ def _signals(handler: _Interrupt):
 def _prepare_dir(paths: RunPaths) -> None:
     if paths.root.exists() and not paths.root.is_dir():
         raise RunError(f"cannot create run directory {paths.root}: a file is in the way")
-    if paths.root.exists() and any(paths.root.iterdir()):
+    # a directory holding only a lock file is one whose `train` was killed before it wrote
+    if paths.root.exists() and any(p.name != LOCK_NAME for p in paths.root.iterdir()):
         raise RunError(
             f"run directory {paths.root} is not empty; use `lstmlab resume {paths.root}` "
             "or choose another --run-dir"

@@ -213,3 +213,17 @@ def test_only_rank_0_takes_the_lock(tmp_path, monkeypatch):
     lock = RunLock(tmp_path).acquire()
     assert lock.held
     lock.release()
+
+
+def test_train_into_a_directory_left_with_only_a_stale_lock(tmp_path, capsys):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    run = tmp_path / "run"
+    run.mkdir()
+    holder = {"pid": dead.pid, "host": socket.gethostname(), "command": "train", "since": 0}
+    (run / LOCK_NAME).write_text(json.dumps(holder))
+    flags = tiny_flags(**{"stop.max_iterations": "1"})
+    assert (
+        main(["train", "multiplication", "--run-dir", str(run), "--progress", "none", *flags]) == 0
+    )
+    assert "stale lock" in capsys.readouterr().err
