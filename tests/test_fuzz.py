@@ -23,7 +23,7 @@ from lstmlab.cli import main
 from lstmlab.training.config import RunConfig, flag_specs
 
 SCALE = float(os.environ.get("FUZZ_SCALE", "1"))
-COUNTS = {"values": 150, "config_files": 60, "data_files": 80}
+COUNTS = {"values": 100, "config_files": 50, "data_files": 70}
 RAN: dict[str, int] = {}
 
 

@@ -198,7 +198,11 @@ def test_a_diverged_run_exits_3_and_keeps_its_last_finite_checkpoint(tmp_path, c
     [
         pytest.param(lambda b: b[:40] + b"\xff\xfe\x00binary\x00" + b[60:], id="binary-middle"),
         pytest.param(lambda b: b[: len(b) // 2], id="cut-short", marks=pytest.mark.slow),
-        pytest.param(lambda b: b.replace(b"\n", b"\n{not json\n", 1), id="garbage-row"),
+        pytest.param(
+            lambda b: b.replace(b"\n", b"\n{not json\n", 1),
+            id="garbage-row",
+            marks=pytest.mark.slow,
+        ),
     ],
 )
 def test_a_damaged_metrics_log_is_repaired_at_resume(partial, capsys, damage):
@@ -323,6 +327,7 @@ def test_sgd_preset_evaluates_and_checkpoints_at_intervals(tmp_path):
     assert cfg.eval_every == 7
 
 
+@pytest.mark.slow
 def test_log_every_writes_fewer_rows(tmp_path):
     run = tmp_path / "r"
     assert train(run, "--log_every", "3", "--eval_every", "4", **{"stop.max_iterations": "8"}) == 0
@@ -367,3 +372,24 @@ def test_every_engine_name_in_the_readme_trains(tmp_path):
             "optimizer.batch_size": "2",
         }
         assert train(tmp_path / f"r{i}", "--model.engine", name, **flags) == 0, name
+
+
+def test_a_run_diverged_at_its_first_evaluation_writes_no_checkpoint(tmp_path, monkeypatch, capsys):
+    from lstmlab.training import build
+
+    monkeypatch.setattr(build.Built, "evaluate", lambda self, m: {"loss": math.nan, "mae": 1.0})
+    run = tmp_path / "run"
+    assert train(run, **{"stop.max_iterations": "3"}) == 3
+    assert "before any finite checkpoint" in capsys.readouterr().out
+    assert not (run / "checkpoint.safetensors").exists()
+    summary = strict_json((run / "summary.json").read_text())
+    assert summary["checkpoint_iteration"] is None and summary["final"]["loss"] == "NaN"
+
+
+def test_format_1_checkpoints_still_load(tmp_path):
+    from safetensors.torch import save
+
+    meta = {"format": "lstmlab-checkpoint", "version": "1", "state": json.dumps({"i": 1})}
+    path = tmp_path / "old.safetensors"
+    path.write_bytes(save({}, metadata=meta))
+    assert load_checkpoint(path) == {"i": 1}

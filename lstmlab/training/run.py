@@ -274,9 +274,14 @@ def _resume_locked(cfg, paths, stop_overrides, progress, out):
     summary = read_summary(paths) if paths.summary.exists() else None
     if summary is not None and summary.get("stop_reason") == "diverged":
         raise RunError(
-            f"run {paths.root} diverged at iteration {summary.get('iterations')}; its last "
-            f"finite checkpoint (iteration {summary.get('checkpoint_iteration')}) is kept for "
-            "`lstmlab eval`; resuming would diverge again -- start a new run with other settings"
+            f"run {paths.root} diverged at iteration {summary.get('iterations')}"
+            + (
+                f"; its last finite checkpoint (iteration {summary['checkpoint_iteration']}) is "
+                "kept for `lstmlab eval`"
+                if summary.get("checkpoint_iteration") is not None
+                else ""
+            )
+            + "; resuming would diverge again -- start a new run with other settings"
         )
     if not paths.checkpoint.exists() and not paths.prev.exists():
         # killed before its first checkpoint: nothing was learned yet, start it afresh
@@ -295,7 +300,15 @@ def _resume_locked(cfg, paths, stop_overrides, progress, out):
     if finished and not paths.summary.exists():
         # killed while writing its figure or summary: finish that and nothing else
         built = build.build_all(cfg)
-        return finish(cfg, paths, state, metric=built.stopping.metric, target=built.target, out=out)
+        return finish(
+            cfg,
+            paths,
+            state,
+            metric=built.stopping.metric,
+            target=built.target,
+            out=out,
+            checkpoint_iteration=state.iteration,
+        )
     if state.stop_reason == "solved" and not (stop_overrides or {}).keys() & {"target", "metric"}:
         raise RunError(f"run {paths.root} already solved its task; nothing to continue")
     if state.stop_reason not in (None, "interrupted") and not stop_overrides:
@@ -427,7 +440,10 @@ def finish(
     checkpoint_iteration: int | None = None,
     interrupted_by: str | None = None,
 ) -> dict[str, Any]:
-    """Write the learning-curve figure and ``summary.json``; print the summary."""
+    """Write the learning-curve figure and ``summary.json``; print the summary.
+
+    ``checkpoint_iteration``: the iteration of the checkpoint on disk (a diverged run's last
+    finite one; None when none was written)."""
     figure = None
     try:
         from lstmlab.plots.curves import learning_curve
@@ -451,9 +467,7 @@ def finish(
         )
     summary = summarize(cfg, paths, state, figure, metric)
     summary["target"] = target
-    summary["checkpoint_iteration"] = (
-        state.iteration if checkpoint_iteration is None else checkpoint_iteration
-    )
+    summary["checkpoint_iteration"] = checkpoint_iteration  # None: no checkpoint was written
     summary["interrupted_by"] = interrupted_by
     try:
         atomic_write_text(paths.summary, json_dumps(summary, indent=2) + "\n")
@@ -506,6 +520,8 @@ def format_summary(s: dict[str, Any]) -> str:
             [
                 f"  diverged: checkpoint and .prev keep the last finite state "
                 f"(iteration {s['checkpoint_iteration']})"
+                if s.get("checkpoint_iteration") is not None
+                else "  diverged before any finite checkpoint was written"
             ]
             if s["stop_reason"] == "diverged"
             else []
