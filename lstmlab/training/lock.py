@@ -138,7 +138,7 @@ class RunLock:
         try:
             flocked = self._flock(fd)
             previous = _parse(os.pread(fd, 1 << 16, 0).decode("utf-8", "replace"))
-            if not flocked:
+            if flocked is False:
                 holder = _describe(previous) if previous else "another process"
                 raise LockError(
                     f"run directory {self.path.parent} is in use by {holder}; wait for it to "

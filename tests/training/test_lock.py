@@ -227,3 +227,23 @@ def test_train_into_a_directory_left_with_only_a_stale_lock(tmp_path, capsys):
         main(["train", "multiplication", "--run-dir", str(run), "--progress", "none", *flags]) == 0
     )
     assert "stale lock" in capsys.readouterr().err
+
+
+def test_without_flock_the_holders_pid_decides(tmp_path, monkeypatch):
+    """File systems without locks (or no fcntl): a live holder pid refuses, a dead one is stale."""
+    import lstmlab.training.lock as lock_module
+
+    monkeypatch.setattr(lock_module, "fcntl", None)
+    live = {"pid": os.getpid(), "host": socket.gethostname(), "command": "x", "since": 0}
+    (tmp_path / LOCK_NAME).write_text(json.dumps(live))
+    with pytest.raises(LockError, match=f"in use by pid {os.getpid()}"):
+        RunLock(tmp_path).acquire()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (tmp_path / LOCK_NAME).write_text(json.dumps({**live, "pid": dead.pid}))
+    lock = RunLock(tmp_path).acquire()
+    assert lock.held and "stale" in lock.warning
+    lock.release()
+    again = RunLock(tmp_path).acquire()
+    assert again.warning is None  # released cleanly: no stale holder
+    again.release()
