@@ -29,7 +29,6 @@ import errno
 import json
 import math
 import os
-import signal
 import sys
 import time
 import warnings
@@ -53,6 +52,7 @@ from lstmlab.training.loop import batches_per_epoch, train
 from lstmlab.training.metrics import MetricsLog, read_metrics, repair
 from lstmlab.training.progress import make_progress
 from lstmlab.training.rng import get_rng_state, seed_everything, set_rng_state
+from lstmlab.training.signals import Interrupt, handle_signals
 from lstmlab.training.state import TrainState
 
 __all__ = [
@@ -164,47 +164,6 @@ def _writer(paths: RunPaths, break_lock: bool, command: str):
         yield lock
     finally:
         lock.release()
-
-
-# --------------------------------------------------------------------------------------------
-# Ctrl-C and SIGTERM
-
-
-class _Interrupt:
-    """First SIGINT/SIGTERM: set a flag the loop polls. Second: abort (KeyboardInterrupt)."""
-
-    def __init__(self, notify):
-        self.requested = False
-        self.signal: str | None = None
-        self._notify = notify
-
-    def __call__(self, signum, frame) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        self.signal = signal.Signals(signum).name
-        again = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
-        self._notify(
-            f"interrupt ({self.signal}): checkpointing after this iteration ({again} again to abort)"
-        )
-
-
-_HANDLED = (signal.SIGINT, signal.SIGTERM)
-
-
-@contextlib.contextmanager
-def _signals(handler: _Interrupt):
-    previous = {}
-    try:
-        for sig in _HANDLED:
-            previous[sig] = signal.signal(sig, handler)
-    except ValueError:  # not the main thread: no handler, signals behave as usual
-        pass
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
 
 
 # --------------------------------------------------------------------------------------------
@@ -390,10 +349,10 @@ def _execute(cfg, paths, built, restored, *, progress, out, checkpoint_writer=No
             len(built.train_data), cfg.optimizer.batch_size
         )
     bar = make_progress(progress, built.stopping.metric, total)
-    interrupt = _Interrupt(bar.message)
+    interrupt = Interrupt(bar.message)
     bar.start(state)
     try:
-        with _signals(interrupt):
+        with handle_signals(interrupt):
             state = train(
                 built.model,
                 built.optimizer,
