@@ -2,7 +2,7 @@
 
     from lstmlab import TorchLSTM as LSTM          # instead of: from torch.nn import LSTM
     lstm = LSTM(300, 512, 2, dropout=0.3, batch_first=True)
-    lstm.load_state_dict(torch.load("torch_checkpoint.pt"))
+    lstm.load_state_dict(torch.load("torch_checkpoint.pt", weights_only=True))
     out, (h_n, c_n) = lstm(packed_or_padded_input, (h0, c0))
 
 ``TorchLSTM``, ``TorchGRU`` and ``TorchRNN`` are subclasses of the torch classes. They inherit
