@@ -374,6 +374,9 @@ def weight_tangents(cell, params: dict[str, Tensor], tangents: dict[str, Tensor]
     its tangent is Ẇ2 W1 + W2 Ẇ1. G-LSTM's block-diagonal assembly is linear, so its tangent
     is the assembly of the tangents."""
     s = cell.spec
+    own = {n: p.detach() for n, p in cell.named_parameters(recurse=False)}
+    params = {**own, **params}  # a frozen parameter: its own value, and a zero tangent
+    tangents = {n: tangents[n] if n in tangents else torch.zeros_like(p) for n, p in params.items()}
     if s.factorization_rank is not None:
         WR = tangents["W2"] @ params["W1"] + params["W2"] @ tangents["W1"]  # (D, I + Hr)
         W, R = WR[:, : s.input_size], WR[:, s.input_size :]
