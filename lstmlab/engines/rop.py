@@ -44,7 +44,7 @@ import torch
 from torch import Tensor
 
 from lstmlab.engines import bptt
-from lstmlab.engines.bptt import _FactorChunks, _last_index, _steps
+from lstmlab.engines.bptt import _FactorChunks, _steps
 from lstmlab.nn.variants import CellSpec
 
 __all__ = ["LayerTape", "layer_jvp", "recording", "stack_jvp", "weight_tangents"]

@@ -74,7 +74,9 @@ class CurvatureOperator:
             raise ValueError(f"unknown curvature products {products!r}; valid: {list(PRODUCTS)}")
         mu = float(structural_weight)
         if not (math.isfinite(mu) and mu >= 0.0):
-            raise ValueError(f"structural_weight must be finite and >= 0, got {structural_weight!r}")
+            raise ValueError(
+                f"structural_weight must be finite and >= 0, got {structural_weight!r}"
+            )
         self.obj = objective
         self.kind = kind
         self.mu = mu
