@@ -121,6 +121,26 @@ def test_structures_equal_reference_and_dense(kwargs, layout):
     assert rel(fast.structural_damping_product(v), dense_structural(fast) @ v) <= 1e-10
 
 
+@pytest.mark.parametrize("read", ["every", "last"])
+def test_jacobian_halves_equal_reference(read, layout):
+    """J v of the logits and states, and Jᵀ u, one by one (padded steps included: J v is zero
+    there, as the logits are)."""
+    from lstmlab.objective.jacobian import FastJacobian, ReferenceJacobian
+
+    model, batch = build(variant="vanilla", read=read, num_layers=2, bidirectional=True)
+    obj = Objective(model, batch)
+    x0, v = obj.get_params(), direction(obj)
+    fast = FastJacobian(obj, x0, ("z", "s"))
+    ref = ReferenceJacobian(obj, x0, ("z", "s"))
+    for a, b in zip(fast.jvp(v), ref.jvp(v), strict=True):
+        assert rel(a, b) <= 1e-12
+    if read == "every":
+        assert float(fast.jvp(v)[0][~batch.mask()].abs().max()) == 0.0
+    g = torch.Generator().manual_seed(5)
+    u = [torch.randn(t.shape, generator=g, dtype=F64) for t in (fast.z, fast._outs[1])]
+    assert rel(fast.vjp(u), ref.vjp(u)) <= 1e-12
+
+
 def test_no_padding_and_unequal_lengths_agree_with_each_sequence_alone(layout):
     """Padding is exact: the product over a padded batch is the mean of the products of each
     sequence alone at its own length (the loss is a mean over samples)."""
