@@ -152,14 +152,11 @@ class CurvatureOperator:
             result += self._fd(v)
             units = 6.0 if self.fd_central else 3.0
         if self.kind == "gn" or self.mu != 0.0:
-            jv = self._jac.jvp(v)  # J v per output: [logits][, states]
-            cot = []
-            k = 0
-            if self.kind == "gn":  # v → J v → H_L J v
-                cot.append(self._hl(jv[k]))
-                k += 1
-            if self.mu != 0.0:  # v → J_s v → μ W_s J_s v
-                cot.append(self.mu * self._ws * jv[k])
+            jv = self._jac.jvp(v)  # J v per part: logits "z", states "s" (maybe in pieces)
+            cot = [
+                self._hl(j) if part == "z" else self._ws * j.mul_(self.mu)  # H_L J v, μ W_s J_s v
+                for part, j in zip(self._jac.parts, jv, strict=True)
+            ]
             result += self._jac.vjp(cot)  # → Jᵀ (H_L J v + μ W_s J_s v)
         obj.counter.record("curv", obj.n_seq, units=units)
         self.n_products += 1

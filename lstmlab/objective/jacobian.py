@@ -54,8 +54,9 @@ def fast_products_available(model: torch.nn.Module) -> tuple[bool, str]:
 class ReferenceJacobian:
     """J v by double backward and Jᵀ u by backward, on the reference engine's graph.
 
-    ``outputs``: which of "z" (logits) and "s" (states) J covers. The forward graph is kept
-    (``x``, ``z``), so an exact-Hessian product can be built on the same forward pass."""
+    ``outputs``: which of "z" (logits) and "s" (states) J covers; ``parts`` labels the tensors
+    ``jvp`` returns and ``vjp`` takes (here one per output). The forward graph is kept (``x``,
+    ``z``), so an exact-Hessian product can be built on the same forward pass."""
 
     def __init__(self, obj: Objective, x0: Tensor, outputs: tuple[str, ...]) -> None:
         x = x0.clone().requires_grad_(True)
@@ -65,17 +66,18 @@ class ReferenceJacobian:
         self.z, s = out if need_states else (out, None)
         self.x = x
         self._outs = [self.z if k == "z" else s for k in outputs]
+        self.parts = list(outputs)
         self._us = [torch.zeros_like(o, requires_grad=True) for o in self._outs]
         self._jt_u = None
         if self._outs:
             (self._jt_u,) = torch.autograd.grad(self._outs, x, self._us, create_graph=True)
 
     def jvp(self, v: Tensor) -> list[Tensor]:
-        """[J v] per output, in the order of ``outputs``."""
+        """[J v] per part, in the order of ``parts``."""
         return list(torch.autograd.grad(self._jt_u, self._us, v, retain_graph=True))
 
     def vjp(self, cotangents: list[Tensor]) -> Tensor:
-        """Jᵀ u (P,) for one cotangent per output."""
+        """Jᵀ u (P,) for one cotangent per part."""
         (back,) = torch.autograd.grad(self._outs, self.x, cotangents, retain_graph=True)
         return back
 
@@ -83,7 +85,10 @@ class ReferenceJacobian:
 class FastJacobian:
     """J v by the R-forward pass through the bptt engine, Jᵀ u by its hand-written backward.
 
-    The model must pass ``fast_products_available``. ``outputs`` as in ``ReferenceJacobian``."""
+    The model must pass ``fast_products_available``. ``outputs`` as in ``ReferenceJacobian``;
+    the states "s" come in pieces (``parts``): the stack's output, then each layer's cell
+    states, the tensors the states are concatenated from (B, T, ·), so that neither J v nor
+    Jᵀ u pays for the concatenation."""
 
     def __init__(self, obj: Objective, x0: Tensor, outputs: tuple[str, ...]) -> None:
         model = obj.model
@@ -92,20 +97,25 @@ class FastJacobian:
             raise ValueError(f"fast curvature products are not available: {why}")
         self.obj, self.model, self.outputs = obj, model, outputs
         x = x0.clone().requires_grad_(True)
-        need_states = "s" in outputs
         captured: list = []
         hook = model.rnn.register_forward_hook(lambda m, i, out: captured.append(out))
         try:
             with rop.recording() as tapes:
-                out = obj.forward(x, return_states=need_states)
+                self.z = obj.forward(x)
         finally:
             hook.remove()
-        self.z, s = out if need_states else (out, None)
         self.x = x
-        self._outs = [self.z if k == "z" else s for k in outputs]
         self.tapes = tapes
-        rnn_out, (h_n, _), _ = captured[-1]  # (B, T, D·Hr) batch-first, h_n (L·D, B, Hr)
+        rnn_out, (h_n, _), cells = captured[-1]  # (B, T, D·Hr), h_n (L·D, B, Hr), [(B, T, D·H)]
         self._rnn_out, self._h_n = rnn_out.detach(), h_n.detach()
+        self._outs: list[Tensor] = []
+        self.parts: list[str] = []
+        if "z" in outputs:
+            self._outs.append(self.z)
+            self.parts.append("z")
+        if "s" in outputs:  # the pieces of ``model(..., return_states=True)``'s states
+            self._outs += [rnn_out, *cells]
+            self.parts += ["s"] * (1 + len(cells))
         self._params = {n: t.detach() for n, t in obj._as_dict(x0).items()}
         b = obj.batch
         self._lengths = b.lengths.to(device=b.inputs.device, dtype=torch.long)
@@ -113,7 +123,7 @@ class FastJacobian:
 
     @torch.no_grad()
     def jvp(self, v: Tensor) -> list[Tensor]:
-        """[J v] per output: the R-forward pass of the stack, then of the output layer."""
+        """[J v] per part: the R-forward pass of the stack, then of the output layer."""
         rnn = self.model.rnn
         tangents = self.obj._as_dict(v)
         sub = {n[len("rnn.") :]: t for n, t in tangents.items() if n.startswith("rnn.")}
@@ -123,11 +133,10 @@ class FastJacobian:
             d_out = d_out.transpose(0, 1)
             d_cells = [c.transpose(0, 1) for c in d_cells]
         result = []
-        for k in self.outputs:
-            if k == "z":
-                result.append(self._head_jvp(d_out, d_hn, tangents))
-            else:
-                result.append(torch.cat([d_out, *d_cells], dim=2))
+        if "z" in self.outputs:
+            result.append(self._head_jvp(d_out, d_hn, tangents))
+        if "s" in self.outputs:
+            result += [d_out, *d_cells]
         return result
 
     def _head_jvp(self, d_out: Tensor, d_hn: list[Tensor], tangents: dict[str, Tensor]) -> Tensor:
@@ -150,6 +159,7 @@ class FastJacobian:
         return dz.mul_(self._mask)
 
     def vjp(self, cotangents: list[Tensor]) -> Tensor:
-        """Jᵀ u (P,): one backward pass through the kept graph (the bptt backward)."""
+        """Jᵀ u (P,) for one cotangent per part: one backward pass through the kept graph (the
+        bptt backward)."""
         (back,) = torch.autograd.grad(self._outs, self.x, cotangents, retain_graph=True)
         return back
