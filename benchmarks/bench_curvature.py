@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import statistics
 import time
 
 import torch
@@ -33,13 +32,29 @@ from lstmlab.optim import HessianFree
 
 
 def timeit(fn, repeat: int) -> float:
+    """The fastest of ``repeat`` timed calls after a warm-up call (the machine is shared and
+    loaded: the minimum is the least disturbed estimate of a call's own cost)."""
     fn()
     ts = []
     for _ in range(repeat):
         t0 = time.perf_counter()
         fn()
         ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
+    return min(ts)
+
+
+def interleaved(fns: dict, repeat: int) -> dict[str, float]:
+    """The fastest of ``repeat`` rounds of each function, the functions called in turn within
+    a round so that they meet the same load (ratios between them are what this reports)."""
+    for fn in fns.values():
+        fn()
+    ts: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeat):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            ts[k].append(time.perf_counter() - t0)
+    return {k: min(v) for k, v in ts.items()}
 
 
 def network(a) -> tuple[SequenceModel, Batch, str]:
@@ -76,7 +91,7 @@ def main() -> None:
     ap.add_argument("--inputs", type=int, default=8, help="input size = symbols (custom)")
     ap.add_argument("--variant", default="vanilla", help="LSTM variant (custom)")
     ap.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    ap.add_argument("--repeat", type=int, default=3, help="timed repeats (median)")
+    ap.add_argument("--repeat", type=int, default=5, help="timed rounds (the fastest is kept)")
     ap.add_argument("--cg", type=int, default=10, help="CG iterations in the HF iteration")
     ap.add_argument("--no-reference", action="store_true", help="skip the reference products")
     ap.add_argument("--no-hf", action="store_true", help="skip the HF iterations")
@@ -98,24 +113,22 @@ def main() -> None:
         with torch.no_grad():
             model(batch.inputs, batch.lengths)
 
-    rows: list[tuple[str, float]] = []
-    t_f = timeit(fwd, a.repeat)
-    t_g = timeit(fast.loss_and_grad, a.repeat)
-    rows += [("forward (no grad, bptt engine)", t_f), ("loss + gradient, bptt engine", t_g)]
+    fns = {
+        "forward (no grad, bptt engine)": fwd,
+        "loss + gradient, bptt engine": fast.loss_and_grad,
+    }
     for name, obj in (("fast", fast), ("reference", ref)):
         if name == "reference" and a.no_reference:
             continue
         op = obj.curvature_operator("gn")
         assert op.products == name
         op_s = obj.curvature_operator("gn", structural_weight=mu)
-        rows += [
-            (
-                f"GN operator set-up, {name}",
-                timeit(lambda o=obj: o.curvature_operator("gn"), a.repeat),
-            ),
-            (f"GN product, {name}", timeit(lambda o=op: o(v), a.repeat)),
-            (f"GN + structural damping product, {name}", timeit(lambda o=op_s: o(v), a.repeat)),
-        ]
+        fns[f"GN operator set-up, {name}"] = lambda o=obj: o.curvature_operator("gn")
+        fns[f"GN product, {name}"] = lambda o=op: o(v)
+        fns[f"GN + structural damping product, {name}"] = lambda o=op_s: o(v)
+    times = interleaved(fns, a.repeat)
+    rows = list(times.items())
+    t_f, t_g = times["forward (no grad, bptt engine)"], times["loss + gradient, bptt engine"]
     if not a.no_hf:
         for name in ("fast", "reference"):
             if name == "reference" and a.no_reference:
@@ -124,7 +137,7 @@ def main() -> None:
             obj = Objective(m, batch, curvature_products=name)
             hf = HessianFree(damping=1e-2, lm=None, max_cg=a.cg, cg_tol=0.0, seed=0)
             infos = []
-            t = timeit(lambda h=hf, o=obj, i=infos: i.append(h.step(o)), max(1, a.repeat - 1))
+            t = timeit(lambda h=hf, o=obj, i=infos: i.append(h.step(o)), max(1, a.repeat // 2))
             info = infos[-1]
             rows.append((f"one HF iteration, {name} ({info.cg_iterations} CG its, mu=1/30)", t))
     print(

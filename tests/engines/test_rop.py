@@ -71,6 +71,19 @@ def test_every_variant_matches_forward_mode_autograd(variant, layout):
     assert _compare(model, _inputs(), LENGTHS) <= 1e-12
 
 
+@pytest.mark.parametrize("chunk", [1, 2, 4])
+@pytest.mark.parametrize("variant", ["vanilla", "lstm97", "FGR", "mLSTM", "CIFG", "NFG"])
+def test_chunk_seams(variant, chunk, layout):
+    """The factors and the carried-independent terms formed a few steps at a time (the path
+    of layers too large to keep them): any chunk size gives the same tangents."""
+    model = LSTM(4, 6, variant=variant, dtype=F64, seed=1, proj_size=4 if chunk == 4 else None)
+    with rop.forced_chunk(chunk):
+        assert _compare(model, _inputs(), LENGTHS) <= 1e-12
+    with pytest.raises(ValueError, match="steps must be a positive integer"):
+        with rop.forced_chunk(0):
+            pass
+
+
 STRUCTURES = {
     "blocks": dict(variant="vanilla", cells_per_block=2),
     "lstm97-blocks-alpha": dict(variant="lstm97", cells_per_block=3, gate_sharpness=3.75),
