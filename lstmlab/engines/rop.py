@@ -38,7 +38,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import NamedTuple
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -47,10 +47,26 @@ from lstmlab.engines import bptt
 from lstmlab.engines.bptt import _FactorChunks, _steps
 from lstmlab.nn.variants import CellSpec
 
-__all__ = ["LayerTape", "layer_jvp", "recording", "stack_jvp", "weight_tangents"]
+__all__ = [
+    "FACTOR_CACHE_BYTES",
+    "LayerTape",
+    "forced_chunk",
+    "layer_jvp",
+    "recording",
+    "stack_jvp",
+    "weight_tangents",
+]
 
 
-class LayerTape(NamedTuple):
+# The derivative factors of a whole layer-direction are kept between R-forward passes (they
+# depend only on the point) when they take at most this many bytes; larger layers form them a
+# chunk of steps at a time in every pass, as the backward does.
+FACTOR_CACHE_BYTES = 64 << 20
+_FORCED_CHUNK: list[int] = []  # set by ``forced_chunk`` (tests)
+
+
+@dataclass
+class LayerTape:
     """What one bptt layer-direction call left for an R-forward pass."""
 
     cell: torch.nn.Module  # the LSTMCell (its spec; F-/G-LSTM: its factored parameters)
@@ -58,6 +74,20 @@ class LayerTape(NamedTuple):
     alpha: dict[str, float]  # the gate sharpness in force
     packing: tuple[Tensor, Tensor, list[int]] | None  # (perm, inv, batch sizes) or None
     node: object  # the autograd node (= ctx) of LSTMLayerBPTT / LSTMLayerBPTTRows
+    cache: dict = field(default_factory=dict)  # the factors, when kept (FACTOR_CACHE_BYTES)
+
+
+@contextmanager
+def forced_chunk(steps: int):
+    """Inside the block, R-forward passes form the factors and the carried-independent terms
+    ``steps`` steps at a time and keep nothing between passes (tests of the chunk seams)."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    _FORCED_CHUNK.append(steps)
+    try:
+        yield
+    finally:
+        _FORCED_CHUNK.pop()
 
 
 @contextmanager
@@ -90,6 +120,13 @@ class _Layout:
     def lin(self, M: Tensor, v: Tensor) -> Tensor:
         """M v for M (N, K) and a step (K, n) / (n, K) or chunk of steps."""
         return torch.matmul(M, v) if self.features else torch.matmul(v, M.t())
+
+    def acc_(self, out: Tensor, M: Tensor, V: Tensor) -> Tensor:
+        """out += M v_t for every step of a chunk (k, ·, ·): one batched product in place."""
+        k = V.shape[0]
+        if self.features:
+            return out.baddbmm_(M.expand(k, *M.shape), V)
+        return out.baddbmm_(V, M.t().expand(k, M.shape[1], M.shape[0]))
 
     def addlin_(self, out: Tensor, M: Tensor, v: Tensor) -> Tensor:
         """out += M v for one step (2-D tensors)."""
@@ -168,7 +205,8 @@ def layer_jvp(
     (W, R, b, W_mx, W_mh, peep {gate: (blocks, cpb)}, Q, W_p; None entries count as zero).
     ``dx`` (T, B, I), ``dh0`` (B, Hr), ``dc0`` (B, H): tangents of the layer's input and
     initial state in the caller's order (None: zero). Returns (Ẏ (T, B, Hr), Ċ (T, B, H)) in the
-    caller's order, zero at padded steps (as the outputs are)."""
+    caller's order, zero at padded steps (as the outputs are); feature-major, they are views of
+    (T, ·, B) storage."""
     s: CellSpec = tape.cell.spec
     feats = tape.layout == "features"
     lay = _Layout(feats, s.blocks, s.cells_per_block)
@@ -184,12 +222,13 @@ def layer_jvp(
         dx = dx.transpose(1, 2) if dx is not None else None
         dh0 = dh0.t() if dh0 is not None else None
         dc0 = dc0.t() if dc0 is not None else None
-    dY, dC = _r_forward(s, tape.alpha, lay, tt, bs_given, dw, dx, dh0, dc0)
-    if feats:
-        dY, dC = dY.transpose(1, 2).contiguous(), dC.transpose(1, 2).contiguous()
-    if packing is not None:
+    dY, dC = _r_forward(s, tape.alpha, lay, tt, bs_given, dw, dx, dh0, dc0, tape.cache)
+    if packing is not None:  # back into the caller's order: one gather each
         inv = packing[1]
-        dY, dC = dY[:, inv], dC[:, inv]
+        sdim = 2 if feats else 1
+        dY, dC = dY.index_select(sdim, inv), dC.index_select(sdim, inv)
+    if feats:  # (T, B, ·) views
+        dY, dC = dY.transpose(1, 2), dC.transpose(1, 2)
     return dY, dC
 
 
@@ -200,7 +239,7 @@ def last_step(Y: Tensor, lengths: Tensor | None) -> Tensor:
     return Y[lengths - 1, torch.arange(Y.shape[1], device=Y.device)]
 
 
-def _r_forward(s: CellSpec, alpha, lay: _Layout, tt, batch_sizes, dw, dx, dh0, dc0):
+def _r_forward(s: CellSpec, alpha, lay: _Layout, tt, batch_sizes, dw, dx, dh0, dc0, cache):
     """The loop of ``layer_jvp`` in the engine's order and layout; see the module docstring."""
     x, Y, C, A = tt["x"], tt["Y"], tt["C"], tt["A"]
     T = x.shape[0]
@@ -234,6 +273,13 @@ def _r_forward(s: CellSpec, alpha, lay: _Layout, tt, batch_sizes, dw, dx, dh0, d
     Yhat = tt["Yh"] if (tt["Yh"] is not None or lay.features) else Y
     chunks = _FactorChunks(s, alpha, A, tt["HC"], tt["Z"], C, tt["c0"], Yhat, sdim, bs, full, P)
     fold = chunks.fold is not None
+    if _FORCED_CHUNK:
+        chunks.chunk = chunks.rows = min(_FORCED_CHUNK[-1], T)
+        cache = {}
+    elif T * B * (s.n_q + 8 * H) * x.element_size() <= FACTOR_CACHE_BYTES:
+        chunks.chunk = chunks.rows = T  # one chunk, formed once and kept in the tape's cache
+        if "factors" not in cache:
+            cache["factors"] = chunks(0, T)
     k_max = min(chunks.chunk, T)
     new = x.new_empty if full else x.new_zeros  # dead samples stay 0
     dYo, dCo = new(*shape(T, Hr)), new(*shape(T, H))
@@ -252,7 +298,7 @@ def _r_forward(s: CellSpec, alpha, lay: _Layout, tt, batch_sizes, dw, dx, dh0, d
             break
         if t >= t1:  # the next chunk: its factors and its carried-independent terms
             t0, t1 = t, min(T, t + k_max)
-            fac = chunks(t0, t1)
+            fac = cache["factors"] if "factors" in cache else chunks(t0, t1)
             f_fc, f_ohp, f_igp, f_sa = fac.get("F_c"), fac["OHp"], fac["IGp"], fac["SA"]
             f_k = {g: fac[g] for g in s.gates}
             E = E_buf[: t1 - t0]
@@ -318,20 +364,13 @@ def _chunk_terms(E: Tensor, s: CellSpec, lay: _Layout, tt, dw, dP, dx, t0: int, 
     dW, dR, db = dw.get("W"), dw.get("R"), dw.get("b")
     mult = s.multiplicative_size is not None
 
-    parts = []  # the input products, the first written into E
-    if dW is not None:
-        parts.append((dW, x))
-    if dx is not None:
-        parts.append((tt["W"], dx[t0:t1]))
-    if not parts:
-        E.zero_()
-    for j, (M, V) in enumerate(parts):
-        if j == 0:
-            torch.matmul(M, V, out=E) if lay.features else torch.matmul(V, M.t(), out=E)
-        else:
-            E.add_(lay.lin(M, V))
+    E.zero_()
     if db is not None:
         E.add_(lay.col(db))
+    if dW is not None:
+        lay.acc_(E, dW, x)
+    if dx is not None:
+        lay.acc_(E, tt["W"], dx[t0:t1])
     if mult:
         mdot = None
         if dw.get("W_mx") is not None:
@@ -346,15 +385,14 @@ def _chunk_terms(E: Tensor, s: CellSpec, lay: _Layout, tt, dw, dP, dx, t0: int, 
             part = lay.lin(dw["W_mh"], yp).mul_(tt["MX"][t0:t1])
             mdot = part if mdot is None else mdot.add_(part)
         if mdot is not None:
-            E.add_(lay.lin(tt["R"], mdot))
+            lay.acc_(E, tt["R"], mdot)
         if dR is not None:
-            E.add_(lay.lin(dR, tt["Mm"][t0:t1]))
+            lay.acc_(E, dR, tt["Mm"][t0:t1])
     elif dR is not None:
-        yp = prev(tt["Y"], tt["h0"], t0, t1)
-        E.add_(lay.lin(dR, yp))
+        lay.acc_(E, dR, prev(tt["Y"], tt["h0"], t0, t1))
     if dw.get("Q") is not None and t1 > 1:  # q_{-1} = 0
         a0 = max(t0, 1)
-        lay.rows(E[a0 - t0 :], slice(H, D)).add_(lay.lin(dw["Q"], tt["A"][a0 - 1 : t1 - 1]))
+        lay.acc_(lay.rows(E[a0 - t0 :], slice(H, D)), dw["Q"], tt["A"][a0 - 1 : t1 - 1])
     for g, p in dP.items():
         if p is None:
             continue
