@@ -167,6 +167,18 @@ def test_no_padding_and_unequal_lengths_agree_with_each_sequence_alone(layout):
     assert rel(got, torch.stack(parts).mean(0)) <= 1e-10
 
 
+def test_every_sequence_shorter_than_the_padding(layout):
+    """No sequence reaches the padded length T: the last steps have no sample alive."""
+    from dataclasses import replace
+
+    model, batch = build(variant="lstm97", cells_per_block=2, num_layers=2, bidirectional=True)
+    batch = replace(batch, lengths=torch.tensor([4, 2, 3, 1]))
+    fast, ref = fast_and_reference(model, batch)
+    v = direction(fast)
+    got = fast.curvature_operator("gn", 0.5)(v)
+    assert rel(got, ref.curvature_operator("gn", 0.5)(v)) <= 1e-10
+
+
 @pytest.mark.parametrize("variant", ["vanilla", "lstm97"])
 def test_float32_within_round_off(variant, layout):
     kw = dict(variant=variant, cells_per_block=2 if variant == "lstm97" else 1)
