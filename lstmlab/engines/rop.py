@@ -24,8 +24,11 @@ Everything that does not depend on the carried derivatives (Ẇ x, W ẋ, ḃ, �
 Ṗ c, Ẇ_p ŷ, mLSTM's ṁ parts) is formed for a chunk of steps at a time in a few large
 products; each step then pays one recurrent product R ẏ_{t-1} (mLSTM: two; one more with full
 gate recurrence or a projection) and a handful of multiply-adds, about what a forward step
-costs. Both memory layouts of the engine are served by one loop: ``_Layout`` is the single
-place where their shapes differ.
+costs. The factors depend only on the point, so they are formed once and kept in the tape
+between passes (every CG iteration of HF makes one) while they fit in ``FACTOR_CACHE_BYTES``;
+larger layers form them a chunk of steps at a time in every pass, as the backward does. Both
+memory layouts of the engine are served by one loop: ``_Layout`` is the single place where
+their shapes differ.
 
 Recording: the R-forward needs the activations of a bptt forward pass that kept its graph.
 Inside ``recording()``, ``bptt.run`` appends one ``LayerTape`` per layer-direction (in call
