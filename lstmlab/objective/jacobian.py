@@ -7,7 +7,7 @@ and then asks for J v and Jᵀ u many times (``CurvatureOperator``):
 ``FastJacobian`` (a ``SequenceModel`` with an LSTM on the ``bptt`` engine):
     set-up   one bptt forward pass that keeps its graph, recording each layer's tape
              (``engines.rop.recording``);
-    J v      the R-forward pass through every layer (``engines.rop.stack_jvp``: one extra
+    J v      the R-forward pass through every layer (``engines.rop_stack.stack_jvp``: one extra
              recurrent product per step), then the output layer's tangent by hand;
     Jᵀ u     a backward pass through the kept graph: the hand-written bptt backward.
 
@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from lstmlab.engines import rop
+from lstmlab.engines import rop, rop_stack
 from lstmlab.nn.lstm import LSTM
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -128,7 +128,7 @@ class FastJacobian:
         tangents = self.obj._as_dict(v)
         sub = {n[len("rnn.") :]: t for n, t in tangents.items() if n.startswith("rnn.")}
         params = {n[len("rnn.") :]: t for n, t in self._params.items() if n.startswith("rnn.")}
-        d_out, d_cells, d_hn = rop.stack_jvp(rnn, self.tapes, params, sub, self._lengths)
+        d_out, d_cells, d_hn = rop_stack.stack_jvp(rnn, self.tapes, params, sub, self._lengths)
         if rnn.batch_first:  # the stack ran time-major
             d_out = d_out.transpose(0, 1)
             d_cells = [c.transpose(0, 1) for c in d_cells]

@@ -15,7 +15,7 @@ import torch
 from torch.func import functional_call, jvp
 
 from lstmlab import LSTM
-from lstmlab.engines import rop
+from lstmlab.engines import rop, rop_stack
 from lstmlab.engines.bptt import LAYOUTS, forced_layout
 from lstmlab.nn.variants import VARIANTS
 
@@ -50,7 +50,7 @@ def _compare(model: LSTM, x, lengths, seed: int = 1, hx=None):
     model.engine = "bptt"
     with rop.recording() as tapes:
         model(x, hx, lengths=lengths, return_states=True)
-    got_out, got_states, got_h = rop.stack_jvp(model, tapes, params, tangents, lengths)
+    got_out, got_states, got_h = rop_stack.stack_jvp(model, tapes, params, tangents, lengths)
     if model.batch_first:
         got_out = got_out.transpose(0, 1)
         got_states = [s.transpose(0, 1) for s in got_states]
@@ -136,7 +136,7 @@ def test_initial_state_tangents(layout):
     model.engine = "bptt"
     with rop.recording() as tapes:
         model(x, (h0[None], c0[None]), lengths=LENGTHS)
-    dw = rop.weight_tangents(cell, params, tangents)
+    dw = rop_stack.weight_tangents(cell, params, tangents)
     got_out, got_c = rop.layer_jvp(tapes[0], dw, dx, dh0, dc0)
     assert torch.allclose(got_out, d_out, rtol=0, atol=1e-12 * float(d_out.abs().max()))
     assert torch.allclose(got_c, d_c, rtol=0, atol=1e-12 * float(d_c.abs().max()))
@@ -161,7 +161,7 @@ def test_float32_within_round_off(variant, layout):
     t32 = {n: t.float() for n, t in tangents.items()}
     with rop.recording() as tapes:
         m32(x.float(), lengths=LENGTHS)
-    got, _, _ = rop.stack_jvp(m32, tapes, p32, t32, LENGTHS)
+    got, _, _ = rop_stack.stack_jvp(m32, tapes, p32, t32, LENGTHS)
     assert got.dtype == torch.float32
     err = float((got.double() - d_out).abs().max()) / float(d_out.abs().max())
     assert err <= 1e-5
@@ -173,7 +173,7 @@ def test_tape_needs_a_graph():
     with rop.recording() as tapes, torch.no_grad():
         model(_inputs())
     with pytest.raises(RuntimeError, match="kept its graph"):
-        rop.stack_jvp(model, tapes, params, _direction(params, 9), None)
+        rop_stack.stack_jvp(model, tapes, params, _direction(params, 9), None)
 
 
 def test_stack_needs_one_tape_per_layer_direction():
@@ -183,5 +183,5 @@ def test_stack_needs_one_tape_per_layer_direction():
         model(_inputs())
         model(_inputs())  # two forward passes: twice the tapes
     with pytest.raises(RuntimeError, match="one bptt tape per layer-direction"):
-        rop.stack_jvp(model, tapes, params, _direction(params, 9), None)
+        rop_stack.stack_jvp(model, tapes, params, _direction(params, 9), None)
     assert not rop.bptt._TAPES  # recording ends with its block
