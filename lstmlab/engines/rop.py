@@ -195,6 +195,7 @@ def layer_jvp(
     dx: Tensor | None = None,
     dh0: Tensor | None = None,
     dc0: Tensor | None = None,
+    weights: dict | None = None,
 ) -> tuple[Tensor, Tensor]:
     """The R-forward pass of one recorded layer-direction.
 
@@ -203,11 +204,14 @@ def layer_jvp(
     ``dx`` (T, B, I), ``dh0`` (B, Hr), ``dc0`` (B, H): tangents of the layer's input and
     initial state in the caller's order (None: zero). Returns (Ẏ (T, B, Hr), Ċ (T, B, H)) in the
     caller's order, zero at padded steps (as the outputs are); feature-major, they are views of
-    (T, ·, B) storage."""
+    (T, ·, B) storage. ``weights``: the dense weights at the point (W, R, W_mx, W_mh, P_i, P_f,
+    P_o, Q, W_p; ``rop_stack.dense_weights``), else those the forward pass saved."""
     s: CellSpec = tape.cell.spec
     feats = tape.layout == "features"
     lay = _Layout(feats, s.blocks, s.cells_per_block)
     tt = _tape_tensors(tape)
+    if weights is not None:
+        tt.update({k: (w.detach() if w is not None else None) for k, w in weights.items()})
     packing = tape.packing
     bs_given = packing[2] if packing is not None else None
     if packing is not None:  # into the engine's (length-sorted) order

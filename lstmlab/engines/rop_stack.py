@@ -14,7 +14,7 @@ from torch import Tensor
 
 from lstmlab.engines.rop import LayerTape, last_step, layer_jvp
 
-__all__ = ["stack_jvp", "weight_tangents"]
+__all__ = ["dense_weights", "stack_jvp", "weight_tangents"]
 
 
 def weight_tangents(cell, params: dict[str, Tensor], tangents: dict[str, Tensor]) -> dict:
@@ -45,6 +45,27 @@ def weight_tangents(cell, params: dict[str, Tensor], tangents: dict[str, Tensor]
         Q=tangents.get("Q"),
         W_p=tangents.get("W_p"),
     )
+
+
+def dense_weights(cell, params: dict[str, Tensor]) -> dict[str, Tensor | None]:
+    """The dense weights the engine runs on, at the parameters ``params`` (keyed by the cell's
+    own names; a missing one: the cell's own value), keyed as ``rop.layer_jvp``'s ``weights``.
+    The R-forward pass reads them from here rather than from the forward pass's saved inputs,
+    so it does not depend on how the engine receives F-LSTM's and G-LSTM's weights."""
+    s = cell.spec
+    p = {**{n: t.detach() for n, t in cell.named_parameters(recurse=False)}, **params}
+    if s.factorization_rank is not None:
+        WR = p["W2"] @ p["W1"]
+        W, R = WR[:, : s.input_size], WR[:, s.input_size :]
+    elif s.groups > 1:
+        W = torch.block_diag(*p["Wg"])[cell.group_rows]
+        R = torch.block_diag(*p["Rg"])[cell.group_rows]
+    else:
+        W, R = p["W"], p["R"]
+    out = dict(W=W, R=R, W_mx=p.get("W_mx"), W_mh=p.get("W_mh"), Q=p.get("Q"), W_p=p.get("W_p"))
+    for g in ("i", "f", "o"):
+        out[f"P_{g}"] = p.get(f"peep_{g}")
+    return out
 
 
 def stack_jvp(
@@ -83,7 +104,7 @@ def stack_jvp(
             v = {n[len(pre) :]: t for n, t in tangents.items() if n.startswith(pre)}
             dw = weight_tangents(lstm.cells[k], p, v)
             dx = None if d_in is None else (d_in if d == 0 else _reverse(d_in, lengths))
-            dY, dC = layer_jvp(tapes[k], dw, dx)
+            dY, dC = layer_jvp(tapes[k], dw, dx, weights=dense_weights(lstm.cells[k], p))
             d_hn.append(last_step(dY, lengths))
             if d == 1:
                 dY, dC = _reverse(dY, lengths), _reverse(dC, lengths)
