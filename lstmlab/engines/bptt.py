@@ -685,6 +685,7 @@ def _last_index(bs: list[int], B: int, device) -> Tensor:
 
 
 LAYOUTS = ("features", "batch")
+_TAPES: list[list] = []  # set by ``rop.recording``: where ``run`` leaves each call's tape
 _FORCED: list[str] = []  # set by ``forced_layout`` (tests, benchmarks)
 
 
@@ -736,13 +737,23 @@ def run(cell, x: Tensor, lengths: Tensor | None, h0: Tensor, c0: Tensor, alpha: 
         w["Q"],
         w["W_p"],
     )
-    if choose_layout(s, B, x.dtype) == "batch":
+    layout = choose_layout(s, B, x.dtype)
+    if layout == "batch":
         from lstmlab.engines.bptt_rows import LSTMLayerBPTTRows as layer
     else:
         layer = LSTMLayerBPTT
     packing = sort_by_length(lengths, T)
     if packing is None:
-        return layer.apply(s, alpha, None, x, h0, c0, *args)
-    perm, inv, batch_sizes = packing
-    Y, C, h_n, c_n = layer.apply(s, alpha, batch_sizes, x[:, perm], h0[perm], c0[perm], *args)
+        out = layer.apply(s, alpha, None, x, h0, c0, *args)
+    else:
+        perm, _, batch_sizes = packing
+        out = layer.apply(s, alpha, batch_sizes, x[:, perm], h0[perm], c0[perm], *args)
+    if _TAPES:  # an R-forward pass will read this call's activations (``rop.recording``)
+        from lstmlab.engines.rop import LayerTape
+
+        _TAPES[-1].append(LayerTape(cell, layout, alpha, packing, out[0].grad_fn))
+    if packing is None:
+        return out
+    inv = packing[1]
+    Y, C, h_n, c_n = out
     return Y[:, inv], C[:, inv], h_n[inv], c_n[inv]
