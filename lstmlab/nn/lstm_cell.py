@@ -179,13 +179,21 @@ class LSTMCell(nn.Module):
                 self.b[s.gate_slice(g)] += v.to(self.b.device)
 
     # ------------------------------------------------------------------ dense weights
-    def weights(self) -> dict[str, Tensor | None]:
+    def weights(self, structured: bool = False) -> dict[str, Tensor | None]:
         """The parameters as dense tensors for the engines (differentiable assembly):
 
         W (D, I), R (D, Hr or M), b (D,) or None, W_mx (M, I), W_mh (M, Hr) for mLSTM,
-        peep {gate: (blocks, cells_per_block)}, Q (n_q, n_q), W_p (p, H)."""
+        peep {gate: (blocks, cells_per_block)}, Q (n_q, n_q), W_p (p, H).
+
+        ``structured=True``: F-LSTM's W and R are its factors W1 (r, I + Hr) and W2 (D, r),
+        G-LSTM's its groups Wg (k, D/k, I/k) and Rg (k, D/k, Hr/k), as they are — what the
+        bptt engine runs on (``engines/structured.py``); no dense matrix is assembled."""
         s = self.spec
-        if s.factorization_rank is not None:
+        if structured and s.factorization_rank is not None:
+            W, R = self.W1, self.W2
+        elif structured and s.groups > 1:
+            W, R = self.Wg, self.Rg
+        elif s.factorization_rank is not None:
             WR = self.W2 @ self.W1  # (D, I + Hr)
             W, R = WR[:, : s.input_size], WR[:, s.input_size :]
         elif s.groups > 1:
