@@ -21,6 +21,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from lstmlab.engines import structured
 from lstmlab.engines.bptt import (
     _SIGMOID_FORM,
     _activation,
@@ -35,7 +36,6 @@ from lstmlab.engines.bptt import (
     _steps,
     _z_scale,
 )
-from lstmlab.engines import structured
 from lstmlab.engines.products import StepProduct
 from lstmlab.nn.variants import CellSpec
 

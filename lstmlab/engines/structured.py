@@ -61,7 +61,10 @@ def make(s: CellSpec, alpha, W: Tensor, R: Tensor, x: Tensor, b: Tensor | None, 
     R (D, Hr): F-LSTM's W1 (r, I + Hr) and W2 (D, r), G-LSTM's Wg (k, D/k, I/k) and
     Rg (k, D/k, Hr/k). ``b``: the bias with the row scales already folded in (or None);
     ``zs``: the block input's argument scale."""
-    if s.factorization_rank is not None and W.shape == (s.factorization_rank, x.shape[2] + s.recurrent_size):
+    if s.factorization_rank is not None and W.shape == (
+        s.factorization_rank,
+        x.shape[2] + s.recurrent_size,
+    ):
         return Factorized(s, alpha, W, R, x, b, zs)
     if s.groups > 1 and W.dim() == 3:
         return Grouped(s, alpha, W, R, x, b, zs)
