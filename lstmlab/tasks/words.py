@@ -226,6 +226,7 @@ def make_words(
     carry_state: bool = True,
     fractions: tuple[float, float, float] = (0.9, 0.05, 0.05),
     max_words: int | None = None,
+    eval_words: int | None = None,
     target_perplexity: float | None = None,
     use_cache: bool = True,
     seed: int | None = None,
@@ -241,6 +242,7 @@ def make_words(
     carry_state       carry the state across consecutive chunks (first-order optimizers)
     fractions         train/valid/test shares when one text is split
     max_words         keep only the first ``max_words`` tokens of each split (quick runs)
+    eval_words        keep only the first ``eval_words`` tokens of valid and test
     target_perplexity success test: test perplexity <= this (None: none)
     use_cache         cache the tokenized default corpus (lstmlab.tasks.cache)
     seed              unused (the task is deterministic); accepted like every task's
@@ -257,11 +259,14 @@ def make_words(
         eval_chunk = 10 * chunk
     if isinstance(eval_chunk, bool) or not isinstance(eval_chunk, int) or eval_chunk < 1:
         raise ValueError(f"eval_chunk must be an integer >= 1, got {eval_chunk!r}")
-    if max_words is not None and (not isinstance(max_words, int) or max_words < 2):
-        raise ValueError(f"max_words must be an integer >= 2 or None, got {max_words!r}")
+    for name, v in (("max_words", max_words), ("eval_words", eval_words)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 2):
+            raise ValueError(f"{name} must be an integer >= 2 or None, got {v!r}")
     tokens, ids, source = _load(path, format, fractions, use_cache)
     if max_words is not None:
         ids = [x[:max_words] for x in ids]
+    if eval_words is not None:
+        ids = [ids[0], *(x[:eval_words] for x in ids[1:])]
     vocab, remap = Vocabulary.build(tokens, ids[0], vocab_size)
     ids = [remap[x] for x in ids]
     for name, x in zip(SPLITS, ids, strict=True):

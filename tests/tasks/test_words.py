@@ -73,6 +73,9 @@ def test_stream_layout_carries_each_stream_chunk_to_chunk(corpus):
     te = task.test
     assert int(te.lengths.sum()) == task.info["words"]["test"] - 1
     assert task.info["eval_chunk"] == 70
+    short = make("words", path=str(corpus), vocab_size=20, chunk=7, streams=3, eval_words=50)
+    assert short.info["words"]["test"] == 50 and int(short.test.lengths.sum()) == 49
+    assert len(short.train) == len(tr)  # the training text is whole
 
 
 def test_ptb_format(ptb_dir):
@@ -211,7 +214,7 @@ def test_objective_on_a_stream_batch_continues_the_previous_chunk(corpus):
     carried = Objective(m, b1).loss()
     both = torch.cat([b0.inputs, b1.inputs], 1)
     logits = m(both)[:, 6:]
-    expected = float(m.loss(logits, Batch(b1.inputs, b1.targets, b1.lengths)))
+    expected = float(m.loss(logits, Batch(b1.inputs, b1.targets, b1.lengths)).detach())
     assert carried == pytest.approx(expected, rel=1e-12)
     zero = Objective(m, Batch(b1.inputs, b1.targets, b1.lengths)).loss()  # from a zero state
     assert abs(zero - expected) > 1e-8
