@@ -45,7 +45,7 @@ def loss_figure(
                 color=color,
             )
     axes[0].set_xlabel("step")
-    axes[1].set_xlabel("wall time of the training loop (s)")
+    axes[1].set_xlabel("training time (s; evaluations left out)")
     axes[0].set_ylabel("loss (nats per word; lines: training, dots: test)")
     axes[0].legend()
     fig.suptitle(title)
