@@ -63,8 +63,8 @@ class Scale:
 
 
 FULL = Scale(
-    hidden=512, proj=256, vocab=2000, chunk=35, streams=20, steps=600, eval_every=100,
-    eval_words=20_000, lr=2e-3, ranks=(128, 64),
+    hidden=512, proj=256, vocab=2000, chunk=30, streams=16, steps=300, eval_every=50,
+    eval_words=10_000, lr=2e-3, ranks=(128, 64),
 )  # fmt: skip
 QUICK = Scale(
     hidden=128, proj=64, vocab=1000, chunk=20, streams=10, steps=60, eval_every=20,
@@ -324,7 +324,7 @@ def _add_arguments(q: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         metavar="N",
-        help="training steps of every run (default 600, --quick 60)",
+        help="training steps of every run (default 300, --quick 60)",
     )
     q.add_argument(
         "--ranks",
