@@ -7,8 +7,17 @@ gates factorized as W2·W1 of rank r) and G-LSTM (k independent groups), all wit
 optimizer: the structured layers have fewer parameters, run a step faster and reach nearly
 the same perplexity (in less wall time). Here every model is one LSTMP layer with H cells and
 projection p on a learned word embedding of size p, trained by Adam for the same number of
-steps from the same seed on the same minibatches (``words`` task: chunks of the text read in
-stream order, the state carried from chunk to chunk).
+steps from the same seed on the same minibatches (``words`` task: random minibatches of
+chunks drawn from the whole training text, each chunk from a zero state; the test text is
+scored in chunks of the same length).
+
+Why the state is not carried here: the budget is a small part of an epoch (300 steps read
+about 15 % of the text), and read in stream order that means every step sees the same 16
+stretches of the same plays, one scene after the next. Adam then follows those scenes so
+closely that the test perplexity (other plays) rose above the vocabulary size while the
+training loss kept falling (measured: test perplexity 186 at step 50, 2,876 at step 100, with
+the training loss at 4.4 nats). Random chunks from the whole text make the minibatches
+independent; the state carrying of the ``words`` task stays for runs of whole epochs.
 
 Optimizer: seed 004 trained with Adagrad (as BIGLSTM, Jozefowicz et al. 2016). lstmlab's
 optimizers see the objective through the flat-vector contract (``optim/``) and Adagrad is not
@@ -94,6 +103,10 @@ def plan(scale: Scale, text: str | None = None, ptb: str | None = None) -> list[
         "task.options.chunk": str(scale.chunk),
         "task.options.streams": str(scale.streams),
         "task.options.eval_words": str(scale.eval_words),
+        # random chunks from the whole text, each from a zero state, scored the same way (see
+        # the module docstring: why the state is not carried at a budget below one epoch)
+        "task.options.carry_state": "false",
+        "task.options.eval_chunk": str(scale.chunk),
         "model.blocks": str(scale.hidden),
         "model.cells_per_block": "1",
         "model.alpha": "1",
@@ -287,9 +300,9 @@ def reproduce(
         f"Corpus: {corpus}; vocabulary {scale.vocab:,} words (<unk> included); one LSTMP layer, "
         f"H = {scale.hidden} cells, projection and embedding p = {scale.proj}, no peepholes; "
         f"Adam lr {scale.lr}, gradient-norm clip 5, batch {scale.streams} streams × "
-        f"{scale.chunk} words with the state carried across chunks; {scale.steps} steps for every "
+        f"{scale.chunk} words, random chunks each from a zero state; {scale.steps} steps for every "
         f"model, seed 0, float32; test perplexity on the first {scale.eval_words:,} test words "
-        f"every {scale.eval_every} steps. Time per step: median wall time of the steps without "
+        f"(in chunks of {scale.chunk}, each from a zero state) every {scale.eval_every} steps. Time per step: median wall time of the steps without "
         "an evaluation (the machine is shared: absolute times are noisy, the ratios less so).",
         "",
         f"![loss against steps and wall time]({rep.rel(fig, out)})",

@@ -88,6 +88,12 @@ def test_ptb_format(ptb_dir):
     assert "ptb_words" in names() and "words" in names()
 
 
+def test_lstmlab_tasks_lists_the_word_tasks(capsys):
+    assert main(["tasks"]) == 0
+    out = capsys.readouterr().out
+    assert "words" in out and "ptb_words" in out and "perplexity" in out
+
+
 def test_perplexity_of_uniform_predictions_is_the_vocabulary_size(corpus):
     task = make("words", path=str(corpus), vocab_size=10, chunk=5, streams=2)
     b = task.test.batch()
