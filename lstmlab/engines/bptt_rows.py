@@ -83,7 +83,8 @@ class LSTMLayerBPTTRows(torch.autograd.Function):
         # [g(z) | gate activations] of every step, in the pre-activation order. Each step's
         # pre-activations are formed in its own row and activated in place. (Dead rows keep
         # the padding's input projection: the weight-gradient products meet them with δ = 0.)
-        ZA = x.new_empty(T, B, D)
+        # (a structured map writes only the rows alive: the dead ones then start at 0)
+        ZA = x.new_zeros(T, B, D) if (smap is not None and not full) else x.new_empty(T, B, D)
         Z, A = ZA[..., :H], ZA[..., H:]
         Yh = new(T, B, H) if W_p is not None else None
         if mult:
