@@ -160,9 +160,10 @@ def training_time(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _parameters(run_dir: Path) -> tuple[int, int]:
     """(the LSTM layer's parameters, all parameters) from the run's checkpoint."""
-    model = load_checkpoint(run_dir / "checkpoint.safetensors")["model"]
-    lstm = sum(t.numel() for k, t in model.items() if k.startswith("rnn."))
-    return lstm, sum(t.numel() for t in model.values())
+    state = load_checkpoint(run_dir / "checkpoint.safetensors")["model"]
+    weights = {k: t for k, t in state.items() if t.is_floating_point()}  # not the epoch counter
+    lstm = sum(t.numel() for k, t in weights.items() if k.startswith("rnn."))
+    return lstm, sum(t.numel() for t in weights.values())
 
 
 def _rows(out: Path, specs: list[RunSpec], summaries: dict[str, dict]) -> list[dict[str, Any]]:
