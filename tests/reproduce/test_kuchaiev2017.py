@@ -25,7 +25,11 @@ def test_dry_run_lists_the_five_models(tmp_path, capsys):
     out = capsys.readouterr().out
     for name in ("LSTM", "F-LSTM-r128", "F-LSTM-r64", "G-LSTM-2", "G-LSTM-4"):
         assert f"runs/lm/{name}:" in out
-    assert "--optimizer.name adam" in out and "--model.options.proj_size 256" in out and "--stop.max_iterations 300" in out
+    assert (
+        "--optimizer.name adam" in out
+        and "--model.options.proj_size 256" in out
+        and "--stop.max_iterations 300" in out
+    )
     assert not (tmp_path / "o").exists()
     specs = k17.plan(k17.FULL)
     assert len({s.overrides["optimizer.batch_size"] for s in specs}) == 1  # same optimizer
