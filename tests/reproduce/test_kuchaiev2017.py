@@ -96,3 +96,15 @@ def test_claims_verdicts():
 def test_bad_flags(flags, message, tmp_path, capsys):
     assert main(["reproduce", "kuchaiev2017", "--dry-run", "--out", str(tmp_path), *flags]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_ptb_dry_run_uses_the_ptb_word_task(tmp_path, capsys):
+    ptb = tmp_path / "ptb"
+    ptb.mkdir()
+    for s in ("train", "valid", "test"):
+        (ptb / f"ptb.{s}.txt").write_text(" a b c \n")
+    args = ["reproduce", "kuchaiev2017", "--dry-run", "--ptb", str(ptb), "--ranks", "100"]
+    assert main([*args, "--out", str(tmp_path / "o")]) == 0
+    out = capsys.readouterr().out
+    assert out.count("lstmlab train ptb_words") == 4 and f"'{ptb}'" in out
+    assert "F-LSTM-r100:" in out and "F-LSTM-r64" not in out
