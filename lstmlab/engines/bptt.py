@@ -15,6 +15,10 @@ product each after the loop:
 
     dW = Σ_t δ_tᵀ x_t        dR = Σ_t δ_tᵀ y_{t-1}        db = Σ_t δ_t      dx_t = δ_t W
 
+F-LSTM and G-LSTM (seed 004) arrive as their factors / groups and run their own products
+(``engines/structured.py``: W1 then W2, k batched group products) in place of W x_t, R y_{t-1},
+their transposes and dW, dR, dx; everything else is the same loop.
+
 Unequal lengths: the batch is sorted by length (descending) so that at step t only the first
 n_t samples are alive; they are processed as a slice, the rest are left untouched.
 Outputs at padded steps are zero, and (h_n, c_n) is each sequence's state at its last valid

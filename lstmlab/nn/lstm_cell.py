@@ -21,8 +21,10 @@ exist) feeds every gate through Q with full gate recurrence. Variants:
 Weight layout: the rows of W, R, b (and of the assembled F/G matrices) are
 ``z (H) | i (blocks) | f (blocks) | o (blocks)`` with absent gates left out (see ``CellSpec``).
 
-``step`` is the obviously-correct single step used by the autograd reference engine;
-``weights`` hands the fast engines the same parameters as dense matrices.
+``step`` is the obviously-correct single step used by the autograd reference engine (F-LSTM and
+G-LSTM through their structure: W1 then W2, k group products); ``weights`` hands the engines the
+same parameters as dense matrices, or with ``structured=True`` F-LSTM's factors and G-LSTM's
+groups as they are (what the bptt engine runs on, ``engines/structured.py``).
 """
 
 from __future__ import annotations
