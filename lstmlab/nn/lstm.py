@@ -177,7 +177,11 @@ class LSTM(nn.Module):
         D = H + len(gates) * nb
         rank = sw["factorization_rank"]
         if rank == "auto":
-            rank = max(1, min(D, I + Hr) // 2)
+            rank = max(1, min(D, I + Hr, 2 * H) // 2)
+        if rank is not None and not 1 <= rank <= H:
+            raise ValueError(
+                f"factorization_rank must be in 1..{H} (the hidden size) for F-LSTM, got {rank}"
+            )
         k = sw["groups"]
         if k > 1:
             for name, size in (

@@ -165,9 +165,11 @@ class Objective:
     def forward(self, x: Tensor | None, batch: Batch | None = None, return_states: bool = False):
         """Model output at parameters ``x`` (the model's own when None)."""
         b = self.batch if batch is None else batch
-        if x is None:
-            return self.model(b.inputs, b.lengths, return_states=return_states)
         kwargs = {"return_states": True} if return_states else {}
+        if getattr(b, "initial_state", None) is not None:  # a state carried from the last chunk
+            kwargs["initial_state"] = b.initial_state
+        if x is None:
+            return self.model(b.inputs, b.lengths, **kwargs)
         return functional_call(self.model, self._as_dict(x), (b.inputs, b.lengths), kwargs)
 
     def loss(self, x: Tensor | None = None) -> float:

