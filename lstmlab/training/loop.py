@@ -99,6 +99,9 @@ def train(
     checkpoint: Callable[[TrainState], None] | None = None,
     progress: Any = None,
     interrupted: Callable[[], bool] = lambda: False,
+    eval_seconds: float | None = None,
+    checkpoint_seconds: float | None = None,
+    eval_name: str = "test",
 ) -> TrainState:
     """Train until ``stopping`` says so (or ``interrupted()``); return the final state.
 
@@ -107,15 +110,25 @@ def train(
     seed 001; sequences that went into gradients); the loop sums them. ``evaluate(model)`` returns
     the test metrics (e.g. ``{"loss": .., "mae": ..}``). ``checkpoint(state)`` persists
     everything; it is called every ``checkpoint_every`` iterations and when the loop ends.
+    ``eval_seconds`` / ``checkpoint_seconds`` also evaluate / checkpoint once that much wall
+    time has passed since the last one (whichever interval ends first). The evaluation's
+    metrics are logged as ``<eval_name>_<metric>`` (``valid_bits_per_char``).
     """
     n_batches = batches_per_epoch(len(train_data), batch_size)
     clock = time.perf_counter() - state.wall  # wall time continues across resumes
 
     if state.iteration == 0 and state.evals == 0:  # a fresh run: evaluate the initial network
         stopping.observe(state, evaluate(model))
-        log.write(_record(state, {}, test=state.last_eval))
+        log.write(_record(state, {}, test=state.last_eval, name=eval_name))
         if checkpoint is not None:
             checkpoint(state)
+    last_eval = last_checkpoint = time.perf_counter()
+    evaluated = state.iteration % eval_every == 0  # was the network as it stands evaluated?
+
+    def due(every: int, seconds: float | None, since: float) -> bool:
+        return state.iteration % every == 0 or (
+            seconds is not None and time.perf_counter() - since >= seconds
+        )
 
     while True:
         state.wall = time.perf_counter() - clock
@@ -142,24 +155,29 @@ def train(
         state.wall = time.perf_counter() - clock
 
         test = None
-        if state.iteration % eval_every == 0:
+        evaluated = due(eval_every, eval_seconds, last_eval)
+        if evaluated:
             stopping.observe(state, evaluate(model))
             test = state.last_eval
-        log.write(_record(state, diag, test=test))
+            last_eval = time.perf_counter()
+        log.write(_record(state, diag, test=test, name=eval_name))
         if progress is not None:
             progress.update(state)
-        if checkpoint is not None and state.iteration % checkpoint_every == 0:
+        if checkpoint is not None and due(checkpoint_every, checkpoint_seconds, last_checkpoint):
             checkpoint(state)
+            last_checkpoint = time.perf_counter()
 
-    if state.stop_reason != "interrupted" and state.iteration % eval_every != 0:
+    if state.stop_reason != "interrupted" and not evaluated:
         stopping.observe(state, evaluate(model))  # the summary reports the final network
-        log.write(_record(state, {}, test=state.last_eval))
+        log.write(_record(state, {}, test=state.last_eval, name=eval_name))
     if checkpoint is not None:
         checkpoint(state)  # the final state, stop reason included
     return state
 
 
-def _record(state: TrainState, diag: dict[str, Any], test: dict[str, Any] | None) -> dict:
+def _record(
+    state: TrainState, diag: dict[str, Any], test: dict[str, Any] | None, name: str = "test"
+) -> dict:
     rec: dict[str, Any] = {
         "iteration": state.iteration,
         "epoch": state.epoch,
@@ -173,5 +191,5 @@ def _record(state: TrainState, diag: dict[str, Any], test: dict[str, Any] | None
         if src in diag and diag[src] is not None:
             rec[dst] = _number(diag[src])
     if test:
-        rec.update({f"test_{k}": _number(v) for k, v in test.items()})
+        rec.update({f"{name}_{k}": _number(v) for k, v in test.items()})
     return rec
