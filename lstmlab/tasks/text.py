@@ -191,6 +191,20 @@ def _chunks(x: np.ndarray, chunk: int, name: str, vocab_size: int) -> Split:
     )
 
 
+def _cut(idx: list[np.ndarray], sizes, source: str, *, split_files: bool) -> list[np.ndarray]:
+    """The first ``sizes`` characters of each split file, or consecutive pieces of one text."""
+    if split_files:
+        return [x[:n] for x, n in zip(idx, sizes, strict=True)]
+    whole = np.concatenate(idx)
+    if len(whole) < sum(sizes):
+        raise DataError(
+            f"{source}: has {len(whole):,} characters, fewer than the {sum(sizes):,} asked for "
+            f"(train {sizes[0]:,} + valid {sizes[1]:,} + test {sizes[2]:,})"
+        )
+    cuts = np.cumsum(sizes)
+    return [whole[: cuts[0]], whole[cuts[0] : cuts[1]], whole[cuts[1] : cuts[2]]]
+
+
 def make_text(
     *,
     path: str | Path | None = None,
@@ -201,6 +215,7 @@ def make_text(
     target_bpc: float | None = None,
     use_cache: bool = True,
     cost_length: int = 200,
+    split_chars: tuple[int, int, int] | list[int] | None = None,
 ) -> Task:
     """Character-level language modelling task.
 
@@ -213,7 +228,17 @@ def make_text(
     use_cache   cache the parsed default corpus (lstmlab.tasks.cache)
     cost_length the reference length of the cost measures P_D and P_I (seed 001: 200): a
                 chunk of ``chunk`` steps counts as chunk / cost_length forward passes
+    split_chars (train, valid, test) character counts (seed 001: the first 2.8 M characters
+                for training, ~200 K for validation). One text (a file, the default corpus):
+                consecutive pieces from its start (an error when it is shorter than their
+                sum). Split files (PTB): the first so many characters of each file.
     """
+    if split_chars is not None and (
+        not isinstance(split_chars, list | tuple)
+        or len(split_chars) != 3
+        or any(isinstance(n, bool) or not isinstance(n, int) or n < 2 for n in split_chars)
+    ):
+        raise ValueError(f"split_chars must be 3 integers >= 2, got {split_chars!r}")
     if not isinstance(cost_length, int) or isinstance(cost_length, bool) or cost_length < 1:
         raise ValueError(f"cost_length must be an integer >= 1, got {cost_length!r}")
     if not isinstance(chunk, int) or chunk < 1:
@@ -240,6 +265,8 @@ def make_text(
     else:
         texts, source = _load_source(path, format, fractions)
         vocab, idx = encode(texts)
+    if split_chars is not None:
+        idx = _cut(idx, split_chars, source, split_files="split files" in source)
     if max_chars is not None:
         idx = [x[:max_chars] for x in idx]
     if len(idx[0]) - 1 < chunk:
