@@ -199,24 +199,29 @@ def plan(setting: Setting, task_options: dict[str, Any], vocab: int) -> dict[str
 
 
 def ensure(name: str, cfg: RunConfig, run_dir: Path, *, progress: str) -> dict[str, Any]:
-    """Done → keep, started → resume, absent → start."""
+    """Done → keep (unless it ran out of time and has more now), started → resume, absent →
+    start; a run directory of another setting is refused."""
     from lstmlab.training import run as runs
 
     paths = runs.RunPaths(run_dir)
+    if not paths.config.exists():
+        return runs.start(cfg, run_dir, progress=progress, out=sys.stdout)
+    old = runs.load_config(run_dir)
+    if _identity(old) != _identity(cfg):
+        raise runs.RunError(
+            f"{run_dir} holds a run of another setting; choose another --out or delete it"
+        )
+    stop = to_dict(cfg)["stop"] if old.stop != cfg.stop else None
     if paths.summary.exists():
-        return json.loads(paths.summary.read_text())
-    if paths.config.exists():
-        old = runs.load_config(run_dir)
-        if _identity(old) != _identity(cfg):
-            raise runs.RunError(
-                f"{run_dir} holds a run of another setting; choose another --out or delete it"
-            )
-        if old.stop != cfg.stop:  # a new budget for a run that was started under another
-            return runs.resume(
-                run_dir, stop_overrides=to_dict(cfg)["stop"], progress=progress, out=sys.stdout
-            )
-        return runs.resume(run_dir, progress=progress, out=sys.stdout)
-    return runs.start(cfg, run_dir, progress=progress, out=sys.stdout)
+        done = json.loads(paths.summary.read_text())
+        longer = (
+            done.get("stop_reason") == "max_seconds"
+            and cfg.stop.max_seconds is not None
+            and cfg.stop.max_seconds > done["wall_time"]
+        )
+        if not longer:
+            return done  # finished: kept as it is
+    return runs.resume(run_dir, stop_overrides=stop, progress=progress, out=sys.stdout)
 
 
 def _identity(cfg: RunConfig) -> dict[str, Any]:
