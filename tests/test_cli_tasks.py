@@ -121,6 +121,7 @@ def test_presets_resolve_as_documented(name):
         assert opt.gradient_batch == want["batch"]
         lm = opt.lm
         assert (lm.decrease, lm.increase) == pytest.approx(want["lm"])
+        assert opt.lam == 0.03 and opt.curvature == "gn"
 
 
 def test_dry_run_shows_what_bhf_resolves_to(capsys, tmp_path):
