@@ -331,7 +331,8 @@ def draw_fig1(out: Path, curves: dict[str, list[dict[str, Any]]], title: str) ->
             ax.set_xlabel(f"{x} ({kind} forward passes of {REF_LENGTH} steps)")
             ax.set_ylabel("training bits/char")
             ax.set_title(f"{LABELS[model]}: training error against {x}")
-            ax.legend()
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend()
     fig.suptitle(title)
     fig.tight_layout()
     path = out / "fig1.png"
