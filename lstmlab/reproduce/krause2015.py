@@ -304,9 +304,15 @@ def _read(run_dir: Path) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
 
 
 def training_curve(records: list[dict[str, Any]], x: str) -> tuple[list[float], list[float]]:
-    """Training bits/char (the minibatch loss before each step, nats → bits) against ``x``,
-    smoothed by a running mean over the last ~2 % of the steps (SGD's batches are small)."""
-    pts = [(r[x], r["loss"] / LN2) for r in records if "loss" in r and math.isfinite(r["loss"])]
+    """Training bits/char against ``x``: each step's minibatch loss (nats → bits), measured
+    at the start of the step, so placed at the cost spent before it; the untrained network
+    (cost 0) is left out of the log axis. Smoothed by a running mean over the last ~2 % of
+    the steps (SGD's batches are small)."""
+    pts, before = [], 0.0
+    for r in records:
+        if "loss" in r and math.isfinite(r["loss"]) and before > 0:
+            pts.append((before, r["loss"] / LN2))
+        before = r.get(x, before)
     if not pts:
         return [], []
     k = max(1, len(pts) // 50)

@@ -136,9 +136,11 @@ def test_a_tiny_reproduction_runs_keeps_and_resumes(tmp_path, capsys):
 def test_training_curve_is_bits_per_char_smoothed():
     import math
 
-    records = [
+    records = [{"P_I": 0.0}]  # the untrained network, then 200 steps of one unit each
+    records += [
         {"P_I": float(i), "loss": math.log(2) * (2.0 if i % 2 else 4.0)} for i in range(1, 201)
     ]
     xs, ys = k.training_curve(records, "P_I")
-    assert xs[0] == 1.0 and ys[0] == 2.0
-    assert ys[-1] == pytest.approx(3.0)  # running mean over 4 steps of 2 and 4 bits
+    # step i's loss was measured before it, after i - 1 units; the one at cost 0 is left out
+    assert xs[:2] == [1.0, 2.0] and ys[0] == 4.0 and len(xs) == 199
+    assert ys[-1] == pytest.approx(3.0)  # running mean over 3 steps of 2 and 4 bits
