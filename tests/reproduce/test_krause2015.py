@@ -143,4 +143,4 @@ def test_training_curve_is_bits_per_char_smoothed():
     xs, ys = k.training_curve(records, "P_I")
     # step i's loss was measured before it, after i - 1 units; the one at cost 0 is left out
     assert xs[:2] == [1.0, 2.0] and ys[0] == 4.0 and len(xs) == 199
-    assert ys[-1] == pytest.approx(3.0)  # running mean over 3 steps of 2 and 4 bits
+    assert ys[-1] == pytest.approx(10 / 3)  # mean over the last 199 // 50 = 3 steps: 4, 2, 4
