@@ -229,8 +229,13 @@ def ensure(name: str, cfg: RunConfig, run_dir: Path, *, progress: str) -> dict[s
     return runs.resume(run_dir, stop_overrides=stop, progress=progress, out=sys.stdout)
 
 
+# what may differ between a run directory and the plan without making it another run: the
+# budget, and the evaluation / checkpoint intervals derived from it (a resumed run keeps its own)
+_BOOKKEEPING = ("stop", "eval_every", "eval_seconds", "checkpoint_every", "checkpoint_seconds")
+
+
 def _identity(cfg: RunConfig) -> dict[str, Any]:
-    return {k: v for k, v in to_dict(cfg).items() if k != "stop"}
+    return {k: v for k, v in to_dict(cfg).items() if k not in _BOOKKEEPING}
 
 
 def reproduce(
