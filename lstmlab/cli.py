@@ -31,6 +31,7 @@ non-finite numbers appear as the strings "NaN", "Infinity", "-Infinity".
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -84,7 +85,6 @@ def _add_config_flags(p: argparse.ArgumentParser, *, only: str | None = None) ->
 
 
 def _choices() -> dict[str, tuple[str, ...]]:
-    import dataclasses
 
     from lstmlab.training.config import RunConfig
 
@@ -267,7 +267,8 @@ def _overrides(ns: argparse.Namespace, extra: list[str], *, allow_free: bool) ->
             not tok.startswith("--")
             or not allow_free
             or not key.startswith(FREE_FORM)
-            or len(key.split(".")) != 3
+            or len(key.split(".")) < 3
+            or "" in key.split(".")
         ):
             raise UsageError(f"unrecognized argument {tok!r} (see --help for the valid flags)")
         if not _:
@@ -297,9 +298,13 @@ def cmd_train(ns, extra) -> int:
         print(dumps_toml(cfg).rstrip())
         print(f"# task: {built.task!r}")
         print(f"# model: {n_params} parameters; optimizer: {type(built.optimizer).__name__}")
+        for line in build.describe(built):
+            print(f"# {line}")
         print(f"# dry run: nothing written (run directory would be {_run_dir(ns, cfg)})")
         return 0
     summary = run.start(cfg, _run_dir(ns, cfg), progress=ns.progress, out=sys.stdout)
+    if summary.get("task_seed"):
+        print(f"  note: {summary['task_seed']}")
     return _exit_code(summary)
 
 

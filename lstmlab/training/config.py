@@ -55,6 +55,9 @@ ENGINES = (
     "autograd:per-sample",
     "rtrl:per-sample",
 )
+# seed 001's four (Krause et al. 2015), presets of SGD and HF with their batch sizes
+SEED001_OPTIMIZERS = ("sgd-clip", "bgd", "shf", "bhf")
+OPTIMIZERS += SEED001_OPTIMIZERS
 
 
 class ConfigError(ValueError):
@@ -149,10 +152,22 @@ class RunConfig:
         "device; 'auto' picks cuda when present (tiny nets run faster on cpu)",
         choices=("cpu", "cuda", "auto"),
     )
-    eval_every: int = opt(1, "evaluate on the test split every this many iterations", ge=1)
+    eval_every: int = opt(1, "evaluate every this many iterations", ge=1)
     checkpoint_every: int = opt(1, "checkpoint every this many iterations", ge=1)
     log_every: int = opt(
         1, "write a metrics row every this many iterations (evaluations are always logged)", ge=1
+    )
+    eval_seconds: float | None = opt(
+        None, "also evaluate when this many seconds passed since the last evaluation", gt=0
+    )
+    checkpoint_seconds: float | None = opt(
+        None, "also checkpoint when this many seconds passed since the last checkpoint", gt=0
+    )
+    eval_split: str = opt(
+        "auto",
+        "split evaluated during training (targets, patience); 'auto': valid when the task "
+        "has one (the test split is then read once, at the end), else test",
+        choices=("auto", "valid", "test"),
     )
     task: TaskConfig = field(default_factory=TaskConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -289,13 +304,23 @@ def _merge(cls: type, base: Any, data: dict[str, Any], prefix: str) -> Any:
         if dataclasses.is_dataclass(hints[k]):
             kwargs[k] = _merge(hints[k], kwargs[k], v, f"{prefix}{k}.")
         elif isinstance(v, dict) and isinstance(kwargs[k], dict) and k == "options":
-            kwargs[k] = {**kwargs[k], **v}  # option tables merge key by key
+            kwargs[k] = _deep_merge(kwargs[k], v)  # option tables merge key by key
         else:
             kwargs[k] = v
     obj = object.__new__(cls)
     for k, v in kwargs.items():
         setattr(obj, k, v)
     return obj
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` on ``base``; nested tables (``options.lm``) merge key by key too."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = (
+            _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        )
+    return out
 
 
 def from_dict(data: dict[str, Any], base: RunConfig | None = None) -> RunConfig:
@@ -400,6 +425,9 @@ def resolve(
             probe = from_dict(layer, probe)
         task_preset = for_cell(TASK_PRESETS.get(probe.task.name, {}), probe.model, notes)
         cfg = from_dict(task_preset, cfg)
+        probe = cfg  # the optimizer a task preset picks counts unless the user picks another
+        for layer in user:
+            probe = from_dict(layer, probe)
         cfg = from_dict({"optimizer": OPTIMIZER_PRESETS.get(probe.optimizer.name, {})}, cfg)
         cfg = from_dict(OPTIMIZER_RUN_PRESETS.get(probe.optimizer.name, {}), cfg)
     for layer in user:

@@ -118,6 +118,9 @@ def train(
     progress: Any = None,
     interrupted: Callable[[], bool] = lambda: False,
     carry_state: bool = False,
+    eval_seconds: float | None = None,
+    checkpoint_seconds: float | None = None,
+    eval_name: str = "test",
 ) -> TrainState:
     """Train until ``stopping`` says so (or ``interrupted()``); return the final state.
 
@@ -133,15 +136,26 @@ def train(
     minibatches then come in order and each starts from the state (h_n, c_n) the model
     reached at the end of the previous one (``state.carried``, detached; zero at the start of
     an epoch) — truncated BPTT across chunks, for first-order optimizers.
+
+    ``eval_seconds`` / ``checkpoint_seconds`` also evaluate / checkpoint once that much wall
+    time has passed since the last one (whichever interval ends first). The evaluation's
+    metrics are logged as ``<eval_name>_<metric>`` (``valid_bits_per_char``).
     """
     n_batches = batches_per_epoch(len(train_data), batch_size)
     clock = time.perf_counter() - state.wall  # wall time continues across resumes
 
     if state.iteration == 0 and state.evals == 0:  # a fresh run: evaluate the initial network
         stopping.observe(state, evaluate(model))
-        log.write(_record(state, {}, test=state.last_eval))
+        log.write(_record(state, {}, test=state.last_eval, name=eval_name))
         if checkpoint is not None:
             checkpoint(state)
+    last_eval = last_checkpoint = time.perf_counter()
+    evaluated = state.iteration % eval_every == 0  # was the network as it stands evaluated?
+
+    def due(every: int, seconds: float | None, since: float) -> bool:
+        return state.iteration % every == 0 or (
+            seconds is not None and time.perf_counter() - since >= seconds
+        )
 
     while True:
         state.wall = time.perf_counter() - clock
@@ -176,25 +190,28 @@ def train(
         if not _params_finite(model):  # diverged: log this step, keep the last checkpoint
             state.stop_reason = "diverged"
             stopping.observe(state, evaluate(model))
-            log.write(_record(state, diag, test=state.last_eval))
+            log.write(_record(state, diag, test=state.last_eval, name=eval_name))
             if progress is not None:
                 progress.update(state)
             return state
 
         test = None
-        if state.iteration % eval_every == 0:
+        evaluated = due(eval_every, eval_seconds, last_eval)
+        if evaluated:
             stopping.observe(state, evaluate(model))
             test = state.last_eval
+            last_eval = time.perf_counter()
         if test is not None or state.iteration % log_every == 0:
-            log.write(_record(state, diag, test=test))
+            log.write(_record(state, diag, test=test, name=eval_name))
         if progress is not None:
             progress.update(state)
-        if checkpoint is not None and state.iteration % checkpoint_every == 0:
+        if checkpoint is not None and due(checkpoint_every, checkpoint_seconds, last_checkpoint):
             checkpoint(state)
+            last_checkpoint = time.perf_counter()
 
-    if state.stop_reason != "interrupted" and state.iteration % eval_every != 0:
+    if state.stop_reason != "interrupted" and not evaluated:
         stopping.observe(state, evaluate(model))  # the summary reports the final network
-        log.write(_record(state, {}, test=state.last_eval))
+        log.write(_record(state, {}, test=state.last_eval, name=eval_name))
     if checkpoint is not None and state.stop_reason != "diverged":
         checkpoint(state)  # the final state, stop reason included
     return state
@@ -209,7 +226,9 @@ def _params_finite(model: Any) -> bool:
     return True
 
 
-def _record(state: TrainState, diag: dict[str, Any], test: dict[str, Any] | None) -> dict:
+def _record(
+    state: TrainState, diag: dict[str, Any], test: dict[str, Any] | None, name: str = "test"
+) -> dict:
     rec: dict[str, Any] = {
         "iteration": state.iteration,
         "epoch": state.epoch,
@@ -223,5 +242,5 @@ def _record(state: TrainState, diag: dict[str, Any], test: dict[str, Any] | None
         if src in diag and diag[src] is not None:
             rec[dst] = _number(diag[src])
     if test:
-        rec.update({f"test_{k}": _number(v) for k, v in test.items()})
+        rec.update({f"{name}_{k}": _number(v) for k, v in test.items()})
     return rec

@@ -165,18 +165,20 @@ def write_report(run_dirs: list[Path], out: str | Path, *, x_axis: str = "P_D") 
         (r["summary"]["target"] for r in runs if (r["summary"] or {}).get("target") is not None),
         None,
     )
+    # the split the runs evaluated during training (valid for tasks that have one)
+    split = next((r["summary"].get("eval_split", "test") for r in runs if r["summary"]), "test")
     curves = {label: [r["metrics"] for r in rs] for label, rs in groups.items()}
     figs = []
     for x in dict.fromkeys([x_axis, "samples"]):
         figs.append(
             compare_runs(
                 curves,
-                out / f"test_{metric}_vs_{x}.png",
+                out / f"{split}_{metric}_vs_{x}.png",
                 x=x,
-                y=f"test_{metric}",
+                y=f"{split}_{metric}",
                 target=target,
-                ylabel=f"test {metric}",
-                title=f"test {metric} against {x}",
+                ylabel=f"{split} {metric}",
+                title=f"{split} {metric} against {x}",
             )
         )
     figs.append(

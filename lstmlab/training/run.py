@@ -259,6 +259,7 @@ def _resume_locked(cfg, paths, stop_overrides, progress, out):
     if finished and not paths.summary.exists():
         # killed while writing its figure or summary: finish that and nothing else
         built = build.build_all(cfg)
+        built.model.load_state_dict(ckpt["model"])
         return finish(
             cfg,
             paths,
@@ -267,6 +268,11 @@ def _resume_locked(cfg, paths, stop_overrides, progress, out):
             target=built.target,
             out=out,
             checkpoint_iteration=state.iteration,
+            final_test=_final_test(built, state),
+            eval_split=built.eval_split,
+            task_seed=built.task.info.get("seed")
+            if isinstance(built.task.info.get("seed"), str)
+            else None,
         )
     if state.stop_reason == "solved" and not (stop_overrides or {}).keys() & {"target", "metric"}:
         raise RunError(f"run {paths.root} already solved its task; nothing to continue")
@@ -371,12 +377,16 @@ def _execute(cfg, paths, built, restored, *, progress, out, checkpoint_writer=No
                 progress=bar,
                 interrupted=lambda: interrupt.requested,
                 carry_state=built.carry_state,
+                eval_seconds=cfg.eval_seconds,
+                checkpoint_seconds=cfg.checkpoint_seconds,
+                eval_name=built.eval_split,
             )
     except OSError as err:
         raise RunError(_os_message(err, "write", paths.root)) from None
     finally:
         bar.close()
         log.close()
+    seed_note = built.task.info.get("seed")
     return finish(
         cfg,
         paths,
@@ -386,7 +396,18 @@ def _execute(cfg, paths, built, restored, *, progress, out, checkpoint_writer=No
         out=out,
         checkpoint_iteration=written["iteration"],
         interrupted_by=interrupt.signal if state.stop_reason == "interrupted" else None,
+        final_test=_final_test(built, state),
+        eval_split=built.eval_split,
+        task_seed=seed_note if isinstance(seed_note, str) else None,
     )
+
+
+def _final_test(built, state: TrainState) -> dict[str, Any] | None:
+    """The test split, read once when a run that evaluated on valid ends (not on Ctrl-C, nor
+    when it diverged)."""
+    if built.eval_split == "test" or state.stop_reason in ("interrupted", "diverged"):
+        return None
+    return built.evaluate_test(built.model)
 
 
 def finish(
@@ -399,11 +420,16 @@ def finish(
     out=None,
     checkpoint_iteration: int | None = None,
     interrupted_by: str | None = None,
+    final_test: dict[str, Any] | None = None,
+    eval_split: str = "test",
+    task_seed: str | None = None,
 ) -> dict[str, Any]:
     """Write the learning-curve figure and ``summary.json``; print the summary.
 
     ``checkpoint_iteration``: the iteration of the checkpoint on disk (a diverged run's last
-    finite one; None when none was written)."""
+    finite one; None when none was written). ``final`` is the last evaluation during training
+    (on ``eval_split``); when that was the valid split, ``test`` holds the one evaluation of the
+    test split at the end."""
     figure = None
     try:
         from lstmlab.plots.curves import learning_curve
@@ -417,6 +443,7 @@ def finish(
                 title=f"{cfg.task.name} · {cfg.optimizer.name} · seed {cfg.seed}",
                 metric=metric,
                 target=target,
+                split=eval_split,
             )
     except OSError as err:
         print(f"warning: {_os_message(err, 'write figure in', paths.figures)}", file=sys.stderr)
@@ -429,6 +456,10 @@ def finish(
     summary["target"] = target
     summary["checkpoint_iteration"] = checkpoint_iteration  # None: no checkpoint was written
     summary["interrupted_by"] = interrupted_by
+    summary["eval_split"] = eval_split
+    summary["test"] = final_test if eval_split != "test" else state.last_eval
+    if task_seed:
+        summary["task_seed"] = task_seed
     try:
         atomic_write_text(paths.summary, json_dumps(summary, indent=2) + "\n")
     except OSError as err:
@@ -468,10 +499,16 @@ def summarize(
 def format_summary(s: dict[str, Any]) -> str:
     verdict = "SOLVED" if s["solved"] else f"not solved ({s['stop_reason']})"
     final = s["final"].get(s["metric"]) if s["final"] else None
+    split = s.get("eval_split", "test")
     lines = [
         f"{s['task']} · {s['optimizer']} · seed {s['seed']}: {verdict}",
-        f"  test {s['metric']}: {final if final is None else f'{final:.5g}'}"
+        f"  {split} {s['metric']}: {final if final is None else f'{final:.5g}'}"
         + (f" (target < {s['target']:g})" if s["target"] is not None else ""),
+        *(
+            [f"  test {s['metric']} (read once, at the end): {s['test'][s['metric']]:.5g}"]
+            if split != "test" and s.get("test") and s["metric"] in s["test"]
+            else []
+        ),
         f"  iterations {s['iterations']}  epochs {s['epochs']}  samples {s['samples']}"
         f"  sequence presentations {s['presentations']:.0f}",
         f"  P_D {s['P_D']:.4g}  P_I {s['P_I']:.4g}  wall time {s['wall_time']:.1f} s",
