@@ -34,7 +34,7 @@ class LevenbergMarquardt:
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
             if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-                raise ValueError(f"lm.{f.name} must be a finite number, got {v!r}")
+                raise ValueError(f"lm.{f.name}: must be a finite number, got {v!r}")
         if not 0 < self.decrease <= 1 <= self.increase:
             raise ValueError(
                 f"lm: need 0 < decrease <= 1 <= increase, got {self.decrease}, {self.increase}"
@@ -77,7 +77,7 @@ def as_levenberg_marquardt(value: Any) -> LevenbergMarquardt | None:
             raise ValueError(f"lm.{unknown[0]}: unknown key; valid: {', '.join(valid)}")
         return LevenbergMarquardt(**value)
     raise ValueError(
-        f"lm must be a table of {{decrease, increase, low, high, min_value, max_value}}, "
+        f"lm: must be a table of {{decrease, increase, low, high, min_value, max_value}}, "
         f"true, false or 'none', got {value!r}"
     )
 

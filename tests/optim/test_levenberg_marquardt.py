@@ -58,7 +58,7 @@ def test_reduction_ratio():
         ({"low": 0.9, "high": 0.1}, "low"),
         ({"bogus": 1}, "lm.bogus"),
         ({"decrease": "x"}, "lm.decrease"),
-        (3, "lm must be"),
+        (3, "lm: must be"),
         ({"min_value": 5.0, "max_value": 1.0}, "min_value"),
     ],
 )
