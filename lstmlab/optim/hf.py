@@ -89,6 +89,17 @@ def _range_text(lo: float, lo_in: bool, hi: float, hi_in: bool) -> str:
     return left if hi == math.inf else f"{left} and {'<=' if hi_in else '<'} {hi:g}"
 
 
+def _probe_iterations(schedule: Any) -> list[int]:
+    """Iterations at which to check a schedule when HF is built: a log grid to 10⁶ and the
+    schedule's own corners (``steps``, ``boundaries``)."""
+    its = {0, 1, 2, 5} | {10**k * m for k in range(1, 7) for m in (1, 2, 5)}
+    for attr in ("steps", "every"):
+        if isinstance(getattr(schedule, attr, None), int):
+            its.add(getattr(schedule, attr))
+    its.update(getattr(schedule, "boundaries", ()))
+    return sorted(i for i in its if i >= 0)
+
+
 def warm_start_point(p_prev: Tensor | None, decay: float) -> Tensor | None:
     """CG's starting point ζ·p_prev (Martens 2010 Sec. 4.5; ζ = 0.95); None: start from 0."""
     if p_prev is None or decay == 0.0:
@@ -159,7 +170,7 @@ class HessianFree(Optimizer):
                 raise ValueError(f"{name}: {err}") from None
         super().__init__(**hyper)
         if curvature not in CURVATURES:
-            raise ValueError(f"curvature: unknown kind {curvature!r}; valid: {list(CURVATURES)}")
+            raise ValueError(f"curvature: unknown kind {curvature!r}; valid: gn, hessian, fd")
         if preconditioner == "none":
             preconditioner = None
         if preconditioner not in PRECONDITIONERS:
@@ -168,21 +179,22 @@ class HessianFree(Optimizer):
             )
         for name, value in (("backtrack", backtrack), ("line_search", line_search)):
             if not isinstance(value, bool):
-                raise ValueError(f"{name} must be true or false, got {value!r}")
+                raise ValueError(f"{name}: must be true or false, got {value!r}")
         if gradient_batch is not None and not (
             isinstance(gradient_batch, int) and gradient_batch >= 1
         ):
-            raise ValueError(f"gradient_batch must be an integer >= 1, got {gradient_batch!r}")
+            raise ValueError(f"gradient_batch: must be an integer >= 1, got {gradient_batch!r}")
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+            raise ValueError(f"seed: must be an integer >= 0, got {seed!r}")
         self.lm = as_levenberg_marquardt(lm)
         if self.lm is not None and not isinstance(self.hyper["damping"], Constant):
             raise ValueError(
                 "damping: a schedule for λ needs lm off (lm = false); "
                 "Levenberg–Marquardt adapts λ itself from its initial value"
             )
-        for name in self.hyper:
-            self.value(name)  # the values at iteration 0 are in range
+        for name, schedule in self.hyper.items():  # out-of-range values fail now, not mid-run
+            for it in _probe_iterations(schedule):
+                self.value(name, it)
         self.curvature = curvature
         self.lam = self.value("damping")
         self.lam_scale = 1.0
@@ -195,15 +207,15 @@ class HessianFree(Optimizer):
         self.pc_Y: list[Tensor] = []
 
     # ------------------------------------------------------------------ hyperparameters
-    def value(self, name: str) -> float:
-        """Hyperparameter ``name`` now, checked against ``HF_RANGES``."""
-        v = self.hp(name)
+    def value(self, name: str, iteration: int | None = None) -> float:
+        """Hyperparameter ``name`` now (or at ``iteration``), checked against ``HF_RANGES``."""
+        it = self.iteration if iteration is None else iteration
+        v = self.hyper[name](it)
         lo, lo_in, hi, hi_in = HF_RANGES[name]
         ok = math.isfinite(v) and (v >= lo if lo_in else v > lo) and (v <= hi if hi_in else v < hi)
         if not ok:
             raise ValueError(
-                f"{name} must be {_range_text(lo, lo_in, hi, hi_in)}, got {v!r} "
-                f"at iteration {self.iteration}"
+                f"{name}: must be {_range_text(lo, lo_in, hi, hi_in)}, got {v!r} at iteration {it}"
             )
         return v
 
