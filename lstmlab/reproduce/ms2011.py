@@ -107,6 +107,8 @@ def _run_name(cell: str, T: int, seed: int) -> str:
 def plan(scale: Scale, problems: list[str], cells: list[str]) -> list[RunSpec]:
     """Every run, as a deterministic function of the scale and the choices (so a set resumes)."""
     specs = []
+    # no presets: `train multiplication` means seed 000's 1997 task (sigmoid output, its
+    # success rule, an LSTM gate bias); every option these runs need is set here
     for problem in problems:
         task, options = PROBLEMS[problem]
         for T in scale.Ts:
@@ -117,6 +119,7 @@ def plan(scale: Scale, problems: list[str], cells: list[str]) -> list[RunSpec]:
                             problem,
                             _run_name(cell, T, seed),
                             _overrides(scale, problem, task, options, cell, T, seed),
+                            presets=False,
                         )
                     )
     return specs

@@ -77,3 +77,16 @@ def test_bad_flags_exit_2_with_one_line(tmp_path, capsys, args, words):
     err = capsys.readouterr().err.strip()
     assert words in err and len(err.splitlines()) == 1, err
     assert not (tmp_path / "o").exists()
+
+
+def test_no_preset_of_train_leaks_into_a_run():
+    # `train multiplication` means seed 000's 1997 task with an LSTM gate bias; M&S's
+    # multiplication on a tanh RNN must get none of it
+    [spec] = ms2011.plan(ms2011.QUICK, ["multiplication"], ["rnn"])
+    cfg = resolve(overrides=dict(spec.overrides), presets=spec.presets)
+    assert cfg.task.options["convention"] == "ms2011" and "output" not in cfg.task.options
+    assert "rule" not in cfg.task.options and cfg.model.options == {}
+    from lstmlab.training.build import build_all
+
+    built = build_all(cfg)
+    assert built.model.output == "linear" and built.task.scorer.rule == "ms2011"
