@@ -28,7 +28,6 @@ def test_plan_covers_every_problem_T_cell_and_seed_with_one_hf_setting():
     assert all(s.overrides["optimizer.batch_size"] == "32" for s in mem)
 
 
-@pytest.mark.slow
 def test_tiny_run_set_writes_table_and_figure_and_resumes(tmp_path):
     kw = dict(
         quick=True,
