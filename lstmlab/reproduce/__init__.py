@@ -24,7 +24,9 @@ def load_all() -> dict[str, Paper]:
     """Import every paper module (each registers itself); the registry, in a stable order."""
     modules = [importlib.import_module(f"lstmlab.reproduce.{m}") for m in _MODULES]
     # the order of _MODULES, whichever module a caller happened to import first
-    order = [m.PAPER.name for m in modules if hasattr(m, "PAPER")]
+    order = [
+        p.name for m in modules for p in list(PAPERS.values()) if p.run.__module__ == m.__name__
+    ]
     items = [(k, PAPERS[k]) for k in order] + [(k, p) for k, p in PAPERS.items() if k not in order]
     PAPERS.clear()
     PAPERS.update(items)
