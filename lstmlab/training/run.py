@@ -28,13 +28,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lstmlab.distributed.session import ONE, NullLog, Session
 from lstmlab.training import build
 from lstmlab.training.checkpoint import CheckpointError, load_latest, save_checkpoint
 from lstmlab.training.config import RunConfig, dumps_toml, from_dict, load_toml, to_dict
 from lstmlab.training.loop import batches_per_epoch, train
 from lstmlab.training.metrics import MetricsLog, read_metrics
 from lstmlab.training.progress import make_progress
-from lstmlab.training.rng import get_rng_state, seed_everything, set_rng_state
+from lstmlab.training.rng import get_rng_state
 from lstmlab.training.state import TrainState
 
 __all__ = ["RunError", "RunPaths", "start", "resume", "evaluate_run", "load_config", "summarize"]
@@ -152,17 +153,34 @@ def start(
     progress: str = "auto",
     out=None,
     checkpoint_writer=None,
+    parallel: Session | None = None,
 ) -> dict[str, Any]:
-    """Create ``run_dir``, save the resolved config and train; returns the summary."""
+    """Create ``run_dir``, save the resolved config and train; returns the summary.
+
+    ``parallel``: the worker group's ``lstmlab.distributed.Session`` (rank 0 alone writes).
+    """
+    par = parallel or ONE
     paths = RunPaths(Path(run_dir))
     built = build.build_all(cfg)  # before touching the disk: a bad config fails cleanly
-    _prepare_dir(paths)
-    try:
-        atomic_write_text(paths.config, dumps_toml(cfg))
-    except OSError as err:
-        raise RunError(_os_message(err, "write", paths.config)) from None
+    par.prepare(cfg, built)  # every rank agrees and can be fed, or every rank fails
+
+    def create() -> None:
+        _prepare_dir(paths)
+        try:
+            atomic_write_text(paths.config, dumps_toml(cfg))
+        except OSError as err:
+            raise RunError(_os_message(err, "write", paths.config)) from None
+
+    par.from_main(create)
     return _execute(
-        cfg, paths, built, None, progress=progress, out=out, checkpoint_writer=checkpoint_writer
+        cfg,
+        paths,
+        built,
+        None,
+        progress=progress,
+        out=out,
+        checkpoint_writer=checkpoint_writer,
+        par=par,
     )
 
 
@@ -172,9 +190,31 @@ def resume(
     stop_overrides: dict[str, Any] | None = None,
     progress: str = "auto",
     out=None,
+    parallel: Session | None = None,
 ) -> dict[str, Any]:
-    """Continue a run from its last checkpoint; ``stop_overrides`` may change budgets."""
+    """Continue a run from its last checkpoint; ``stop_overrides`` may change budgets.
+
+    In a worker group rank 0 reads the run directory and every rank receives what it read
+    (the number of workers may differ from the run's last one).
+    """
+    par = parallel or ONE
     paths = RunPaths(Path(run_dir))
+    cfg, ckpt, state, action = par.from_main(_read_resume, paths, stop_overrides)
+    built = build.build_all(cfg)
+    if action == "finish":  # killed while writing its figure or summary: finish that only
+        if not par.is_main:
+            return summarize(cfg, paths, state, None, built.stopping.metric)
+        return finish(cfg, paths, state, metric=built.stopping.metric, target=built.target, out=out)
+    par.prepare(cfg, built)
+    restored = None if action == "fresh" else (ckpt, state)
+    return _execute(cfg, paths, built, restored, progress=progress, out=out, par=par)
+
+
+def _read_resume(paths: RunPaths, stop_overrides: dict[str, Any] | None):
+    """(config, checkpoint, state, action): what ``resume`` does, read from the run directory.
+
+    action: "fresh" (no checkpoint yet), "finish" (only the summary is missing), "continue".
+    """
     cfg = load_config(paths.root)
     if stop_overrides:
         cfg = from_dict({"stop": stop_overrides}, cfg)
@@ -185,7 +225,7 @@ def resume(
             f"warning: {paths.root} has no checkpoint yet; starting it from the beginning",
             file=sys.stderr,
         )
-        return _execute(cfg, paths, build.build_all(cfg), None, progress=progress, out=out)
+        return cfg, None, None, "fresh"
     try:
         ckpt, skipped = load_latest(paths.checkpoint)
     except CheckpointError as err:
@@ -197,9 +237,7 @@ def resume(
     state = TrainState.from_dict(ckpt["train_state"])
     finished = state.stop_reason not in (None, "interrupted")
     if finished and not paths.summary.exists():
-        # killed while writing its figure or summary: finish that and nothing else
-        built = build.build_all(cfg)
-        return finish(cfg, paths, state, metric=built.stopping.metric, target=built.target, out=out)
+        return cfg, None, state, "finish"
     if state.stop_reason == "solved" and not (stop_overrides or {}).keys() & {"target", "metric"}:
         raise RunError(f"run {paths.root} already solved its task; nothing to continue")
     if state.stop_reason not in (None, "interrupted") and not stop_overrides:
@@ -212,8 +250,7 @@ def resume(
         state.solved = (
             False if "target" in stop_overrides or "metric" in stop_overrides else state.solved
         )
-    built = build.build_all(cfg)
-    return _execute(cfg, paths, built, (ckpt, state), progress=progress, out=out)
+    return cfg, ckpt, state, "continue"
 
 
 def _identity(cfg_dict: dict[str, Any]) -> dict[str, Any]:
@@ -221,22 +258,30 @@ def _identity(cfg_dict: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in cfg_dict.items() if k != "stop"}
 
 
-def _execute(cfg, paths, built, restored, *, progress, out, checkpoint_writer=None):
+def _execute(cfg, paths, built, restored, *, progress, out, checkpoint_writer=None, par=ONE):
     out = out or sys.stdout
     if restored is None:
-        seed_everything(cfg.seed)
+        par.seed(cfg.seed)  # one process: seed_everything(cfg.seed)
         state = TrainState()
         truncate = 0
     else:
         ckpt, state = restored
         built.model.load_state_dict(ckpt["model"])
         built.optimizer.load_state_dict(ckpt["optimizer"])
-        set_rng_state(ckpt["rng"])
+        par.restore_rng(ckpt, cfg.seed, state.iteration)  # one process: set_rng_state(ckpt["rng"])
         truncate = int(ckpt["metrics_offset"])
-    try:
-        log = MetricsLog(paths.metrics, truncate_to=truncate)
-    except OSError as err:
-        raise RunError(_os_message(err, "write", paths.metrics)) from None
+    par.sync_model(built.model)
+
+    logs = []
+
+    def open_log() -> None:
+        try:
+            logs.append(MetricsLog(paths.metrics, truncate_to=truncate))
+        except OSError as err:
+            raise RunError(_os_message(err, "write", paths.metrics)) from None
+
+    par.from_main(open_log)  # rank 0 alone keeps the metrics log
+    log = logs[0] if logs else NullLog()
 
     def checkpoint(st: TrainState) -> None:
         try:
@@ -248,6 +293,7 @@ def _execute(cfg, paths, built, restored, *, progress, out, checkpoint_writer=No
                 "rng": get_rng_state(),
                 "metrics_offset": log.offset(),
                 "saved_at": time.time(),
+                **par.rank_states,  # a worker group: every rank's RNG state
             }
             save_checkpoint(payload, paths.checkpoint, write=checkpoint_writer)
         except OSError as err:
@@ -258,8 +304,9 @@ def _execute(cfg, paths, built, restored, *, progress, out, checkpoint_writer=No
         total = cfg.stop.max_epochs * batches_per_epoch(
             len(built.train_data), cfg.optimizer.batch_size
         )
-    bar = make_progress(progress, built.stopping.metric, total)
+    bar = make_progress(par.progress(progress), built.stopping.metric, total)
     interrupt = _Interrupt(bar.message)
+    stopping, interrupted = par.stopping(built.stopping, lambda: interrupt.requested)
     bar.start(state)
     try:
         with _sigint(interrupt):
@@ -267,8 +314,8 @@ def _execute(cfg, paths, built, restored, *, progress, out, checkpoint_writer=No
                 built.model,
                 built.optimizer,
                 built.train_data,
-                built.evaluate,
-                built.stopping,
+                par.evaluate(built.evaluate),
+                stopping,
                 log,
                 state=state,
                 make_objective=built.make_objective,
@@ -276,15 +323,17 @@ def _execute(cfg, paths, built, restored, *, progress, out, checkpoint_writer=No
                 seed=cfg.seed,
                 eval_every=cfg.eval_every,
                 checkpoint_every=cfg.checkpoint_every,
-                checkpoint=checkpoint,
+                checkpoint=par.checkpoint(checkpoint, built.model),
                 progress=bar,
-                interrupted=lambda: interrupt.requested,
+                interrupted=interrupted,
             )
     except OSError as err:
         raise RunError(_os_message(err, "write", paths.root)) from None
     finally:
         bar.close()
         log.close()
+    if not par.is_main:
+        return summarize(cfg, paths, state, None, built.stopping.metric)
     return finish(cfg, paths, state, metric=built.stopping.metric, target=built.target, out=out)
 
 

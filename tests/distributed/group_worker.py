@@ -1,0 +1,58 @@
+"""A worker of a test group: ``python group_worker.py SCENARIO OUT_DIR`` with torchrun's
+environment (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT) set by ``tests/distributed/group.py``."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+import scenarios
+from lstmlab.distributed import DistributedObjective, comm, split_counts
+from lstmlab.objective import Objective
+
+
+def sharded(model, batch):
+    counts = split_counts(len(batch), list(scenarios.WEIGHTS[: comm.get_world_size()]))
+    start = sum(counts[: comm.get_rank()])
+    rows = torch.arange(start, start + counts[comm.get_rank()])
+    local = Objective(model, batch.index(rows)) if rows.numel() else None
+    return DistributedObjective(local, model)
+
+
+def main() -> None:
+    scenario, out = sys.argv[1], Path(sys.argv[2])
+    comm.init_from_env()
+    rank = comm.get_rank()
+    if scenario == "equivalence":
+        result = scenarios.compute(sharded)
+    elif scenario == "core":
+        result = scenarios.compute(sharded, optimizers=scenarios.CORE)
+    elif scenario == "hang":  # rank 1 never joins the all-reduce: rank 0 must time out
+        if rank == 1:
+            time.sleep(60)
+            return
+        t0 = time.perf_counter()
+        try:
+            comm.all_reduce_sum(torch.ones(3))
+            result = {"error": None}
+        except comm.DistributedError as err:
+            result = {"error": str(err)}
+        result["seconds"] = time.perf_counter() - t0
+    elif scenario == "mismatch":  # rank 1 holds another config
+        try:
+            comm.check_same({"lr": 0.1 if rank == 0 else 0.2}, "the run configuration")
+            result = {"error": None}
+        except comm.DistributedError as err:
+            result = {"error": str(err)}
+    else:
+        raise SystemExit(f"unknown scenario {scenario!r}")
+    torch.save(result, out / f"rank{rank}.pt")
+    if scenario != "hang":
+        comm.shutdown()
+
+
+if __name__ == "__main__":
+    main()
