@@ -13,6 +13,7 @@ it (``restarted()``), so the finished run equals an uninterrupted one.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import uuid
@@ -76,6 +77,8 @@ def spawn(argv: list[str], workers: int, *, threads: int, restarts: int = 0) -> 
         monitor_interval=0.1,
         start_method="spawn",
     )
+    # the workers report their own errors, one line each; the launcher's log would repeat them
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
     env_before = os.environ.get("OMP_NUM_THREADS")
     os.environ["OMP_NUM_THREADS"] = str(threads)
     try:

@@ -73,3 +73,35 @@ def cli_env(**extra: str) -> dict[str, str]:
     env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT), LSTMLAB_DIST_TIMEOUT="60")
     env.update(extra)
     return env
+
+
+def run_cli_group(
+    args: list[str], world: int, cwds: list[Path], timeout: float = 180, **extra: str
+) -> list[subprocess.CompletedProcess]:
+    """``python -m lstmlab ARGS`` as ``world`` ranks, rank r in ``cwds[r]`` (as torchrun's
+    workers are started, without the agent)."""
+    port = free_port()
+    procs = []
+    for r in range(world):
+        env = worker_env(r, world, port, **extra)
+        env["PYTHONPATH"] = str(ROOT)
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "lstmlab", *args],
+                env=env,
+                cwd=cwds[r],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+    done = []
+    for p in procs:
+        try:
+            out, err = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                q.kill()
+            raise
+        done.append(subprocess.CompletedProcess(p.args, p.returncode, out, err))
+    return done
