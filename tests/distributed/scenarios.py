@@ -74,6 +74,8 @@ def compute(make_objective, output: str = "linear", optimizers=tuple(OPTIMIZERS)
     fs, gs = sub.loss_and_grad()
     out["sub_loss"], out["sub_grad"] = torch.tensor(fs), gs
     out["sub_gn"] = sub.gauss_newton_product(v)
+    spread = obj.subset(torch.tensor([1, 5, 9, 10]))  # rows on every rank
+    out["spread_gn"] = spread.gauss_newton_product(v)
     out["counter"] = obj.counter.as_dict()
     for name in optimizers:
         obj.set_params(x0)
