@@ -107,7 +107,9 @@ def plot_workers(res: dict, path: Path) -> None:
     t1 = rows[0]["seconds"]
     ws = sorted({r["workers"] for r in rows})
     for shards, style in (("equal", "o-"), ("speed", "s-")):
-        pts = [(r["workers"], r["seconds"]) for r in rows if r["shards"] == shards or r["workers"] == 1]
+        pts = [
+            (r["workers"], r["seconds"]) for r in rows if r["shards"] == shards or r["workers"] == 1
+        ]
         ax.plot([p[0] for p in pts], [p[1] * 1e3 for p in pts], style, label=f"{shards} shards")
     ax.plot(ws, [t1 / w * 1e3 for w in ws], "k:", label="ideal (time / W)")
     ax.set_xticks(ws)
@@ -131,7 +133,11 @@ def threads(a, tmp: Path) -> dict:
         "wide (H=128)": ["multiplication", "--task.options.T", "50", "--task.options.n_train",
                          "200", "--model.blocks", "64"],
     }  # fmt: skip
-    settings = {"rule": [], "1 thread": ["--threads", "1"], "torch default": ["--threads", str(torch.get_num_threads())]}
+    settings = {
+        "rule": [],
+        "1 thread": ["--threads", "1"],
+        "torch default": ["--threads", str(torch.get_num_threads())],
+    }
     common = ["--stop.max_iterations", "3", "--progress", "none", "--eval_every", "100000",
               "--checkpoint_every", "100000", "--optimizer.iterations_per_batch", "3"]  # fmt: skip
     rows = []
@@ -152,8 +158,13 @@ def threads(a, tmp: Path) -> dict:
                     run = tmp / f"t{len(rows)}"
                     recs = _train(args + common + flags, run)
                     wall = recs[-1]["wall"]
-                    rows.append({"job": job, "neighbour": neighbour, "threads": name, "seconds": wall})
-                    print(f"  {job:28s} neighbour={neighbour!s:5s} {name:13s} {wall:7.2f} s", flush=True)
+                    rows.append(
+                        {"job": job, "neighbour": neighbour, "threads": name, "seconds": wall}
+                    )
+                    print(
+                        f"  {job:28s} neighbour={neighbour!s:5s} {name:13s} {wall:7.2f} s",
+                        flush=True,
+                    )
             finally:
                 if nb is not None:
                     nb.kill()
@@ -186,9 +197,9 @@ def gpu(a, tmp: Path) -> dict:
                 ref = torch.nn.LSTM(I, h, batch_first=True).to(dev, dtype)
                 head = torch.nn.Linear(h, I).to(dev, dtype)
 
-                def nn_step(ref=ref, head=head, x=x, y=y):
+                def nn_step(ref=ref, head=head, x=x, y=y, n=B * T):
                     out, _ = ref(x)
-                    loss = ((head(out) - y) ** 2).sum() / (2 * B * T)
+                    loss = ((head(out) - y) ** 2).sum() / (2 * n)
                     loss.backward()
 
                 theirs = _time(nn_step, dev, a.repeat)

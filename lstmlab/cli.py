@@ -388,7 +388,9 @@ def cmd_train(ns, extra) -> int:
             if launch.restarted() and (Path(run_dir) / "config.toml").exists():
                 summary = run.resume(run_dir, progress=ns.progress, out=sys.stdout, parallel=par)
             else:
-                summary = run.start(cfg, run_dir, progress=ns.progress, out=sys.stdout, parallel=par)
+                summary = run.start(
+                    cfg, run_dir, progress=ns.progress, out=sys.stdout, parallel=par
+                )
         finally:
             comm.shutdown()
         return EXIT_INTERRUPTED if summary["stop_reason"] == "interrupted" else 0
@@ -436,7 +438,10 @@ def cmd_resume(ns, extra) -> int:
         par = _parallel(ns, _hidden_of(ns.run))
         try:
             summary = run.resume(
-                ns.run, stop_overrides=stop or None, progress=ns.progress, out=sys.stdout,
+                ns.run,
+                stop_overrides=stop or None,
+                progress=ns.progress,
+                out=sys.stdout,
                 parallel=par,
             )
         finally:

@@ -55,7 +55,9 @@ def timeout_seconds() -> float:
     try:
         value = float(raw) if raw else DEFAULT_TIMEOUT
     except ValueError:
-        raise DistributedError(f"LSTMLAB_DIST_TIMEOUT must be a number of seconds, got {raw!r}")
+        raise DistributedError(
+            f"LSTMLAB_DIST_TIMEOUT must be a number of seconds, got {raw!r}"
+        ) from None
     if not value > 0:
         raise DistributedError(f"LSTMLAB_DIST_TIMEOUT must be > 0, got {raw!r}")
     return value
@@ -65,7 +67,9 @@ def _env_world() -> int:
     try:
         return int(os.environ.get("WORLD_SIZE", "1"))
     except ValueError:
-        raise DistributedError(f"WORLD_SIZE must be an integer, got {os.environ['WORLD_SIZE']!r}")
+        raise DistributedError(
+            f"WORLD_SIZE must be an integer, got {os.environ['WORLD_SIZE']!r}"
+        ) from None
 
 
 def init_from_env() -> bool:

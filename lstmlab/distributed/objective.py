@@ -213,9 +213,7 @@ class DistributedObjective:
         for k, v in zip(_FIELDS, cost.tolist(), strict=True):
             value = v if k in _SUMMED else v / self._holders
             change[k] = int(round(value)) if k.startswith("n_") else value
-        self.counter.__dict__.update(
-            {k: getattr(self.counter, k) + change[k] for k in _FIELDS}
-        )
+        self.counter.__dict__.update({k: getattr(self.counter, k) + change[k] for k in _FIELDS})
 
     def sync_counter(self) -> None:
         """Bring the shared counter up to date (a collective: every rank calls it together)."""
@@ -238,8 +236,10 @@ class DistributedObjective:
 
     def per_sample_grads_squared(self) -> Tensor:
         like = self.get_params()
-        d = torch.zeros_like(like) if self.local is None else self._call(
-            self.local.per_sample_grads_squared
+        d = (
+            torch.zeros_like(like)
+            if self.local is None
+            else self._call(self.local.per_sample_grads_squared)
         )
         (out,) = self._reduce([d], like=like)
         return out
@@ -277,14 +277,18 @@ class DistributedObjective:
     def fd_hessian_product(
         self, v: Tensor, eps: float | None = None, central: bool = True
     ) -> Tensor:
-        out = torch.zeros_like(v) if self.local is None else self._call(
-            self.local.fd_hessian_product, v, eps, central
+        out = (
+            torch.zeros_like(v)
+            if self.local is None
+            else self._call(self.local.fd_hessian_product, v, eps, central)
         )
         return self._reduce([out], like=v)[0]
 
     def structural_damping_product(self, v: Tensor) -> Tensor:
-        out = torch.zeros_like(v) if self.local is None else self._call(
-            self.local.structural_damping_product, v
+        out = (
+            torch.zeros_like(v)
+            if self.local is None
+            else self._call(self.local.structural_damping_product, v)
         )
         return self._reduce([out], like=v)[0]
 

@@ -123,6 +123,14 @@ class Session:
                 f"a minibatch of {bs} cannot feed {self.world} workers (use fewer workers "
                 "or a batch of at least one sequence per worker)",
             )
+        device = next(built.model.parameters()).device
+        if device.type == "cuda" and comm.get_local_world_size() > torch.cuda.device_count():
+            raise ConfigError(
+                "device",
+                f"{comm.get_local_world_size()} workers on this machine but "
+                f"{torch.cuda.device_count()} CUDA device(s): NCCL needs one device per worker "
+                "(use --nproc-per-node <= the GPU count, or --device cpu)",
+            )
         from lstmlab.training.loop import batches_per_epoch
 
         inner = built.make_objective

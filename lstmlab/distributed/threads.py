@@ -24,7 +24,14 @@ import os
 
 import torch
 
-__all__ = ["WIDE", "available_cores", "busy_cores", "default_threads", "choose_threads", "apply_threads"]
+__all__ = [
+    "WIDE",
+    "available_cores",
+    "busy_cores",
+    "default_threads",
+    "choose_threads",
+    "apply_threads",
+]
 
 WIDE = 128  # recurrent width from which more than one thread paid off (benchmarks.md, Threads)
 
@@ -45,7 +52,9 @@ def busy_cores() -> int:
         return 0
 
 
-def default_threads(hidden: int, *, cores: int | None = None, workers: int = 1, busy: int = 0) -> int:
+def default_threads(
+    hidden: int, *, cores: int | None = None, workers: int = 1, busy: int = 0
+) -> int:
     """The rule above as a pure function (tests read it; ``choose_threads`` measures)."""
     if hidden < WIDE:
         return 1

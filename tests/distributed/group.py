@@ -59,7 +59,8 @@ def run_group(scenario: str, world: int, out: Path, timeout: float = 120, **extr
                 q.kill()
             raise
     return [
-        torch.load(out / f"rank{r}.pt", weights_only=False) if (out / f"rank{r}.pt").exists()
+        torch.load(out / f"rank{r}.pt", weights_only=False)
+        if (out / f"rank{r}.pt").exists()
         else {"log": logs[r], "returncode": procs[r].returncode}
         for r in range(world)
     ]
@@ -67,8 +68,15 @@ def run_group(scenario: str, world: int, out: Path, timeout: float = 120, **extr
 
 def cli_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
-    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR",
-                "MASTER_PORT", "TORCHELASTIC_RUN_ID"):
+    for key in (
+        "RANK",
+        "WORLD_SIZE",
+        "LOCAL_RANK",
+        "LOCAL_WORLD_SIZE",
+        "MASTER_ADDR",
+        "MASTER_PORT",
+        "TORCHELASTIC_RUN_ID",
+    ):
         env.pop(key, None)
     env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT), LSTMLAB_DIST_TIMEOUT="60")
     env.update(extra)

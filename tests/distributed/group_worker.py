@@ -7,9 +7,9 @@ import sys
 import time
 from pathlib import Path
 
+import scenarios
 import torch
 
-import scenarios
 from lstmlab.distributed import DistributedObjective, comm, split_counts
 from lstmlab.objective import Objective
 

@@ -49,8 +49,24 @@ def _close(a, b, key):
     assert err <= LOOSE.get(key, REL), f"{key}: relative difference {err:.3g}"
 
 
-VALUES = ["loss", "loss_g", "grad", "gn", "hessian", "fd", "structural", "gn_sd", "psg",
-          "per_sample_loss", "sub_loss", "sub_grad", "sub_gn", "spread_gn"]
+VALUES = [
+    "loss",
+    "loss_g",
+    "grad",
+    "gn",
+    "hessian",
+    "fd",
+    "structural",
+    "gn_sd",
+    "psg",
+    "per_sample_loss",
+    "sub_loss",
+    "sub_grad",
+    "sub_gn",
+    "spread_gn",
+]
+
+
 def _trajectories(res):
     return [f"{o}_{k}" for o in scenarios.OPTIMIZERS for k in ("losses", "x") if f"{o}_x" in res]
 

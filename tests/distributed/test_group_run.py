@@ -103,10 +103,11 @@ def test_mismatched_config_fails_on_every_rank(tmp_path):
     port = free_port()
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "lstmlab", "train", *TINY, "--run-dir", "run",
-             "--seed", str(r)],
-            env={**worker_env(r, 2, port), "PYTHONPATH": str(ROOT)}, cwd=cwds[r],
-            stderr=subprocess.PIPE, text=True,
+            [sys.executable, "-m", "lstmlab", "train", *TINY, "--run-dir", "run", "--seed", str(r)],
+            env={**worker_env(r, 2, port), "PYTHONPATH": str(ROOT)},
+            cwd=cwds[r],
+            stderr=subprocess.PIPE,
+            text=True,
         )  # fmt: skip
         for r in range(2)
     ]
