@@ -32,7 +32,7 @@ from lstmlab.data import Batch
 from lstmlab.distributed import comm
 from lstmlab.distributed.objective import SpeedMeter
 
-__all__ = ["split_counts", "ShardedBatch", "ShardedSplit", "BALANCE"]
+__all__ = ["split_counts", "rebalanced", "ShardedBatch", "ShardedSplit", "BALANCE"]
 
 BALANCE = ("equal", "speed")
 MIN_GAIN = 0.05  # re-shard only when the slowest worker's predicted time drops by this much
@@ -136,14 +136,20 @@ class ShardedSplit:
             return  # a worker did no timed work: keep the split
         speed = [w / s for w, s in zip(work, secs, strict=True)]
         self.history.append(speed)
-        n = max(len(self.data), self.world)
-        old = split_counts(n, self.weights)
-        new = split_counts(n, speed)
-        t_old = max(c / s for c, s in zip(old, speed, strict=True))
-        t_new = max(c / s for c, s in zip(new, speed, strict=True))
-        if t_new < (1.0 - MIN_GAIN) * t_old:
-            self.weights = speed
+        new = rebalanced(max(len(self.data), self.world), self.weights, speed)
+        if new is not None:
+            self.weights = new
             self._full = None
+
+
+def rebalanced(n: int, weights: list[float], speed: list[float]) -> list[float] | None:
+    """New shard weights (the speeds) when they shorten the slowest worker's predicted time
+    per iteration, max_r n_r / s_r, by more than ``MIN_GAIN``; None: keep ``weights``."""
+    old = split_counts(n, weights)
+    new = split_counts(n, speed)
+    t_old = max(c / s for c, s in zip(old, speed, strict=True))
+    t_new = max(c / s for c, s in zip(new, speed, strict=True))
+    return list(speed) if t_new < (1.0 - MIN_GAIN) * t_old else None
 
 
 def measure_start(make_objective, model, data: Any, meter: SpeedMeter, rows: int = 64):

@@ -121,3 +121,13 @@ def test_choose_threads_order(monkeypatch):
 def test_strip_option():
     argv = ["train", "x", "--workers", "3", "--seed", "1", "--workers=2", "--threads", "4"]
     assert strip_option(argv, "--workers") == ["train", "x", "--seed", "1", "--threads", "4"]
+
+
+def test_rebalanced_follows_speed_only_when_it_pays():
+    from lstmlab.distributed.shards import rebalanced
+
+    # worker 2 is 3x slower: equal shards wait for it; speed shards do not
+    new = rebalanced(90, [1.0, 1.0, 1.0], [3.0, 3.0, 1.0])
+    assert new == [3.0, 3.0, 1.0] and split_counts(90, new) == [38, 38, 14]
+    assert rebalanced(90, [3.0, 3.0, 1.0], [3.0, 3.0, 1.1]) is None  # < 5 % better: keep
+    assert rebalanced(90, [1.0, 1.0], [1.0, 1.02]) is None
