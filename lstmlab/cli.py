@@ -447,7 +447,7 @@ def cmd_resume(ns, extra) -> int:
         finally:
             comm.shutdown()
         return EXIT_INTERRUPTED if summary["stop_reason"] == "interrupted" else 0
-    _parallel(ns, 0)  # threads of this one process
+    _parallel(ns, _hidden_of(ns.run))  # threads of this one process
     if ns.dry_run:
         run.load_config(ns.run)
         try:
