@@ -138,12 +138,18 @@ def test_torchrun_resume_on_another_number_of_workers(tmp_path):
         env=cli_env(), capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert first.returncode == 0, first.stderr[-3000:]
-    second = subprocess.run(
-        [*torchrun, "--nproc-per-node", "3", "-m", "lstmlab", "resume", str(run),
-         "--stop.max_iterations", "4", "--progress", "none"],
+    second = subprocess.run(  # lstmlab's own launcher, 3 workers
+        [sys.executable, "-m", "lstmlab", "resume", str(run), "--workers", "3",
+         "--stop.max_iterations", "3", "--progress", "none"],
         env=cli_env(), capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert second.returncode == 0, second.stderr[-3000:]
+    third = subprocess.run(  # torchrun, back to 2 workers
+        [*torchrun, "--nproc-per-node", "2", "-m", "lstmlab", "resume", str(run),
+         "--stop.max_iterations", "4", "--progress", "none"],
+        env=cli_env(), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert third.returncode == 0, third.stderr[-3000:]
     assert len(_losses(run)) == len(_losses(ref)) == 4
     torch.testing.assert_close(torch.tensor(_losses(run)), torch.tensor(_losses(ref)),
                                rtol=1e-8, atol=0)  # fmt: skip
