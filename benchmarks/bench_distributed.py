@@ -10,7 +10,8 @@ Sections (``--sections``, default all):
              the differences of the logged wall times (evaluation and checkpoints off).
     threads  the thread default: a small ``lstmlab train multiplication`` (and a wide net)
              alone and beside a CPU-bound neighbour (a second ``lstmlab train`` with torch's
-             default threads), with the default rule, one thread and torch's default.
+             default threads, or ``--neighbour-threads rule``: with lstmlab's default), with
+             the default rule, one thread and torch's default.
     gpu      Fig. 4(a): one gradient (forward + backward, bptt engine) of an LSTM layer as
              the network grows, on the CPU and, when CUDA is present, on the GPU (float32
              and float64), plus torch.nn.LSTM (cuDNN on the GPU) for reference.
@@ -127,12 +128,13 @@ def threads(a, tmp: Path) -> dict:
     import torch
 
     cores = os.cpu_count() or 1
-    jobs = {
+    all_jobs = {
         "small (H=4, multiplication)": ["multiplication", "--task.options.T", "50",
                                         "--task.options.n_train", "1000"],
         "wide (H=128)": ["multiplication", "--task.options.T", "50", "--task.options.n_train",
                          "200", "--model.blocks", "64"],
     }  # fmt: skip
+    jobs = {k: v for k, v in all_jobs.items() if k.split()[0] in a.thread_jobs}
     settings = {
         "rule": [],
         "1 thread": ["--threads", "1"],
@@ -149,7 +151,8 @@ def threads(a, tmp: Path) -> dict:
                     [sys.executable, "-m", "lstmlab", "train", "multiplication",
                      "--task.options.T", "100", "--task.options.n_train", "4000",
                      "--stop.max_iterations", "100000", "--progress", "none",
-                     "--threads", str(cores), "--run-dir", str(tmp / f"nb-{len(rows)}")],
+                     *([] if a.neighbour_threads == "rule" else ["--threads", str(cores)]),
+                     "--run-dir", str(tmp / f"nb-{len(rows)}")],
                     env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 )  # fmt: skip
                 time.sleep(8)  # let it start computing
@@ -161,6 +164,7 @@ def threads(a, tmp: Path) -> dict:
                     rows.append(
                         {"job": job, "neighbour": neighbour, "threads": name, "seconds": wall}
                     )
+                    (a.out / "threads_partial.json").write_text(json.dumps(rows, indent=1))
                     print(
                         f"  {job:28s} neighbour={neighbour!s:5s} {name:13s} {wall:7.2f} s",
                         flush=True,
@@ -169,7 +173,8 @@ def threads(a, tmp: Path) -> dict:
                 if nb is not None:
                     nb.kill()
                     nb.wait()
-    return {"rows": rows, "cores": cores, "torch_default": torch.get_num_threads()}
+    return {"rows": rows, "cores": cores, "torch_default": torch.get_num_threads(),
+            "neighbour_threads": a.neighbour_threads}  # fmt: skip
 
 
 # ------------------------------------------------------------------------------ Fig. 4(a)
@@ -266,6 +271,10 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=256, help="Fig. 4(a): sequences per batch")
     ap.add_argument("--cpu-threads", type=int, default=1, help="Fig. 4(a): CPU threads")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--thread-jobs", nargs="+", default=["small", "wide"],
+                    choices=["small", "wide"], help="threads: which jobs")  # fmt: skip
+    ap.add_argument("--neighbour-threads", default="torch", choices=["torch", "rule"],
+                    help="threads: the neighbour's threads (torch's default, or our rule)")  # fmt: skip
     a = ap.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
     path = a.out / "bench_distributed.json"

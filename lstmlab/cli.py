@@ -385,7 +385,9 @@ def cmd_train(ns, extra) -> int:
     if par.active and not ns.dry_run:
         try:
             run_dir = par.from_main(_run_dir, ns, cfg)  # rank 0's timestamp
-            if launch.restarted() and (Path(run_dir) / "config.toml").exists():
+            # rank 0's view of its run directory decides for every rank
+            again = par.from_main(lambda: (Path(run_dir) / "config.toml").exists())
+            if launch.restarted() and again:
                 summary = run.resume(run_dir, progress=ns.progress, out=sys.stdout, parallel=par)
             else:
                 summary = run.start(

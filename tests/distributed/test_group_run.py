@@ -67,6 +67,9 @@ def test_two_workers_equal_one_process_and_only_rank0_writes(tmp_path):
     torch.testing.assert_close(_params(run), _params(ref), rtol=1e-8, atol=1e-10)
     ckpt, _ = load_latest(run / "checkpoint.safetensors")
     assert ckpt["world_size"] == 2 and len(ckpt["rng_ranks"]) == 2
+    ranks = ckpt["rng_ranks"]  # rank 0's stream is one process's; rank 1's its own
+    assert torch.equal(ranks[0]["torch"], ckpt["rng"]["torch"])
+    assert not torch.equal(ranks[0]["torch"], ranks[1]["torch"])
 
 
 def test_too_few_samples_fail_on_every_rank_through_workers_flag(tmp_path):
