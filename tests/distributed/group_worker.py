@@ -3,6 +3,7 @@ environment (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT) set by ``tests/distribu
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -50,7 +51,15 @@ def main() -> None:
     else:
         raise SystemExit(f"unknown scenario {scenario!r}")
     torch.save(result, out / f"rank{rank}.pt")
-    if scenario != "hang":
+    if scenario == "core":  # then a whole run in the same group, rank r in OUT/cwd{r}
+        from lstmlab.cli import main as cli
+
+        cwd = out / f"cwd{rank}"
+        cwd.mkdir()
+        os.chdir(cwd)
+        code = cli(["train", *scenarios.RUN_ARGS, "--run-dir", "run"])  # shuts the group down
+        (out / f"rank{rank}.code").write_text(str(code))
+    elif scenario != "hang":
         comm.shutdown()
 
 

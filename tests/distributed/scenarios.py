@@ -49,6 +49,18 @@ OPTIMIZERS = {
 }
 
 
+# a whole `lstmlab train` run in a group (after the "core" values) and in one process
+RUN_ARGS = [
+    "multiplication",
+    "--task.options.T", "20",
+    "--task.options.n_train", "12",
+    "--task.options.n_test", "6",
+    "--optimizer.iterations_per_batch", "2",
+    "--stop.max_iterations", "2",
+    "--shards", "speed",
+    "--progress", "none",
+]  # fmt: skip
+
 CORE = ("lbfgs", "cg", "hf")  # the default run's; the slow run takes them all
 
 

@@ -1,7 +1,10 @@
 """N = 2 and 3 real worker processes (gloo, localhost) equal one process to float64 round-off:
 loss, gradient, curvature products (GN, exact and finite-difference Hessian, structural
 damping), per-sample statistics, HF's curvature subset, the cost counter, and a few steps of
-L-BFGS, nonlinear CG, HF (subset + diagonal preconditioner; FD curvature), SGD and Adam."""
+L-BFGS, nonlinear CG, HF (subset + diagonal preconditioner; FD curvature), SGD and Adam.
+
+The default run's group then runs a whole ``lstmlab train`` (speed shards), each rank in its
+own working directory: it equals a one-process run, and only rank 0 wrote anything."""
 
 from __future__ import annotations
 
@@ -39,7 +42,15 @@ def group(request, tmp_path_factory):
     results = run_group(scenario, world, out)
     for r, res in enumerate(results):
         assert "log" not in res, f"rank {r} failed:\n{res['log'][-3000:]}"
-    return results
+    return _Group(results, out)
+
+
+class _Group(list):
+    """Every rank's results, and the folder the group worked in."""
+
+    def __init__(self, results, out):
+        super().__init__(results)
+        self.out = out
 
 
 def _close(a, b, key):
@@ -83,6 +94,41 @@ def test_trajectories_equal_one_process(group, reference):
         assert _trajectories(res), "no optimizer ran"
         for key in _trajectories(res):
             _close(res[key], reference[key], key)
+
+
+def test_run_equals_one_process_and_only_rank0_writes(group, tmp_path):
+    import json
+
+    from lstmlab.cli import main
+    from lstmlab.training.checkpoint import load_latest
+
+    out = group.out
+    if not (out / "cwd0").exists():
+        pytest.skip("the run rides on the default scenario's group")
+    codes = [(out / f"rank{r}.code").read_text() for r in range(len(group))]
+    assert codes == ["0"] * len(group)
+    for r in range(1, len(group)):
+        assert list((out / f"cwd{r}").iterdir()) == [], f"rank {r} wrote files"
+    run, ref = out / "cwd0" / "run", tmp_path / "ref"
+    assert main(["train", *scenarios.RUN_ARGS, "--run-dir", str(ref)]) == 0
+    assert sorted(p.name for p in run.rglob("*")) == sorted(p.name for p in ref.rglob("*"))
+    a, b = (json.loads((d / "summary.json").read_text()) for d in (run, ref))
+    for key in ("iterations", "samples", "P_D", "P_I", "presentations"):
+        assert a[key] == b[key], key
+
+    def losses(d):
+        recs = [json.loads(x) for x in (d / "metrics.jsonl").read_text().splitlines()]
+        return torch.tensor([r["loss"] for r in recs if "loss" in r])
+
+    torch.testing.assert_close(losses(run), losses(ref), rtol=1e-9, atol=0)
+    ckpt, _ = load_latest(run / "checkpoint.safetensors")
+    ckpt_ref, _ = load_latest(ref / "checkpoint.safetensors")
+    for k, v in ckpt_ref["model"].items():
+        torch.testing.assert_close(ckpt["model"][k], v, rtol=1e-8, atol=1e-10)
+    ranks = ckpt["rng_ranks"]  # rank 0's stream is one process's; the others their own
+    assert ckpt["world_size"] == len(group) == len(ranks)
+    assert torch.equal(ranks[0]["torch"], ckpt["rng"]["torch"])
+    assert not torch.equal(ranks[0]["torch"], ranks[1]["torch"])
 
 
 def test_every_rank_holds_the_same_bits(group):

@@ -46,6 +46,7 @@ def _one_process(run: Path, iterations: int, capsys=None) -> dict:
     return json.loads((run / "summary.json").read_text())
 
 
+@pytest.mark.slow  # the default run does this with 3 workers (test_group_objective.py)
 def test_two_workers_equal_one_process_and_only_rank0_writes(tmp_path):
     ref = tmp_path / "ref"
     one = _one_process(ref, 2)
@@ -75,14 +76,14 @@ def test_two_workers_equal_one_process_and_only_rank0_writes(tmp_path):
 def test_too_few_samples_fail_on_every_rank_through_workers_flag(tmp_path):
     run = tmp_path / "run"
     p = subprocess.run(
-        [sys.executable, "-m", "lstmlab", "train", *TINY, "--task.options.n_train", "2",
-         "--run-dir", str(run), "--workers", "3"],
+        [sys.executable, "-m", "lstmlab", "train", *TINY, "--task.options.n_train", "1",
+         "--run-dir", str(run), "--workers", "2"],
         env=cli_env(), capture_output=True, text=True, timeout=180,
     )  # fmt: skip
     assert p.returncode == 2, p.stderr
     lines = [x for x in p.stderr.splitlines() if "config error" in x]
-    assert sorted(x.split("]")[0] for x in lines) == [f"lstmlab[rank {r}" for r in range(3)]
-    assert all("3 workers but only 2 training sequences" in x for x in lines)
+    assert sorted(x.split("]")[0] for x in lines) == [f"lstmlab[rank {r}" for r in range(2)]
+    assert all("2 workers but only 1 training sequences" in x for x in lines)
     assert "Traceback" not in p.stderr and not run.exists()
 
 
