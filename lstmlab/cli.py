@@ -7,7 +7,7 @@
     lstmlab eval RUN [--split train]             metrics of a run's last checkpoint
     lstmlab report RUN… [--out DIR]              figures and a markdown table across runs
     lstmlab tasks                                every task with a one-line description
-    lstmlab reproduce lyu2015 [--quick] [--seeds 15]
+    lstmlab reproduce NAME [--quick] [--dry-run]  one paper's experiments (lyu2015, …)
     lstmlab train multiplication --workers 3     data-parallel on this machine (torchrun inside)
     torchrun --nproc-per-node 4 -m lstmlab train multiplication --run-dir runs/m   (any launch)
 
@@ -16,9 +16,18 @@ values are read as TOML (``0.1``, ``true``, ``{type="linear", start=1, end=3.75,
 and anything else as a string. Free-form option tables take any key:
 ``--task.options.T 50``, ``--model.options.init gaussian``, ``--optimizer.options.c2 0.5``.
 
-Exit codes: 0 done (solved or not: see the summary), 1 a runtime failure with a one-line
-reason (unwritable directory, full disk, bad checkpoint), 2 a bad command line or config
-(the message names the key), 130 interrupted by Ctrl-C after a clean checkpoint.
+Exit codes (``train`` and ``resume``; the other commands use 0, 1 and 2):
+
+    0    done: solved, or a budget / patience ran out (the summary says which)
+    1    a runtime failure with a one-line reason (unwritable directory, full disk, no
+         readable checkpoint, another process writing the run)
+    2    a bad command line, config or data file (the message names the key or the file)
+    3    the run diverged (NaN/Inf); its last finite checkpoint is kept
+    130  interrupted by Ctrl-C (SIGINT) after a clean checkpoint
+    143  stopped by SIGTERM after a clean checkpoint (as Ctrl-C; `lstmlab resume RUN`)
+
+JSON written by lstmlab (metrics.jsonl, summary.json, ``eval --json``) is standard JSON:
+non-finite numbers appear as the strings "NaN", "Infinity", "-Infinity".
 """
 
 from __future__ import annotations
@@ -31,7 +40,12 @@ from pathlib import Path
 
 __all__ = ["main", "build_parser"]
 
-EXIT_RUNTIME, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+EXIT_RUNTIME, EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_TERMINATED = 1, 2, 3, 130, 143
+EXIT_CODES = (
+    "Exit codes: 0 done (solved or a budget ran out), 1 runtime failure, 2 bad command line, "
+    "config or data file, 3 diverged (the last finite checkpoint is kept), 130 Ctrl-C, "
+    "143 SIGTERM (both after a clean checkpoint)."
+)
 FREE_FORM = ("task.options.", "model.options.", "optimizer.options.")
 PROGRESS = ("auto", "rich", "plain", "none")
 
@@ -148,7 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
         "seed 000's setting (Lyu & Zhu): lstm97, 2 blocks x 2 cells, alpha 3.75, minibatch "
         "L-BFGS on batches of 1,000, stop at test MAE < 0.01.",
         epilog="Free-form option tables take any key: --task.options.KEY VALUE (task builder), "
-        "--model.options.KEY VALUE (cell), --optimizer.options.KEY VALUE (optimizer).",
+        "--model.options.KEY VALUE (cell), --optimizer.options.KEY VALUE (optimizer). "
+        + EXIT_CODES,
     )
     t.add_argument("task", metavar="TASK", help="task name (see `lstmlab tasks`)")
     t.add_argument(
@@ -183,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue a run from its last checkpoint",
         description="Continue a run from its last checkpoint to the result an "
         "uninterrupted run gives. Budgets (--stop.*) may be raised.",
+        epilog=EXIT_CODES,
     )
     r.add_argument("run", metavar="RUN", help="run directory")
     r.add_argument(
@@ -195,6 +211,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--dry-run",
         action="store_true",
         help="check the run directory and checkpoint, print where it would resume",
+    )
+    r.add_argument(
+        "--break-lock",
+        action="store_true",
+        help="take over the run's writer lock when it names a process on another host that "
+        "is known to be gone (a lock left by a crash on this host is taken over by itself)",
     )
     _add_parallel_flags(r)
     _add_config_flags(r, only="stop.")
@@ -236,72 +258,47 @@ def build_parser() -> argparse.ArgumentParser:
         description="List every task and preset name `train` accepts.",
     )
 
+    _add_reproduce(sub)
+    return parser
+
+
+def _add_reproduce(sub) -> None:
+    """`lstmlab reproduce NAME …`: one sub-command per registered paper, each with the common
+    flags and its own (lstmlab/reproduce/)."""
+    from lstmlab import reproduce
+
+    papers = reproduce.load_all()
     q = sub.add_parser(
         "reproduce",
         help="reproduce a paper's experiments",
-        description="Run a paper's experiments at the scale this machine "
-        "allows; resumable (finished runs are kept, unfinished ones resumed).",
+        description="Run a paper's experiments at the scale this machine allows; resumable "
+        "(finished runs are kept, unfinished ones resumed). Valid: " + ", ".join(papers) + ".",
     )
-    q.add_argument("name", metavar="NAME", help="experiment set; valid: lyu2015")
-    q.add_argument(
-        "--seeds",
-        type=int,
-        default=15,
-        metavar="N",
-        help="seeds per optimizer for the success-rate table (seed 000 used 15)",
-    )
-    q.add_argument(
-        "--quick",
-        action="store_true",
-        help="small budgets and fewer seeds: minutes instead of hours",
-    )
-    q.add_argument(
-        "--out",
-        metavar="DIR",
-        default="runs/reproduce-lyu2015",
-        help="folder for the runs, figures and results.md",
-    )
-    q.add_argument(
-        "--only",
-        action="append",
-        metavar="PART",
-        default=None,
-        help="run only these parts (repeatable): table, alpha, sigmoid, "
-        "minibatch, timing, optimizers",
-    )
-    q.add_argument(
-        "--optimizer",
-        action="append",
-        metavar="NAME",
-        default=None,
-        help="the success-rate table's optimizers to run (repeatable; default all): "
-        "lbfgs, cg, hf, momentum",
-    )
-    q.add_argument(
-        "--max-seconds",
-        type=float,
-        default=None,
-        metavar="S",
-        help="wall-time budget of each training run (default: 3600, --quick 60); a run "
-        "already finished under another budget is kept",
-    )
-    q.add_argument(
-        "--max-pd",
-        type=float,
-        default=None,
-        metavar="P",
-        help="cost budget of each training run in P_D units (seed 000's count of sequence "
-        "presentations; default: none). Unlike wall time it does not depend on the load",
-    )
-    q.add_argument(
-        "--progress", choices=PROGRESS, default="auto", help="progress display of each run"
-    )
-    q.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="list the runs that would be made and their configs; run nothing",
-    )
-    return parser
+    names = q.add_subparsers(dest="paper", metavar="NAME", parser_class=_Parser)
+    names.required = True
+    for paper in papers.values():
+        p = names.add_parser(paper.name, help=paper.summary, description=paper.description)
+        p.add_argument(
+            "--quick",
+            action="store_true",
+            help="a smoke run: small problems, budgets and seed counts (minutes on two cores); "
+            "its report says so",
+        )
+        p.add_argument(
+            "--out",
+            metavar="DIR",
+            default=paper.default_out,
+            help=f"folder for the runs, figures and results.md (default: {paper.default_out})",
+        )
+        p.add_argument(
+            "--progress", choices=PROGRESS, default="auto", help="progress display of each run"
+        )
+        p.add_argument(
+            "--dry-run",
+            action="store_true",
+            help="list the runs that would be made and their configs; run nothing",
+        )
+        paper.add_arguments(p)
 
 
 # --------------------------------------------------------------------------------------------
@@ -378,7 +375,11 @@ def cmd_train(ns, extra) -> int:
     overrides = _overrides(ns, extra, allow_free=True)
     overrides["task.name"] = ns.task
     layers = [load_toml(f) for f in ns.config]
-    cfg = resolve(layers, overrides)
+    notes: list[str] = []
+    cfg = resolve(layers, overrides, notes=notes)
+    if comm.env_rank() == 0:  # one note per run, not per worker
+        for note in notes:
+            print(f"note: {note}", file=sys.stderr)
     if ns.workers and ns.workers > 1 and not launch.under_torchrun() and not ns.dry_run:
         return _spawn(ns, ns.argv, cfg.model.hidden_size, _run_dir(ns, cfg))
     par = _parallel(ns, cfg.model.hidden_size)
@@ -395,7 +396,7 @@ def cmd_train(ns, extra) -> int:
                 )
         finally:
             comm.shutdown()
-        return EXIT_INTERRUPTED if summary["stop_reason"] == "interrupted" else 0
+        return _exit_code(summary)
     if ns.dry_run:
         built = build.build_all(cfg)
         n_params = sum(p.numel() for p in built.model.parameters())
@@ -405,7 +406,16 @@ def cmd_train(ns, extra) -> int:
         print(f"# dry run: nothing written (run directory would be {_run_dir(ns, cfg)})")
         return 0
     summary = run.start(cfg, _run_dir(ns, cfg), progress=ns.progress, out=sys.stdout)
-    return EXIT_INTERRUPTED if summary["stop_reason"] == "interrupted" else 0
+    return _exit_code(summary)
+
+
+def _exit_code(summary: dict) -> int:
+    """The documented exit code of a run that ended (see the module docstring)."""
+    if summary["stop_reason"] == "diverged":
+        return EXIT_DIVERGED
+    if summary["stop_reason"] == "interrupted":
+        return EXIT_TERMINATED if summary.get("interrupted_by") == "SIGTERM" else EXIT_INTERRUPTED
+    return 0
 
 
 def _run_dir(ns, cfg) -> Path:
@@ -429,7 +439,6 @@ def _hidden_of(run_dir: str) -> int:
 def cmd_resume(ns, extra) -> int:
     from lstmlab.distributed import comm, launch
     from lstmlab.training import run
-    from lstmlab.training.checkpoint import CheckpointError, load_latest
     from lstmlab.training.config import parse_value
 
     overrides = _overrides(ns, extra, allow_free=False)
@@ -444,26 +453,58 @@ def cmd_resume(ns, extra) -> int:
                 stop_overrides=stop or None,
                 progress=ns.progress,
                 out=sys.stdout,
+                break_lock=ns.break_lock,
                 parallel=par,
             )
         finally:
             comm.shutdown()
-        return EXIT_INTERRUPTED if summary["stop_reason"] == "interrupted" else 0
+        return _exit_code(summary)
     _parallel(ns, _hidden_of(ns.run))  # threads of this one process
     if ns.dry_run:
-        run.load_config(ns.run)
-        try:
-            ckpt, _ = load_latest(run.RunPaths(Path(ns.run)).checkpoint)
-        except CheckpointError as err:
-            raise run.RunError(f"cannot resume: {err}") from None
-        st = ckpt["train_state"]
-        print(
-            f"{ns.run}: would resume at iteration {st['iteration']} (epoch {st['epoch']}, "
-            f"stop reason so far: {st['stop_reason']})"
-        )
+        return _resume_dry_run(ns)
+    summary = run.resume(
+        ns.run,
+        stop_overrides=stop or None,
+        progress=ns.progress,
+        out=sys.stdout,
+        break_lock=ns.break_lock,
+    )
+    return _exit_code(summary)
+
+
+def _resume_dry_run(ns) -> int:
+    """What ``resume`` would do: which checkpoint, whether it falls back, the lock, the log."""
+    from lstmlab.training import run
+    from lstmlab.training.lock import read_holder
+    from lstmlab.training.metrics import scan
+
+    paths = run.RunPaths(Path(ns.run))
+    cfg = run.load_config(ns.run)
+    if not paths.checkpoint.exists() and not paths.prev.exists():
+        print(f"{ns.run}: no checkpoint yet; would start the run from the beginning")
         return 0
-    summary = run.resume(ns.run, stop_overrides=stop or None, progress=ns.progress, out=sys.stdout)
-    return EXIT_INTERRUPTED if summary["stop_reason"] == "interrupted" else 0
+    ckpt, skipped = run.load_run_checkpoint(paths, cfg)
+    st = ckpt["train_state"]
+    source = "the previous checkpoint (.prev)" if skipped else "the last checkpoint"
+    print(
+        f"{ns.run}: would resume from {source} at iteration {st['iteration']} "
+        f"(epoch {st['epoch']}, stop reason so far: {st['stop_reason']})"
+    )
+    if skipped:
+        print(f"  would fall back to {paths.prev.name}: {skipped}")
+    log = scan(paths.metrics)
+    offset = int(ckpt.get("metrics_offset", 0))
+    if log.good_bytes < offset:
+        print(
+            f"  metrics.jsonl is damaged after {log.good_rows} whole rows: would truncate it there"
+        )
+    holder = read_holder(paths.root)
+    if holder:
+        print(
+            f"  run.lock names pid {holder.get('pid')} on {holder.get('host')}: resume refuses "
+            "while that process writes (a crashed holder's lock is taken over)"
+        )
+    return 0
 
 
 def cmd_eval(ns, extra) -> int:
@@ -472,7 +513,9 @@ def cmd_eval(ns, extra) -> int:
     _overrides(ns, extra, allow_free=False)
     metrics = run.evaluate_run(ns.run, ns.split)
     if ns.json:
-        print(json.dumps(metrics, indent=2))
+        from lstmlab.training.jsonsafe import dumps
+
+        print(dumps(metrics, indent=2))
     else:
         print(f"{ns.run} ({ns.split}, checkpoint at iteration {metrics.pop('iteration')}):")
         for k, v in metrics.items():
@@ -515,39 +558,14 @@ def cmd_tasks(ns, extra) -> int:
 
 
 def cmd_reproduce(ns, extra) -> int:
-    from lstmlab.training import lyu2015
+    from lstmlab import reproduce
 
     _overrides(ns, extra, allow_free=False)
-    experiments = {"lyu2015": lyu2015}
-    if ns.name not in experiments:
-        raise UsageError(f"unknown experiment set {ns.name!r}; valid: {', '.join(experiments)}")
-    if ns.seeds < 1:
-        raise UsageError(f"--seeds must be >= 1, got {ns.seeds}")
-    parts = ns.only or list(lyu2015.PARTS)
-    bad = [p for p in parts if p not in lyu2015.PARTS]
-    if bad:
-        raise UsageError(f"unknown part {bad[0]!r}; valid: {', '.join(lyu2015.PARTS)}")
-    optimizers = ns.optimizer or list(lyu2015.TABLE_OPTIMIZERS)
-    bad = [o for o in optimizers if o not in lyu2015.TABLE_OPTIMIZERS]
-    if bad:
-        raise UsageError(
-            f"unknown optimizer {bad[0]!r}; valid: {', '.join(lyu2015.TABLE_OPTIMIZERS)}"
-        )
-    if ns.max_seconds is not None and not ns.max_seconds > 0:
-        raise UsageError(f"--max-seconds must be > 0, got {ns.max_seconds}")
-    if ns.max_pd is not None and not ns.max_pd > 0:
-        raise UsageError(f"--max-pd must be > 0, got {ns.max_pd}")
-    path = lyu2015.reproduce(
-        ns.out,
-        seeds=ns.seeds,
-        quick=ns.quick,
-        parts=parts,
-        optimizers=optimizers,
-        max_seconds=ns.max_seconds,
-        max_pd=ns.max_pd,
-        progress=ns.progress,
-        dry_run=ns.dry_run,
-    )
+    paper = reproduce.get(ns.paper)
+    try:
+        path = paper.run(ns, lambda line: print(line, flush=True))
+    except reproduce.ReproduceUsageError as err:
+        raise UsageError(str(err)) from None
     if path:
         print(f"wrote {path}")
     return 0

@@ -113,6 +113,14 @@ def is_distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
+def env_rank() -> int:
+    """The rank torchrun gave this process (0 outside torchrun), before the group is joined."""
+    try:
+        return int(os.environ.get("RANK", "0"))
+    except ValueError:
+        return 0
+
+
 def get_rank() -> int:
     return dist.get_rank() if is_distributed() else 0
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,10 +21,19 @@ AXES = {
 }
 
 
+# A diverged run's last values (NaN, Inf, 1e300) cannot be drawn: matplotlib's log-axis ticks
+# overflow. Points beyond this magnitude are left off the figure (the summary says "diverged").
+DRAWABLE = 1e100
+
+
+def _drawable(v: Any) -> bool:
+    return isinstance(v, int | float) and math.isfinite(v) and abs(v) <= DRAWABLE
+
+
 def _series(records: Sequence[dict[str, Any]], x: str, y: str) -> tuple[list, list]:
     xs, ys = [], []
     for r in records:
-        if y in r and x in r and r[y] is not None:
+        if y in r and x in r and _drawable(r[y]) and _drawable(r[x]):
             xs.append(r[x])
             ys.append(r[y])
     return xs, ys

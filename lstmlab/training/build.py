@@ -217,9 +217,12 @@ class Built:
 
 def build_all(cfg: RunConfig) -> Built:
     from lstmlab.objective import Objective
+    from lstmlab.training.memory import check_model, check_task
 
     device, dtype = device_of(cfg), dtype_of(cfg)
+    check_task(cfg)  # lower bounds of the memory needed, before anything large is allocated
     task = build_task(cfg)
+    check_model(cfg, task)
     model = build_model(cfg, task, device, dtype)
     optimizer = build_optimizer(cfg)
     return Built(

@@ -5,6 +5,11 @@ builds the model, task data, optimizer, stopping rule, metrics log and checkpoin
 hands them in. Every iteration is: pick the next minibatch → one ``optimizer.step`` on its
 objective → update the counters → maybe evaluate → log one record → maybe checkpoint.
 
+Divergence: after every step the parameters are checked (one reduction each); a NaN or Inf
+ends the run at once with ``stop_reason = "diverged"`` (as does a non-finite evaluation loss,
+``StoppingRule``). The checkpoint callback is not called for a diverged state: the last
+checkpoint written stays the last finite one.
+
 Data order is a pure function of ``(seed, epoch)`` (a fresh generator per epoch), so a resumed
 run needs only the counters to draw the same minibatches.
 
@@ -96,6 +101,7 @@ def train(
     seed: int,
     eval_every: int = 1,
     checkpoint_every: int = 1,
+    log_every: int = 1,
     checkpoint: Callable[[TrainState], None] | None = None,
     progress: Any = None,
     interrupted: Callable[[], bool] = lambda: False,
@@ -107,6 +113,7 @@ def train(
     seed 001; sequences that went into gradients); the loop sums them. ``evaluate(model)`` returns
     the test metrics (e.g. ``{"loss": .., "mae": ..}``). ``checkpoint(state)`` persists
     everything; it is called every ``checkpoint_every`` iterations and when the loop ends.
+    A record is logged every ``log_every`` iterations and at every evaluation.
     """
     n_batches = batches_per_epoch(len(train_data), batch_size)
     clock = time.perf_counter() - state.wall  # wall time continues across resumes
@@ -141,11 +148,20 @@ def train(
             state.epoch, state.batch_in_epoch = state.epoch + 1, 0
         state.wall = time.perf_counter() - clock
 
+        if not _params_finite(model):  # diverged: log this step, keep the last checkpoint
+            state.stop_reason = "diverged"
+            stopping.observe(state, evaluate(model))
+            log.write(_record(state, diag, test=state.last_eval))
+            if progress is not None:
+                progress.update(state)
+            return state
+
         test = None
         if state.iteration % eval_every == 0:
             stopping.observe(state, evaluate(model))
             test = state.last_eval
-        log.write(_record(state, diag, test=test))
+        if test is not None or state.iteration % log_every == 0:
+            log.write(_record(state, diag, test=test))
         if progress is not None:
             progress.update(state)
         if checkpoint is not None and state.iteration % checkpoint_every == 0:
@@ -154,9 +170,18 @@ def train(
     if state.stop_reason != "interrupted" and state.iteration % eval_every != 0:
         stopping.observe(state, evaluate(model))  # the summary reports the final network
         log.write(_record(state, {}, test=state.last_eval))
-    if checkpoint is not None:
+    if checkpoint is not None and state.stop_reason != "diverged":
         checkpoint(state)  # the final state, stop reason included
     return state
+
+
+def _params_finite(model: Any) -> bool:
+    """Whether every parameter is finite (a model without ``parameters()`` counts as finite)."""
+    for p in getattr(model, "parameters", lambda: ())():
+        x = p.detach()
+        if not (bool(torch.isfinite(x.sum())) or bool(torch.isfinite(x).all())):
+            return False
+    return True
 
 
 def _record(state: TrainState, diag: dict[str, Any], test: dict[str, Any] | None) -> dict:

@@ -14,6 +14,7 @@ from typing import Any
 
 from lstmlab.training.config import from_dict, load_toml, to_dict
 from lstmlab.training.metrics import read_metrics
+from lstmlab.training.run import RunPaths, read_summary
 
 __all__ = ["find_runs", "load_run", "group_runs", "summary_table", "write_report"]
 
@@ -40,7 +41,7 @@ def load_run(run_dir: Path) -> dict[str, Any]:
     """Config, metrics and summary of one run (an unfinished run has ``summary`` None)."""
     cfg = from_dict(load_toml(run_dir / "config.toml"))
     summary_path = run_dir / "summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.exists() else None
+    summary = read_summary(RunPaths(run_dir)) if summary_path.exists() else None
     return {
         "dir": run_dir,
         "config": cfg,

@@ -7,12 +7,19 @@ A run directory holds::
     checkpoint.safetensors      the last checkpoint (``.prev``: the one before; see ``checkpoint``)
     summary.json                written when the run ends: solved, cost, time, figure path
     figures/learning_curve.png  test metric and training loss against samples and P_D
+    run.lock                    the writer lock (``lock``): empty when no process writes
 
-``start`` and ``resume`` build the objects from the config (``build``), restore the checkpoint
-if any, and call ``loop.train``. Ctrl-C (SIGINT) asks the loop to stop after the current
-iteration and checkpoint; a second Ctrl-C aborts at once (the last checkpoint stays valid).
-Failures a user can act on (unwritable directory, full disk, bad checkpoint) raise ``RunError``
-with a one-line message.
+``start`` and ``resume`` build the objects from the config (``build``), take the directory's
+writer lock, restore the checkpoint if any, and call ``loop.train``. Ctrl-C (SIGINT) or
+SIGTERM asks the loop to stop after the current iteration and checkpoint; a second one aborts
+at once (the last checkpoint stays valid). Failures a user can act on (unwritable directory,
+full disk, bad checkpoint, a second writer) raise ``RunError`` with a one-line message.
+
+Guarantees (tests in docs/design.md): checkpoints are verified on load (content and config
+digests, finite parameters; a failing newest file falls back to ``.prev`` with a warning);
+a state with non-finite parameters, or one whose evaluation loss is not finite, is never
+written, so a diverged run keeps its last finite checkpoint (``summary.json`` says which);
+a damaged ``metrics.jsonl`` is cut back to its last whole row at resume.
 """
 
 from __future__ import annotations
@@ -20,25 +27,47 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import math
 import os
-import signal
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from lstmlab.distributed.session import ONE, NullLog, Session
 from lstmlab.training import build
-from lstmlab.training.checkpoint import CheckpointError, load_latest, save_checkpoint
+from lstmlab.training.checkpoint import (
+    CheckpointError,
+    NonFiniteError,
+    config_digest,
+    load_latest,
+    save_checkpoint,
+)
 from lstmlab.training.config import RunConfig, dumps_toml, from_dict, load_toml, to_dict
+from lstmlab.training.jsonsafe import dumps as json_dumps
+from lstmlab.training.jsonsafe import restore as json_restore
+from lstmlab.training.lock import LOCK_NAME, LockError, RunLock
 from lstmlab.training.loop import batches_per_epoch, train
-from lstmlab.training.metrics import MetricsLog, read_metrics
+from lstmlab.training.metrics import MetricsLog, read_metrics, repair
 from lstmlab.training.progress import make_progress
 from lstmlab.training.rng import get_rng_state
+from lstmlab.training.signals import Interrupt, handle_signals
 from lstmlab.training.state import TrainState
 
-__all__ = ["RunError", "RunPaths", "start", "resume", "evaluate_run", "load_config", "summarize"]
+__all__ = [
+    "RunError",
+    "RunPaths",
+    "start",
+    "resume",
+    "evaluate_run",
+    "load_config",
+    "load_run_checkpoint",
+    "summarize",
+]
+
+FINITE = ("model",)  # the checkpoint entries that must be finite to be written or loaded
 
 
 class RunError(RuntimeError):
@@ -69,6 +98,10 @@ class RunPaths:
     def figures(self) -> Path:
         return self.root / "figures"
 
+    @property
+    def prev(self) -> Path:
+        return self.checkpoint.with_name(self.checkpoint.name + ".prev")
+
 
 def _os_message(err: OSError, what: str, path: Path) -> str:
     reason = err.strerror or str(err)
@@ -95,34 +128,43 @@ def load_config(run_dir: str | Path) -> RunConfig:
     return from_dict(load_toml(paths.config))
 
 
-# --------------------------------------------------------------------------------------------
-# Ctrl-C
+def config_sha(cfg: RunConfig) -> str:
+    """The digest a run's checkpoints carry: its config without the budgets (``stop``)."""
+    return config_digest(_identity(to_dict(cfg)))
 
 
-class _Interrupt:
-    """First SIGINT: set a flag the loop polls. Second: the default handler (KeyboardInterrupt)."""
+def load_run_checkpoint(paths: RunPaths, cfg: RunConfig, what: str = "resume"):
+    """The newest verified checkpoint of a run: ``(state, skipped error or None)``."""
+    try:
+        return load_latest(paths.checkpoint, config_digest=config_sha(cfg), finite=FINITE)
+    except CheckpointError as err:
+        raise RunError(f"cannot {what}: {err}") from None
 
-    def __init__(self, notify):
-        self.requested = False
-        self._notify = notify
 
-    def __call__(self, signum, frame) -> None:
-        self.requested = True
-        self._notify("interrupt: checkpointing after this iteration (Ctrl-C again to abort)")
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+def read_summary(paths: RunPaths) -> dict[str, Any] | None:
+    try:
+        data = json.loads(paths.summary.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return json_restore(data) if isinstance(data, dict) else None
 
 
 @contextlib.contextmanager
-def _sigint(handler: _Interrupt):
+def _writer(paths: RunPaths, break_lock: bool, command: str):
+    """Hold the run directory's writer lock (``lock.RunLock``) for the block."""
+    lock = RunLock(paths.root, command=command, force=break_lock)
     try:
-        previous = signal.signal(signal.SIGINT, handler)
-    except ValueError:  # not the main thread: no handler, Ctrl-C behaves as usual
-        yield
-        return
+        lock.acquire()
+    except LockError as err:
+        raise RunError(str(err)) from None
+    except OSError as err:
+        raise RunError(_os_message(err, "lock", paths.root)) from None
+    if lock.warning:
+        print(f"warning: {lock.warning}", file=sys.stderr)
     try:
-        yield
+        yield lock
     finally:
-        signal.signal(signal.SIGINT, previous)
+        lock.release()
 
 
 # --------------------------------------------------------------------------------------------
@@ -132,7 +174,8 @@ def _sigint(handler: _Interrupt):
 def _prepare_dir(paths: RunPaths) -> None:
     if paths.root.exists() and not paths.root.is_dir():
         raise RunError(f"cannot create run directory {paths.root}: a file is in the way")
-    if paths.root.exists() and any(paths.root.iterdir()):
+    # a directory holding only a lock file is one whose `train` was killed before it wrote
+    if paths.root.exists() and any(p.name != LOCK_NAME for p in paths.root.iterdir()):
         raise RunError(
             f"run directory {paths.root} is not empty; use `lstmlab resume {paths.root}` "
             "or choose another --run-dir"
@@ -157,31 +200,34 @@ def start(
 ) -> dict[str, Any]:
     """Create ``run_dir``, save the resolved config and train; returns the summary.
 
-    ``parallel``: the worker group's ``lstmlab.distributed.Session`` (rank 0 alone writes).
+    ``parallel``: the worker group's ``lstmlab.distributed.Session``; rank 0 alone creates,
+    locks and writes the directory, and its errors reach every rank.
     """
     par = parallel or ONE
     paths = RunPaths(Path(run_dir))
     built = build.build_all(cfg)  # before touching the disk: a bad config fails cleanly
     par.prepare(cfg, built)  # every rank agrees and can be fed, or every rank fails
+    with contextlib.ExitStack() as held:
 
-    def create() -> None:
-        _prepare_dir(paths)
-        try:
-            atomic_write_text(paths.config, dumps_toml(cfg))
-        except OSError as err:
-            raise RunError(_os_message(err, "write", paths.config)) from None
+        def create() -> None:
+            _prepare_dir(paths)
+            held.enter_context(_writer(paths, False, "lstmlab train"))
+            try:
+                atomic_write_text(paths.config, dumps_toml(cfg))
+            except OSError as err:
+                raise RunError(_os_message(err, "write", paths.config)) from None
 
-    par.from_main(create)
-    return _execute(
-        cfg,
-        paths,
-        built,
-        None,
-        progress=progress,
-        out=out,
-        checkpoint_writer=checkpoint_writer,
-        par=par,
-    )
+        par.from_main(create)
+        return _execute(
+            cfg,
+            paths,
+            built,
+            None,
+            progress=progress,
+            out=out,
+            checkpoint_writer=checkpoint_writer,
+            par=par,
+        )
 
 
 def resume(
@@ -190,46 +236,69 @@ def resume(
     stop_overrides: dict[str, Any] | None = None,
     progress: str = "auto",
     out=None,
+    break_lock: bool = False,
     parallel: Session | None = None,
 ) -> dict[str, Any]:
     """Continue a run from its last checkpoint; ``stop_overrides`` may change budgets.
 
-    In a worker group rank 0 reads the run directory and every rank receives what it read
-    (the number of workers may differ from the run's last one).
-    """
+    ``break_lock`` takes over a lock whose holder this machine cannot judge (another host).
+    In a worker group (``parallel``) rank 0 reads and locks the directory and every rank
+    receives what it read; the number of workers may differ from the run's last one."""
     par = parallel or ONE
     paths = RunPaths(Path(run_dir))
-    cfg, ckpt, state, action = par.from_main(_read_resume, paths, stop_overrides)
-    built = build.build_all(cfg)
-    if action == "finish":  # killed while writing its figure or summary: finish that only
-        if not par.is_main:
-            return summarize(cfg, paths, state, None, built.stopping.metric)
-        return finish(cfg, paths, state, metric=built.stopping.metric, target=built.target, out=out)
-    par.prepare(cfg, built)
-    restored = None if action == "fresh" else (ckpt, state)
-    return _execute(cfg, paths, built, restored, progress=progress, out=out, par=par)
+    with contextlib.ExitStack() as held:
+
+        def read():
+            cfg = load_config(paths.root)
+            if stop_overrides:
+                cfg = from_dict({"stop": stop_overrides}, cfg)
+            held.enter_context(_writer(paths, break_lock, "lstmlab resume"))
+            return _read_resume(cfg, paths, stop_overrides)
+
+        cfg, ckpt, state, action = par.from_main(read)
+        built = build.build_all(cfg)
+        if action == "finish":  # killed while writing its figure or summary: finish that only
+            if not par.is_main:
+                return summarize(cfg, paths, state, None, built.stopping.metric)
+            return finish(
+                cfg,
+                paths,
+                state,
+                metric=built.stopping.metric,
+                target=built.target,
+                out=out,
+                checkpoint_iteration=state.iteration,
+            )
+        par.prepare(cfg, built)
+        restored = None if action == "fresh" else (ckpt, state)
+        return _execute(cfg, paths, built, restored, progress=progress, out=out, par=par)
 
 
-def _read_resume(paths: RunPaths, stop_overrides: dict[str, Any] | None):
+def _read_resume(cfg, paths, stop_overrides):
     """(config, checkpoint, state, action): what ``resume`` does, read from the run directory.
 
     action: "fresh" (no checkpoint yet), "finish" (only the summary is missing), "continue".
     """
-    cfg = load_config(paths.root)
-    if stop_overrides:
-        cfg = from_dict({"stop": stop_overrides}, cfg)
-    prev = paths.checkpoint.with_name(paths.checkpoint.name + ".prev")
-    if not paths.checkpoint.exists() and not prev.exists():
+    summary = read_summary(paths) if paths.summary.exists() else None
+    if summary is not None and summary.get("stop_reason") == "diverged":
+        raise RunError(
+            f"run {paths.root} diverged at iteration {summary.get('iterations')}"
+            + (
+                f"; its last finite checkpoint (iteration {summary['checkpoint_iteration']}) is "
+                "kept for `lstmlab eval`"
+                if summary.get("checkpoint_iteration") is not None
+                else ""
+            )
+            + "; resuming would diverge again -- start a new run with other settings"
+        )
+    if not paths.checkpoint.exists() and not paths.prev.exists():
         # killed before its first checkpoint: nothing was learned yet, start it afresh
         print(
             f"warning: {paths.root} has no checkpoint yet; starting it from the beginning",
             file=sys.stderr,
         )
         return cfg, None, None, "fresh"
-    try:
-        ckpt, skipped = load_latest(paths.checkpoint)
-    except CheckpointError as err:
-        raise RunError(f"cannot resume: {err}") from None
+    ckpt, skipped = load_run_checkpoint(paths, cfg)
     if skipped is not None:
         print(f"warning: {skipped}; resuming from the previous checkpoint", file=sys.stderr)
     if _identity(ckpt.get("config") or {}) != _identity(to_dict(cfg)):
@@ -260,30 +329,42 @@ def _identity(cfg_dict: dict[str, Any]) -> dict[str, Any]:
 
 def _execute(cfg, paths, built, restored, *, progress, out, checkpoint_writer=None, par=ONE):
     out = out or sys.stdout
+    written = {"iteration": None}  # the last checkpoint on disk (a diverged run keeps it)
     if restored is None:
         par.seed(cfg.seed)  # one process: seed_everything(cfg.seed)
         state = TrainState()
         truncate = 0
     else:
         ckpt, state = restored
-        built.model.load_state_dict(ckpt["model"])
-        built.optimizer.load_state_dict(ckpt["optimizer"])
-        par.restore_rng(ckpt, cfg.seed, state.iteration)  # one process: set_rng_state(ckpt["rng"])
-        truncate = int(ckpt["metrics_offset"])
+        try:
+            built.model.load_state_dict(ckpt["model"])
+            built.optimizer.load_state_dict(ckpt["optimizer"])
+            par.restore_rng(ckpt, cfg.seed, state.iteration)  # one process: ckpt["rng"]
+            truncate = int(ckpt["metrics_offset"])
+        except (KeyError, RuntimeError, ValueError, TypeError) as err:
+            reason = (str(err).splitlines() or [""])[0][:200]
+            raise RunError(f"cannot resume: checkpoint does not fit this run ({reason})") from None
+        written["iteration"] = state.iteration
     par.sync_model(built.model)
-
     logs = []
 
-    def open_log() -> None:
+    def open_log() -> None:  # rank 0 alone keeps the metrics log
         try:
-            logs.append(MetricsLog(paths.metrics, truncate_to=truncate))
+            warn = repair(paths.metrics, truncate) if truncate or paths.metrics.exists() else None
+            if warn:
+                print(f"warning: {warn}", file=sys.stderr)
+            logs.append(MetricsLog(paths.metrics))
         except OSError as err:
             raise RunError(_os_message(err, "write", paths.metrics)) from None
 
-    par.from_main(open_log)  # rank 0 alone keeps the metrics log
+    par.from_main(open_log)
     log = logs[0] if logs else NullLog()
+    config_hash = config_sha(cfg)
 
     def checkpoint(st: TrainState) -> None:
+        loss = st.last_eval.get("loss")
+        if st.stop_reason == "diverged" or (isinstance(loss, float) and not math.isfinite(loss)):
+            return  # never replace the last good checkpoint with a diverged state
         try:
             payload = {
                 "config": to_dict(cfg),
@@ -295,7 +376,16 @@ def _execute(cfg, paths, built, restored, *, progress, out, checkpoint_writer=No
                 "saved_at": time.time(),
                 **par.rank_states,  # a worker group: every rank's RNG state
             }
-            save_checkpoint(payload, paths.checkpoint, write=checkpoint_writer)
+            save_checkpoint(
+                payload,
+                paths.checkpoint,
+                write=checkpoint_writer,
+                config_digest=config_hash,
+                finite=FINITE,
+            )
+            written["iteration"] = st.iteration
+        except NonFiniteError:
+            return  # the loop stops on non-finite parameters; the last good checkpoint stays
         except OSError as err:
             raise RunError(_os_message(err, "write checkpoint", paths.checkpoint)) from None
 
@@ -305,11 +395,11 @@ def _execute(cfg, paths, built, restored, *, progress, out, checkpoint_writer=No
             len(built.train_data), cfg.optimizer.batch_size
         )
     bar = make_progress(par.progress(progress), built.stopping.metric, total)
-    interrupt = _Interrupt(bar.message)
+    interrupt = Interrupt(bar.message)
     stopping, interrupted = par.stopping(built.stopping, lambda: interrupt.requested)
     bar.start(state)
     try:
-        with _sigint(interrupt):
+        with handle_signals(interrupt):
             state = train(
                 built.model,
                 built.optimizer,
@@ -323,6 +413,7 @@ def _execute(cfg, paths, built, restored, *, progress, out, checkpoint_writer=No
                 seed=cfg.seed,
                 eval_every=cfg.eval_every,
                 checkpoint_every=cfg.checkpoint_every,
+                log_every=cfg.log_every,
                 checkpoint=par.checkpoint(checkpoint, built.model),
                 progress=bar,
                 interrupted=interrupted,
@@ -334,7 +425,16 @@ def _execute(cfg, paths, built, restored, *, progress, out, checkpoint_writer=No
         log.close()
     if not par.is_main:
         return summarize(cfg, paths, state, None, built.stopping.metric)
-    return finish(cfg, paths, state, metric=built.stopping.metric, target=built.target, out=out)
+    return finish(
+        cfg,
+        paths,
+        state,
+        metric=built.stopping.metric,
+        target=built.target,
+        out=out,
+        checkpoint_iteration=written["iteration"],
+        interrupted_by=interrupt.signal if state.stop_reason == "interrupted" else None,
+    )
 
 
 def finish(
@@ -345,26 +445,40 @@ def finish(
     metric: str,
     target: float | None = None,
     out=None,
+    checkpoint_iteration: int | None = None,
+    interrupted_by: str | None = None,
 ) -> dict[str, Any]:
-    """Write the learning-curve figure and ``summary.json``; print the summary."""
+    """Write the learning-curve figure and ``summary.json``; print the summary.
+
+    ``checkpoint_iteration``: the iteration of the checkpoint on disk (a diverged run's last
+    finite one; None when none was written)."""
     figure = None
     try:
         from lstmlab.plots.curves import learning_curve
 
         paths.figures.mkdir(exist_ok=True)
-        figure = learning_curve(
-            read_metrics(paths.metrics),
-            paths.figures / "learning_curve.png",
-            title=f"{cfg.task.name} · {cfg.optimizer.name} · seed {cfg.seed}",
-            metric=metric,
-            target=target,
-        )
+        with warnings.catch_warnings():  # a diverged run's huge values: no numpy noise
+            warnings.simplefilter("ignore", RuntimeWarning)
+            figure = learning_curve(
+                read_metrics(paths.metrics),
+                paths.figures / "learning_curve.png",
+                title=f"{cfg.task.name} · {cfg.optimizer.name} · seed {cfg.seed}",
+                metric=metric,
+                target=target,
+            )
     except OSError as err:
         print(f"warning: {_os_message(err, 'write figure in', paths.figures)}", file=sys.stderr)
+    except Exception as err:  # a figure must never cost the summary (e.g. overflowing values)
+        reason = (str(err).splitlines() or [""])[0][:200]
+        print(
+            f"warning: no learning-curve figure ({type(err).__name__}: {reason})", file=sys.stderr
+        )
     summary = summarize(cfg, paths, state, figure, metric)
     summary["target"] = target
+    summary["checkpoint_iteration"] = checkpoint_iteration  # None: no checkpoint was written
+    summary["interrupted_by"] = interrupted_by
     try:
-        atomic_write_text(paths.summary, json.dumps(summary, indent=2) + "\n")
+        atomic_write_text(paths.summary, json_dumps(summary, indent=2) + "\n")
     except OSError as err:
         raise RunError(_os_message(err, "write", paths.summary)) from None
     if out is not None:
@@ -410,6 +524,16 @@ def format_summary(s: dict[str, Any]) -> str:
         f"  sequence presentations {s['presentations']:.0f}",
         f"  P_D {s['P_D']:.4g}  P_I {s['P_I']:.4g}  wall time {s['wall_time']:.1f} s",
         f"  run directory {s['run_dir']}",
+        *(
+            [
+                f"  diverged: checkpoint and .prev keep the last finite state "
+                f"(iteration {s['checkpoint_iteration']})"
+                if s.get("checkpoint_iteration") is not None
+                else "  diverged before any finite checkpoint was written"
+            ]
+            if s["stop_reason"] == "diverged"
+            else []
+        ),
         f"  learning curve {s['learning_curve']}",
     ]
     return "\n".join(lines)
@@ -419,10 +543,7 @@ def evaluate_run(run_dir: str | Path, split: str = "test") -> dict[str, Any]:
     """Metrics of a run's last checkpoint on ``split``."""
     paths = RunPaths(Path(run_dir))
     cfg = load_config(paths.root)
-    try:
-        ckpt, skipped = load_latest(paths.checkpoint)
-    except CheckpointError as err:
-        raise RunError(f"cannot evaluate: {err}") from None
+    ckpt, skipped = load_run_checkpoint(paths, cfg, "evaluate")
     if skipped is not None:
         print(f"warning: {skipped}; using the previous checkpoint", file=sys.stderr)
     built = build.build_all(cfg)
