@@ -93,7 +93,14 @@ def init_from_env() -> bool:
         backend = "cpu:gloo,cuda:nccl"
     timeout = timeout_seconds()
     try:
-        dist.init_process_group(backend, timeout=timedelta(seconds=timeout))
+        # the store of torchrun's agent outlives a restart: a prefix per round keeps a
+        # restarted group from reading the dead round's addresses (gloo would hang on them)
+        store, rank, world = next(dist.rendezvous("env://", timeout=timedelta(seconds=timeout)))
+        round_ = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+        store = dist.PrefixStore(f"lstmlab/round{round_}", store)
+        dist.init_process_group(
+            backend, store=store, rank=rank, world_size=world, timeout=timedelta(seconds=timeout)
+        )
     except (RuntimeError, ValueError, OSError) as err:  # DistNetworkError, DistStoreError, ...
         where = f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}"
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
