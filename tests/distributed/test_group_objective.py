@@ -3,7 +3,7 @@ loss, gradient, curvature products (GN, exact and finite-difference Hessian, str
 damping), per-sample statistics, HF's curvature subset, the cost counter, and a few steps of
 L-BFGS, nonlinear CG, HF (subset + diagonal preconditioner; FD curvature), SGD and Adam.
 
-The default run's group then runs a whole ``lstmlab train`` (speed shards), each rank in its
+The default run's group then runs a whole ``lstmlab train`` (equal shards), each rank in its
 own working directory: it equals a one-process run, and only rank 0 wrote anything."""
 
 from __future__ import annotations
