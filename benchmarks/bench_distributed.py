@@ -75,6 +75,7 @@ def workers(a, tmp: Path) -> dict:
         "--stop.max_iterations", str(a.iterations),
         "--eval_every", "100000",
         "--checkpoint_every", "100000",
+        "--log_every", "1",
         "--progress", "none",
         "--threads", "1",
     ]  # fmt: skip
