@@ -355,6 +355,32 @@ def _parallel(ns, hidden: int):
     return session.Session(balance=ns.shards, slowdown=slow)
 
 
+class _Reported(Exception):
+    """An error a worker already printed; ``code`` is the exit code."""
+
+    def __init__(self, code: int):
+        self.code = code
+
+
+def _in_group(fn):
+    """``fn()`` in a worker group: each rank prints its own one-line error, waits briefly for
+    the others to print theirs, and leaves the group."""
+    from lstmlab.distributed import comm
+    from lstmlab.distributed.comm import DistributedError
+    from lstmlab.training.config import ConfigError
+    from lstmlab.training.run import RunError
+
+    try:
+        return fn()
+    except (ConfigError, RunError, DistributedError) as err:
+        kind = "config error" if isinstance(err, ConfigError) else "error"
+        print(f"{_who()}: {kind}: {err}", file=sys.stderr, flush=True)
+        comm.settle()
+        raise _Reported(EXIT_USAGE if isinstance(err, ConfigError) else EXIT_RUNTIME) from None
+    finally:
+        comm.shutdown()
+
+
 def _spawn(ns, argv: list[str], hidden: int, run_dir: Path | None) -> int:
     """``--workers N`` outside torchrun: the same command in N workers of one machine."""
     from lstmlab.distributed import launch, threads
@@ -384,19 +410,16 @@ def cmd_train(ns, extra) -> int:
         return _spawn(ns, ns.argv, cfg.model.hidden_size, _run_dir(ns, cfg))
     par = _parallel(ns, cfg.model.hidden_size)
     if par.active and not ns.dry_run:
-        try:
+
+        def in_group():
             run_dir = par.from_main(_run_dir, ns, cfg)  # rank 0's timestamp
             # rank 0's view of its run directory decides for every rank
             again = par.from_main(lambda: (Path(run_dir) / "config.toml").exists())
             if launch.restarted() and again:
-                summary = run.resume(run_dir, progress=ns.progress, out=sys.stdout, parallel=par)
-            else:
-                summary = run.start(
-                    cfg, run_dir, progress=ns.progress, out=sys.stdout, parallel=par
-                )
-        finally:
-            comm.shutdown()
-        return _exit_code(summary)
+                return run.resume(run_dir, progress=ns.progress, out=sys.stdout, parallel=par)
+            return run.start(cfg, run_dir, progress=ns.progress, out=sys.stdout, parallel=par)
+
+        return _exit_code(_in_group(in_group))
     if ns.dry_run:
         built = build.build_all(cfg)
         n_params = sum(p.numel() for p in built.model.parameters())
@@ -437,7 +460,7 @@ def _hidden_of(run_dir: str) -> int:
 
 
 def cmd_resume(ns, extra) -> int:
-    from lstmlab.distributed import comm, launch
+    from lstmlab.distributed import launch
     from lstmlab.training import run
     from lstmlab.training.config import parse_value
 
@@ -447,18 +470,18 @@ def cmd_resume(ns, extra) -> int:
         return _spawn(ns, ns.argv, _hidden_of(ns.run), None)
     if launch.under_torchrun() and not ns.dry_run:
         par = _parallel(ns, _hidden_of(ns.run))
-        try:
-            summary = run.resume(
-                ns.run,
-                stop_overrides=stop or None,
-                progress=ns.progress,
-                out=sys.stdout,
-                break_lock=ns.break_lock,
-                parallel=par,
+        return _exit_code(
+            _in_group(
+                lambda: run.resume(
+                    ns.run,
+                    stop_overrides=stop or None,
+                    progress=ns.progress,
+                    out=sys.stdout,
+                    break_lock=ns.break_lock,
+                    parallel=par,
+                )
             )
-        finally:
-            comm.shutdown()
-        return _exit_code(summary)
+        )
     _parallel(ns, _hidden_of(ns.run))  # threads of this one process
     if ns.dry_run:
         return _resume_dry_run(ns)
@@ -600,6 +623,8 @@ def main(argv: list[str] | None = None) -> int:
         ns, extra = build_parser().parse_known_args(argv)
         ns.argv = argv
         return COMMANDS[ns.command](ns, extra)
+    except _Reported as done:
+        return done.code
     except DistributedError as err:
         print(f"{_who()}: error: {err}", file=sys.stderr)
         return EXIT_RUNTIME

@@ -38,6 +38,7 @@ __all__ = [
     "broadcast_object",
     "gather_objects",
     "barrier",
+    "settle",
     "check_same",
     "fingerprint",
 ]
@@ -198,6 +199,17 @@ def gather_objects(obj: Any, dst: int = 0) -> list[Any] | None:
 def barrier() -> None:
     if is_distributed():
         _guard("barrier", dist.barrier)
+
+
+def settle(seconds: float = 5.0) -> None:
+    """Best effort: wait (at most ``seconds``) until every rank got here — so that each has
+    printed its error before the first to exit makes torchrun stop the others."""
+    if not is_distributed():
+        return
+    try:
+        dist.barrier(async_op=True).wait(timeout=timedelta(seconds=seconds))
+    except (RuntimeError, OSError):
+        pass
 
 
 def fingerprint(obj: Any) -> str:
