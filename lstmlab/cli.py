@@ -8,6 +8,8 @@
     lstmlab report RUN… [--out DIR]              figures and a markdown table across runs
     lstmlab tasks                                every task with a one-line description
     lstmlab reproduce NAME [--quick] [--dry-run]  one paper's experiments (lyu2015, …)
+    lstmlab train multiplication --workers 3     data-parallel on this machine (torchrun inside)
+    torchrun --nproc-per-node 4 -m lstmlab train multiplication --run-dir runs/m   (any launch)
 
 Every field of ``lstmlab.training.config.RunConfig`` is a flag (``--section.field VALUE``);
 values are read as TOML (``0.1``, ``true``, ``{type="linear", start=1, end=3.75, steps=10}``)
@@ -84,6 +86,50 @@ def _add_config_flags(p: argparse.ArgumentParser, *, only: str | None = None) ->
         )
 
 
+def _add_parallel_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group(
+        "workers and threads (not part of the run's identity: a run resumes on any number)"
+    )
+    g.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="data-parallel worker processes on this machine (starts torchrun's launcher; "
+        "under torchrun itself, its --nproc-per-node decides)",
+    )
+    g.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help="intra-op threads per process [default: 1 for small networks, else the free "
+        "cores per worker; see docs/benchmarks.md]",
+    )
+    g.add_argument(
+        "--shards",
+        choices=("equal", "speed"),
+        default="equal",
+        help="shard sizes: equal, or proportional to each worker's measured speed "
+        "(measured at start, re-balanced every epoch)",
+    )
+    g.add_argument(
+        "--slow-worker",
+        action="append",
+        default=[],
+        metavar="RANK:FACTOR",
+        help="simulate a slower worker: RANK computes FACTOR times slower (repeatable)",
+    )
+    g.add_argument(
+        "--max-restarts",
+        type=int,
+        default=0,
+        metavar="K",
+        help="with --workers: restart the group up to K times after a worker dies; it "
+        "resumes from the last checkpoint",
+    )
+
+
 def _choices() -> dict[str, tuple[str, ...]]:
 
     from lstmlab.training.config import RunConfig
@@ -144,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="resolve and validate the config, build task/model/optimizer, "
         "print the config; write nothing and train nothing",
     )
+    _add_parallel_flags(t)
     _add_config_flags(t)
 
     r = sub.add_parser(
@@ -171,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="take over the run's writer lock when it names a process on another host that "
         "is known to be gone (a lock left by a crash on this host is taken over by itself)",
     )
+    _add_parallel_flags(r)
     _add_config_flags(r, only="stop.")
 
     e = sub.add_parser("eval", help="evaluate a run's last checkpoint")
@@ -281,7 +329,73 @@ def _overrides(ns: argparse.Namespace, extra: list[str], *, allow_free: bool) ->
     return out
 
 
+def _parallel(ns, hidden: int):
+    """Threads for this process and the worker group's session (joins torchrun's group)."""
+    from lstmlab.distributed import comm, launch, session, threads
+
+    slow: dict[int, float] = {}
+    for item in ns.slow_worker:
+        rank, _, factor = item.partition(":")
+        try:
+            slow[int(rank)] = float(factor)
+        except ValueError:
+            raise UsageError(f"--slow-worker wants RANK:FACTOR (e.g. 2:3), got {item!r}") from None
+        if not slow[int(rank)] >= 1.0:
+            raise UsageError(f"--slow-worker factor must be >= 1, got {item!r}")
+    if ns.threads is not None and ns.threads < 1:
+        raise UsageError(f"--threads must be >= 1, got {ns.threads}")
+    if ns.workers is not None and ns.workers < 1:
+        raise UsageError(f"--workers must be >= 1, got {ns.workers}")
+    if ns.max_restarts < 0:
+        raise UsageError(f"--max-restarts must be >= 0, got {ns.max_restarts}")
+    if launch.under_torchrun() and launch.max_restarts() > 0 and not getattr(ns, "run", None):
+        if not getattr(ns, "run_dir", None):
+            raise UsageError("torchrun --max-restarts needs --run-dir (a restart resumes it)")
+    threads.apply_threads(ns.threads, hidden, comm.get_local_world_size())
+    comm.init_from_env()
+    return session.Session(balance=ns.shards, slowdown=slow)
+
+
+class _Reported(Exception):
+    """An error a worker already printed; ``code`` is the exit code."""
+
+    def __init__(self, code: int):
+        self.code = code
+
+
+def _in_group(fn):
+    """``fn()`` in a worker group: each rank prints its own one-line error, waits briefly for
+    the others to print theirs, and leaves the group."""
+    from lstmlab.distributed import comm
+    from lstmlab.distributed.comm import DistributedError
+    from lstmlab.training.config import ConfigError
+    from lstmlab.training.run import RunError
+
+    try:
+        return fn()
+    except (ConfigError, RunError, DistributedError) as err:
+        kind = "config error" if isinstance(err, ConfigError) else "error"
+        print(f"{_who()}: {kind}: {err}", file=sys.stderr, flush=True)
+        comm.settle()
+        raise _Reported(EXIT_USAGE if isinstance(err, ConfigError) else EXIT_RUNTIME) from None
+    finally:
+        comm.shutdown()
+
+
+def _spawn(ns, argv: list[str], hidden: int, run_dir: Path | None) -> int:
+    """``--workers N`` outside torchrun: the same command in N workers of one machine."""
+    from lstmlab.distributed import launch, threads
+
+    args = launch.strip_option(launch.strip_option(argv, "--workers"), "--max-restarts")
+    if run_dir is not None and not ns.run_dir and ns.command == "train":
+        args += ["--run-dir", str(run_dir)]
+    per_worker, _ = threads.choose_threads(ns.threads, hidden, ns.workers)
+    args = launch.strip_option(args, "--threads") + ["--threads", str(per_worker)]
+    return launch.spawn(args, ns.workers, threads=per_worker, restarts=ns.max_restarts)
+
+
 def cmd_train(ns, extra) -> int:
+    from lstmlab.distributed import comm, launch
     from lstmlab.training import build, run
     from lstmlab.training.config import dumps_toml, load_toml, resolve
 
@@ -290,8 +404,23 @@ def cmd_train(ns, extra) -> int:
     layers = [load_toml(f) for f in ns.config]
     notes: list[str] = []
     cfg = resolve(layers, overrides, notes=notes)
-    for note in notes:
-        print(f"note: {note}", file=sys.stderr)
+    if comm.env_rank() == 0:  # one note per run, not per worker
+        for note in notes:
+            print(f"note: {note}", file=sys.stderr)
+    if ns.workers and ns.workers > 1 and not launch.under_torchrun() and not ns.dry_run:
+        return _spawn(ns, ns.argv, cfg.model.hidden_size, _run_dir(ns, cfg))
+    par = _parallel(ns, cfg.model.hidden_size)
+    if par.active and not ns.dry_run:
+
+        def in_group():
+            run_dir = par.from_main(_run_dir, ns, cfg)  # rank 0's timestamp
+            # rank 0's view of its run directory decides for every rank
+            again = par.from_main(lambda: (Path(run_dir) / "config.toml").exists())
+            if launch.restarted() and again:
+                return run.resume(run_dir, progress=ns.progress, out=sys.stdout, parallel=par)
+            return run.start(cfg, run_dir, progress=ns.progress, out=sys.stdout, parallel=par)
+
+        return _exit_code(_in_group(in_group))
     if ns.dry_run:
         built = build.build_all(cfg)
         n_params = sum(p.numel() for p in built.model.parameters())
@@ -324,12 +453,41 @@ def _run_dir(ns, cfg) -> Path:
     return Path("runs") / f"{cfg.task.name}-{cfg.optimizer.name}-seed{cfg.seed}-{stamp}"
 
 
+def _hidden_of(run_dir: str) -> int:
+    """The run's recurrent width for the thread rule (0 when its config cannot be read here:
+    rank 0 reads it again and reports any problem to every rank)."""
+    from lstmlab.training import run
+
+    try:
+        return run.load_config(run_dir).model.hidden_size
+    except Exception:  # noqa: BLE001
+        return 0
+
+
 def cmd_resume(ns, extra) -> int:
+    from lstmlab.distributed import launch
     from lstmlab.training import run
     from lstmlab.training.config import parse_value
 
     overrides = _overrides(ns, extra, allow_free=False)
     stop = {k.removeprefix("stop."): parse_value(v) for k, v in overrides.items()}
+    if ns.workers and ns.workers > 1 and not launch.under_torchrun() and not ns.dry_run:
+        return _spawn(ns, ns.argv, _hidden_of(ns.run), None)
+    if launch.under_torchrun() and not ns.dry_run:
+        par = _parallel(ns, _hidden_of(ns.run))
+        return _exit_code(
+            _in_group(
+                lambda: run.resume(
+                    ns.run,
+                    stop_overrides=stop or None,
+                    progress=ns.progress,
+                    out=sys.stdout,
+                    break_lock=ns.break_lock,
+                    parallel=par,
+                )
+            )
+        )
+    _parallel(ns, _hidden_of(ns.run))  # threads of this one process
     if ns.dry_run:
         return _resume_dry_run(ns)
     summary = run.resume(
@@ -451,21 +609,38 @@ COMMANDS = {
 }
 
 
+def _who() -> str:
+    """``lstmlab``, or ``lstmlab[rank R]`` in a worker of a group (every rank reports)."""
+    import os
+
+    if os.environ.get("WORLD_SIZE", "1") not in ("", "1") and "RANK" in os.environ:
+        return f"lstmlab[rank {os.environ['RANK']}]"
+    return "lstmlab"
+
+
 def main(argv: list[str] | None = None) -> int:
+    from lstmlab.distributed.comm import DistributedError
     from lstmlab.training.config import ConfigError
     from lstmlab.training.run import RunError
 
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
         ns, extra = build_parser().parse_known_args(argv)
+        ns.argv = argv
         return COMMANDS[ns.command](ns, extra)
+    except _Reported as done:
+        return done.code
+    except DistributedError as err:
+        print(f"{_who()}: error: {err}", file=sys.stderr)
+        return EXIT_RUNTIME
     except UsageError as err:
         print(err, file=sys.stderr)
         return EXIT_USAGE
     except ConfigError as err:
-        print(f"lstmlab: config error: {err}", file=sys.stderr)
+        print(f"{_who()}: config error: {err}", file=sys.stderr)
         return EXIT_USAGE
     except RunError as err:
-        print(f"lstmlab: error: {err}", file=sys.stderr)
+        print(f"{_who()}: error: {err}", file=sys.stderr)
         return EXIT_RUNTIME
     except BrokenPipeError:  # `lstmlab tasks | head`: the reader left, nothing is wrong
         import os

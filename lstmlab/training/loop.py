@@ -121,6 +121,7 @@ def train(
     eval_seconds: float | None = None,
     checkpoint_seconds: float | None = None,
     eval_name: str = "test",
+    agree: Callable[[bool], bool] = lambda decided: decided,
 ) -> TrainState:
     """Train until ``stopping`` says so (or ``interrupted()``); return the final state.
 
@@ -139,7 +140,9 @@ def train(
 
     ``eval_seconds`` / ``checkpoint_seconds`` also evaluate / checkpoint once that much wall
     time has passed since the last one (whichever interval ends first). The evaluation's
-    metrics are logged as ``<eval_name>_<metric>`` (``valid_bits_per_char``).
+    metrics are logged as ``<eval_name>_<metric>`` (``valid_bits_per_char``). ``agree(x)``
+    turns this process's answer to "have that many seconds passed?" into the one every process
+    of a worker group acts on (rank 0's; ``lstmlab.distributed.Session.agree``).
     """
     n_batches = batches_per_epoch(len(train_data), batch_size)
     clock = time.perf_counter() - state.wall  # wall time continues across resumes
@@ -153,9 +156,10 @@ def train(
     evaluated = state.iteration % eval_every == 0  # was the network as it stands evaluated?
 
     def due(every: int, seconds: float | None, since: float) -> bool:
-        return state.iteration % every == 0 or (
-            seconds is not None and time.perf_counter() - since >= seconds
-        )
+        if state.iteration % every == 0:
+            return True
+        # a clock differs between processes: a worker group takes rank 0's answer (agree)
+        return seconds is not None and agree(time.perf_counter() - since >= seconds)
 
     while True:
         state.wall = time.perf_counter() - clock

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lstmlab.distributed.session import ONE, NullLog, Session
 from lstmlab.training import build
 from lstmlab.training.checkpoint import (
     CheckpointError,
@@ -51,7 +52,7 @@ from lstmlab.training.lock import LOCK_NAME, LockError, RunLock
 from lstmlab.training.loop import batches_per_epoch, train
 from lstmlab.training.metrics import MetricsLog, read_metrics, repair
 from lstmlab.training.progress import make_progress
-from lstmlab.training.rng import get_rng_state, seed_everything, set_rng_state
+from lstmlab.training.rng import get_rng_state
 from lstmlab.training.signals import Interrupt, handle_signals
 from lstmlab.training.state import TrainState
 
@@ -195,18 +196,37 @@ def start(
     progress: str = "auto",
     out=None,
     checkpoint_writer=None,
+    parallel: Session | None = None,
 ) -> dict[str, Any]:
-    """Create ``run_dir``, save the resolved config and train; returns the summary."""
+    """Create ``run_dir``, save the resolved config and train; returns the summary.
+
+    ``parallel``: the worker group's ``lstmlab.distributed.Session``; rank 0 alone creates,
+    locks and writes the directory, and its errors reach every rank.
+    """
+    par = parallel or ONE
     paths = RunPaths(Path(run_dir))
     built = build.build_all(cfg)  # before touching the disk: a bad config fails cleanly
-    _prepare_dir(paths)
-    with _writer(paths, False, "lstmlab train"):
-        try:
-            atomic_write_text(paths.config, dumps_toml(cfg))
-        except OSError as err:
-            raise RunError(_os_message(err, "write", paths.config)) from None
+    par.prepare(cfg, built)  # every rank agrees and can be fed, or every rank fails
+    with contextlib.ExitStack() as held:
+
+        def create() -> None:
+            _prepare_dir(paths)
+            held.enter_context(_writer(paths, False, "lstmlab train"))
+            try:
+                atomic_write_text(paths.config, dumps_toml(cfg))
+            except OSError as err:
+                raise RunError(_os_message(err, "write", paths.config)) from None
+
+        par.from_main(create)
         return _execute(
-            cfg, paths, built, None, progress=progress, out=out, checkpoint_writer=checkpoint_writer
+            cfg,
+            paths,
+            built,
+            None,
+            progress=progress,
+            out=out,
+            checkpoint_writer=checkpoint_writer,
+            par=par,
         )
 
 
@@ -217,19 +237,53 @@ def resume(
     progress: str = "auto",
     out=None,
     break_lock: bool = False,
+    parallel: Session | None = None,
 ) -> dict[str, Any]:
     """Continue a run from its last checkpoint; ``stop_overrides`` may change budgets.
 
-    ``break_lock`` takes over a lock whose holder this machine cannot judge (another host)."""
+    ``break_lock`` takes over a lock whose holder this machine cannot judge (another host).
+    In a worker group (``parallel``) rank 0 reads and locks the directory and every rank
+    receives what it read; the number of workers may differ from the run's last one."""
+    par = parallel or ONE
     paths = RunPaths(Path(run_dir))
-    cfg = load_config(paths.root)
-    if stop_overrides:
-        cfg = from_dict({"stop": stop_overrides}, cfg)
-    with _writer(paths, break_lock, "lstmlab resume"):
-        return _resume_locked(cfg, paths, stop_overrides, progress, out)
+    with contextlib.ExitStack() as held:
+
+        def read():
+            cfg = load_config(paths.root)
+            if stop_overrides:
+                cfg = from_dict({"stop": stop_overrides}, cfg)
+            held.enter_context(_writer(paths, break_lock, "lstmlab resume"))
+            return _read_resume(cfg, paths, stop_overrides)
+
+        cfg, ckpt, state, action = par.from_main(read)
+        built = build.build_all(cfg)
+        if action == "finish":  # killed while writing its figure or summary: finish that only
+            if not par.is_main:
+                return summarize(cfg, paths, state, None, built.stopping.metric)
+            built.model.load_state_dict(ckpt["model"])  # the final test reads the last network
+            seed_note = built.task.info.get("seed")
+            return finish(
+                cfg,
+                paths,
+                state,
+                metric=built.stopping.metric,
+                target=built.target,
+                out=out,
+                checkpoint_iteration=state.iteration,
+                final_test=_final_test(built, state),
+                eval_split=built.eval_split,
+                task_seed=seed_note if isinstance(seed_note, str) else None,
+            )
+        par.prepare(cfg, built)
+        restored = None if action == "fresh" else (ckpt, state)
+        return _execute(cfg, paths, built, restored, progress=progress, out=out, par=par)
 
 
-def _resume_locked(cfg, paths, stop_overrides, progress, out):
+def _read_resume(cfg, paths, stop_overrides):
+    """(config, checkpoint, state, action): what ``resume`` does, read from the run directory.
+
+    action: "fresh" (no checkpoint yet), "finish" (only the summary is missing), "continue".
+    """
     summary = read_summary(paths) if paths.summary.exists() else None
     if summary is not None and summary.get("stop_reason") == "diverged":
         raise RunError(
@@ -248,7 +302,7 @@ def _resume_locked(cfg, paths, stop_overrides, progress, out):
             f"warning: {paths.root} has no checkpoint yet; starting it from the beginning",
             file=sys.stderr,
         )
-        return _execute(cfg, paths, build.build_all(cfg), None, progress=progress, out=out)
+        return cfg, None, None, "fresh"
     ckpt, skipped = load_run_checkpoint(paths, cfg)
     if skipped is not None:
         print(f"warning: {skipped}; resuming from the previous checkpoint", file=sys.stderr)
@@ -257,23 +311,7 @@ def _resume_locked(cfg, paths, stop_overrides, progress, out):
     state = TrainState.from_dict(ckpt["train_state"])
     finished = state.stop_reason not in (None, "interrupted")
     if finished and not paths.summary.exists():
-        # killed while writing its figure or summary: finish that and nothing else
-        built = build.build_all(cfg)
-        built.model.load_state_dict(ckpt["model"])
-        return finish(
-            cfg,
-            paths,
-            state,
-            metric=built.stopping.metric,
-            target=built.target,
-            out=out,
-            checkpoint_iteration=state.iteration,
-            final_test=_final_test(built, state),
-            eval_split=built.eval_split,
-            task_seed=built.task.info.get("seed")
-            if isinstance(built.task.info.get("seed"), str)
-            else None,
-        )
+        return cfg, ckpt, state, "finish"
     if state.stop_reason == "solved" and not (stop_overrides or {}).keys() & {"target", "metric"}:
         raise RunError(f"run {paths.root} already solved its task; nothing to continue")
     if state.stop_reason not in (None, "interrupted") and not stop_overrides:
@@ -286,8 +324,7 @@ def _resume_locked(cfg, paths, stop_overrides, progress, out):
         state.solved = (
             False if "target" in stop_overrides or "metric" in stop_overrides else state.solved
         )
-    built = build.build_all(cfg)
-    return _execute(cfg, paths, built, (ckpt, state), progress=progress, out=out)
+    return cfg, ckpt, state, "continue"
 
 
 def _identity(cfg_dict: dict[str, Any]) -> dict[str, Any]:
@@ -295,11 +332,11 @@ def _identity(cfg_dict: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in cfg_dict.items() if k != "stop"}
 
 
-def _execute(cfg, paths, built, restored, *, progress, out, checkpoint_writer=None):
+def _execute(cfg, paths, built, restored, *, progress, out, checkpoint_writer=None, par=ONE):
     out = out or sys.stdout
     written = {"iteration": None}  # the last checkpoint on disk (a diverged run keeps it)
     if restored is None:
-        seed_everything(cfg.seed)
+        par.seed(cfg.seed)  # one process: seed_everything(cfg.seed)
         state = TrainState()
         truncate = 0
     else:
@@ -307,19 +344,26 @@ def _execute(cfg, paths, built, restored, *, progress, out, checkpoint_writer=No
         try:
             built.model.load_state_dict(ckpt["model"])
             built.optimizer.load_state_dict(ckpt["optimizer"])
-            set_rng_state(ckpt["rng"])
+            par.restore_rng(ckpt, cfg.seed, state.iteration)  # one process: ckpt["rng"]
             truncate = int(ckpt["metrics_offset"])
         except (KeyError, RuntimeError, ValueError, TypeError) as err:
             reason = (str(err).splitlines() or [""])[0][:200]
             raise RunError(f"cannot resume: checkpoint does not fit this run ({reason})") from None
         written["iteration"] = state.iteration
-    try:
-        warning = repair(paths.metrics, truncate) if truncate or paths.metrics.exists() else None
-        if warning:
-            print(f"warning: {warning}", file=sys.stderr)
-        log = MetricsLog(paths.metrics)
-    except OSError as err:
-        raise RunError(_os_message(err, "write", paths.metrics)) from None
+    par.sync_model(built.model)
+    logs = []
+
+    def open_log() -> None:  # rank 0 alone keeps the metrics log
+        try:
+            warn = repair(paths.metrics, truncate) if truncate or paths.metrics.exists() else None
+            if warn:
+                print(f"warning: {warn}", file=sys.stderr)
+            logs.append(MetricsLog(paths.metrics))
+        except OSError as err:
+            raise RunError(_os_message(err, "write", paths.metrics)) from None
+
+    par.from_main(open_log)
+    log = logs[0] if logs else NullLog()
     config_hash = config_sha(cfg)
 
     def checkpoint(st: TrainState) -> None:
@@ -335,6 +379,7 @@ def _execute(cfg, paths, built, restored, *, progress, out, checkpoint_writer=No
                 "rng": get_rng_state(),
                 "metrics_offset": log.offset(),
                 "saved_at": time.time(),
+                **par.rank_states,  # a worker group: every rank's RNG state
             }
             save_checkpoint(
                 payload,
@@ -354,8 +399,9 @@ def _execute(cfg, paths, built, restored, *, progress, out, checkpoint_writer=No
         total = cfg.stop.max_epochs * batches_per_epoch(
             len(built.train_data), cfg.optimizer.batch_size
         )
-    bar = make_progress(progress, built.stopping.metric, total)
+    bar = make_progress(par.progress(progress), built.stopping.metric, total)
     interrupt = Interrupt(bar.message)
+    stopping, interrupted = par.stopping(built.stopping, lambda: interrupt.requested)
     bar.start(state)
     try:
         with handle_signals(interrupt):
@@ -363,8 +409,8 @@ def _execute(cfg, paths, built, restored, *, progress, out, checkpoint_writer=No
                 built.model,
                 built.optimizer,
                 built.train_data,
-                built.evaluate,
-                built.stopping,
+                par.evaluate(built.evaluate),
+                stopping,
                 log,
                 state=state,
                 make_objective=built.make_objective,
@@ -373,9 +419,10 @@ def _execute(cfg, paths, built, restored, *, progress, out, checkpoint_writer=No
                 eval_every=cfg.eval_every,
                 checkpoint_every=cfg.checkpoint_every,
                 log_every=cfg.log_every,
-                checkpoint=checkpoint,
+                checkpoint=par.checkpoint(checkpoint, built.model),
                 progress=bar,
-                interrupted=lambda: interrupt.requested,
+                interrupted=interrupted,
+                agree=par.agree(),
                 carry_state=built.carry_state,
                 eval_seconds=cfg.eval_seconds,
                 checkpoint_seconds=cfg.checkpoint_seconds,
@@ -386,6 +433,8 @@ def _execute(cfg, paths, built, restored, *, progress, out, checkpoint_writer=No
     finally:
         bar.close()
         log.close()
+    if not par.is_main:
+        return summarize(cfg, paths, state, None, built.stopping.metric)
     seed_note = built.task.info.get("seed")
     return finish(
         cfg,

@@ -157,3 +157,22 @@ def test_higher_is_better_metric():
     rule.observe(st, {"acc": 0.5})
     rule.observe(st, {"acc": 0.95})
     assert st.best == 0.95 and st.solved
+
+
+@pytest.mark.parametrize("answer", [True, False])
+def test_wall_clock_intervals_follow_the_agreed_answer(answer):
+    """``eval_seconds``: the loop acts on ``agree``'s answer (rank 0's in a worker group), not on
+    its own clock — here the clock says "due" every step (1e-9 s) and "never" (1e9 s)."""
+    asked = []
+
+    def agree(mine):
+        asked.append(mine)
+        return answer
+
+    for seconds in (1e-9, 1e9):
+        asked.clear()
+        stopping = StoppingRule(metric="err", max_iterations=5)
+        state, log, _ = _run(stopping, eval_every=1000, eval_seconds=seconds, agree=agree)
+        evaluated = [r["iteration"] for r in log.records if "test_err" in r]
+        assert asked and all(a == (seconds < 1) for a in asked)
+        assert evaluated == ([0, 1, 2, 3, 4, 5] if answer else [0, 5])
