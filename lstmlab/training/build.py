@@ -7,6 +7,7 @@ optimizer does not accept, a value one of them rejects) become ``ConfigError`` n
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -79,6 +80,7 @@ def build_model(cfg: RunConfig, task, device: torch.device, dtype: torch.dtype):
         seed=cfg.seed,
         dtype=dtype,
         device=device,
+        bidirectional=task.bidirectional,  # the framewise / CTC tasks promise one
     )
     if m.cell == "lstm":
         kwargs.update(variant=m.variant, cells_per_block=m.cells_per_block, gate_sharpness=m.alpha)
@@ -144,14 +146,31 @@ def build_stopping(cfg: RunConfig, task) -> StoppingRule:
         max_pd=s.max_pd,
         max_seconds=s.max_seconds,
         patience=s.patience,
+        patience_epochs=s.patience_epochs,
     )
 
 
-class DeviceSplit:
-    """A task split whose minibatches arrive on the run's device and in its precision."""
+def eval_split(cfg: RunConfig, task):
+    """The split evaluated during training (``eval_split``: test, or valid for early stopping)."""
+    if cfg.eval_split == "valid" and task.valid is None:
+        raise ConfigError(
+            "eval_split",
+            f"task {cfg.task.name!r} has no validation split here (for JapaneseVowels set "
+            "task.options.n_valid)",
+        )
+    return task.valid if cfg.eval_split == "valid" else task.test
 
-    def __init__(self, split, device: torch.device, dtype: torch.dtype):
-        self.split, self.device, self.dtype = split, device, dtype
+
+class DeviceSplit:
+    """A task split whose minibatches arrive on the run's device and in its precision.
+
+    ``noise`` > 0: every minibatch drawn gets fresh Gaussian noise of that σ on its valid input
+    steps (Greff et al.'s input noise; training split only). It comes from torch's global
+    generator, which checkpoints hold, so a resumed run draws the same noise.
+    """
+
+    def __init__(self, split, device: torch.device, dtype: torch.dtype, noise: float = 0.0):
+        self.split, self.device, self.dtype, self.noise = split, device, dtype, float(noise)
         self._all: Batch | None = None
 
     def __len__(self) -> int:
@@ -161,8 +180,15 @@ class DeviceSplit:
         if rows is None:
             if self._all is None:
                 self._all = self.split.batch().to(self.device, self.dtype)
-            return self._all
-        return self.split.batch(rows).to(self.device, self.dtype)
+            return self._noisy(self._all)
+        return self._noisy(self.split.batch(rows).to(self.device, self.dtype))
+
+    def _noisy(self, batch: Batch) -> Batch:
+        if self.noise == 0.0:
+            return batch
+        eps = torch.randn(batch.inputs.shape, dtype=batch.inputs.dtype).to(self.device)
+        eps = eps * batch.mask().unsqueeze(-1)  # padding stays zero
+        return dataclasses.replace(batch, inputs=batch.inputs + self.noise * eps)
 
     def chunks(self, size: int = EVAL_CHUNK):
         if len(self) <= size:
@@ -228,8 +254,8 @@ def build_all(cfg: RunConfig) -> Built:
         model=model,
         optimizer=optimizer,
         stopping=build_stopping(cfg, task),
-        train_data=DeviceSplit(task.train, device, dtype),
-        test_data=DeviceSplit(task.test, device, dtype),
+        train_data=DeviceSplit(task.train, device, dtype, noise=cfg.task.input_noise),
+        test_data=DeviceSplit(eval_split(cfg, task), device, dtype),
         make_objective=_ObjectiveFactory(Objective),
     )
 
