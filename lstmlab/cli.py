@@ -8,6 +8,7 @@
     lstmlab report RUN… [--out DIR]              figures and a markdown table across runs
     lstmlab tasks                                every task with a one-line description
     lstmlab reproduce lyu2015 [--quick] [--seeds 15]
+    lstmlab study create|run|resume|status|analyze DIR …   hyperparameter studies (Greff)
 
 Every field of ``lstmlab.training.config.RunConfig`` is a flag (``--section.field VALUE``);
 values are read as TOML (``0.1``, ``true``, ``{type="linear", start=1, end=3.75, steps=10}``)
@@ -253,6 +254,10 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="list the runs that would be made and their configs; run nothing",
     )
+
+    from lstmlab.studies.cli import add_parser as add_study_parser
+
+    add_study_parser(sub, _Parser, _add_config_flags)
     return parser
 
 
@@ -420,6 +425,12 @@ def cmd_reproduce(ns, extra) -> int:
     return 0
 
 
+def cmd_study(ns, extra) -> int:
+    from lstmlab.studies.cli import cmd_study as study
+
+    return study(ns, extra, UsageError, lambda ns, ex: _overrides(ns, ex, allow_free=True))
+
+
 COMMANDS = {
     "train": cmd_train,
     "resume": cmd_resume,
@@ -427,6 +438,7 @@ COMMANDS = {
     "report": cmd_report,
     "tasks": cmd_tasks,
     "reproduce": cmd_reproduce,
+    "study": cmd_study,
 }
 
 
