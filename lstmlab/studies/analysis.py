@@ -59,6 +59,8 @@ def trial_table(handle) -> Table:
         logs.append(p.log)
     rows, y, variants, numbers = [], [], [], []
     for t in trials:
+        if any(p.key not in t.params for p in params):
+            continue  # not sampled from this space (e.g. queued by hand)
         v = t.params.get("variant", space.variants[0])
         row = [space.variants.index(v) + 0.5] if len(space.variants) > 1 else []
         for p in params:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import fcntl
 import os
 import re
+import warnings
 from pathlib import Path
 
 __all__ = ["StorageError", "open_storage", "describe_url", "HEARTBEAT", "GRACE", "JOURNAL"]
@@ -72,22 +73,25 @@ def _postgres(url: str):
     import optuna
     from sqlalchemy.exc import SQLAlchemyError
 
+    shown = describe_url(url)
     if url.startswith(("postgresql://", "postgres://")):
         url = "postgresql+psycopg://" + url.split("://", 1)[1]
     try:
-        return optuna.storages.RDBStorage(
-            url,
-            engine_kwargs={"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}},
-            heartbeat_interval=HEARTBEAT,
-            grace_period=GRACE,
-        )
+        with warnings.catch_warnings():  # the heartbeat is "experimental" since Optuna 2.9
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(
+                url,
+                engine_kwargs={"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}},
+                heartbeat_interval=HEARTBEAT,
+                grace_period=GRACE,
+            )
     except ModuleNotFoundError as err:
         raise StorageError(
             f"PostgreSQL needs the driver {err.name!r}: pip install 'psycopg[binary]'"
         ) from None
     except (SQLAlchemyError, OSError) as err:
         reason = str(getattr(err, "orig", None) or err).strip().splitlines()[0]
-        raise StorageError(f"cannot reach database {describe_url(url)}: {reason}") from None
+        raise StorageError(f"cannot reach database {shown}: {reason}") from None
 
 
 def open_storage(url: str | None, study_dir: str | Path):
