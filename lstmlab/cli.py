@@ -7,7 +7,7 @@
     lstmlab eval RUN [--split train]             metrics of a run's last checkpoint
     lstmlab report RUN… [--out DIR]              figures and a markdown table across runs
     lstmlab tasks                                every task with a one-line description
-    lstmlab reproduce lyu2015 [--quick] [--seeds 15]
+    lstmlab reproduce NAME [--quick] [--dry-run]  one paper's experiments (lyu2015, …)
     lstmlab study create|run|resume|status|analyze DIR …   hyperparameter studies (Greff)
 
 Every field of ``lstmlab.training.config.RunConfig`` is a flag (``--section.field VALUE``);
@@ -189,76 +189,50 @@ def build_parser() -> argparse.ArgumentParser:
         description="List every task and preset name `train` accepts.",
     )
 
-    q = sub.add_parser(
-        "reproduce",
-        help="reproduce a paper's experiments",
-        description="Run a paper's experiments at the scale this machine "
-        "allows; resumable (finished runs are kept, unfinished ones resumed).",
-    )
-    q.add_argument("name", metavar="NAME", help="experiment set; valid: lyu2015")
-    q.add_argument(
-        "--seeds",
-        type=int,
-        default=15,
-        metavar="N",
-        help="seeds per optimizer for the success-rate table (seed 000 used 15)",
-    )
-    q.add_argument(
-        "--quick",
-        action="store_true",
-        help="small budgets and fewer seeds: minutes instead of hours",
-    )
-    q.add_argument(
-        "--out",
-        metavar="DIR",
-        default="runs/reproduce-lyu2015",
-        help="folder for the runs, figures and results.md",
-    )
-    q.add_argument(
-        "--only",
-        action="append",
-        metavar="PART",
-        default=None,
-        help="run only these parts (repeatable): table, alpha, sigmoid, "
-        "minibatch, timing, optimizers",
-    )
-    q.add_argument(
-        "--optimizer",
-        action="append",
-        metavar="NAME",
-        default=None,
-        help="the success-rate table's optimizers to run (repeatable; default all): "
-        "lbfgs, cg, hf, momentum",
-    )
-    q.add_argument(
-        "--max-seconds",
-        type=float,
-        default=None,
-        metavar="S",
-        help="wall-time budget of each training run (default: 3600, --quick 60); a run "
-        "already finished under another budget is kept",
-    )
-    q.add_argument(
-        "--max-pd",
-        type=float,
-        default=None,
-        metavar="P",
-        help="cost budget of each training run in P_D units (seed 000's count of sequence "
-        "presentations; default: none). Unlike wall time it does not depend on the load",
-    )
-    q.add_argument(
-        "--progress", choices=PROGRESS, default="auto", help="progress display of each run"
-    )
-    q.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="list the runs that would be made and their configs; run nothing",
-    )
-
+    _add_reproduce(sub)
     from lstmlab.studies.cli import add_parser as add_study_parser
 
     add_study_parser(sub, _Parser, _add_config_flags)
     return parser
+
+
+def _add_reproduce(sub) -> None:
+    """`lstmlab reproduce NAME …`: one sub-command per registered paper, each with the common
+    flags and its own (lstmlab/reproduce/)."""
+    from lstmlab import reproduce
+
+    papers = reproduce.load_all()
+    q = sub.add_parser(
+        "reproduce",
+        help="reproduce a paper's experiments",
+        description="Run a paper's experiments at the scale this machine allows; resumable "
+        "(finished runs are kept, unfinished ones resumed). Valid: " + ", ".join(papers) + ".",
+    )
+    names = q.add_subparsers(dest="paper", metavar="NAME", parser_class=_Parser)
+    names.required = True
+    for paper in papers.values():
+        p = names.add_parser(paper.name, help=paper.summary, description=paper.description)
+        p.add_argument(
+            "--quick",
+            action="store_true",
+            help="a smoke run: small problems, budgets and seed counts (minutes on two cores); "
+            "its report says so",
+        )
+        p.add_argument(
+            "--out",
+            metavar="DIR",
+            default=paper.default_out,
+            help=f"folder for the runs, figures and results.md (default: {paper.default_out})",
+        )
+        p.add_argument(
+            "--progress", choices=PROGRESS, default="auto", help="progress display of each run"
+        )
+        p.add_argument(
+            "--dry-run",
+            action="store_true",
+            help="list the runs that would be made and their configs; run nothing",
+        )
+        paper.add_arguments(p)
 
 
 # --------------------------------------------------------------------------------------------
@@ -387,39 +361,14 @@ def cmd_tasks(ns, extra) -> int:
 
 
 def cmd_reproduce(ns, extra) -> int:
-    from lstmlab.training import lyu2015
+    from lstmlab import reproduce
 
     _overrides(ns, extra, allow_free=False)
-    experiments = {"lyu2015": lyu2015}
-    if ns.name not in experiments:
-        raise UsageError(f"unknown experiment set {ns.name!r}; valid: {', '.join(experiments)}")
-    if ns.seeds < 1:
-        raise UsageError(f"--seeds must be >= 1, got {ns.seeds}")
-    parts = ns.only or list(lyu2015.PARTS)
-    bad = [p for p in parts if p not in lyu2015.PARTS]
-    if bad:
-        raise UsageError(f"unknown part {bad[0]!r}; valid: {', '.join(lyu2015.PARTS)}")
-    optimizers = ns.optimizer or list(lyu2015.TABLE_OPTIMIZERS)
-    bad = [o for o in optimizers if o not in lyu2015.TABLE_OPTIMIZERS]
-    if bad:
-        raise UsageError(
-            f"unknown optimizer {bad[0]!r}; valid: {', '.join(lyu2015.TABLE_OPTIMIZERS)}"
-        )
-    if ns.max_seconds is not None and not ns.max_seconds > 0:
-        raise UsageError(f"--max-seconds must be > 0, got {ns.max_seconds}")
-    if ns.max_pd is not None and not ns.max_pd > 0:
-        raise UsageError(f"--max-pd must be > 0, got {ns.max_pd}")
-    path = lyu2015.reproduce(
-        ns.out,
-        seeds=ns.seeds,
-        quick=ns.quick,
-        parts=parts,
-        optimizers=optimizers,
-        max_seconds=ns.max_seconds,
-        max_pd=ns.max_pd,
-        progress=ns.progress,
-        dry_run=ns.dry_run,
-    )
+    paper = reproduce.get(ns.paper)
+    try:
+        path = paper.run(ns, lambda line: print(line, flush=True))
+    except reproduce.ReproduceUsageError as err:
+        raise UsageError(str(err)) from None
     if path:
         print(f"wrote {path}")
     return 0

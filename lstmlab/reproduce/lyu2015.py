@@ -18,20 +18,21 @@ machinery and the trends, not seed 000's claims (results.md says which mode made
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
-import json
-import math
-import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lstmlab.training import run as runs
+from lstmlab.reproduce import report as rep
+from lstmlab.reproduce import runset
+from lstmlab.reproduce.paper import Paper, ReproduceUsageError, register
+from lstmlab.reproduce.runset import RunSpec
 from lstmlab.training.config import resolve
-from lstmlab.training.metrics import read_metrics
 
-__all__ = ["PARTS", "reproduce", "plan"]
+__all__ = ["PARTS", "PAPER", "reproduce", "plan", "specs"]
 
 PARTS = ("table", "alpha", "sigmoid", "minibatch", "timing", "optimizers")
 TABLE_OPTIMIZERS = ("lbfgs", "cg", "hf", "momentum")
@@ -105,16 +106,13 @@ def plan(
     return out
 
 
-def _ensure(run_dir: Path, overrides: dict[str, str], progress: str) -> dict[str, Any]:
-    """Finished: read its summary; started: resume; absent: start."""
-    if (run_dir / "summary.json").exists():
-        summary = json.loads((run_dir / "summary.json").read_text())
-        if summary.get("stop_reason") != "interrupted":
-            return summary
-    if (run_dir / "config.toml").exists():
-        return runs.resume(run_dir, progress=progress, out=None)
-    cfg = resolve(overrides={"task.name": "multiplication", **overrides})
-    return runs.start(cfg, run_dir, progress=progress, out=None)
+def specs(todo: dict[str, dict[str, dict[str, str]]]) -> list[RunSpec]:
+    """The plan as run specs of the multiplication task."""
+    return [
+        RunSpec(part, name, {"task.name": "multiplication", **ov})
+        for part, named in todo.items()
+        for name, ov in named.items()
+    ]
 
 
 def reproduce(
@@ -128,6 +126,7 @@ def reproduce(
     optimizers: list[str] | None = None,
     max_seconds: float | None = None,
     max_pd: float | None = None,
+    log: Callable[[str], None] = print,
 ) -> Path | None:
     parts = list(parts or PARTS)
     scale = QUICK if quick else FULL
@@ -136,31 +135,12 @@ def reproduce(
     if max_pd is not None:
         scale = dataclasses.replace(scale, max_pd=float(max_pd))
     out = Path(out)
-    todo = plan(scale, seeds, parts, optimizers)
+    todo = specs(plan(scale, seeds, parts, optimizers))
     if dry_run:
-        for part, named in todo.items():
-            for name, ov in named.items():
-                flags = " ".join(f"--{k} {v}" for k, v in ov.items())
-                print(f"{out / 'runs' / part / name}: lstmlab train multiplication {flags}")
-        print(f"# dry run: {sum(map(len, todo.values()))} runs; nothing started")
+        runset.dry_run(todo, out, log=log)
         return None
-    try:
-        (out / "figures").mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise runs.RunError(f"cannot create {out}: {err.strerror or err}") from None
-
-    summaries: dict[str, dict[str, dict[str, Any]]] = {}
-    for part, named in todo.items():
-        summaries[part] = {}
-        for name, ov in named.items():
-            started = time.perf_counter()
-            s = _ensure(out / "runs" / part / name, ov, progress)
-            summaries[part][name] = s
-            print(
-                f"[{part}] {name}: {'solved' if s['solved'] else s['stop_reason']} "
-                f"({time.perf_counter() - started:.0f} s)",
-                flush=True,
-            )
+    rep.prepare_out(out)
+    summaries = runset.run_all(todo, out, progress=progress, log=log)
 
     from lstmlab.plots import lyu2015 as figs
 
@@ -174,7 +154,7 @@ def reproduce(
         sections += ["## Success rate (seed 000 Sec. 5.3)", "", table(summaries["table"]), ""]
     if "sigmoid" in parts:
         f = figs.sigmoid_figure(out / "figures" / "fig2a_sigmoid.png", ALPHAS)
-        sections += ["## Fig. 2(a): gate sigmoid and derivative", "", f"![]({_rel(f, out)})", ""]
+        sections += ["## Fig. 2(a): gate sigmoid and derivative", "", f"![]({rep.rel(f, out)})", ""]
     if "alpha" in parts:
         f = figs.curves_figure(
             _curves(out, "alpha", summaries["alpha"], lambda k: f"α = {k.removeprefix('alpha')}"),
@@ -185,7 +165,7 @@ def reproduce(
         sections += [
             "## Fig. 2(b): convergence for several α",
             "",
-            f"![]({_rel(f, out)})",
+            f"![]({rep.rel(f, out)})",
             "",
             _final_table(summaries["alpha"]),
             "",
@@ -200,7 +180,7 @@ def reproduce(
         sections += [
             "## Fig. 3(a): SGD vs minibatch sizes",
             "",
-            f"![]({_rel(f, out)})",
+            f"![]({rep.rel(f, out)})",
             "",
             _final_table(summaries["minibatch"]),
             "",
@@ -211,7 +191,7 @@ def reproduce(
         sections += [
             "## Fig. 3(b): matrix-based batch vs per-sample loop (T = 10)",
             "",
-            f"![]({_rel(f, out)})",
+            f"![]({rep.rel(f, out)})",
             "",
             _timing_table(rows),
             "",
@@ -227,11 +207,9 @@ def reproduce(
                 x=x,
                 title="Fig. 3(c): GD vs L-BFGS vs CG vs HF (seed 0)",
             )
-            sections += [f"![]({_rel(f, out)})"]
+            sections += [f"![]({rep.rel(f, out)})"]
         sections += [""]
-    path = out / "results.md"
-    path.write_text("\n".join(sections))
-    return path
+    return rep.write_report(out, sections)
 
 
 def _batch_label(name: str) -> str:
@@ -239,12 +217,8 @@ def _batch_label(name: str) -> str:
     return "SGD (batch 1)" if b == "1" else f"minibatch {b}"
 
 
-def _rel(path: str | Path, out: Path) -> str:
-    return str(Path(path).relative_to(out))
-
-
 def _curves(out: Path, part: str, summaries: dict[str, Any], label=lambda k: k):
-    return {label(k): read_metrics(out / "runs" / part / k / "metrics.jsonl") for k in summaries}
+    return rep.curves(out, part, summaries, label)
 
 
 def _scale_text(scale: Scale, seeds: int) -> str:
@@ -259,14 +233,6 @@ def _scale_text(scale: Scale, seeds: int) -> str:
         + (f" or P_D {scale.max_pd:.3g}" if scale.max_pd is not None else "")
         + f". Seeds per optimizer: {n}."
     )
-
-
-def _med(xs: list[float]) -> float | None:
-    return statistics.median(xs) if xs else None
-
-
-def _g(x: float | None, fmt: str = ".3g") -> str:
-    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, fmt)
 
 
 def table(summaries: dict[str, dict[str, Any]]) -> str:
@@ -284,10 +250,10 @@ def table(summaries: dict[str, dict[str, Any]]) -> str:
         final = [s["final"].get("mae") for s in group if s.get("final")]
         rows.append(
             f"| {opt} | {len(solved)}/{len(group)} | {claims[opt]} "
-            f"| {_g(_med([s['wall_time'] for s in solved]))} "
-            f"| {_g(_med([s['P_D'] for s in solved]))} "
-            f"| {_g(_med([s['samples'] for s in solved]))} "
-            f"| {_g(_med([f for f in final if f is not None]), '.4f')} |"
+            f"| {rep.fmt(rep.median([s['wall_time'] for s in solved]))} "
+            f"| {rep.fmt(rep.median([s['P_D'] for s in solved]))} "
+            f"| {rep.fmt(rep.median([s['samples'] for s in solved]))} "
+            f"| {rep.fmt(rep.median([f for f in final if f is not None]), '.4f')} |"
         )
     rows += [
         "",
@@ -305,8 +271,8 @@ def _final_table(summaries: dict[str, dict[str, Any]]) -> str:
     for k, s in summaries.items():
         rows.append(
             f"| {k} | {'yes' if s['solved'] else 'no'} | {s['stop_reason']} "
-            f"| {s['iterations']} | {s['samples']} | {_g(s['P_D'])} "
-            f"| {_g(s['wall_time'])} | {_g((s['final'] or {}).get('mae'), '.4f')} |"
+            f"| {s['iterations']} | {s['samples']} | {rep.fmt(s['P_D'])} "
+            f"| {rep.fmt(s['wall_time'])} | {rep.fmt((s['final'] or {}).get('mae'), '.4f')} |"
         )
     return "\n".join(rows)
 
@@ -399,3 +365,92 @@ def _best_time(fn, budget: float) -> float:
                 break
         best = min(best, elapsed / n)
     return best
+
+
+# --------------------------------------------------------------------------------------------
+# The command: `lstmlab reproduce lyu2015`
+
+
+def _add_arguments(q: argparse.ArgumentParser) -> None:
+    q.add_argument(
+        "--seeds",
+        type=int,
+        default=15,
+        metavar="N",
+        help="seeds per optimizer for the success-rate table (seed 000 used 15)",
+    )
+    q.add_argument(
+        "--only",
+        action="append",
+        metavar="PART",
+        default=None,
+        help="run only these parts (repeatable): " + ", ".join(PARTS),
+    )
+    q.add_argument(
+        "--optimizer",
+        action="append",
+        metavar="NAME",
+        default=None,
+        help="the success-rate table's optimizers to run (repeatable; default all): "
+        + ", ".join(TABLE_OPTIMIZERS),
+    )
+    q.add_argument(
+        "--max-seconds",
+        type=float,
+        default=None,
+        metavar="S",
+        help="wall-time budget of each training run (default: 3600, --quick 60); a run "
+        "already finished under another budget is kept",
+    )
+    q.add_argument(
+        "--max-pd",
+        type=float,
+        default=None,
+        metavar="P",
+        help="cost budget of each training run in P_D units (seed 000's count of sequence "
+        "presentations; default: none). Unlike wall time it does not depend on the load",
+    )
+
+
+def _run(ns: argparse.Namespace, log: Callable[[str], None]) -> Path | None:
+    if ns.seeds < 1:
+        raise ReproduceUsageError(f"--seeds must be >= 1, got {ns.seeds}")
+    parts = ns.only or list(PARTS)
+    bad = [p for p in parts if p not in PARTS]
+    if bad:
+        raise ReproduceUsageError(f"unknown part {bad[0]!r}; valid: {', '.join(PARTS)}")
+    optimizers = ns.optimizer or list(TABLE_OPTIMIZERS)
+    bad = [o for o in optimizers if o not in TABLE_OPTIMIZERS]
+    if bad:
+        raise ReproduceUsageError(
+            f"unknown optimizer {bad[0]!r}; valid: {', '.join(TABLE_OPTIMIZERS)}"
+        )
+    if ns.max_seconds is not None and not ns.max_seconds > 0:
+        raise ReproduceUsageError(f"--max-seconds must be > 0, got {ns.max_seconds}")
+    if ns.max_pd is not None and not ns.max_pd > 0:
+        raise ReproduceUsageError(f"--max-pd must be > 0, got {ns.max_pd}")
+    return reproduce(
+        ns.out,
+        seeds=ns.seeds,
+        quick=ns.quick,
+        parts=parts,
+        optimizers=optimizers,
+        max_seconds=ns.max_seconds,
+        max_pd=ns.max_pd,
+        progress=ns.progress,
+        dry_run=ns.dry_run,
+        log=log,
+    )
+
+
+PAPER = register(
+    Paper(
+        name="lyu2015",
+        seed="000 (Lyu & Zhu, Revisit LSTM: an optimization perspective)",
+        summary="seed 000: multiplication, L-BFGS / CG / HF / momentum, Fig. 2-3",
+        description="Seed 000's experiments (Lyu & Zhu): the success-rate table over seeds, "
+        "Fig. 2(a)/(b), 3(a)/(b)/(c), at the scale this machine allows.",
+        add_arguments=_add_arguments,
+        run=_run,
+    )
+)

@@ -1,0 +1,27 @@
+"""``lstmlab reproduce NAME``: one resumable command per paper (SPEC S8b).
+
+- ``paper.py``: :class:`Paper` (name, flags, run function) and the registry the CLI reads;
+- ``runset.py``: :class:`RunSpec` and ``ensure`` / ``run_all`` / ``dry_run`` — a paper's runs
+  as ordinary run directories under ``OUT/runs/PART/NAME``: finished ones kept, started ones
+  resumed, missing ones started;
+- ``report.py``: markdown tables, number formats, curves read from runs, atomic report write;
+- one module per paper (``lyu2015.py`` …): its scales, plan and report. A module registers its
+  :class:`Paper` on import; add it to ``_MODULES`` below.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from lstmlab.reproduce.paper import PAPERS, Paper, ReproduceUsageError, get, register
+
+__all__ = ["PAPERS", "Paper", "ReproduceUsageError", "get", "register", "load_all"]
+
+_MODULES = ("lyu2015",)
+
+
+def load_all() -> dict[str, Paper]:
+    """Import every paper module (each registers itself); the registry, in a stable order."""
+    for m in _MODULES:
+        importlib.import_module(f"lstmlab.reproduce.{m}")
+    return PAPERS

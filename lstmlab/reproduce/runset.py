@@ -1,0 +1,102 @@
+"""A reproduction's training runs as a set that resumes: each run is an ordinary run directory
+``OUT/runs/PART/NAME`` made by :func:`lstmlab.training.run.start`, so
+
+- finished (a ``summary.json`` whose stop is not ``interrupted``): kept, its summary read;
+- started (a ``config.toml``, no final summary): resumed from its last checkpoint;
+- absent: started from the spec's overrides.
+
+A finished run is kept even when the plan's budget has since changed (the report shows the
+budget each run had); a started run resumes under the config it was started with.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lstmlab.training import run as runs
+from lstmlab.training.config import resolve
+
+__all__ = ["RunSpec", "ensure", "run_all", "dry_run", "group", "status"]
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One training run of a reproduction: ``overrides`` are config keys (``task.name``,
+    ``optimizer.name``, ``stop.max_pd`` …) exactly as the flags of ``lstmlab train`` take them."""
+
+    part: str
+    name: str
+    overrides: dict[str, str] = field(default_factory=dict)
+
+    def dir(self, out: Path) -> Path:
+        return Path(out) / "runs" / self.part / self.name
+
+    def command(self) -> str:
+        ov = dict(self.overrides)
+        task = ov.pop("task.name", "?")
+        flags = " ".join(f"--{k} {v}" for k, v in ov.items())
+        return f"lstmlab train {task} {flags}".rstrip()
+
+
+def status(spec: RunSpec, out: Path) -> str:
+    """``done``, ``started`` or ``absent``."""
+    d = spec.dir(out)
+    if (d / "summary.json").exists():
+        try:
+            summary = json.loads((d / "summary.json").read_text())
+        except (OSError, ValueError):
+            summary = {}
+        if summary.get("stop_reason") not in (None, "interrupted"):
+            return "done"
+    return "started" if (d / "config.toml").exists() else "absent"
+
+
+def ensure(spec: RunSpec, out: Path, *, progress: str = "auto") -> dict[str, Any]:
+    """The run's summary: read if finished, else resumed or started (and trained to its end)."""
+    d = spec.dir(out)
+    state = status(spec, out)
+    if state == "done":
+        return json.loads((d / "summary.json").read_text())
+    if state == "started":
+        return runs.resume(d, progress=progress, out=None)
+    cfg = resolve(overrides=dict(spec.overrides))
+    return runs.start(cfg, d, progress=progress, out=None)
+
+
+def run_all(
+    specs: Iterable[RunSpec],
+    out: Path,
+    *,
+    progress: str = "auto",
+    log: Callable[[str], None] = print,
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """Ensure every run, in order; part -> name -> summary."""
+    done: dict[str, dict[str, dict[str, Any]]] = {}
+    for spec in specs:
+        started = time.perf_counter()
+        s = ensure(spec, out, progress=progress)
+        done.setdefault(spec.part, {})[spec.name] = s
+        verdict = "solved" if s.get("solved") else s.get("stop_reason", "?")
+        log(f"[{spec.part}] {spec.name}: {verdict} ({time.perf_counter() - started:.0f} s)")
+    return done
+
+
+def dry_run(specs: Iterable[RunSpec], out: Path, *, log: Callable[[str], None] = print) -> int:
+    """Print each run's directory, state and command; start nothing. Returns the count."""
+    specs = list(specs)
+    for spec in specs:
+        log(f"{spec.dir(out)}: {spec.command()}")
+    log(f"# dry run: {len(specs)} runs; nothing started")
+    return len(specs)
+
+
+def group(specs: Iterable[RunSpec]) -> dict[str, list[RunSpec]]:
+    out: dict[str, list[RunSpec]] = {}
+    for s in specs:
+        out.setdefault(s.part, []).append(s)
+    return out
