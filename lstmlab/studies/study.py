@@ -13,7 +13,7 @@ the storage itself (Optuna study user attributes), so a worker on another machin
 the database URL and the study name. Each trial samples its variant and hyperparameters
 (``space``) through a random sampler seeded by (study seed, trial number), so which worker runs
 a trial does not change what it samples; runs ``lstmlab.training.run.start`` on the base config
-with those values; and reports the best value of the watched metric (on the validation split
+with those values, evaluating and checkpointing once per epoch; and reports the best value of the watched metric (on the validation split
 by default: Greff's early stopping).
 
 Workers die: a worker records its host, process id and process start time on each trial it
@@ -350,8 +350,9 @@ class _Objective:
     def __call__(self, trial) -> float:
         import json
 
-        from lstmlab.training import run
+        from lstmlab.training import build, run
         from lstmlab.training.config import apply_overrides, from_dict
+        from lstmlab.training.loop import batches_per_epoch
 
         h = self.h
         trial.set_user_attr("worker", worker_id())
@@ -366,6 +367,11 @@ class _Objective:
         trial.set_user_attr("run_dir", str(run_dir))
         trial.set_user_attr("seed", over["seed"])
         cfg = from_dict(apply_overrides({}, over), base)
+        if not run.RunPaths(run_dir).config.exists():
+            # evaluate and checkpoint once per epoch, as Greff's early stopping counts
+            n = len(build.build_task(cfg).train)
+            per_epoch = batches_per_epoch(n, cfg.optimizer.batch_size)
+            cfg = from_dict({"eval_every": per_epoch, "checkpoint_every": per_epoch}, cfg)
         paths = run.RunPaths(run_dir)
         if paths.summary.exists():
             summary = json.loads(paths.summary.read_text())
