@@ -75,7 +75,10 @@ def reproduce(
     jsb: str | None = None,
     dry_run: bool = False,
     log: Callable[[str], None] = print,
+    overrides: dict[str, Any] | None = None,
 ) -> Path | None:
+    """Run (or list, ``dry_run``) the studies and write ``OUT/results.md``; ``overrides`` are
+    extra run-config values for every trial (tests shrink the tasks with them)."""
     from lstmlab.studies import study as S
     from lstmlab.studies.analysis import analyze
     from lstmlab.training.config import dumps_toml, resolve
@@ -91,7 +94,7 @@ def reproduce(
     ]
     for task in tasks:
         over, space = plan(task, quick=quick, jsb=jsb)
-        cfg = resolve([S.GREFF_BASE], over)
+        cfg = resolve([S.GREFF_BASE], {**over, **(overrides or {})})
         root = out / task
         if dry_run:
             log(f"## {task}: study {root}, {total} trials\n{space.describe()}")
