@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import tomli_w
+from optuna.distributions import CategoricalDistribution
 from optuna.samplers import RandomSampler
 
 from lstmlab.studies.space import GREFF, SearchSpace, from_dict
@@ -265,13 +266,17 @@ def _handle(root, name, storage, study) -> StudyHandle:
 class TrialSeededSampler(RandomSampler):
     """Optuna's random sampler, reseeded for each (trial number, parameter) from the study
     seed: a trial samples the same values whichever worker runs it, and runs of a study with
-    any number of workers sample the same trials."""
+    any number of workers sample the same trials. The variant is not drawn but dealt in turn
+    (trial n gets variant n mod K), so N·K trials give every variant N, as Greff's fixed
+    number of trials per variant."""
 
     def __init__(self, seed: int = 0):
         super().__init__(seed=seed)
         self.study_seed = int(seed)
 
     def sample_independent(self, study, trial, param_name, param_distribution):
+        if param_name == "variant" and isinstance(param_distribution, CategoricalDistribution):
+            return param_distribution.choices[trial.number % len(param_distribution.choices)]
         digest = sum((i + 1) * ord(c) for i, c in enumerate(param_name))
         seed = (self.study_seed * 1_000_003 + trial.number * 7919 + digest) % 2**32
         return RandomSampler(seed=seed).sample_independent(

@@ -44,6 +44,9 @@ def test_trial_sampling_depends_on_trial_number_only():
     assert draws(3, 0) == draws(5, 0)[:3]
     assert draws(3, 0) != draws(3, 1)
     assert len(set(draws(6, 0))) == 6
+    study = optuna.create_study(sampler=TrialSeededSampler(0))
+    dealt = [study.ask().suggest_categorical("variant", ["a", "b", "c"]) for _ in range(7)]
+    assert dealt == ["a", "b", "c", "a", "b", "c", "a"]  # N per variant, as Greff
 
 
 @pytest.mark.slow
