@@ -128,6 +128,7 @@ def analyze(handle, *, out: str | Path | None = None, n_trees: int = 64, log=Non
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, NullFormatter
 
     from lstmlab.studies.study import StudyError
 
@@ -263,6 +264,9 @@ def analyze(handle, *, out: str | Path | None = None, n_trees: int = 64, log=Non
             ax.plot(pts, tab.y, ".", color="gray", alpha=0.5, ms=3)
             if tab.log[i]:
                 ax.set_xscale("log")
+                ax.set_xticks(np.geomspace(xs[0], xs[-1], 5))
+                ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.2g}"))
+                ax.xaxis.set_minor_formatter(NullFormatter())
             ax.set_xlabel(tab.names[i])
             ax.set_ylabel(f"predicted {metric}")
         fig.suptitle(f"{handle.name}: predicted marginal {metric} (± std over trees)", fontsize=10)
