@@ -116,6 +116,7 @@ def reproduce(
             report.read_text().split("\n", 2)[2],
         ]
     if dry_run:
+        log(f"# dry run: {len(tasks)} studies of {total} trials each; nothing started")
         return None
     return rep.write_report(out, [_relink(sections, tasks)])
 
