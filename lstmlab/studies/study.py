@@ -39,6 +39,7 @@ from typing import Any
 import tomli_w
 from optuna.distributions import CategoricalDistribution
 from optuna.samplers import RandomSampler
+from optuna.trial import TrialState
 
 from lstmlab.studies.space import GREFF, SearchSpace, from_dict
 from lstmlab.studies.storage import StorageError, describe_url, open_storage
@@ -266,8 +267,9 @@ def _handle(root, name, storage, study) -> StudyHandle:
 class TrialSeededSampler(RandomSampler):
     """Optuna's random sampler, reseeded for each (trial number, parameter) from the study
     seed: a trial samples the same values whichever worker runs it, and runs of a study with
-    any number of workers sample the same trials. The variant is not drawn but dealt in turn
-    (trial n gets variant n mod K), so N·K trials give every variant N, as Greff's fixed
+    any number of workers sample the same trials. The variant is not drawn but dealt: a trial
+    gets the variant fewest earlier trials hold (failed ones not counted, since their retries
+    hold it; ties in the space's order), so N·K trials give every variant N, as Greff's fixed
     number of trials per variant."""
 
     def __init__(self, seed: int = 0):
@@ -276,7 +278,13 @@ class TrialSeededSampler(RandomSampler):
 
     def sample_independent(self, study, trial, param_name, param_distribution):
         if param_name == "variant" and isinstance(param_distribution, CategoricalDistribution):
-            return param_distribution.choices[trial.number % len(param_distribution.choices)]
+            choices = list(param_distribution.choices)
+            held = [
+                t.params.get("variant")
+                for t in study.get_trials(deepcopy=False)
+                if t.number < trial.number and t.state != TrialState.FAIL
+            ]
+            return min(choices, key=lambda c: (held.count(c), choices.index(c)))
         digest = sum((i + 1) * ord(c) for i, c in enumerate(param_name))
         seed = (self.study_seed * 1_000_003 + trial.number * 7919 + digest) % 2**32
         return RandomSampler(seed=seed).sample_independent(

@@ -47,6 +47,11 @@ def test_trial_sampling_depends_on_trial_number_only():
     study = optuna.create_study(sampler=TrialSeededSampler(0))
     dealt = [study.ask().suggest_categorical("variant", ["a", "b", "c"]) for _ in range(7)]
     assert dealt == ["a", "b", "c", "a", "b", "c", "a"]  # N per variant, as Greff
+    failed = study.ask()
+    assert failed.suggest_categorical("variant", ["a", "b", "c"]) == "b"
+    study.tell(failed, state=optuna.trial.TrialState.FAIL)
+    # the failed trial's variant is dealt again (its retry would hold it otherwise)
+    assert study.ask().suggest_categorical("variant", ["a", "b", "c"]) == "b"
 
 
 @pytest.mark.slow
