@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import importlib
+
 import optuna
 import pytest
 
+from lstmlab import reproduce
 from lstmlab.cli import main
-from lstmlab.reproduce import greff2017
 from lstmlab.studies.space import GREFF
 from lstmlab.studies.study import TrialSeededSampler
+
+reproduce.load_all()  # the registry in its own order, before this module is imported alone
+greff2017 = importlib.import_module("lstmlab.reproduce.greff2017")
 
 
 def test_plan_keeps_greffs_space_but_the_learning_rate_scale():
