@@ -168,7 +168,7 @@ def analyze(handle, *, out: str | Path | None = None, n_trees: int = 64, log=Non
     for title, values in (
         ("all complete trials", by_variant),
         (
-            f"the best {BEST:.0%} of each variant's trials (at least 2; Greff Fig. 3, bottom)",
+            f"the best {BEST:.0%} of each variant's trials (at least 2)",
             best_share,
         ),
     ):
