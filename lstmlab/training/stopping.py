@@ -74,7 +74,10 @@ class StoppingRule:
                 return name
         if self.patience is not None and state.evals_since_best >= self.patience:
             return "patience"
-        if self.patience_epochs is not None and state.epoch - state.best_epoch >= self.patience_epochs:
+        if (
+            self.patience_epochs is not None
+            and state.epoch - state.best_epoch >= self.patience_epochs
+        ):
             return "patience"
         return None
 
