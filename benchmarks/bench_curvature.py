@@ -1,16 +1,26 @@
-"""Measured cost of a Gauss–Newton product and of one HF iteration, in forward passes.
+"""Measured cost of a Gauss–Newton product and of one HF iteration: fast products vs the old ones.
 
-Seed 001 assumes gradient = 3 and curvature product = 4 forward passes. This measures them on a
-SequenceModel (one batch, one run): forward (no grad, fast engine), gradient (bptt and autograd
-engines), the cached GN operator's set-up and per-product time, and one HF iteration.
+Seed 001 assumes gradient = 3 and curvature product = 4 forward passes. This measures, on one
+batch in one run (ratios are against a gradient timed in the same run): the forward pass (no
+grad), the gradient (bptt engine), the cached GN operator's set-up and per-product time with the
+fast products (R-forward + hand-written backward of the bptt engine) and with the reference ones
+(double backward on the autograd engine, what HF used before), and one HF iteration with each.
 
-    .venv/bin/python benchmarks/bench_curvature.py [--batch 100 --length 100 --hidden 32 ...]
+Networks (``--network``):
+    seed000   seed 000's: lstm97, 2 blocks × 2 cells, α = 3.75, the multiplication task's
+              batches (I = 2, sigmoid output read at the last step), float64, B = 1000, T ≈ 100
+    char      a character model: vanilla LSTM, H = 200, 50 symbols one-hot in, softmax out at
+              every step, float32, T = 200, B = --batch (32 by default)
+    custom    vanilla (or --variant) LSTM, I = --inputs, H = --hidden, softmax every step
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_curvature.py --network seed000
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_curvature.py --network char --batch 32
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
+import copy
 import time
 
 import torch
@@ -22,85 +32,135 @@ from lstmlab.optim import HessianFree
 
 
 def timeit(fn, repeat: int) -> float:
+    """The fastest of ``repeat`` timed calls after a warm-up call (the machine is shared and
+    loaded: the minimum is the least disturbed estimate of a call's own cost)."""
     fn()
     ts = []
     for _ in range(repeat):
         t0 = time.perf_counter()
         fn()
         ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
+    return min(ts)
+
+
+def interleaved(fns: dict, repeat: int) -> dict[str, float]:
+    """The fastest of ``repeat`` rounds of each function, the functions called in turn within
+    a round so that they meet the same load (ratios between them are what this reports)."""
+    for fn in fns.values():
+        fn()
+    ts: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeat):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            ts[k].append(time.perf_counter() - t0)
+    return {k: min(v) for k, v in ts.items()}
+
+
+def network(a) -> tuple[SequenceModel, Batch, str]:
+    if a.network == "seed000":
+        from lstmlab.training.build import DeviceSplit, build_model, build_task
+        from lstmlab.training.config import RunConfig, TaskConfig
+
+        cfg = RunConfig(task=TaskConfig(name="seed000"))
+        task = build_task(cfg)
+        dtype = torch.float64
+        model = build_model(cfg, task, torch.device("cpu"), dtype)
+        batch = DeviceSplit(task.train, torch.device("cpu"), dtype).batch(torch.arange(a.batch))
+        return model, batch, "seed 000: lstm97, 2 blocks x 2 cells, alpha 3.75, float64"
+    dtype = getattr(torch, a.dtype)
+    g = torch.Generator().manual_seed(0)
+    if a.network == "char":
+        V, H, variant = 50, 200, "vanilla"
+    else:
+        V, H, variant = a.inputs, a.hidden, a.variant
+    B, T = a.batch, a.length
+    model = SequenceModel(V, H, V, output="softmax", variant=variant, dtype=dtype, seed=0)
+    symbols = torch.randint(0, V, (B, T + 1), generator=g)
+    x = torch.nn.functional.one_hot(symbols[:, :-1], V).to(dtype)
+    batch = Batch(x, symbols[:, 1:], torch.full((B,), T))
+    return model, batch, f"{variant} LSTM, {V} symbols, H={H}, {a.dtype}"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--batch", type=int, default=100, help="sequences per batch")
-    ap.add_argument("--length", type=int, default=100, help="sequence length T")
-    ap.add_argument("--hidden", type=int, default=32, help="LSTM cells")
-    ap.add_argument("--inputs", type=int, default=8, help="input size")
-    ap.add_argument("--variant", default="vanilla", help="LSTM variant")
+    ap.add_argument("--network", default="custom", choices=["seed000", "char", "custom"])
+    ap.add_argument("--batch", type=int, default=None, help="sequences per batch")
+    ap.add_argument("--length", type=int, default=None, help="sequence length T (char/custom)")
+    ap.add_argument("--hidden", type=int, default=32, help="LSTM cells (custom)")
+    ap.add_argument("--inputs", type=int, default=8, help="input size = symbols (custom)")
+    ap.add_argument("--variant", default="vanilla", help="LSTM variant (custom)")
     ap.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    ap.add_argument("--repeat", type=int, default=5, help="timed repeats (median)")
+    ap.add_argument("--repeat", type=int, default=5, help="timed rounds (the fastest is kept)")
     ap.add_argument("--cg", type=int, default=10, help="CG iterations in the HF iteration")
+    ap.add_argument("--no-reference", action="store_true", help="skip the reference products")
+    ap.add_argument("--no-hf", action="store_true", help="skip the HF iterations")
     ap.add_argument("--threads", type=int, default=1, help="torch threads")
     a = ap.parse_args()
+    defaults = {"seed000": (1000, 100), "char": (32, 200), "custom": (100, 100)}[a.network]
+    a.batch = a.batch or defaults[0]
+    a.length = a.length or defaults[1]
     torch.set_num_threads(a.threads)
-    dtype = getattr(torch, a.dtype)
     torch.manual_seed(0)
-    model = SequenceModel(
-        a.inputs, a.hidden, a.inputs, output="softmax", variant=a.variant, dtype=dtype, seed=0
-    )
-    B, T = a.batch, a.length
-    x = torch.randn(B, T, a.inputs, dtype=dtype)
-    y = torch.randint(0, a.inputs, (B, T))
-    batch = Batch(x, y, torch.full((B,), T))
-    obj = Objective(model, batch)
+    model, batch, what = network(a)
+    fast = Objective(model, batch)
+    ref = Objective(model, batch, curvature_products="reference")
+    dtype = batch.inputs.dtype
+    v = torch.randn(fast.n_params, dtype=dtype, generator=torch.Generator().manual_seed(1))
+    mu = 1 / 30
 
     def fwd():
         with torch.no_grad():
             model(batch.inputs, batch.lengths)
 
-    t_f = timeit(fwd, a.repeat)
-    t_g = timeit(obj.loss_and_grad, a.repeat)
-    with obj.engine("autograd"):
-        t_ga = timeit(obj.loss_and_grad, a.repeat)
-    v = torch.randn(obj.n_params, dtype=dtype)
-    t_setup = timeit(lambda: obj.curvature_operator("gn"), a.repeat)
-    op = obj.curvature_operator("gn")
-    t_gv = timeit(lambda: op(v), a.repeat)
-    op_s = obj.curvature_operator("gn", structural_weight=1 / 30)
-    t_gvs = timeit(lambda: op_s(v), a.repeat)
-    t_gv_once = timeit(lambda: obj.gauss_newton_product(v), a.repeat)
-
-    hf = HessianFree(damping=1e-4, lm=None, max_cg=a.cg, cg_tol=0.0)
-    hf.step(obj)
-    infos = []
-
-    def hf_iter():
-        infos.append(hf.step(obj))
-
-    t_hf = timeit(hf_iter, max(1, a.repeat // 2))
-    info = infos[-1]
+    fns = {
+        "forward (no grad, bptt engine)": fwd,
+        "loss + gradient, bptt engine": fast.loss_and_grad,
+    }
+    for name, obj in (("fast", fast), ("reference", ref)):
+        if name == "reference" and a.no_reference:
+            continue
+        op = obj.curvature_operator("gn")
+        assert op.products == name
+        op_s = obj.curvature_operator("gn", structural_weight=mu)
+        fns[f"GN operator set-up, {name}"] = lambda o=obj: o.curvature_operator("gn")
+        fns[f"GN product, {name}"] = lambda o=op: o(v)
+        fns[f"GN + structural damping product, {name}"] = lambda o=op_s: o(v)
+    times = interleaved(fns, a.repeat)
+    rows = list(times.items())
+    t_f, t_g = times["forward (no grad, bptt engine)"], times["loss + gradient, bptt engine"]
+    if not a.no_hf:
+        for name in ("fast", "reference"):
+            if name == "reference" and a.no_reference:
+                continue
+            m = copy.deepcopy(model)
+            obj = Objective(m, batch, curvature_products=name)
+            hf = HessianFree(damping=1e-2, lm=None, max_cg=a.cg, cg_tol=0.0, seed=0)
+            infos = []
+            t = timeit(lambda h=hf, o=obj, i=infos: i.append(h.step(o)), max(1, a.repeat // 2))
+            info = infos[-1]
+            rows.append((f"one HF iteration, {name} ({info.cg_iterations} CG its, mu=1/30)", t))
     print(
-        f"model: {a.variant} LSTM, I={a.inputs}, H={a.hidden}, P={obj.n_params}, {a.dtype}, "
-        f"B={B}, T={T}, threads={a.threads}"
+        f"network: {what}; P={fast.n_params}, B={len(batch)}, "
+        f"T={int(batch.lengths.max())}, threads={a.threads}"
     )
-    print(f"{'quantity':46s} {'ms':>9s} {'forward passes':>15s}")
-    rows = [
-        ("forward (no grad, bptt engine)", t_f),
-        ("loss + gradient, bptt engine", t_g),
-        ("loss + gradient, autograd engine", t_ga),
-        ("GN operator set-up (autograd, create_graph)", t_setup),
-        ("GN product, cached operator", t_gv),
-        ("GN + structural damping product, cached", t_gvs),
-        ("GN product, one-off (set-up + product)", t_gv_once),
-        (f"one HF iteration ({info.cg_iterations} CG its, {info.cg_stop})", t_hf),
-    ]
+    print(f"{'quantity':58s} {'ms':>10s} {'fwd passes':>10s} {'gradients':>10s}")
     for name, t in rows:
-        print(f"{name:46s} {1e3 * t:9.2f} {t / t_f:15.2f}")
-    print(
-        f"HF iteration / gradient (bptt): {t_hf / t_g:.2f}; "
-        f"GN product / gradient (bptt): {t_gv / t_g:.2f}"
+        print(f"{name:58s} {1e3 * t:10.1f} {t / t_f:10.2f} {t / t_g:10.2f}")
+    times = dict(rows)
+    summary = [f"GN product (fast) / gradient: {times['GN product, fast'] / t_g:.2f}"]
+    summary.append(
+        f"GN + structural (fast) / gradient: "
+        f"{times['GN + structural damping product, fast'] / t_g:.2f}"
     )
+    if not a.no_reference:
+        summary.append(
+            f"GN product reference / fast: {times['GN product, reference'] / times['GN product, fast']:.2f}"
+        )
+    hf_rows = [t for n, t in rows if n.startswith("one HF iteration")]
+    if len(hf_rows) == 2:
+        summary.append(f"HF iteration reference / fast: {hf_rows[1] / hf_rows[0]:.2f}")
+    print("; ".join(summary))
 
 
 if __name__ == "__main__":

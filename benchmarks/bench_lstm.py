@@ -4,6 +4,7 @@
     python benchmarks/bench_lstm.py --quick         # small sizes only, fewer repeats
     python benchmarks/bench_lstm.py --sections loop # only batch-vs-per-sample (seed 000 Fig. 3(b))
     python benchmarks/bench_lstm.py --device cuda   # on a GPU: cuDNN is then the reference
+    python benchmarks/bench_lstm.py --sections dropin  # lstmlab.TorchLSTM beside torch.nn.LSTM
 
 Prints markdown tables of ratios (time / reference time; < 1 means faster than the reference).
 Absolute times on a shared machine mean little, so each candidate is timed interleaved with its
@@ -30,7 +31,7 @@ from functools import partial
 import torch
 from torch import nn
 
-from lstmlab import LSTM
+from lstmlab import LSTM, TorchLSTM
 
 SIZES = [
     (100, 1000, 2, 4),
@@ -215,6 +216,58 @@ def section_torch(sizes, dtypes, quick):
                 f"{t.ratio('NP'):.2f} ({t.best_ratio('NP'):.2f}) | "
                 f"{t.ratio('vanilla'):.2f} ({t.best_ratio('vanilla'):.2f}) | "
                 f"{t.ratio('native'):.2f} |",
+                flush=True,
+            )
+
+
+def fwd_bwd_packed(module, x, lengths):
+    """Forward + backward of a packed batch (packing included, as a script does it)."""
+
+    def run():
+        packed = nn.utils.rnn.pack_padded_sequence(x, lengths, enforce_sorted=False)
+        out, (h, c) = module(packed)
+        out.data.sum().backward()
+
+    return run
+
+
+def section_dropin(sizes, dtypes, quick):
+    print("\n## lstmlab.TorchLSTM (the drop-in) vs torch.nn.LSTM (forward + backward)\n")
+    print("The same weights (the drop-in loads torch's state_dict). 'engine only' is")
+    print("lstmlab.LSTM (variant NP, from_torch) on the same input: the drop-in's own layer")
+    print("(row permutation of the weights, bias sum, the double-backward wrapper) is the gap")
+    print("between the two. 'packed': both modules fed the same PackedSequence, lengths")
+    print("spread over [T/2, T], packing inside the timing; its ratio is against torch packed.\n")
+    print("Ratios: the median of the paired ratios, and in brackets fastest time / fastest time.\n")
+    print(
+        "| dtype | (T, B, I, H) | torch.nn.LSTM ms | TorchLSTM ratio | engine only ratio "
+        "| torch packed ms | TorchLSTM packed ratio |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for dtype in dtypes:
+        for T, B, I, H in sizes:
+            torch.manual_seed(0)
+            ref = nn.LSTM(I, H, dtype=dtype, device=DEVICE)
+            dropin = TorchLSTM(I, H, dtype=dtype, device=DEVICE)
+            dropin.load_state_dict(ref.state_dict())
+            engine = LSTM.from_torch(ref)
+            x = torch.randn(T, B, I, dtype=dtype, device=DEVICE)
+            reps = repeats_for(T, B, I, H, quick)
+            t = paired(
+                fwd_bwd(ref, x), {"dropin": fwd_bwd(dropin, x), "engine": fwd_bwd(engine, x)}, reps
+            )
+            lengths = torch.randint(max(1, T // 2), T + 1, (B,))
+            lengths[0] = T
+            p = paired(
+                fwd_bwd_packed(ref, x, lengths),
+                {"dropin": fwd_bwd_packed(dropin, x, lengths)},
+                reps,
+            )
+            print(
+                f"| {str(dtype)[6:]} | {(T, B, I, H)} | {t['ref'] * 1e3:.1f} | "
+                f"{t.ratio('dropin'):.2f} ({t.best_ratio('dropin'):.2f}) | "
+                f"{t.ratio('engine'):.2f} ({t.best_ratio('engine'):.2f}) | "
+                f"{p['ref'] * 1e3:.1f} | {p.ratio('dropin'):.2f} ({p.best_ratio('dropin'):.2f}) |",
                 flush=True,
             )
 
@@ -497,7 +550,7 @@ def main() -> None:
         "--sections",
         default="torch,variants,loop",
         help="comma-separated subset of: torch, variants, layout, loop, split, activations, "
-        "products",
+        "products, dropin",
     )
     ap.add_argument("--dtypes", default="float32,float64", help="comma-separated: float32, float64")
     ap.add_argument(
@@ -556,6 +609,8 @@ def main() -> None:
         section_activations(dtypes)
     if "products" in sections:
         section_products(sizes, args.quick)
+    if "dropin" in sections:
+        section_dropin(sizes, dtypes, args.quick)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from __future__ import annotations
 from lstmlab import optim, tasks  # noqa: E402  (sub-packages of the public API)
 from lstmlab.data import Batch
 from lstmlab.gradcheck import check_gradients
-from lstmlab.nn import GRU, LSTM, MRNN, RNN, VARIANTS
+from lstmlab.nn import GRU, LSTM, MRNN, RNN, VARIANTS, TorchGRU, TorchLSTM, TorchRNN
 from lstmlab.nn.sequence_model import SequenceModel
 from lstmlab.objective import FunctionObjective, Objective
 from lstmlab.schedules import as_schedule
@@ -22,6 +22,9 @@ __all__ = [
     "RNN",
     "MRNN",
     "GRU",
+    "TorchLSTM",
+    "TorchGRU",
+    "TorchRNN",
     "VARIANTS",
     "SequenceModel",
     "Objective",

@@ -15,14 +15,24 @@ values are read as TOML (``0.1``, ``true``, ``{type="linear", start=1, end=3.75,
 and anything else as a string. Free-form option tables take any key:
 ``--task.options.T 50``, ``--model.options.init gaussian``, ``--optimizer.options.c2 0.5``.
 
-Exit codes: 0 done (solved or not: see the summary), 1 a runtime failure with a one-line
-reason (unwritable directory, full disk, bad checkpoint), 2 a bad command line or config
-(the message names the key), 130 interrupted by Ctrl-C after a clean checkpoint.
+Exit codes (``train`` and ``resume``; the other commands use 0, 1 and 2):
+
+    0    done: solved, or a budget / patience ran out (the summary says which)
+    1    a runtime failure with a one-line reason (unwritable directory, full disk, no
+         readable checkpoint, another process writing the run)
+    2    a bad command line, config or data file (the message names the key or the file)
+    3    the run diverged (NaN/Inf); its last finite checkpoint is kept
+    130  interrupted by Ctrl-C (SIGINT) after a clean checkpoint
+    143  stopped by SIGTERM after a clean checkpoint (as Ctrl-C; `lstmlab resume RUN`)
+
+JSON written by lstmlab (metrics.jsonl, summary.json, ``eval --json``) is standard JSON:
+non-finite numbers appear as the strings "NaN", "Infinity", "-Infinity".
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -30,7 +40,12 @@ from pathlib import Path
 
 __all__ = ["main", "build_parser"]
 
-EXIT_RUNTIME, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+EXIT_RUNTIME, EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_TERMINATED = 1, 2, 3, 130, 143
+EXIT_CODES = (
+    "Exit codes: 0 done (solved or a budget ran out), 1 runtime failure, 2 bad command line, "
+    "config or data file, 3 diverged (the last finite checkpoint is kept), 130 Ctrl-C, "
+    "143 SIGTERM (both after a clean checkpoint)."
+)
 FREE_FORM = ("task.options.", "model.options.", "optimizer.options.")
 PROGRESS = ("auto", "rich", "plain", "none")
 
@@ -71,7 +86,6 @@ def _add_config_flags(p: argparse.ArgumentParser, *, only: str | None = None) ->
 
 
 def _choices() -> dict[str, tuple[str, ...]]:
-    import dataclasses
 
     from lstmlab.training.config import RunConfig
 
@@ -103,7 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
         "seed 000's setting (Lyu & Zhu): lstm97, 2 blocks x 2 cells, alpha 3.75, minibatch "
         "L-BFGS on batches of 1,000, stop at test MAE < 0.01.",
         epilog="Free-form option tables take any key: --task.options.KEY VALUE (task builder), "
-        "--model.options.KEY VALUE (cell), --optimizer.options.KEY VALUE (optimizer).",
+        "--model.options.KEY VALUE (cell), --optimizer.options.KEY VALUE (optimizer). "
+        + EXIT_CODES,
     )
     t.add_argument("task", metavar="TASK", help="task name (see `lstmlab tasks`)")
     t.add_argument(
@@ -137,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue a run from its last checkpoint",
         description="Continue a run from its last checkpoint to the result an "
         "uninterrupted run gives. Budgets (--stop.*) may be raised.",
+        epilog=EXIT_CODES,
     )
     r.add_argument("run", metavar="RUN", help="run directory")
     r.add_argument(
@@ -149,6 +165,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--dry-run",
         action="store_true",
         help="check the run directory and checkpoint, print where it would resume",
+    )
+    r.add_argument(
+        "--break-lock",
+        action="store_true",
+        help="take over the run's writer lock when it names a process on another host that "
+        "is known to be gone (a lock left by a crash on this host is taken over by itself)",
     )
     _add_config_flags(r, only="stop.")
 
@@ -249,7 +271,8 @@ def _overrides(ns: argparse.Namespace, extra: list[str], *, allow_free: bool) ->
             not tok.startswith("--")
             or not allow_free
             or not key.startswith(FREE_FORM)
-            or len(key.split(".")) != 3
+            or len(key.split(".")) < 3
+            or "" in key.split(".")
         ):
             raise UsageError(f"unrecognized argument {tok!r} (see --help for the valid flags)")
         if not _:
@@ -269,17 +292,33 @@ def cmd_train(ns, extra) -> int:
     overrides = _overrides(ns, extra, allow_free=True)
     overrides["task.name"] = ns.task
     layers = [load_toml(f) for f in ns.config]
-    cfg = resolve(layers, overrides)
+    notes: list[str] = []
+    cfg = resolve(layers, overrides, notes=notes)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
     if ns.dry_run:
         built = build.build_all(cfg)
         n_params = sum(p.numel() for p in built.model.parameters())
         print(dumps_toml(cfg).rstrip())
         print(f"# task: {built.task!r}")
         print(f"# model: {n_params} parameters; optimizer: {type(built.optimizer).__name__}")
+        for line in build.describe(built):
+            print(f"# {line}")
         print(f"# dry run: nothing written (run directory would be {_run_dir(ns, cfg)})")
         return 0
     summary = run.start(cfg, _run_dir(ns, cfg), progress=ns.progress, out=sys.stdout)
-    return EXIT_INTERRUPTED if summary["stop_reason"] == "interrupted" else 0
+    if summary.get("task_seed"):
+        print(f"  note: {summary['task_seed']}")
+    return _exit_code(summary)
+
+
+def _exit_code(summary: dict) -> int:
+    """The documented exit code of a run that ended (see the module docstring)."""
+    if summary["stop_reason"] == "diverged":
+        return EXIT_DIVERGED
+    if summary["stop_reason"] == "interrupted":
+        return EXIT_TERMINATED if summary.get("interrupted_by") == "SIGTERM" else EXIT_INTERRUPTED
+    return 0
 
 
 def _run_dir(ns, cfg) -> Path:
@@ -291,25 +330,55 @@ def _run_dir(ns, cfg) -> Path:
 
 def cmd_resume(ns, extra) -> int:
     from lstmlab.training import run
-    from lstmlab.training.checkpoint import CheckpointError, load_latest
     from lstmlab.training.config import parse_value
 
     overrides = _overrides(ns, extra, allow_free=False)
     stop = {k.removeprefix("stop."): parse_value(v) for k, v in overrides.items()}
     if ns.dry_run:
-        run.load_config(ns.run)
-        try:
-            ckpt, _ = load_latest(run.RunPaths(Path(ns.run)).checkpoint)
-        except CheckpointError as err:
-            raise run.RunError(f"cannot resume: {err}") from None
-        st = ckpt["train_state"]
-        print(
-            f"{ns.run}: would resume at iteration {st['iteration']} (epoch {st['epoch']}, "
-            f"stop reason so far: {st['stop_reason']})"
-        )
+        return _resume_dry_run(ns)
+    summary = run.resume(
+        ns.run,
+        stop_overrides=stop or None,
+        progress=ns.progress,
+        out=sys.stdout,
+        break_lock=ns.break_lock,
+    )
+    return _exit_code(summary)
+
+
+def _resume_dry_run(ns) -> int:
+    """What ``resume`` would do: which checkpoint, whether it falls back, the lock, the log."""
+    from lstmlab.training import run
+    from lstmlab.training.lock import read_holder
+    from lstmlab.training.metrics import scan
+
+    paths = run.RunPaths(Path(ns.run))
+    cfg = run.load_config(ns.run)
+    if not paths.checkpoint.exists() and not paths.prev.exists():
+        print(f"{ns.run}: no checkpoint yet; would start the run from the beginning")
         return 0
-    summary = run.resume(ns.run, stop_overrides=stop or None, progress=ns.progress, out=sys.stdout)
-    return EXIT_INTERRUPTED if summary["stop_reason"] == "interrupted" else 0
+    ckpt, skipped = run.load_run_checkpoint(paths, cfg)
+    st = ckpt["train_state"]
+    source = "the previous checkpoint (.prev)" if skipped else "the last checkpoint"
+    print(
+        f"{ns.run}: would resume from {source} at iteration {st['iteration']} "
+        f"(epoch {st['epoch']}, stop reason so far: {st['stop_reason']})"
+    )
+    if skipped:
+        print(f"  would fall back to {paths.prev.name}: {skipped}")
+    log = scan(paths.metrics)
+    offset = int(ckpt.get("metrics_offset", 0))
+    if log.good_bytes < offset:
+        print(
+            f"  metrics.jsonl is damaged after {log.good_rows} whole rows: would truncate it there"
+        )
+    holder = read_holder(paths.root)
+    if holder:
+        print(
+            f"  run.lock names pid {holder.get('pid')} on {holder.get('host')}: resume refuses "
+            "while that process writes (a crashed holder's lock is taken over)"
+        )
+    return 0
 
 
 def cmd_eval(ns, extra) -> int:
@@ -318,7 +387,9 @@ def cmd_eval(ns, extra) -> int:
     _overrides(ns, extra, allow_free=False)
     metrics = run.evaluate_run(ns.run, ns.split)
     if ns.json:
-        print(json.dumps(metrics, indent=2))
+        from lstmlab.training.jsonsafe import dumps
+
+        print(dumps(metrics, indent=2))
     else:
         print(f"{ns.run} ({ns.split}, checkpoint at iteration {metrics.pop('iteration')}):")
         for k, v in metrics.items():

@@ -9,6 +9,8 @@ Layout (batch-first, zero-padded to the longest sequence):
                       read="every": (B, T, O) float, or (B, T) long class indices (softmax)
                       output="ctc": (B, S) long label sequences, padded with any value
     target_lengths  (B,) long, only for CTC
+    initial_state   (h0, c0) of an LSTM stack, each (layers·directions, B, ·), or None (zero):
+                    the state carried over from the previous chunk of a text stream
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ class Batch:
     targets: Tensor
     lengths: Tensor
     target_lengths: Tensor | None = None
+    initial_state: tuple[Tensor, Tensor] | None = None
 
     def __post_init__(self) -> None:
         if self.inputs.dim() != 3:
@@ -77,6 +80,7 @@ class Batch:
             mv(self.targets, True),
             mv(self.lengths, False),
             mv(self.target_lengths, False),
+            None if self.initial_state is None else tuple(mv(s, True) for s in self.initial_state),  # type: ignore[arg-type]
         )
 
     def index(self, idx: Tensor | slice) -> Batch:
@@ -88,4 +92,7 @@ class Batch:
             targets=self.targets[idx],
             lengths=self.lengths[idx],
             target_lengths=tl,
+            initial_state=None
+            if self.initial_state is None
+            else tuple(s[:, idx] for s in self.initial_state),  # type: ignore[arg-type]
         )

@@ -140,7 +140,7 @@ def test_bad_config_files_exit_2(tmp_path, capsys, toml, key):
         (["train", "multiplcation"], "valid: adding"),
         (["train", "adding", "--optimizer.name", "bfgs"], "choose from"),
         (["train", "adding", "--bogus", "1"], "unrecognized"),
-        (["reproduce", "nope"], "choose from 'lyu2015'"),
+        (["reproduce", "nope"], "'lyu2015'"),  # among the choices listed
         (["reproduce", "lyu2015", "--optimizer", "bfgs"], "valid: lbfgs, cg, hf, momentum"),
         (["reproduce", "lyu2015", "--max-seconds", "0"], "--max-seconds must be > 0"),
         (["reproduce", "lyu2015", "--max-pd", "-1"], "--max-pd must be > 0"),

@@ -15,6 +15,10 @@ product each after the loop:
 
     dW = Σ_t δ_tᵀ x_t        dR = Σ_t δ_tᵀ y_{t-1}        db = Σ_t δ_t      dx_t = δ_t W
 
+F-LSTM and G-LSTM (seed 004) arrive as their factors / groups and run their own products
+(``engines/structured.py``: W1 then W2, k batched group products) in place of W x_t, R y_{t-1},
+their transposes and dW, dR, dx; everything else is the same loop.
+
 Unequal lengths: the batch is sorted by length (descending) so that at step t only the first
 n_t samples are alive; they are processed as a slice, the rest are left untouched.
 Outputs at padded steps are zero, and (h_n, c_n) is each sequence's state at its last valid
@@ -42,6 +46,7 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor
 
+from lstmlab.engines import structured
 from lstmlab.engines.packing import sort_by_length
 from lstmlab.nn.activations import derivative_from_output
 from lstmlab.nn.variants import CellSpec
@@ -214,6 +219,9 @@ class LSTMLayerBPTT(torch.autograd.Function):
         bs = batch_sizes if batch_sizes is not None else [B] * T
         full = batch_sizes is None
         Ws, Rs, bsc, Qs, Ps = _forward_weights(s, alpha, W, R, b, Q, P_i, P_f, P_o)
+        # F-LSTM / G-LSTM given as their factors / groups: their own products (``structured``,
+        # on row views: (n, features) = this layout's (features, n) transposed)
+        smap = structured.make(s, alpha, W, R, x, bsc, _z_scale(s.g, _sigmoid_form(x)))
         xT = x.transpose(1, 2)  # (T, I, B)
         mult = s.multiplicative_size is not None
         # Per step, W x_t + b is written into that step's rows of ZAT (x_t enters the product
@@ -270,12 +278,15 @@ class LSTMLayerBPTT(torch.autograd.Function):
             if not full:
                 y_prev, c_prev = y_prev[:, :n], c_prev[:, :n]
             pre, z, c, hc = PRE[t], Zs[t], Cs[t], HCs[t]
-            torch.addmm(b_col, Ws, xTs[t], out=pre)  # W x_t + b (x_t: a transposed operand)
-            if mult:
-                u = torch.mm(W_mh, y_prev, out=Us[t])
-                pre.addmm_(Rs, torch.mul(MXs[t], u, out=Ms[t]))
+            if smap is not None:  # the whole affine map, structured
+                smap.step(t, pre.t(), y_prev.t())
             else:
-                pre.addmm_(Rs, y_prev)
+                torch.addmm(b_col, Ws, xTs[t], out=pre)  # W x_t + b (x_t: a transposed operand)
+                if mult:
+                    u = torch.mm(W_mh, y_prev, out=Us[t])
+                    pre.addmm_(Rs, torch.mul(MXs[t], u, out=Ms[t]))
+                else:
+                    pre.addmm_(Rs, y_prev)
             if Qs is not None and t > 0:
                 AG[t].addmm_(Qs, AG[t - 1] if full else AG[t - 1][:, :n])
             if if_gates:  # peepholes from c_{t-1}
@@ -340,6 +351,7 @@ class LSTMLayerBPTT(torch.autograd.Function):
         ctx.spec, ctx.alpha, ctx.bs = s, alpha, batch_sizes
         ctx.save_for_backward(x, h0, c0, W, R, W_mx, W_mh, P_i, P_f, P_o, Q, W_p, Y)
         ctx.CT, ctx.ZT, ctx.AT, ctx.HCT, ctx.YhT = CT, ZT, AT, HCT, YhT
+        ctx.smap = smap
         if mult:
             ctx.MXT, ctx.UT, ctx.MmT = MXT, UT, MmT
         ctx.has_b = b is not None
@@ -387,7 +399,10 @@ class LSTMLayerBPTT(torch.autograd.Function):
         dq_next = x.new_zeros(G, B) if fgr else None
         dc_buf = x.new_empty(H, B)
         dyh_buf = x.new_empty(H, B) if W_p is not None else None
-        Rt, Qt = R.t(), (Q.t() if fgr else None)
+        smap = ctx.smap
+        if smap is not None:
+            smap.begin_backward(full)
+        Rt, Qt = (R.t() if smap is None else None), (Q.t() if fgr else None)
         P3 = {
             g: (p.view(nb, 1) if cpb == 1 else p.unsqueeze(-1))
             for g, p in P.items()
@@ -462,6 +477,8 @@ class LSTMLayerBPTT(torch.autograd.Function):
                     torch.mm(W_mh.t(), du, out=dyn)
                 else:
                     torch.addmm(dY_prev, W_mh.t(), du, out=dyn)
+            elif smap is not None:
+                smap.back_step(t, dpre.t(), dyn.t(), None if dY_prev is None else dY_prev.t())
             elif dY_prev is None:
                 torch.mm(Rt, dpre, out=dyn)
             else:
@@ -484,6 +501,12 @@ class LSTMLayerBPTT(torch.autograd.Function):
             out = d2[:, :B] @ v0  # step 0 meets v_{-1} = v0, step t meets v_{t-1}
             return out.addmm_(d2[:, B:], v[:-1].reshape((T - 1) * B, N)) if T > 1 else out
 
+        if smap is not None:  # dx, dW, dR from the map's own intermediates
+            dPre2 = dPre.transpose(1, 2).reshape(T * B, D)  # (T·B, D) rows: a free view
+            dx, grads["W"], grads["R"] = smap.grads(dPre2, x, Y, h0, need[3], need[6], need[7])
+            grads["x"] = dx
+            need = list(need)
+            need[3] = need[6] = need[7] = False
         if need[3]:
             dx = x.new_empty(T, B, I)
             for t in range(T):
@@ -685,6 +708,7 @@ def _last_index(bs: list[int], B: int, device) -> Tensor:
 
 
 LAYOUTS = ("features", "batch")
+_TAPES: list[list] = []  # set by ``rop.recording``: where ``run`` leaves each call's tape
 _FORCED: list[str] = []  # set by ``forced_layout`` (tests, benchmarks)
 
 
@@ -722,7 +746,7 @@ def forced_layout(name: str):
 def run(cell, x: Tensor, lengths: Tensor | None, h0: Tensor, c0: Tensor, alpha: dict[str, float]):
     """Run one layer-direction with the fast engine. x (T, B, I); returns Y, C, h_n, c_n."""
     s = cell.spec
-    w = cell.weights()
+    w = cell.weights(structured=True)  # F-LSTM, G-LSTM: factors / groups, not a dense matrix
     T, B, _ = x.shape
     args = (
         w["W"],
@@ -736,13 +760,23 @@ def run(cell, x: Tensor, lengths: Tensor | None, h0: Tensor, c0: Tensor, alpha: 
         w["Q"],
         w["W_p"],
     )
-    if choose_layout(s, B, x.dtype) == "batch":
+    layout = choose_layout(s, B, x.dtype)
+    if layout == "batch":
         from lstmlab.engines.bptt_rows import LSTMLayerBPTTRows as layer
     else:
         layer = LSTMLayerBPTT
     packing = sort_by_length(lengths, T)
     if packing is None:
-        return layer.apply(s, alpha, None, x, h0, c0, *args)
-    perm, inv, batch_sizes = packing
-    Y, C, h_n, c_n = layer.apply(s, alpha, batch_sizes, x[:, perm], h0[perm], c0[perm], *args)
+        out = layer.apply(s, alpha, None, x, h0, c0, *args)
+    else:
+        perm, _, batch_sizes = packing
+        out = layer.apply(s, alpha, batch_sizes, x[:, perm], h0[perm], c0[perm], *args)
+    if _TAPES:  # an R-forward pass will read this call's activations (``rop.recording``)
+        from lstmlab.engines.rop import LayerTape
+
+        _TAPES[-1].append(LayerTape(cell, layout, alpha, packing, out[0].grad_fn))
+    if packing is None:
+        return out
+    inv = packing[1]
+    Y, C, h_n, c_n = out
     return Y[:, inv], C[:, inv], h_n[inv], c_n[inv]

@@ -21,6 +21,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from lstmlab.engines import structured
 from lstmlab.engines.bptt import (
     _SIGMOID_FORM,
     _activation,
@@ -33,6 +34,7 @@ from lstmlab.engines.bptt import (
     _sigmoid_form,
     _sigmoid_span,
     _steps,
+    _z_scale,
 )
 from lstmlab.engines.products import StepProduct
 from lstmlab.nn.variants import CellSpec
@@ -67,6 +69,8 @@ class LSTMLayerBPTTRows(torch.autograd.Function):
         bs = batch_sizes if batch_sizes is not None else [B] * T
         full = batch_sizes is None
         Ws, Rs, bsc, Qs, Ps = _forward_weights(s, alpha, W, R, b, Q, P_i, P_f, P_o)
+        # F-LSTM / G-LSTM given as their factors / groups: their own products (``structured``)
+        smap = structured.make(s, alpha, W, R, x, bsc, _z_scale(s.g, _sigmoid_form(x)))
         x2 = x.reshape(T * B, I)
         # the input projection W x_t + b, one large product per chunk of k steps (a few MB, so
         # that a chunk is still in the cache when its steps run)
@@ -79,7 +83,8 @@ class LSTMLayerBPTTRows(torch.autograd.Function):
         # [g(z) | gate activations] of every step, in the pre-activation order. Each step's
         # pre-activations are formed in its own row and activated in place. (Dead rows keep
         # the padding's input projection: the weight-gradient products meet them with δ = 0.)
-        ZA = x.new_empty(T, B, D)
+        # (a structured map writes only the rows alive: the dead ones then start at 0)
+        ZA = x.new_zeros(T, B, D) if (smap is not None and not full) else x.new_empty(T, B, D)
         Z, A = ZA[..., :H], ZA[..., H:]
         Yh = new(T, B, H) if W_p is not None else None
         if mult:
@@ -87,7 +92,7 @@ class LSTMLayerBPTTRows(torch.autograd.Function):
             MX = (x2 @ W_mx.t()).view(T, B, M)
             U, Mm = new(T, B, M), new(T, B, M)
         # the per-step products (BLAS, or oneDNN on a packed weight: see ``products``)
-        rec = StepProduct(Rs, T, B)
+        rec = StepProduct(Rs, T, B) if smap is None else None
         proj = StepProduct(W_p, T, B) if W_p is not None else None
         qrec = StepProduct(Qs, T, B) if Qs is not None else None
         mh = StepProduct(W_mh, T, B) if mult else None
@@ -124,7 +129,7 @@ class LSTMLayerBPTTRows(torch.autograd.Function):
             n = bs[t]
             if n == 0:
                 break
-            if t % k == 0:  # the input projection of the next chunk of steps
+            if smap is None and t % k == 0:  # the input projection of the next chunk of steps
                 m = min(k, T - t)
                 torch.addmm(bias, x2[t * B : (t + m) * B], Ws.t(), out=ZA[t : t + m].view(m * B, D))
             if not full:
@@ -133,6 +138,8 @@ class LSTMLayerBPTTRows(torch.autograd.Function):
             if mult:
                 u = mh.into(Us[t], y_prev)
                 rec.add_(pre, torch.mul(MXs[t], u, out=Ms[t]))
+            elif smap is not None:
+                smap.step(t, pre, y_prev)
             else:
                 rec.add_(pre, y_prev)
             if qrec is not None and t > 0:
@@ -199,6 +206,7 @@ class LSTMLayerBPTTRows(torch.autograd.Function):
         ctx.spec, ctx.alpha, ctx.bs = s, alpha, batch_sizes
         ctx.save_for_backward(x, h0, c0, W, R, W_mx, W_mh, P_i, P_f, P_o, Q, W_p, Y, C)
         ctx.Z, ctx.A, ctx.HC, ctx.Yh = Z, A, HC, Yh
+        ctx.smap = smap
         if mult:
             ctx.MX, ctx.U, ctx.Mm = MX, U, Mm
         ctx.has_b = b is not None
@@ -258,7 +266,10 @@ class LSTMLayerBPTTRows(torch.autograd.Function):
         dc_buf = x.new_empty(B, H)
         dyh_buf = x.new_empty(B, H) if W_p is not None else None
         # the per-step products δ R, dy W_p, δ_gates Q, du W_mh (see ``products``)
-        rec = StepProduct(R.t(), T, B)
+        smap = ctx.smap
+        rec = StepProduct(R.t(), T, B) if smap is None else None
+        if smap is not None:
+            smap.begin_backward(full)
         proj = StepProduct(W_p.t(), T, B) if W_p is not None else None
         qrec = StepProduct(Q.t(), T, B) if fgr else None
         mh = StepProduct(W_mh.t(), T, B) if mult else None
@@ -313,6 +324,8 @@ class LSTMLayerBPTTRows(torch.autograd.Function):
                 du = torch.mul(dm, MXs[t], out=dUs[t])
                 torch.mul(dm, Us[t], out=dMXs[t])
                 mh.into(dyn, du, dY_prev)
+            elif smap is not None:
+                smap.back_step(t, dpre, dyn, dY_prev)
             else:
                 rec.into(dyn, dpre, dY_prev)
             n_after = n
@@ -323,6 +336,11 @@ class LSTMLayerBPTTRows(torch.autograd.Function):
         grads = dict.fromkeys(
             ["x", "h0", "c0", "W", "R", "b", "W_mx", "W_mh", "P_i", "P_f", "P_o", "Q", "W_p"]
         )
+        if smap is not None:  # dx, dW, dR from the map's own intermediates
+            dx, grads["W"], grads["R"] = smap.grads(dPre2, x, Y, h0, need[3], need[6], need[7])
+            grads["x"] = dx
+            need = list(need)
+            need[3] = need[6] = need[7] = False
         if need[3]:
             dx = dPre2 @ W
             if mult:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from lstmlab.nn.dropin import TorchGRU, TorchLSTM, TorchRNN
 from lstmlab.nn.gru import GRU
 from lstmlab.nn.lstm import LSTM
 from lstmlab.nn.mrnn import MRNN
 from lstmlab.nn.rnn import RNN
 from lstmlab.nn.variants import VARIANTS
 
-__all__ = ["LSTM", "RNN", "MRNN", "GRU", "VARIANTS"]
+__all__ = ["LSTM", "RNN", "MRNN", "GRU", "VARIANTS", "TorchLSTM", "TorchGRU", "TorchRNN"]

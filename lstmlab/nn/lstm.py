@@ -1,4 +1,8 @@
-"""``lstmlab.LSTM``: the whole LSTM family of SPEC S1 behind the ``torch.nn.LSTM`` interface.
+"""``lstmlab.LSTM``: the whole LSTM family of SPEC S1, called as ``torch.nn.LSTM`` is called.
+
+Its parameters (``cells.k.W/R/b``, rows z|i|f|o, one bias) and defaults (variant "vanilla",
+U(−0.1, 0.1)) are the family's own; the drop-in with torch's constructor, parameter names,
+``state_dict`` and PackedSequence handling is ``lstmlab.TorchLSTM`` (``lstmlab.nn.dropin``).
 
     lstm = LSTM(input_size, hidden_size, num_layers=1, variant="vanilla", cells_per_block=1,
                 gate_sharpness=1.0, proj_size=None, bidirectional=False, batch_first=False,
@@ -173,7 +177,11 @@ class LSTM(nn.Module):
         D = H + len(gates) * nb
         rank = sw["factorization_rank"]
         if rank == "auto":
-            rank = max(1, min(D, I + Hr) // 2)
+            rank = max(1, min(D, I + Hr, 2 * H) // 2)
+        if rank is not None and not 1 <= rank <= H:
+            raise ValueError(
+                f"factorization_rank must be in 1..{H} (the hidden size) for F-LSTM, got {rank}"
+            )
         k = sw["groups"]
         if k > 1:
             for name, size in (

@@ -21,8 +21,10 @@ exist) feeds every gate through Q with full gate recurrence. Variants:
 Weight layout: the rows of W, R, b (and of the assembled F/G matrices) are
 ``z (H) | i (blocks) | f (blocks) | o (blocks)`` with absent gates left out (see ``CellSpec``).
 
-``step`` is the obviously-correct single step used by the autograd reference engine;
-``weights`` hands the fast engines the same parameters as dense matrices.
+``step`` is the obviously-correct single step used by the autograd reference engine (F-LSTM and
+G-LSTM through their structure: W1 then W2, k group products); ``weights`` hands the engines the
+same parameters as dense matrices, or with ``structured=True`` F-LSTM's factors and G-LSTM's
+groups as they are (what the bptt engine runs on, ``engines/structured.py``).
 """
 
 from __future__ import annotations
@@ -179,13 +181,21 @@ class LSTMCell(nn.Module):
                 self.b[s.gate_slice(g)] += v.to(self.b.device)
 
     # ------------------------------------------------------------------ dense weights
-    def weights(self) -> dict[str, Tensor | None]:
+    def weights(self, structured: bool = False) -> dict[str, Tensor | None]:
         """The parameters as dense tensors for the engines (differentiable assembly):
 
         W (D, I), R (D, Hr or M), b (D,) or None, W_mx (M, I), W_mh (M, Hr) for mLSTM,
-        peep {gate: (blocks, cells_per_block)}, Q (n_q, n_q), W_p (p, H)."""
+        peep {gate: (blocks, cells_per_block)}, Q (n_q, n_q), W_p (p, H).
+
+        ``structured=True``: F-LSTM's W and R are its factors W1 (r, I + Hr) and W2 (D, r),
+        G-LSTM's its groups Wg (k, D/k, I/k) and Rg (k, D/k, Hr/k), as they are — what the
+        bptt engine runs on (``engines/structured.py``); no dense matrix is assembled."""
         s = self.spec
-        if s.factorization_rank is not None:
+        if structured and s.factorization_rank is not None:
+            W, R = self.W1, self.W2
+        elif structured and s.groups > 1:
+            W, R = self.Wg, self.Rg
+        elif s.factorization_rank is not None:
             WR = self.W2 @ self.W1  # (D, I + Hr)
             W, R = WR[:, : s.input_size], WR[:, s.input_size :]
         elif s.groups > 1:

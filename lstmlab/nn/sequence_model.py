@@ -23,6 +23,14 @@ Normalisation (seed 000 Sec. 3.3): the loss is the mean over samples; with ``rea
 each sample's summed per-step loss is divided by its own length. For softmax targets, the
 class index −100 marks steps that carry no target (they add nothing; the length still
 divides). CTC: mean over samples of each sequence's negative log-likelihood.
+
+Symbol inputs (word-level language models): with ``embedding=E`` the inputs are symbol indices
+(B, T, 1) in [0, input_size) (−1 on padding) and a learned table (input_size, E) maps them to
+the vectors the recurrent stack reads (``embedding="auto"``: E = the stack's output size, the
+projection size with LSTMP) — a lookup instead of a product with a one-hot vector of the
+vocabulary's size. ``model(inputs, lengths, initial_state=(h0, c0))`` starts an LSTM stack
+from a given state, and ``model.final_state`` keeps (h_n, c_n) of the last forward pass
+(detached) so that a state can be carried from one chunk of a text to the next.
 """
 
 from __future__ import annotations
@@ -63,6 +71,7 @@ class SequenceModel(nn.Module):
         dtype: torch.dtype | None = None,
         device=None,
         seed: int | None = None,
+        embedding: int | str | None = None,
         **cell_kwargs: Any,
     ):
         super().__init__()
@@ -104,6 +113,25 @@ class SequenceModel(nn.Module):
             raise ValueError(
                 f"unknown option(s) {sorted(unknown)} for cell={cell!r}; valid: {sorted(_accepted(cell))}"
             )
+        self.embed = None
+        self.final_state: tuple[Tensor, Tensor] | None = None
+        if embedding is not None:
+            width = cell_kwargs.get("proj_size") or hidden_size
+            E = width if embedding == "auto" else embedding
+            if isinstance(E, bool) or not isinstance(E, int) or E < 1:
+                raise ValueError(
+                    f"embedding must be a positive integer or 'auto', got {embedding!r}"
+                )
+            # row input_size is the padding symbol: zero, and never updated
+            self.embed = nn.Embedding(
+                input_size + 1, E, padding_idx=input_size, dtype=dtype, device=device
+            )
+            g = torch.Generator().manual_seed(seed + 2) if seed is not None else None
+            with torch.no_grad():
+                w = torch.rand(self.embed.weight.shape, generator=g, dtype=self.embed.weight.dtype)
+                self.embed.weight.copy_((w * 2 - 1) * 0.1)
+                self.embed.weight[input_size].zero_()
+            input_size = E
         self.rnn = CELLS[cell](input_size, hidden_size, **kw, **cell_kwargs)
         rec_out = _output_width(self.rnn)
         generator = torch.Generator().manual_seed(seed + 1) if seed is not None else None
@@ -133,14 +161,33 @@ class SequenceModel(nn.Module):
 
     # ------------------------------------------------------------------ forward
     def forward(
-        self, inputs: Tensor, lengths: Tensor | None = None, *, return_states: bool = False
+        self,
+        inputs: Tensor,
+        lengths: Tensor | None = None,
+        *,
+        return_states: bool = False,
+        initial_state: tuple[Tensor, Tensor] | None = None,
     ):
         """inputs (B, T, I) -> logits (B, T, O) for read="every", (B, O) for read="last".
 
         With ``return_states=True`` also returns states (B, T, S): every layer's outputs and,
-        for LSTMs, cell states, concatenated (zero at padded steps)."""
+        for LSTMs, cell states, concatenated (zero at padded steps). ``initial_state``: (h0, c0)
+        of an LSTM stack (zero when None); ``self.final_state`` keeps (h_n, c_n), detached."""
+        if self.embed is not None:
+            if inputs.shape[-1] != 1:
+                raise ValueError(
+                    f"with an embedding the inputs are symbol indices (B, T, 1), got shape "
+                    f"{tuple(inputs.shape)}"
+                )
+            idx = inputs[..., 0].long()
+            inputs = self.embed(torch.where(idx < 0, self.embed.padding_idx, idx))
         if isinstance(self.rnn, LSTM):
-            out, (h_n, _), cells = self.rnn(inputs, lengths=lengths, return_states=True)
+            out, (h_n, c_n), cells = self.rnn(
+                inputs, initial_state, lengths=lengths, return_states=True
+            )
+            self.final_state = (h_n.detach(), c_n.detach())
+        elif initial_state is not None:
+            raise ValueError("initial_state is only for cell='lstm'")
         else:
             out, h_n = self.rnn(inputs, lengths=lengths)
             cells = []

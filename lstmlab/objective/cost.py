@@ -7,8 +7,9 @@ optimizer can forget one (line-search evaluations included). Units per sequence:
     loss only                    1   (one forward pass)
     loss and gradient            3   (forward + backward ≈ 2 forward passes)
     curvature-vector product     4   (Gauss–Newton or Hessian, Schraudolph 2002 / Pearlmutter)
-    curvature set-up             3   (the forward + create-graph backward a cached product
-                                      operator is built on; seed 001 does not count it)
+    curvature set-up             3   (the forward + create-graph backward a cached reference
+                                      operator is built on; seed 001 does not count it), 1 for
+                                      the fast products' set-up (one forward pass kept)
     per-sample gradients         3   (per sequence; Martens' diagonal preconditioner)
 
     P_D += units · n_seq   (batch dependent: sequential hardware)

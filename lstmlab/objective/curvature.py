@@ -3,15 +3,17 @@
 Written by hand: curvature products are this project's subject. Step by step, for the
 Gauss–Newton product G v = Jᵀ H_L J v (Schraudolph 2002; Martens 2010):
 
-    set-up (once per point, 3 forward-pass units):
-        z, s = model(x)                          # logits (B,T,O) or (B,O); states (B,T,S)
-        u = 0 (requires grad)                     # a dummy cotangent for z (and s)
-        r(u) = Jᵀ u                               # backward with create_graph: linear in u
+    set-up (once per point):
+        z, s = model(x)                          # logits (B,T,O) or (B,O); states (B,T,S),
+                                                 # the graph kept
     product (4 units, what seed 001 assumes):
-        J v    = ∂(r(u)·v)/∂u                     # "double backward": the R-op without forward mode
+        J v    = the R-op of the forward pass     # fast: R-forward through the bptt engine;
+                                                 # reference: double backward (see jacobian.py)
         H_L Jv = Hessian of the loss w.r.t. z, applied to J v (output layer only, cheap)
-        G v    = Jᵀ (H_L J v)                     # one more backward through the kept graph
+        G v    = Jᵀ (H_L J v)                     # one backward through the kept graph
 
+The fast set-up is one forward pass (1 unit); the reference one adds a create-graph backward
+(3 units). Both J halves live in ``lstmlab.objective.jacobian``; ``products=`` picks one.
 Structural damping adds μ·J_sᵀ W_s J_s v in the same product (same J v pass, same backward).
 The exact Hessian product is the double backward of the gradient graph (Pearlmutter 1994).
 The finite-difference product is (g(x+εv) − g(x−εv))/2ε, or forward with g(x) cached.
@@ -28,6 +30,7 @@ H_L per output type (``model.output``):
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import torch
@@ -36,17 +39,23 @@ from torch import Tensor
 if TYPE_CHECKING:  # pragma: no cover
     from lstmlab.objective.model import Objective
 
-__all__ = ["CurvatureOperator", "KINDS"]
+__all__ = ["CurvatureOperator", "KINDS", "PRODUCTS"]
 
 KINDS = ("gn", "hessian", "fd", "none")
+PRODUCTS = ("auto", "fast", "reference")
 
 
 class CurvatureOperator:
     """``A(v) = C v + structural_weight · J_sᵀ W_s J_s v`` at the objective's current point.
 
     ``kind``: "gn" (C = G), "hessian" (C = H), "fd" (C = finite-difference H), "none" (C = 0).
-    Each call records one curvature product in the objective's counter; building the operator
-    records one set-up. Keep the operator only while the parameters do not change.
+    ``products``: how J v and Jᵀ u are computed (``lstmlab.objective.jacobian``): "fast" (the
+    R-forward pass and hand-written backward of the bptt engine; a ``SequenceModel`` of LSTM
+    layers on that engine), "reference" (double backward on ``objective.curvature_engine``),
+    "auto" (fast where available). The exact Hessian has only the reference form: "auto"
+    takes it there. Each call records one curvature product in the objective's counter;
+    building the operator records one set-up. Keep the operator only while the parameters do
+    not change.
     """
 
     def __init__(
@@ -57,51 +66,72 @@ class CurvatureOperator:
         *,
         fd_eps: float | None = None,
         fd_central: bool = False,
+        products: str = "auto",
     ) -> None:
         if kind not in KINDS:
             raise ValueError(f"unknown curvature kind {kind!r}; valid kinds: {list(KINDS)}")
+        if products not in PRODUCTS:
+            raise ValueError(f"unknown curvature products {products!r}; valid: {list(PRODUCTS)}")
+        mu = float(structural_weight)
+        if not (math.isfinite(mu) and mu >= 0.0):
+            raise ValueError(
+                f"structural_weight must be finite and >= 0, got {structural_weight!r}"
+            )
         self.obj = objective
         self.kind = kind
-        self.mu = float(structural_weight)
+        self.mu = mu
         self.fd_eps = fd_eps
         self.fd_central = fd_central
+        self.products = self._choose_products(products)
         self.x0 = objective.get_params()
         self.n_products = 0
         self._setup()
 
+    def _choose_products(self, products: str) -> str:
+        from lstmlab.objective.jacobian import fast_products_available
+
+        ok, why = fast_products_available(self.obj.model)
+        if products == "fast":
+            if self.kind == "hessian":
+                raise ValueError(
+                    "the exact Hessian has no fast product; use products='reference' or 'auto'"
+                )
+            if not ok:
+                raise ValueError(f"products='fast' is not available: {why}")
+            return "fast"
+        if products == "auto" and ok and self.kind != "hessian":
+            return "fast"
+        return "reference"
+
     # ------------------------------------------------------------------ set-up
     def _setup(self) -> None:
-        obj, b = self.obj, self.obj.batch
-        need_states = self.mu != 0.0
-        need_graph = self.kind in ("gn", "hessian") or need_states
+        from lstmlab.objective.jacobian import FastJacobian, ReferenceJacobian
+
+        obj = self.obj
+        outputs = tuple(k for k, on in (("z", self.kind == "gn"), ("s", self.mu != 0.0)) if on)
         self._g0 = None
-        self._outs: list[Tensor] = []
+        self._jac = None
         if self.kind == "fd" and not self.fd_central:
             self._g0 = self._grad(self.x0)
-        if not need_graph:
+        if self.kind == "hessian":
+            self._jac = ReferenceJacobian(obj, self.x0, outputs)
+            loss = obj.model.loss(self._jac.z, obj.batch)
+            (self._g,) = torch.autograd.grad(loss, self._jac.x, create_graph=True)
+        elif outputs:
+            cls = FastJacobian if self.products == "fast" else ReferenceJacobian
+            self._jac = cls(obj, self.x0, outputs)
+        if self._jac is None:
             if self.kind == "fd" and not self.fd_central:
                 obj.counter.record("curv_setup", obj.n_seq)
             return
-        x = self.x0.clone().requires_grad_(True)
-        with obj.engine(obj.curvature_engine):
-            out = obj.forward(x, return_states=need_states)
-        z, s = out if need_states else (out, None)
-        self._x = x
-        outs, us = [], []
         if self.kind == "gn":
-            outs.append(z)
-            self._hl = _OutputHessian(obj, z.detach())
-        if need_states:
-            outs.append(s)
-            self._ws = obj.state_weights().to(s.dtype).unsqueeze(-1)  # (B, T, 1)
-        if outs:
-            us = [torch.zeros_like(o, requires_grad=True) for o in outs]
-            (self._jt_u,) = torch.autograd.grad(outs, x, us, create_graph=True)
-        self._outs, self._us = outs, us
-        if self.kind == "hessian":
-            loss = obj.model.loss(z, b)
-            (self._g,) = torch.autograd.grad(loss, x, create_graph=True)
-        obj.counter.record("curv_setup", obj.n_seq)
+            self._hl = _OutputHessian(obj, self._jac.z.detach())
+        if self.mu != 0.0:
+            b = obj.batch
+            self._ws = obj.state_weights().to(b.inputs.dtype).unsqueeze(-1)  # (B, T, 1)
+        # the fast set-up is one forward pass; the reference one adds a create-graph backward
+        units = 1.0 if isinstance(self._jac, FastJacobian) else None
+        obj.counter.record("curv_setup", obj.n_seq, units=units)
 
     def _grad(self, x: Tensor) -> Tensor:
         xl = x.detach().clone().requires_grad_(True)
@@ -112,29 +142,39 @@ class CurvatureOperator:
     # ------------------------------------------------------------------ product
     def __call__(self, v: Tensor) -> Tensor:
         obj = self.obj
-        v = v.detach().to(self.x0.dtype)
+        v = self._check_direction(v)
         result = torch.zeros_like(self.x0)
         units = 4.0
         if self.kind == "hessian":
-            (hv,) = torch.autograd.grad(self._g, self._x, v, retain_graph=True)
+            (hv,) = torch.autograd.grad(self._g, self._jac.x, v, retain_graph=True)
             result += hv
         elif self.kind == "fd":
             result += self._fd(v)
             units = 6.0 if self.fd_central else 3.0
-        if self._outs:
-            jv = torch.autograd.grad(self._jt_u, self._us, v, retain_graph=True)  # J v per output
-            cot = []
-            k = 0
-            if self.kind == "gn":
-                cot.append(self._hl(jv[k]))
-                k += 1
-            if self.mu != 0.0:
-                cot.append(self.mu * self._ws * jv[k])
-            (back,) = torch.autograd.grad(self._outs, self._x, cot, retain_graph=True)
-            result += back
+        if self.kind == "gn" or self.mu != 0.0:
+            jv = self._jac.jvp(v)  # J v per part: logits "z", states "s" (maybe in pieces)
+            cot = [
+                self._hl(j) if part == "z" else self._ws * j.mul_(self.mu)  # H_L J v, μ W_s J_s v
+                for part, j in zip(self._jac.parts, jv, strict=True)
+            ]
+            result += self._jac.vjp(cot)  # → Jᵀ (H_L J v + μ W_s J_s v)
         obj.counter.record("curv", obj.n_seq, units=units)
         self.n_products += 1
         return obj._reduce(result)
+
+    def _check_direction(self, v: Tensor) -> Tensor:
+        P = self.x0.numel()
+        if not isinstance(v, Tensor):
+            raise ValueError(f"v must be a tensor of {P} parameters, got {type(v).__name__}")
+        if tuple(v.shape) != (P,):
+            raise ValueError(
+                f"v must be a flat direction of shape ({P},) (one entry per parameter), "
+                f"got shape {tuple(v.shape)}"
+            )
+        v = v.detach().to(dtype=self.x0.dtype, device=self.x0.device)
+        if not bool(torch.isfinite(v).all()):
+            raise ValueError("v contains NaN or Inf; a curvature product needs a finite direction")
+        return v
 
     def _fd(self, v: Tensor) -> Tensor:
         vn = float(v.norm())

@@ -21,8 +21,13 @@ All reductions over samples pass through ``_reduce`` — the single place a data
 subclass averages across workers (weighted by sample counts). Nothing else sums over workers.
 
 Engines: the gradient uses whatever engine the model has (the fast ``bptt`` one composes with
-reverse mode). Curvature products need double backward, so they switch the model to
-``curvature_engine`` (default ``"autograd"``) while their graph is built and switch it back.
+reverse mode). Curvature products (``curvature_products``): "auto" (the default) runs the
+Gauss–Newton, structural-damping and finite-difference products on the bptt engine (its
+R-forward pass and hand-written backward) wherever the model allows it (a ``SequenceModel`` of
+LSTM layers with ``engine="bptt"``); the exact Hessian and every other model use the reference
+products (double backward), which switch the model to ``curvature_engine`` (default
+``"autograd"``) while their graph is built and switch it back. "reference" always uses those;
+"fast" demands the fast ones.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from torch.func import functional_call
 
 from lstmlab.data import Batch
 from lstmlab.objective.cost import CostCounter
-from lstmlab.objective.curvature import CurvatureOperator
+from lstmlab.objective.curvature import PRODUCTS, CurvatureOperator
 
 __all__ = ["Objective"]
 
@@ -51,7 +56,8 @@ class Objective:
         batch: the samples; ``Batch`` layout (batch-first, zero-padded, ``lengths``).
         t_ref: count each sequence as ``length / t_ref`` in the cost measures (None: as 1).
         counter: share a cost counter (subsets share their parent's).
-        curvature_engine: engine set on the model while curvature graphs are built.
+        curvature_engine: engine set on the model while reference curvature graphs are built.
+        curvature_products: "auto", "fast" or "reference" (see the module docstring).
     """
 
     def __init__(
@@ -62,6 +68,7 @@ class Objective:
         t_ref: float | None = None,
         counter: CostCounter | None = None,
         curvature_engine: str | None = "autograd",
+        curvature_products: str = "auto",
     ) -> None:
         if len(batch) < 1:
             raise ValueError("Objective needs a batch with at least one sample")
@@ -72,6 +79,11 @@ class Objective:
         self.t_ref = t_ref
         self.counter = counter if counter is not None else CostCounter()
         self.curvature_engine = curvature_engine
+        if curvature_products not in PRODUCTS:
+            raise ValueError(
+                f"curvature_products must be one of {list(PRODUCTS)}, got {curvature_products!r}"
+            )
+        self.curvature_products = curvature_products
         self._named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         if not self._named:
             raise ValueError("the model has no trainable parameters")
@@ -125,6 +137,7 @@ class Objective:
             t_ref=self.t_ref,
             counter=self.counter,
             curvature_engine=self.curvature_engine,
+            curvature_products=self.curvature_products,
         )
 
     # ---------------------------------------------------------------- the one reduction place
@@ -152,9 +165,11 @@ class Objective:
     def forward(self, x: Tensor | None, batch: Batch | None = None, return_states: bool = False):
         """Model output at parameters ``x`` (the model's own when None)."""
         b = self.batch if batch is None else batch
-        if x is None:
-            return self.model(b.inputs, b.lengths, return_states=return_states)
         kwargs = {"return_states": True} if return_states else {}
+        if getattr(b, "initial_state", None) is not None:  # a state carried from the last chunk
+            kwargs["initial_state"] = b.initial_state
+        if x is None:
+            return self.model(b.inputs, b.lengths, **kwargs)
         return functional_call(self.model, self._as_dict(x), (b.inputs, b.lengths), kwargs)
 
     def loss(self, x: Tensor | None = None) -> float:
@@ -199,7 +214,7 @@ class Objective:
     # ---------------------------------------------------------------- curvature
     def curvature_operator(self, kind: str = "gn", structural_weight: float = 0.0):
         """A cached ``v ↦ A v`` at the current parameters; see ``CurvatureOperator``."""
-        return CurvatureOperator(self, kind, structural_weight)
+        return CurvatureOperator(self, kind, structural_weight, products=self.curvature_products)
 
     def gauss_newton_product(self, v: Tensor) -> Tensor:
         """G v = Jᵀ H_L J v with H_L the loss Hessian w.r.t. the pre-nonlinearity outputs."""
@@ -213,7 +228,9 @@ class Objective:
         self, v: Tensor, eps: float | None = None, central: bool = True
     ) -> Tensor:
         """Finite-difference H v: (g(x+εv) − g(x−εv)) / 2ε, or forward (g(x+εv) − g(x)) / ε."""
-        op = CurvatureOperator(self, "fd", 0.0, fd_eps=eps, fd_central=central)
+        op = CurvatureOperator(
+            self, "fd", 0.0, fd_eps=eps, fd_central=central, products=self.curvature_products
+        )
         return op(v)
 
     def structural_damping_product(self, v: Tensor) -> Tensor:
@@ -222,7 +239,7 @@ class Objective:
         S(θ) = Σ_b Σ_t w_bt ½‖s_bt(θ) − s_bt(θ₀)‖², w_bt = 1[t < ℓ_b] / (B ℓ_b), s = the
         states ``model(..., return_states=True)`` returns (every layer's y and c).
         """
-        return CurvatureOperator(self, "none", 1.0)(v)
+        return self.curvature_operator("none", 1.0)(v)
 
     def state_weights(self, batch: Batch | None = None) -> Tensor:
         """(B, T) weights w_bt = 1[t < ℓ_b] / (B ℓ_b) of the structural penalty."""

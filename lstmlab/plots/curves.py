@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,10 +21,19 @@ AXES = {
 }
 
 
+# A diverged run's last values (NaN, Inf, 1e300) cannot be drawn: matplotlib's log-axis ticks
+# overflow. Points beyond this magnitude are left off the figure (the summary says "diverged").
+DRAWABLE = 1e100
+
+
+def _drawable(v: Any) -> bool:
+    return isinstance(v, int | float) and math.isfinite(v) and abs(v) <= DRAWABLE
+
+
 def _series(records: Sequence[dict[str, Any]], x: str, y: str) -> tuple[list, list]:
     xs, ys = [], []
     for r in records:
-        if y in r and x in r and r[y] is not None:
+        if y in r and x in r and _drawable(r[y]) and _drawable(r[x]):
             xs.append(r[x])
             ys.append(r[y])
     return xs, ys
@@ -43,23 +53,25 @@ def learning_curve(
     title: str = "",
     metric: str = "mae",
     target: float | None = None,
+    split: str = "test",
 ) -> str | None:
-    """Test metric against training sequences, and training loss against P_D (two panels)."""
+    """The evaluated split's metric against training sequences, and training loss against
+    P_D (two panels). ``split``: the split evaluated during training (``test``/``valid``)."""
     if not records:
         return None
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.6))
-    xs, ys = _series(records, "samples", f"test_{metric}")
-    a.plot(xs, ys, marker=".", ms=3, lw=1.2, label=f"test {metric}")
+    xs, ys = _series(records, "samples", f"{split}_{metric}")
+    a.plot(xs, ys, marker=".", ms=3, lw=1.2, label=f"{split} {metric}")
     if target is not None:
         a.axhline(target, color="k", ls="--", lw=0.8, label=f"target {target:g}")
     _scale(a, xs, ys + ([target] if target else []))
     a.set_xlabel(AXES["samples"])
-    a.set_ylabel(f"test {metric}")
+    a.set_ylabel(f"{split} {metric}")
     a.legend()
     xs2, ys2 = _series(records, "P_D", "loss")
     b.plot(xs2, ys2, lw=1.0, color="C1", label="training minibatch loss")
-    xt, yt = _series(records, "P_D", "test_loss")
-    b.plot(xt, yt, lw=1.0, color="C2", marker=".", ms=3, label="test loss")
+    xt, yt = _series(records, "P_D", f"{split}_loss")
+    b.plot(xt, yt, lw=1.0, color="C2", marker=".", ms=3, label=f"{split} loss")
     _scale(b, xs2 + xt, ys2 + yt)
     b.set_xlabel(AXES["P_D"])
     b.set_ylabel("loss")

@@ -20,6 +20,7 @@ from typing import Any
 
 from lstmlab.training import run as runs
 from lstmlab.training.config import resolve
+from lstmlab.training.jsonsafe import restore
 
 __all__ = ["RunSpec", "ensure", "run_all", "dry_run", "group", "status"]
 
@@ -60,8 +61,8 @@ def ensure(spec: RunSpec, out: Path, *, progress: str = "auto") -> dict[str, Any
     """The run's summary: read if finished, else resumed or started (and trained to its end)."""
     d = spec.dir(out)
     state = status(spec, out)
-    if state == "done":
-        return json.loads((d / "summary.json").read_text())
+    if state == "done":  # standard JSON: "NaN"/"Infinity" strings back to floats
+        return restore(json.loads((d / "summary.json").read_text()))
     if state == "started":
         return runs.resume(d, progress=progress, out=None)
     cfg = resolve(overrides=dict(spec.overrides))

@@ -158,8 +158,7 @@ def create(
             f"{root} already holds study {pointer.get('name')!r}; nothing was overwritten "
             f"(add trials with `lstmlab study run {root}`, or choose another directory)"
         )
-    task = build.build_task(base_cfg)  # a bad base config fails here, before anything is written
-    build.eval_split(base_cfg, task)
+    task = build.build_all(base_cfg).task  # a bad base config fails here, before any write
     metric = build.stop_metric(base_cfg, task)
     higher = task.higher_is_better if metric == task.metric else metric == "accuracy"
     definition = {

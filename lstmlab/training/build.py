@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 import torch
 
 from lstmlab.data import Batch
+from lstmlab.objective.cost import CostCounter
 from lstmlab.training.config import ConfigError, RunConfig
 from lstmlab.training.stopping import StoppingRule
 
@@ -64,8 +66,18 @@ def build_task(cfg: RunConfig):
         raise ConfigError(
             "task.name", f"unknown task {cfg.task.name!r}; valid: {', '.join(tasks.names())}"
         )
-    options = {"seed": cfg.seed, **cfg.task.options}
-    return _call("task.options", lambda **kw: tasks.make(cfg.task.name, **kw), options)
+    # the run seed reaches the task where its builder draws something (generated sequences,
+    # held-out splits); text, PTB and music have splits fixed by their files, so there the
+    # seed orders the training chunks only (the training loop) and the task says so
+    seeded = tasks.takes(cfg.task.name, "seed")
+    options = {"seed": cfg.seed, **cfg.task.options} if seeded else dict(cfg.task.options)
+    task = _call("task.options", lambda **kw: tasks.make(cfg.task.name, **kw), options)
+    if not seeded:
+        task.info["seed"] = (
+            f"task {cfg.task.name!r} takes no seed (its splits are fixed); seed {cfg.seed} "
+            "sets the initial weights and the order of the training sequences"
+        )
+    return task
 
 
 def build_model(cfg: RunConfig, task, device: torch.device, dtype: torch.dtype):
@@ -99,20 +111,24 @@ def build_optimizer(cfg: RunConfig):
     if o.lr is not None:
         common["lr"] = o.lr
     name = o.name
+    kind = {"sgd-clip": "sgd", "bgd": "sgd", "shf": "hf", "bhf": "hf"}.get(name, name)
     if name in ("lbfgs", "cg") and o.iterations_per_batch is not None:
         common["iterations"] = o.iterations_per_batch
     if name == "lbfgs" and o.history is not None:
         common["history"] = o.history
-    if name in ("sgd", "momentum", "nesterov"):
+    if kind in ("sgd", "momentum", "nesterov"):
         if o.momentum is not None:
             common["momentum"] = o.momentum
         if name == "nesterov":
             common["nesterov"] = True
     elif o.momentum is not None:
         raise ConfigError("optimizer.momentum", f"not used by optimizer {name!r}")
-    if name == "hf":
+    options = dict(o.options)
+    if kind == "hf":
         common.setdefault("seed", cfg.seed)
         common.setdefault("gradient_batch", o.batch_size)
+        if "lm" in options:
+            options["lm"] = damping_rule(options["lm"])
     factory = {
         "lbfgs": optim.LBFGS,
         "cg": optim.NonlinearCG,
@@ -121,8 +137,65 @@ def build_optimizer(cfg: RunConfig):
         "momentum": optim.SGD,
         "nesterov": optim.SGD,
         "adam": optim.Adam,
-    }[name]
-    return _call("optimizer.options", factory, {**common, **o.options})
+    }[kind]
+    return _call("optimizer.options", factory, {**common, **options})
+
+
+def describe(built: Built) -> list[str]:
+    """What the optimizer and the data resolve to, in words (``train --dry-run``)."""
+    cfg, opt = built.cfg, built.optimizer
+    lines = [f"gradient batch B_g = {cfg.optimizer.batch_size} sequences per iteration"]
+    if hasattr(opt, "curvature_batch"):
+        lm = opt.lm
+        rule = (
+            "λ fixed"
+            if lm is None
+            else f"λ ×{lm.increase:.4g} when ρ < {lm.low:g}, ×{lm.decrease:.4g} when ρ > {lm.high:g}"
+        )
+        lines.append(
+            f"HF: curvature {opt.curvature}, B_c = {opt.curvature_batch}, "
+            f"at most {int(opt.hp('max_cg'))} CG iterations, initial λ = {opt.lam:g}, {rule}"
+        )
+    if getattr(opt, "clip_norm", None) is not None:
+        lines.append(f"SGD: lr {opt.hp('lr'):g}, gradient norm clipped to {opt.clip_norm:g}")
+    lines.append(f"evaluation during training on the {built.eval_split} split")
+    if built.t_ref is not None:
+        lines.append(f"cost unit: one forward pass of a sequence of {built.t_ref:g} steps")
+    if "seed" in built.task.info and isinstance(built.task.info["seed"], str):
+        lines.append(built.task.info["seed"])
+    return lines
+
+
+def damping_rule(table: Any):
+    """HF's Levenberg–Marquardt rule from its config table (``optimizer.options.lm``):
+    ``{decrease, increase, low, high, min_value, max_value}``, any subset (the rest keep
+    Martens' values); ``false`` keeps λ fixed. Checked here, before anything runs."""
+    from lstmlab.optim.damping import LevenbergMarquardt
+
+    key = "optimizer.options.lm"
+    if table is False:
+        return None
+    if not isinstance(table, dict):
+        raise ConfigError(
+            key, f"must be a table such as {{increase = 1.01}} or false, got {table!r}"
+        )
+    valid = [f.name for f in dataclasses.fields(LevenbergMarquardt)]
+    for k, v in table.items():
+        if k not in valid:
+            raise ConfigError(f"{key}.{k}", f"unknown key; valid: {', '.join(valid)}")
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v <= 0:
+            raise ConfigError(f"{key}.{k}", f"must be a positive number, got {v!r}")
+    try:
+        rule = LevenbergMarquardt(**{k: float(v) for k, v in table.items()})
+    except ValueError as err:
+        raise ConfigError(key, str(err)) from None
+    if not rule.min_value < rule.max_value:
+        raise ConfigError(
+            key, f"need min_value < max_value, got {rule.min_value}, {rule.max_value}"
+        )
+    if not rule.high < 1:
+        raise ConfigError(f"{key}.high", f"must be < 1 (ρ above it shrinks λ), got {rule.high}")
+    return rule
 
 
 def stop_metric(cfg: RunConfig, task=None) -> str:
@@ -148,17 +221,6 @@ def build_stopping(cfg: RunConfig, task) -> StoppingRule:
         patience=s.patience,
         patience_epochs=s.patience_epochs,
     )
-
-
-def eval_split(cfg: RunConfig, task):
-    """The split evaluated during training (``eval_split``: test, or valid for early stopping)."""
-    if cfg.eval_split == "valid" and task.valid is None:
-        raise ConfigError(
-            "eval_split",
-            f"task {cfg.task.name!r} has no validation split here (for JapaneseVowels set "
-            "task.options.n_valid)",
-        )
-    return task.valid if cfg.eval_split == "valid" else task.test
 
 
 class DeviceSplit:
@@ -198,17 +260,48 @@ class DeviceSplit:
             yield self.split.batch(slice(start, start + size)).to(self.device, self.dtype)
 
 
+EVAL_ELEMENTS = 25_000_000  # predictions held at once during an evaluation (rows · T · O)
+
+
 @torch.no_grad()
 def evaluate(model, task, data: DeviceSplit) -> dict[str, float]:
-    """The task's metrics plus the model's mean ``loss`` on a whole split."""
-    pairs, loss_sum = [], 0.0
-    for batch in data.chunks():
-        logits = model(batch.inputs, batch.lengths)
-        loss_sum += float(model.loss(logits, batch)) * len(batch)
-        pairs.append((model.output_nonlinearity(logits), batch))
-    metrics = dict(task.evaluate_batches(pairs))
+    """The task's metrics plus the model's mean ``loss`` on a whole split, a chunk of rows at
+    a time (at most ``EVAL_ELEMENTS`` predictions at once: a word-level softmax is wide)."""
+    loss_sum = 0.0
+    width = max(1, data.split.max_length * task.output_size)
+    rows = max(1, min(EVAL_CHUNK, EVAL_ELEMENTS // width))
+
+    def pairs():
+        nonlocal loss_sum
+        for batch in data.chunks(rows):
+            logits = model(batch.inputs, batch.lengths)
+            loss_sum += float(model.loss(logits, batch)) * len(batch)
+            yield model.output_nonlinearity(logits), batch
+
+    metrics = dict(task.evaluate_batches(pairs()))
     metrics["loss"] = loss_sum / len(data)
     return metrics
+
+
+FIRST_ORDER = ("sgd", "momentum", "nesterov", "adam")
+
+
+def carries_state(cfg: RunConfig, task) -> bool:
+    """Whether the loop carries the LSTM state from one chunk to the next (``loop.train``):
+    the task lays its training text out as parallel streams (``info["streams"]``, with
+    ``carry_state``) and the optimizer is first-order. Batch methods (L-BFGS, CG, HF) train on
+    large random minibatches of chunks, each from a zero state."""
+    streams = task.info.get("streams") if task.info.get("carry_state") else None
+    if streams is None or cfg.optimizer.name not in FIRST_ORDER:
+        return False
+    if cfg.optimizer.batch_size != streams:
+        raise ConfigError(
+            "optimizer.batch_size",
+            f"must equal the task's streams ({streams}) to carry the state across chunks; "
+            f"set task.options.streams = {cfg.optimizer.batch_size} or "
+            "task.options.carry_state = false",
+        )
+    return True
 
 
 @dataclass
@@ -221,6 +314,10 @@ class Built:
     train_data: DeviceSplit
     test_data: DeviceSplit
     make_objective: Callable[[Any, Batch], Any]
+    carry_state: bool = False  # minibatches in stream order, the state carried (loop.train)
+    eval_data: DeviceSplit | None = None  # the split evaluated during training (None: test)
+    eval_split: str = "test"
+    t_ref: float | None = None  # cost unit: a forward pass of a sequence of t_ref steps
 
     @property
     def target(self) -> float | None:
@@ -231,6 +328,10 @@ class Built:
         return 0.01 if self.stopping.metric == "mae" and rule in ("seed000", "1997") else None
 
     def evaluate(self, model) -> dict[str, float]:
+        """The evaluation during training: on ``eval_split`` (valid when the task has one)."""
+        return evaluate(model, self.task, self.eval_data or self.test_data)
+
+    def evaluate_test(self, model) -> dict[str, float]:
         return evaluate(model, self.task, self.test_data)
 
     def evaluate_split(self, split: str) -> dict[str, float]:
@@ -243,11 +344,21 @@ class Built:
 
 def build_all(cfg: RunConfig) -> Built:
     from lstmlab.objective import Objective
+    from lstmlab.training.memory import check_model, check_task
 
     device, dtype = device_of(cfg), dtype_of(cfg)
+    check_task(cfg)  # lower bounds of the memory needed, before anything large is allocated
     task = build_task(cfg)
+    check_model(cfg, task)
     model = build_model(cfg, task, device, dtype)
     optimizer = build_optimizer(cfg)
+    split = cfg.eval_split
+    if split == "auto":
+        split = "valid" if task.valid is not None else "test"
+    if split == "valid" and task.valid is None:
+        raise ConfigError("eval_split", f"task {cfg.task.name!r} has no valid split")
+    t_ref = task.info.get("t_ref")
+    test_data = DeviceSplit(task.test, device, dtype)
     return Built(
         cfg=cfg,
         task=task,
@@ -255,19 +366,47 @@ def build_all(cfg: RunConfig) -> Built:
         optimizer=optimizer,
         stopping=build_stopping(cfg, task),
         train_data=DeviceSplit(task.train, device, dtype, noise=cfg.task.input_noise),
-        test_data=DeviceSplit(eval_split(cfg, task), device, dtype),
-        make_objective=_ObjectiveFactory(Objective),
+        test_data=test_data,
+        make_objective=_ObjectiveFactory(Objective, t_ref),
+        eval_data=DeviceSplit(task.valid, device, dtype) if split == "valid" else test_data,
+        eval_split=split,
+        t_ref=t_ref,
+        carry_state=carries_state(cfg, task),
     )
 
 
 class _ObjectiveFactory:
     """A new ``Objective`` per minibatch, but the same one while the batch is the same object
-    (full-batch training), so L-BFGS can reuse the gradient at the start of its next step."""
+    (full-batch training), so L-BFGS can reuse the gradient at the start of its next step.
 
-    def __init__(self, cls):
-        self.cls, self._last = cls, None
+    With ``t_ref`` (chunked text: seed 001's length 200) the cost is counted in forward passes
+    of a ``t_ref``-step sequence: P_D by the batch's total length / t_ref (the objective's
+    own ``t_ref``), P_I by the batch's longest sequence / t_ref (``RefLengthCounter``), so a
+    run on chunks of 100 costs half a unit per chunk, in the paper's units."""
+
+    def __init__(self, cls, t_ref: float | None = None):
+        self.cls, self.t_ref, self._last = cls, t_ref, None
 
     def __call__(self, model, batch: Batch):
         if self._last is None or self._last.batch is not batch or self._last.model is not model:
-            self._last = self.cls(model, batch)
+            if self.t_ref is None:
+                self._last = self.cls(model, batch)
+            else:
+                counter = RefLengthCounter(batch.max_length / self.t_ref)
+                self._last = self.cls(model, batch, t_ref=self.t_ref, counter=counter)
         return self._last
+
+
+class RefLengthCounter(CostCounter):
+    """A ``CostCounter`` whose batch-independent count P_I scales by ``length_ratio`` (the
+    batch's longest sequence over the reference length): on fully parallel hardware a pass
+    over sequences of T steps takes T / t_ref reference passes."""
+
+    def __init__(self, length_ratio: float):
+        super().__init__()
+        self.length_ratio = float(length_ratio)
+
+    def record(self, kind: str, n_seq: float, units: float | None = None) -> None:
+        before = self.p_i
+        super().record(kind, n_seq, units)
+        self.p_i = before + (self.p_i - before) * self.length_ratio

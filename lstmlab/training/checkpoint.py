@@ -8,6 +8,20 @@ tensor appears as ``{"__tensor__": key}``. Loading reads JSON and raw tensor byt
 (dicts with non-string keys, tuples, ints, floats including inf/nan, None, strings, tensors with
 their dtype, on CPU).
 
+Verified (format 2): the header also holds ``sha256``, a digest of the state document, of
+``config_sha256`` and of every tensor's name, dtype, shape and bytes, and ``config_sha256``, the digest the caller gives
+of the config the state belongs to (``config_digest``). ``load_checkpoint`` recomputes the
+first and refuses a file whose digest differs (one flipped byte anywhere is caught: in the
+tensor bytes by the digest, in the header by the digest or by the JSON/safetensors parser);
+``load_latest(path, config_digest=...)`` also refuses a checkpoint of another config. Both
+refusals are ``CheckpointError``s, so ``load_latest`` falls back to ``.prev`` exactly as for a
+truncated file. Format-1 files (no digest) still load, unverified.
+
+Finite (``finite=("model",)``): ``save_checkpoint`` refuses, before writing a byte, a state
+whose tensors under those keys are not all finite (``NonFiniteError``), so a diverged run can
+never replace its last good checkpoint; ``load_checkpoint`` refuses such a file the same way
+(a NaN written by hand with a recomputed digest still falls back to ``.prev``).
+
 Atomicity (a kill at any moment leaves the last good checkpoint readable): the bytes go to a
 temporary file in the same directory, are fsynced, the previous checkpoint is renamed to
 ``<name>.prev`` and the temporary file is renamed over ``<name>`` (``os.replace`` is atomic on
@@ -17,6 +31,7 @@ is missing or unreadable.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -27,14 +42,27 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "load_latest", "FORMAT"]
+__all__ = [
+    "CheckpointError",
+    "NonFiniteError",
+    "save_checkpoint",
+    "load_checkpoint",
+    "load_latest",
+    "config_digest",
+    "non_finite",
+    "FORMAT",
+]
 
 FORMAT = "lstmlab-checkpoint"
-VERSION = 1
+VERSION = 2
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint that is missing, truncated, corrupt or not lstmlab's; one-line message."""
+
+
+class NonFiniteError(CheckpointError):
+    """A state holding NaN/Inf where finite values are required (never written, never loaded)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -101,20 +129,84 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def encode(state: dict[str, Any]) -> bytes:
+def _digest(document: str, tensors: dict[str, torch.Tensor], config_sha: str = "") -> str:
+    """SHA-256 of the state document, the config digest and every tensor's name, dtype, shape
+    and bytes."""
+    h = hashlib.sha256(document.encode("utf-8"))
+    h.update(f"\0config\0{config_sha}".encode())
+    for key in sorted(tensors):
+        t = tensors[key].detach().to("cpu").contiguous()
+        h.update(f"\0{key}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
+        if t.numel():
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def config_digest(config: Any) -> str:
+    """SHA-256 of a JSON-able config (canonical: sorted keys, standard JSON)."""
+    text = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _tensors_under(obj: Any):
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            yield from _tensors_under(v)
+    elif isinstance(obj, list | tuple):
+        for v in obj:
+            yield from _tensors_under(v)
+
+
+def non_finite(state: dict[str, Any], keys: tuple[str, ...]) -> str | None:
+    """The first ``key/name`` under ``keys`` whose floating tensor holds NaN/Inf, or None."""
+    for key in keys:
+        sub = state.get(key)
+        items = sub.items() if isinstance(sub, dict) else [(key, sub)]
+        for name, value in items:
+            for t in _tensors_under(value):
+                if t.is_floating_point() or t.is_complex():
+                    t = t.detach()
+                    if not (bool(torch.isfinite(t.sum())) or bool(torch.isfinite(t).all())):
+                        return f"{key}/{name}"
+    return None
+
+
+def encode(state: dict[str, Any], *, config_digest: str | None = None) -> bytes:
     tensors: dict[str, torch.Tensor] = {}
     tree = _flatten(state, tensors)
-    meta = {"format": FORMAT, "version": str(VERSION), "state": json.dumps(tree)}
+    document = json.dumps(tree)
+    meta = {
+        "format": FORMAT,
+        "version": str(VERSION),
+        "state": document,
+        "sha256": _digest(document, tensors, config_digest or ""),
+    }
+    if config_digest is not None:
+        meta["config_sha256"] = config_digest
     return st_save(tensors, metadata=meta)
 
 
-def save_checkpoint(state: dict[str, Any], path: str | Path, *, write=None) -> None:
+def save_checkpoint(
+    state: dict[str, Any],
+    path: str | Path,
+    *,
+    write=None,
+    config_digest: str | None = None,
+    finite: tuple[str, ...] = (),
+) -> None:
     """Write ``state`` atomically to ``path`` and keep the previous file as ``path.prev``.
 
+    ``finite``: keys of ``state`` whose tensors must be finite; otherwise ``NonFiniteError``
+    and nothing is written. ``config_digest`` is stored for ``load_latest`` to check.
     ``write(fh, data)`` may be given to replace the raw write (tests use it to fake a full disk).
     """
     path = Path(path)
-    data = encode(state)
+    bad = non_finite(state, finite)
+    if bad is not None:
+        raise NonFiniteError(f"{path}: not written: {bad} holds NaN or Inf")
+    data = encode(state, config_digest=config_digest)
     tmp = path.with_name(path.name + ".tmp")
     try:
         with open(tmp, "wb") as fh:
@@ -134,7 +226,13 @@ def _write(fh, data: bytes) -> None:
     fh.write(data)
 
 
-def decode(data: bytes, source: str = "checkpoint") -> dict[str, Any]:
+def decode(
+    data: bytes,
+    source: str = "checkpoint",
+    *,
+    config_digest: str | None = None,
+    finite: tuple[str, ...] = (),
+) -> dict[str, Any]:
     if len(data) < 8:
         raise CheckpointError(f"{source}: truncated ({len(data)} bytes), not a checkpoint")
     header_len = int.from_bytes(data[:8], "little")
@@ -145,22 +243,53 @@ def decode(data: bytes, source: str = "checkpoint") -> dict[str, Any]:
     except (ValueError, UnicodeDecodeError):
         raise CheckpointError(f"{source}: corrupt header (not a safetensors file?)") from None
     meta = header.get("__metadata__") or {} if isinstance(header, dict) else {}
+    if not isinstance(meta, dict):
+        meta = {}
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{source}: not an lstmlab checkpoint (a foreign safetensors file?)")
-    if int(meta.get("version", -1)) > VERSION:
+    try:
+        version = int(meta["version"])
+    except (KeyError, TypeError, ValueError):
+        raise CheckpointError(f"{source}: corrupt header (no format version)") from None
+    if version < 1:
+        raise CheckpointError(f"{source}: corrupt header (format version {version})")
+    if version > VERSION:
         raise CheckpointError(
             f"{source}: written by a newer lstmlab (format version {meta['version']} > {VERSION})"
         )
     try:
         tensors = st_load(data)
-        tree = json.loads(meta["state"])
-    except (SafetensorError, ValueError, KeyError) as err:
-        raise CheckpointError(f"{source}: corrupt or truncated ({err})") from None
-    return _unflatten(tree, tensors)
+        document = meta["state"]
+        tree = json.loads(document)
+    except (SafetensorError, ValueError, KeyError, TypeError) as err:
+        reason = (str(err).splitlines() or [""])[0]
+        raise CheckpointError(f"{source}: corrupt or truncated ({reason})") from None
+    if version >= 2:
+        stored = meta.get("config_sha256")
+        if meta.get("sha256") != _digest(
+            document, tensors, stored if isinstance(stored, str) else ""
+        ):
+            raise CheckpointError(f"{source}: checksum mismatch (the file is damaged)")
+        if config_digest is not None and stored is not None and stored != config_digest:
+            raise CheckpointError(
+                f"{source}: belongs to another config (config checksum mismatch; was "
+                "config.toml edited?)"
+            )
+    try:
+        state = _unflatten(tree, tensors)
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        raise CheckpointError(f"{source}: corrupt state ({type(err).__name__})") from None
+    bad = non_finite(state, finite) if isinstance(state, dict) else None
+    if bad is not None:
+        raise NonFiniteError(f"{source}: {bad} holds NaN or Inf")
+    return state
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read one checkpoint file; any problem is a ``CheckpointError`` with a one-line reason."""
+def load_checkpoint(
+    path: str | Path, *, config_digest: str | None = None, finite: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """Read and verify one checkpoint file; any problem is a ``CheckpointError`` with a
+    one-line reason (``config_digest``/``finite``: see the module docstring)."""
     path = Path(path)
     try:
         data = path.read_bytes()
@@ -168,11 +297,13 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: no such checkpoint") from None
     except OSError as err:
         raise CheckpointError(f"{path}: cannot read ({err.strerror or err})") from None
-    return decode(data, str(path))
+    return decode(data, str(path), config_digest=config_digest, finite=finite)
 
 
-def load_latest(path: str | Path) -> tuple[dict[str, Any], CheckpointError | None]:
-    """The newest readable of ``path`` and ``path.prev``.
+def load_latest(
+    path: str | Path, *, config_digest: str | None = None, finite: tuple[str, ...] = ()
+) -> tuple[dict[str, Any], CheckpointError | None]:
+    """The newest readable and verified of ``path`` and ``path.prev``.
 
     Returns ``(state, skipped)`` where ``skipped`` is the newest file's error when the
     previous checkpoint had to be used (the caller warns); raises that error when neither reads.
@@ -181,7 +312,8 @@ def load_latest(path: str | Path) -> tuple[dict[str, Any], CheckpointError | Non
     first_error: CheckpointError | None = None
     for candidate in (path, path.with_name(path.name + ".prev")):
         try:
-            return load_checkpoint(candidate), first_error
+            state = load_checkpoint(candidate, config_digest=config_digest, finite=finite)
+            return state, first_error
         except CheckpointError as err:
             first_error = first_error or err
     assert first_error is not None

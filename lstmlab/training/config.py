@@ -45,6 +45,19 @@ __all__ = [
 ]
 
 OPTIMIZERS = ("lbfgs", "cg", "hf", "sgd", "momentum", "nesterov", "adam")
+# lstmlab.engines.engine_names() (a test holds them equal; the README's names are tested too)
+ENGINES = (
+    "bptt",
+    "autograd",
+    "rtrl",
+    "rtrl-per-sample",
+    "bptt:per-sample",
+    "autograd:per-sample",
+    "rtrl:per-sample",
+)
+# seed 001's four (Krause et al. 2015), presets of SGD and HF with their batch sizes
+SEED001_OPTIMIZERS = ("sgd-clip", "bgd", "shf", "bhf")
+OPTIMIZERS += SEED001_OPTIMIZERS
 
 
 class ConfigError(ValueError):
@@ -89,7 +102,7 @@ class ModelConfig:
     alpha: float | dict = opt(
         3.75, "gate sharpness α, a number or a schedule over epochs (seed 000 Sec. 4)", gt=0
     )
-    engine: str = opt("bptt", "how gradients are computed", choices=("bptt", "autograd", "rtrl"))
+    engine: str = opt("bptt", "how gradients are computed", choices=ENGINES)
     options: dict = opt({}, "extra keyword arguments for the cell, e.g. {init = 'uniform'}")
 
     @property
@@ -145,14 +158,23 @@ class RunConfig:
         "device; 'auto' picks cuda when present (tiny nets run faster on cpu)",
         choices=("cpu", "cuda", "auto"),
     )
-    eval_every: int = opt(1, "evaluate on the test split every this many iterations", ge=1)
-    eval_split: str = opt(
-        "test",
-        "split evaluated every eval_every iterations and watched by the stopping rule (logged "
-        "as test_*); 'valid' stops on a validation set as Greff did",
-        choices=("test", "valid"),
-    )
+    eval_every: int = opt(1, "evaluate every this many iterations", ge=1)
     checkpoint_every: int = opt(1, "checkpoint every this many iterations", ge=1)
+    log_every: int = opt(
+        1, "write a metrics row every this many iterations (evaluations are always logged)", ge=1
+    )
+    eval_seconds: float | None = opt(
+        None, "also evaluate when this many seconds passed since the last evaluation", gt=0
+    )
+    checkpoint_seconds: float | None = opt(
+        None, "also checkpoint when this many seconds passed since the last checkpoint", gt=0
+    )
+    eval_split: str = opt(
+        "auto",
+        "split evaluated during training (targets, patience); 'auto': valid when the task "
+        "has one (the test split is then read once, at the end), else test",
+        choices=("auto", "valid", "test"),
+    )
     task: TaskConfig = field(default_factory=TaskConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
@@ -211,6 +233,8 @@ def _check_value(key: str, value: Any, tp: Any, meta: dict) -> Any:
         value = float(value)
     if not isinstance(value, tuple(t for t in allowed if t is not type(None))):
         raise ConfigError(key, f"must be {_type_name(allowed)}, got {value!r}")
+    if isinstance(value, dict | list):
+        _check_finite(key, value)
     if isinstance(value, dict) and key.endswith(("alpha", "lr", "momentum")):
         from lstmlab.schedules import as_schedule
 
@@ -230,6 +254,18 @@ def _check_value(key: str, value: Any, tp: Any, meta: dict) -> Any:
         if meta.get("le") is not None and value > meta["le"]:
             raise ConfigError(key, f"must be <= {meta['le']}, got {value!r}")
     return value
+
+
+def _check_finite(key: str, value: Any) -> None:
+    """No NaN/Inf anywhere inside an option table or schedule (TOML can write nan and inf)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(key, f"must be finite, got {value!r}")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _check_finite(f"{key}.{k}", v)
+    elif isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            _check_finite(f"{key}[{i}]", v)
 
 
 def validate(obj: Any, prefix: str = "") -> None:
@@ -274,13 +310,23 @@ def _merge(cls: type, base: Any, data: dict[str, Any], prefix: str) -> Any:
         if dataclasses.is_dataclass(hints[k]):
             kwargs[k] = _merge(hints[k], kwargs[k], v, f"{prefix}{k}.")
         elif isinstance(v, dict) and isinstance(kwargs[k], dict) and k == "options":
-            kwargs[k] = {**kwargs[k], **v}  # option tables merge key by key
+            kwargs[k] = _deep_merge(kwargs[k], v)  # option tables merge key by key
         else:
             kwargs[k] = v
     obj = object.__new__(cls)
     for k, v in kwargs.items():
         setattr(obj, k, v)
     return obj
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` on ``base``; nested tables (``options.lm``) merge key by key too."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = (
+            _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        )
+    return out
 
 
 def from_dict(data: dict[str, Any], base: RunConfig | None = None) -> RunConfig:
@@ -291,14 +337,25 @@ def from_dict(data: dict[str, Any], base: RunConfig | None = None) -> RunConfig:
 
 
 def load_toml(path: str | Path) -> dict[str, Any]:
-    """Read a TOML file into a dict; a syntax error becomes a ``ConfigError`` naming the file."""
+    """Read a TOML file into a dict; a file that is not UTF-8 TOML becomes a one-line
+    ``ConfigError`` naming the file."""
     try:
         with open(path, "rb") as fh:
-            return tomllib.load(fh)
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(str(path), f"not valid TOML: {err}") from None
+            raw = fh.read()
     except OSError as err:
         raise ConfigError(str(path), f"cannot read: {err.strerror or err}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            str(path), f"not a UTF-8 text file (byte {err.start}); a config file is UTF-8 TOML"
+        ) from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(str(path), f"not valid TOML: {str(err).splitlines()[0]}") from None
+    except RecursionError:
+        raise ConfigError(str(path), "not valid TOML: nested too deeply") from None
 
 
 def save_toml(cfg: RunConfig, path: str | Path) -> None:
@@ -312,9 +369,11 @@ def dumps_toml(cfg: RunConfig) -> str:
 def parse_value(text: str) -> Any:
     """A flag's value as TOML would read it (``3``, ``0.1``, ``true``, ``{type='linear'}``);
     anything TOML cannot read is a plain string (``lbfgs``)."""
+    if "\n" in text or "\r" in text:
+        return text  # one value, never further TOML lines
     try:
         return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
+    except (tomllib.TOMLDecodeError, RecursionError):
         return text
 
 
@@ -346,14 +405,21 @@ def resolve(
     overrides: dict[str, Any] | None = None,
     *,
     presets: bool = True,
+    notes: list[str] | None = None,
 ) -> RunConfig:
     """defaults → task preset → optimizer preset → each layer (files) → ``--key value`` flags.
 
     The presets are chosen by the *final* task and optimizer names, so
     ``--optimizer.name momentum`` brings seed 000's batch 100, lr 0.1, momentum 0.9 unless the
-    user sets those too.
+    user sets those too. A task preset's model options apply only to a cell that takes them
+    (``presets.for_cell``); those dropped are described in ``notes`` when a list is given.
     """
-    from lstmlab.training.presets import OPTIMIZER_PRESETS, TASK_PRESETS
+    from lstmlab.training.presets import (
+        OPTIMIZER_PRESETS,
+        OPTIMIZER_RUN_PRESETS,
+        TASK_PRESETS,
+        for_cell,
+    )
 
     user = list(layers or [])
     if overrides:
@@ -363,8 +429,13 @@ def resolve(
         probe = cfg
         for layer in user:
             probe = from_dict(layer, probe)
-        cfg = from_dict(TASK_PRESETS.get(probe.task.name, {}), cfg)
+        task_preset = for_cell(TASK_PRESETS.get(probe.task.name, {}), probe.model, notes)
+        cfg = from_dict(task_preset, cfg)
+        probe = cfg  # the optimizer a task preset picks counts unless the user picks another
+        for layer in user:
+            probe = from_dict(layer, probe)
         cfg = from_dict({"optimizer": OPTIMIZER_PRESETS.get(probe.optimizer.name, {})}, cfg)
+        cfg = from_dict(OPTIMIZER_RUN_PRESETS.get(probe.optimizer.name, {}), cfg)
     for layer in user:
         cfg = from_dict(layer, cfg)
     return cfg

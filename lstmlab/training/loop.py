@@ -5,6 +5,11 @@ builds the model, task data, optimizer, stopping rule, metrics log and checkpoin
 hands them in. Every iteration is: pick the next minibatch → one ``optimizer.step`` on its
 objective → update the counters → maybe evaluate → log one record → maybe checkpoint.
 
+Divergence: after every step the parameters are checked (one reduction each); a NaN or Inf
+ends the run at once with ``stop_reason = "diverged"`` (as does a non-finite evaluation loss,
+``StoppingRule``). The checkpoint callback is not called for a diverged state: the last
+checkpoint written stays the last finite one.
+
 Data order is a pure function of ``(seed, epoch)`` (a fresh generator per epoch), so a resumed
 run needs only the counters to draw the same minibatches.
 
@@ -61,6 +66,18 @@ def minibatch(data: Any, batch_size: int, seed: int, epoch: int, index: int) -> 
     return data.batch(order[index * batch_size : (index + 1) * batch_size])
 
 
+def stream_batch(data: Any, streams: int, index: int, carried: Any) -> Batch:
+    """Chunk ``index`` of each of the ``streams`` streams (rows [index·streams, …)), starting
+    from the ``carried`` state (h_n, c_n) of the previous chunk (None: zero)."""
+    rows = torch.arange(index * streams, min((index + 1) * streams, len(data)))
+    batch = data.batch(rows)
+    if carried is None:
+        return batch
+    h, c = carried
+    dtype = batch.inputs.dtype
+    return dataclasses.replace(batch, initial_state=(h.to(dtype), c.to(dtype)))
+
+
 def batches_per_epoch(n: int, batch_size: int) -> int:
     return max(1, math.ceil(n / batch_size))
 
@@ -96,9 +113,14 @@ def train(
     seed: int,
     eval_every: int = 1,
     checkpoint_every: int = 1,
+    log_every: int = 1,
     checkpoint: Callable[[TrainState], None] | None = None,
     progress: Any = None,
     interrupted: Callable[[], bool] = lambda: False,
+    carry_state: bool = False,
+    eval_seconds: float | None = None,
+    checkpoint_seconds: float | None = None,
+    eval_name: str = "test",
 ) -> TrainState:
     """Train until ``stopping`` says so (or ``interrupted()``); return the final state.
 
@@ -107,15 +129,33 @@ def train(
     seed 001; sequences that went into gradients); the loop sums them. ``evaluate(model)`` returns
     the test metrics (e.g. ``{"loss": .., "mae": ..}``). ``checkpoint(state)`` persists
     everything; it is called every ``checkpoint_every`` iterations and when the loop ends.
+    A record is logged every ``log_every`` iterations and at every evaluation.
+
+    ``carry_state``: the training data are parallel streams of consecutive chunks (rows
+    [j·B, (j+1)·B) hold chunk j of the B = ``batch_size`` streams, see ``tasks/words.py``); the
+    minibatches then come in order and each starts from the state (h_n, c_n) the model
+    reached at the end of the previous one (``state.carried``, detached; zero at the start of
+    an epoch) — truncated BPTT across chunks, for first-order optimizers.
+
+    ``eval_seconds`` / ``checkpoint_seconds`` also evaluate / checkpoint once that much wall
+    time has passed since the last one (whichever interval ends first). The evaluation's
+    metrics are logged as ``<eval_name>_<metric>`` (``valid_bits_per_char``).
     """
     n_batches = batches_per_epoch(len(train_data), batch_size)
     clock = time.perf_counter() - state.wall  # wall time continues across resumes
 
     if state.iteration == 0 and state.evals == 0:  # a fresh run: evaluate the initial network
         stopping.observe(state, evaluate(model))
-        log.write(_record(state, {}, test=state.last_eval))
+        log.write(_record(state, {}, test=state.last_eval, name=eval_name))
         if checkpoint is not None:
             checkpoint(state)
+    last_eval = last_checkpoint = time.perf_counter()
+    evaluated = state.iteration % eval_every == 0  # was the network as it stands evaluated?
+
+    def due(every: int, seconds: float | None, since: float) -> bool:
+        return state.iteration % every == 0 or (
+            seconds is not None and time.perf_counter() - since >= seconds
+        )
 
     while True:
         state.wall = time.perf_counter() - clock
@@ -127,8 +167,13 @@ def train(
             break
 
         model.set_epoch(state.epoch)  # gate-sharpness schedules run over epochs
-        batch = minibatch(train_data, batch_size, seed, state.epoch, state.batch_in_epoch)
+        if carry_state:
+            batch = stream_batch(train_data, batch_size, state.batch_in_epoch, state.carried)
+        else:
+            batch = minibatch(train_data, batch_size, seed, state.epoch, state.batch_in_epoch)
         diag = step_diagnostics(optimizer.step(make_objective(model, batch)))
+        if carry_state:  # the state at the end of this chunk starts the next one
+            state.carried = model.final_state
 
         state.iteration += 1
         state.samples += len(batch)
@@ -139,27 +184,51 @@ def train(
         state.batch_in_epoch += 1
         if state.batch_in_epoch >= n_batches:
             state.epoch, state.batch_in_epoch = state.epoch + 1, 0
+            state.carried = None
         state.wall = time.perf_counter() - clock
 
+        if not _params_finite(model):  # diverged: log this step, keep the last checkpoint
+            state.stop_reason = "diverged"
+            stopping.observe(state, evaluate(model))
+            log.write(_record(state, diag, test=state.last_eval, name=eval_name))
+            if progress is not None:
+                progress.update(state)
+            return state
+
         test = None
-        if state.iteration % eval_every == 0:
+        evaluated = due(eval_every, eval_seconds, last_eval)
+        if evaluated:
             stopping.observe(state, evaluate(model))
             test = state.last_eval
-        log.write(_record(state, diag, test=test))
+            last_eval = time.perf_counter()
+        if test is not None or state.iteration % log_every == 0:
+            log.write(_record(state, diag, test=test, name=eval_name))
         if progress is not None:
             progress.update(state)
-        if checkpoint is not None and state.iteration % checkpoint_every == 0:
+        if checkpoint is not None and due(checkpoint_every, checkpoint_seconds, last_checkpoint):
             checkpoint(state)
+            last_checkpoint = time.perf_counter()
 
-    if state.stop_reason != "interrupted" and state.iteration % eval_every != 0:
+    if state.stop_reason != "interrupted" and not evaluated:
         stopping.observe(state, evaluate(model))  # the summary reports the final network
-        log.write(_record(state, {}, test=state.last_eval))
-    if checkpoint is not None:
+        log.write(_record(state, {}, test=state.last_eval, name=eval_name))
+    if checkpoint is not None and state.stop_reason != "diverged":
         checkpoint(state)  # the final state, stop reason included
     return state
 
 
-def _record(state: TrainState, diag: dict[str, Any], test: dict[str, Any] | None) -> dict:
+def _params_finite(model: Any) -> bool:
+    """Whether every parameter is finite (a model without ``parameters()`` counts as finite)."""
+    for p in getattr(model, "parameters", lambda: ())():
+        x = p.detach()
+        if not (bool(torch.isfinite(x.sum())) or bool(torch.isfinite(x).all())):
+            return False
+    return True
+
+
+def _record(
+    state: TrainState, diag: dict[str, Any], test: dict[str, Any] | None, name: str = "test"
+) -> dict:
     rec: dict[str, Any] = {
         "iteration": state.iteration,
         "epoch": state.epoch,
@@ -173,5 +242,5 @@ def _record(state: TrainState, diag: dict[str, Any], test: dict[str, Any] | None
         if src in diag and diag[src] is not None:
             rec[dst] = _number(diag[src])
     if test:
-        rec.update({f"test_{k}": _number(v) for k, v in test.items()})
+        rec.update({f"{name}_{k}": _number(v) for k, v in test.items()})
     return rec

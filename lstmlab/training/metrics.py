@@ -4,17 +4,28 @@ Each training iteration appends one record (see ``loop.train`` for the fields); 
 iterations add ``test_*`` fields. Records are flushed line by line so a killed run keeps what
 it logged; a checkpoint stores the log's byte length, and ``resume`` cuts the log back to it so
 the resumed run's log equals an uninterrupted one's (up to wall-clock times).
-Non-finite numbers are written as ``NaN``/``Infinity`` (Python's json reads them back).
+
+Standard JSON: non-finite numbers are written as the strings ``"NaN"``, ``"Infinity"``,
+``"-Infinity"`` (``lstmlab.training.jsonsafe``); ``read_metrics`` turns them back into floats.
+
+Damage (a disk error, an editor, a partial copy): ``scan`` finds the longest prefix of whole
+rows (UTF-8, one JSON object, newline-terminated); ``repair`` (called by ``resume`` before it
+appends) truncates the log to that prefix when a damaged row lies before the checkpoint's
+offset and says what was lost; ``read_metrics`` skips rows it cannot read, so a damaged log
+never stops a run from finishing.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MetricsLog", "read_metrics"]
+from lstmlab.training.jsonsafe import dumps, restore
+
+__all__ = ["MetricsLog", "read_metrics", "scan", "repair", "LogScan"]
 
 
 class MetricsLog:
@@ -26,7 +37,7 @@ class MetricsLog:
         self._fh = open(self.path, "a", encoding="utf-8")
 
     def write(self, record: dict[str, Any]) -> None:
-        self._fh.write(json.dumps(record, default=_plain) + "\n")
+        self._fh.write(dumps(record) + "\n")
         self._fh.flush()
 
     def offset(self) -> int:
@@ -40,22 +51,76 @@ class MetricsLog:
             self._fh.close()
 
 
-def _plain(x: Any) -> Any:
-    if hasattr(x, "item"):
-        return x.item()
-    raise TypeError(f"cannot log a {type(x).__name__}")
+def _row(line: bytes) -> dict[str, Any] | None:
+    try:
+        rec = json.loads(line.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return None
+    return restore(rec) if isinstance(rec, dict) else None
+
+
+@dataclass
+class LogScan:
+    good_bytes: int  # length of the longest prefix of whole, readable rows
+    good_rows: int
+    size: int  # file size
+    last_iteration: int | None  # iteration of the last good row
+
+
+def scan(path: str | Path) -> LogScan:
+    """The longest prefix of whole rows of a metrics log (a missing file: all zeros)."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        return LogScan(0, 0, 0, None)
+    pos, rows, last = 0, 0, None
+    while pos < len(data):
+        end = data.find(b"\n", pos)
+        if end < 0:
+            break  # a torn last line
+        rec = _row(data[pos:end])
+        if rec is None:
+            break
+        rows, pos = rows + 1, end + 1
+        last = rec.get("iteration", last)
+    return LogScan(pos, rows, len(data), last if isinstance(last, int) else None)
+
+
+def repair(path: str | Path, offset: int) -> str | None:
+    """Make the log a whole-row prefix no longer than ``offset`` (the checkpoint's view).
+
+    Returns a warning when rows the checkpoint counted were damaged or missing (the log is
+    then cut to its last whole row; the learning curve has a gap there), else None.
+    """
+    path = Path(path)
+    s = scan(path)
+    if s.good_bytes >= offset:
+        if s.size > offset:
+            with open(path, "r+b") as fh:
+                fh.truncate(offset)
+        return None
+    with open(path, "r+b" if path.exists() else "wb") as fh:
+        fh.truncate(s.good_bytes)
+    where = (
+        f"after iteration {s.last_iteration}" if s.last_iteration is not None else "at its start"
+    )
+    what = "damaged" if s.size >= offset else "shorter than the checkpoint says"
+    return (
+        f"{path} is {what} (byte {s.good_bytes} of the {offset} the checkpoint counted): "
+        f"truncated to its last whole row ({s.good_rows} rows, {where}); the rows up to the "
+        "checkpoint are lost from the learning curve"
+    )
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    """All complete records of a log (a torn last line from a kill is skipped)."""
-    out = []
+    """All readable records of a log (a torn or damaged line is skipped)."""
     try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        data = Path(path).read_bytes()
     except FileNotFoundError:
-        return out
-    for line in lines:
-        try:
-            out.append(json.loads(line))
-        except ValueError:
-            continue
+        return []
+    out = []
+    for line in data.split(b"\n"):
+        rec = _row(line) if line.strip() else None
+        if rec is not None:
+            out.append(rec)
     return out

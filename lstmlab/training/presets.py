@@ -3,13 +3,22 @@ with no other option) and the optimizer preset (seed 000's batch sizes and step 
 
 They sit between the ``RunConfig`` dataclass defaults and the user's config files and flags:
 defaults → task preset → optimizer preset → files → ``--key value`` flags.
+
+Presets compose with any choice a user makes: a task preset's ``model.options`` (e.g. seed
+000's input-gate bias) are written for the LSTM; ``for_cell`` keeps each one only when the
+chosen cell and variant take it, and drops it with a note otherwise, so
+``lstmlab train multiplication --model.cell gru`` runs. "Seed 000's setting" has one meaning:
+``train multiplication`` and ``train seed000`` resolve to the same run (only ``task.name``
+differs). Optimizer presets may also set run-level intervals (``OPTIMIZER_RUN_PRESETS``):
+plain SGD takes one sample per step, so evaluating, checkpointing and logging every step would
+cost more than the training itself.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["TASK_PRESETS", "OPTIMIZER_PRESETS", "SEED000_TASK"]
+__all__ = ["TASK_PRESETS", "OPTIMIZER_PRESETS", "OPTIMIZER_RUN_PRESETS", "SEED000_TASK", "for_cell"]
 
 # Lyu & Zhu (seed 000) Sec. 5: 1997 multiplication, minimal length 100, 10,000 training and
 # 3,000 test sequences, sigmoid output unit, stop at test mean absolute error < 0.01.
@@ -22,15 +31,66 @@ SEED000_TASK: dict[str, Any] = {
     "rule": "seed000",
 }
 
+SEED000_RUN: dict[str, Any] = {
+    "task": {"options": SEED000_TASK},
+    # seed 000's MATLAB code (netInit.m): input-gate bias -1, weights U[-0.1, 0.1]
+    "model": {"options": {"gate_bias": {"i": -1.0}}},
+    # a budget so that a run that does not solve still ends (~minutes on 2 cores)
+    "stop": {"max_epochs": 100},
+}
+
+
+def _real_data(
+    *, hidden: int, optimizer: str, max_epochs: int, task: dict, every: int = 100
+) -> dict[str, Any]:
+    """A real-data task's defaults: one layer of ``hidden`` vanilla LSTM blocks of one cell
+    (forget gate, peepholes, α = 1), float32, evaluation on the valid split every ``every``
+    iterations or two minutes (whichever comes first), checkpoints likewise, early stopping
+    after 10 evaluations without improvement. Only the optimizer's *name* is set here; its
+    batch size and step settings come from its own preset."""
+    return {
+        "precision": "float32",
+        "eval_every": every,
+        "eval_seconds": 120.0,
+        "checkpoint_every": every,
+        "checkpoint_seconds": 120.0,
+        "task": {"options": task},
+        "model": {
+            "cell": "lstm",
+            "variant": "vanilla",
+            "blocks": hidden,
+            "cells_per_block": 1,
+            "alpha": 1.0,
+        },
+        "optimizer": {"name": optimizer},
+        "stop": {"max_epochs": max_epochs, "patience": 10},
+    }
+
+
+# character-level language models (seed 001's task): 200 vanilla LSTM cells on chunks of 200
+# characters (≈ 0.25 M weights on Shakespeare's 80 symbols, close to seed 001's 220 K on PTB),
+# Adam on minibatches of 100
+_TEXT = _real_data(hidden=200, optimizer="adam", max_epochs=20, task={})
+
 TASK_PRESETS: dict[str, dict[str, Any]] = {
-    "multiplication": {
-        "task": {"options": SEED000_TASK},
-        # seed 000's MATLAB code (netInit.m): input-gate bias -1, weights U[-0.1, 0.1]
-        "model": {"options": {"gate_bias": {"i": -1.0}}},
-        # a budget so that a run that does not solve still ends (~minutes on 2 cores)
-        "stop": {"max_epochs": 100},
-    },
+    "multiplication": SEED000_RUN,
+    "seed000": SEED000_RUN,  # the same run: one meaning of "seed 000's setting"
     "adding": {"task": {"options": {"convention": "1997"}}, "stop": {"max_epochs": 100}},
+    **{name: preset for name, preset in (("text", _TEXT), ("ptb", _TEXT))},
+    "music": _real_data(
+        hidden=100,
+        optimizer="adam",
+        max_epochs=200,
+        task={},
+    ),
+    "japanese_vowels": _real_data(
+        hidden=32,
+        optimizer="adam",
+        max_epochs=300,
+        # 30 of the 270 training speakers' utterances held out (seeded by the run seed)
+        task={"n_valid": 30},
+        every=5,
+    ),
 }
 
 # seed 000 Sec. 5: (mini-)batch 1,000 for the batch optimizers, 100 for momentum GD with
@@ -60,4 +120,89 @@ OPTIMIZER_PRESETS: dict[str, dict[str, Any]] = {
     "nesterov": {"batch_size": 100, "lr": 0.1, "momentum": 0.9},
     "sgd": {"batch_size": 1, "lr": 0.1},
     "adam": {"batch_size": 100, "lr": 1e-3},
+    # seed 001 (Krause et al. 2015), Sec. 3: sequences of length 200; SGD with B_g = 32 and
+    # large-batch GD with B_g = 3500, both with gradient-norm clipping (Pascanu et al. 2013);
+    # stochastic HF (Kiros 2013) with B_g = 320, B_c = 32 and gentle λ changes (×0.99 / ×1.01
+    # instead of Martens' 2/3 and 3/2); large-batch HF with B_g = 14000, B_c = 3500 and
+    # Martens' rule. Seed 001 gives no step sizes, clipping threshold or CG limits: lr 1 and
+    # threshold 1 are ours (per-character mean loss), as is SHF's CG cap (Kiros runs short
+    # CG solves on small curvature batches) and HF's initial λ = 0.03: with λ = 1 (Martens'
+    # value for summed losses) the damping dominates the per-character mean loss's curvature
+    # for tens of iterations (ρ ≈ 2, each step a gradient step of 1/λ). On 28 K characters of
+    # Shakespeare, 39 LSTM blocks, BHF reached 4.73 valid bits/char at P_I 68 with λ0 = 0.03
+    # against 5.39 at P_I 62 with λ0 = 1 (docs/results.md, seed 001).
+    "sgd-clip": {"batch_size": 32, "lr": 1.0, "momentum": 0.0, "options": {"clip_norm": 1.0}},
+    "bgd": {"batch_size": 3500, "lr": 1.0, "momentum": 0.0, "options": {"clip_norm": 1.0}},
+    "shf": {
+        "batch_size": 320,
+        "options": {
+            "curvature": "gn",
+            "curvature_batch": 32,
+            "max_cg": 50,
+            "damping": 0.03,
+            "lm": {"decrease": 0.99, "increase": 1.01, "low": 0.25, "high": 0.75},
+        },
+    },
+    "bhf": {
+        "batch_size": 14000,
+        "options": {
+            "curvature": "gn",
+            "curvature_batch": 3500,
+            "max_cg": 250,
+            "damping": 0.03,
+            "lm": {"decrease": 2.0 / 3.0, "increase": 1.5, "low": 0.25, "high": 0.75},
+        },
+    },
 }
+
+# Run-level keys an optimizer brings. sgd (one sequence per step, ~10^6 steps for seed 000's
+# default budget): evaluate the 3,000 test sequences and write a synced checkpoint every 1,000
+# steps (a tenth of an epoch of 10,000), a metrics row every 100 (10^4 rows, not 10^6).
+OPTIMIZER_RUN_PRESETS: dict[str, dict[str, Any]] = {
+    "sgd": {"eval_every": 1000, "checkpoint_every": 1000, "log_every": 100},
+}
+
+
+def for_cell(preset: dict[str, Any], model: Any, notes: list[str] | None = None) -> dict[str, Any]:
+    """``preset`` with only the ``model.options`` the chosen cell/variant takes; each option
+    dropped is described in ``notes``. ``model`` is a ``ModelConfig``."""
+    options = (preset.get("model") or {}).get("options") or {}
+    if not options:
+        return preset
+    kept = {}
+    for key, value in options.items():
+        why = _rejected(model, key, value)
+        if why is None:
+            kept[key] = value
+        elif notes is not None:
+            cell = model.cell + (f" ({model.variant})" if model.cell == "lstm" else "")
+            notes.append(
+                f"the task preset's model.options.{key} = {value!r} does not apply to cell "
+                f"{cell}; dropped ({why})"
+            )
+    return {**preset, "model": {**preset["model"], "options": kept}}
+
+
+def _rejected(model: Any, key: str, value: Any) -> str | None:
+    """Why a small model of the chosen cell refuses ``key=value`` (None: it takes it)."""
+    import torch
+
+    from lstmlab.nn.sequence_model import SequenceModel
+
+    kwargs: dict[str, Any] = {"cell": model.cell}
+    blocks = max(1, min(model.blocks, 4))
+    cells = max(1, min(model.cells_per_block, 4))
+    if model.cell == "lstm":
+        kwargs.update(variant=model.variant, cells_per_block=cells)
+
+    def build(**extra: Any) -> str | None:
+        try:
+            with torch.random.fork_rng(devices=[]):  # a probe: leave the global RNG alone
+                SequenceModel(1, blocks * cells, 1, **kwargs, **extra)
+        except (TypeError, ValueError) as err:
+            return (str(err).splitlines() or [""])[0]
+        return None
+
+    if build() is not None:
+        return None  # the choice itself is invalid: keep the preset, let the build say why
+    return build(**{key: value})

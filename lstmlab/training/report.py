@@ -14,6 +14,7 @@ from typing import Any
 
 from lstmlab.training.config import from_dict, load_toml, to_dict
 from lstmlab.training.metrics import read_metrics
+from lstmlab.training.run import RunPaths, read_summary
 
 __all__ = ["find_runs", "load_run", "group_runs", "summary_table", "write_report"]
 
@@ -40,7 +41,7 @@ def load_run(run_dir: Path) -> dict[str, Any]:
     """Config, metrics and summary of one run (an unfinished run has ``summary`` None)."""
     cfg = from_dict(load_toml(run_dir / "config.toml"))
     summary_path = run_dir / "summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.exists() else None
+    summary = read_summary(RunPaths(run_dir)) if summary_path.exists() else None
     return {
         "dir": run_dir,
         "config": cfg,
@@ -164,18 +165,20 @@ def write_report(run_dirs: list[Path], out: str | Path, *, x_axis: str = "P_D") 
         (r["summary"]["target"] for r in runs if (r["summary"] or {}).get("target") is not None),
         None,
     )
+    # the split the runs evaluated during training (valid for tasks that have one)
+    split = next((r["summary"].get("eval_split", "test") for r in runs if r["summary"]), "test")
     curves = {label: [r["metrics"] for r in rs] for label, rs in groups.items()}
     figs = []
     for x in dict.fromkeys([x_axis, "samples"]):
         figs.append(
             compare_runs(
                 curves,
-                out / f"test_{metric}_vs_{x}.png",
+                out / f"{split}_{metric}_vs_{x}.png",
                 x=x,
-                y=f"test_{metric}",
+                y=f"{split}_{metric}",
                 target=target,
-                ylabel=f"test {metric}",
-                title=f"test {metric} against {x}",
+                ylabel=f"{split} {metric}",
+                title=f"{split} {metric} against {x}",
             )
         )
     figs.append(

@@ -7,12 +7,19 @@ A run directory holds::
     checkpoint.safetensors      the last checkpoint (``.prev``: the one before; see ``checkpoint``)
     summary.json                written when the run ends: solved, cost, time, figure path
     figures/learning_curve.png  test metric and training loss against samples and P_D
+    run.lock                    the writer lock (``lock``): empty when no process writes
 
-``start`` and ``resume`` build the objects from the config (``build``), restore the checkpoint
-if any, and call ``loop.train``. Ctrl-C (SIGINT) asks the loop to stop after the current
-iteration and checkpoint; a second Ctrl-C aborts at once (the last checkpoint stays valid).
-Failures a user can act on (unwritable directory, full disk, bad checkpoint) raise ``RunError``
-with a one-line message.
+``start`` and ``resume`` build the objects from the config (``build``), take the directory's
+writer lock, restore the checkpoint if any, and call ``loop.train``. Ctrl-C (SIGINT) or
+SIGTERM asks the loop to stop after the current iteration and checkpoint; a second one aborts
+at once (the last checkpoint stays valid). Failures a user can act on (unwritable directory,
+full disk, bad checkpoint, a second writer) raise ``RunError`` with a one-line message.
+
+Guarantees (tests in docs/design.md): checkpoints are verified on load (content and config
+digests, finite parameters; a failing newest file falls back to ``.prev`` with a warning);
+a state with non-finite parameters, or one whose evaluation loss is not finite, is never
+written, so a diverged run keeps its last finite checkpoint (``summary.json`` says which);
+a damaged ``metrics.jsonl`` is cut back to its last whole row at resume.
 """
 
 from __future__ import annotations
@@ -20,24 +27,46 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import math
 import os
-import signal
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from lstmlab.training import build
-from lstmlab.training.checkpoint import CheckpointError, load_latest, save_checkpoint
+from lstmlab.training.checkpoint import (
+    CheckpointError,
+    NonFiniteError,
+    config_digest,
+    load_latest,
+    save_checkpoint,
+)
 from lstmlab.training.config import RunConfig, dumps_toml, from_dict, load_toml, to_dict
+from lstmlab.training.jsonsafe import dumps as json_dumps
+from lstmlab.training.jsonsafe import restore as json_restore
+from lstmlab.training.lock import LOCK_NAME, LockError, RunLock
 from lstmlab.training.loop import batches_per_epoch, train
-from lstmlab.training.metrics import MetricsLog, read_metrics
+from lstmlab.training.metrics import MetricsLog, read_metrics, repair
 from lstmlab.training.progress import make_progress
 from lstmlab.training.rng import get_rng_state, seed_everything, set_rng_state
+from lstmlab.training.signals import Interrupt, handle_signals
 from lstmlab.training.state import TrainState
 
-__all__ = ["RunError", "RunPaths", "start", "resume", "evaluate_run", "load_config", "summarize"]
+__all__ = [
+    "RunError",
+    "RunPaths",
+    "start",
+    "resume",
+    "evaluate_run",
+    "load_config",
+    "load_run_checkpoint",
+    "summarize",
+]
+
+FINITE = ("model",)  # the checkpoint entries that must be finite to be written or loaded
 
 
 class RunError(RuntimeError):
@@ -68,6 +97,10 @@ class RunPaths:
     def figures(self) -> Path:
         return self.root / "figures"
 
+    @property
+    def prev(self) -> Path:
+        return self.checkpoint.with_name(self.checkpoint.name + ".prev")
+
 
 def _os_message(err: OSError, what: str, path: Path) -> str:
     reason = err.strerror or str(err)
@@ -94,34 +127,43 @@ def load_config(run_dir: str | Path) -> RunConfig:
     return from_dict(load_toml(paths.config))
 
 
-# --------------------------------------------------------------------------------------------
-# Ctrl-C
+def config_sha(cfg: RunConfig) -> str:
+    """The digest a run's checkpoints carry: its config without the budgets (``stop``)."""
+    return config_digest(_identity(to_dict(cfg)))
 
 
-class _Interrupt:
-    """First SIGINT: set a flag the loop polls. Second: the default handler (KeyboardInterrupt)."""
+def load_run_checkpoint(paths: RunPaths, cfg: RunConfig, what: str = "resume"):
+    """The newest verified checkpoint of a run: ``(state, skipped error or None)``."""
+    try:
+        return load_latest(paths.checkpoint, config_digest=config_sha(cfg), finite=FINITE)
+    except CheckpointError as err:
+        raise RunError(f"cannot {what}: {err}") from None
 
-    def __init__(self, notify):
-        self.requested = False
-        self._notify = notify
 
-    def __call__(self, signum, frame) -> None:
-        self.requested = True
-        self._notify("interrupt: checkpointing after this iteration (Ctrl-C again to abort)")
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+def read_summary(paths: RunPaths) -> dict[str, Any] | None:
+    try:
+        data = json.loads(paths.summary.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return json_restore(data) if isinstance(data, dict) else None
 
 
 @contextlib.contextmanager
-def _sigint(handler: _Interrupt):
+def _writer(paths: RunPaths, break_lock: bool, command: str):
+    """Hold the run directory's writer lock (``lock.RunLock``) for the block."""
+    lock = RunLock(paths.root, command=command, force=break_lock)
     try:
-        previous = signal.signal(signal.SIGINT, handler)
-    except ValueError:  # not the main thread: no handler, Ctrl-C behaves as usual
-        yield
-        return
+        lock.acquire()
+    except LockError as err:
+        raise RunError(str(err)) from None
+    except OSError as err:
+        raise RunError(_os_message(err, "lock", paths.root)) from None
+    if lock.warning:
+        print(f"warning: {lock.warning}", file=sys.stderr)
     try:
-        yield
+        yield lock
     finally:
-        signal.signal(signal.SIGINT, previous)
+        lock.release()
 
 
 # --------------------------------------------------------------------------------------------
@@ -131,7 +173,8 @@ def _sigint(handler: _Interrupt):
 def _prepare_dir(paths: RunPaths) -> None:
     if paths.root.exists() and not paths.root.is_dir():
         raise RunError(f"cannot create run directory {paths.root}: a file is in the way")
-    if paths.root.exists() and any(paths.root.iterdir()):
+    # a directory holding only a lock file is one whose `train` was killed before it wrote
+    if paths.root.exists() and any(p.name != LOCK_NAME for p in paths.root.iterdir()):
         raise RunError(
             f"run directory {paths.root} is not empty; use `lstmlab resume {paths.root}` "
             "or choose another --run-dir"
@@ -157,13 +200,14 @@ def start(
     paths = RunPaths(Path(run_dir))
     built = build.build_all(cfg)  # before touching the disk: a bad config fails cleanly
     _prepare_dir(paths)
-    try:
-        atomic_write_text(paths.config, dumps_toml(cfg))
-    except OSError as err:
-        raise RunError(_os_message(err, "write", paths.config)) from None
-    return _execute(
-        cfg, paths, built, None, progress=progress, out=out, checkpoint_writer=checkpoint_writer
-    )
+    with _writer(paths, False, "lstmlab train"):
+        try:
+            atomic_write_text(paths.config, dumps_toml(cfg))
+        except OSError as err:
+            raise RunError(_os_message(err, "write", paths.config)) from None
+        return _execute(
+            cfg, paths, built, None, progress=progress, out=out, checkpoint_writer=checkpoint_writer
+        )
 
 
 def resume(
@@ -172,24 +216,40 @@ def resume(
     stop_overrides: dict[str, Any] | None = None,
     progress: str = "auto",
     out=None,
+    break_lock: bool = False,
 ) -> dict[str, Any]:
-    """Continue a run from its last checkpoint; ``stop_overrides`` may change budgets."""
+    """Continue a run from its last checkpoint; ``stop_overrides`` may change budgets.
+
+    ``break_lock`` takes over a lock whose holder this machine cannot judge (another host)."""
     paths = RunPaths(Path(run_dir))
     cfg = load_config(paths.root)
     if stop_overrides:
         cfg = from_dict({"stop": stop_overrides}, cfg)
-    prev = paths.checkpoint.with_name(paths.checkpoint.name + ".prev")
-    if not paths.checkpoint.exists() and not prev.exists():
+    with _writer(paths, break_lock, "lstmlab resume"):
+        return _resume_locked(cfg, paths, stop_overrides, progress, out)
+
+
+def _resume_locked(cfg, paths, stop_overrides, progress, out):
+    summary = read_summary(paths) if paths.summary.exists() else None
+    if summary is not None and summary.get("stop_reason") == "diverged":
+        raise RunError(
+            f"run {paths.root} diverged at iteration {summary.get('iterations')}"
+            + (
+                f"; its last finite checkpoint (iteration {summary['checkpoint_iteration']}) is "
+                "kept for `lstmlab eval`"
+                if summary.get("checkpoint_iteration") is not None
+                else ""
+            )
+            + "; resuming would diverge again -- start a new run with other settings"
+        )
+    if not paths.checkpoint.exists() and not paths.prev.exists():
         # killed before its first checkpoint: nothing was learned yet, start it afresh
         print(
             f"warning: {paths.root} has no checkpoint yet; starting it from the beginning",
             file=sys.stderr,
         )
         return _execute(cfg, paths, build.build_all(cfg), None, progress=progress, out=out)
-    try:
-        ckpt, skipped = load_latest(paths.checkpoint)
-    except CheckpointError as err:
-        raise RunError(f"cannot resume: {err}") from None
+    ckpt, skipped = load_run_checkpoint(paths, cfg)
     if skipped is not None:
         print(f"warning: {skipped}; resuming from the previous checkpoint", file=sys.stderr)
     if _identity(ckpt.get("config") or {}) != _identity(to_dict(cfg)):
@@ -199,7 +259,21 @@ def resume(
     if finished and not paths.summary.exists():
         # killed while writing its figure or summary: finish that and nothing else
         built = build.build_all(cfg)
-        return finish(cfg, paths, state, metric=built.stopping.metric, target=built.target, out=out)
+        built.model.load_state_dict(ckpt["model"])
+        return finish(
+            cfg,
+            paths,
+            state,
+            metric=built.stopping.metric,
+            target=built.target,
+            out=out,
+            checkpoint_iteration=state.iteration,
+            final_test=_final_test(built, state),
+            eval_split=built.eval_split,
+            task_seed=built.task.info.get("seed")
+            if isinstance(built.task.info.get("seed"), str)
+            else None,
+        )
     if state.stop_reason == "solved" and not (stop_overrides or {}).keys() & {"target", "metric"}:
         raise RunError(f"run {paths.root} already solved its task; nothing to continue")
     if state.stop_reason not in (None, "interrupted") and not stop_overrides:
@@ -223,22 +297,35 @@ def _identity(cfg_dict: dict[str, Any]) -> dict[str, Any]:
 
 def _execute(cfg, paths, built, restored, *, progress, out, checkpoint_writer=None):
     out = out or sys.stdout
+    written = {"iteration": None}  # the last checkpoint on disk (a diverged run keeps it)
     if restored is None:
         seed_everything(cfg.seed)
         state = TrainState()
         truncate = 0
     else:
         ckpt, state = restored
-        built.model.load_state_dict(ckpt["model"])
-        built.optimizer.load_state_dict(ckpt["optimizer"])
-        set_rng_state(ckpt["rng"])
-        truncate = int(ckpt["metrics_offset"])
+        try:
+            built.model.load_state_dict(ckpt["model"])
+            built.optimizer.load_state_dict(ckpt["optimizer"])
+            set_rng_state(ckpt["rng"])
+            truncate = int(ckpt["metrics_offset"])
+        except (KeyError, RuntimeError, ValueError, TypeError) as err:
+            reason = (str(err).splitlines() or [""])[0][:200]
+            raise RunError(f"cannot resume: checkpoint does not fit this run ({reason})") from None
+        written["iteration"] = state.iteration
     try:
-        log = MetricsLog(paths.metrics, truncate_to=truncate)
+        warning = repair(paths.metrics, truncate) if truncate or paths.metrics.exists() else None
+        if warning:
+            print(f"warning: {warning}", file=sys.stderr)
+        log = MetricsLog(paths.metrics)
     except OSError as err:
         raise RunError(_os_message(err, "write", paths.metrics)) from None
+    config_hash = config_sha(cfg)
 
     def checkpoint(st: TrainState) -> None:
+        loss = st.last_eval.get("loss")
+        if st.stop_reason == "diverged" or (isinstance(loss, float) and not math.isfinite(loss)):
+            return  # never replace the last good checkpoint with a diverged state
         try:
             payload = {
                 "config": to_dict(cfg),
@@ -249,7 +336,16 @@ def _execute(cfg, paths, built, restored, *, progress, out, checkpoint_writer=No
                 "metrics_offset": log.offset(),
                 "saved_at": time.time(),
             }
-            save_checkpoint(payload, paths.checkpoint, write=checkpoint_writer)
+            save_checkpoint(
+                payload,
+                paths.checkpoint,
+                write=checkpoint_writer,
+                config_digest=config_hash,
+                finite=FINITE,
+            )
+            written["iteration"] = st.iteration
+        except NonFiniteError:
+            return  # the loop stops on non-finite parameters; the last good checkpoint stays
         except OSError as err:
             raise RunError(_os_message(err, "write checkpoint", paths.checkpoint)) from None
 
@@ -259,10 +355,10 @@ def _execute(cfg, paths, built, restored, *, progress, out, checkpoint_writer=No
             len(built.train_data), cfg.optimizer.batch_size
         )
     bar = make_progress(progress, built.stopping.metric, total)
-    interrupt = _Interrupt(bar.message)
+    interrupt = Interrupt(bar.message)
     bar.start(state)
     try:
-        with _sigint(interrupt):
+        with handle_signals(interrupt):
             state = train(
                 built.model,
                 built.optimizer,
@@ -276,16 +372,42 @@ def _execute(cfg, paths, built, restored, *, progress, out, checkpoint_writer=No
                 seed=cfg.seed,
                 eval_every=cfg.eval_every,
                 checkpoint_every=cfg.checkpoint_every,
+                log_every=cfg.log_every,
                 checkpoint=checkpoint,
                 progress=bar,
                 interrupted=lambda: interrupt.requested,
+                carry_state=built.carry_state,
+                eval_seconds=cfg.eval_seconds,
+                checkpoint_seconds=cfg.checkpoint_seconds,
+                eval_name=built.eval_split,
             )
     except OSError as err:
         raise RunError(_os_message(err, "write", paths.root)) from None
     finally:
         bar.close()
         log.close()
-    return finish(cfg, paths, state, metric=built.stopping.metric, target=built.target, out=out)
+    seed_note = built.task.info.get("seed")
+    return finish(
+        cfg,
+        paths,
+        state,
+        metric=built.stopping.metric,
+        target=built.target,
+        out=out,
+        checkpoint_iteration=written["iteration"],
+        interrupted_by=interrupt.signal if state.stop_reason == "interrupted" else None,
+        final_test=_final_test(built, state),
+        eval_split=built.eval_split,
+        task_seed=seed_note if isinstance(seed_note, str) else None,
+    )
+
+
+def _final_test(built, state: TrainState) -> dict[str, Any] | None:
+    """The test split, read once when a run that evaluated on valid ends (not on Ctrl-C, nor
+    when it diverged)."""
+    if built.eval_split == "test" or state.stop_reason in ("interrupted", "diverged"):
+        return None
+    return built.evaluate_test(built.model)
 
 
 def finish(
@@ -296,26 +418,50 @@ def finish(
     metric: str,
     target: float | None = None,
     out=None,
+    checkpoint_iteration: int | None = None,
+    interrupted_by: str | None = None,
+    final_test: dict[str, Any] | None = None,
+    eval_split: str = "test",
+    task_seed: str | None = None,
 ) -> dict[str, Any]:
-    """Write the learning-curve figure and ``summary.json``; print the summary."""
+    """Write the learning-curve figure and ``summary.json``; print the summary.
+
+    ``checkpoint_iteration``: the iteration of the checkpoint on disk (a diverged run's last
+    finite one; None when none was written). ``final`` is the last evaluation during training
+    (on ``eval_split``); when that was the valid split, ``test`` holds the one evaluation of the
+    test split at the end."""
     figure = None
     try:
         from lstmlab.plots.curves import learning_curve
 
         paths.figures.mkdir(exist_ok=True)
-        figure = learning_curve(
-            read_metrics(paths.metrics),
-            paths.figures / "learning_curve.png",
-            title=f"{cfg.task.name} · {cfg.optimizer.name} · seed {cfg.seed}",
-            metric=metric,
-            target=target,
-        )
+        with warnings.catch_warnings():  # a diverged run's huge values: no numpy noise
+            warnings.simplefilter("ignore", RuntimeWarning)
+            figure = learning_curve(
+                read_metrics(paths.metrics),
+                paths.figures / "learning_curve.png",
+                title=f"{cfg.task.name} · {cfg.optimizer.name} · seed {cfg.seed}",
+                metric=metric,
+                target=target,
+                split=eval_split,
+            )
     except OSError as err:
         print(f"warning: {_os_message(err, 'write figure in', paths.figures)}", file=sys.stderr)
+    except Exception as err:  # a figure must never cost the summary (e.g. overflowing values)
+        reason = (str(err).splitlines() or [""])[0][:200]
+        print(
+            f"warning: no learning-curve figure ({type(err).__name__}: {reason})", file=sys.stderr
+        )
     summary = summarize(cfg, paths, state, figure, metric)
     summary["target"] = target
+    summary["checkpoint_iteration"] = checkpoint_iteration  # None: no checkpoint was written
+    summary["interrupted_by"] = interrupted_by
+    summary["eval_split"] = eval_split
+    summary["test"] = final_test if eval_split != "test" else state.last_eval
+    if task_seed:
+        summary["task_seed"] = task_seed
     try:
-        atomic_write_text(paths.summary, json.dumps(summary, indent=2) + "\n")
+        atomic_write_text(paths.summary, json_dumps(summary, indent=2) + "\n")
     except OSError as err:
         raise RunError(_os_message(err, "write", paths.summary)) from None
     if out is not None:
@@ -353,14 +499,30 @@ def summarize(
 def format_summary(s: dict[str, Any]) -> str:
     verdict = "SOLVED" if s["solved"] else f"not solved ({s['stop_reason']})"
     final = s["final"].get(s["metric"]) if s["final"] else None
+    split = s.get("eval_split", "test")
     lines = [
         f"{s['task']} · {s['optimizer']} · seed {s['seed']}: {verdict}",
-        f"  test {s['metric']}: {final if final is None else f'{final:.5g}'}"
+        f"  {split} {s['metric']}: {final if final is None else f'{final:.5g}'}"
         + (f" (target < {s['target']:g})" if s["target"] is not None else ""),
+        *(
+            [f"  test {s['metric']} (read once, at the end): {s['test'][s['metric']]:.5g}"]
+            if split != "test" and s.get("test") and s["metric"] in s["test"]
+            else []
+        ),
         f"  iterations {s['iterations']}  epochs {s['epochs']}  samples {s['samples']}"
         f"  sequence presentations {s['presentations']:.0f}",
         f"  P_D {s['P_D']:.4g}  P_I {s['P_I']:.4g}  wall time {s['wall_time']:.1f} s",
         f"  run directory {s['run_dir']}",
+        *(
+            [
+                f"  diverged: checkpoint and .prev keep the last finite state "
+                f"(iteration {s['checkpoint_iteration']})"
+                if s.get("checkpoint_iteration") is not None
+                else "  diverged before any finite checkpoint was written"
+            ]
+            if s["stop_reason"] == "diverged"
+            else []
+        ),
         f"  learning curve {s['learning_curve']}",
     ]
     return "\n".join(lines)
@@ -370,10 +532,7 @@ def evaluate_run(run_dir: str | Path, split: str = "test") -> dict[str, Any]:
     """Metrics of a run's last checkpoint on ``split``."""
     paths = RunPaths(Path(run_dir))
     cfg = load_config(paths.root)
-    try:
-        ckpt, skipped = load_latest(paths.checkpoint)
-    except CheckpointError as err:
-        raise RunError(f"cannot evaluate: {err}") from None
+    ckpt, skipped = load_run_checkpoint(paths, cfg, "evaluate")
     if skipped is not None:
         print(f"warning: {skipped}; using the previous checkpoint", file=sys.stderr)
     built = build.build_all(cfg)

@@ -28,6 +28,7 @@ class TrainState:
     last_eval: dict[str, Any] = field(default_factory=dict)  # test metrics of the last evaluation
     solved: bool = False
     stop_reason: str | None = None  # None while running
+    carried: Any = None  # (h_n, c_n) carried to the next chunk of text streams (loop.train)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

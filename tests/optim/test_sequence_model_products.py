@@ -1,7 +1,9 @@
 """Curvature products of ``lstmlab.SequenceModel`` (lstm97 and vanilla) against dense Jacobians.
 
-float64, masked batches with unequal lengths; the model keeps its fast ``bptt`` engine and the
-objective switches to ``autograd`` only while building curvature graphs.
+float64, masked batches with unequal lengths; the model keeps its fast ``bptt`` engine: the
+Gauss–Newton and structural-damping products run on it (R-forward + hand-written backward), the
+exact Hessian switches to ``autograd`` only while its graph is built (more cases, and the
+reference twin, in ``test_fast_curvature.py``).
 """
 
 from __future__ import annotations

@@ -92,8 +92,8 @@ def test_framewise_task_is_built_bidirectional():
 
 def test_eval_split_valid_watches_the_validation_split():
     built = build.build_all(_tiny(eval_split="valid"))
-    assert built.test_data.split is built.task.valid
-    other = build.build_all(_tiny())
-    assert other.test_data.split is other.task.test
-    with pytest.raises(ConfigError, match="^eval_split: .*no validation split"):
+    assert built.eval_data.split is built.task.valid
+    other = build.build_all(_tiny(eval_split="test"))
+    assert other.eval_data.split is other.task.test
+    with pytest.raises(ConfigError, match="^eval_split: .*no valid split"):
         build.build_all(_tiny(eval_split="valid", **{"task.options.n_valid": 0}))

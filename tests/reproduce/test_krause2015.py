@@ -1,0 +1,146 @@
+"""`lstmlab reproduce krause2015`: sizes, the plan, bad corpora, a tiny resumable run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lstmlab.cli import main
+from lstmlab.reproduce import krause2015 as k
+
+
+def corpus(root: Path, n_lines: int = 900) -> Path:
+    """~36 K characters of varied text (enough for --quick's 28 K + 2 K + 2 K)."""
+    words = ["now", "is", "the", "winter", "of", "our", "discontent", "made", "glorious", "sun"]
+    lines = [
+        " ".join(words[(i * j + j) % 10] for j in range(1, 7)) + f" {i}." for i in range(n_lines)
+    ]
+    path = root / "corpus.txt"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("model", list(k.MODELS))
+def test_sizes_are_solved_from_seed_001s_parameter_counts(model):
+    variant, target = k.MODELS[model]
+    h = k.hidden_for(variant, target, vocab=50)  # PTB's character vocabulary
+    n = k.count_parameters(variant, h, 50)
+    assert abs(n - target) / target < 0.01
+    for other in (h - 1, h + 1):  # the closest count
+        assert abs(k.count_parameters(variant, other, 50) - target) >= abs(n - target)
+
+
+def test_the_plan_has_seed_001s_batches_and_scales_them_together():
+    configs = k.plan(k.PAPER, {"chunk": 200}, vocab=50)
+    assert set(configs) == {f"{m}-{o}" for m in k.MODELS for o in k.OPTIMIZERS}
+    got = {
+        o: (
+            configs[f"lstm-{o}"].optimizer.batch_size,
+            configs[f"lstm-{o}"].optimizer.options.get("curvature_batch"),
+        )
+        for o in k.OPTIMIZERS
+    }
+    assert got == {
+        "sgd-clip": (32, None),
+        "bgd": (3500, None),
+        "shf": (320, 32),
+        "bhf": (14000, 3500),
+    }
+    assert (
+        configs["mlstm-shf"].model.variant == "mLSTM"
+        and configs["lstm-shf"].model.variant == "vanilla"
+    )
+    lm = configs["lstm-shf"].optimizer.options["lm"]
+    assert (lm["decrease"], lm["increase"]) == (0.99, 1.01)  # the presets fill in the rest
+    half = k.Setting(scale=0.5, chunk=100)  # chunks of 100: twice as many, half the data
+    assert half.batch("bhf") == (14000, 3500) and half.batch("sgd-clip") == (32, None)
+    assert half.chars() == [1_400_000, 100_000, 100_000]
+
+
+def test_dry_run_lists_the_runs_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = ["reproduce", "krause2015", "--text", str(corpus(tmp_path)), "--quick"]
+    assert main([*argv, "--out", str(out), "--dry-run"]) == 0
+    text = capsys.readouterr().out
+    assert "SMOKE RUN" in text and text.count("parameters") == 8 and "B_c" in text
+    assert not out.exists()
+
+
+def _one_line_exit_2(argv, capsys, needle):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert needle in err and len(err.splitlines()) == 1, err
+
+
+@pytest.mark.parametrize("case", ["missing", "empty", "latin1", "short", "chunk"])
+def test_a_bad_corpus_is_one_line_exit_2_and_nothing_is_written(case, tmp_path, capsys):
+    f = tmp_path / "c.txt"
+    extra = ["--quick"]
+    if case == "empty":
+        f.write_text("")
+    elif case == "latin1":
+        f.write_bytes("caf\xe9 au lait\n".encode("latin-1") * 5000)
+    elif case == "short":  # shorter than the characters asked for
+        f.write_text("abc def\n" * 100)
+    elif case == "chunk":  # a training text shorter than one chunk
+        f.write_text("abcdefgh\n" * 4000)
+        extra = ["--scale", "0.00001", "--chunk", "200"]
+    out = tmp_path / "out"
+    argv = ["reproduce", "krause2015", "--text", str(f), "--out", str(out), *extra]
+    _one_line_exit_2(argv, capsys, "--text")
+    assert not out.exists()
+
+
+def test_a_ptb_directory_missing_a_split_is_refused(tmp_path, capsys):
+    d = tmp_path / "ptb"
+    d.mkdir()
+    for s in ("train", "valid"):
+        (d / f"ptb.char.{s}.txt").write_text("a _ b\n" * 100)
+    out = tmp_path / "out"
+    argv = ["reproduce", "krause2015", "--ptb", str(d), "--out", str(out), "--quick"]
+    _one_line_exit_2(argv, capsys, "ptb.char.test.txt")
+    _one_line_exit_2([*argv[:3], str(tmp_path / "nope"), *argv[4:]], capsys, "--ptb")
+    assert not out.exists()
+
+
+@pytest.mark.slow  # ~15 s alone, a minute on a loaded machine
+def test_a_tiny_reproduction_runs_keeps_and_resumes(tmp_path, capsys):
+    text, out = corpus(tmp_path), tmp_path / "out"
+    argv = ["reproduce", "krause2015", "--text", str(text), "--out", str(out), "--quick"]
+    argv += ["--progress", "none", "--run", "lstm-sgd-clip", "--run", "mlstm-bhf"]
+    assert main([*argv, "--max-seconds", "0.5"]) == 0
+    printed = capsys.readouterr().out
+    assert "SMOKE RUN" in printed
+    results = (out / "results.md").read_text()
+    assert "SMOKE RUN" in results and "| LSTM (" in results and "| mLSTM (" in results
+    assert (out / "fig1.png").stat().st_size > 20_000
+    assert not list(out.glob("*.tmp*"))
+    first = json.loads((out / "runs" / "lstm-sgd-clip" / "summary.json").read_text())
+    # run again, same budget: finished runs are kept as they are
+    argv = argv[:-2]  # from here on the LSTM's SGD run only
+    mtime = (out / "runs" / "lstm-sgd-clip" / "summary.json").stat().st_mtime_ns
+    assert main([*argv, "--max-seconds", "0.5"]) == 0
+    assert (out / "runs" / "lstm-sgd-clip" / "summary.json").stat().st_mtime_ns == mtime
+    # a larger budget continues them from their checkpoints
+    assert main([*argv, "--max-seconds", "1.5"]) == 0
+    again = json.loads((out / "runs" / "lstm-sgd-clip" / "summary.json").read_text())
+    assert again["iterations"] > first["iterations"] and again["wall_time"] > 1.0
+    # another setting in the same folder is refused, not mixed in
+    capsys.readouterr()
+    assert main([*argv, "--max-seconds", "0.5", "--chunk", "40"]) == 1
+    assert "another setting" in capsys.readouterr().err
+
+
+def test_training_curve_is_bits_per_char_smoothed():
+    import math
+
+    records = [{"P_I": 0.0}]  # the untrained network, then 200 steps of one unit each
+    records += [
+        {"P_I": float(i), "loss": math.log(2) * (2.0 if i % 2 else 4.0)} for i in range(1, 201)
+    ]
+    xs, ys = k.training_curve(records, "P_I")
+    # step i's loss was measured before it, after i - 1 units; the one at cost 0 is left out
+    assert xs[:2] == [1.0, 2.0] and ys[0] == 4.0 and len(xs) == 199
+    assert ys[-1] == pytest.approx(10 / 3)  # mean over the last 199 // 50 = 3 steps: 4, 2, 4
