@@ -39,6 +39,16 @@ def text_file(root: Path) -> Path:
     return path
 
 
+def ptb_words_dir(root: Path) -> Path:
+    """A tiny Penn Treebank word corpus (ptb.{train,valid,test}.txt, one sentence a line)."""
+    d = root / "ptb_words"
+    d.mkdir(exist_ok=True)
+    lines = ["the cat sat on the mat", "a dog ran home <unk>", "no N dogs and N cats"]
+    for split, reps in (("train", 40), ("valid", 6), ("test", 6)):
+        (d / f"ptb.{split}.txt").write_text("\n".join(lines * reps) + "\n")
+    return d
+
+
 def music_file(root: Path) -> Path:
     piece = [[60, 64, 67], [62, 65], [64, 67, 71], [60], [59, 62, 67], [60, 64]] * 2
     path = root / "rolls.json"
@@ -54,6 +64,10 @@ def tiny_args(name: str, root: Path, *, default_corpus: bool = False) -> list[st
         return [*TEXT, "--task.options.path", str(text_file(root))]
     if name == "ptb":
         return [*TEXT, "--task.options.path", str(ptb_dir(root))]
+    if name in ("words", "ptb_words"):
+        path = ptb_words_dir(root) if name == "ptb_words" else text_file(root)
+        words = ["--task.options.chunk", "10", "--task.options.streams", "4"]
+        return [*words, "--optimizer.batch_size", "4", "--task.options.path", str(path)]
     if name == "music":
         return ["--task.options.path", str(music_file(root)), "--optimizer.batch_size", "2"]
     if name == "japanese_vowels":

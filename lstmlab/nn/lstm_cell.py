@@ -164,6 +164,11 @@ class LSTMCell(nn.Module):
         if gate_bias:
             if self.b is None:
                 raise ValueError("gate_bias needs bias=True")
+            if not isinstance(gate_bias, dict):
+                raise ValueError(
+                    f"gate_bias must be a table of gate -> bias (e.g. {{'i': -1.0}}), "
+                    f"got {gate_bias!r}"
+                )
             for g, value in gate_bias.items():
                 if g not in ("i", "f", "o"):
                     raise ValueError(f"gate_bias keys must be among ['i', 'f', 'o'], got {g!r}")
@@ -172,8 +177,13 @@ class LSTMCell(nn.Module):
                         f"gate_bias for gate {g!r}, but this variant has no {g!r} gate "
                         f"(gates: {list(s.gates)})"
                     )
-                v = torch.as_tensor(value, dtype=self.b.dtype)
-                if v.dim() > 1 or (v.dim() == 1 and v.numel() != s.blocks):
+                try:
+                    v = torch.as_tensor(value, dtype=self.b.dtype)
+                except (TypeError, ValueError, RuntimeError):
+                    v = None
+                if v is not None and not bool(torch.isfinite(v).all()):
+                    raise ValueError(f"gate_bias[{g!r}] must be finite, got {value!r}")
+                if v is None or v.dim() > 1 or (v.dim() == 1 and v.numel() != s.blocks):
                     raise ValueError(
                         f"gate_bias[{g!r}] must be a number or {s.blocks} numbers "
                         f"(one per block), got {value!r}"

@@ -5,23 +5,35 @@ Hand-written, as SPEC S3 lists it. One ``step`` on a gradient batch B_g:
     1. f₀, g  = loss and gradient on B_g                                 (3·B_g)
     2. B_c    = a random subset of B_g (``curvature_batch``), A = C + λI + λμ·J_sᵀW_sJ_s with
                 C the Gauss–Newton matrix (default), the exact Hessian or a finite-difference
-                Hessian on B_c (products built once per step, 4·B_c each)
-    3. p      = CG on A p = −g from 0.95·p_prev (warm start), Martens' stop, ≤ max_cg
-                iterations, preconditioned by Martens' diagonal or the L-BFGS matrix; negative
-                curvature (exact / FD) ends CG and the offending direction is discarded
-    4. CG-backtracking: from the last kept iterate (kept at ⌈5·1.3^k⌉) go back while f on B_g
-                decreases                                                   (1·B_g each)
-    5. ρ      = (f(θ+p) − f₀) / φ(p), φ the damped quadratic CG minimised; λ by LM (3/2, 2/3)
-    6. Armijo backtracking t = 1, 0.8, … (c = 1e-2) along p; θ ← θ + t p  (1·B_g each)
+                Hessian on B_c (whatever products ``Objective.curvature_operator`` provides)
+    3. p      = CG on A p = −g from ζ·p_prev (``warm_start_point``, ζ = 0.95), Martens' stop
+                (``cg.martens_should_stop``), ≤ max_cg iterations, preconditioned by Martens'
+                diagonal or the L-BFGS matrix (``preconditioners``); negative curvature (exact /
+                FD) ends CG and the offending direction is discarded
+    4. CG-backtracking (``cg_backtracking.cg_backtrack``): from the last kept iterate go back
+                while f on B_g decreases                                   (1·B_g each)
+    5. ρ      = (f(θ+p) − f₀) / φ(p) (``damping.reduction_ratio``); λ by Levenberg–Marquardt
+                (``damping.LevenbergMarquardt``: ×3/2 below 1/4, ×2/3 above 3/4)
+    6. Armijo backtracking t = 1, 0.8, … (c = 1e-2) along p (``line_search.armijo``); θ ← θ + t p
 
 A non-finite loss or gradient (step 1), a non-finite curvature product (CG), or a failed line
 search leaves θ unchanged, raises λ (×``nonfinite_increase`` for non-finite values, LM
-otherwise) and is reported (``rejected=True``). Non-finite losses in steps 4 and 6 count as
-"no decrease".
+otherwise) and is reported (``rejected=True``).
+
+Hyperparameters: every number is a constant or a schedule over HF iterations
+(``lstmlab.schedules``), checked against its range at construction and whenever it is read.
+λ (``damping``) is a schedule only when ``lm`` is off: Levenberg–Marquardt adapts λ itself, so
+with LM only λ's initial value is given. Option tables from config files are accepted where a
+Python object would be: ``lm = {decrease = 0.99, increase = 1.01}``, ``lm = false``,
+``preconditioner = "none"``.
 
 Presets: ``large_batch_hf`` (B_g = 14000, B_c = 3500) and ``stochastic_hf`` (Kiros 2013:
 B_g = 320, B_c = 32, gentle damping changes), seed 001's batch sizes. The optimizer records
 ``gradient_batch`` for the training loop; it does not draw data itself.
+
+``state_dict`` layout (``state``): lam (λ now), lam_scale (the factor non-finite rejections put
+on a scheduled λ), p_prev (last CG solution, for the warm start), pc_S / pc_Y (L-BFGS
+preconditioner pairs), generator (curvature-subset RNG).
 """
 
 from __future__ import annotations
@@ -34,124 +46,224 @@ from torch import Tensor
 
 from lstmlab.optim.base import Optimizer, StepInfo, finite
 from lstmlab.optim.cg import backtrack_indices, conjugate_gradient
-from lstmlab.optim.damping import LevenbergMarquardt
+from lstmlab.optim.cg_backtracking import cg_backtrack
+from lstmlab.optim.damping import LevenbergMarquardt, as_levenberg_marquardt, reduction_ratio
 from lstmlab.optim.line_search import armijo
 from lstmlab.optim.preconditioners import diagonal_preconditioner, lbfgs_preconditioner
+from lstmlab.schedules import Constant, as_schedule
 
-__all__ = ["HessianFree", "large_batch_hf", "stochastic_hf", "CURVATURES", "PRECONDITIONERS"]
+__all__ = [
+    "HessianFree",
+    "large_batch_hf",
+    "stochastic_hf",
+    "warm_start_point",
+    "CURVATURES",
+    "PRECONDITIONERS",
+    "HF_RANGES",
+]
 
 CURVATURES = ("gn", "hessian", "fd")
 PRECONDITIONERS = (None, "diagonal", "lbfgs")
 
+# (lower, lower inclusive, upper, upper inclusive) for each numeric hyperparameter
+HF_RANGES: dict[str, tuple[float, bool, float, bool]] = {
+    "damping": (0.0, True, math.inf, False),
+    "structural_weight": (0.0, True, math.inf, False),
+    "max_cg": (1.0, True, math.inf, False),
+    "cg_tol": (0.0, True, math.inf, False),
+    "warm_start": (0.0, True, 1.0, True),
+    "backtrack_base": (0.0, False, math.inf, False),
+    "backtrack_ratio": (1.0, False, math.inf, False),
+    "armijo_c": (0.0, False, 1.0, False),
+    "armijo_shrink": (0.0, False, 1.0, False),
+    "armijo_max_evals": (1.0, True, math.inf, False),
+    "diag_exponent": (0.0, True, math.inf, False),
+    "lbfgs_history": (1.0, True, math.inf, False),
+    "curvature_batch": (0.0, False, math.inf, False),
+    "nonfinite_increase": (1.0, True, math.inf, False),
+}
+
+
+def _range_text(lo: float, lo_in: bool, hi: float, hi_in: bool) -> str:
+    left = f"{'>=' if lo_in else '>'} {lo:g}"
+    return left if hi == math.inf else f"{left} and {'<=' if hi_in else '<'} {hi:g}"
+
+
+def _probe_iterations(schedule: Any) -> list[int]:
+    """Iterations at which to check a schedule when HF is built: a log grid to 10⁶ and the
+    schedule's own corners (``steps``, ``boundaries``)."""
+    its = {0, 1, 2, 5} | {10**k * m for k in range(1, 7) for m in (1, 2, 5)}
+    for attr in ("steps", "every"):
+        if isinstance(getattr(schedule, attr, None), int):
+            its.add(getattr(schedule, attr))
+    its.update(getattr(schedule, "boundaries", ()))
+    return sorted(i for i in its if i >= 0)
+
+
+def warm_start_point(p_prev: Tensor | None, decay: float) -> Tensor | None:
+    """CG's starting point ζ·p_prev (Martens 2010 Sec. 4.5; ζ = 0.95); None: start from 0."""
+    if p_prev is None or decay == 0.0:
+        return None
+    return decay * p_prev
+
 
 class HessianFree(Optimizer):
     """Args (``*``: constant or schedule over iterations):
-    curvature: "gn" | "hessian" | "fd".   damping: initial λ.
-    lm: LevenbergMarquardt rule (None: λ fixed).
+    curvature: "gn" | "hessian" | "fd".   damping*: λ (a schedule only with lm off).
+    lm: Levenberg–Marquardt rule, a table of its fields, or None/False/"none" (λ not adapted).
     structural_weight*: μ (M&S 2011 default 1/30; 0 turns structural damping off).
     max_cg*: CG iteration cap.   cg_tol*: Martens' tolerance.   warm_start*: ζ (0.95).
-    backtrack: CG-backtracking on/off.   backtrack_base, backtrack_ratio: 5, 1.3.
-    line_search: Armijo on/off; armijo_c, armijo_shrink, armijo_max_evals.
-    preconditioner: None | "diagonal" | "lbfgs"; diag_exponent ξ; lbfgs_history.
-    curvature_batch: B_c as a count or a fraction of B_g (None: all of B_g).
+    backtrack: CG-backtracking on/off.   backtrack_base*, backtrack_ratio*: 5, 1.3.
+    line_search: Armijo on/off; armijo_c*, armijo_shrink*, armijo_max_evals*.
+    preconditioner: None | "diagonal" | "lbfgs"; diag_exponent* ξ; lbfgs_history*.
+    curvature_batch*: B_c as a count (≥ 1) or a fraction (< 1) of B_g (None: all of B_g).
     gradient_batch: B_g the training loop should feed (informative).
-    nonfinite_increase: λ factor after a non-finite value.   seed: curvature-subset RNG.
+    nonfinite_increase*: λ factor after a non-finite value.   seed: curvature-subset RNG.
     """
 
     def __init__(
         self,
         curvature: str = "gn",
-        damping: float = 1.0,
+        damping: Any = 1.0,
         *,
-        lm: LevenbergMarquardt | None = LevenbergMarquardt(),  # noqa: B008 - frozen
+        lm: Any = LevenbergMarquardt(),  # noqa: B008 - frozen
         structural_weight: Any = 1.0 / 30.0,
         max_cg: Any = 250,
         cg_tol: Any = 5e-4,
         warm_start: Any = 0.95,
         backtrack: bool = True,
-        backtrack_base: float = 5.0,
-        backtrack_ratio: float = 1.3,
+        backtrack_base: Any = 5.0,
+        backtrack_ratio: Any = 1.3,
         line_search: bool = True,
-        armijo_c: float = 1e-2,
-        armijo_shrink: float = 0.8,
-        armijo_max_evals: int = 60,
+        armijo_c: Any = 1e-2,
+        armijo_shrink: Any = 0.8,
+        armijo_max_evals: Any = 60,
         preconditioner: str | None = None,
-        diag_exponent: float = 0.75,
-        lbfgs_history: int = 10,
-        curvature_batch: int | float | None = None,
+        diag_exponent: Any = 0.75,
+        lbfgs_history: Any = 10,
+        curvature_batch: Any = None,
         gradient_batch: int | None = None,
-        nonfinite_increase: float = 10.0,
+        nonfinite_increase: Any = 10.0,
         seed: int = 0,
     ) -> None:
-        super().__init__(
-            structural_weight=structural_weight,
-            max_cg=max_cg,
-            cg_tol=cg_tol,
-            warm_start=warm_start,
-        )
+        hyper = {
+            "damping": damping,
+            "structural_weight": structural_weight,
+            "max_cg": max_cg,
+            "cg_tol": cg_tol,
+            "warm_start": warm_start,
+            "backtrack_base": backtrack_base,
+            "backtrack_ratio": backtrack_ratio,
+            "armijo_c": armijo_c,
+            "armijo_shrink": armijo_shrink,
+            "armijo_max_evals": armijo_max_evals,
+            "diag_exponent": diag_exponent,
+            "lbfgs_history": lbfgs_history,
+            "nonfinite_increase": nonfinite_increase,
+        }
+        if curvature_batch is not None:
+            hyper["curvature_batch"] = curvature_batch
+        for name, value in hyper.items():
+            try:
+                hyper[name] = as_schedule(value)
+            except ValueError as err:
+                raise ValueError(f"{name}: {err}") from None
+        super().__init__(**hyper)
         if curvature not in CURVATURES:
-            raise ValueError(f"unknown curvature {curvature!r}; valid: {list(CURVATURES)}")
+            raise ValueError(f"curvature: unknown kind {curvature!r}; valid: gn, hessian, fd")
+        if preconditioner == "none":
+            preconditioner = None
         if preconditioner not in PRECONDITIONERS:
             raise ValueError(
-                f"unknown preconditioner {preconditioner!r}; valid: {list(PRECONDITIONERS)}"
+                f"preconditioner: unknown {preconditioner!r}; valid: none, diagonal, lbfgs"
             )
-        if not damping >= 0:
-            raise ValueError(f"damping λ must be >= 0, got {damping!r}")
-        if curvature_batch is not None and not curvature_batch > 0:
-            raise ValueError(f"curvature_batch must be > 0 or None, got {curvature_batch!r}")
-        self.curvature, self.lam, self.lm = curvature, float(damping), lm
-        self.backtrack, self.backtrack_base, self.backtrack_ratio = (
-            backtrack,
-            backtrack_base,
-            backtrack_ratio,
-        )
-        self.line_search = line_search
-        self.armijo_c, self.armijo_shrink = armijo_c, armijo_shrink
-        self.armijo_max_evals = armijo_max_evals
-        self.preconditioner, self.diag_exponent = preconditioner, diag_exponent
-        self.lbfgs_history = lbfgs_history
-        self.curvature_batch, self.gradient_batch = curvature_batch, gradient_batch
-        self.nonfinite_increase = nonfinite_increase
+        for name, value in (("backtrack", backtrack), ("line_search", line_search)):
+            if not isinstance(value, bool):
+                raise ValueError(f"{name}: must be true or false, got {value!r}")
+        if gradient_batch is not None and not (
+            isinstance(gradient_batch, int) and gradient_batch >= 1
+        ):
+            raise ValueError(f"gradient_batch: must be an integer >= 1, got {gradient_batch!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"seed: must be an integer >= 0, got {seed!r}")
+        self.lm = as_levenberg_marquardt(lm)
+        if self.lm is not None and not isinstance(self.hyper["damping"], Constant):
+            raise ValueError(
+                "damping: a schedule for λ needs lm off (lm = false); "
+                "Levenberg–Marquardt adapts λ itself from its initial value"
+            )
+        for name, schedule in self.hyper.items():  # out-of-range values fail now, not mid-run
+            for it in _probe_iterations(schedule):
+                self.value(name, it)
+        self.curvature = curvature
+        self.lam = self.value("damping")
+        self.lam_scale = 1.0
+        self.backtrack, self.line_search = backtrack, line_search
+        self.preconditioner = preconditioner
+        self.gradient_batch = gradient_batch
         self.generator = torch.Generator().manual_seed(seed)
         self.p_prev: Tensor | None = None
         self.pc_S: list[Tensor] = []
         self.pc_Y: list[Tensor] = []
+
+    # ------------------------------------------------------------------ hyperparameters
+    def value(self, name: str, iteration: int | None = None) -> float:
+        """Hyperparameter ``name`` now (or at ``iteration``), checked against ``HF_RANGES``."""
+        it = self.iteration if iteration is None else iteration
+        v = self.hyper[name](it)
+        lo, lo_in, hi, hi_in = HF_RANGES[name]
+        ok = math.isfinite(v) and (v >= lo if lo_in else v > lo) and (v <= hi if hi_in else v < hi)
+        if not ok:
+            raise ValueError(
+                f"{name}: must be {_range_text(lo, lo_in, hi, hi_in)}, got {v!r} at iteration {it}"
+            )
+        return v
+
+    @property
+    def curvature_batch(self) -> float | None:
+        return self.value("curvature_batch") if "curvature_batch" in self.hyper else None
 
     # ------------------------------------------------------------------ pieces
     def _curvature_objective(self, obj):
         n, bc = obj.n_samples, self.curvature_batch
         if bc is None:
             return obj
-        size = int(round(bc * n)) if isinstance(bc, float) and bc < 1 else int(bc)
+        size = int(round(bc * n)) if bc < 1 else int(round(bc))
         if size >= n:
             return obj
         idx = torch.randperm(n, generator=self.generator)[: max(1, size)].sort().values
         return obj.subset(idx)
 
+    def _raise_lambda(self, factor: float) -> None:
+        if self.lm is not None:
+            self.lam = self.lm.scale(self.lam, factor)
+        else:  # a scheduled λ keeps the factor until a step succeeds
+            self.lam_scale *= factor
+            self.lam = self.lam * factor
+
     def _reject(self, info: StepInfo, reason: str, factor: float) -> StepInfo:
-        self.lam = self._clamp(self.lam * factor)
+        self._raise_lambda(factor)
         info.damping = self.lam
         return info.reject(f"{reason}; λ now {self.lam:.4g}")
 
-    def _clamp(self, lam: float) -> float:
-        if self.lm is None:
-            return lam
-        return min(max(lam, self.lm.min_value), self.lm.max_value)
-
     # ------------------------------------------------------------------ step
     def _step(self, obj) -> StepInfo:
+        if self.lm is None:
+            self.lam = self.value("damping") * self.lam_scale
         lam = self.lam
         x = obj.get_params()
         f0, g = obj.loss_and_grad()
         info = StepInfo(iteration=self.iteration, loss=f0, grad_norm=float(g.norm()), damping=lam)
         if not finite(f0, g):
-            return self._reject(info, "non-finite loss or gradient", self.nonfinite_increase)
+            return self._reject(
+                info, "non-finite loss or gradient", self.value("nonfinite_increase")
+            )
         if not bool(g.any()):
             info.reason = "zero gradient"
             return info
 
         cobj = self._curvature_objective(obj)
-        mu = self.hp("structural_weight")
+        mu = self.value("structural_weight")
         op = cobj.curvature_operator(self.curvature, structural_weight=lam * mu)
 
         def A(v: Tensor) -> Tensor:
@@ -160,29 +272,32 @@ class HessianFree(Optimizer):
         M_inv = None
         if self.preconditioner == "diagonal":
             M_inv = diagonal_preconditioner(
-                cobj.per_sample_grads_squared(), lam, self.diag_exponent
+                cobj.per_sample_grads_squared(), lam, self.value("diag_exponent")
             )
         elif self.preconditioner == "lbfgs":
             M_inv = lbfgs_preconditioner(self.pc_S, self.pc_Y)
-        max_cg = int(self.hp("max_cg"))
-        x0 = None if self.p_prev is None else self.hp("warm_start") * self.p_prev
-        keep = backtrack_indices(max_cg, self.backtrack_base, self.backtrack_ratio)
-        if not self.backtrack:
-            keep = set()
+        max_cg = int(self.value("max_cg"))
+        keep = set()
+        if self.backtrack:
+            keep = backtrack_indices(
+                max_cg, self.value("backtrack_base"), self.value("backtrack_ratio")
+            )
         res = conjugate_gradient(
             A,
             -g,
-            x0,
+            warm_start_point(self.p_prev, self.value("warm_start")),
             M_inv=M_inv,
             max_iter=max_cg,
-            tol=self.hp("cg_tol"),
+            tol=self.value("cg_tol"),
             keep=keep,
-            keep_pairs=self.lbfgs_history if self.preconditioner == "lbfgs" else 0,
+            keep_pairs=int(self.value("lbfgs_history")) if self.preconditioner == "lbfgs" else 0,
         )
         info.cg_iterations, info.cg_stop = res.iterations, res.stop
         info.extra["phi"] = res.phi
         if res.stop == "nonfinite" and res.iterations <= 1:
-            return self._reject(info, "non-finite curvature product", self.nonfinite_increase)
+            return self._reject(
+                info, "non-finite curvature product", self.value("nonfinite_increase")
+            )
         self.p_prev = res.x.clone()
         if res.pairs:
             self.pc_S = [s.clone() for s, _ in res.pairs]
@@ -191,31 +306,15 @@ class HessianFree(Optimizer):
             # negative curvature along CG's first direction: discard it (seed 000 Sec. 5.3), and
             # the warm start it began from; take a damped gradient step, scaled by the line search
             self.p_prev = None
-            p, phi = -g / max(lam, 1e-12), float("nan")
-            candidates = [(0, p, phi)]
+            candidates = [(0, -g / max(lam, 1e-12), float("nan"))]
         else:
-            candidates = res.iterates if self.backtrack else [res.iterates[-1]]
+            candidates = res.iterates
 
-        # CG-backtracking on B_g: from the last kept iterate, go back while f decreases
-        def f_at(p: Tensor) -> float:
-            v = obj.loss(x + p)
-            return v if math.isfinite(v) else math.inf
+        chosen = cg_backtrack(candidates, lambda p: obj.loss(x + p), enabled=self.backtrack)
+        p, phi, f1, evals = chosen.p, chosen.phi, chosen.loss, chosen.evaluations
+        info.extra.update(backtrack_iterate=chosen.iteration, backtrack_evals=evals)
 
-        evals = 0
-        j = len(candidates) - 1
-        f1 = f_at(candidates[j][1])
-        evals += 1
-        while j > 0:
-            fj = f_at(candidates[j - 1][1])
-            evals += 1
-            if fj < f1:
-                j, f1 = j - 1, fj
-            else:
-                break
-        i_chosen, p, phi = candidates[j]
-        info.extra.update(backtrack_iterate=i_chosen, backtrack_evals=evals)
-
-        rho = (f1 - f0) / phi if (math.isfinite(f1) and phi < 0) else float("nan")
+        rho = reduction_ratio(f0, f1, phi)
         if self.lm is not None:
             self.lam = self.lm.update(lam, rho)
         info.rho, info.damping = rho, self.lam
@@ -231,9 +330,9 @@ class HessianFree(Optimizer):
                 f0,
                 slope,
                 f1=f1 if math.isfinite(f1) else math.nan,
-                c=self.armijo_c,
-                shrink=self.armijo_shrink,
-                max_evals=self.armijo_max_evals,
+                c=self.value("armijo_c"),
+                shrink=self.value("armijo_shrink"),
+                max_evals=int(self.value("armijo_max_evals")),
             )
             evals += n
         else:
@@ -244,8 +343,9 @@ class HessianFree(Optimizer):
             return self._reject(info, "no decrease along the CG direction", 1.0)
         x_new = x + t * p
         if not bool(torch.isfinite(x_new).all()):
-            return self._reject(info, "non-finite update", self.nonfinite_increase)
+            return self._reject(info, "non-finite update", self.value("nonfinite_increase"))
         obj.set_params(x_new)
+        self.lam_scale = 1.0
         info.step_size, info.new_loss = t, f_new
         return info
 
@@ -253,6 +353,7 @@ class HessianFree(Optimizer):
     def _state(self) -> dict[str, Any]:
         return {
             "lam": self.lam,
+            "lam_scale": self.lam_scale,
             "p_prev": self.p_prev,
             "pc_S": list(self.pc_S),
             "pc_Y": list(self.pc_Y),
@@ -261,6 +362,7 @@ class HessianFree(Optimizer):
 
     def _load_state(self, s: dict[str, Any]) -> None:
         self.lam, self.p_prev = float(s["lam"]), s["p_prev"]
+        self.lam_scale = float(s.get("lam_scale", 1.0))
         self.pc_S, self.pc_Y = list(s["pc_S"]), list(s["pc_Y"])
         self.generator.set_state(s["generator"])
 

@@ -9,21 +9,22 @@ here rather than borrowed because HF reuses it as a preconditioner (seed 000).
 ``iterations`` = k iterations per ``step`` call: 1 for full-batch L-BFGS driven by the loop,
 20 per minibatch for the Lyu & Zhu setting (their minFunc calls restart the history on each
 minibatch: ``keep_history=False``). The gradient at the start of a step is reused from the
-previous step when the same objective object comes back at the same parameters (full batch);
-after a resume it is computed once more (identical values, one extra gradient counted).
+previous step when the same function comes back at the same parameters (full batch, same
+epoch: ``start_cache.py`` says what "same" covers); after a resume it is computed once more
+(identical values, one extra gradient counted).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from lstmlab.optim.base import NonFiniteError, Optimizer, StepInfo, finite
 from lstmlab.optim.line_search import strong_wolfe
+from lstmlab.optim.start_cache import StartCache
 
-__all__ = ["LBFGS", "two_loop"]
+__all__ = ["LBFGS", "two_loop", "StartCache"]
 
 
 def two_loop(q: Tensor, S: list[Tensor], Y: list[Tensor]) -> Tensor:
@@ -43,36 +44,6 @@ def two_loop(q: Tensor, S: list[Tensor], Y: list[Tensor]) -> Tensor:
         b = rho * float(y.dot(r))
         r.add_(s, alpha=a - b)
     return r
-
-
-class StartCache:
-    """Reuse (f, g) at the start of a step when the same objective returns unchanged."""
-
-    def __init__(self) -> None:
-        self.entry: tuple[Any, Tensor, float, Tensor] | None = None
-
-    def start(self, obj) -> tuple[Tensor, float, Tensor]:
-        x = obj.get_params()
-        e = self.entry
-        if e is not None and e[0] is obj and torch.equal(e[1], x):
-            return x, e[2], e[3]
-        f, g = obj.loss_and_grad()
-        return x, f, g
-
-    def remember(self, obj, x: Tensor, f: float, g: Tensor) -> None:
-        self.entry = (obj, x.clone(), f, g.clone())
-
-    def finish(self, obj, info: StepInfo, x0: Tensor, x: Tensor, f: float, g: Tensor) -> StepInfo:
-        """End a line-search step at x: write it (if it moved), remember (f, g) for the next."""
-        if x is not x0:
-            obj.set_params(x)
-        self.remember(obj, x, f, g)
-        info.new_loss, info.grad_norm = f, float(g.norm())
-        return info
-
-    def reject(self, info: StepInfo, reason: str) -> StepInfo:
-        self.entry = None
-        return info.reject(reason)
 
 
 class LBFGS(Optimizer):

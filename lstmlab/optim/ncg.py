@@ -21,8 +21,8 @@ from typing import Any
 from torch import Tensor
 
 from lstmlab.optim.base import NonFiniteError, Optimizer, StepInfo, finite
-from lstmlab.optim.lbfgs import StartCache
 from lstmlab.optim.line_search import strong_wolfe
+from lstmlab.optim.start_cache import StartCache
 
 __all__ = ["NonlinearCG", "BETAS"]
 

@@ -17,11 +17,17 @@ from lstmlab.reproduce.paper import PAPERS, Paper, ReproduceUsageError, get, reg
 
 __all__ = ["PAPERS", "Paper", "ReproduceUsageError", "get", "register", "load_all"]
 
-_MODULES = ("lyu2015", "krause2015", "kuchaiev2017", "greff2017")
+_MODULES = ("lyu2015", "ms2011", "krause2015", "kuchaiev2017", "greff2017")
 
 
 def load_all() -> dict[str, Paper]:
     """Import every paper module (each registers itself); the registry, in a stable order."""
-    for m in _MODULES:
-        importlib.import_module(f"lstmlab.reproduce.{m}")
+    modules = [importlib.import_module(f"lstmlab.reproduce.{m}") for m in _MODULES]
+    # the order of _MODULES, whichever module a caller happened to import first
+    order = [
+        p.name for m in modules for p in list(PAPERS.values()) if p.run.__module__ == m.__name__
+    ]
+    items = [(k, PAPERS[k]) for k in order] + [(k, p) for k, p in PAPERS.items() if k not in order]
+    PAPERS.clear()
+    PAPERS.update(items)
     return PAPERS

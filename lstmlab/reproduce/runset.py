@@ -33,6 +33,9 @@ class RunSpec:
     part: str
     name: str
     overrides: dict[str, str] = field(default_factory=dict)
+    # False: the task / optimizer presets of `lstmlab train` are not applied (a paper whose
+    # runs set every option themselves, e.g. ms2011's M&S multiplication on a tanh RNN)
+    presets: bool = True
 
     def dir(self, out: Path) -> Path:
         return Path(out) / "runs" / self.part / self.name
@@ -65,7 +68,7 @@ def ensure(spec: RunSpec, out: Path, *, progress: str = "auto") -> dict[str, Any
         return restore(json.loads((d / "summary.json").read_text()))
     if state == "started":
         return runs.resume(d, progress=progress, out=None)
-    cfg = resolve(overrides=dict(spec.overrides))
+    cfg = resolve(overrides=dict(spec.overrides), presets=spec.presets)
     return runs.start(cfg, d, progress=progress, out=None)
 
 

@@ -1,23 +1,27 @@
 """The long time-lag problems in the convention of Martens & Sutskever (2011).
 
 Windows follow Sutskever's released HF-RNN generators, written for T = 100 and scaled by
-T/100; here ``pct(p) = (p * T) // 100`` in integer arithmetic. A sequence of length L is read
-at its last step L - 1.
+T/100; here ``pct(p) = (p * T) // 100`` in integer arithmetic. The released code draws a read
+index T_b from a window and puts the answer *at* T_b, so a sequence has L = T_b + 1 steps and
+is read at its last step L − 1 = T_b (201–220 steps at T = 200).
 
 adding / multiplication / xor (two inputs: value, marker)
-    value U[0, 1] (xor: random bits) at every step; marker -1 at step 0 and at step L - 4
-    ("a prediction is coming", three steps before the read step as in the released code),
-    +1 at the two operands A and B, 0 elsewhere.
-    adding, multiplication: L in [T, pct(110)), A in [pct(1), pct(10)), B in [pct(10), pct(50))
-    xor:                    L in [pct(50), pct(55)), A as above,      B in [pct(15), pct(25))
-    targets x + y, x · y, x XOR y. For xor the four (x, y) pairs are balanced.
+    value U[0, 1] (xor: independent random bits) at every step; marker -1 at step 0 and at
+    T_b − 3 = L − 4 ("a prediction is coming"), +1 at the two operands A and B, 0 elsewhere.
+    adding, multiplication: T_b in [T, pct(110)), A in [pct(1), pct(10)), B in [pct(10), pct(50))
+    xor:                    T_b in [pct(50), pct(55)), A as above,      B in [pct(15), pct(25))
+    targets x + y, x · y, x XOR y. The xor operand bits are drawn independently, as released
+    (so the four (x, y) pairs are balanced only in expectation).
 temporal order (8 one-hot symbols: 0–3 distractors a b c d, 4 = X, 5 = Y, 6 = E, 7 = B)
-    L in [T, pct(110)); B (start) at step 0, E (trigger) at the read step L - 1, random
-    distractors elsewhere except the 2 (or 3) relevant symbols, each X or Y, at positions
+    T_b in [T, pct(110)); B (start) at step 0, random distractors elsewhere except the 2 (or 3)
+    relevant symbols, each X or Y, at positions
     2-bit: [pct(1), pct(10)], [pct(40), pct(50)];  3-bit: [pct(1), pct(10)], [pct(30),
     pct(40)], [pct(50), pct(60)] — upper ends *included*, as in the released code.
-    Class = the X/Y string read as binary with X = 0, the earliest symbol most significant
-    (2-bit: XX=0, XY=1, YX=2, YY=3); classes are balanced.
+    2-bit: the trigger E at T_b − 1 and a random distractor at the read step T_b;
+           class = 2·s_A + s_B (X = 0, Y = 1: the earliest symbol most significant).
+    3-bit: the trigger E at the read step T_b;
+           class = 4·s_C + 2·s_B + s_A (the *last* symbol most significant).
+    Classes are balanced (the released code cycles through them with the row index).
 random permutation (``symbols`` one-hot, default 100)
     length T; step 0 shows symbol 0 or 1 (balanced), steps 1..T-1 random symbols from
     2..symbols-1. Target at every step: the next symbol; at the last step: the first symbol.
@@ -26,10 +30,16 @@ noiseless memorization (alphabet K, n symbols; inputs K + 2 one-hot, outputs K +
     length T; steps 0..n-1 show the n symbols, step T - n - 1 the trigger (K + 1), every other
     step blank (K). Target: blank at every step but the last n, which replay the symbols.
     With ``replay_only`` the non-replay targets are IGNORE (-100) instead of blank (the
-    released code's ``only_predict_the_memory_bits``).
+    released code's ``only_predict_the_memory_bits``). When all K^n patterns fit in the split
+    (5 of 2: 32 patterns) row i shows pattern i mod K^n, written in base K with the most
+    significant digit first, so every block of K^n rows holds each pattern once (the released
+    code's batch of 32); otherwise (10 of 5) the symbols are random.
 
-Lower bound pct(1) is raised to 1 so an operand never lands on the start marker (the released
-code can put it there when T < 100).
+Where the released code is itself broken we follow its evident intent: its 3-bit temporal
+order reads undefined attributes (``self.v``, ``self.o``), and its memorization input/output
+widths (K) leave no room for the blank and trigger symbols it writes (K + 2 inputs, K + 1
+outputs here). Lower bound pct(1) is raised to 1 so an operand never lands on the start marker
+(the released code can put it there when T < 100).
 """
 
 from __future__ import annotations
@@ -53,16 +63,20 @@ TEMPORAL_SYMBOLS = 8  # a b c d X Y E B
 
 
 def ms_windows(problem: str, T: int, bits: int = 2) -> dict[str, tuple[int, int]]:
-    """Half-open [lo, hi) ranges of the length and of each operand position."""
+    """Half-open [lo, hi) ranges of the read index T_b (``"read"``), of the length
+    L = T_b + 1 (``"length"``) and of each operand position."""
 
     def pct(p: int) -> int:
         return (p * T) // 100
 
+    def read(lo: int, hi: int) -> dict[str, tuple[int, int]]:
+        return {"read": (lo, hi), "length": (lo + 1, hi + 1)}
+
     a = (max(1, pct(1)), pct(10))
     if problem in ("adding", "multiplication"):
-        return {"length": (T, pct(110)), "A": a, "B": (pct(10), pct(50))}
+        return {**read(T, pct(110)), "A": a, "B": (pct(10), pct(50))}
     if problem == "xor":
-        return {"length": (pct(50), pct(55)), "A": a, "B": (pct(15), pct(25))}
+        return {**read(pct(50), pct(55)), "A": a, "B": (pct(15), pct(25))}
     if problem == "temporal_order":
         inc = {"A": (a[0], a[1] + 1)}
         if bits == 2:
@@ -70,7 +84,7 @@ def ms_windows(problem: str, T: int, bits: int = 2) -> dict[str, tuple[int, int]
         else:
             inc["B"] = (pct(30), pct(40) + 1)
             inc["C"] = (pct(50), pct(60) + 1)
-        return {"length": (T, pct(110)), **inc}
+        return {**read(T, pct(110)), **inc}
     raise ValueError(f"no M&S windows for {problem!r}")
 
 
@@ -90,9 +104,6 @@ def generate_op(problem: str, n: int, T: int, stream: Stream, dtype: torch.dtype
         values = stream.uniform((n, L_max))
     pa = stream.integers(*w["A"], n)
     pb = stream.integers(*w["B"], n)
-    if problem == "xor":
-        pair = stream.balanced(n, 4)
-        values[rows, pa], values[rows, pb] = pair // 2, pair % 2
 
     markers = np.zeros((n, L_max))
     markers[:, 0] = -1.0
@@ -124,12 +135,15 @@ def generate_temporal(bits: int, n: int, T: int, stream: Stream):
     lengths = stream.integers(*w["length"], n)
     symbols = stream.integers(0, 4, (n, L_max))
     symbols[:, 0] = 7  # B: start
-    symbols[rows, lengths - 1] = 6  # E: trigger at the read step
+    # E: the trigger, one step before the read step (2-bit; the read step keeps a random
+    # distractor) or at the read step (3-bit), as released
+    symbols[rows, lengths - (2 if bits == 2 else 1)] = 6
     classes = stream.balanced(n, 2**bits)
     for i, key in enumerate("ABC"[:bits]):
         pos = stream.integers(*w[key], n)
-        bit = (classes >> (bits - 1 - i)) & 1  # earliest symbol is the most significant bit
-        symbols[rows, pos] = 4 + bit
+        # 2-bit: the earliest symbol is the most significant bit; 3-bit: the last one
+        weight = bits - 1 - i if bits == 2 else i
+        symbols[rows, pos] = 4 + ((classes >> weight) & 1)
     symbols[np.arange(L_max)[None, :] >= lengths[:, None]] = -1
     return torch.from_numpy(symbols), torch.from_numpy(classes), torch.from_numpy(lengths)
 
@@ -151,7 +165,13 @@ def generate_memorization(
 ):
     """Noiseless memorization: indices (n, T), targets (n, T), lengths (n,) = T."""
     blank, trigger = alphabet, alphabet + 1
-    data = stream.integers(0, alphabet, (n, n_symbols))
+    patterns = alphabet**n_symbols
+    if patterns <= n:  # every block of K^n rows shows each pattern once, as released (5 of 2)
+        code = np.arange(n) % patterns
+        digits = alphabet ** np.arange(n_symbols - 1, -1, -1)  # most significant first
+        data = (code[:, None] // digits[None, :]) % alphabet
+    else:
+        data = stream.integers(0, alphabet, (n, n_symbols))
     seq = np.full((n, T), blank, dtype=np.int64)
     seq[:, :n_symbols] = data
     seq[:, T - n_symbols - 1] = trigger

@@ -125,7 +125,7 @@ class Perplexity(ClassEvery):
         return self.target is not None and m["perplexity"] <= self.target
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)  # the base class's one-line repr
 class WordTask(Task):
     """A ``Task`` whose inputs are word indices: the model needs an embedding table."""
 

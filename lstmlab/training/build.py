@@ -53,7 +53,11 @@ def _call(key: str, fn: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
     try:
         return fn(**kwargs)
     except (TypeError, ValueError) as err:
-        raise ConfigError(key, str(err).splitlines()[0]) from None
+        message = str(err).splitlines()[0]
+        head, sep, rest = message.partition(": ")
+        if sep and head.split(".")[0] in kwargs and " " not in head:  # "lm.decrease: ..."
+            raise ConfigError(f"{key}.{head}", rest) from None
+        raise ConfigError(key, message) from None
 
 
 # --------------------------------------------------------------------------------------------

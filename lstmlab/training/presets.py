@@ -91,6 +91,13 @@ TASK_PRESETS: dict[str, dict[str, Any]] = {
         task={"n_valid": 30},
         every=5,
     ),
+    # word-level language models (seed 004's task): 100 parallel streams, so that Adam's batch
+    # of 100 carries the state from chunk to chunk (the words task carries it when the batch
+    # size equals the number of streams); a 10,000-word vocabulary read through an embedding
+    **{
+        name: _real_data(hidden=200, optimizer="adam", max_epochs=10, task={"streams": 100})
+        for name in ("words", "ptb_words")
+    },
 }
 
 # seed 000 Sec. 5: (mini-)batch 1,000 for the batch optimizers, 100 for momentum GD with

@@ -11,17 +11,18 @@ from lstmlab.tasks.floors import floor
 
 
 @pytest.mark.parametrize(
-    "name,kw,key,value",
+    "name,kw,key,value,tol",
     [
-        ("xor", {"T": 40}, "frac_wrong", 0.5),
-        ("temporal_order", {"T": 40}, "accuracy", 0.25),
-        ("temporal_order_3bit", {"T": 40}, "accuracy", 0.125),
+        # xor's operand bits are independent (as released): chance only up to sampling noise
+        ("xor", {"T": 40}, "frac_wrong", 0.5, 0.06),
+        ("temporal_order", {"T": 40}, "accuracy", 0.25, 1e-9),
+        ("temporal_order_3bit", {"T": 40}, "accuracy", 0.125, 1e-9),
     ],
 )
-def test_balanced_tasks_score_chance(name, kw, key, value):
+def test_balanced_tasks_score_chance(name, kw, key, value, tol):
     task = make(name, n_train=800, n_test=800, **kw)
     m = floor(task)
-    assert m[key] == pytest.approx(value) and not task.solved(m)
+    assert m[key] == pytest.approx(value, abs=tol) and not task.solved(m)
 
 
 def test_real_valued_floor_is_far_from_solved():

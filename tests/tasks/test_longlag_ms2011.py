@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import pytest
 import torch
@@ -28,7 +30,9 @@ def test_op_problems(problem, T):
     L = task.train.lengths.numpy()
     rows = np.arange(N)
     lo, hi = (T, pct(110, T)) if problem != "xor" else (pct(50, T), pct(55, T))
-    assert L.min() == lo and L.max() == hi - 1  # [lo, hi)
+    # the answer sits at the read index T_b in [lo, hi): a sequence has T_b + 1 steps
+    assert L.min() == lo + 1 and L.max() == hi  # 201..220 at T = 200
+    assert ms_windows(problem, T)["read"] == (lo, hi)
     pad = np.arange(v.shape[1])[None, :] >= L[:, None]
     assert not v[pad].any() and not m[pad].any()
     # markers: -1 at 0 and 3 steps before the read step, +1 at A and B, 0 elsewhere
@@ -49,7 +53,8 @@ def test_op_problems(problem, T):
         assert set(np.unique(v[valid])) == {0.0, 1.0}
         np.testing.assert_array_equal(y, np.logical_xor(a, b))
         pairs = np.bincount((2 * a + b).astype(int), minlength=4)
-        assert np.all(pairs == N // 4)  # balanced
+        # operand bits drawn independently, as released: balanced only in expectation
+        assert np.all(np.abs(pairs - N / 4) < 5 * np.sqrt(N / 4)) and not np.all(pairs == N // 4)
         assert task.output == "bernoulli"
     else:
         assert v[valid].min() >= 0 and v[valid].max() < 1
@@ -67,10 +72,15 @@ def test_temporal_order(bits):
     assert task.input_size == 8 and task.output_size == 2**bits and task.read == "last"
     onehot = s.batch(slice(0, 50)).inputs
     assert torch.all(onehot.sum(-1) == (torch.arange(onehot.shape[1]) < s.lengths[:50, None]))
-    assert L.min() == T and L.max() == pct(110, T) - 1
+    assert L.min() == T + 1 and L.max() == pct(110, T)  # read index T_b in [T, 1.1T)
     assert np.all(sym[np.arange(sym.shape[1])[None, :] >= L[:, None]] == -1)
     assert np.all(sym[:, 0] == 7) and np.all((sym == 7).sum(1) == 1)  # start symbol B
-    assert np.all(sym[rows, L - 1] == 6) and np.all((sym == 6).sum(1) == 1)  # trigger E
+    # trigger E: one step before the read step (2-bit) or at it (3-bit), as released
+    trigger = L - 2 if bits == 2 else L - 1
+    assert np.all(sym[rows, trigger] == 6) and np.all((sym == 6).sum(1) == 1)
+    if bits == 2:  # the read step shows a random distractor
+        last = sym[rows, L - 1]
+        assert np.all(last < 4) and np.all(np.abs(np.bincount(last) / N - 0.25) < 0.02)
     rel = np.isin(sym, (4, 5))
     assert np.all(rel.sum(1) == bits)
     pos = np.argwhere(rel)[:, 1].reshape(N, bits)
@@ -78,7 +88,9 @@ def test_temporal_order(bits):
     for k, key in enumerate("ABC"[:bits]):  # inclusive windows, as released
         assert pos[:, k].min() == w[key][0] and pos[:, k].max() == w[key][1] - 1
     bits_seen = sym[rows[:, None], pos] - 4
-    expected = (bits_seen * (2 ** np.arange(bits - 1, -1, -1))).sum(1)
+    # 2-bit: 2·A + B (earliest most significant); 3-bit: 4·C + 2·B + A (last most significant)
+    weights = 2 ** np.arange(bits - 1, -1, -1) if bits == 2 else 2 ** np.arange(bits)
+    expected = (bits_seen * weights).sum(1)
     np.testing.assert_array_equal(cls, expected)
     assert np.all(np.bincount(cls) == N // 2**bits)  # balanced classes
     distract = sym[(sym >= 0) & (sym < 4)]
@@ -133,3 +145,59 @@ def test_success_rule_ms2011():
     assert task.solved(task.evaluate(pred, task.test))
     pred[:10] += 0.05
     assert not task.solved(task.evaluate(pred, task.test))
+
+
+def test_memorization_5of2_shows_every_pattern_once_per_block_of_32():
+    T = 30
+    task = make("memorization_5of2", T=T, n_train=96, n_test=32)
+    for split in (task.train, task.test):
+        x = split.features.numpy()[:, :5]
+        codes = (x * (2 ** np.arange(4, -1, -1))).sum(1)  # first symbol most significant
+        np.testing.assert_array_equal(codes, np.arange(len(x)) % 32)
+    # no randomness is left in it (as released): every seed gives the same 32 patterns
+    other = make("memorization_5of2", T=T, n_train=96, n_test=32, seed=7)
+    assert torch.equal(other.train.features, task.train.features)
+    # 10 of 5 has 5^10 patterns: random symbols
+    ten = make("memorization_10of5", T=T, n_train=64, n_test=10)
+    assert len({tuple(r) for r in ten.train.features.numpy()[:, :10]}) == 64
+
+
+FINGERPRINT_CASES = {
+    "adding": ("adding", {"convention": "ms2011"}),
+    "multiplication": ("multiplication", {"convention": "ms2011"}),
+    "xor": ("xor", {}),
+    "temporal_order": ("temporal_order", {}),
+    "temporal_order_3bit": ("temporal_order_3bit", {}),
+    "permutation": ("permutation", {"symbols": 20}),
+    "memorization_5of2": ("memorization_5of2", {}),
+    "memorization_10of5": ("memorization_10of5", {}),
+}
+
+
+def _fingerprint(name: str, kw: dict) -> str:
+    task = make(name, T=40, n_train=64, n_test=32, seed=3, **kw)
+    h = hashlib.sha256()
+    for split in (task.train, task.test):
+        for t in (split.features, split.targets, split.lengths):
+            h.update(t.numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+@pytest.mark.parametrize("case", FINGERPRINT_CASES)
+def test_fingerprints_pinned(case):
+    """The released-code conventions (docs/tasks.md, points (a)-(e)) are fixed bit for bit."""
+    name, kw = FINGERPRINT_CASES[case]
+    assert _fingerprint(name, kw) == FINGERPRINTS[case]
+
+
+# sha256 (first 16 hex digits) of train and test features, targets, lengths at T = 40, seed 3
+FINGERPRINTS = {
+    "adding": "c7ddd4cd0d61cc96",
+    "multiplication": "90e2a24fbf951b9b",
+    "xor": "8527b81921e4e88a",
+    "temporal_order": "b75f7592c981abdf",
+    "temporal_order_3bit": "0a6a34766c5d7e64",
+    "permutation": "07371685ac0617f9",
+    "memorization_5of2": "206db49ec9c246df",
+    "memorization_10of5": "0d374764625cf0c6",
+}

@@ -1,0 +1,91 @@
+"""``lstmlab reproduce ms2011``: the plan, a tiny real run set that resumes, the report, bad flags."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from lstmlab.cli import main
+from lstmlab.reproduce import ms2011
+from lstmlab.training.config import resolve
+
+
+def test_plan_covers_every_problem_T_cell_and_seed_with_one_hf_setting():
+    specs = ms2011.plan(ms2011.FULL, list(ms2011.PROBLEMS), list(ms2011.CELLS))
+    assert len(specs) == len(ms2011.PROBLEMS) * 3 * 2 * ms2011.FULL.seeds
+    hf = {
+        k: v
+        for k, v in specs[0].overrides.items()
+        if k.startswith("optimizer.options") and k != "optimizer.options.max_cg"
+    }
+    for s in specs[::7]:  # never tuned per problem or seed (a sample: resolve takes time)
+        assert {k: s.overrides[k] for k in hf} == hf
+        cfg = resolve(overrides=dict(s.overrides))  # every planned config is valid
+        assert cfg.optimizer.name == "hf" and cfg.task.options["T"] in (50, 100, 200)
+    assert {s.overrides["task.name"] for s in specs} == {t for t, _ in ms2011.PROBLEMS.values()}
+    mem = [s for s in specs if s.part == "memorization5"]
+    assert all(s.overrides["optimizer.batch_size"] == "32" for s in mem)
+
+
+def test_tiny_run_set_writes_table_and_figure_and_resumes(tmp_path):
+    kw = dict(
+        quick=True,
+        problems=["adding", "temporal2"],
+        cells=["rnn"],
+        Ts=[20],
+        seeds=1,
+        max_pd=3e3,
+        progress="none",
+        log=lambda line: None,
+    )
+    report = ms2011.reproduce(tmp_path, **kw)
+    text = report.read_text()
+    assert "| adding | 20 | rnn | 0/1 |" in text and "| temporal2 | 20 | rnn |" in text
+    assert (tmp_path / "figures" / "error_vs_pd.png").stat().st_size > 5000
+    summary = tmp_path / "runs" / "adding" / "rnn-T20-seed0" / "summary.json"
+    first = json.loads(summary.read_text())
+    assert first["P_D"] >= 1e3 and first["stop_reason"] == "max_pd"
+    mtime = summary.stat().st_mtime_ns
+    ms2011.reproduce(tmp_path, **kw)  # finished runs are kept, not redone
+    assert summary.stat().st_mtime_ns == mtime
+
+
+def test_dry_run_lists_runs_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "o"
+    args = ["reproduce", "ms2011", "--problem", "xor", "--cell", "lstm", "--T", "50", "--T", "100"]
+    assert main([*args, "--seeds", "2", "--max-pd", "1e6", "--dry-run", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "# dry run: 4 runs" in text and "--stop.max_pd 1e+06" in text
+    assert "runs/xor/lstm-T100-seed1" in text and not out.exists()
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--problem", "parity"], "--problem: unknown 'parity'; valid: adding"),
+        (["--cell", "gru"], "--cell: unknown 'gru'; valid: lstm, rnn"),
+        (["--T", "10"], "--T must be >= 20"),
+        (["--seeds", "0"], "--seeds must be >= 1"),
+        (["--max-pd", "0"], "--max-pd must be > 0"),
+    ],
+    ids=["problem", "cell", "T", "seeds", "budget"],
+)
+def test_bad_flags_exit_2_with_one_line(tmp_path, capsys, args, words):
+    assert main(["reproduce", "ms2011", *args, "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert words in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "o").exists()
+
+
+def test_no_preset_of_train_leaks_into_a_run():
+    # `train multiplication` means seed 000's 1997 task with an LSTM gate bias; M&S's
+    # multiplication on a tanh RNN must get none of it
+    [spec] = ms2011.plan(ms2011.QUICK, ["multiplication"], ["rnn"])
+    cfg = resolve(overrides=dict(spec.overrides), presets=spec.presets)
+    assert cfg.task.options["convention"] == "ms2011" and "output" not in cfg.task.options
+    assert "rule" not in cfg.task.options and cfg.model.options == {}
+    from lstmlab.training.build import build_all
+
+    built = build_all(cfg)
+    assert built.model.output == "linear" and built.task.scorer.rule == "ms2011"
