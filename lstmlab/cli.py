@@ -10,6 +10,7 @@
     lstmlab reproduce NAME [--quick] [--dry-run]  one paper's experiments (lyu2015, …)
     lstmlab train multiplication --workers 3     data-parallel on this machine (torchrun inside)
     torchrun --nproc-per-node 4 -m lstmlab train multiplication --run-dir runs/m   (any launch)
+    lstmlab study create|run|resume|status|analyze DIR …   hyperparameter studies (Greff)
 
 Every field of ``lstmlab.training.config.RunConfig`` is a flag (``--section.field VALUE``);
 values are read as TOML (``0.1``, ``true``, ``{type="linear", start=1, end=3.75, steps=10}``)
@@ -259,6 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     _add_reproduce(sub)
+    from lstmlab.studies.cli import add_parser as add_study_parser
+
+    add_study_parser(sub, _Parser, _add_config_flags)
     return parser
 
 
@@ -599,6 +603,12 @@ def cmd_reproduce(ns, extra) -> int:
     return 0
 
 
+def cmd_study(ns, extra) -> int:
+    from lstmlab.studies.cli import cmd_study as study
+
+    return study(ns, extra, UsageError, lambda ns, ex: _overrides(ns, ex, allow_free=True))
+
+
 COMMANDS = {
     "train": cmd_train,
     "resume": cmd_resume,
@@ -606,6 +616,7 @@ COMMANDS = {
     "report": cmd_report,
     "tasks": cmd_tasks,
     "reproduce": cmd_reproduce,
+    "study": cmd_study,
 }
 
 

@@ -17,7 +17,7 @@ from lstmlab.reproduce.paper import PAPERS, Paper, ReproduceUsageError, get, reg
 
 __all__ = ["PAPERS", "Paper", "ReproduceUsageError", "get", "register", "load_all"]
 
-_MODULES = ("lyu2015", "ms2011", "krause2015", "kuchaiev2017")
+_MODULES = ("lyu2015", "ms2011", "krause2015", "kuchaiev2017", "greff2017")
 
 
 def load_all() -> dict[str, Paper]:

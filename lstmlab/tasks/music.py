@@ -239,6 +239,7 @@ def make_music(
     max_pieces: int | None = None,
     target_nll: float | None = None,
     use_cache: bool = True,
+    seed: int | None = None,
 ) -> Task:
     """Polyphonic music task (88 Bernoulli outputs at every step).
 
@@ -247,6 +248,7 @@ def make_music(
     fractions   train/valid/test shares of the chorales (default corpus only)
     max_pieces  parse only the first chorales (quick runs; default corpus only)
     target_nll  success test: test NLL per step <= target_nll (None: none)
+    seed        the run's seed, unused: the corpus and its split (split_seed) stay fixed
     """
     if path is not None:
         rolls = load_piano_rolls(path)

@@ -96,6 +96,7 @@ def build_model(cfg: RunConfig, task, device: torch.device, dtype: torch.dtype):
         seed=cfg.seed,
         dtype=dtype,
         device=device,
+        bidirectional=task.bidirectional,  # the framewise / CTC tasks promise one
     )
     if m.cell == "lstm":
         kwargs.update(variant=m.variant, cells_per_block=m.cells_per_block, gate_sharpness=m.alpha)
@@ -222,14 +223,20 @@ def build_stopping(cfg: RunConfig, task) -> StoppingRule:
         max_pd=s.max_pd,
         max_seconds=s.max_seconds,
         patience=s.patience,
+        patience_epochs=s.patience_epochs,
     )
 
 
 class DeviceSplit:
-    """A task split whose minibatches arrive on the run's device and in its precision."""
+    """A task split whose minibatches arrive on the run's device and in its precision.
 
-    def __init__(self, split, device: torch.device, dtype: torch.dtype):
-        self.split, self.device, self.dtype = split, device, dtype
+    ``noise`` > 0: every minibatch drawn gets fresh Gaussian noise of that σ on its valid input
+    steps (Greff et al.'s input noise; training split only). It comes from torch's global
+    generator, which checkpoints hold, so a resumed run draws the same noise.
+    """
+
+    def __init__(self, split, device: torch.device, dtype: torch.dtype, noise: float = 0.0):
+        self.split, self.device, self.dtype, self.noise = split, device, dtype, float(noise)
         self._all: Batch | None = None
 
     def __len__(self) -> int:
@@ -239,8 +246,15 @@ class DeviceSplit:
         if rows is None:
             if self._all is None:
                 self._all = self.split.batch().to(self.device, self.dtype)
-            return self._all
-        return self.split.batch(rows).to(self.device, self.dtype)
+            return self._noisy(self._all)
+        return self._noisy(self.split.batch(rows).to(self.device, self.dtype))
+
+    def _noisy(self, batch: Batch) -> Batch:
+        if self.noise == 0.0:
+            return batch
+        eps = torch.randn(batch.inputs.shape, dtype=batch.inputs.dtype).to(self.device)
+        eps = eps * batch.mask().unsqueeze(-1)  # padding stays zero
+        return dataclasses.replace(batch, inputs=batch.inputs + self.noise * eps)
 
     def chunks(self, size: int = EVAL_CHUNK):
         if len(self) <= size:
@@ -355,7 +369,7 @@ def build_all(cfg: RunConfig) -> Built:
         model=model,
         optimizer=optimizer,
         stopping=build_stopping(cfg, task),
-        train_data=DeviceSplit(task.train, device, dtype),
+        train_data=DeviceSplit(task.train, device, dtype, noise=cfg.task.input_noise),
         test_data=test_data,
         make_objective=_ObjectiveFactory(Objective, t_ref),
         eval_data=DeviceSplit(task.valid, device, dtype) if split == "valid" else test_data,

@@ -86,6 +86,9 @@ class TaskConfig:
 
     name: str = opt("multiplication", "task name (see `lstmlab tasks`)")
     options: dict = opt({}, "task options passed to lstmlab.tasks.make, e.g. {T = 100}")
+    input_noise: float = opt(
+        0.0, "σ of Gaussian noise added to the training inputs at every step (Greff)", ge=0
+    )
 
 
 @dataclass
@@ -136,6 +139,9 @@ class StopConfig:
     max_pd: float | None = opt(None, "budget: sequential cost P_D (forward-pass equivalents)", gt=0)
     max_seconds: float | None = opt(None, "budget: wall time of the training loop", gt=0)
     patience: int | None = opt(None, "stop after this many evaluations without improvement", ge=1)
+    patience_epochs: int | None = opt(
+        None, "stop after this many epochs without improvement (Greff: 15)", ge=1
+    )
 
 
 @dataclass

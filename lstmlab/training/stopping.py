@@ -1,5 +1,6 @@
 """Stopping rule: target metric, budgets (iterations, epochs, samples, P_D, wall time), and
-patience (no improvement of the stopping metric for N evaluations).
+patience (no improvement of the stopping metric for N evaluations, or for N epochs as Greff
+et al. count it).
 
 ``StoppingRule.observe`` is called after each evaluation; ``StoppingRule.reason`` before each
 step. Both read and write only the ``TrainState`` counters, so a resumed run stops exactly where
@@ -29,7 +30,8 @@ class StoppingRule:
     max_samples: int | None = None
     max_pd: float | None = None
     max_seconds: float | None = None
-    patience: int | None = None
+    patience: int | None = None  # evaluations without improvement
+    patience_epochs: int | None = None  # completed epochs without improvement (Greff: 15)
 
     def observe(self, state: TrainState, metrics: dict[str, Any]) -> None:
         """Update best / patience counters and ``solved`` from one evaluation."""
@@ -42,6 +44,7 @@ class StoppingRule:
             )
             if better:
                 state.best, state.best_iteration, state.evals_since_best = value, state.iteration, 0
+                state.best_epoch = state.epoch
             else:
                 state.evals_since_best += 1
         else:
@@ -70,6 +73,11 @@ class StoppingRule:
             if limit is not None and used >= limit:
                 return name
         if self.patience is not None and state.evals_since_best >= self.patience:
+            return "patience"
+        if (
+            self.patience_epochs is not None
+            and state.epoch - state.best_epoch >= self.patience_epochs
+        ):
             return "patience"
         return None
 

@@ -1,0 +1,193 @@
+"""``lstmlab study``: create / run / resume / status / analyze (parses, opens, calls).
+
+lstmlab study create studies/jsb music --task.options.max_pieces 60
+lstmlab study run studies/jsb --trials 20 --workers 2      two worker processes here
+lstmlab study run DIR --name jsb --storage postgresql://u:p@host/db --trials 20  (elsewhere)
+lstmlab study resume studies/jsb                           retry failed / dead trials
+lstmlab study status studies/jsb [--json]
+lstmlab study analyze studies/jsb [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import subprocess
+import sys
+
+__all__ = ["add_parser", "cmd_study"]
+
+
+def _where(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dir", metavar="DIR", help="study directory (trial run directories go here)")
+    p.add_argument("--name", help="study name (default: the directory's study, or its name)")
+    p.add_argument(
+        "--storage",
+        metavar="URL",
+        help="postgresql://user:password@host/db for many machines; default: the journal file "
+        "in DIR (no server)",
+    )
+
+
+def _count(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--trials", type=int, metavar="N", default=None, help=what)
+    p.add_argument(
+        "--total",
+        type=int,
+        metavar="N",
+        default=None,
+        help="stop once the study holds N complete, running or queued trials",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="K",
+        help="worker processes on this machine (each runs --trials N)",
+    )
+
+
+def add_parser(sub, parser_class, add_config_flags) -> None:
+    s = sub.add_parser(
+        "study",
+        help="hyperparameter studies: random search over variants (Greff et al.)",
+        description="Random search over LSTM variants and hyperparameters on Optuna; each trial "
+        "is an ordinary run directory. Greff's ranges by default, any other space from TOML.",
+    )
+    ss = s.add_subparsers(dest="study_command", metavar="ACTION", parser_class=parser_class)
+    ss.required = True
+
+    c = ss.add_parser(
+        "create",
+        help="create a study (never overwrites one)",
+        description="Create a study on TASK. Trials start from Greff's training (Nesterov "
+        "momentum, lr rescaled by 1 - momentum, 150 epochs, early stopping after 15 epochs on "
+        "the validation split) with the task preset, the --config files and the flags on top.",
+    )
+    _where(c)
+    c.add_argument("task", metavar="TASK", help="task name (see `lstmlab tasks`)")
+    c.add_argument("--space", metavar="FILE", help="search space TOML (default: Greff's space)")
+    c.add_argument(
+        "--search-seed", type=int, default=0, help="seed of the random search (trial seeds follow)"
+    )
+    c.add_argument(
+        "--config", action="append", default=[], metavar="FILE", help="base run config TOML"
+    )
+    add_config_flags(c)
+
+    r = ss.add_parser("run", help="run trials (one worker, or --workers K here)")
+    _where(r)
+    _count(r, "trials this worker runs")
+    r.add_argument("--space", metavar="FILE", help="refuse to run unless the study has this space")
+
+    u = ss.add_parser(
+        "resume", help="mark dead trials failed, run the failed ones again, then --trials more"
+    )
+    _where(u)
+    _count(u, "new trials to run after the retries (default 0)")
+
+    t = ss.add_parser("status", help="trial counts, best trial, per-variant summary")
+    _where(t)
+    t.add_argument("--json", action="store_true", help="print as JSON")
+
+    a = ss.add_parser("analyze", help="fANOVA, marginals, variant comparison: report.md + PNGs")
+    _where(a)
+    a.add_argument("--out", metavar="DIR", help="output folder (default: DIR/analysis)")
+    a.add_argument("--trees", type=int, default=64, help="trees of the random forest")
+
+
+def cmd_study(ns, extra, usage_error, overrides_of) -> int:
+    from lstmlab.studies import study as S
+    from lstmlab.studies.space import SpaceError, load_space
+
+    try:
+        if ns.study_command == "create":
+            return _create(ns, extra, overrides_of)
+        if extra:
+            raise usage_error(f"unrecognized argument {extra[0]!r} (see --help)")
+        space = load_space(ns.space) if getattr(ns, "space", None) else None
+        handle = S.open_study(ns.dir, name=ns.name, storage=ns.storage, space=space)
+        if ns.study_command in ("run", "resume"):
+            for flag in ("trials", "total", "workers"):
+                v = getattr(ns, flag)
+                if v is not None and v < 1:
+                    raise usage_error(f"--{flag} must be >= 1, got {v}")
+            if ns.workers > 1:
+                return _spawn(ns)
+            if ns.study_command == "run":
+                S.run_worker(handle, trials=ns.trials, total=ns.total, log=_log)
+            else:
+                S.resume(handle, trials=ns.trials or 0, log=_log)
+            _print_status(S.status(handle))
+            return 0
+        if ns.study_command == "status":
+            st = S.status(handle)
+            print(json.dumps(st, indent=2)) if ns.json else _print_status(st)
+            return 0
+        if ns.study_command == "analyze":
+            from lstmlab.studies.analysis import analyze
+
+            path = analyze(handle, out=ns.out, n_trees=ns.trees, log=_log)
+            print(f"wrote {path}")
+            return 0
+    except (S.StudyError, SpaceError) as err:
+        raise usage_error(f"lstmlab study {ns.study_command}: {err}") from None
+    raise usage_error(f"unknown study action {ns.study_command!r}")
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _create(ns, extra, overrides_of) -> int:
+    from lstmlab.studies import study as S
+    from lstmlab.studies.space import GREFF, load_space
+    from lstmlab.training.config import load_toml, resolve
+
+    overrides = overrides_of(ns, extra)
+    overrides["task.name"] = ns.task
+    cfg = resolve([S.GREFF_BASE, *(load_toml(f) for f in ns.config)], overrides)
+    space = load_space(ns.space) if ns.space else GREFF
+    h = S.create(ns.dir, cfg, name=ns.name, storage=ns.storage, space=space, seed=ns.search_seed)
+    print(f"created study {h.name!r} in {h.where} (metric {h.metric}, {h.study.direction.name})")
+    print(space.describe())
+    return 0
+
+
+def _spawn(ns) -> int:
+    """``--workers K``: K worker processes of this same command, waited for."""
+    cmd = [sys.executable, "-m", "lstmlab", "study", ns.study_command, ns.dir]
+    for flag in ("name", "storage", "trials", "total"):
+        v = getattr(ns, flag, None)
+        if v is not None:
+            cmd += [f"--{flag}", str(v)]
+    procs = []
+    for k in range(ns.workers):
+        # a resume retries the failed trials once (in the first worker); the others add trials
+        c = cmd if (k == 0 or ns.study_command == "run") else [*cmd[:3], "run", *cmd[4:]]
+        if ns.study_command == "resume" and k > 0 and ns.trials is None and ns.total is None:
+            continue
+        procs.append(subprocess.Popen(c))
+    try:
+        codes = [p.wait() for p in procs]
+    except KeyboardInterrupt:
+        for p in procs:
+            p.send_signal(signal.SIGINT)
+        codes = [p.wait() for p in procs]
+    return max(codes, default=0)
+
+
+def _print_status(st) -> None:
+    states = ", ".join(f"{n} {k}" for k, n in sorted(st["states"].items())) or "no trials"
+    print(f"study {st['name']} ({st['storage']}): {st['trials']} trials: {states}")
+    if st["best"]:
+        b = st["best"]
+        params = " ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in b["params"].items()
+        )
+        print(f"  best: trial {b['number']}, {st['metric']} {b['value']:.5g}  {params}")
+    for v, d in st["variants"].items():
+        print(f"  {v:<8} {d['complete']:>4} complete, best {st['metric']} {d['best']:.5g}")
+    for r in st["running"]:
+        print(f"  running: trial {r['number']} on {r.get('host')} pid {r.get('pid')}")

@@ -1,0 +1,513 @@
+"""A hyperparameter study: Greff et al.'s random search over LSTM variants and hyperparameters,
+on Optuna (SPEC S7).
+
+A study directory holds::
+
+    study.toml          the study's name and storage URL (what `lstmlab study run DIR` opens)
+    study.journal       the embedded storage (when no database URL is given; ``storage``)
+    trials/trial-00012/ one ordinary run directory per trial (`lstmlab resume` works on it)
+    analysis/           what `lstmlab study analyze` writes
+
+The study's definition — search space, base run configuration, seed, watched metric — lives in
+the storage itself (Optuna study user attributes), so a worker on another machine needs only
+the database URL and the study name. Each trial samples its variant and hyperparameters
+(``space``) through a random sampler seeded by (study seed, trial number), so which worker runs
+a trial does not change what it samples; runs ``lstmlab.training.run.start`` on the base config
+with those values, evaluating and checkpointing once per epoch; and reports the best value of the watched metric (on the validation split
+by default: Greff's early stopping).
+
+Workers die: a worker records its host, process id and process start time on each trial it
+runs; any worker (before each trial), ``status`` and ``resume`` mark a running trial whose
+process on this host is gone as failed; on PostgreSQL, Optuna's heartbeat does the same across
+machines. ``resume`` queues every failed trial again with its parameters and run directory, and
+the retry continues that run from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import socket
+import sys
+import tomllib
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+from optuna.distributions import CategoricalDistribution
+from optuna.samplers import RandomSampler
+from optuna.trial import TrialState
+
+from lstmlab.studies.space import GREFF, SearchSpace, from_dict
+from lstmlab.studies.storage import StorageError, describe_url, open_storage
+
+__all__ = [
+    "StudyError",
+    "StudyHandle",
+    "GREFF_BASE",
+    "create",
+    "open_study",
+    "run_worker",
+    "resume",
+    "status",
+    "reap_dead_trials",
+]
+
+STUDY_FILE = "study.toml"
+ATTR = "lstmlab"  # the study user attribute that holds the definition
+
+# Greff et al.'s training, on top of the task: Nesterov momentum with the learning rate
+# rescaled by (1 − μ), one cell per block, standard sigmoid gates, N(0, 0.1²) weights, at most
+# 150 epochs, early stopping after 15 epochs without improvement on the validation split.
+GREFF_BASE: dict[str, Any] = {
+    "optimizer": {"name": "nesterov", "options": {"rescale": True}},
+    "model": {"cells_per_block": 1, "alpha": 1.0, "options": {"init": "gaussian"}},
+    "stop": {"max_epochs": 150, "patience_epochs": 15},
+    "eval_split": "valid",
+    "precision": "float32",
+}
+
+
+class StudyError(RuntimeError):
+    """A failure the user can act on; ``str(err)`` is one line."""
+
+
+@dataclass
+class StudyHandle:
+    """An open study: its directory, Optuna study and definition."""
+
+    root: Path
+    name: str
+    storage_url: str | None
+    study: Any  # optuna.Study
+    space: SearchSpace
+    base: dict[str, Any]  # the base RunConfig as a dict
+    seed: int
+    metric: str
+
+    @property
+    def where(self) -> str:
+        return (
+            describe_url(self.storage_url) if self.storage_url else str(self.root / "study.journal")
+        )
+
+
+def _quiet_optuna() -> None:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def _storage(url: str | None, root: Path):
+    try:
+        return open_storage(url, root)
+    except StorageError as err:
+        raise StudyError(str(err)) from None
+
+
+def _read_pointer(root: Path) -> dict[str, Any]:
+    path = root / STUDY_FILE
+    if not path.exists():
+        return {}
+    try:
+        return tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as err:
+        raise StudyError(f"cannot read {path}: {err}") from None
+
+
+def _write_pointer(root: Path, name: str, storage: str | None) -> None:
+    data = {"name": name, **({"storage": storage} if storage else {})}
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = root / (STUDY_FILE + ".tmp")
+        tmp.write_text(tomli_w.dumps(data))
+        os.replace(tmp, root / STUDY_FILE)
+    except OSError as err:
+        raise StudyError(f"cannot write {root / STUDY_FILE}: {err.strerror or err}") from None
+
+
+# --------------------------------------------------------------------------------------------
+# Create / open
+
+
+def create(
+    root: str | Path,
+    base_cfg,
+    *,
+    name: str | None = None,
+    storage: str | None = None,
+    space: SearchSpace = GREFF,
+    seed: int = 0,
+) -> StudyHandle:
+    """Create a study (never overwrites one). ``base_cfg`` is the ``RunConfig`` every trial
+    starts from; the space's values replace its fields."""
+    import optuna
+
+    from lstmlab.training import build
+    from lstmlab.training.config import to_dict
+
+    _quiet_optuna()
+    root = Path(root)
+    name = name or root.resolve().name
+    pointer = _read_pointer(root)
+    if pointer:
+        raise StudyError(
+            f"{root} already holds study {pointer.get('name')!r}; nothing was overwritten "
+            f"(add trials with `lstmlab study run {root}`, or choose another directory)"
+        )
+    task = build.build_all(base_cfg).task  # a bad base config fails here, before any write
+    metric = build.stop_metric(base_cfg, task)
+    higher = task.higher_is_better if metric == task.metric else metric == "accuracy"
+    definition = {
+        "space": space.to_dict(),
+        "base": to_dict(base_cfg),
+        "seed": seed,
+        "metric": metric,
+    }
+    st = _storage(storage, root)
+    if name in optuna.get_all_study_names(st):
+        raise StudyError(_exists_message(name, st, space, storage, root))
+    try:
+        study = optuna.create_study(
+            storage=st,
+            study_name=name,
+            direction="maximize" if higher else "minimize",
+            sampler=TrialSeededSampler(seed),
+        )
+    except optuna.exceptions.DuplicatedStudyError:
+        raise StudyError(_exists_message(name, st, space, storage, root)) from None
+    study.set_user_attr(ATTR, definition)
+    _write_pointer(root, name, storage)
+    return _handle(root, name, storage, study)
+
+
+def _exists_message(name, st, space, storage, root) -> str:
+    import optuna
+
+    old = optuna.load_study(study_name=name, storage=st).user_attrs.get(ATTR, {})
+    where = describe_url(storage) if storage else str(root)
+    if old.get("space") and from_dict(old["space"]).fingerprint() != space.fingerprint():
+        return (
+            f"study {name!r} already exists in {where} with another search space; "
+            "nothing was overwritten (choose another --name)"
+        )
+    return (
+        f"study {name!r} already exists in {where}; nothing was overwritten "
+        f"(add trials with `lstmlab study run`)"
+    )
+
+
+def open_study(
+    root: str | Path,
+    *,
+    name: str | None = None,
+    storage: str | None = None,
+    space: SearchSpace | None = None,
+) -> StudyHandle:
+    """Open the study of ``root`` (its ``study.toml``), or join study ``name`` in ``storage``
+    (a worker on another machine: ``root`` then only receives its trials' run directories).
+    ``space``, when given, must be the study's own."""
+    import optuna
+
+    _quiet_optuna()
+    root = Path(root)
+    pointer = _read_pointer(root)
+    if pointer and name and pointer.get("name") != name:
+        raise StudyError(f"{root} holds study {pointer['name']!r}, not {name!r}")
+    name = name or pointer.get("name")
+    storage = storage or pointer.get("storage")
+    if not name:
+        raise StudyError(
+            f"{root}: no study here (no {STUDY_FILE}); create one with `lstmlab study create`, "
+            "or give --name and --storage to join one in a database"
+        )
+    if storage is None and not (root / "study.journal").exists():
+        raise StudyError(f"{root}: no study journal here; give --storage URL")
+    st = _storage(storage, root)
+    try:
+        study = optuna.load_study(study_name=name, storage=st, sampler=None)
+    except KeyError:
+        raise StudyError(f"no study {name!r} in {describe_url(storage or str(root))}") from None
+    handle = _handle(root, name, storage, study)
+    if space is not None and space.fingerprint() != handle.space.fingerprint():
+        raise StudyError(
+            f"study {name!r} exists with another search space; nothing was changed "
+            "(drop --space, or create a new study)"
+        )
+    if not pointer:
+        _write_pointer(root, name, storage)
+    return handle
+
+
+def _handle(root, name, storage, study) -> StudyHandle:
+    d = study.user_attrs.get(ATTR)
+    if not d:
+        raise StudyError(f"study {name!r} was not made by `lstmlab study create`")
+    study.sampler = TrialSeededSampler(d["seed"])
+    return StudyHandle(
+        root=root,
+        name=name,
+        storage_url=storage,
+        study=study,
+        space=from_dict(d["space"]),
+        base=d["base"],
+        seed=int(d["seed"]),
+        metric=d["metric"],
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Sampling
+
+
+class TrialSeededSampler(RandomSampler):
+    """Optuna's random sampler, reseeded for each (trial number, parameter) from the study
+    seed: a trial samples the same values whichever worker runs it, and runs of a study with
+    any number of workers sample the same trials. The variant is not drawn but dealt: a trial
+    gets the variant fewest earlier trials hold (failed ones not counted, since their retries
+    hold it; ties in the space's order), so N·K trials give every variant N, as Greff's fixed
+    number of trials per variant."""
+
+    def __init__(self, seed: int = 0):
+        super().__init__(seed=seed)
+        self.study_seed = int(seed)
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        if param_name == "variant" and isinstance(param_distribution, CategoricalDistribution):
+            choices = list(param_distribution.choices)
+            held = [
+                t.params.get("variant")
+                for t in study.get_trials(deepcopy=False)
+                if t.number < trial.number and t.state != TrialState.FAIL
+            ]
+            return min(choices, key=lambda c: (held.count(c), choices.index(c)))
+        digest = sum((i + 1) * ord(c) for i, c in enumerate(param_name))
+        seed = (self.study_seed * 1_000_003 + trial.number * 7919 + digest) % 2**32
+        return RandomSampler(seed=seed).sample_independent(
+            study, trial, param_name, param_distribution
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Workers
+
+
+def _process_start(pid: int) -> str | None:
+    """The start time of process ``pid`` (to tell a live process from a reused pid)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def worker_id() -> dict[str, Any]:
+    pid = os.getpid()
+    return {"host": socket.gethostname(), "pid": pid, "start": _process_start(pid)}
+
+
+def _alive(worker: dict[str, Any]) -> bool:
+    pid = int(worker.get("pid", -1))
+    if pid <= 0:
+        return False
+    start = _process_start(pid)
+    if start is not None or worker.get("start") is not None:
+        return start is not None and start == worker.get("start")
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def reap_dead_trials(handle: StudyHandle) -> list[int]:
+    """Mark running trials whose worker process on this host is gone as failed (and, on
+    PostgreSQL, those whose heartbeat stopped); returns their numbers."""
+    import optuna
+    from optuna.storages._heartbeat import is_heartbeat_enabled
+    from optuna.trial import TrialState
+
+    study = handle.study
+    reaped = []
+    if is_heartbeat_enabled(study._storage):
+        before = {t.number for t in study.get_trials(False, states=(TrialState.RUNNING,))}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
+        after = {t.number for t in study.get_trials(False, states=(TrialState.RUNNING,))}
+        reaped += sorted(before - after)
+    host = socket.gethostname()
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        w = t.user_attrs.get("worker")
+        if not w or w.get("host") != host or _alive(w):
+            continue
+        try:
+            study._storage.set_trial_user_attr(t._trial_id, "failed_because", "worker died")
+            if study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL):
+                reaped.append(t.number)
+        except (RuntimeError, optuna.exceptions.UpdateFinishedTrialError):
+            pass  # another worker reaped it first
+    return reaped
+
+
+class _Objective:
+    def __init__(self, handle: StudyHandle, log):
+        self.h, self.log = handle, log
+
+    def __call__(self, trial) -> float:
+        import json
+
+        from lstmlab.training import build, run
+        from lstmlab.training.config import apply_overrides, from_dict
+        from lstmlab.training.loop import batches_per_epoch
+
+        h = self.h
+        trial.set_user_attr("worker", worker_id())
+        over = h.space.sample(trial)
+        base = from_dict(h.base)
+        over["seed"] = h.seed * 100_000 + trial.number
+        run_dir = Path(
+            trial.user_attrs.get("run_dir") or h.root / "trials" / f"trial-{trial.number:05d}"
+        )
+        if "retry_of" in trial.user_attrs:
+            over["seed"] = int(trial.user_attrs.get("seed", over["seed"]))
+        trial.set_user_attr("run_dir", str(run_dir))
+        trial.set_user_attr("seed", over["seed"])
+        cfg = from_dict(apply_overrides({}, over), base)
+        if not run.RunPaths(run_dir).config.exists():
+            # evaluate and checkpoint once per epoch, as Greff's early stopping counts
+            n = len(build.build_task(cfg).train)
+            per_epoch = batches_per_epoch(n, cfg.optimizer.batch_size)
+            cfg = from_dict({"eval_every": per_epoch, "checkpoint_every": per_epoch}, cfg)
+        paths = run.RunPaths(run_dir)
+        if paths.summary.exists():
+            summary = json.loads(paths.summary.read_text())
+        elif paths.config.exists():
+            summary = run.resume(run_dir, progress="none", out=io.StringIO())
+        else:
+            summary = run.start(cfg, run_dir, progress="none", out=io.StringIO())
+        if summary["stop_reason"] == "interrupted":
+            raise KeyboardInterrupt
+        value = summary["best"]
+        trial.set_user_attr("stop_reason", summary["stop_reason"])
+        trial.set_user_attr("epochs", summary["epochs"])
+        trial.set_user_attr("wall_time", summary["wall_time"])
+        if cfg.eval_split != "test":
+            test = run.evaluate_run(run_dir, "test")
+            trial.set_user_attr(f"test_{h.metric}", test.get(h.metric))
+        if value is None or not math.isfinite(value):
+            raise StudyError(f"trial {trial.number}: no finite {h.metric}")
+        self.log(
+            f"trial {trial.number}: {over['model.variant']} "
+            + " ".join(f"{k}={v:.4g}" for k, v in trial.params.items() if k != "variant")
+            + f" -> {h.metric} {value:.5g} ({summary['stop_reason']}, {summary['epochs']} epochs)"
+        )
+        return float(value)
+
+
+def _counted(handle: StudyHandle) -> int:
+    from optuna.trial import TrialState
+
+    states = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)
+    return len(handle.study.get_trials(deepcopy=False, states=states))
+
+
+def run_worker(
+    handle: StudyHandle,
+    *,
+    trials: int | None = None,
+    total: int | None = None,
+    log=None,
+) -> int:
+    """Run trials one after another: ``trials`` of them, or until the study holds ``total``
+    complete, running or queued trials (whichever comes first). Returns how many ran."""
+    from lstmlab.training.config import ConfigError
+    from lstmlab.training.run import RunError
+
+    if trials is None and total is None:
+        raise StudyError("say how many trials: --trials N (this worker) or --total N (study)")
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    objective = _Objective(handle, log)
+    done = 0
+    while trials is None or done < trials:
+        reaped = reap_dead_trials(handle)
+        if reaped:
+            log(f"marked failed (worker gone): trials {', '.join(map(str, reaped))}")
+        if total is not None and _counted(handle) >= total:
+            break
+        handle.study.optimize(
+            objective,
+            n_trials=1,
+            catch=(RunError, ConfigError, StudyError, FloatingPointError),
+            gc_after_trial=False,
+        )
+        done += 1
+    return done
+
+
+def resume(handle: StudyHandle, *, trials: int = 0, log=None) -> int:
+    """Mark dead trials failed, queue every failed trial again (its parameters, seed and run
+    directory, so the run continues from its checkpoint), run them and ``trials`` more."""
+    from optuna.trial import TrialState
+
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    reap_dead_trials(handle)
+    study = handle.study
+    all_trials = study.get_trials(deepcopy=False)
+    retried = {t.user_attrs.get("retry_of") for t in all_trials}
+    queued = 0
+    for t in all_trials:
+        if t.state != TrialState.FAIL or t.number in retried:
+            continue
+        attrs = {"retry_of": t.number}
+        for k in ("run_dir", "seed"):
+            if k in t.user_attrs:
+                attrs[k] = t.user_attrs[k]
+        study.enqueue_trial(t.params, user_attrs=attrs, skip_if_exists=False)
+        queued += 1
+    if queued:
+        log(f"queued {queued} failed trial(s) again")
+    return run_worker(handle, trials=queued + trials, log=log) if queued + trials else 0
+
+
+def status(handle: StudyHandle) -> dict[str, Any]:
+    """Counts by state, the best trial, and per-variant counts and best values."""
+    from optuna.trial import TrialState
+
+    reap_dead_trials(handle)
+    trials = handle.study.get_trials(deepcopy=False)
+    counts: dict[str, int] = {}
+    for t in trials:
+        counts[t.state.name.lower()] = counts.get(t.state.name.lower(), 0) + 1
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    sign = 1 if handle.study.direction.name == "MINIMIZE" else -1
+    variants: dict[str, dict[str, Any]] = {}
+    for t in complete:
+        v = t.params.get("variant", handle.space.variants[0])
+        d = variants.setdefault(v, {"complete": 0, "best": None})
+        d["complete"] += 1
+        if d["best"] is None or sign * t.value < sign * d["best"]:
+            d["best"] = t.value
+    best = min(complete, key=lambda t: sign * t.value) if complete else None
+    return {
+        "name": handle.name,
+        "storage": handle.where,
+        "metric": handle.metric,
+        "direction": handle.study.direction.name.lower(),
+        "trials": len(trials),
+        "states": counts,
+        "best": None
+        if best is None
+        else {"number": best.number, "value": best.value, "params": best.params},
+        "variants": variants,
+        "running": [
+            {"number": t.number, **t.user_attrs.get("worker", {})}
+            for t in trials
+            if t.state == TrialState.RUNNING
+        ],
+    }
