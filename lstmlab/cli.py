@@ -379,7 +379,7 @@ def _in_group(fn):
         return fn()
     except (ConfigError, RunError, DistributedError) as err:
         kind = "config error" if isinstance(err, ConfigError) else "error"
-        print(f"{_who()}: {kind}: {err}", file=sys.stderr, flush=True)
+        _say(f"{_who()}: {kind}: {err}")
         comm.settle()
         raise _Reported(EXIT_USAGE if isinstance(err, ConfigError) else EXIT_RUNTIME) from None
     finally:
@@ -620,6 +620,13 @@ COMMANDS = {
 }
 
 
+def _say(line: str) -> None:
+    """One error line in one write: the workers of a group share stderr, and ``print``'s two
+    writes (text, then newline) from two processes can interleave into one line."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
 def _who() -> str:
     """``lstmlab``, or ``lstmlab[rank R]`` in a worker of a group (every rank reports)."""
     import os
@@ -642,16 +649,16 @@ def main(argv: list[str] | None = None) -> int:
     except _Reported as done:
         return done.code
     except DistributedError as err:
-        print(f"{_who()}: error: {err}", file=sys.stderr)
+        _say(f"{_who()}: error: {err}")
         return EXIT_RUNTIME
     except UsageError as err:
         print(err, file=sys.stderr)
         return EXIT_USAGE
     except ConfigError as err:
-        print(f"{_who()}: config error: {err}", file=sys.stderr)
+        _say(f"{_who()}: config error: {err}")
         return EXIT_USAGE
     except RunError as err:
-        print(f"{_who()}: error: {err}", file=sys.stderr)
+        _say(f"{_who()}: error: {err}")
         return EXIT_RUNTIME
     except BrokenPipeError:  # `lstmlab tasks | head`: the reader left, nothing is wrong
         import os
