@@ -23,3 +23,11 @@ def test_readme_commands_match_ci():
     ci = (README.parent / ".ci" / "run").read_text()
     assert commands[1] in ci, ".ci/run must run the README's test command"
     assert "lstmlab train multiplication" in commands[0]
+
+
+def test_readme_names_every_reproduction_and_only_those():
+    from lstmlab import reproduce
+
+    row = next(ln for ln in README.read_text().splitlines() if "lstmlab reproduce NAME" in ln)
+    named = set(re.findall(r"`([a-z]+\d{4})`", row))
+    assert named == set(reproduce.load_all()), named
