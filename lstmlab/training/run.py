@@ -261,18 +261,8 @@ def resume(
             if not par.is_main:
                 return summarize(cfg, paths, state, None, built.stopping.metric)
             built.model.load_state_dict(ckpt["model"])  # the final test reads the last network
-            seed_note = built.task.info.get("seed")
-            return finish(
-                cfg,
-                paths,
-                state,
-                metric=built.stopping.metric,
-                target=built.target,
-                out=out,
-                checkpoint_iteration=state.iteration,
-                final_test=_final_test(built, state),
-                eval_split=built.eval_split,
-                task_seed=seed_note if isinstance(seed_note, str) else None,
+            return _finish_built(
+                cfg, paths, state, built, out, checkpoint_iteration=state.iteration
             )
         par.prepare(cfg, built)
         restored = None if action == "fresh" else (ckpt, state)
@@ -435,6 +425,20 @@ def _execute(cfg, paths, built, restored, *, progress, out, checkpoint_writer=No
         log.close()
     if not par.is_main:
         return summarize(cfg, paths, state, None, built.stopping.metric)
+    return _finish_built(
+        cfg,
+        paths,
+        state,
+        built,
+        out,
+        checkpoint_iteration=written["iteration"],
+        interrupted_by=interrupt.signal if state.stop_reason == "interrupted" else None,
+    )
+
+
+def _finish_built(cfg, paths, state, built, out, **kwargs) -> dict[str, Any]:
+    """``finish`` with what the built run knows: its metric, target, evaluation split, the one
+    read of the test split and the note of a task that takes no seed."""
     seed_note = built.task.info.get("seed")
     return finish(
         cfg,
@@ -443,11 +447,10 @@ def _execute(cfg, paths, built, restored, *, progress, out, checkpoint_writer=No
         metric=built.stopping.metric,
         target=built.target,
         out=out,
-        checkpoint_iteration=written["iteration"],
-        interrupted_by=interrupt.signal if state.stop_reason == "interrupted" else None,
         final_test=_final_test(built, state),
         eval_split=built.eval_split,
         task_seed=seed_note if isinstance(seed_note, str) else None,
+        **kwargs,
     )
 
 
