@@ -70,6 +70,48 @@ def test_tiny_run_end_to_end(tmp_path, capsys):
     assert "| 0/1 |" in (tmp_path / "rep" / "report.md").read_text()
 
 
+@pytest.mark.parametrize("flag, key", [("--stop.max_pd", "P_D"), ("--stop.max_pi", "P_I")])
+def test_cost_budgets_from_the_command_line(tmp_path, capsys, flag, key):
+    run = tmp_path / "run"
+    flags = tiny_flags(**{"stop.max_iterations": "1000"})
+    ref = tmp_path / "ref"  # one iteration's cost, to set a budget of a few iterations
+    assert (
+        main(
+            [
+                "train",
+                "multiplication",
+                "--run-dir",
+                str(ref),
+                "--progress",
+                "none",
+                *tiny_flags(**{"stop.max_iterations": "1"}),
+            ]
+        )
+        == 0
+    )
+    one = json.loads((ref / "summary.json").read_text())[key]
+    budget = f"{3.5 * one:g}"
+    assert (
+        main(
+            [
+                "train",
+                "multiplication",
+                "--run-dir",
+                str(run),
+                "--progress",
+                "none",
+                *flags,
+                flag,
+                budget,
+            ]
+        )
+        == 0
+    )
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["stop_reason"] == flag.split(".")[1]
+    assert float(budget) <= summary[key] < float(budget) + 2 * one
+
+
 def test_tasks_lists_names_with_descriptions(capsys):
     assert main(["tasks"]) == 0
     out = capsys.readouterr().out

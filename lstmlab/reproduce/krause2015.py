@@ -79,6 +79,7 @@ class Setting:
     valid_chars: int = 200_000
     test_chars: int = 200_000
     max_seconds: float = 4 * 3600.0  # per run
+    max_pi: float | None = None  # per-run P_I budget: the same parallel cost for every optimizer
     max_cg: int | None = None  # cap on HF's CG iterations (None: the presets')
     smoke: bool = False
     model_scale: float | None = None  # parameter counts × this (None: × scale)
@@ -196,7 +197,12 @@ def plan(setting: Setting, task_options: dict[str, Any], vocab: int) -> dict[str
                     "alpha": 1.0,
                 },
                 "optimizer": {"name": opt, "batch_size": bg, "options": options},
-                "stop": {"max_seconds": setting.max_seconds, "max_epochs": 10_000, "patience": 10},
+                "stop": {
+                    "max_seconds": setting.max_seconds,
+                    "max_pi": setting.max_pi,
+                    "max_epochs": 10_000,
+                    "patience": 10,
+                },
             }
             # the presets fill in the rest (SGD's lr and clipping, HF's damping rule)
             out[f"{model}-{opt}"] = resolve([data])
@@ -223,6 +229,9 @@ def ensure(name: str, cfg: RunConfig, run_dir: Path, *, progress: str) -> dict[s
             done.get("stop_reason") == "max_seconds"
             and cfg.stop.max_seconds is not None
             and cfg.stop.max_seconds > done["wall_time"]
+        ) or (
+            done.get("stop_reason") == "max_pi"
+            and (cfg.stop.max_pi is None or cfg.stop.max_pi > done["P_I"])
         )
         if not longer:
             return done  # finished: kept as it is
@@ -281,7 +290,9 @@ def reproduce(
             say(
                 f"  {name:<14} H = {cfg.model.blocks:<4} {n:>8,} parameters  B_g = {o.batch_size}"
                 + (f", B_c = {bc}" if bc else "")
-                + f"  budget {cfg.stop.max_seconds:g} s  -> {out / 'runs' / name}"
+                + f"  budget {cfg.stop.max_seconds:g} s"
+                + (f" or P_I {cfg.stop.max_pi:g}" if cfg.stop.max_pi else "")
+                + f"  -> {out / 'runs' / name}"
             )
         say(f"# dry run: nothing written (would write {out / 'fig1.png'}, {out / 'results.md'})")
         return None
@@ -401,6 +412,7 @@ def write_results(out: Path, configs: dict[str, RunConfig], setting: Setting, ta
         f"test {chars['test']:,} characters; vocabulary {task.input_size}; chunks of "
         f"{setting.chunk} characters; P_D and P_I in forward passes of {REF_LENGTH} steps.",
         f"Budget per run: {setting.max_seconds:g} s of wall time"
+        + (f" or P_I {setting.max_pi:g}, whichever comes first" if setting.max_pi else "")
         + (f"; HF's CG capped at {setting.max_cg} iterations" if setting.max_cg else "")
         + ".",
         "",
@@ -473,6 +485,15 @@ def _add_arguments(q: argparse.ArgumentParser) -> None:
         "of time continues when given more",
     )
     q.add_argument(
+        "--max-pi",
+        type=float,
+        default=None,
+        metavar="P",
+        help="fully-parallel cost budget of each run (P_I, passes of 200 steps; default none): "
+        "the same budget for every optimizer, whatever the machine; a run that reached it "
+        "continues when given more",
+    )
+    q.add_argument(
         "--run",
         action="append",
         default=None,
@@ -489,6 +510,7 @@ def _run(ns: argparse.Namespace, log: Callable[[str], None]) -> Path | None:
         ("--scale", ns.scale),
         ("--model-scale", ns.model_scale),
         ("--max-seconds", ns.max_seconds),
+        ("--max-pi", ns.max_pi),
     ):
         if value is not None and not 0 < value < float("inf"):
             raise ReproduceUsageError(f"{flag} must be > 0, got {value}")
@@ -500,6 +522,7 @@ def _run(ns: argparse.Namespace, log: Callable[[str], None]) -> Path | None:
         "model_scale": ns.model_scale,
         "chunk": ns.chunk,
         "max_seconds": ns.max_seconds,
+        "max_pi": ns.max_pi,
         "max_cg": ns.max_cg,
     }
     setting = dataclasses.replace(

@@ -221,6 +221,7 @@ def build_stopping(cfg: RunConfig, task) -> StoppingRule:
         max_epochs=s.max_epochs,
         max_samples=s.max_samples,
         max_pd=s.max_pd,
+        max_pi=s.max_pi,
         max_seconds=s.max_seconds,
         patience=s.patience,
         patience_epochs=s.patience_epochs,

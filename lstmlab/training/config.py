@@ -137,6 +137,9 @@ class StopConfig:
     max_epochs: int | None = opt(None, "budget: passes over the training set", ge=1)
     max_samples: int | None = opt(None, "budget: training sequences seen", ge=1)
     max_pd: float | None = opt(None, "budget: sequential cost P_D (forward-pass equivalents)", gt=0)
+    max_pi: float | None = opt(
+        None, "budget: fully-parallel cost P_I (forward passes of one batch)", gt=0
+    )
     max_seconds: float | None = opt(None, "budget: wall time of the training loop", gt=0)
     patience: int | None = opt(None, "stop after this many evaluations without improvement", ge=1)
     patience_epochs: int | None = opt(

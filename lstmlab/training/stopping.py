@@ -1,4 +1,4 @@
-"""Stopping rule: target metric, budgets (iterations, epochs, samples, P_D, wall time), and
+"""Stopping rule: target metric, budgets (iterations, epochs, samples, P_D, P_I, wall time), and
 patience (no improvement of the stopping metric for N evaluations, or for N epochs as Greff
 et al. count it).
 
@@ -29,6 +29,7 @@ class StoppingRule:
     max_epochs: int | None = None
     max_samples: int | None = None
     max_pd: float | None = None
+    max_pi: float | None = None
     max_seconds: float | None = None
     patience: int | None = None  # evaluations without improvement
     patience_epochs: int | None = None  # completed epochs without improvement (Greff: 15)
@@ -67,6 +68,7 @@ class StoppingRule:
             ("max_epochs", state.epoch, self.max_epochs),
             ("max_samples", state.samples, self.max_samples),
             ("max_pd", state.P_D, self.max_pd),
+            ("max_pi", state.P_I, self.max_pi),
             ("max_seconds", state.wall, self.max_seconds),
         ]
         for name, used, limit in budgets:

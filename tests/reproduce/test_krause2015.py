@@ -133,6 +133,26 @@ def test_a_tiny_reproduction_runs_keeps_and_resumes(tmp_path, capsys):
     assert "another setting" in capsys.readouterr().err
 
 
+def test_a_p_i_budget_stops_every_run_at_the_same_parallel_cost(tmp_path, capsys):
+    text, out = corpus(tmp_path), tmp_path / "out"
+    argv = ["reproduce", "krause2015", "--text", str(text), "--out", str(out), "--quick"]
+    argv += ["--progress", "none", "--run", "lstm-sgd-clip", "--max-seconds", "60"]
+    assert main([*argv, "--max-pi", "3", "--dry-run"]) == 0
+    assert "budget 60 s or P_I 3 " in capsys.readouterr().out
+    assert main([*argv, "--max-pi", "3"]) == 0
+    first = json.loads((out / "runs" / "lstm-sgd-clip" / "summary.json").read_text())
+    assert first["stop_reason"] == "max_pi" and 3 <= first["P_I"] < 4
+    assert "or P_I 3, whichever comes first" in (out / "results.md").read_text()
+    # a larger P_I budget continues the run from where it stopped
+    assert main([*argv, "--max-pi", "6"]) == 0
+    again = json.loads((out / "runs" / "lstm-sgd-clip" / "summary.json").read_text())
+    assert again["stop_reason"] == "max_pi" and 6 <= again["P_I"] < 7
+    assert again["iterations"] > first["iterations"]
+    capsys.readouterr()
+    assert main([*argv, "--max-pi", "0"]) == 2
+    assert "--max-pi must be > 0" in capsys.readouterr().err
+
+
 def test_training_curve_is_bits_per_char_smoothed():
     import math
 

@@ -96,8 +96,9 @@ def test_target_stops_and_counters_add_up():
         (dict(max_epochs=2), "max_epochs", 6),
         (dict(max_samples=9), "max_samples", 3),
         (dict(max_pd=30.0), "max_pd", 3),
+        (dict(max_pi=12.0), "max_pi", 4),
     ],
-    ids=["iterations", "epochs", "samples", "P_D"],
+    ids=["iterations", "epochs", "samples", "P_D", "P_I"],
 )
 def test_budgets(rule, reason, iterations):
     state, _, _ = _run(StoppingRule("err", **rule))
