@@ -54,11 +54,16 @@ PROBLEMS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 CELLS = ("lstm", "rnn")
 
-# What M&S's released HF-RNN code says of these problems (its problem file's comments; the
-# paper's own per-problem success counts are not in this project's sources and are not quoted)
+# What M&S's released HF-RNN code says of these problems (its README and its problem file's
+# comments). The paper's own per-problem success counts are in no source this project could
+# reach (the seed folder has no copy of the paper) and are not quoted.
 MS_SAYS = {
     "xor": "harder than the rest: solved with HF at T = 100, but rarely",
     "_all": "batch 300 solves the T = 100 versions; T = 200 needs larger batches (1000)",
+    "_seeds": "not every random seed succeeds (its README, which refers to the paper for "
+    "failure rates)",
+    "_cost": "100 tanh units, exactly 300 CG steps per HF step, training batches redrawn "
+    "every step; a run can take several hours and 10,000 CG steps",
 }
 
 
@@ -211,7 +216,7 @@ def reproduce(
         success_table(summaries, scale, problems, cells),
         "",
         "M&S's released code on these problems: "
-        + "; ".join(f"{k if k != '_all' else 'all'}: {v}" for k, v in MS_SAYS.items())
+        + "; ".join(f"{k if not k.startswith('_') else 'all'}: {v}" for k, v in MS_SAYS.items())
         + ".",
         "",
         "## Test error against P_D",
