@@ -19,8 +19,11 @@ A run is solved when fewer than 1 % of test sequences are wrong (the task's succ
 report gives seeds solved and the median P_D to solve for each problem, T and cell, beside what
 M&S's released code says of T = 200, and draws test error against P_D per problem.
 
-``--quick`` is a smoke run (T = 30, small nets, 2,000 training sequences, a small P_D budget):
-it shows the machinery, not M&S's claims; results.md says which mode made it. ``--max-pd``,
+``--small`` keeps M&S's T = 50, 100, 200 and several seeds but shrinks the networks (LSTM 8
+cells, RNN 20 units), the data (2,000 training / 1,000 test sequences), the gradient batch
+(250) and CG (≤ 100), with a P_D budget of 3·10⁶ per run: what two CPU cores allow in an hour
+or two. ``--quick`` is a smoke run (T = 30, the small nets, a P_D budget of 4·10⁵): it shows
+the machinery, not M&S's claims. results.md says which mode made it. ``--max-pd``,
 ``--max-seconds``, ``--problem``, ``--cell``, ``--T`` and ``--seeds`` cut a run set to a
 machine; the report states the budget every run had.
 """
@@ -39,7 +42,7 @@ from lstmlab.reproduce import runset
 from lstmlab.reproduce.paper import Paper, ReproduceUsageError, register
 from lstmlab.reproduce.runset import RunSpec
 
-__all__ = ["PROBLEMS", "CELLS", "Scale", "FULL", "QUICK", "plan", "reproduce", "PAPER"]
+__all__ = ["PROBLEMS", "CELLS", "Scale", "FULL", "SMALL", "QUICK", "plan", "reproduce", "PAPER"]
 
 # problem -> (task name, task options)
 PROBLEMS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -91,18 +94,19 @@ FULL = Scale(
     max_pd=1e8,
     max_seconds=None,
 )
-QUICK = Scale(
-    Ts=(30,),
-    seeds=1,
+SMALL = Scale(
+    Ts=(50, 100, 200),
+    seeds=3,
     hidden={"rnn": 20, "lstm": 8},
     n_train=2000,
     n_test=1000,
     batch=250,
-    max_pd=4e5,
-    max_seconds=120.0,
+    max_pd=3e6,
+    max_seconds=None,
     max_cg=100,
     eval_every=2,
 )
+QUICK = dataclasses.replace(SMALL, Ts=(30,), seeds=1, max_pd=4e5, max_seconds=120.0)
 
 
 def _run_name(cell: str, T: int, seed: int) -> str:
@@ -169,6 +173,7 @@ def reproduce(
     out: str | Path,
     *,
     quick: bool = False,
+    small: bool = False,
     problems: list[str] | None = None,
     cells: list[str] | None = None,
     Ts: list[int] | None = None,
@@ -181,7 +186,10 @@ def reproduce(
     scale: Scale | None = None,
 ) -> Path | None:
     """Run (or list) the set; ``scale`` replaces FULL / QUICK outright (tests, studies)."""
-    scale = scale or (QUICK if quick else FULL)
+    if quick and small:
+        raise ReproduceUsageError("give --quick or --small, not both")
+    mode = "quick" if quick else "small-network" if small else "full"
+    scale = scale or (QUICK if quick else SMALL if small else FULL)
     if Ts:
         scale = dataclasses.replace(scale, Ts=tuple(Ts))
     if seeds is not None:
@@ -206,8 +214,7 @@ def reproduce(
         panels, out / "figures" / "error_vs_pd.png", title="HF + structural damping"
     )
     sections = [
-        f"# Reproduction of Martens & Sutskever (2011), pathological problems — "
-        f"{'quick' if quick else 'full'} mode",
+        f"# Reproduction of Martens & Sutskever (2011), pathological problems — {mode} mode",
         "",
         scale_text(scale, problems, cells),
         "",
@@ -314,6 +321,12 @@ def _add_arguments(q: argparse.ArgumentParser) -> None:
         help="sequence scales (repeatable; default 50, 100, 200; --quick 30)",
     )
     q.add_argument(
+        "--small",
+        action="store_true",
+        help="small networks (LSTM 8 cells, RNN 20 units), 2,000 training sequences, batch "
+        "250, CG <= 100, P_D <= 3e6 per run, 3 seeds: the T = 50/100/200 suite on two cores",
+    )
+    q.add_argument(
         "--seeds", type=int, default=None, metavar="N", help="seeds per problem, T and cell"
     )
     q.add_argument(
@@ -321,7 +334,7 @@ def _add_arguments(q: argparse.ArgumentParser) -> None:
         type=float,
         default=None,
         metavar="P",
-        help="cost budget of each run in P_D units (default 1e8; --quick 4e5)",
+        help="cost budget of each run in P_D units (default 1e8; --small 3e6; --quick 4e5)",
     )
     q.add_argument(
         "--max-seconds",
@@ -351,6 +364,7 @@ def _run(ns: argparse.Namespace, log: Callable[[str], None]) -> Path | None:
     return reproduce(
         ns.out,
         quick=ns.quick,
+        small=ns.small,
         problems=ns.problem,
         cells=ns.cell,
         Ts=ns.T,

@@ -60,16 +60,28 @@ def test_dry_run_lists_runs_and_writes_nothing(tmp_path, capsys):
     assert "runs/xor/lstm-T100-seed1" in text and not out.exists()
 
 
+def test_small_mode_keeps_the_suite_and_shrinks_the_networks(tmp_path, capsys):
+    out = tmp_path / "o"
+    args = ["reproduce", "ms2011", "--small", "--problem", "xor", "--cell", "lstm"]
+    assert main([*args, "--dry-run", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "# dry run: 9 runs" in text and "--stop.max_pd 3e+06" in text  # T 50/100/200 x 3
+    assert "runs/xor/lstm-T200-seed2" in text and "--model.blocks 8" in text
+    assert "--optimizer.batch_size 250" in text and "max_seconds" not in text
+    assert not out.exists()
+
+
 @pytest.mark.parametrize(
     "args, words",
     [
+        (["--quick", "--small"], "--quick or --small, not both"),
         (["--problem", "parity"], "--problem: unknown 'parity'; valid: adding"),
         (["--cell", "gru"], "--cell: unknown 'gru'; valid: lstm, rnn"),
         (["--T", "10"], "--T must be >= 20"),
         (["--seeds", "0"], "--seeds must be >= 1"),
         (["--max-pd", "0"], "--max-pd must be > 0"),
     ],
-    ids=["problem", "cell", "T", "seeds", "budget"],
+    ids=["modes", "problem", "cell", "T", "seeds", "budget"],
 )
 def test_bad_flags_exit_2_with_one_line(tmp_path, capsys, args, words):
     assert main(["reproduce", "ms2011", *args, "--out", str(tmp_path / "o")]) == 2
