@@ -164,3 +164,30 @@ def test_training_curve_is_bits_per_char_smoothed():
     # step i's loss was measured before it, after i - 1 units; the one at cost 0 is left out
     assert xs[:2] == [1.0, 2.0] and ys[0] == 4.0 and len(xs) == 199
     assert ys[-1] == pytest.approx(10 / 3)  # mean over the last 199 // 50 = 3 steps: 4, 2, 4
+
+
+def _curve(levels: list[float], unit: float) -> list[dict]:
+    """Records whose unsmoothed training curve has ``levels[i]`` bits at P_I = unit × i (and
+    P_D ten times that); ``levels[0]``, at cost 0, is left out of the log-axis curve."""
+    import math
+
+    records = [{"P_I": 0.0, "P_D": 0.0}]
+    for i, y in enumerate(levels):
+        records.append({"P_I": unit * (i + 1), "P_D": 10 * unit * (i + 1), "loss": math.log(2) * y})
+    return records
+
+
+def test_efficiency_is_sgds_cost_to_the_optimizers_best_level_over_its_own():
+    sgd = _curve([6 - 0.1 * i for i in range(40)], 1.0)  # 6.0 … 2.1, one unit a step
+    curves = {"lstm-sgd-clip": sgd, "lstm-bhf": _curve([6, 5, 3, 9], 2.0)}  # blows up last
+    # BHF's best (3 bits at cost 4), not its last; SGD first gets to 3.0 at cost 30
+    level, cost, sgd_cost, reached = k.efficiency(curves, "lstm", "bhf", "P_I")
+    assert (level, cost, reached) == (3.0, 4.0, True) and sgd_cost == pytest.approx(30.0)
+    level, cost, sgd_cost, reached = k.efficiency(curves, "lstm", "bhf", "P_D")
+    assert (cost, reached) == (40.0, True) and sgd_cost == pytest.approx(300.0)
+    assert "| LSTM | BHF | 3.000 | 4 | 30 | 7.5× | 40 | 300 | 7.5× |" in k.efficiency_table(curves)
+    # SGD never reaching the level: its whole run, and the ratio a lower bound
+    curves["lstm-bhf"] = _curve([6, 2.0], 2.0)
+    assert k.efficiency(curves, "lstm", "bhf", "P_I") == (2.0, 2.0, 39.0, False)
+    assert "| 2 | 39 | > 19.5× |" in k.efficiency_table(curves)
+    assert k.efficiency({}, "lstm", "bhf", "P_I") is None and k.efficiency_table({}) == ""
