@@ -594,10 +594,18 @@ def cmd_reproduce(ns, extra) -> int:
 
     _overrides(ns, extra, allow_free=False)
     paper = reproduce.get(ns.paper)
+    from lstmlab.reproduce.runset import SetInterrupted
+
     try:
         path = paper.run(ns, lambda line: print(line, flush=True))
     except reproduce.ReproduceUsageError as err:
         raise UsageError(str(err)) from None
+    except SetInterrupted as stop:
+        _say(
+            f"lstmlab: {stop.signal} during {stop.run_dir} (checkpointed); the set stopped "
+            "there: the same command resumes it"
+        )
+        return EXIT_TERMINATED if stop.signal == "SIGTERM" else EXIT_INTERRUPTED
     if path:
         print(f"wrote {path}")
     return 0

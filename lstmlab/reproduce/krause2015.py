@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from lstmlab.reproduce.paper import Paper, ReproduceUsageError, register
+from lstmlab.reproduce.runset import check_interrupted
 from lstmlab.training.config import ConfigError, RunConfig, resolve, to_dict
 
 __all__ = [
@@ -216,7 +217,9 @@ def ensure(name: str, cfg: RunConfig, run_dir: Path, *, progress: str) -> dict[s
 
     paths = runs.RunPaths(run_dir)
     if not paths.config.exists():
-        return runs.start(cfg, run_dir, progress=progress, out=sys.stdout)
+        return check_interrupted(
+            runs.start(cfg, run_dir, progress=progress, out=sys.stdout), run_dir
+        )
     old = runs.load_config(run_dir)
     if _identity(old) != _identity(cfg):
         raise runs.RunError(
@@ -235,7 +238,8 @@ def ensure(name: str, cfg: RunConfig, run_dir: Path, *, progress: str) -> dict[s
         )
         if not longer:
             return done  # finished: kept as it is
-    return runs.resume(run_dir, stop_overrides=stop, progress=progress, out=sys.stdout)
+    summary = runs.resume(run_dir, stop_overrides=stop, progress=progress, out=sys.stdout)
+    return check_interrupted(summary, run_dir)
 
 
 # what may differ between a run directory and the plan without making it another run: the
@@ -357,7 +361,7 @@ def efficiency(
         return None
     best = min(range(len(ys)), key=ys.__getitem__)
     level, cost = ys[best], xs[best]
-    for xv, yv in zip(sx, sy):
+    for xv, yv in zip(sx, sy, strict=True):
         if yv <= level:
             return level, cost, xv, True
     return level, cost, sx[-1], False

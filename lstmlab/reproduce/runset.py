@@ -7,6 +7,10 @@
 
 A finished run is kept even when the plan's budget has since changed (the report shows the
 budget each run had); a started run resumes under the config it was started with.
+
+Ctrl-C or SIGTERM stops the run in progress at a clean checkpoint, as for ``lstmlab train``,
+and then the whole set: :class:`SetInterrupted` carries the run's name and the signal, and the
+CLI exits 130 (143) saying that the same command resumes the set.
 """
 
 from __future__ import annotations
@@ -22,7 +26,31 @@ from lstmlab.training import run as runs
 from lstmlab.training.config import resolve
 from lstmlab.training.jsonsafe import restore
 
-__all__ = ["RunSpec", "ensure", "run_all", "dry_run", "group", "status"]
+__all__ = [
+    "RunSpec",
+    "SetInterrupted",
+    "ensure",
+    "run_all",
+    "dry_run",
+    "group",
+    "status",
+    "check_interrupted",
+]
+
+
+class SetInterrupted(Exception):
+    """A run of the set stopped on Ctrl-C / SIGTERM (checkpointed): the set stops too."""
+
+    def __init__(self, run_dir: Path, signal: str | None):
+        super().__init__(f"interrupted during {run_dir}")
+        self.run_dir, self.signal = Path(run_dir), signal or "SIGINT"
+
+
+def check_interrupted(summary: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    """``summary`` as it is, unless its run was interrupted: then :class:`SetInterrupted`."""
+    if summary.get("stop_reason") == "interrupted":
+        raise SetInterrupted(run_dir, summary.get("interrupted_by"))
+    return summary
 
 
 @dataclass(frozen=True)
@@ -67,9 +95,9 @@ def ensure(spec: RunSpec, out: Path, *, progress: str = "auto") -> dict[str, Any
     if state == "done":  # standard JSON: "NaN"/"Infinity" strings back to floats
         return restore(json.loads((d / "summary.json").read_text()))
     if state == "started":
-        return runs.resume(d, progress=progress, out=None)
+        return check_interrupted(runs.resume(d, progress=progress, out=None), d)
     cfg = resolve(overrides=dict(spec.overrides), presets=spec.presets)
-    return runs.start(cfg, d, progress=progress, out=None)
+    return check_interrupted(runs.start(cfg, d, progress=progress, out=None), d)
 
 
 def run_all(

@@ -191,3 +191,32 @@ def test_efficiency_is_sgds_cost_to_the_optimizers_best_level_over_its_own():
     assert k.efficiency(curves, "lstm", "bhf", "P_I") == (2.0, 2.0, 39.0, False)
     assert "| 2 | 39 | > 19.5× |" in k.efficiency_table(curves)
     assert k.efficiency({}, "lstm", "bhf", "P_I") is None and k.efficiency_table({}) == ""
+
+
+def test_ctrl_c_stops_the_set_at_the_run_in_progress(tmp_path, monkeypatch, capsys):
+    import os
+    import signal
+
+    from lstmlab.training import run as runs
+
+    real = runs.start
+
+    def start(*a, **k):  # Ctrl-C at the run's first checkpoint
+        sent = []
+
+        def writer(fh, data):
+            fh.write(data)
+            if not sent:
+                sent.append(1)
+                os.kill(os.getpid(), signal.SIGINT)
+
+        return real(*a, checkpoint_writer=writer, **k)
+
+    monkeypatch.setattr(runs, "start", start)
+    text, out = corpus(tmp_path), tmp_path / "out"
+    argv = ["reproduce", "krause2015", "--text", str(text), "--out", str(out), "--quick"]
+    argv += ["--progress", "none", "--run", "lstm-sgd-clip", "--run", "lstm-bgd"]
+    assert main([*argv, "--max-seconds", "0.5"]) == 130
+    err = capsys.readouterr().err.strip()
+    assert "SIGINT during" in err and "lstm-sgd-clip" in err and len(err.splitlines()) == 1
+    assert not (out / "runs" / "lstm-bgd").exists() and not (out / "results.md").exists()

@@ -16,6 +16,7 @@ from lstmlab.training import run as runs
 from lstmlab.training.config import resolve
 
 _real_resume = runs.resume
+_real_start = runs.start
 
 
 def _spec(name: str = "a", **changes: str) -> RunSpec:
@@ -55,6 +56,49 @@ def test_a_started_run_is_resumed_not_restarted(tmp_path, monkeypatch):
     done = runset.ensure(spec, tmp_path, progress="none")
     assert len(resumed) == 1 and done["stop_reason"] != "interrupted"
     assert done["iterations"] == 6 and runset.status(spec, tmp_path) == "done"
+
+
+def _signal_at_first_checkpoint(monkeypatch, sig: int) -> None:
+    """Every run started from now on gets ``sig`` when it writes its first checkpoint."""
+
+    def writer(fh, data, sent):  # one signal per run (a second one aborts at once)
+        fh.write(data)
+        if not sent:
+            sent.append(sig)
+            os.kill(os.getpid(), sig)
+
+    def start(*a, **k):
+        sent = []
+        return _real_start(*a, checkpoint_writer=lambda fh, d: writer(fh, d, sent), **k)
+
+    monkeypatch.setattr(runs, "start", start)
+
+
+def test_an_interrupted_run_stops_the_set_and_the_set_resumes(tmp_path, monkeypatch):
+    specs = [_spec("x", **{"checkpoint_every": "1"}), _spec("y", seed="1")]
+    _signal_at_first_checkpoint(monkeypatch, signal.SIGINT)
+    with pytest.raises(runset.SetInterrupted) as stop:
+        runset.run_all(specs, tmp_path, progress="none", log=lambda line: None)
+    assert stop.value.run_dir == specs[0].dir(tmp_path) and stop.value.signal == "SIGINT"
+    # the set stopped with the interrupted run: the next one was never started
+    assert [runset.status(s, tmp_path) for s in specs] == ["started", "absent"]
+    monkeypatch.setattr(runs, "start", _real_start)
+    out = runset.run_all(specs, tmp_path, progress="none", log=lambda line: None)
+    assert [out["part"][s.name]["iterations"] for s in specs] == [8, 8]
+
+
+def test_sigterm_during_a_reproduction_exits_143_with_one_line(tmp_path, monkeypatch, capsys):
+    _signal_at_first_checkpoint(monkeypatch, signal.SIGTERM)
+    argv = ["reproduce", "ms2011", "--quick", "--problem", "adding", "--problem", "xor"]
+    argv += ["--cell", "rnn", "--T", "20", "--max-pd", "2e4", "--progress", "none"]
+    argv += ["--out", str(tmp_path)]
+    assert main(argv) == 143
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "SIGTERM during" in err, err
+    assert "rnn-T20-seed0" in err and "the same command resumes it" in err
+    assert not (tmp_path / "runs" / "xor").exists() and not (tmp_path / "results.md").exists()
+    monkeypatch.setattr(runs, "start", _real_start)
+    assert main(argv) == 0 and (tmp_path / "results.md").exists()
 
 
 def test_run_all_groups_by_part_and_logs_each_run(tmp_path):
