@@ -182,6 +182,7 @@ def reproduce(
     max_seconds: float | None = None,
     progress: str = "auto",
     dry_run: bool = False,
+    report_only: bool = False,
     log: Callable[[str], None] = print,
     scale: Scale | None = None,
 ) -> Path | None:
@@ -205,8 +206,15 @@ def reproduce(
     if dry_run:
         runset.dry_run(specs, out, log=log)
         return None
+    missing: list[RunSpec] = []
+    if report_only:
+        summaries, missing = runset.collect(specs, out)
+        if not summaries:
+            raise ReproduceUsageError(f"--report-only: no finished run of this plan in {out}")
+        log(f"# report only: {len(specs) - len(missing)} finished runs, {len(missing)} left out")
     rep.prepare_out(out)
-    summaries = runset.run_all(specs, out, progress=progress, log=log)
+    if not report_only:
+        summaries = runset.run_all(specs, out, progress=progress, log=log)
     from lstmlab.plots import ms2011 as figs
 
     panels = {p: rep.curves(out, p, summaries.get(p, {})) for p in problems}
@@ -222,6 +230,15 @@ def reproduce(
         "",
         success_table(summaries, scale, problems, cells),
         "",
+        *(
+            [
+                f"Left out (not finished when this report was written): {len(missing)} of "
+                f"{len(specs)} planned runs; a row counts its finished seeds only.",
+                "",
+            ]
+            if missing
+            else []
+        ),
         "M&S's released code on these problems: "
         + "; ".join(f"{k if not k.startswith('_') else 'all'}: {v}" for k, v in MS_SAYS.items())
         + ".",
@@ -337,6 +354,12 @@ def _add_arguments(q: argparse.ArgumentParser) -> None:
         help="cost budget of each run in P_D units (default 1e8; --small 3e6; --quick 4e5)",
     )
     q.add_argument(
+        "--report-only",
+        action="store_true",
+        help="write the table and figure from the finished runs of the plan; start and "
+        "resume nothing (a set still running, or one cut short)",
+    )
+    q.add_argument(
         "--max-seconds",
         type=float,
         default=None,
@@ -373,6 +396,7 @@ def _run(ns: argparse.Namespace, log: Callable[[str], None]) -> Path | None:
         max_seconds=ns.max_seconds,
         progress=ns.progress,
         dry_run=ns.dry_run,
+        report_only=ns.report_only,
         log=log,
     )
 

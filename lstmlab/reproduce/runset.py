@@ -35,6 +35,7 @@ __all__ = [
     "group",
     "status",
     "check_interrupted",
+    "collect",
 ]
 
 
@@ -116,6 +117,22 @@ def run_all(
         verdict = "solved" if s.get("solved") else s.get("stop_reason", "?")
         log(f"[{spec.part}] {spec.name}: {verdict} ({time.perf_counter() - started:.0f} s)")
     return done
+
+
+def collect(
+    specs: Iterable[RunSpec], out: Path
+) -> tuple[dict[str, dict[str, dict[str, Any]]], list[RunSpec]]:
+    """The summaries of the finished runs among ``specs`` (part -> name -> summary), and the
+    specs not finished; starts and resumes nothing (a report of a set still running)."""
+    done: dict[str, dict[str, dict[str, Any]]] = {}
+    missing = []
+    for spec in specs:
+        if status(spec, out) == "done":
+            summary = restore(json.loads((spec.dir(out) / "summary.json").read_text()))
+            done.setdefault(spec.part, {})[spec.name] = summary
+        else:
+            missing.append(spec)
+    return done, missing
 
 
 def dry_run(specs: Iterable[RunSpec], out: Path, *, log: Callable[[str], None] = print) -> int:

@@ -101,3 +101,20 @@ def test_no_preset_of_train_leaks_into_a_run():
 
     built = build_all(cfg)
     assert built.model.output == "linear" and built.task.scorer.rule == "ms2011"
+
+
+def test_report_only_tables_the_finished_runs_and_starts_nothing(tmp_path, capsys):
+    args = ["reproduce", "ms2011", "--quick", "--problem", "adding", "--cell", "rnn"]
+    args += ["--T", "20", "--max-pd", "3e3", "--progress", "none", "--out", str(tmp_path)]
+    assert main([*args, "--report-only"]) == 2  # nothing finished yet: a one-line error
+    err = capsys.readouterr().err.strip()
+    assert "--report-only: no finished run" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "results.md").exists()
+    assert main(args) == 0  # seed 0 only
+    report = tmp_path / "results.md"
+    report.unlink()
+    assert main([*args, "--seeds", "2", "--report-only"]) == 0
+    assert "# report only: 1 finished runs, 1 left out" in capsys.readouterr().out
+    text = report.read_text()
+    assert "| adding | 20 | rnn | 0/1 |" in text and "Left out" in text and "1 of 2" in text
+    assert not (tmp_path / "runs" / "adding" / "rnn-T20-seed1").exists()
