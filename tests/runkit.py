@@ -25,3 +25,11 @@ def tiny_flags(**changes: str) -> list[str]:
     for k, v in flags.items():
         out += [f"--{k}", v]
     return out
+
+
+def train_tiny(run_dir, *extra: str, progress: str = "none", **changes: str) -> int:
+    """``lstmlab train multiplication`` of the tiny run into ``run_dir``; its exit code."""
+    from lstmlab.cli import main
+
+    argv = ["train", "multiplication", "--run-dir", str(run_dir), "--progress", progress]
+    return main([*argv, *tiny_flags(**changes), *extra])

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from runkit import tiny_flags
+from runkit import tiny_flags, train_tiny
 
 from lstmlab.cli import main
 from lstmlab.training.checkpoint import load_checkpoint
@@ -71,42 +71,13 @@ def test_tiny_run_end_to_end(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("flag, key", [("--stop.max_pd", "P_D"), ("--stop.max_pi", "P_I")])
-def test_cost_budgets_from_the_command_line(tmp_path, capsys, flag, key):
-    run = tmp_path / "run"
-    flags = tiny_flags(**{"stop.max_iterations": "1000"})
-    ref = tmp_path / "ref"  # one iteration's cost, to set a budget of a few iterations
-    assert (
-        main(
-            [
-                "train",
-                "multiplication",
-                "--run-dir",
-                str(ref),
-                "--progress",
-                "none",
-                *tiny_flags(**{"stop.max_iterations": "1"}),
-            ]
-        )
-        == 0
-    )
+def test_cost_budgets_from_the_command_line(tmp_path, flag, key):
+    ref, run = tmp_path / "ref", tmp_path / "run"
+    # one iteration's cost, to set a budget of a few iterations
+    assert train_tiny(ref, **{"stop.max_iterations": "1"}) == 0
     one = json.loads((ref / "summary.json").read_text())[key]
     budget = f"{3.5 * one:g}"
-    assert (
-        main(
-            [
-                "train",
-                "multiplication",
-                "--run-dir",
-                str(run),
-                "--progress",
-                "none",
-                *flags,
-                flag,
-                budget,
-            ]
-        )
-        == 0
-    )
+    assert train_tiny(run, flag, budget, **{"stop.max_iterations": "1000"}) == 0
     summary = json.loads((run / "summary.json").read_text())
     assert summary["stop_reason"] == flag.split(".")[1]
     assert float(budget) <= summary[key] < float(budget) + 2 * one
