@@ -426,7 +426,14 @@ def cmd_train(ns, extra) -> int:
 
         return _exit_code(_in_group(in_group))
     if ns.dry_run:
-        built = build.build_all(cfg)
+        try:
+            built = build.build_all(cfg)
+        except build.DataNotGivenError as err:  # PTB without its files: the config still shows
+            print(dumps_toml(cfg).rstrip())
+            print(f"# task: not built, its data is not given: {err}")
+            print("# model and optimizer: sized by the data (vocabulary); give it to see them")
+            print(f"# dry run: nothing written (run directory would be {_run_dir(ns, cfg)})")
+            return 0
         n_params = sum(p.numel() for p in built.model.parameters())
         print(dumps_toml(cfg).rstrip())
         print(f"# task: {built.task!r}")

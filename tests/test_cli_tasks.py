@@ -99,9 +99,22 @@ def test_the_seed_reaches_tasks_that_take_one_and_orders_chunks_of_those_that_do
     assert a.task.valid.lengths.tolist() != b.task.valid.lengths.tolist()
 
 
-def test_ptb_needs_its_directory_and_all_three_splits(tmp_path, capsys):
-    assert main(["train", "ptb", "--dry-run"]) == 2
-    assert "task.options" in capsys.readouterr().err
+@pytest.mark.parametrize("task", ["ptb", "ptb_words"])
+def test_ptb_without_its_files_dry_runs_but_does_not_train(task, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    # the dry run shows the resolved config and says what is missing
+    assert main(["train", task, "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert f'name = "{task}"' in out and "[optimizer]" in out
+    assert "# task: not built, its data is not given" in out and "--task.options.path" in out
+    # a real run refuses with one line, and writes nothing
+    assert main(["train", task]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "task.options: " in err and "--task.options.path" in err
+    assert len(err.splitlines()) == 1 and list(tmp_path.iterdir()) == []
+
+
+def test_ptb_needs_all_three_splits(tmp_path, capsys):
     d = ptb_dir(tmp_path)
     (d / "ptb.char.test.txt").unlink()
     assert main(["train", "ptb", "--task.options.path", str(d), "--dry-run"]) == 2

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from lstmlab.data import Batch
 
-__all__ = ["DataError", "Split", "Task", "OUTPUTS", "READS"]
+__all__ = ["DataError", "DataNotGiven", "Split", "Task", "OUTPUTS", "READS"]
 
 OUTPUTS = ("linear", "sigmoid", "softmax", "bernoulli", "ctc")
 READS = ("last", "every")
@@ -30,6 +30,11 @@ READS = ("last", "every")
 
 class DataError(ValueError):
     """A data file (or cache entry) is missing, empty or malformed; the message names it."""
+
+
+class DataNotGiven(DataError):
+    """The task reads files only the user can give (e.g. the Penn Treebank) and was given none:
+    its options are valid, its data is absent (``train --dry-run`` still shows the config)."""
 
 
 def one_hot(indices: Tensor, size: int, dtype: torch.dtype = torch.float32) -> Tensor:

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lstmlab.tasks.base import DataError, Split, Task
+from lstmlab.tasks.base import DataError, DataNotGiven, Split, Task
 from lstmlab.tasks.cache import cached_arrays
 from lstmlab.tasks.metrics import BitsPerChar
 
@@ -256,7 +256,7 @@ def make_text(
     if max_chars is not None and (not isinstance(max_chars, int) or max_chars < 2):
         raise ValueError(f"max_chars must be an integer >= 2 or None, got {max_chars!r}")
     if path is None and format == "ptb":
-        raise DataError(
+        raise DataNotGiven(
             "the PTB task needs the directory of ptb.char.{train,valid,test}.txt "
             "(path=DIR; on the command line --task.options.path DIR)"
         )

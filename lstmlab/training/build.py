@@ -38,6 +38,11 @@ def dtype_of(cfg: RunConfig) -> torch.dtype:
     return {"float64": torch.float64, "float32": torch.float32}[cfg.precision]
 
 
+class DataNotGivenError(ConfigError):
+    """The task's options are valid but its data is files the user must give (PTB): ``train``
+    refuses as for any bad config (exit 2); ``train --dry-run`` still shows the config."""
+
+
 def _call(key: str, fn: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
     """Call a builder; an unknown or rejected argument becomes a ConfigError naming ``key``."""
     try:
@@ -50,8 +55,12 @@ def _call(key: str, fn: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
         unknown = sorted(set(kwargs) - set(valid))
         if unknown:
             raise ConfigError(f"{key}.{unknown[0]}", f"unknown option; valid: {', '.join(valid)}")
+    from lstmlab.tasks.base import DataNotGiven
+
     try:
         return fn(**kwargs)
+    except DataNotGiven as err:
+        raise DataNotGivenError(key, str(err)) from None
     except (TypeError, ValueError) as err:
         message = str(err).splitlines()[0]
         head, sep, rest = message.partition(": ")
