@@ -225,20 +225,7 @@ def test_full_disk_is_a_clear_error_and_keeps_the_last_checkpoint(tmp_path, caps
 
 def test_truncated_checkpoint(tmp_path, capsys):
     run = tmp_path / "run"
-    assert (
-        main(
-            [
-                "train",
-                "multiplication",
-                "--run-dir",
-                str(run),
-                "--progress",
-                "none",
-                *tiny_flags(**{"stop.max_iterations": "3"}),
-            ]
-        )
-        == 0
-    )
+    assert train_tiny(str(run), **{"stop.max_iterations": "3"}) == 0
     capsys.readouterr()
     ck = run / "checkpoint.safetensors"
     ck.write_bytes(ck.read_bytes()[:100])

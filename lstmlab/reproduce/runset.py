@@ -89,12 +89,17 @@ def status(spec: RunSpec, out: Path) -> str:
     return "started" if (d / "config.toml").exists() else "absent"
 
 
+def _summary(run_dir: Path) -> dict[str, Any]:
+    """A finished run's summary (standard JSON: "NaN"/"Infinity" strings back to floats)."""
+    return restore(json.loads((run_dir / "summary.json").read_text()))
+
+
 def ensure(spec: RunSpec, out: Path, *, progress: str = "auto") -> dict[str, Any]:
     """The run's summary: read if finished, else resumed or started (and trained to its end)."""
     d = spec.dir(out)
     state = status(spec, out)
-    if state == "done":  # standard JSON: "NaN"/"Infinity" strings back to floats
-        return restore(json.loads((d / "summary.json").read_text()))
+    if state == "done":
+        return _summary(d)
     if state == "started":
         return check_interrupted(runs.resume(d, progress=progress, out=None), d)
     cfg = resolve(overrides=dict(spec.overrides), presets=spec.presets)
@@ -128,8 +133,7 @@ def collect(
     missing = []
     for spec in specs:
         if status(spec, out) == "done":
-            summary = restore(json.loads((spec.dir(out) / "summary.json").read_text()))
-            done.setdefault(spec.part, {})[spec.name] = summary
+            done.setdefault(spec.part, {})[spec.name] = _summary(spec.dir(out))
         else:
             missing.append(spec)
     return done, missing

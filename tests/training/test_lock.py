@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from runkit import tiny_flags
+from runkit import tiny_flags, train_tiny
 
 from lstmlab.cli import main
 from lstmlab.training.checkpoint import load_checkpoint
@@ -90,20 +90,7 @@ def test_a_second_writer_is_refused_and_sigterm_checkpoints(tmp_path):
 @pytest.mark.slow
 def test_kill_9_leaves_a_stale_lock_that_the_next_resume_takes_over(tmp_path):
     run = tmp_path / "run"
-    assert (
-        main(
-            [
-                "train",
-                "multiplication",
-                "--run-dir",
-                str(run),
-                "--progress",
-                "none",
-                *tiny_flags(**{"stop.max_iterations": "2"}),
-            ]
-        )
-        == 0
-    )
+    assert train_tiny(str(run), **{"stop.max_iterations": "2"}) == 0
     its = [r["iteration"] for r in rows(run)]
     stopped_at = 2
 
@@ -179,20 +166,7 @@ def test_a_stale_lock_of_a_dead_process_is_taken_over_with_a_warning(tmp_path):
 
 
 def test_a_lock_from_another_host_needs_break_lock(tmp_path, capsys):
-    assert (
-        main(
-            [
-                "train",
-                "multiplication",
-                "--run-dir",
-                str(tmp_path / "r"),
-                "--progress",
-                "none",
-                *tiny_flags(**{"stop.max_iterations": "1"}),
-            ]
-        )
-        == 0
-    )
+    assert train_tiny(str(tmp_path / "r"), **{"stop.max_iterations": "1"}) == 0
     holder = {"pid": 1234, "host": "elsewhere.example", "command": "lstmlab resume", "since": 0}
     (tmp_path / "r" / LOCK_NAME).write_text(json.dumps(holder))
     capsys.readouterr()
