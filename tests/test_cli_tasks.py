@@ -293,3 +293,13 @@ def test_text_cost_is_counted_in_passes_of_200_steps(chunk, monkeypatch, tmp_pat
     info = built.optimizer.step(built.make_objective(built.model, batch))
     assert info.cost["p_d"] == pytest.approx(3 * 32 * chunk / 200)
     assert info.cost["p_i"] == pytest.approx(3 * chunk / 200)
+
+
+@pytest.mark.parametrize("name", tasks.names())
+def test_every_listed_task_dry_runs_with_no_options(name, tmp_path, monkeypatch, capsys):
+    # what a newcomer types first: the config resolves and is shown, whatever data is present
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", name, "--dry-run"]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert f'name = "{name}"' in out and "# dry run: nothing written" in out
+    assert list(tmp_path.iterdir()) == []
