@@ -133,15 +133,15 @@ def _add_parallel_flags(p: argparse.ArgumentParser) -> None:
 
 def _choices() -> dict[str, tuple[str, ...]]:
 
-    from lstmlab.training.config import RunConfig
+    from lstmlab.training.config import RunConfig, show_choice
 
     out = {}
     for top in dataclasses.fields(RunConfig):
         sub = top.default_factory() if top.default is dataclasses.MISSING else None
         if dataclasses.is_dataclass(sub):
             for f in dataclasses.fields(sub):
-                if f.metadata.get("choices"):
-                    out[f"{top.name}.{f.name}"] = tuple(f.metadata["choices"])
+                if f.metadata.get("choices"):  # as typed on the command line (true, not True)
+                    out[f"{top.name}.{f.name}"] = tuple(map(show_choice, f.metadata["choices"]))
         elif top.metadata.get("choices"):
             out[top.name] = tuple(top.metadata["choices"])
     return out
@@ -571,11 +571,13 @@ def cmd_report(ns, extra) -> int:
         for r in runs:
             print(r)
         print(
-            f"# dry run: would write {Path(ns.out) / 'report.md'} and figures for {len(runs)} runs"
+            f"# dry run: would write {Path(ns.out) / 'report.md'}, metrics.csv and figures "
+            f"for {len(runs)} runs"
         )
         return 0
     path = write_report(runs, ns.out, x_axis=ns.x_axis)
     print(f"wrote {path}")
+    print(f"wrote {path.with_name('metrics.csv')}")
     return 0
 
 

@@ -31,6 +31,7 @@ __all__ = [
     "ModelConfig",
     "OptimizerConfig",
     "StopConfig",
+    "LogConfig",
     "RunConfig",
     "OPTIMIZERS",
     "from_dict",
@@ -148,6 +149,19 @@ class StopConfig:
 
 
 @dataclass
+class LogConfig:
+    """What a run writes besides ``metrics.jsonl`` (not part of the run's identity: a resumed
+    run may change it). TensorBoard is an optional extra (``pip install "lstmlab[tensorboard]"``)."""
+
+    tensorboard: bool | str = opt(
+        False,
+        "mirror every metrics row as TensorBoard scalars in the run directory; 'auto' (the "
+        "real-data presets): on when the tensorboard package is installed",
+        choices=(True, False, "auto"),
+    )
+
+
+@dataclass
 class RunConfig:
     """Task + model + optimizer + stopping rule + seed + precision + device.
 
@@ -182,6 +196,7 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     stop: StopConfig = field(default_factory=StopConfig)
+    log: LogConfig = field(default_factory=LogConfig)
 
     def __post_init__(self) -> None:
         validate(self)
@@ -246,7 +261,8 @@ def _check_value(key: str, value: Any, tp: Any, meta: dict) -> Any:
         except ValueError as err:
             raise ConfigError(key, str(err)) from None
     if meta.get("choices") and value not in meta["choices"]:
-        raise ConfigError(key, f"invalid choice {value!r}; valid: {', '.join(meta['choices'])}")
+        shown = ", ".join(map(show_choice, meta["choices"]))
+        raise ConfigError(key, f"invalid choice {value!r}; valid: {shown}")
     if isinstance(value, int | float) and not isinstance(value, bool):
         if isinstance(value, float) and not math.isfinite(value):
             raise ConfigError(key, f"must be finite, got {value!r}")
@@ -257,6 +273,11 @@ def _check_value(key: str, value: Any, tp: Any, meta: dict) -> Any:
         if meta.get("le") is not None and value > meta["le"]:
             raise ConfigError(key, f"must be <= {meta['le']}, got {value!r}")
     return value
+
+
+def show_choice(value: Any) -> str:
+    """A choice as a user types it (TOML's ``true``/``false``, strings bare)."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def _check_finite(key: str, value: Any) -> None:
@@ -455,7 +476,7 @@ def flag_specs(cls: type = RunConfig, prefix: str = "") -> list[tuple[str, str, 
         meta = f.metadata
         text = meta.get("help", "")
         if meta.get("choices"):
-            text += f" (choices: {', '.join(meta['choices'])})"
+            text += f" (choices: {', '.join(map(show_choice, meta['choices']))})"
         default = f.default_factory() if f.default is dataclasses.MISSING else f.default
         out.append((f"{prefix}{f.name}", text, default))
     return out

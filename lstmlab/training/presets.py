@@ -46,7 +46,8 @@ def _real_data(
     """A real-data task's defaults: one layer of ``hidden`` vanilla LSTM blocks of one cell
     (forget gate, peepholes, α = 1), float32, evaluation on the valid split every ``every``
     iterations or two minutes (whichever comes first), checkpoints likewise, early stopping
-    after 10 evaluations without improvement. Only the optimizer's *name* is set here; its
+    after 10 evaluations without improvement, TensorBoard scalars when tensorboard is
+    installed. Only the optimizer's *name* is set here; its
     batch size and step settings come from its own preset."""
     return {
         "precision": "float32",
@@ -64,6 +65,7 @@ def _real_data(
         },
         "optimizer": {"name": optimizer},
         "stop": {"max_epochs": max_epochs, "patience": 10},
+        "log": {"tensorboard": "auto"},  # scalars to watch in TensorBoard, when it is installed
     }
 
 

@@ -3,6 +3,7 @@
 Runs are grouped by what differs between their configs, seeds aside (usually the optimizer);
 a group's row gives its success rate and the medians, over the solved runs, of iterations,
 training sequences, P_D and wall time to solve — the numbers seed 000 and the 1997 paper quote.
+``metrics.csv`` beside it holds every metrics record of every run (``metrics_csv``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 from lstmlab.training.config import from_dict, load_toml, to_dict
 from lstmlab.training.metrics import read_metrics
+from lstmlab.training.metrics_csv import write_metrics_csv
 from lstmlab.training.run import RunPaths, read_summary
 
 __all__ = ["find_runs", "load_run", "group_runs", "summary_table", "write_report"]
@@ -65,7 +67,7 @@ def group_runs(runs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     flats = [_flat(to_dict(r["config"])) for r in runs]
     keys = sorted({k for f in flats for k in f})
     # budgets and bookkeeping do not make runs different experiments
-    ignore = ("seed", "eval_every", "checkpoint_every", "stop.")
+    ignore = ("seed", "eval_every", "checkpoint_every", "stop.", "log.")
     varying = [
         k for k in keys if not k.startswith(ignore) and len({str(f.get(k)) for f in flats}) > 1
     ]
@@ -204,7 +206,9 @@ def write_report(run_dirs: list[Path], out: str | Path, *, x_axis: str = "P_D") 
         "",
     ]
     lines += [f"![{Path(f).stem}]({Path(f).name})" for f in figs]
+    table = write_metrics_csv({str(r["dir"]): r["metrics"] for r in runs}, out / "metrics.csv")
     lines += ["", "## Runs", "", run_table(runs), ""]
+    lines += [f"Every metrics record of every run: [{table.name}]({table.name}).", ""]
     path = out / "report.md"
     path.write_text("\n".join(lines))
     return path

@@ -55,6 +55,7 @@ from lstmlab.training.progress import make_progress
 from lstmlab.training.rng import get_rng_state
 from lstmlab.training.signals import Interrupt, handle_signals
 from lstmlab.training.state import TrainState
+from lstmlab.training.tensorboard import mirror, require
 
 __all__ = [
     "RunError",
@@ -206,6 +207,7 @@ def start(
     par = parallel or ONE
     paths = RunPaths(Path(run_dir))
     built = build.build_all(cfg)  # before touching the disk: a bad config fails cleanly
+    require(cfg.log.tensorboard)  # log.tensorboard = true without tensorboard: say so first
     par.prepare(cfg, built)  # every rank agrees and can be fed, or every rank fails
     with contextlib.ExitStack() as held:
 
@@ -318,8 +320,8 @@ def _read_resume(cfg, paths, stop_overrides):
 
 
 def _identity(cfg_dict: dict[str, Any]) -> dict[str, Any]:
-    """What makes two configs the same run (budgets may change on resume)."""
-    return {k: v for k, v in cfg_dict.items() if k != "stop"}
+    """What makes two configs the same run (budgets and what is logged may change)."""
+    return {k: v for k, v in cfg_dict.items() if k not in ("stop", "log")}
 
 
 def _execute(cfg, paths, built, restored, *, progress, out, checkpoint_writer=None, par=ONE):
@@ -348,7 +350,10 @@ def _execute(cfg, paths, built, restored, *, progress, out, checkpoint_writer=No
             warn = repair(paths.metrics, truncate) if truncate or paths.metrics.exists() else None
             if warn:
                 print(f"warning: {warn}", file=sys.stderr)
-            logs.append(MetricsLog(paths.metrics))
+            first = 0 if restored is None else state.iteration + 1  # TensorBoard's purge step
+            logs.append(
+                mirror(MetricsLog(paths.metrics), cfg.log.tensorboard, paths.root, first_step=first)
+            )
         except OSError as err:
             raise RunError(_os_message(err, "write", paths.metrics)) from None
 
