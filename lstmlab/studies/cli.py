@@ -6,6 +6,7 @@ lstmlab study run DIR --name jsb --storage postgresql://u:p@host/db --trials 20 
 lstmlab study resume studies/jsb                           retry failed / dead trials
 lstmlab study status studies/jsb [--json]
 lstmlab study analyze studies/jsb [--out DIR]
+lstmlab study dashboard studies/jsb [--port 8080]         optuna-dashboard on 127.0.0.1
 """
 
 from __future__ import annotations
@@ -96,6 +97,16 @@ def add_parser(sub, parser_class, add_config_flags) -> None:
     a.add_argument("--out", metavar="DIR", help="output folder (default: DIR/analysis)")
     a.add_argument("--trees", type=int, default=64, help="trees of the random forest")
 
+    d = ss.add_parser(
+        "dashboard",
+        help="watch the study in optuna-dashboard on 127.0.0.1 (Ctrl-C stops it)",
+        description="Serve optuna-dashboard on the study's storage at 127.0.0.1 and print the "
+        "address: trials with variant, hyperparameters, learning curves and values. Needs "
+        'pip install "lstmlab[dashboard]".',
+    )
+    _where(d)
+    d.add_argument("--port", type=int, default=8080, help="port on 127.0.0.1 (0: a free one)")
+
 
 def cmd_study(ns, extra, usage_error, overrides_of) -> int:
     from lstmlab.studies import study as S
@@ -125,6 +136,10 @@ def cmd_study(ns, extra, usage_error, overrides_of) -> int:
             st = S.status(handle)
             print(json.dumps(st, indent=2)) if ns.json else _print_status(st)
             return 0
+        if ns.study_command == "dashboard":
+            from lstmlab.studies.dashboard import main as dashboard
+
+            return dashboard(handle, ns.port, usage_error)
         if ns.study_command == "analyze":
             from lstmlab.studies.analysis import analyze
 

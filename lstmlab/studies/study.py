@@ -41,6 +41,7 @@ from optuna.distributions import CategoricalDistribution
 from optuna.samplers import RandomSampler
 from optuna.trial import TrialState
 
+from lstmlab.studies.dashboard import publish
 from lstmlab.studies.space import GREFF, SearchSpace, from_dict
 from lstmlab.studies.storage import StorageError, describe_url, open_storage
 
@@ -394,6 +395,7 @@ class _Objective:
         if summary["stop_reason"] == "interrupted":
             raise KeyboardInterrupt
         value = summary["best"]
+        publish(trial, run_dir, summary, h.metric, over["model.variant"])  # dashboard.py
         trial.set_user_attr("stop_reason", summary["stop_reason"])
         trial.set_user_attr("epochs", summary["epochs"])
         trial.set_user_attr("wall_time", summary["wall_time"])
