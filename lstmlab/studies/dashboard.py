@@ -127,6 +127,7 @@ def main(handle: Any, port: int, usage_error) -> int:
 
     if not 0 <= port <= 65535:
         raise usage_error(f"--port must be 0..65535 (0: a free port), got {port}")
+
     def stop(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 

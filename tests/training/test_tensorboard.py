@@ -175,3 +175,19 @@ def test_resume_without_tensorboard_of_a_true_run_is_one_line(tmp_path, capsys, 
     assert main(["resume", str(run), "--progress", "none", "--stop.max_iterations", "9"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and 'pip install "lstmlab[tensorboard]"' in err[0], err
+
+
+def test_logdir_over_a_folder_of_runs_shows_each_run(tmp_path):
+    """What `tensorboard --logdir runs/` loads: every run directory below it is one run."""
+    from tensorboard.backend.event_processing.plugin_event_multiplexer import EventMultiplexer
+
+    runs = tmp_path / "runs"
+    for name, opt in (("a", "lbfgs"), ("b", "cg")):
+        flags = {"optimizer.name": opt, "stop.max_iterations": "2"}
+        assert train_tiny(runs / name, "--log.tensorboard", "true", **flags) == 0
+    mux = EventMultiplexer().AddRunsFromDirectory(str(runs))
+    mux.Reload()
+    assert set(mux.Runs()) == {"a", "b"}
+    for name in ("a", "b"):
+        steps = [e.step for e in mux.Tensors(name, "test/mae")]
+        assert steps == [0, 1, 2], name
