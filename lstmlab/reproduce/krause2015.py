@@ -244,7 +244,14 @@ def ensure(name: str, cfg: RunConfig, run_dir: Path, *, progress: str) -> dict[s
 
 # what may differ between a run directory and the plan without making it another run: the
 # budget, and the evaluation / checkpoint intervals derived from it (a resumed run keeps its own)
-_BOOKKEEPING = ("stop", "eval_every", "eval_seconds", "checkpoint_every", "checkpoint_seconds")
+_BOOKKEEPING = (
+    "stop",
+    "eval_every",
+    "eval_seconds",
+    "checkpoint_every",
+    "checkpoint_seconds",
+    "log",  # what the run writes besides its metrics (TensorBoard scalars)
+)
 
 
 def _identity(cfg: RunConfig) -> dict[str, Any]:

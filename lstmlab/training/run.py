@@ -207,11 +207,11 @@ def start(
     par = parallel or ONE
     paths = RunPaths(Path(run_dir))
     built = build.build_all(cfg)  # before touching the disk: a bad config fails cleanly
-    require(cfg.log.tensorboard)  # log.tensorboard = true without tensorboard: say so first
     par.prepare(cfg, built)  # every rank agrees and can be fed, or every rank fails
     with contextlib.ExitStack() as held:
 
         def create() -> None:
+            require(cfg.log.tensorboard)  # true without tensorboard: say so before any write
             _prepare_dir(paths)
             held.enter_context(_writer(paths, False, "lstmlab train"))
             try:

@@ -191,3 +191,25 @@ def test_logdir_over_a_folder_of_runs_shows_each_run(tmp_path):
     for name in ("a", "b"):
         steps = [e.step for e in mux.Tensors(name, "test/mae")]
         assert steps == [0, 1, 2], name
+
+
+@pytest.mark.parametrize(
+    "where, value, message",
+    [
+        ("file", '"yes"', "log.tensorboard: invalid choice 'yes'; valid: true, false, auto"),
+        ("file", "1", "log.tensorboard: must be true/false or a string, got 1"),
+        ("flag", "yes", "invalid choice: 'yes' (choose from 'true', 'false', 'auto')"),
+    ],
+)
+def test_a_bad_value_is_one_line(tmp_path, capsys, where, value, message):
+    run = tmp_path / "run"
+    if where == "file":
+        cfg = tmp_path / "log.toml"
+        cfg.write_text(f"[log]\ntensorboard = {value}\n")
+        code = train_tiny(run, "--config", str(cfg))
+    else:
+        code = train_tiny(run, "--log.tensorboard", value)
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert not run.exists()
