@@ -213,3 +213,17 @@ def test_a_bad_value_is_one_line(tmp_path, capsys, where, value, message):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
     assert not run.exists()
+
+
+def test_log_is_not_part_of_a_runs_identity():
+    """Runs made before `log` existed (or with another setting) resume and are kept as theirs."""
+    from lstmlab.reproduce import krause2015
+    from lstmlab.training import run as runs
+    from lstmlab.training.config import from_dict
+
+    on = resolve([], {"task.name": "text"})
+    off = from_dict({"log": {"tensorboard": False}}, on)
+    assert on.log.tensorboard == "auto" and off.log.tensorboard is False
+    assert runs.config_sha(on) == runs.config_sha(off)
+    assert krause2015._identity(on) == krause2015._identity(off)
+    assert runs.config_sha(on) != runs.config_sha(from_dict({"seed": 1}, on))
