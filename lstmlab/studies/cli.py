@@ -105,7 +105,9 @@ def add_parser(sub, parser_class, add_config_flags) -> None:
         'pip install "lstmlab[dashboard]".',
     )
     _where(d)
-    d.add_argument("--port", type=int, default=8080, help="port on 127.0.0.1 (0: a free one)")
+    d.add_argument(
+        "--port", type=int, default=8080, help="port on 127.0.0.1 (0: a free one; default 8080)"
+    )
 
 
 def cmd_study(ns, extra, usage_error, overrides_of) -> int:

@@ -227,3 +227,12 @@ def test_log_is_not_part_of_a_runs_identity():
     assert runs.config_sha(on) == runs.config_sha(off)
     assert krause2015._identity(on) == krause2015._identity(off)
     assert runs.config_sha(on) != runs.config_sha(from_dict({"seed": 1}, on))
+
+
+@pytest.mark.slow  # two worker processes: ~15 s on a loaded 2-core machine
+def test_a_worker_group_writes_one_event_file_from_rank_0(tmp_path):
+    run = tmp_path / "run"
+    flags = ["--log.tensorboard", "true", "--workers", "2"]
+    assert train_tiny(run, *flags, **{"stop.max_iterations": "3"}) == 0
+    assert len(events(run)) == 1
+    assert [s for s, _ in assert_mirrors(run)["test/mae"]] == [0, 1, 2, 3]
