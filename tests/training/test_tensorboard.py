@@ -236,3 +236,22 @@ def test_a_worker_group_writes_one_event_file_from_rank_0(tmp_path):
     assert train_tiny(run, *flags, **{"stop.max_iterations": "3"}) == 0
     assert len(events(run)) == 1
     assert [s for s, _ in assert_mirrors(run)["test/mae"]] == [0, 1, 2, 3]
+
+
+def test_a_diverging_run_shows_its_non_finite_numbers(tmp_path):
+    run = tmp_path / "run"
+    diverge = [
+        "--optimizer.name",
+        "momentum",
+        "--optimizer.lr",
+        "1e10",
+        "--log.tensorboard",
+        "true",
+    ]
+    changes = {"task.options.output": "linear", "stop.max_iterations": "40"}
+    assert train_tiny(run, *diverge, **changes) == 3  # exit 3: diverged
+    got = read_scalars(run)
+    last = read_metrics(run / "metrics.jsonl")[-1]
+    assert not math.isfinite(last["test_loss"])
+    step, value = got["test/loss"][-1]
+    assert step == last["iteration"] and not math.isfinite(value)
