@@ -151,7 +151,8 @@ class StopConfig:
 @dataclass
 class LogConfig:
     """What a run writes besides ``metrics.jsonl`` (not part of the run's identity: a resumed
-    run may change it). TensorBoard is an optional extra (``pip install "lstmlab[tensorboard]"``)."""
+    run may change it). TensorBoard is an optional extra: ``pip install "lstmlab[tensorboard]"``
+    (``lstmlab.training.tensorboard``)."""
 
     tensorboard: bool | str = opt(
         False,

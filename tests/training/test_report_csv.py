@@ -51,3 +51,14 @@ def test_non_finite_values_and_missing_fields(tmp_path):
         tmp_path / "m.csv",
     )
     assert path.read_text().splitlines() == ["run,iteration,loss,x", "a,0,nan,", "b,1,,-inf"]
+
+
+def test_runs_differing_only_in_what_they_log_are_one_group():
+    from lstmlab.training.config import from_dict, resolve
+    from lstmlab.training.report import group_runs
+
+    on = resolve([], {"task.name": "text"})
+    runs = [{"config": on}, {"config": from_dict({"log": {"tensorboard": False}}, on)}]
+    assert len(group_runs(runs)) == 1
+    other = {"config": from_dict({"optimizer": {"name": "sgd"}}, on)}
+    assert len(group_runs([*runs, other])) == 2
