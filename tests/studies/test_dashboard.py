@@ -167,6 +167,7 @@ def test_study_dashboard_on_postgresql_from_the_study_directory(tmp_path, pg_url
 def test_port_in_use_and_bad_port_are_one_line(tmp_path, capsys):
     root = tmp_path / "study"
     S.create(root, resolve([S.GREFF_BASE], {"task.name": "framewise"}), space=SPACE)
+    handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -176,7 +177,7 @@ def test_port_in_use_and_bad_port_are_one_line(tmp_path, capsys):
     assert len(err) == 1 and f"cannot listen on 127.0.0.1:{port}" in err[0], err
     assert main(["study", "dashboard", str(root), "--port", "70000"]) == 2
     assert "--port must be 0..65535" in capsys.readouterr().err
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers
 
 
 def test_missing_optuna_dashboard_says_how_to_install(tmp_path, capsys, monkeypatch):
