@@ -18,7 +18,9 @@ evaluation), and only its new fields are written.
 Resume: the writer opens with ``purge_step`` = the first iteration the resumed run will log
 (``checkpoint iteration + 1``; 0 when it starts afresh). TensorBoard's readers then drop every
 earlier event at or after that step — those a crash left past the checkpoint, which the
-resumed run writes again — so a resumed run's scalars equal an uninterrupted one's.
+resumed run writes again — so a resumed run's scalars equal an uninterrupted one's. (Readers
+take event files in name order, so a process resumed within the second of an older file waits
+for the next second: its file must be read last.)
 
 ``tensorboard`` is an optional extra (``pip install "lstmlab[tensorboard]"``); the writer is
 ``torch.utils.tensorboard.SummaryWriter`` (nothing here is hand-written but the tag names).
@@ -29,6 +31,7 @@ resumed run writes again — so a resumed run's scalars equal an uninterrupted o
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -85,8 +88,26 @@ def summary_writer(setting: bool | str, log_dir: str | Path, purge_step: int):
             )
             _noted = True
         return None
+    _after_existing(Path(log_dir))
     # flush_secs: scalars reach a watching TensorBoard within seconds, not the default 2 min
     return cls(log_dir=str(log_dir), purge_step=purge_step, flush_secs=5)
+
+
+def _after_existing(log_dir: Path) -> None:
+    """Wait, if need be, until the new event file's name sorts after every older one.
+
+    Readers take a directory's event files in name order, and the name starts with the
+    creation time in whole seconds, then host, pid and a counter that do not sort by time: a
+    process resumed within the second its predecessor started would be read first, before the
+    events its purge step is meant to drop."""
+    stamps = []
+    for path in log_dir.glob("events.out.tfevents.*"):
+        field = path.name.split(".")[3]
+        if field.isdigit():
+            stamps.append(int(field))
+    now = time.time()
+    if stamps and max(stamps) == int(now):  # (a stamp in the future: a clock was set back)
+        time.sleep(max(stamps) + 1 - now)
 
 
 def scalars(record: dict[str, Any]) -> list[tuple[str, float]]:

@@ -255,3 +255,16 @@ def test_a_diverging_run_shows_its_non_finite_numbers(tmp_path):
     assert not math.isfinite(last["test_loss"])
     step, value = got["test/loss"][-1]
     assert step == last["iteration"] and not math.isfinite(value)
+
+
+def test_a_new_event_file_sorts_after_one_made_the_same_second(tmp_path):
+    """Readers take event files in name order; the name's time is in whole seconds and its
+    host / pid / counter do not sort by time (here a host name that sorts last)."""
+    import time
+
+    older = tmp_path / f"events.out.tfevents.{int(time.time())}.zzzz.99999.99"
+    older.write_bytes(b"")
+    writer = tb.summary_writer(True, tmp_path, purge_step=0)
+    writer.close()
+    names = sorted(p.name for p in events(tmp_path))
+    assert len(names) == 2 and names[0] == older.name
