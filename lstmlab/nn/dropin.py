@@ -45,13 +45,19 @@ merged bias, the GRU's b_hn apart) load into ``TorchGRU`` / ``TorchRNN``.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
-from lstmlab.nn import fast_layer
+from lstmlab.nn import fast_layer, ops
+
+try:  # the dynamo ONNX exporter's flag (see _in_onnx_export)
+    from torch.onnx._internal.exporter import _flags as _onnx_flags
+except ImportError:  # pragma: no cover - another torch
+    _onnx_flags = None
 from lstmlab.nn.gru import GRU as _LabGRU
 from lstmlab.nn.lstm import LSTM as _LabLSTM
 from lstmlab.nn.lstm import _reverse
@@ -142,7 +148,24 @@ class _DropInMixin:
     def forward(self, input, hx=None):
         """torch's forward contract: ``input`` (T, B, I) / (B, T, I) / unbatched (T, I) / a
         ``PackedSequence``; ``hx`` as torch's (LSTM: (h0, c0)). Returns (output, h_n) or
-        (output, (h_n, c_n)), output packed when the input was."""
+        (output, (h_n, c_n)), output packed when the input was.
+
+        While a graph is captured (``ops.tracing()``) the recurrence of each layer-direction
+        is one operator (``lstmlab.nn.ops``); otherwise the layer runs eagerly and a compiler
+        does not look inside it (dynamo then treats it as it treats ``nn.LSTM``)."""
+        # ``self`` first: where dynamo refuses an nn.LSTM (its default) it stops right here and
+        # runs this frame eagerly, before the branch below is decided at trace time; and torch's
+        # own functions inline (dynamo would compile a helper of ours into a constant True)
+        eager, traced = self._forward_eager, self._forward
+        if torch.compiler.is_compiling() or torch.jit.is_tracing():
+            return traced(input, hx)
+        return eager(input, hx)
+
+    @torch.compiler.disable
+    def _forward_eager(self, input, hx):
+        return self._forward(input, hx)
+
+    def _forward(self, input, hx):
         self._update_flat_weights()
         name = self._torch_name
         if isinstance(input, PackedSequence):
@@ -211,8 +234,9 @@ class _DropInMixin:
         if self._follows_autocast == "ops":  # each product autocasts on its own (GRU)
             return self._stack_plain(x, lengths, hx, None, flat)
         cast = _autocast_dtype(x.device.type)
-        if cast is not None:
-            x, hx = x.to(cast), tuple(h.to(cast) for h in hx)
+        if cast is None:  # no autocast in force (and no autocast region in a captured graph)
+            return self._stack_plain(x, lengths, hx, None, flat)
+        x, hx = x.to(cast), tuple(h.to(cast) for h in hx)
         with torch.autocast(x.device.type, enabled=False):
             return self._stack_plain(x, lengths, hx, cast, flat)
 
@@ -305,10 +329,14 @@ class TorchLSTM(_DropInMixin, nn.LSTM):
         self.epoch = 0
         self.switches = resolve_switches(self.variant, dict(switches))
         self.specs = self._build_specs(multiplicative_size)
+        self.spec_codes = [ops.spec_code(s) for s in self.specs]  # the operator's spec argument
         self.multiplicative_size = multiplicative_size
         self.is_torch_layout = all(_torch_expressible(s) for s in self.specs)
         if not self.is_torch_layout:
             self._family_parameters(device, dtype)
+        where = next(self.parameters()).device
+        for s in self.specs:  # built now: a constant to torch.jit.trace, not ops it records
+            self._perm(s, where)
 
     # -- construction of the family's layout ----------------------------------------------------
     def _build_specs(self, multiplicative_size) -> list[CellSpec]:
@@ -434,6 +462,20 @@ class TorchLSTM(_DropInMixin, nn.LSTM):
         if x.shape[1] == 0:
             engine = "autograd"  # an empty batch: the plain loop handles it as torch does
         alpha = self.gate_sharpness.at(self.epoch)
+        if engine == "bptt" and ops.tracing():  # a graph is captured: the layer as one operator
+            if _in_onnx_export():
+                _onnx_check(self.specs[k], alpha, lengths is not None)
+            Y, h_n, c_n = ops.run_layer(
+                self.specs[k],
+                self.dense_weights(layer, d, cast),
+                x,
+                lengths,
+                h0,
+                c0,
+                alpha,
+                self.__dict__.get("spec_codes", [None] * len(self.specs))[k],
+            )
+            return Y, (h_n, c_n)
         Y, _, h_n, c_n = fast_layer.run_layer(
             self.specs[k], self.dense_weights(layer, d, cast), x, lengths, h0, c0, alpha, engine
         )
@@ -540,6 +582,25 @@ class TorchLSTM(_DropInMixin, nn.LSTM):
         if self.engine != "bptt":
             s += f", engine={self.engine!r}"
         return s
+
+
+def _in_onnx_export() -> bool:
+    """Whether torch.onnx.export is capturing the model. Dynamo folds the public
+    ``torch.onnx.is_in_onnx_export()`` to False (its strict capture), so the exporter's own
+    flag is read as well where this torch has it."""
+    return torch.onnx.is_in_onnx_export() or bool(getattr(_onnx_flags, "_is_onnx_exporting", 0))
+
+
+def _onnx_check(spec: CellSpec, alpha: dict[str, float], lengths_given: bool) -> None:
+    """While ``torch.onnx.export`` captures a TorchLSTM: one line for what cannot export."""
+    translation = sys.modules.get("lstmlab.nn.onnx_export")
+    if translation is None:
+        raise RuntimeError(
+            "ONNX export of TorchLSTM needs `import lstmlab.nn.onnx_export` before "
+            "torch.onnx.export (it registers the translation of lstmlab's layer operator into "
+            "the ONNX LSTM operator; it needs onnxscript)"
+        )
+    translation.check(spec, alpha, lengths_given)
 
 
 class _SpecShim:
