@@ -7,16 +7,18 @@ compile against not compiling, and the compiled model's step time against eager.
 The model is PyTorch's word_language_model shape (embedding → 2-layer LSTM → linear decoder),
 float32, one training step = forward + cross-entropy + backward. Rows:
 
-- ``nn.LSTM`` eager, and compiled (dynamo's default refuses every ``nn.LSTM``: the layer runs
-  eagerly between the compiled embedding and decoder);
-- ``TorchLSTM`` eager, compiled with the default (the same treatment as ``nn.LSTM``), and
-  compiled with ``torch._dynamo.config.allow_rnn = True`` (dynamo traces into the drop-in and
-  each layer-direction is one ``lstmlab::lstm_layer`` operator in a single graph, inductor
+- ``nn.LSTM`` compiled with dynamo's default (which refuses every ``nn.LSTM``: the layer
+  runs eagerly);
+- ``TorchLSTM`` compiled with the default (the same treatment as ``nn.LSTM``), and with
+  ``torch._dynamo.config.allow_rnn = True`` (dynamo traces into the drop-in and each
+  layer-direction is one ``lstmlab::lstm_layer`` operator in a single graph, inductor
   backend; its backward runs the layer's forward again, see ``lstmlab.nn.ops``).
 
-"compile s": the first compiled step (tracing and code generation included) minus the median
-eager step; then a second length is run once (the automatic-dynamic recompile) and not timed.
-Step times: medians over ``--repeats`` round-robin rounds (one step of each row in turn).
+Each row starts with ``torch._dynamo.reset()``. "compile s": the first compiled step
+(tracing and code generation included) minus the median of three eager steps; then a second
+length is run once (the automatic-dynamic recompile, not timed). Step times: medians over
+``--repeats`` round-robin rounds of one eager and one compiled step of the same model, with
+recompiles forbidden.
 """
 
 from __future__ import annotations
@@ -65,53 +67,47 @@ def main() -> None:
         loss = nn.functional.cross_entropy(logits.flatten(0, 1), toks[1:].flatten())
         loss.backward()
 
-    rows: dict[str, tuple] = {}  # name -> (model, callable, allow_rnn)
-    for label, cls in (("nn.LSTM", nn.LSTM), ("TorchLSTM", TorchLSTM)):
-        m = make(cls)
-        rows[f"{label} eager"] = (m, m, False)
-        rows[f"{label} compiled (dynamo default)"] = (m, torch.compile(m), False)
-    m = make(TorchLSTM)
-    rows["TorchLSTM compiled (allow_rnn=True)"] = (m, torch.compile(m), True)
-
-    for name in ("nn.LSTM eager", "TorchLSTM eager"):  # warm-up
-        step(rows[name][1], tokens)
-    eager_ms = {}
-    for name in ("nn.LSTM eager", "TorchLSTM eager"):
-        ts = []
-        for _ in range(a.repeats):
-            t0 = time.perf_counter()
-            step(rows[name][1], tokens)
-            ts.append(time.perf_counter() - t0)
-        eager_ms[name] = statistics.median(ts)
-    compile_s = {}
-    for name, (_, fn, allow) in rows.items():
-        if "compiled" not in name:
-            continue
-        with torch._dynamo.config.patch(allow_rnn=allow):
-            t0 = time.perf_counter()
-            step(fn, tokens)
-            first = time.perf_counter() - t0
-            step(fn, other)  # the second length: automatic dynamic shapes, one recompile
-        base = eager_ms["nn.LSTM eager" if name.startswith("nn.") else "TorchLSTM eager"]
-        compile_s[name] = first - base
-    times: dict[str, list[float]] = {n: [] for n in rows}
-    for _ in range(a.repeats):
-        for name, (_, fn, allow) in rows.items():
-            with torch._dynamo.config.patch(allow_rnn=allow, error_on_recompile=True):
-                t0 = time.perf_counter()
-                step(fn, tokens)
-                times[name].append(time.perf_counter() - t0)
-    ref = statistics.median(times["nn.LSTM eager"])
+    rows = [
+        ("nn.LSTM", nn.LSTM, False),
+        ("TorchLSTM", TorchLSTM, False),
+        ("TorchLSTM", TorchLSTM, True),
+    ]
     print(
         f"(T, B, H, layers, vocab) = ({a.steps}, {a.batch}, {a.hidden}, {a.layers}, {a.vocab}),"
         f" float32, {torch.get_num_threads()} thread(s), torch {torch.__version__}"
     )
-    print("| model | compile s | train step ms | ratio to nn.LSTM eager |")
-    print("|---|---|---|---|")
-    for name in rows:
-        med = statistics.median(times[name])
-        c = f"{compile_s[name]:.1f}" if name in compile_s else "—"
-        print(f"| {name} | {c} | {1e3 * med:.1f} | {med / ref:.2f} |")
+    print(
+        "| model | compiled with | compile s | eager step ms | compiled step ms | compiled / eager |"
+    )
+    print("|---|---|---|---|---|---|")
+    for label, cls, allow in rows:
+        torch._dynamo.reset()  # dynamo remembers frames it refused: each row starts afresh
+        m = make(cls)
+        compiled = torch.compile(m)
+        with torch._dynamo.config.patch(allow_rnn=allow):
+            step(m, tokens)  # eager warm-up
+            eager = []
+            for _ in range(3):
+                t0 = time.perf_counter()
+                step(m, tokens)
+                eager.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            step(compiled, tokens)
+            first = time.perf_counter() - t0
+            step(compiled, other)  # the second length: automatic dynamic shapes
+            times: dict[str, list[float]] = {"eager": [], "compiled": []}
+            with torch._dynamo.config.patch(error_on_recompile=True):
+                for _ in range(a.repeats):  # round-robin: eager, compiled
+                    for name, fn in (("eager", m), ("compiled", compiled)):
+                        t0 = time.perf_counter()
+                        step(fn, tokens)
+                        times[name].append(time.perf_counter() - t0)
+        e, c = statistics.median(times["eager"]), statistics.median(times["compiled"])
+        how = "allow_rnn=True" if allow else "dynamo default"
+        print(
+            f"| {label} | {how} | {first - statistics.median(eager):.1f} | {1e3 * e:.1f} "
+            f"| {1e3 * c:.1f} | {c / e:.2f} |"
+        )
 
 
 if __name__ == "__main__":

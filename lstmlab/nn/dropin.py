@@ -58,11 +58,9 @@ try:  # the dynamo ONNX exporter's flag (see _in_onnx_export)
     from torch.onnx._internal.exporter import _flags as _onnx_flags
 except ImportError:  # pragma: no cover - another torch
     _onnx_flags = None
-from lstmlab.nn.gru import GRU as _LabGRU
 from lstmlab.nn.lstm import LSTM as _LabLSTM
 from lstmlab.nn.lstm import _reverse
 from lstmlab.nn.lstm_cell import _group_rows
-from lstmlab.nn.rnn import RNN as _LabRNN
 from lstmlab.nn.variants import CellSpec, GateSharpness, resolve_switches
 
 __all__ = ["TorchLSTM", "TorchGRU", "TorchRNN"]
@@ -710,26 +708,12 @@ class _BaselineDropIn(_DropInMixin):
 
     def _direction(self, layer, d, x, lengths, states, cast):
         p = self._lab_parameters(layer, d, cast)
-        if x.shape[1] == 0:  # an empty batch (the baseline's projection reshapes by -1)
-            xp = x @ p["weight_ih"].T + (0 if p["bias"] is None else p["bias"])
-        else:
-            xp = self._lab_class._project(self, p, x)
-        h = states[0]
-        T = x.shape[0]
-        outs = []
-        for t in range(T):
-            h_new = self._lab_step(p, xp[t], h)
-            if lengths is None:
-                h = h_new
-                outs.append(h_new)
-            else:  # padded steps: carry h, emit 0 (packed-sequence semantics)
-                alive = (lengths > t).unsqueeze(1)
-                h = torch.where(alive, h_new, h)
-                outs.append(h_new * alive)
-        return torch.stack(outs), (h,)
+        run = ops.run_baseline if ops.tracing() else ops.baseline_run  # one operator if captured
+        Y, h_n = run(self._kind(), p, x, lengths, states[0])
+        return Y, (h_n,)
 
-    def _lab_step(self, p, xp_t, h):
-        return self._lab_class._step(self, p, xp_t, h)
+    def _kind(self) -> str:
+        return "gru" if self._torch_name == "GRU" else self.nonlinearity
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # an lstmlab.GRU / lstmlab.RNN state_dict (one merged bias ``bias_l{k}``, and the GRU's
@@ -752,7 +736,6 @@ class TorchGRU(_BaselineDropIn, nn.GRU):
     and its state and output stay float32, as torch's."""
 
     _torch_name = "GRU"
-    _lab_class = _LabGRU
     _follows_autocast = "ops"
 
     def _lab_parameters(self, layer, d, cast):
@@ -778,7 +761,6 @@ class TorchRNN(_BaselineDropIn, nn.RNN):
     (``lstmlab.nn.rnn``); torch's constructor, parameters and state_dict."""
 
     _torch_name = "RNN"
-    _lab_class = _LabRNN
 
     def _lab_parameters(self, layer, d, cast):
         p = {
@@ -791,8 +773,3 @@ class TorchRNN(_BaselineDropIn, nn.RNN):
                 "bias_hh", layer, d, cast
             )
         return p
-
-    def _lab_step(self, p, xp_t, h):
-        if self.nonlinearity == "relu":
-            return torch.relu(xp_t + h @ p["weight_hh"].T)
-        return _LabRNN._step(self, p, xp_t, h)

@@ -40,6 +40,8 @@ from torch import Tensor
 from lstmlab.engines import autograd as autograd_engine
 from lstmlab.engines import get_engine
 from lstmlab.nn.fast_layer import WEIGHT_NAMES, DenseCell, dense_spec
+from lstmlab.nn.gru import GRU as _LabGRU
+from lstmlab.nn.rnn import RNN as _LabRNN
 from lstmlab.nn.variants import GATES, CellSpec
 
 __all__ = [
@@ -49,6 +51,9 @@ __all__ = [
     "spec_code",
     "decode_spec",
     "tracing",
+    "baseline_layer",
+    "baseline_run",
+    "run_baseline",
 ]
 
 _ARGS = (
@@ -262,4 +267,155 @@ def run_layer(
         lengths,
         spec_code(spec) if code is None else code,
         [float(alpha[g]) for g in GATES],
+    )
+
+
+# ------------------------------------------------------------------------ GRU and RNN
+# TorchGRU / TorchRNN run lstmlab's baseline recurrences (autograd, no hand-written backward):
+# the same operator pattern, its backward re-running the recurrence under autograd.
+BASELINE_KINDS = ("gru", "tanh", "relu")
+_BASELINE_ARGS = (
+    "Tensor x, Tensor h0, Tensor weight_ih, Tensor weight_hh, Tensor? bias, Tensor? bias_hn, "
+    "Tensor? lengths, str kind"
+)
+
+
+def baseline_run(kind: str, p: dict[str, Tensor | None], x: Tensor, lengths, h0: Tensor):
+    """x (T, B, I), h0 (B, H) → Y (T, B, H), h_n (B, H) for the GRU ("gru") or the RNN
+    ("tanh" / "relu") of ``lstmlab.nn.gru`` / ``rnn`` with torch-layout weights ``p``
+    (``weight_ih``, ``weight_hh``, ``bias`` = b_ih (+ b_hh where it merges), ``bias_hn``).
+    Padded steps (``lengths``) carry h and emit 0, as a packed sequence."""
+    shim = _Hidden(h0.shape[-1])
+    if x.shape[1] == 0:  # an empty batch (the baseline's projection reshapes by -1)
+        xp = x @ p["weight_ih"].T + (0 if p["bias"] is None else p["bias"])
+    else:
+        xp = (_LabGRU if kind == "gru" else _LabRNN)._project(shim, p, x)
+    h = h0
+    outs = []
+    for t in range(x.shape[0]):
+        if kind == "gru":
+            h_new = _LabGRU._step(shim, p, xp[t], h)
+        elif kind == "relu":
+            h_new = torch.relu(xp[t] + h @ p["weight_hh"].T)
+        else:
+            h_new = _LabRNN._step(shim, p, xp[t], h)
+        if lengths is None:
+            h = h_new
+            outs.append(h_new)
+        else:
+            alive = (lengths > t).unsqueeze(1)
+            h = torch.where(alive, h_new, h)
+            outs.append(h_new * alive)
+    return torch.stack(outs), h
+
+
+class _Hidden:
+    """What the baseline step functions read of their module."""
+
+    def __init__(self, hidden_size: int):
+        self.hidden_size = hidden_size
+
+
+def _baseline_p(weight_ih, weight_hh, bias, bias_hn) -> dict[str, Tensor | None]:
+    return {"weight_ih": weight_ih, "weight_hh": weight_hh, "bias": bias, "bias_hn": bias_hn}
+
+
+@torch.library.custom_op(
+    "lstmlab::baseline_layer",
+    mutates_args=(),
+    schema=f"({_BASELINE_ARGS}) -> (Tensor, Tensor)",
+)
+def baseline_layer(x, h0, weight_ih, weight_hh, bias, bias_hn, lengths, kind):
+    with torch.no_grad():
+        Y, h_n = baseline_run(
+            kind, _baseline_p(weight_ih, weight_hh, bias, bias_hn), x, lengths, h0
+        )
+    return tuple(_fresh((Y, h_n), (x, h0, weight_ih, weight_hh, bias, bias_hn)))
+
+
+@baseline_layer.register_fake
+def _(x, h0, weight_ih, weight_hh, bias, bias_hn, lengths, kind):
+    T, B, H = x.shape[0], x.shape[1], h0.shape[-1]
+    return x.new_empty(T, B, H), x.new_empty(B, H)
+
+
+@torch.library.custom_op(
+    "lstmlab::baseline_layer_backward",
+    mutates_args=(),
+    schema=f"(Tensor? gY, Tensor? gh, {_BASELINE_ARGS}, bool[] needs) -> Tensor[]",
+)
+def baseline_layer_backward(
+    gY, gh, x, h0, weight_ih, weight_hh, bias, bias_hn, lengths, kind, needs
+):  # fmt: skip
+    inputs = (x, h0, weight_ih, weight_hh, bias, bias_hn)
+    leaves = [
+        None if t is None else t.detach().requires_grad_(bool(n))
+        for t, n in zip(inputs, needs, strict=True)
+    ]
+    with _autograd_restored(), torch.enable_grad():
+        Y, h_n = baseline_run(kind, _baseline_p(*leaves[2:]), leaves[0], lengths, leaves[1])
+        pairs = [(o, g) for o, g in ((Y, gY), (h_n, gh)) if g is not None]
+        wanted = [i for i, t in enumerate(leaves) if t is not None and t.requires_grad]
+        got = [None] * len(wanted)
+        if pairs and wanted:
+            got = torch.autograd.grad(
+                [o for o, _ in pairs],
+                [leaves[i] for i in wanted],
+                [g for _, g in pairs],
+                allow_unused=True,
+            )
+    out = [x.new_empty(0) for _ in inputs]
+    for i, g in zip(wanted, got, strict=True):
+        out[i] = torch.zeros_like(inputs[i]) if g is None else g
+    return _fresh(out, (gY, gh, *inputs))
+
+
+@baseline_layer_backward.register_fake
+def _(gY, gh, x, h0, weight_ih, weight_hh, bias, bias_hn, lengths, kind, needs):
+    inputs = (x, h0, weight_ih, weight_hh, bias, bias_hn)
+    return [
+        t.new_empty(t.shape) if t is not None and n else x.new_empty(0)
+        for t, n in zip(inputs, needs, strict=True)
+    ]
+
+
+def _baseline_setup_context(ctx, inputs, output) -> None:
+    ctx.save_for_backward(*inputs[:7])
+    ctx.kind = inputs[7]
+
+
+def _baseline_backward(ctx, gY, gh):
+    saved = ctx.saved_tensors
+    inputs, lengths = saved[:6], saved[6]
+    needs = [bool(n) for n in ctx.needs_input_grad[:6]]
+    if torch.is_grad_enabled() and not tracing():  # create_graph=True: differentiable
+        Y, h_n = baseline_run(ctx.kind, _baseline_p(*inputs[2:]), inputs[0], lengths, inputs[1])
+        pairs = [(o, g) for o, g in ((Y, gY), (h_n, gh)) if g is not None]
+        wanted = [i for i, n in enumerate(needs) if n]
+        grads: list[Tensor | None] = [None] * 6
+        if pairs and wanted:
+            got = torch.autograd.grad(
+                [o for o, _ in pairs],
+                [inputs[i] for i in wanted],
+                [g for _, g in pairs],
+                create_graph=True,
+                allow_unused=True,
+            )
+            for i, g in zip(wanted, got, strict=True):
+                grads[i] = g
+    else:
+        out = torch.ops.lstmlab.baseline_layer_backward(gY, gh, *inputs, lengths, ctx.kind, needs)
+        grads = [g if n else None for g, n in zip(out, needs, strict=True)]
+    return (*grads, None, None)
+
+
+baseline_layer.register_autograd(_baseline_backward, setup_context=_baseline_setup_context)
+
+
+def run_baseline(kind: str, p: dict[str, Tensor | None], x: Tensor, lengths, h0: Tensor):
+    """``baseline_run`` through the operator."""
+    if kind not in BASELINE_KINDS:
+        raise ValueError(f"kind must be one of {BASELINE_KINDS}, got {kind!r}")
+    return torch.ops.lstmlab.baseline_layer(
+        x, h0, p["weight_ih"], p["weight_hh"], p.get("bias"), p.get("bias_hn"), lengths, kind
     )

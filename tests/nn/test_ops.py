@@ -214,3 +214,69 @@ def test_jit_trace_runs_at_another_length():
     # the traced module trains: the operator's backward
     got = _outputs_and_grads(model, traced, _tokens(12))
     _assert_same(got, _outputs_and_grads(model, model, _tokens(12)))
+
+
+# ------------------------------------------------------------------------ GRU and RNN
+BASELINES = [
+    (lstmlab.TorchGRU, {}),
+    (lstmlab.TorchRNN, {}),
+    (lstmlab.TorchRNN, dict(nonlinearity="relu")),
+]
+
+
+@pytest.mark.parametrize("kind", ["gru", "tanh", "relu"])
+def test_baseline_operator_checks(kind):
+    """opcheck of both operators, gradcheck and gradgradcheck with padded lengths."""
+    torch.manual_seed(0)
+    H = 4
+    rows = 3 * H if kind == "gru" else H
+    x = torch.randn(5, 2, 3, dtype=D64, requires_grad=True)
+    h0 = torch.randn(2, H, dtype=D64, requires_grad=True)
+    w_ih = torch.randn(rows, 3, dtype=D64, requires_grad=True)
+    w_hh = torch.randn(rows, H, dtype=D64, requires_grad=True)
+    b = torch.randn(rows, dtype=D64, requires_grad=True)
+    b_hn = torch.randn(H, dtype=D64, requires_grad=True) if kind == "gru" else None
+    L = torch.tensor([5, 3])
+    args = (x, h0, w_ih, w_hh, b, b_hn, L, kind)
+    torch.library.opcheck(torch.ops.lstmlab.baseline_layer.default, args)
+
+    def f(*t):
+        p = dict(weight_ih=t[2], weight_hh=t[3], bias=t[4], bias_hn=t[5] if len(t) > 5 else None)
+        return ops.run_baseline(kind, p, t[0], L, t[1])
+
+    inputs = (x, h0, w_ih, w_hh, b) + ((b_hn,) if b_hn is not None else ())
+    assert torch.autograd.gradcheck(f, inputs)
+    assert torch.autograd.gradgradcheck(f, inputs)
+
+
+@pytest.mark.parametrize("cls, kw", BASELINES, ids=["GRU", "RNN", "RNN-relu"])
+def test_baseline_drop_ins_compile_export_trace(cls, kw):
+    torch.manual_seed(0)
+    model = _WordModel(cls, **kw)
+    graphs: list[torch.fx.GraphModule] = []
+
+    def backend(gm, example_inputs):
+        graphs.append(gm)
+        return torch._dynamo.lookup_backend("aot_eager")(gm, example_inputs)
+
+    torch._dynamo.reset()
+    counters.clear()
+    with torch._dynamo.config.patch(allow_rnn=True):
+        compiled = torch.compile(model, backend=backend)
+        for T in (7, 9, 13):
+            with torch._dynamo.config.patch(error_on_recompile=T == 13):
+                got = _outputs_and_grads(model, compiled, _tokens(T))
+            _assert_same(got, _outputs_and_grads(model, model, _tokens(T)))
+    assert not counters["graph_break"] and len(graphs) == 2
+    op = torch.ops.lstmlab.baseline_layer
+    assert sum(n.target in (op, op.default) for n in graphs[-1].graph.nodes) == 2
+    model.eval()
+    T = torch.export.Dim("T", min=2, max=4096)
+    ep = torch.export.export(model, (_tokens(7),), dynamic_shapes={"tokens": {0: T}})
+    with torch.no_grad(), pytest.warns(torch.jit.TracerWarning):
+        traced = torch.jit.trace(model, (_tokens(7),))
+    for L in (7, 12):
+        with torch.no_grad():
+            want = model(_tokens(L, seed=L))
+            torch.testing.assert_close(ep.module()(_tokens(L, seed=L)), want, rtol=0, atol=0)
+            torch.testing.assert_close(traced(_tokens(L, seed=L)), want, rtol=0, atol=0)
