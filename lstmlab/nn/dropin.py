@@ -707,6 +707,11 @@ class _BaselineDropIn(_DropInMixin):
     """GRU and RNN: lstmlab's baseline recurrences (``lstmlab.nn.gru`` / ``rnn``), autograd."""
 
     def _direction(self, layer, d, x, lengths, states, cast):
+        if _in_onnx_export():
+            raise RuntimeError(
+                f"ONNX export of Torch{self._torch_name}: not supported (its operator has no ONNX "
+                f"translation); only TorchLSTM exports to ONNX, or use torch.nn.{self._torch_name}"
+            )
         p = self._lab_parameters(layer, d, cast)
         run = ops.run_baseline if ops.tracing() else ops.baseline_run  # one operator if captured
         Y, h_n = run(self._kind(), p, x, lengths, states[0])

@@ -100,3 +100,10 @@ def test_without_the_translation_module_it_says_so(monkeypatch):
     monkeypatch.setattr(lstmlab.nn.dropin, "sys", SimpleNamespace(modules=modules))
     with pytest.raises(Exception, match=r"needs `import lstmlab.nn.onnx_export` before"):
         _export(_WordModel(layers=1).eval())
+
+
+@pytest.mark.parametrize("cls", [lstmlab.TorchGRU, lstmlab.TorchRNN])
+def test_gru_and_rnn_refuse_in_one_line(cls):
+    model = cls(4, 5).eval()
+    with pytest.raises(Exception, match=rf"ONNX export of {cls.__name__}: not supported"):
+        torch.onnx.export(model, (torch.randn(6, 2, 4),), verbose=False)
