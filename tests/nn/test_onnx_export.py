@@ -107,3 +107,45 @@ def test_gru_and_rnn_refuse_in_one_line(cls):
     model = cls(4, 5).eval()
     with pytest.raises(Exception, match=rf"ONNX export of {cls.__name__}: not supported"):
         torch.onnx.export(model, (torch.randn(6, 2, 4),), verbose=False)
+
+
+class _RNNModel(nn.Module):
+    """word_language_model's RNNModel with TorchLSTM: forward(input, hidden) → (decoded,
+    hidden), the form its --onnx-export writes."""
+
+    def __init__(self):
+        super().__init__()
+        self.encoder = nn.Embedding(20, 8)
+        self.rnn = lstmlab.TorchLSTM(8, 8, 2)
+        self.decoder = nn.Linear(8, 20)
+
+    def forward(self, input, h0, c0):
+        output, (h, c) = self.rnn(self.encoder(input), (h0, c0))
+        return self.decoder(output), h, c
+
+
+def test_word_language_model_with_hidden_state(tmp_path):
+    torch.manual_seed(0)
+    model = _RNNModel().eval()
+    h0, c0 = torch.randn(2, 3, 8), torch.randn(2, 3, 8)
+    path = tmp_path / "wlm.onnx"
+    T = torch.export.Dim("T", min=2, max=4096)
+    torch.onnx.export(
+        model,
+        (_tokens(35), h0, c0),
+        path,
+        dynamic_shapes={"input": {0: T}, "h0": None, "c0": None},
+        verbose=False,
+    )
+    ops = [n.op_type for n in onnx.load(str(path)).graph.node]
+    assert ops.count("LSTM") == 2 and len(ops) < 30, ops
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [i.name for i in sess.get_inputs()]
+    for L in (35, 12):
+        tokens = _tokens(L, seed=L)
+        feed = dict(zip(names, (tokens.numpy(), h0.numpy(), c0.numpy()), strict=True))
+        got = sess.run(None, feed)
+        with torch.no_grad():
+            want = model(tokens, h0, c0)
+        for g, w in zip(got, want, strict=True):
+            torch.testing.assert_close(torch.from_numpy(g), w, rtol=1e-5, atol=1e-5)
