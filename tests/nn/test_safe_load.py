@@ -83,6 +83,8 @@ def _run(tmp_path, names, imports: str) -> dict[str, str]:
 
 
 def test_whole_models_load_with_weights_only(tmp_path):
+    """Every layer loads and computes the same; a layer whose gate sharpness is a Python
+    function refuses (loading it would call code the file names)."""
     layers = _layers()
     x = torch.arange(10).remainder(7).view(5, 2)
     for name, rnn in layers.items():
@@ -91,23 +93,18 @@ def test_whole_models_load_with_weights_only(tmp_path):
             out = model["out"](model["rnn"](model["emb"](x))[0])
         torch.save(model, tmp_path / f"{name}.pt")
         torch.save(out, tmp_path / f"{name}.out")
-    got = _run(tmp_path, list(layers), "import lstmlab")
+    torch.save(_model(lstmlab.TorchLSTM(3, 4, gate_sharpness=math.exp)), tmp_path / "fn.pt")
+    got = _run(tmp_path, [*layers, "fn"], "import lstmlab")
+    refused = got.pop("fn")
     assert got == {name: "LOADED same" for name in layers}, got
+    assert refused.startswith("REFUSED Unsupported global"), refused
+    assert "_Callable" in refused or "math.exp" in refused
     # without ``import lstmlab`` the names are unknown to torch: refused, naming the class
     got = _run(tmp_path, ["nn.LSTM", "TorchLSTM"], "")
     assert got["nn.LSTM"] == "LOADED same"
     assert got["TorchLSTM"].startswith(
         "REFUSED Unsupported global: GLOBAL lstmlab.nn.dropin.TorchLSTM"
     )
-
-
-def test_a_python_function_schedule_is_not_allow_listed(tmp_path):
-    """gate_sharpness given as a function: loading would call code the file names."""
-    model = _model(lstmlab.TorchLSTM(3, 4, gate_sharpness=math.exp))
-    torch.save(model, tmp_path / "fn.pt")
-    got = _run(tmp_path, ["fn"], "import lstmlab")
-    assert got["fn"].startswith("REFUSED Unsupported global"), got
-    assert "_Callable" in got["fn"] or "math.exp" in got["fn"]
 
 
 def test_allow_list_holds_only_plain_classes():
