@@ -22,6 +22,10 @@ string, ``alpha`` the gate sharpness [α_i, α_f, α_o]). The operator is regist
 - a backward with ``create_graph=True`` (double backward) differentiates the reference twin
   (``lstmlab.engines.autograd``) instead, as ``fast_layer`` does.
 
+``torch.ops.lstmlab.baseline_layer`` (and its backward) is the same for ``TorchGRU`` /
+``TorchRNN``: their baseline recurrence (``baseline_run``), whose backward re-runs it under
+autograd.
+
 ``lstmlab.TorchLSTM`` calls the operator while a graph is being captured (``tracing()``:
 dynamo, export, ``torch.jit.trace``, ONNX export); in eager mode it keeps ``fast_layer``'s
 path, which reuses the forward's activations in the backward. The ONNX translation of the

@@ -280,3 +280,27 @@ def test_baseline_drop_ins_compile_export_trace(cls, kw):
             want = model(_tokens(L, seed=L))
             torch.testing.assert_close(ep.module()(_tokens(L, seed=L)), want, rtol=0, atol=0)
             torch.testing.assert_close(traced(_tokens(L, seed=L)), want, rtol=0, atol=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_operators_on_cuda():
+    """The operators on a CUDA device: outputs and gradients as the reference there, and a
+    dynamic-length export run at another length."""
+    mod, spec, alpha, (x, h0, c0), L = _layer_case(dict(), [5, 3])
+    mod = mod.cuda()
+    x, h0, c0 = (t.detach().cuda().requires_grad_() for t in (x, h0, c0))
+    L = L.cuda()
+    w = mod.dense_weights(0, 0)
+    got = ops.run_layer(spec, w, x, L, h0, c0, alpha)
+    Y, _, h, c = fast_layer.run_layer(spec, w, x, L, h0, c0, alpha, "autograd")
+    for a, b in zip(got, (Y, h, c), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    ga = torch.autograd.grad(sum(t.sum() for t in got), [x, *mod.parameters()], retain_graph=True)
+    gb = torch.autograd.grad(Y.sum() + h.sum() + c.sum(), [x, *mod.parameters()])
+    for a, b in zip(ga, gb, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11)
+    model = _WordModel(lstmlab.TorchLSTM).cuda().eval()
+    T = torch.export.Dim("T", min=2, max=4096)
+    ep = torch.export.export(model, (_tokens(7).cuda(),), dynamic_shapes={"tokens": {0: T}})
+    with torch.no_grad():
+        torch.testing.assert_close(ep.module()(_tokens(12).cuda()), model(_tokens(12).cuda()))
