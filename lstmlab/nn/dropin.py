@@ -25,7 +25,10 @@ LSTM computation (``engine=``): ``"bptt"`` (default) is the hand-written full-BP
 (``lstmlab.engines.bptt``) through ``lstmlab.nn.fast_layer``, whose double backward recomputes
 with the reference engine; ``"autograd"`` is the reference step loop. The torch weights map
 onto the engine's layout (rows z|i|f|o, one bias b_ih + b_hh) by a differentiable row
-permutation each call. GRU and RNN are lstmlab's baseline recurrences (autograd).
+permutation each call. GRU and RNN are lstmlab's baseline recurrences (autograd). While a
+graph is captured (``torch.export``, ``torch.jit.trace``, ``torch.compile`` with dynamo's
+``allow_rnn``, ``torch.onnx.export``) each layer-direction is one operator of
+``lstmlab.nn.ops``; otherwise a compiler does not look inside the layer (docs/design.md).
 
 The LSTM family stays reachable by keywords after torch's arguments: ``variant=`` (default
 "NP", torch's LSTM), the switches of ``lstmlab.LSTM`` (``peepholes``, ``forget_gate``, …),
@@ -53,15 +56,15 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
 from lstmlab.nn import fast_layer, ops
+from lstmlab.nn.lstm import LSTM as _LabLSTM
+from lstmlab.nn.lstm import _reverse
+from lstmlab.nn.lstm_cell import _group_rows
+from lstmlab.nn.variants import CellSpec, GateSharpness, resolve_switches
 
 try:  # the dynamo ONNX exporter's flag (see _in_onnx_export)
     from torch.onnx._internal.exporter import _flags as _onnx_flags
 except ImportError:  # pragma: no cover - another torch
     _onnx_flags = None
-from lstmlab.nn.lstm import LSTM as _LabLSTM
-from lstmlab.nn.lstm import _reverse
-from lstmlab.nn.lstm_cell import _group_rows
-from lstmlab.nn.variants import CellSpec, GateSharpness, resolve_switches
 
 __all__ = ["TorchLSTM", "TorchGRU", "TorchRNN"]
 
