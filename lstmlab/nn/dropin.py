@@ -25,7 +25,10 @@ LSTM computation (``engine=``): ``"bptt"`` (default) is the hand-written full-BP
 (``lstmlab.engines.bptt``) through ``lstmlab.nn.fast_layer``, whose double backward recomputes
 with the reference engine; ``"autograd"`` is the reference step loop. The torch weights map
 onto the engine's layout (rows z|i|f|o, one bias b_ih + b_hh) by a differentiable row
-permutation each call. GRU and RNN are lstmlab's baseline recurrences (autograd).
+permutation each call. GRU and RNN are lstmlab's baseline recurrences (autograd). While a
+graph is captured (``torch.export``, ``torch.jit.trace``, ``torch.compile`` with dynamo's
+``allow_rnn``, ``torch.onnx.export``) each layer-direction is one operator of
+``lstmlab.nn.ops``; otherwise a compiler does not look inside the layer (docs/design.md).
 
 The LSTM family stays reachable by keywords after torch's arguments: ``variant=`` (default
 "NP", torch's LSTM), the switches of ``lstmlab.LSTM`` (``peepholes``, ``forget_gate``, …),
@@ -45,19 +48,23 @@ merged bias, the GRU's b_hn apart) load into ``TorchGRU`` / ``TorchRNN``.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
-from lstmlab.nn import fast_layer
-from lstmlab.nn.gru import GRU as _LabGRU
+from lstmlab.nn import fast_layer, ops
 from lstmlab.nn.lstm import LSTM as _LabLSTM
 from lstmlab.nn.lstm import _reverse
 from lstmlab.nn.lstm_cell import _group_rows
-from lstmlab.nn.rnn import RNN as _LabRNN
 from lstmlab.nn.variants import CellSpec, GateSharpness, resolve_switches
+
+try:  # the dynamo ONNX exporter's flag (see _in_onnx_export)
+    from torch.onnx._internal.exporter import _flags as _onnx_flags
+except ImportError:  # pragma: no cover - another torch
+    _onnx_flags = None
 
 __all__ = ["TorchLSTM", "TorchGRU", "TorchRNN"]
 
@@ -142,7 +149,24 @@ class _DropInMixin:
     def forward(self, input, hx=None):
         """torch's forward contract: ``input`` (T, B, I) / (B, T, I) / unbatched (T, I) / a
         ``PackedSequence``; ``hx`` as torch's (LSTM: (h0, c0)). Returns (output, h_n) or
-        (output, (h_n, c_n)), output packed when the input was."""
+        (output, (h_n, c_n)), output packed when the input was.
+
+        While a graph is captured (``ops.tracing()``) the recurrence of each layer-direction
+        is one operator (``lstmlab.nn.ops``); otherwise the layer runs eagerly and a compiler
+        does not look inside it (dynamo then treats it as it treats ``nn.LSTM``)."""
+        # ``self`` first: where dynamo refuses an nn.LSTM (its default) it stops right here and
+        # runs this frame eagerly, before the branch below is decided at trace time; and torch's
+        # own functions inline (dynamo would compile a helper of ours into a constant True)
+        eager, traced = self._forward_eager, self._forward
+        if torch.compiler.is_compiling() or torch.jit.is_tracing():
+            return traced(input, hx)
+        return eager(input, hx)
+
+    @torch.compiler.disable
+    def _forward_eager(self, input, hx):
+        return self._forward(input, hx)
+
+    def _forward(self, input, hx):
         self._update_flat_weights()
         name = self._torch_name
         if isinstance(input, PackedSequence):
@@ -211,8 +235,9 @@ class _DropInMixin:
         if self._follows_autocast == "ops":  # each product autocasts on its own (GRU)
             return self._stack_plain(x, lengths, hx, None, flat)
         cast = _autocast_dtype(x.device.type)
-        if cast is not None:
-            x, hx = x.to(cast), tuple(h.to(cast) for h in hx)
+        if cast is None:  # no autocast in force (and no autocast region in a captured graph)
+            return self._stack_plain(x, lengths, hx, None, flat)
+        x, hx = x.to(cast), tuple(h.to(cast) for h in hx)
         with torch.autocast(x.device.type, enabled=False):
             return self._stack_plain(x, lengths, hx, cast, flat)
 
@@ -305,10 +330,14 @@ class TorchLSTM(_DropInMixin, nn.LSTM):
         self.epoch = 0
         self.switches = resolve_switches(self.variant, dict(switches))
         self.specs = self._build_specs(multiplicative_size)
+        self.spec_codes = [ops.spec_code(s) for s in self.specs]  # the operator's spec argument
         self.multiplicative_size = multiplicative_size
         self.is_torch_layout = all(_torch_expressible(s) for s in self.specs)
         if not self.is_torch_layout:
             self._family_parameters(device, dtype)
+        where = next(self.parameters()).device
+        for s in self.specs:  # built now: a constant to torch.jit.trace, not ops it records
+            self._perm(s, where)
 
     # -- construction of the family's layout ----------------------------------------------------
     def _build_specs(self, multiplicative_size) -> list[CellSpec]:
@@ -434,6 +463,20 @@ class TorchLSTM(_DropInMixin, nn.LSTM):
         if x.shape[1] == 0:
             engine = "autograd"  # an empty batch: the plain loop handles it as torch does
         alpha = self.gate_sharpness.at(self.epoch)
+        if engine == "bptt" and ops.tracing():  # a graph is captured: the layer as one operator
+            if _in_onnx_export():
+                _onnx_check(self.specs[k], alpha, lengths is not None)
+            Y, h_n, c_n = ops.run_layer(
+                self.specs[k],
+                self.dense_weights(layer, d, cast),
+                x,
+                lengths,
+                h0,
+                c0,
+                alpha,
+                self.__dict__.get("spec_codes", [None] * len(self.specs))[k],
+            )
+            return Y, (h_n, c_n)
         Y, _, h_n, c_n = fast_layer.run_layer(
             self.specs[k], self.dense_weights(layer, d, cast), x, lengths, h0, c0, alpha, engine
         )
@@ -542,6 +585,25 @@ class TorchLSTM(_DropInMixin, nn.LSTM):
         return s
 
 
+def _in_onnx_export() -> bool:
+    """Whether torch.onnx.export is capturing the model. Dynamo folds the public
+    ``torch.onnx.is_in_onnx_export()`` to False (its strict capture), so the exporter's own
+    flag is read as well where this torch has it."""
+    return torch.onnx.is_in_onnx_export() or bool(getattr(_onnx_flags, "_is_onnx_exporting", 0))
+
+
+def _onnx_check(spec: CellSpec, alpha: dict[str, float], lengths_given: bool) -> None:
+    """While ``torch.onnx.export`` captures a TorchLSTM: one line for what cannot export."""
+    translation = sys.modules.get("lstmlab.nn.onnx_export")
+    if translation is None:
+        raise RuntimeError(
+            "ONNX export of TorchLSTM needs `import lstmlab.nn.onnx_export` before "
+            "torch.onnx.export (it registers the translation of lstmlab's layer operator into "
+            "the ONNX LSTM operator; it needs onnxscript)"
+        )
+    translation.check(spec, alpha, lengths_given)
+
+
 class _SpecShim:
     """What ``lstmlab.LSTM._spec`` reads of its instance."""
 
@@ -648,27 +710,18 @@ class _BaselineDropIn(_DropInMixin):
     """GRU and RNN: lstmlab's baseline recurrences (``lstmlab.nn.gru`` / ``rnn``), autograd."""
 
     def _direction(self, layer, d, x, lengths, states, cast):
+        if _in_onnx_export():
+            raise RuntimeError(
+                f"ONNX export of Torch{self._torch_name}: not supported (its operator has no ONNX "
+                f"translation); only TorchLSTM exports to ONNX, or use torch.nn.{self._torch_name}"
+            )
         p = self._lab_parameters(layer, d, cast)
-        if x.shape[1] == 0:  # an empty batch (the baseline's projection reshapes by -1)
-            xp = x @ p["weight_ih"].T + (0 if p["bias"] is None else p["bias"])
-        else:
-            xp = self._lab_class._project(self, p, x)
-        h = states[0]
-        T = x.shape[0]
-        outs = []
-        for t in range(T):
-            h_new = self._lab_step(p, xp[t], h)
-            if lengths is None:
-                h = h_new
-                outs.append(h_new)
-            else:  # padded steps: carry h, emit 0 (packed-sequence semantics)
-                alive = (lengths > t).unsqueeze(1)
-                h = torch.where(alive, h_new, h)
-                outs.append(h_new * alive)
-        return torch.stack(outs), (h,)
+        run = ops.run_baseline if ops.tracing() else ops.baseline_run  # one operator if captured
+        Y, h_n = run(self._kind(), p, x, lengths, states[0])
+        return Y, (h_n,)
 
-    def _lab_step(self, p, xp_t, h):
-        return self._lab_class._step(self, p, xp_t, h)
+    def _kind(self) -> str:
+        return "gru" if self._torch_name == "GRU" else self.nonlinearity
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # an lstmlab.GRU / lstmlab.RNN state_dict (one merged bias ``bias_l{k}``, and the GRU's
@@ -691,7 +744,6 @@ class TorchGRU(_BaselineDropIn, nn.GRU):
     and its state and output stay float32, as torch's."""
 
     _torch_name = "GRU"
-    _lab_class = _LabGRU
     _follows_autocast = "ops"
 
     def _lab_parameters(self, layer, d, cast):
@@ -717,7 +769,6 @@ class TorchRNN(_BaselineDropIn, nn.RNN):
     (``lstmlab.nn.rnn``); torch's constructor, parameters and state_dict."""
 
     _torch_name = "RNN"
-    _lab_class = _LabRNN
 
     def _lab_parameters(self, layer, d, cast):
         p = {
@@ -730,8 +781,3 @@ class TorchRNN(_BaselineDropIn, nn.RNN):
                 "bias_hh", layer, d, cast
             )
         return p
-
-    def _lab_step(self, p, xp_t, h):
-        if self.nonlinearity == "relu":
-            return torch.relu(xp_t + h @ p["weight_hh"].T)
-        return _LabRNN._step(self, p, xp_t, h)

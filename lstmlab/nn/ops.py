@@ -1,0 +1,425 @@
+"""One LSTM layer-direction as one PyTorch operator, for ``torch.compile``, ``torch.export`` and
+``torch.jit.trace``: ``torch.ops.lstmlab.lstm_layer`` and its backward
+``torch.ops.lstmlab.lstm_layer_backward``.
+
+    Y, h_n, c_n = lstm_layer(x, h0, c0, W, R, b, W_mx, W_mh, peep_i, peep_f, peep_o, Q, W_p,
+                             lengths, spec, alpha)
+
+x (T, B, I), h0 (B, Hr), c0 (B, H) → Y (T, B, Hr), h_n (B, Hr), c_n (B, H): the layer of
+``lstmlab.engines.bptt.run`` (dense weights in the engine's layout, rows z|i|f|o, see
+``fast_layer.WEIGHT_NAMES``; ``lengths`` (B,) or None; ``spec`` the ``CellSpec`` as a JSON
+string, ``alpha`` the gate sharpness [α_i, α_f, α_o]). The operator is registered with
+``torch.library`` so that a tracer sees it whole instead of following the Python time loop:
+
+- its real kernel (CPU and CUDA) is the ``bptt`` engine's forward, reached through the public
+  entry ``lstmlab.engines.get_engine("bptt")`` (so a compiled core behind that entry is used
+  as it lands);
+- its fake kernel gives the output shapes from the input shapes (T symbolic under export);
+- its autograd formula calls ``lstm_layer_backward``, itself one operator: it runs the engine's
+  forward again on the saved inputs and the engine's hand-written backward through it (the
+  forward's activations are not outputs of the operator, so the backward recomputes them: in
+  a compiled training step the forward costs twice);
+- a backward with ``create_graph=True`` (double backward) differentiates the reference twin
+  (``lstmlab.engines.autograd``) instead, as ``fast_layer`` does.
+
+``torch.ops.lstmlab.baseline_layer`` (and its backward) is the same for ``TorchGRU`` /
+``TorchRNN``: their baseline recurrence (``baseline_run``), whose backward re-runs it under
+autograd.
+
+``lstmlab.TorchLSTM`` calls the operator while a graph is being captured (``tracing()``:
+dynamo, export, ``torch.jit.trace``, ONNX export); in eager mode it keeps ``fast_layer``'s
+path, which reuses the forward's activations in the backward. The ONNX translation of the
+operator (to the standard ONNX ``LSTM`` operator) is in ``lstmlab.nn.onnx_export``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+
+import torch
+from torch import Tensor
+
+from lstmlab.engines import autograd as autograd_engine
+from lstmlab.engines import get_engine
+from lstmlab.nn.fast_layer import WEIGHT_NAMES, DenseCell, dense_spec
+from lstmlab.nn.gru import GRU as _LabGRU
+from lstmlab.nn.rnn import RNN as _LabRNN
+from lstmlab.nn.variants import GATES, CellSpec
+
+__all__ = [
+    "lstm_layer",
+    "lstm_layer_backward",
+    "run_layer",
+    "spec_code",
+    "decode_spec",
+    "tracing",
+    "baseline_layer",
+    "baseline_run",
+    "run_baseline",
+]
+
+_ARGS = (
+    "Tensor x, Tensor h0, Tensor c0, Tensor W, Tensor R, Tensor? b, Tensor? W_mx, Tensor? W_mh, "
+    "Tensor? peep_i, Tensor? peep_f, Tensor? peep_o, Tensor? Q, Tensor? W_p, Tensor? lengths, "
+    "str spec, float[] alpha"
+)
+_N_DIFF = 3 + len(WEIGHT_NAMES)  # x, h0, c0 and the weights: the differentiable inputs
+
+
+def tracing() -> bool:
+    """Whether a graph is being captured (dynamo / torch.compile, torch.export, ONNX export,
+    ``torch.jit.trace``), when the layer must appear as the one operator."""
+    return torch.compiler.is_compiling() or torch.jit.is_tracing()
+
+
+def spec_code(spec: CellSpec) -> str:
+    """The dense ``CellSpec`` as the operator's string argument (JSON)."""
+    return json.dumps(dataclasses.asdict(dense_spec(spec)), sort_keys=True)
+
+
+@functools.lru_cache(maxsize=256)
+def decode_spec(code: str) -> CellSpec:
+    """The ``CellSpec`` of ``spec_code``."""
+    d = json.loads(code)
+    d["gates"] = tuple(d["gates"])
+    return CellSpec(**d)
+
+
+def _alpha(alpha: list[float]) -> dict[str, float]:
+    return dict(zip(GATES, (float(a) for a in alpha), strict=True))
+
+
+def _fresh(outs, inputs) -> list[Tensor]:
+    """The outputs as the fake kernels describe them (contiguous, at offset 0), cloned where
+    one shares memory with an input or an earlier output (an operator's outputs must not
+    alias)."""
+    seen = {t.untyped_storage().data_ptr() for t in inputs if t is not None and t.numel()}
+    result = []
+    for t in outs:
+        ptr = t.untyped_storage().data_ptr()
+        if t.numel() and (ptr in seen or t.storage_offset() or not t.is_contiguous()):
+            t = t.clone(memory_format=torch.contiguous_format)
+            ptr = t.untyped_storage().data_ptr()
+        seen.add(ptr)
+        result.append(t)
+    return result
+
+
+_AUTOGRAD_KEYS = (
+    torch._C.DispatchKey.AutogradFunctionality,
+    torch._C.DispatchKey.AutogradOther,
+    torch._C.DispatchKey.AutogradNestedTensor,
+    torch._C.DispatchKey.ADInplaceOrView,
+)
+
+
+def _autograd_restored():
+    """A context in which ATen calls record autograd again: a custom operator's kernel runs
+    below the autograd dispatch key, and the backward kernel differentiates the engine."""
+    exclude = torch._C._dispatch_tls_local_exclude_set()
+    for key in _AUTOGRAD_KEYS:
+        exclude = exclude.remove(key)
+    return torch._C._ForceDispatchKeyGuard(torch._C._dispatch_tls_local_include_set(), exclude)
+
+
+def _cell(spec: CellSpec, weights) -> DenseCell:
+    return DenseCell(spec, dict(zip(WEIGHT_NAMES, weights, strict=True)))
+
+
+# ------------------------------------------------------------------------------- forward
+@torch.library.custom_op(
+    "lstmlab::lstm_layer",
+    mutates_args=(),
+    schema=f"({_ARGS}) -> (Tensor, Tensor, Tensor)",
+)
+def lstm_layer(
+    x, h0, c0, W, R, b, W_mx, W_mh, peep_i, peep_f, peep_o, Q, W_p, lengths, spec, alpha
+):
+    weights = (W, R, b, W_mx, W_mh, peep_i, peep_f, peep_o, Q, W_p)
+    with torch.no_grad():
+        Y, _, h_n, c_n = get_engine("bptt")(
+            _cell(decode_spec(spec), weights), x, lengths, h0, c0, _alpha(alpha)
+        )
+    return tuple(_fresh((Y, h_n, c_n), (x, h0, c0, *weights)))
+
+
+@lstm_layer.register_fake
+def _(x, h0, c0, W, R, b, W_mx, W_mh, peep_i, peep_f, peep_o, Q, W_p, lengths, spec, alpha):
+    s = decode_spec(spec)
+    T, B = x.shape[0], x.shape[1]
+    return (
+        x.new_empty(T, B, s.recurrent_size),
+        x.new_empty(B, s.recurrent_size),
+        x.new_empty(B, s.hidden_size),
+    )
+
+
+# ------------------------------------------------------------------------------- backward
+@torch.library.custom_op(
+    "lstmlab::lstm_layer_backward",
+    mutates_args=(),
+    schema=f"(Tensor? gY, Tensor? gh, Tensor? gc, {_ARGS}, bool[] needs) -> Tensor[]",
+)
+def lstm_layer_backward(
+    gY, gh, gc, x, h0, c0, W, R, b, W_mx, W_mh, peep_i, peep_f, peep_o, Q, W_p, lengths, spec,
+    alpha, needs
+):  # fmt: skip
+    inputs = (x, h0, c0, W, R, b, W_mx, W_mh, peep_i, peep_f, peep_o, Q, W_p)
+    leaves = [
+        None if t is None else t.detach().requires_grad_(bool(n))
+        for t, n in zip(inputs, needs, strict=True)
+    ]
+    with _autograd_restored(), torch.enable_grad():
+        Y, _, h_n, c_n = get_engine("bptt")(
+            _cell(decode_spec(spec), leaves[3:]),
+            leaves[0],
+            lengths,
+            leaves[1],
+            leaves[2],
+            _alpha(alpha),
+        )
+        pairs = [(o, g) for o, g in ((Y, gY), (h_n, gh), (c_n, gc)) if g is not None]
+        wanted = [i for i, t in enumerate(leaves) if t is not None and t.requires_grad]
+        got = [None] * len(wanted)
+        if pairs and wanted:
+            got = torch.autograd.grad(
+                [o for o, _ in pairs],
+                [leaves[i] for i in wanted],
+                [g for _, g in pairs],
+                allow_unused=True,
+            )
+    out = [x.new_empty(0) for _ in inputs]
+    for i, g in zip(wanted, got, strict=True):
+        out[i] = torch.zeros_like(inputs[i]) if g is None else g
+    return _fresh(out, (gY, gh, gc, *inputs))
+
+
+@lstm_layer_backward.register_fake
+def _(
+    gY, gh, gc, x, h0, c0, W, R, b, W_mx, W_mh, peep_i, peep_f, peep_o, Q, W_p, lengths, spec,
+    alpha, needs
+):  # fmt: skip
+    inputs = (x, h0, c0, W, R, b, W_mx, W_mh, peep_i, peep_f, peep_o, Q, W_p)
+    return [
+        t.new_empty(t.shape) if t is not None and n else x.new_empty(0)
+        for t, n in zip(inputs, needs, strict=True)
+    ]
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    ctx.save_for_backward(*inputs[:_N_DIFF], inputs[_N_DIFF])
+    ctx.spec, ctx.alpha = inputs[_N_DIFF + 1], inputs[_N_DIFF + 2]
+
+
+def _backward(ctx, gY, gh, gc):
+    saved = ctx.saved_tensors
+    inputs, lengths = saved[:_N_DIFF], saved[_N_DIFF]
+    needs = [bool(n) for n in ctx.needs_input_grad[:_N_DIFF]]
+    grads: list[Tensor | None]
+    if torch.is_grad_enabled() and not tracing():
+        # create_graph=True: the reference twin on the saved inputs, differentiated with a
+        # graph, so that the gradient is itself differentiable (any order)
+        spec, alpha = decode_spec(ctx.spec), _alpha(ctx.alpha)
+        Y, _, h_n, c_n = autograd_engine.run(
+            _cell(spec, inputs[3:]), inputs[0], lengths, inputs[1], inputs[2], alpha
+        )
+        pairs = [(o, g) for o, g in ((Y, gY), (h_n, gh), (c_n, gc)) if g is not None]
+        wanted = [i for i, n in enumerate(needs) if n]
+        grads = [None] * _N_DIFF
+        if pairs and wanted:
+            got = torch.autograd.grad(
+                [o for o, _ in pairs],
+                [inputs[i] for i in wanted],
+                [g for _, g in pairs],
+                create_graph=True,
+                allow_unused=True,
+            )
+            for i, g in zip(wanted, got, strict=True):
+                grads[i] = g
+    else:
+        out = torch.ops.lstmlab.lstm_layer_backward(
+            gY, gh, gc, *inputs, lengths, ctx.spec, ctx.alpha, needs
+        )
+        grads = [g if n else None for g, n in zip(out, needs, strict=True)]
+    return (*grads, None, None, None)
+
+
+lstm_layer.register_autograd(_backward, setup_context=_setup_context)
+
+
+# ------------------------------------------------------------------------------- entry
+def run_layer(
+    spec: CellSpec,
+    tensors: dict[str, Tensor | None],
+    x: Tensor,
+    lengths: Tensor | None,
+    h0: Tensor,
+    c0: Tensor,
+    alpha: dict[str, float],
+    code: str | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """x (T, B, I) → Y (T, B, Hr), h_n (B, Hr), c_n (B, H) through the operator; ``code``:
+    ``spec_code(spec)`` when the caller keeps it (a tracer then reads a constant)."""
+    weights = [tensors.get(n) for n in WEIGHT_NAMES]
+    return torch.ops.lstmlab.lstm_layer(
+        x,
+        h0,
+        c0,
+        *weights,
+        lengths,
+        spec_code(spec) if code is None else code,
+        [float(alpha[g]) for g in GATES],
+    )
+
+
+# ------------------------------------------------------------------------ GRU and RNN
+# TorchGRU / TorchRNN run lstmlab's baseline recurrences (autograd, no hand-written backward):
+# the same operator pattern, its backward re-running the recurrence under autograd.
+BASELINE_KINDS = ("gru", "tanh", "relu")
+_BASELINE_ARGS = (
+    "Tensor x, Tensor h0, Tensor weight_ih, Tensor weight_hh, Tensor? bias, Tensor? bias_hn, "
+    "Tensor? lengths, str kind"
+)
+
+
+def baseline_run(kind: str, p: dict[str, Tensor | None], x: Tensor, lengths, h0: Tensor):
+    """x (T, B, I), h0 (B, H) → Y (T, B, H), h_n (B, H) for the GRU ("gru") or the RNN
+    ("tanh" / "relu") of ``lstmlab.nn.gru`` / ``rnn`` with torch-layout weights ``p``
+    (``weight_ih``, ``weight_hh``, ``bias`` = b_ih (+ b_hh where it merges), ``bias_hn``).
+    Padded steps (``lengths``) carry h and emit 0, as a packed sequence."""
+    shim = _Hidden(h0.shape[-1])
+    if x.shape[1] == 0:  # an empty batch (the baseline's projection reshapes by -1)
+        xp = x @ p["weight_ih"].T + (0 if p["bias"] is None else p["bias"])
+    else:
+        xp = (_LabGRU if kind == "gru" else _LabRNN)._project(shim, p, x)
+    h = h0
+    outs = []
+    for t in range(x.shape[0]):
+        if kind == "gru":
+            h_new = _LabGRU._step(shim, p, xp[t], h)
+        elif kind == "relu":
+            h_new = torch.relu(xp[t] + h @ p["weight_hh"].T)
+        else:
+            h_new = _LabRNN._step(shim, p, xp[t], h)
+        if lengths is None:
+            h = h_new
+            outs.append(h_new)
+        else:
+            alive = (lengths > t).unsqueeze(1)
+            h = torch.where(alive, h_new, h)
+            outs.append(h_new * alive)
+    return torch.stack(outs), h
+
+
+class _Hidden:
+    """What the baseline step functions read of their module."""
+
+    def __init__(self, hidden_size: int):
+        self.hidden_size = hidden_size
+
+
+def _baseline_p(weight_ih, weight_hh, bias, bias_hn) -> dict[str, Tensor | None]:
+    return {"weight_ih": weight_ih, "weight_hh": weight_hh, "bias": bias, "bias_hn": bias_hn}
+
+
+@torch.library.custom_op(
+    "lstmlab::baseline_layer",
+    mutates_args=(),
+    schema=f"({_BASELINE_ARGS}) -> (Tensor, Tensor)",
+)
+def baseline_layer(x, h0, weight_ih, weight_hh, bias, bias_hn, lengths, kind):
+    with torch.no_grad():
+        Y, h_n = baseline_run(
+            kind, _baseline_p(weight_ih, weight_hh, bias, bias_hn), x, lengths, h0
+        )
+    return tuple(_fresh((Y, h_n), (x, h0, weight_ih, weight_hh, bias, bias_hn)))
+
+
+@baseline_layer.register_fake
+def _(x, h0, weight_ih, weight_hh, bias, bias_hn, lengths, kind):
+    T, B, H = x.shape[0], x.shape[1], h0.shape[-1]
+    return x.new_empty(T, B, H), x.new_empty(B, H)
+
+
+@torch.library.custom_op(
+    "lstmlab::baseline_layer_backward",
+    mutates_args=(),
+    schema=f"(Tensor? gY, Tensor? gh, {_BASELINE_ARGS}, bool[] needs) -> Tensor[]",
+)
+def baseline_layer_backward(
+    gY, gh, x, h0, weight_ih, weight_hh, bias, bias_hn, lengths, kind, needs
+):  # fmt: skip
+    inputs = (x, h0, weight_ih, weight_hh, bias, bias_hn)
+    leaves = [
+        None if t is None else t.detach().requires_grad_(bool(n))
+        for t, n in zip(inputs, needs, strict=True)
+    ]
+    with _autograd_restored(), torch.enable_grad():
+        Y, h_n = baseline_run(kind, _baseline_p(*leaves[2:]), leaves[0], lengths, leaves[1])
+        pairs = [(o, g) for o, g in ((Y, gY), (h_n, gh)) if g is not None]
+        wanted = [i for i, t in enumerate(leaves) if t is not None and t.requires_grad]
+        got = [None] * len(wanted)
+        if pairs and wanted:
+            got = torch.autograd.grad(
+                [o for o, _ in pairs],
+                [leaves[i] for i in wanted],
+                [g for _, g in pairs],
+                allow_unused=True,
+            )
+    out = [x.new_empty(0) for _ in inputs]
+    for i, g in zip(wanted, got, strict=True):
+        out[i] = torch.zeros_like(inputs[i]) if g is None else g
+    return _fresh(out, (gY, gh, *inputs))
+
+
+@baseline_layer_backward.register_fake
+def _(gY, gh, x, h0, weight_ih, weight_hh, bias, bias_hn, lengths, kind, needs):
+    inputs = (x, h0, weight_ih, weight_hh, bias, bias_hn)
+    return [
+        t.new_empty(t.shape) if t is not None and n else x.new_empty(0)
+        for t, n in zip(inputs, needs, strict=True)
+    ]
+
+
+def _baseline_setup_context(ctx, inputs, output) -> None:
+    ctx.save_for_backward(*inputs[:7])
+    ctx.kind = inputs[7]
+
+
+def _baseline_backward(ctx, gY, gh):
+    saved = ctx.saved_tensors
+    inputs, lengths = saved[:6], saved[6]
+    needs = [bool(n) for n in ctx.needs_input_grad[:6]]
+    if torch.is_grad_enabled() and not tracing():  # create_graph=True: differentiable
+        Y, h_n = baseline_run(ctx.kind, _baseline_p(*inputs[2:]), inputs[0], lengths, inputs[1])
+        pairs = [(o, g) for o, g in ((Y, gY), (h_n, gh)) if g is not None]
+        wanted = [i for i, n in enumerate(needs) if n]
+        grads: list[Tensor | None] = [None] * 6
+        if pairs and wanted:
+            got = torch.autograd.grad(
+                [o for o, _ in pairs],
+                [inputs[i] for i in wanted],
+                [g for _, g in pairs],
+                create_graph=True,
+                allow_unused=True,
+            )
+            for i, g in zip(wanted, got, strict=True):
+                grads[i] = g
+    else:
+        out = torch.ops.lstmlab.baseline_layer_backward(gY, gh, *inputs, lengths, ctx.kind, needs)
+        grads = [g if n else None for g, n in zip(out, needs, strict=True)]
+    return (*grads, None, None)
+
+
+baseline_layer.register_autograd(_baseline_backward, setup_context=_baseline_setup_context)
+
+
+def run_baseline(kind: str, p: dict[str, Tensor | None], x: Tensor, lengths, h0: Tensor):
+    """``baseline_run`` through the operator."""
+    if kind not in BASELINE_KINDS:
+        raise ValueError(f"kind must be one of {BASELINE_KINDS}, got {kind!r}")
+    return torch.ops.lstmlab.baseline_layer(
+        x, h0, p["weight_ih"], p["weight_hh"], p.get("bias"), p.get("bias_hn"), lengths, kind
+    )
