@@ -653,6 +653,7 @@ def _who() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     from lstmlab.distributed.comm import DistributedError
+    from lstmlab.files import UnreadableFile
     from lstmlab.training.config import ConfigError
     from lstmlab.training.run import RunError
 
@@ -672,7 +673,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         _say(f"{_who()}: config error: {err}")
         return EXIT_USAGE
-    except RunError as err:
+    except (RunError, UnreadableFile) as err:  # a file of a run directory that cannot be read
         _say(f"{_who()}: error: {err}")
         return EXIT_RUNTIME
     except BrokenPipeError:  # `lstmlab tasks | head`: the reader left, nothing is wrong

@@ -42,6 +42,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from lstmlab.files import LIMITS, UnreadableFile, read_user_file
+
 __all__ = [
     "CheckpointError",
     "NonFiniteError",
@@ -291,12 +293,12 @@ def load_checkpoint(
     """Read and verify one checkpoint file; any problem is a ``CheckpointError`` with a
     one-line reason (``config_digest``/``finite``: see the module docstring)."""
     path = Path(path)
+    if not os.path.lexists(path):
+        raise CheckpointError(f"{path}: no such checkpoint")
     try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: no such checkpoint") from None
-    except OSError as err:
-        raise CheckpointError(f"{path}: cannot read ({err.strerror or err})") from None
+        data = read_user_file(path, LIMITS["checkpoint"], "checkpoint")
+    except UnreadableFile as err:
+        raise CheckpointError(str(err)) from None
     return decode(data, str(path), config_digest=config_digest, finite=finite)
 
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lstmlab.files import LIMITS, read_user_file
 from lstmlab.training.jsonsafe import dumps, restore
 
 __all__ = ["MetricsLog", "read_metrics", "scan", "repair", "LogScan"]
@@ -69,10 +70,9 @@ class LogScan:
 
 def scan(path: str | Path) -> LogScan:
     """The longest prefix of whole rows of a metrics log (a missing file: all zeros)."""
-    try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError:
+    if not os.path.lexists(path):
         return LogScan(0, 0, 0, None)
+    data = read_user_file(path, LIMITS["metrics log"], "metrics log")
     pos, rows, last = 0, 0, None
     while pos < len(data):
         end = data.find(b"\n", pos)
@@ -114,10 +114,9 @@ def repair(path: str | Path, offset: int) -> str | None:
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     """All readable records of a log (a torn or damaged line is skipped)."""
-    try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError:
+    if not os.path.lexists(path):
         return []
+    data = read_user_file(path, LIMITS["metrics log"], "metrics log")
     out = []
     for line in data.split(b"\n"):
         rec = _row(line) if line.strip() else None

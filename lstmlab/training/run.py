@@ -142,9 +142,11 @@ def load_run_checkpoint(paths: RunPaths, cfg: RunConfig, what: str = "resume"):
 
 
 def read_summary(paths: RunPaths) -> dict[str, Any] | None:
+    from lstmlab.files import LIMITS, read_user_file
+
     try:
-        data = json.loads(paths.summary.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        data = json.loads(read_user_file(paths.summary, LIMITS["summary"], "summary"))
+    except (OSError, ValueError):  # UnreadableFile is a ValueError
         return None
     return json_restore(data) if isinstance(data, dict) else None
 
