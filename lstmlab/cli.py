@@ -333,25 +333,58 @@ def _overrides(ns: argparse.Namespace, extra: list[str], *, allow_free: bool) ->
     return out
 
 
-def _parallel(ns, hidden: int):
-    """Threads for this process and the worker group's session (joins torchrun's group)."""
-    from lstmlab.distributed import comm, launch, session, threads
+WORKERS_PER_CORE = 4  # more worker processes than this per core only queue for the cores
 
+
+def _parallel_flags(ns) -> dict[int, float]:
+    """Check ``--workers``, ``--threads``, ``--slow-worker``, ``--max-restarts`` against their
+    ranges and this machine (before anything starts, ``--dry-run`` included); the slowdowns."""
+    import math
+    import os
+
+    from lstmlab.distributed import threads
+
+    cores = threads.available_cores()
+    if ns.threads is not None and not 1 <= ns.threads <= cores:
+        raise UsageError(
+            f"--threads must be in 1..{cores} (<= {cores}, the cores this process may run on), "
+            f"got {ns.threads}"
+        )
+    most = WORKERS_PER_CORE * cores
+    if ns.workers is not None and not 1 <= ns.workers <= most:
+        raise UsageError(
+            f"--workers must be in 1..{most} (<= {WORKERS_PER_CORE} per core; this machine lets "
+            f"it use {cores}), got {ns.workers}"
+        )
+    if ns.max_restarts < 0:
+        raise UsageError(f"--max-restarts must be >= 0, got {ns.max_restarts}")
+    try:
+        world = ns.workers or int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        world = 1
     slow: dict[int, float] = {}
     for item in ns.slow_worker:
         rank, _, factor = item.partition(":")
         try:
-            slow[int(rank)] = float(factor)
+            r, f = int(rank), float(factor)
         except ValueError:
             raise UsageError(f"--slow-worker wants RANK:FACTOR (e.g. 2:3), got {item!r}") from None
-        if not slow[int(rank)] >= 1.0:
-            raise UsageError(f"--slow-worker factor must be >= 1, got {item!r}")
-    if ns.threads is not None and ns.threads < 1:
-        raise UsageError(f"--threads must be >= 1, got {ns.threads}")
-    if ns.workers is not None and ns.workers < 1:
-        raise UsageError(f"--workers must be >= 1, got {ns.workers}")
-    if ns.max_restarts < 0:
-        raise UsageError(f"--max-restarts must be >= 0, got {ns.max_restarts}")
+        if not (f >= 1.0 and math.isfinite(f)):
+            raise UsageError(f"--slow-worker factor must be a finite number >= 1, got {item!r}")
+        if not 0 <= r < world:
+            raise UsageError(
+                f"--slow-worker names rank {r}, but the ranks of {world} worker(s) are "
+                f"0..{world - 1}; give --workers N with N > {r}, or a rank in range"
+            )
+        slow[r] = f
+    return slow
+
+
+def _parallel(ns, hidden: int):
+    """Threads for this process and the worker group's session (joins torchrun's group)."""
+    from lstmlab.distributed import comm, launch, session, threads
+
+    slow = _parallel_flags(ns)
     if launch.under_torchrun() and launch.max_restarts() > 0 and not getattr(ns, "run", None):
         if not getattr(ns, "run_dir", None):
             raise UsageError("torchrun --max-restarts needs --run-dir (a restart resumes it)")
@@ -405,6 +438,7 @@ def cmd_train(ns, extra) -> int:
 
     overrides = _overrides(ns, extra, allow_free=True)
     overrides["task.name"] = ns.task
+    _parallel_flags(ns)
     layers = [load_toml(f) for f in ns.config]
     notes: list[str] = []
     cfg = resolve(layers, overrides, notes=notes)
@@ -482,6 +516,7 @@ def cmd_resume(ns, extra) -> int:
 
     overrides = _overrides(ns, extra, allow_free=False)
     stop = {k.removeprefix("stop."): parse_value(v) for k, v in overrides.items()}
+    _parallel_flags(ns)
     if ns.workers and ns.workers > 1 and not launch.under_torchrun() and not ns.dry_run:
         return _spawn(ns, ns.argv, _hidden_of(ns.run), None)
     if launch.under_torchrun() and not ns.dry_run:
