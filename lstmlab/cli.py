@@ -50,6 +50,10 @@ EXIT_CODES = (
 )
 FREE_FORM = ("task.options.", "model.options.", "optimizer.options.")
 PROGRESS = ("auto", "rich", "plain", "none")
+UNVERIFIED_HELP = (
+    "load a checkpoint that carries no checksum (written by an old lstmlab, or rewritten "
+    "without it), with a warning; without this flag it is refused"
+)
 
 
 class UsageError(Exception):
@@ -219,6 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="take over the run's writer lock when it names a process on another host that "
         "is known to be gone (a lock left by a crash on this host is taken over by itself)",
     )
+    r.add_argument("--allow-unverified", action="store_true", help=UNVERIFIED_HELP)
     _add_parallel_flags(r)
     _add_config_flags(r, only="stop.")
 
@@ -231,6 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="which split to evaluate",
     )
     e.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    e.add_argument("--allow-unverified", action="store_true", help=UNVERIFIED_HELP)
 
     p = sub.add_parser(
         "report",
@@ -530,6 +536,7 @@ def cmd_resume(ns, extra) -> int:
                     out=sys.stdout,
                     break_lock=ns.break_lock,
                     parallel=par,
+                    allow_unverified=ns.allow_unverified,
                 )
             )
         )
@@ -542,6 +549,7 @@ def cmd_resume(ns, extra) -> int:
         progress=ns.progress,
         out=sys.stdout,
         break_lock=ns.break_lock,
+        allow_unverified=ns.allow_unverified,
     )
     return _exit_code(summary)
 
@@ -550,14 +558,14 @@ def _resume_dry_run(ns) -> int:
     """What ``resume`` would do: which checkpoint, whether it falls back, the lock, the log."""
     from lstmlab.training import run
     from lstmlab.training.lock import read_holder
-    from lstmlab.training.metrics import scan
+    from lstmlab.training.metrics import survey
 
     paths = run.RunPaths(Path(ns.run))
     cfg = run.load_config(ns.run)
     if not paths.checkpoint.exists() and not paths.prev.exists():
         print(f"{ns.run}: no checkpoint yet; would start the run from the beginning")
         return 0
-    ckpt, skipped = run.load_run_checkpoint(paths, cfg)
+    ckpt, skipped = run.load_run_checkpoint(paths, cfg, allow_unverified=ns.allow_unverified)
     st = ckpt["train_state"]
     source = "the previous checkpoint (.prev)" if skipped else "the last checkpoint"
     print(
@@ -566,12 +574,15 @@ def _resume_dry_run(ns) -> int:
     )
     if skipped:
         print(f"  would fall back to {paths.prev.name}: {skipped}")
-    log = scan(paths.metrics)
-    offset = int(ckpt.get("metrics_offset", 0))
-    if log.good_bytes < offset:
+    log = survey(paths.metrics, int(ckpt.get("metrics_offset", 0)))
+    if log.damaged:
+        n = len(log.damaged)
         print(
-            f"  metrics.jsonl is damaged after {log.good_rows} whole rows: would truncate it there"
+            f"  metrics.jsonl: would drop {n} damaged line{'s' if n > 1 else ''} and keep the "
+            f"{len(log.rows)} valid rows around them"
         )
+    if log.short:
+        print("  metrics.jsonl is shorter than the checkpoint says: would keep its whole rows")
     holder = read_holder(paths.root)
     if holder:
         print(
@@ -585,7 +596,7 @@ def cmd_eval(ns, extra) -> int:
     from lstmlab.training import run
 
     _overrides(ns, extra, allow_free=False)
-    metrics = run.evaluate_run(ns.run, ns.split)
+    metrics = run.evaluate_run(ns.run, ns.split, allow_unverified=ns.allow_unverified)
     if ns.json:
         from lstmlab.training.jsonsafe import dumps
 
