@@ -304,8 +304,8 @@ def reproduce(
         (out / "runs").mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise RunError(f"cannot create {out}: {err.strerror or err}") from None
-    for name in names:
-        say(f"== {name}")
+    for k, name in enumerate(names, 1):
+        say(f"== {name} (run {k} of {len(names)})")
         ensure(name, configs[name], out / "runs" / name, progress=progress)
     return write_results(out, configs, setting, task)
 

@@ -113,9 +113,13 @@ def run_all(
     progress: str = "auto",
     log: Callable[[str], None] = print,
 ) -> dict[str, dict[str, dict[str, Any]]]:
-    """Ensure every run, in order; part -> name -> summary."""
+    """Ensure every run, in order; part -> name -> summary. Each run is announced as
+    ``run k of N`` before it starts (a kept one too), and its verdict logged when it ends."""
     done: dict[str, dict[str, dict[str, Any]]] = {}
-    for spec in specs:
+    specs = list(specs)
+    doing = {"done": "finished, kept", "started": "resuming", "absent": "starting"}
+    for k, spec in enumerate(specs, 1):
+        log(f"run {k} of {len(specs)}: [{spec.part}] {spec.name} ({doing[status(spec, out)]})")
         started = time.perf_counter()
         s = ensure(spec, out, progress=progress)
         done.setdefault(spec.part, {})[spec.name] = s

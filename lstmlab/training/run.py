@@ -75,6 +75,11 @@ class RunError(RuntimeError):
     """A failure the user can act on; ``str(err)`` is one line."""
 
 
+class AlreadyFinished(RunError):
+    """``resume`` of a run that already ended (solved, or a budget it was not given more of):
+    nothing to do; the CLI says so and exits 0."""
+
+
 @dataclass(frozen=True)
 class RunPaths:
     root: Path
@@ -319,9 +324,9 @@ def _read_resume(cfg, paths, stop_overrides, allow_unverified=False):
     if finished and not paths.summary.exists():
         return cfg, ckpt, state, "finish"
     if state.stop_reason == "solved" and not (stop_overrides or {}).keys() & {"target", "metric"}:
-        raise RunError(f"run {paths.root} already solved its task; nothing to continue")
+        raise AlreadyFinished(f"run {paths.root} already solved its task; nothing to continue")
     if state.stop_reason not in (None, "interrupted") and not stop_overrides:
-        raise RunError(
+        raise AlreadyFinished(
             f"run {paths.root} already finished ({state.stop_reason}); "
             "give a larger budget (e.g. --stop.max_iterations) to continue it"
         )
