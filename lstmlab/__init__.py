@@ -9,6 +9,7 @@ command's ``--help``, ``--version`` and usage errors -- do not import torch.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
@@ -64,7 +65,9 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
 
 
 def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
+    if name not in _EXPORTS:  # a sub-package (lstmlab.nn, …), as an eager import made it one
+        if not name.startswith("_") and importlib.util.find_spec(f"lstmlab.{name}") is not None:
+            return importlib.import_module(f"lstmlab.{name}")
         raise AttributeError(f"module 'lstmlab' has no attribute {name!r}")
     where = _EXPORTS[name]
     value = (
