@@ -170,3 +170,19 @@ def test_the_light_parser_shows_what_the_full_one_shows():
     from lstmlab.cli import build_parser
 
     assert build_parser(["--help"]).format_help() == build_parser().format_help()
+
+
+def test_resume_of_a_finished_run_under_two_workers_exits_0_once(finished):
+    """In a worker group rank 0 reads the run and every rank learns it had finished: one line
+    on stdout, exit 0 (rank 1 rebuilt the error as a bare RuntimeError and failed)."""
+    import os
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-m", "lstmlab", "resume", str(finished), "--workers", "2",
+         "--progress", "none"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("already finished") == 1, done.stdout
+    assert "Traceback" not in done.stderr and "rank 0:" not in done.stderr, done.stderr
