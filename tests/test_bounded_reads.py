@@ -27,12 +27,16 @@ from lstmlab.files import (
 )
 
 
+class Hang(Exception):
+    """Not an OSError (as TimeoutError is), so no ``except OSError`` can swallow it."""
+
+
 @contextlib.contextmanager
 def within(seconds: int):
-    """Raise TimeoutError in the block when it runs longer than ``seconds`` (a hang)."""
+    """Raise ``Hang`` in the block when it runs longer than ``seconds`` (a blocking read)."""
 
     def ring(signum, frame):
-        raise TimeoutError(f"still running after {seconds} s (a blocking read?)")
+        raise Hang(f"still running after {seconds} s (a blocking read?)")
 
     old = signal.signal(signal.SIGALRM, ring)
     signal.alarm(seconds)
@@ -248,3 +252,17 @@ def test_run_directory_files_special_one_line(tiny_run, tmp_path, name):
         assert "Traceback" not in err
         if code != 0:
             assert code == 1 and str(run) in one_line(err), (argv, err)
+
+
+def test_a_reproduction_reads_its_runs_summaries_bounded(tmp_path):
+    """A reproduction's run whose summary.json is a FIFO is judged unfinished at once (it
+    blocked ``reproduce`` forever)."""
+    from lstmlab.reproduce.runset import RunSpec, status
+
+    spec = RunSpec("part", "x", {"task.name": "multiplication"})
+    d = spec.dir(tmp_path)
+    d.mkdir(parents=True)
+    (d / "config.toml").write_text("seed = 0\n")
+    os.mkfifo(d / "summary.json")
+    with within(20):
+        assert status(spec, tmp_path) == "started"

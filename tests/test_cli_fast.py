@@ -23,8 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def cli(*argv: str, seconds: int = 120) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
 
-    def ring(signum, frame):
-        raise TimeoutError(f"lstmlab {' '.join(argv)}: still running after {seconds} s")
+    def ring(signum, frame):  # not a TimeoutError: an OSError, which `except OSError` swallows
+        raise RuntimeError(f"lstmlab {' '.join(argv)}: still running after {seconds} s")
 
     old = signal.signal(signal.SIGALRM, ring)
     signal.alarm(seconds)
