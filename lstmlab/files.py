@@ -1,7 +1,9 @@
 """Reading a file the user named: checked before a byte is read, bounded while it is read.
 
 Every reader of a path a user can type (a ``--config``, a checkpoint, a corpus, a ``.npz``, a
-run directory's logs) goes through ``open_user_file`` or ``read_user_file``:
+run directory's config, log, summary and lock, a reproduction's summaries) goes through
+``open_user_file`` or ``read_user_file`` (not yet: ``lstmlab study … --space FILE``, read in
+``studies/space.py``):
 
 1. the path must name a regular file after its links are followed — a FIFO would block the
    read forever, ``/dev/zero`` never ends, a directory is no file — checked with ``stat``
