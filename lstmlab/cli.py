@@ -19,7 +19,8 @@ and anything else as a string. Free-form option tables take any key:
 
 Exit codes (``train`` and ``resume``; the other commands use 0, 1 and 2):
 
-    0    done: solved, or a budget / patience ran out (the summary says which)
+    0    done: solved, or a budget / patience ran out (the summary says which); also
+         ``resume`` of a run that had already finished (it says so)
     1    a runtime failure with a one-line reason (unwritable directory, full disk, no
          readable checkpoint, another process writing the run)
     2    a bad command line, config or data file (the message names the key or the file)
@@ -50,6 +51,10 @@ EXIT_CODES = (
 )
 FREE_FORM = ("task.options.", "model.options.", "optimizer.options.")
 PROGRESS = ("auto", "rich", "plain", "none")
+UNVERIFIED_HELP = (
+    "load a checkpoint that carries no checksum (written by an old lstmlab, or rewritten "
+    "without it), with a warning; without this flag it is refused"
+)
 
 
 class UsageError(Exception):
@@ -147,12 +152,29 @@ def _choices() -> dict[str, tuple[str, ...]]:
     return out
 
 
-def build_parser() -> argparse.ArgumentParser:
+# the one-line help of the two commands whose parsers import their packages (papers, Optuna):
+# the top-level --help shows these without building them (a test holds them equal)
+REPRODUCE_HELP = "reproduce a paper's experiments"
+STUDY_HELP = "hyperparameter studies: random search over variants (Greff et al.)"
+
+
+def _command_of(argv: list[str]) -> str | None:
+    """The sub-command ``argv`` names: its first word that is not an option."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The whole parser; given ``argv``, ``reproduce`` and ``study`` are built in full only when
+    ``argv`` names them (building them imports every paper module and Optuna, i.e. torch)."""
+    from lstmlab import __version__
+
+    command = None if argv is None else _command_of(argv)
     parser = _Parser(
         prog="lstmlab",
         description="Train LSTM-family networks with full-BPTT batch learning and compare "
         "optimizers (SGD/momentum, L-BFGS, nonlinear CG, Hessian-free).",
     )
+    parser.add_argument("--version", action="version", version=f"lstmlab {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
@@ -219,6 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="take over the run's writer lock when it names a process on another host that "
         "is known to be gone (a lock left by a crash on this host is taken over by itself)",
     )
+    r.add_argument("--allow-unverified", action="store_true", help=UNVERIFIED_HELP)
     _add_parallel_flags(r)
     _add_config_flags(r, only="stop.")
 
@@ -231,6 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="which split to evaluate",
     )
     e.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    e.add_argument("--allow-unverified", action="store_true", help=UNVERIFIED_HELP)
 
     p = sub.add_parser(
         "report",
@@ -259,10 +283,16 @@ def build_parser() -> argparse.ArgumentParser:
         description="List every task and preset name `train` accepts.",
     )
 
-    _add_reproduce(sub)
-    from lstmlab.studies.cli import add_parser as add_study_parser
+    if argv is None or command == "reproduce":
+        _add_reproduce(sub)
+    else:
+        sub.add_parser("reproduce", help=REPRODUCE_HELP)
+    if argv is None or command == "study":
+        from lstmlab.studies.cli import add_parser as add_study_parser
 
-    add_study_parser(sub, _Parser, _add_config_flags)
+        add_study_parser(sub, _Parser, _add_config_flags)
+    else:
+        sub.add_parser("study", help=STUDY_HELP)
     return parser
 
 
@@ -274,7 +304,7 @@ def _add_reproduce(sub) -> None:
     papers = reproduce.load_all()
     q = sub.add_parser(
         "reproduce",
-        help="reproduce a paper's experiments",
+        help=REPRODUCE_HELP,
         description="Run a paper's experiments at the scale this machine allows; resumable "
         "(finished runs are kept, unfinished ones resumed). Valid: " + ", ".join(papers) + ".",
     )
@@ -333,25 +363,59 @@ def _overrides(ns: argparse.Namespace, extra: list[str], *, allow_free: bool) ->
     return out
 
 
-def _parallel(ns, hidden: int):
-    """Threads for this process and the worker group's session (joins torchrun's group)."""
-    from lstmlab.distributed import comm, launch, session, threads
+WORKERS_PER_CORE = 4  # more worker processes than this per core only queue for the cores
 
+
+def _parallel_flags(ns) -> dict[int, float]:
+    """Check ``--workers``, ``--threads``, ``--slow-worker``, ``--max-restarts`` against their
+    ranges and this machine (before anything starts, ``--dry-run`` included); the slowdowns."""
+    import math
+    import os
+
+    try:  # distributed.threads.available_cores, without importing torch before a usage error
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    if ns.threads is not None and not 1 <= ns.threads <= cores:
+        raise UsageError(
+            f"--threads must be in 1..{cores} (<= {cores}, the cores this process may run on), "
+            f"got {ns.threads}"
+        )
+    most = WORKERS_PER_CORE * cores
+    if ns.workers is not None and not 1 <= ns.workers <= most:
+        raise UsageError(
+            f"--workers must be in 1..{most} (<= {WORKERS_PER_CORE} per core; this machine lets "
+            f"it use {cores}), got {ns.workers}"
+        )
+    if ns.max_restarts < 0:
+        raise UsageError(f"--max-restarts must be >= 0, got {ns.max_restarts}")
+    try:
+        world = ns.workers or int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        world = 1
     slow: dict[int, float] = {}
     for item in ns.slow_worker:
         rank, _, factor = item.partition(":")
         try:
-            slow[int(rank)] = float(factor)
+            r, f = int(rank), float(factor)
         except ValueError:
             raise UsageError(f"--slow-worker wants RANK:FACTOR (e.g. 2:3), got {item!r}") from None
-        if not slow[int(rank)] >= 1.0:
-            raise UsageError(f"--slow-worker factor must be >= 1, got {item!r}")
-    if ns.threads is not None and ns.threads < 1:
-        raise UsageError(f"--threads must be >= 1, got {ns.threads}")
-    if ns.workers is not None and ns.workers < 1:
-        raise UsageError(f"--workers must be >= 1, got {ns.workers}")
-    if ns.max_restarts < 0:
-        raise UsageError(f"--max-restarts must be >= 0, got {ns.max_restarts}")
+        if not (f >= 1.0 and math.isfinite(f)):
+            raise UsageError(f"--slow-worker factor must be a finite number >= 1, got {item!r}")
+        if not 0 <= r < world:
+            raise UsageError(
+                f"--slow-worker names rank {r}, but the ranks of {world} worker(s) are "
+                f"0..{world - 1}; give --workers N with N > {r}, or a rank in range"
+            )
+        slow[r] = f
+    return slow
+
+
+def _parallel(ns, hidden: int):
+    """Threads for this process and the worker group's session (joins torchrun's group)."""
+    from lstmlab.distributed import comm, launch, session, threads
+
+    slow = _parallel_flags(ns)
     if launch.under_torchrun() and launch.max_restarts() > 0 and not getattr(ns, "run", None):
         if not getattr(ns, "run_dir", None):
             raise UsageError("torchrun --max-restarts needs --run-dir (a restart resumes it)")
@@ -373,10 +437,14 @@ def _in_group(fn):
     from lstmlab.distributed import comm
     from lstmlab.distributed.comm import DistributedError
     from lstmlab.training.config import ConfigError
-    from lstmlab.training.run import RunError
+    from lstmlab.training.run import AlreadyFinished, RunError
 
     try:
         return fn()
+    except AlreadyFinished as done:  # every rank read the same run: rank 0 says so
+        if comm.env_rank() == 0:
+            print(done)
+        raise _Reported(0) from None
     except (ConfigError, RunError, DistributedError) as err:
         kind = "config error" if isinstance(err, ConfigError) else "error"
         _say(f"{_who()}: {kind}: {err}")
@@ -399,12 +467,12 @@ def _spawn(ns, argv: list[str], hidden: int, run_dir: Path | None) -> int:
 
 
 def cmd_train(ns, extra) -> int:
+    overrides = _overrides(ns, extra, allow_free=True)
+    overrides["task.name"] = ns.task
+    _parallel_flags(ns)
     from lstmlab.distributed import comm, launch
     from lstmlab.training import build, run
     from lstmlab.training.config import dumps_toml, load_toml, resolve
-
-    overrides = _overrides(ns, extra, allow_free=True)
-    overrides["task.name"] = ns.task
     layers = [load_toml(f) for f in ns.config]
     notes: list[str] = []
     cfg = resolve(layers, overrides, notes=notes)
@@ -476,11 +544,12 @@ def _hidden_of(run_dir: str) -> int:
 
 
 def cmd_resume(ns, extra) -> int:
+    overrides = _overrides(ns, extra, allow_free=False)
+    _parallel_flags(ns)
     from lstmlab.distributed import launch
     from lstmlab.training import run
     from lstmlab.training.config import parse_value
 
-    overrides = _overrides(ns, extra, allow_free=False)
     stop = {k.removeprefix("stop."): parse_value(v) for k, v in overrides.items()}
     if ns.workers and ns.workers > 1 and not launch.under_torchrun() and not ns.dry_run:
         return _spawn(ns, ns.argv, _hidden_of(ns.run), None)
@@ -495,19 +564,25 @@ def cmd_resume(ns, extra) -> int:
                     out=sys.stdout,
                     break_lock=ns.break_lock,
                     parallel=par,
+                    allow_unverified=ns.allow_unverified,
                 )
             )
         )
     _parallel(ns, _hidden_of(ns.run))  # threads of this one process
     if ns.dry_run:
         return _resume_dry_run(ns)
-    summary = run.resume(
-        ns.run,
-        stop_overrides=stop or None,
-        progress=ns.progress,
-        out=sys.stdout,
-        break_lock=ns.break_lock,
-    )
+    try:
+        summary = run.resume(
+            ns.run,
+            stop_overrides=stop or None,
+            progress=ns.progress,
+            out=sys.stdout,
+            break_lock=ns.break_lock,
+            allow_unverified=ns.allow_unverified,
+        )
+    except run.AlreadyFinished as done:  # nothing to do is not a failure
+        print(done)
+        return 0
     return _exit_code(summary)
 
 
@@ -515,14 +590,14 @@ def _resume_dry_run(ns) -> int:
     """What ``resume`` would do: which checkpoint, whether it falls back, the lock, the log."""
     from lstmlab.training import run
     from lstmlab.training.lock import read_holder
-    from lstmlab.training.metrics import scan
+    from lstmlab.training.metrics import survey
 
     paths = run.RunPaths(Path(ns.run))
     cfg = run.load_config(ns.run)
     if not paths.checkpoint.exists() and not paths.prev.exists():
         print(f"{ns.run}: no checkpoint yet; would start the run from the beginning")
         return 0
-    ckpt, skipped = run.load_run_checkpoint(paths, cfg)
+    ckpt, skipped = run.load_run_checkpoint(paths, cfg, allow_unverified=ns.allow_unverified)
     st = ckpt["train_state"]
     source = "the previous checkpoint (.prev)" if skipped else "the last checkpoint"
     print(
@@ -531,12 +606,15 @@ def _resume_dry_run(ns) -> int:
     )
     if skipped:
         print(f"  would fall back to {paths.prev.name}: {skipped}")
-    log = scan(paths.metrics)
-    offset = int(ckpt.get("metrics_offset", 0))
-    if log.good_bytes < offset:
+    log = survey(paths.metrics, int(ckpt.get("metrics_offset", 0)))
+    if log.damaged:
+        n = len(log.damaged)
         print(
-            f"  metrics.jsonl is damaged after {log.good_rows} whole rows: would truncate it there"
+            f"  metrics.jsonl: would drop {n} damaged line{'s' if n > 1 else ''} and keep the "
+            f"{len(log.rows)} valid rows around them"
         )
+    if log.short:
+        print("  metrics.jsonl is shorter than the checkpoint says: would keep its whole rows")
     holder = read_holder(paths.root)
     if holder:
         print(
@@ -547,10 +625,10 @@ def _resume_dry_run(ns) -> int:
 
 
 def cmd_eval(ns, extra) -> int:
+    _overrides(ns, extra, allow_free=False)
     from lstmlab.training import run
 
-    _overrides(ns, extra, allow_free=False)
-    metrics = run.evaluate_run(ns.run, ns.split)
+    metrics = run.evaluate_run(ns.run, ns.split, allow_unverified=ns.allow_unverified)
     if ns.json:
         from lstmlab.training.jsonsafe import dumps
 
@@ -563,9 +641,9 @@ def cmd_eval(ns, extra) -> int:
 
 
 def cmd_report(ns, extra) -> int:
+    _overrides(ns, extra, allow_free=False)
     from lstmlab.training.report import find_runs, write_report
 
-    _overrides(ns, extra, allow_free=False)
     runs = find_runs(ns.runs)
     if ns.dry_run:
         for r in runs:
@@ -582,9 +660,8 @@ def cmd_report(ns, extra) -> int:
 
 
 def cmd_tasks(ns, extra) -> int:
-    import lstmlab.tasks as tasks
-
     _overrides(ns, extra, allow_free=False)
+    import lstmlab.tasks as tasks
     from lstmlab.training.presets import TASK_PRESETS
 
     desc = tasks.describe()
@@ -599,9 +676,9 @@ def cmd_tasks(ns, extra) -> int:
 
 
 def cmd_reproduce(ns, extra) -> int:
+    _overrides(ns, extra, allow_free=False)
     from lstmlab import reproduce
 
-    _overrides(ns, extra, allow_free=False)
     paper = reproduce.get(ns.paper)
     from lstmlab.reproduce.runset import SetInterrupted
 
@@ -654,29 +731,16 @@ def _who() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from lstmlab.distributed.comm import DistributedError
-    from lstmlab.training.config import ConfigError
-    from lstmlab.training.run import RunError
-
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        ns, extra = build_parser().parse_known_args(argv)
+        ns, extra = build_parser(argv).parse_known_args(argv)
         ns.argv = argv
         return COMMANDS[ns.command](ns, extra)
     except _Reported as done:
         return done.code
-    except DistributedError as err:
-        _say(f"{_who()}: error: {err}")
-        return EXIT_RUNTIME
     except UsageError as err:
         print(err, file=sys.stderr)
         return EXIT_USAGE
-    except ConfigError as err:
-        _say(f"{_who()}: config error: {err}")
-        return EXIT_USAGE
-    except RunError as err:
-        _say(f"{_who()}: error: {err}")
-        return EXIT_RUNTIME
     except BrokenPipeError:  # `lstmlab tasks | head`: the reader left, nothing is wrong
         import os
 
@@ -688,6 +752,35 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_INTERRUPTED
+    except Exception as err:
+        code = _known_error(err)
+        if code is None:
+            raise
+        return code
+
+
+def _known_error(err: Exception) -> int | None:
+    """The exit code of an error lstmlab reports in one line (printed here), else None.
+
+    The error types are imported only here, once a command has failed: the command that raised
+    one has imported its module already, and ``--help`` or a usage error never gets here."""
+    from lstmlab.files import UnreadableFile
+    from lstmlab.training.config import ConfigError
+
+    if isinstance(err, ConfigError):
+        _say(f"{_who()}: config error: {err}")
+        return EXIT_USAGE
+    if isinstance(err, UnreadableFile):  # a file of a run directory that cannot be read
+        _say(f"{_who()}: error: {err}")
+        return EXIT_RUNTIME
+    if "lstmlab.training.run" in sys.modules or "lstmlab.distributed.comm" in sys.modules:
+        from lstmlab.distributed.comm import DistributedError
+        from lstmlab.training.run import RunError
+
+        if isinstance(err, RunError | DistributedError):
+            _say(f"{_who()}: error: {err}")
+            return EXIT_RUNTIME
+    return None
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -31,3 +31,20 @@ def test_readme_names_every_reproduction_and_only_those():
     row = next(ln for ln in README.read_text().splitlines() if "lstmlab reproduce NAME" in ln)
     named = set(re.findall(r"`([a-z]+\d{4})`", row))
     assert named == set(reproduce.load_all()), named
+
+
+def test_readme_test_command_shows_progress_per_file():
+    """The README promises the default run names each test file as it starts, with its share
+    done: its pytest command (less the interpreter path), run on one small file, prints both."""
+    import subprocess
+    import sys
+
+    command = re.findall(r"```bash\n(.*?)\n```", README.read_text(), flags=re.S)[1]
+    args = command.rsplit("-m pytest", 1)[1].split()
+    target = "tests/test_readme.py::test_readme_commands_match_ci"
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", *args, "-p", "no:cacheprovider", target],
+        cwd=README.parent, capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert re.search(r"^tests/test_readme\.py \.\s+\[100%\]$", done.stdout, flags=re.M), done.stdout

@@ -210,9 +210,9 @@ def test_a_damaged_metrics_log_is_repaired_at_resume(partial, capsys, damage):
     log = run / "metrics.jsonl"
     log.write_bytes(damage(log.read_bytes()))
     assert main(["resume", str(run), "--dry-run"]) == 0
-    assert "would truncate" in capsys.readouterr().out
+    assert "  metrics.jsonl" in capsys.readouterr().out  # what it would drop or keep
     assert main(["resume", str(run), "--progress", "none", "--stop.max_iterations", "6"]) == 0
-    assert "truncated to its last whole row" in capsys.readouterr().err
+    assert "metrics.jsonl: " in capsys.readouterr().err  # one warning saying what was dropped
     rows = [strict_json(line) for line in log.read_text(encoding="utf-8").splitlines()]
     its = [r["iteration"] for r in rows]
     assert its == sorted(set(its)) and its[-1] == 6  # whole rows, no duplicates, finished
@@ -386,10 +386,18 @@ def test_a_run_diverged_at_its_first_evaluation_writes_no_checkpoint(tmp_path, m
     assert summary["checkpoint_iteration"] is None and summary["final"]["loss"] == "NaN"
 
 
-def test_format_1_checkpoints_still_load(tmp_path):
+def test_format_1_checkpoints_load_only_when_allowed(tmp_path):
+    """A format-1 file has no checksum: refused by default (issue 23), loaded on
+    ``allow_unverified`` with the reason attached for the caller's warning."""
     from safetensors.torch import save
+
+    from lstmlab.training.checkpoint import UNVERIFIED, CheckpointError
 
     meta = {"format": "lstmlab-checkpoint", "version": "1", "state": json.dumps({"i": 1})}
     path = tmp_path / "old.safetensors"
     path.write_bytes(save({}, metadata=meta))
-    assert load_checkpoint(path) == {"i": 1}
+    with pytest.raises(CheckpointError, match="no checksum"):
+        load_checkpoint(path)
+    state = load_checkpoint(path, allow_unverified=True)
+    assert state.pop(UNVERIFIED).endswith("loaded not verified (--allow-unverified)")
+    assert state == {"i": 1}

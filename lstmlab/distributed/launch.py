@@ -18,7 +18,33 @@ import os
 import sys
 import uuid
 
-__all__ = ["strip_option", "spawn", "restarted", "under_torchrun", "max_restarts"]
+__all__ = [
+    "strip_option",
+    "spawn",
+    "restarted",
+    "under_torchrun",
+    "max_restarts",
+    "describe_killed",
+]
+
+RESUME_HINT = " (its last checkpoint is intact: `lstmlab resume RUN`)"
+
+
+def describe_killed(failures: dict) -> str:
+    """The workers among torchrun's ``failures`` (rank -> ProcessFailure) that a signal killed
+    (negative exit code), as ``worker rank 1 (pid 4242) was killed by SIGKILL``; '' if none."""
+    import signal
+
+    said = []
+    for rank, f in sorted(failures.items()):
+        if f.exitcode is None or f.exitcode >= 0:
+            continue
+        try:
+            name = signal.Signals(-f.exitcode).name
+        except ValueError:
+            name = f"signal {-f.exitcode}"
+        said.append(f"worker rank {rank} (pid {f.pid}) was killed by {name}")
+    return "; ".join(said)
 
 
 def under_torchrun() -> bool:
@@ -86,6 +112,10 @@ def spawn(argv: list[str], workers: int, *, threads: int, restarts: int = 0) -> 
     except ChildFailedError as err:
         codes = [f.exitcode for f in err.failures.values()]
         code = next((c for c in codes if c not in (None, 0)), 1)
+        killed = describe_killed(err.failures)
+        if killed:  # a worker that died of a signal printed nothing: say who and of what
+            sys.stderr.write(f"lstmlab: {killed}; the group stopped{RESUME_HINT}\n")
+            sys.stderr.flush()
         return code if code > 0 else 1  # killed by a signal: a runtime failure
     finally:
         if env_before is None:

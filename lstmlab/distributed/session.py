@@ -228,11 +228,11 @@ def _rebuild(name: str, key: str | None, text: str) -> Exception:
     """Rank 0's exception, rebuilt on another rank from its class name and message."""
     from lstmlab.training.checkpoint import CheckpointError
     from lstmlab.training.config import ConfigError
-    from lstmlab.training.run import RunError
+    from lstmlab.training.run import AlreadyFinished, RunError
 
     if name == "ConfigError" and key is not None:
         return ConfigError(key, text.removeprefix(f"{key}: "))
-    for cls in (RunError, CheckpointError, comm.DistributedError):
+    for cls in (AlreadyFinished, RunError, CheckpointError, comm.DistributedError):
         if name == cls.__name__:
             return cls(text)
     return RuntimeError(f"rank 0: {name}: {text}")

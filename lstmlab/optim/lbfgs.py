@@ -68,6 +68,10 @@ class LBFGS(Optimizer):
         super().__init__(lr=lr)
         if history < 1 or iterations < 1:
             raise ValueError(f"history and iterations must be >= 1, got {history}, {iterations}")
+        if not (0 < c1 < c2 < 1):
+            raise ValueError(f"need 0 < c1 < c2 < 1 for a Wolfe line search, got c1={c1}, c2={c2}")
+        if max_ls < 1:
+            raise ValueError(f"max_ls must be >= 1, got {max_ls}")
         self.history, self.iterations = history, iterations
         self.c1, self.c2, self.max_ls = c1, c2, max_ls
         self.tolerance_grad, self.tolerance_change = tolerance_grad, tolerance_change

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import os
 import sys
@@ -226,8 +225,8 @@ def ensure(name: str, cfg: RunConfig, run_dir: Path, *, progress: str) -> dict[s
             f"{run_dir} holds a run of another setting; choose another --out or delete it"
         )
     stop = to_dict(cfg)["stop"] if old.stop != cfg.stop else None
-    if paths.summary.exists():
-        done = json.loads(paths.summary.read_text())
+    done = runs.read_summary(paths) if paths.summary.exists() else None  # bounded read
+    if done is not None:
         longer = (
             done.get("stop_reason") == "max_seconds"
             and cfg.stop.max_seconds is not None
@@ -311,8 +310,8 @@ def reproduce(
         (out / "runs").mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise RunError(f"cannot create {out}: {err.strerror or err}") from None
-    for name in names:
-        say(f"== {name}")
+    for k, name in enumerate(names, 1):
+        say(f"== {name} (run {k} of {len(names)})")
         ensure(name, configs[name], out / "runs" / name, progress=progress)
     return write_results(out, configs, setting, task)
 
@@ -322,12 +321,13 @@ def reproduce(
 
 
 def _read(run_dir: Path) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    from lstmlab.training import run as runs
     from lstmlab.training.metrics import read_metrics
 
     metrics = run_dir / "metrics.jsonl"
     records = read_metrics(metrics) if metrics.exists() else []
-    summary = run_dir / "summary.json"
-    return records, json.loads(summary.read_text()) if summary.exists() else None
+    paths = runs.RunPaths(run_dir)
+    return records, runs.read_summary(paths) if paths.summary.exists() else None
 
 
 def training_curve(records: list[dict[str, Any]], x: str) -> tuple[list[float], list[float]]:

@@ -15,7 +15,6 @@ CLI exits 130 (143) saying that the same command resumes the set.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -24,7 +23,6 @@ from typing import Any
 
 from lstmlab.training import run as runs
 from lstmlab.training.config import resolve
-from lstmlab.training.jsonsafe import restore
 
 __all__ = [
     "RunSpec",
@@ -80,10 +78,7 @@ def status(spec: RunSpec, out: Path) -> str:
     """``done``, ``started`` or ``absent``."""
     d = spec.dir(out)
     if (d / "summary.json").exists():
-        try:
-            summary = json.loads((d / "summary.json").read_text())
-        except (OSError, ValueError):
-            summary = {}
+        summary = runs.read_summary(runs.RunPaths(d)) or {}  # bounded; unreadable: {}
         if summary.get("stop_reason") not in (None, "interrupted"):
             return "done"
     return "started" if (d / "config.toml").exists() else "absent"
@@ -91,7 +86,10 @@ def status(spec: RunSpec, out: Path) -> str:
 
 def _summary(run_dir: Path) -> dict[str, Any]:
     """A finished run's summary (standard JSON: "NaN"/"Infinity" strings back to floats)."""
-    return restore(json.loads((run_dir / "summary.json").read_text()))
+    summary = runs.read_summary(runs.RunPaths(run_dir))
+    if summary is None:
+        raise runs.RunError(f"{run_dir / 'summary.json'}: cannot be read as a run summary")
+    return summary
 
 
 def ensure(spec: RunSpec, out: Path, *, progress: str = "auto") -> dict[str, Any]:
@@ -113,9 +111,13 @@ def run_all(
     progress: str = "auto",
     log: Callable[[str], None] = print,
 ) -> dict[str, dict[str, dict[str, Any]]]:
-    """Ensure every run, in order; part -> name -> summary."""
+    """Ensure every run, in order; part -> name -> summary. Each run is announced as
+    ``run k of N`` before it starts (a kept one too), and its verdict logged when it ends."""
     done: dict[str, dict[str, dict[str, Any]]] = {}
-    for spec in specs:
+    specs = list(specs)
+    doing = {"done": "finished, kept", "started": "resuming", "absent": "starting"}
+    for k, spec in enumerate(specs, 1):
+        log(f"run {k} of {len(specs)}: [{spec.part}] {spec.name} ({doing[status(spec, out)]})")
         started = time.perf_counter()
         s = ensure(spec, out, progress=progress)
         done.setdefault(spec.part, {})[spec.name] = s

@@ -24,11 +24,13 @@ classes; the CTC labels are the segment sequence.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from lstmlab.files import LIMITS, UnreadableFile, human_bytes, npz_declared_bytes, open_user_file
 from lstmlab.tasks.base import DataError, Split, Task
 from lstmlab.tasks.metrics import ClassEvery, CTCLabels
 from lstmlab.tasks.rng import Stream
@@ -47,13 +49,25 @@ def save_npz(path, inputs, lengths, labels, label_lengths=None) -> None:
 
 
 def _read_npz(path: Path) -> dict[str, np.ndarray]:
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
-    if path.stat().st_size == 0:
-        raise DataError(f"{path}: file is empty")
+    """The arrays of one ``.npz`` file, read only once it is known to be a regular file whose
+    arrays' headers declare at most ``LIMITS["data file"]`` bytes in all."""
+    limit = LIMITS["data file"]
     try:
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
+        with open_user_file(path, limit, "data") as fh:
+            if os.fstat(fh.fileno()).st_size == 0:
+                raise DataError(f"{path}: file is empty")
+            declared = npz_declared_bytes(fh, path)
+            if declared > limit:
+                raise DataError(
+                    f"{path}: its arrays declare {human_bytes(declared)}, more than a data file "
+                    f"may hold ({human_bytes(limit)}); is this the right file?"
+                )
+            with np.load(fh, allow_pickle=False) as z:
+                return {k: z[k] for k in z.files}
+    except UnreadableFile as e:
+        raise DataError(str(e)) from None
+    except DataError:
+        raise
     except Exception as e:
         raise DataError(f"{path}: not a readable .npz file ({type(e).__name__}: {e})") from None
 

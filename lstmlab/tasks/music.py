@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lstmlab.files import LIMITS, UnreadableFile, read_user_file
 from lstmlab.tasks.base import DataError, Split, Task
 from lstmlab.tasks.cache import cached_arrays
 from lstmlab.tasks.metrics import BernoulliEvery
@@ -130,15 +131,17 @@ def safe_unpickle(data: bytes) -> object:
 def load_piano_rolls(path: str | Path) -> dict[str, list[np.ndarray]]:
     """Read a JSB-style pickle or JSON file into {split: [(n, 88) uint8 rolls]}."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
-    if path.stat().st_size == 0:
+    try:
+        raw = read_user_file(path, LIMITS["data file"], "piano-roll")
+    except UnreadableFile as e:
+        raise DataError(str(e)) from None
+    if not raw:
         raise DataError(f"{path}: file is empty")
     try:
         if path.suffix.lower() == ".json":
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(raw.decode("utf-8"))
         else:
-            data = safe_unpickle(path.read_bytes())
+            data = safe_unpickle(raw)
     except UnicodeDecodeError:
         raise DataError(f"{path}: not valid UTF-8 JSON") from None
     except pickle.UnpicklingError as e:

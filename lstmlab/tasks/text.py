@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lstmlab.files import LIMITS, UnreadableFile, read_user_file
 from lstmlab.tasks.base import DataError, DataNotGiven, Split, Task
 from lstmlab.tasks.cache import cached_arrays
 from lstmlab.tasks.metrics import BitsPerChar
@@ -44,9 +45,10 @@ _DEFAULT_FRACTIONS = (0.9, 0.05, 0.05)
 def read_text_file(path: str | Path) -> str:
     """The UTF-8 text of ``path``; a clear ``DataError`` if missing, undecodable or empty."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
-    raw = path.read_bytes()
+    try:
+        raw = read_user_file(path, LIMITS["text corpus"], "text")
+    except UnreadableFile as e:
+        raise DataError(str(e)) from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -146,15 +148,15 @@ def _load_source(path, fmt: str, fractions) -> tuple[list[str], str]:
     if path.is_dir():
         for pattern, f in (("ptb.char.{}.txt", "ptb"), ("{}.txt", "plain")):
             files = [path / pattern.format(s) for s in SPLITS]
-            if all(p.is_file() for p in files):
+            if all(p.exists() for p in files):
                 use = f if fmt == "auto" else fmt
                 texts = [read_text_file(p) for p in files]
                 if use == "ptb":
                     texts = [decode_ptb(t, p) for t, p in zip(texts, files, strict=True)]
                 return texts, f"{path} ({use}, split files)"
-            present = [p for p in files if p.is_file()]
+            present = [p for p in files if p.exists()]
             if present and (f == "ptb" or fmt == "ptb"):
-                missing = next(p for p in files if not p.is_file())
+                missing = next(p for p in files if not p.exists())
                 raise DataError(f"{path}: PTB directory is missing its split file {missing.name}")
         if fmt == "ptb":
             raise DataError(f"{path}: not a PTB directory (no ptb.char.{{train,valid,test}}.txt)")

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lstmlab.files import LIMITS, UnreadableFile, read_user_file
 from lstmlab.tasks.base import DataError, Split, Task
 from lstmlab.tasks.metrics import ClassLast
 from lstmlab.tasks.rng import Stream
@@ -53,10 +54,12 @@ def aeon_vowels_files() -> tuple[str, Path, Path]:
 def read_ts(path: str | Path) -> tuple[list[np.ndarray], list[str], list[str]]:
     """Read a .ts file: cases as (T_i, D) float64 arrays, their labels, the declared labels."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = read_user_file(path, LIMITS["data file"], ".ts data")
+    except UnreadableFile as e:
+        raise DataError(str(e)) from None
+    try:
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise DataError(f"{path}: not valid UTF-8 (offset {e.start})") from None
     if not text.strip():

@@ -198,7 +198,7 @@ def _load(path, fmt: str, fractions, use_cache: bool) -> tuple[np.ndarray, list[
     if path.is_dir():
         for pattern, f in (("ptb.{}.txt", "ptb"), ("{}.txt", "plain")):
             files = [path / pattern.format(s) for s in SPLITS]
-            if all(p.is_file() for p in files):
+            if all(p.exists() for p in files):
                 use = f if fmt == "auto" else fmt
                 parts = [tokenize(read_text_file(p), use) for p in files]
                 return (*index_tokens(parts), f"{path} ({use})")

@@ -43,6 +43,40 @@ class DataNotGivenError(ConfigError):
     refuses as for any bad config (exit 2); ``train --dry-run`` still shows the config."""
 
 
+# the plain annotations a builder's keyword may carry, and how a message names each
+_PLAIN = {
+    "bool": ((bool,), "true or false"),
+    "int": ((int,), "an integer"),
+    "float": ((int, float), "a number"),
+    "str": ((str,), "a string"),
+    "None": ((type(None),), "unset"),
+}
+
+
+def check_types(key: str, fn: Callable[..., Any], kwargs: dict[str, Any]) -> None:
+    """Each of ``kwargs`` whose parameter in ``fn`` is annotated with plain types only (``bool``,
+    ``int``, ``float``, ``str``, ``None`` and their unions) must be of one of them -- a bool
+    never counts as a number; a ConfigError names ``key.NAME`` and the types. Parameters
+    annotated otherwise (``Any``: a constant or a schedule) are left to ``fn``."""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return
+    for name, value in kwargs.items():
+        p = params.get(name)
+        if p is None:
+            continue
+        note = p.annotation if isinstance(p.annotation, str) else getattr(p.annotation, "__name__", "")
+        parts = [t.strip() for t in str(note).replace("Optional[", "").rstrip("]").split("|")]
+        if not parts or any(t not in _PLAIN for t in parts):
+            continue
+        types = tuple(t for part in parts for t in _PLAIN[part][0])
+        ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
+        if not ok:
+            wanted = " or ".join(_PLAIN[part][1] for part in parts)
+            raise ConfigError(f"{key}.{name}", f"must be {wanted}, got {value!r}")
+
+
 def _call(key: str, fn: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
     """Call a builder; an unknown or rejected argument becomes a ConfigError naming ``key``."""
     try:
@@ -55,6 +89,7 @@ def _call(key: str, fn: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
         unknown = sorted(set(kwargs) - set(valid))
         if unknown:
             raise ConfigError(f"{key}.{unknown[0]}", f"unknown option; valid: {', '.join(valid)}")
+    check_types(key, fn, kwargs)
     from lstmlab.tasks.base import DataNotGiven
 
     try:
@@ -110,6 +145,7 @@ def build_model(cfg: RunConfig, task, device: torch.device, dtype: torch.dtype):
     if m.cell == "lstm":
         kwargs.update(variant=m.variant, cells_per_block=m.cells_per_block, gate_sharpness=m.alpha)
     kwargs.update(m.options)
+    check_types("model.options", SequenceModel.__init__, dict(m.options))
     try:
         return SequenceModel(**kwargs)
     except (TypeError, ValueError) as err:
@@ -217,9 +253,24 @@ def stop_metric(cfg: RunConfig, task=None) -> str:
     return task.metric if task is not None else "mae"
 
 
+def offered_metrics(task) -> tuple[str, ...]:
+    """The keys of the evaluation dict for ``task`` (``evaluate``: the scorer's metrics, then
+    the model's mean ``loss``), read from the scorer's ``finish`` on placeholder sums."""
+    from collections import defaultdict
+
+    return (*task.scorer.finish(defaultdict(lambda: 1.0)), "loss")
+
+
 def build_stopping(cfg: RunConfig, task) -> StoppingRule:
     s = cfg.stop
     metric = stop_metric(cfg, task)
+    offered = offered_metrics(task)
+    if metric not in offered:
+        raise ConfigError(
+            "stop.metric",
+            f"{metric!r} is not a metric of task {cfg.task.name!r}; valid: {', '.join(offered)} "
+            "('' = the task's own success test)",
+        )
     higher = task.higher_is_better if metric == task.metric else metric in ("accuracy",)
     return StoppingRule(
         metric=metric,

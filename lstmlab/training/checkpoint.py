@@ -15,7 +15,10 @@ first and refuses a file whose digest differs (one flipped byte anywhere is caug
 tensor bytes by the digest, in the header by the digest or by the JSON/safetensors parser);
 ``load_latest(path, config_digest=...)`` also refuses a checkpoint of another config. Both
 refusals are ``CheckpointError``s, so ``load_latest`` falls back to ``.prev`` exactly as for a
-truncated file. Format-1 files (no digest) still load, unverified.
+truncated file. A file without a digest (format 1, or one whose ``sha256`` was removed) is
+refused as a ``CheckpointError`` too, unless the caller passes ``allow_unverified=True``
+(``--allow-unverified``); then it loads, and the state carries ``UNVERIFIED`` (the reason) so
+the caller warns.
 
 Finite (``finite=("model",)``): ``save_checkpoint`` refuses, before writing a byte, a state
 whose tensors under those keys are not all finite (``NonFiniteError``), so a diverged run can
@@ -42,6 +45,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from lstmlab.files import LIMITS, UnreadableFile, read_user_file
+
 __all__ = [
     "CheckpointError",
     "NonFiniteError",
@@ -55,6 +60,7 @@ __all__ = [
 
 FORMAT = "lstmlab-checkpoint"
 VERSION = 2
+UNVERIFIED = "_unverified"  # key of a state loaded without its checksum: why (for the warning)
 
 
 class CheckpointError(RuntimeError):
@@ -232,6 +238,7 @@ def decode(
     *,
     config_digest: str | None = None,
     finite: tuple[str, ...] = (),
+    allow_unverified: bool = False,
 ) -> dict[str, Any]:
     if len(data) < 8:
         raise CheckpointError(f"{source}: truncated ({len(data)} bytes), not a checkpoint")
@@ -264,7 +271,18 @@ def decode(
     except (SafetensorError, ValueError, KeyError, TypeError) as err:
         reason = (str(err).splitlines() or [""])[0]
         raise CheckpointError(f"{source}: corrupt or truncated ({reason})") from None
-    if version >= 2:
+    unverified = None
+    if version < 2 or "sha256" not in meta:
+        unverified = (
+            f"{source}: carries no checksum (format version {version}"
+            + (", its sha256 removed)" if version >= 2 else ")")
+        )
+        if not allow_unverified:
+            raise CheckpointError(
+                f"{unverified}, so it cannot be verified; refused (`--allow-unverified` loads "
+                "it anyway, with a warning)"
+            )
+    if unverified is None:
         stored = meta.get("config_sha256")
         if meta.get("sha256") != _digest(
             document, tensors, stored if isinstance(stored, str) else ""
@@ -282,26 +300,42 @@ def decode(
     bad = non_finite(state, finite) if isinstance(state, dict) else None
     if bad is not None:
         raise NonFiniteError(f"{source}: {bad} holds NaN or Inf")
+    if unverified is not None and isinstance(state, dict):
+        state[UNVERIFIED] = f"{unverified}; loaded not verified (--allow-unverified)"
     return state
 
 
 def load_checkpoint(
-    path: str | Path, *, config_digest: str | None = None, finite: tuple[str, ...] = ()
+    path: str | Path,
+    *,
+    config_digest: str | None = None,
+    finite: tuple[str, ...] = (),
+    allow_unverified: bool = False,
 ) -> dict[str, Any]:
     """Read and verify one checkpoint file; any problem is a ``CheckpointError`` with a
     one-line reason (``config_digest``/``finite``: see the module docstring)."""
     path = Path(path)
+    if not os.path.lexists(path):
+        raise CheckpointError(f"{path}: no such checkpoint")
     try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: no such checkpoint") from None
-    except OSError as err:
-        raise CheckpointError(f"{path}: cannot read ({err.strerror or err})") from None
-    return decode(data, str(path), config_digest=config_digest, finite=finite)
+        data = read_user_file(path, LIMITS["checkpoint"], "checkpoint")
+    except UnreadableFile as err:
+        raise CheckpointError(str(err)) from None
+    return decode(
+        data,
+        str(path),
+        config_digest=config_digest,
+        finite=finite,
+        allow_unverified=allow_unverified,
+    )
 
 
 def load_latest(
-    path: str | Path, *, config_digest: str | None = None, finite: tuple[str, ...] = ()
+    path: str | Path,
+    *,
+    config_digest: str | None = None,
+    finite: tuple[str, ...] = (),
+    allow_unverified: bool = False,
 ) -> tuple[dict[str, Any], CheckpointError | None]:
     """The newest readable and verified of ``path`` and ``path.prev``.
 
@@ -312,7 +346,12 @@ def load_latest(
     first_error: CheckpointError | None = None
     for candidate in (path, path.with_name(path.name + ".prev")):
         try:
-            state = load_checkpoint(candidate, config_digest=config_digest, finite=finite)
+            state = load_checkpoint(
+                candidate,
+                config_digest=config_digest,
+                finite=finite,
+                allow_unverified=allow_unverified,
+            )
             return state, first_error
         except CheckpointError as err:
             first_error = first_error or err

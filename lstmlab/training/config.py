@@ -25,6 +25,8 @@ from typing import Any
 
 import tomli_w
 
+from lstmlab.files import LIMITS, UnreadableFile, read_user_file
+
 __all__ = [
     "ConfigError",
     "TaskConfig",
@@ -365,10 +367,9 @@ def load_toml(path: str | Path) -> dict[str, Any]:
     """Read a TOML file into a dict; a file that is not UTF-8 TOML becomes a one-line
     ``ConfigError`` naming the file."""
     try:
-        with open(path, "rb") as fh:
-            raw = fh.read()
-    except OSError as err:
-        raise ConfigError(str(path), f"cannot read: {err.strerror or err}") from None
+        raw = read_user_file(path, LIMITS["config"], "config")
+    except UnreadableFile as err:
+        raise ConfigError(str(path), err.reason) from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:

@@ -64,9 +64,11 @@ def writer_rank() -> int:
 
 def read_holder(run_dir: str | Path) -> dict[str, Any] | None:
     """The holder recorded in ``run_dir``'s lock file (None: free or unreadable)."""
+    from lstmlab.files import LIMITS, read_user_file
+
     try:
-        text = (Path(run_dir) / LOCK_NAME).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
+        text = read_user_file(Path(run_dir) / LOCK_NAME, LIMITS["lock file"], "lock").decode()
+    except (OSError, ValueError):  # UnreadableFile and UnicodeDecodeError are ValueErrors
         return None
     return _parse(text)
 

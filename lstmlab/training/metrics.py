@@ -8,11 +8,12 @@ the resumed run's log equals an uninterrupted one's (up to wall-clock times).
 Standard JSON: non-finite numbers are written as the strings ``"NaN"``, ``"Infinity"``,
 ``"-Infinity"`` (``lstmlab.training.jsonsafe``); ``read_metrics`` turns them back into floats.
 
-Damage (a disk error, an editor, a partial copy): ``scan`` finds the longest prefix of whole
-rows (UTF-8, one JSON object, newline-terminated); ``repair`` (called by ``resume`` before it
-appends) truncates the log to that prefix when a damaged row lies before the checkpoint's
-offset and says what was lost; ``read_metrics`` skips rows it cannot read, so a damaged log
-never stops a run from finishing.
+Damage (a disk error, an editor, a partial copy): ``survey`` sorts the lines up to the
+checkpoint's offset into whole rows (UTF-8, one JSON object, newline-terminated) and damaged
+lines; ``repair`` (called by ``resume`` before it appends) rewrites the log
+atomically with every valid row up to that offset — a damaged line costs itself only, never
+the rows around it — and says once what was dropped; ``read_metrics`` skips rows it cannot
+read, so a damaged log never stops a run from finishing.
 """
 
 from __future__ import annotations
@@ -23,9 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lstmlab.files import LIMITS, read_user_file
 from lstmlab.training.jsonsafe import dumps, restore
 
-__all__ = ["MetricsLog", "read_metrics", "scan", "repair", "LogScan"]
+__all__ = ["MetricsLog", "read_metrics", "survey", "repair", "LogSurvey"]
 
 
 class MetricsLog:
@@ -60,64 +62,86 @@ def _row(line: bytes) -> dict[str, Any] | None:
 
 
 @dataclass
-class LogScan:
-    good_bytes: int  # length of the longest prefix of whole, readable rows
-    good_rows: int
+class LogSurvey:
+    """A log read up to a checkpoint's offset: what ``repair`` keeps and drops."""
+
+    rows: list[bytes]  # the valid rows within the offset, in order, each with its newline
+    damaged: list[int]  # 1-based line numbers of the damaged lines within the offset
+    short: bool  # the file ends before the offset (rows the checkpoint counted are missing)
     size: int  # file size
-    last_iteration: int | None  # iteration of the last good row
+
+    @property
+    def clean(self) -> bool:
+        return not self.damaged and not self.short
 
 
-def scan(path: str | Path) -> LogScan:
-    """The longest prefix of whole rows of a metrics log (a missing file: all zeros)."""
-    try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError:
-        return LogScan(0, 0, 0, None)
-    pos, rows, last = 0, 0, None
-    while pos < len(data):
-        end = data.find(b"\n", pos)
-        if end < 0:
-            break  # a torn last line
-        rec = _row(data[pos:end])
-        if rec is None:
+def survey(path: str | Path, offset: int) -> LogSurvey:
+    """Every line of the log before ``offset``: valid rows kept, damaged ones numbered (a
+    missing file: no rows, short when ``offset`` > 0)."""
+    if not os.path.lexists(path):
+        return LogSurvey([], [], offset > 0, 0)
+    data = read_user_file(path, LIMITS["metrics log"], "metrics log")
+    rows: list[bytes] = []
+    damaged: list[int] = []
+    head = data[:offset]
+    for no, line in enumerate(head.split(b"\n"), 1):
+        if no > head.count(b"\n"):  # the bytes after the last newline: a torn row, if any
+            if line:
+                damaged.append(no)
             break
-        rows, pos = rows + 1, end + 1
-        last = rec.get("iteration", last)
-    return LogScan(pos, rows, len(data), last if isinstance(last, int) else None)
+        if _row(line) is None:
+            damaged.append(no)
+        else:
+            rows.append(line + b"\n")
+    return LogSurvey(rows, damaged, len(data) < offset, len(data))
+
+
+def _lines(numbers: list[int]) -> str:
+    shown = ", ".join(map(str, numbers[:5])) + (", …" if len(numbers) > 5 else "")
+    return f"line{'s' if len(numbers) > 1 else ''} {shown}"
 
 
 def repair(path: str | Path, offset: int) -> str | None:
-    """Make the log a whole-row prefix no longer than ``offset`` (the checkpoint's view).
+    """Make the log hold every valid row up to ``offset`` (the checkpoint's view) and nothing
+    after it.
 
-    Returns a warning when rows the checkpoint counted were damaged or missing (the log is
-    then cut to its last whole row; the learning curve has a gap there), else None.
+    A clean log is truncated to ``offset`` (rows after the checkpoint are written again by the
+    resumed run). A log with damaged lines, or shorter than ``offset``, is rewritten atomically
+    with its valid rows only; the one warning returned says what was dropped or missing
+    (else None).
     """
     path = Path(path)
-    s = scan(path)
-    if s.good_bytes >= offset:
+    s = survey(path, offset)
+    if s.clean:
         if s.size > offset:
             with open(path, "r+b") as fh:
                 fh.truncate(offset)
         return None
-    with open(path, "r+b" if path.exists() else "wb") as fh:
-        fh.truncate(s.good_bytes)
-    where = (
-        f"after iteration {s.last_iteration}" if s.last_iteration is not None else "at its start"
-    )
-    what = "damaged" if s.size >= offset else "shorter than the checkpoint says"
-    return (
-        f"{path} is {what} (byte {s.good_bytes} of the {offset} the checkpoint counted): "
-        f"truncated to its last whole row ({s.good_rows} rows, {where}); the rows up to the "
-        "checkpoint are lost from the learning curve"
-    )
+    tmp = path.with_name(path.name + ".repair")
+    with open(tmp, "wb") as fh:
+        fh.writelines(s.rows)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    said = []
+    if s.damaged:
+        said.append(
+            f"dropped {len(s.damaged)} damaged line{'s' if len(s.damaged) > 1 else ''} "
+            f"({_lines(s.damaged)}) and kept the {len(s.rows)} valid rows around them"
+        )
+    if s.short:
+        said.append(
+            f"it is shorter than the checkpoint says ({s.size} of {offset} bytes): the rows "
+            "after its last whole row are missing from the learning curve"
+        )
+    return f"{path}: " + "; ".join(said)
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     """All readable records of a log (a torn or damaged line is skipped)."""
-    try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError:
+    if not os.path.lexists(path):
         return []
+    data = read_user_file(path, LIMITS["metrics log"], "metrics log")
     out = []
     for line in data.split(b"\n"):
         rec = _row(line) if line.strip() else None

@@ -9,6 +9,7 @@ training sequences, P_D and wall time to solve — the numbers seed 000 and the 
 from __future__ import annotations
 
 import json
+import os
 import statistics
 from pathlib import Path
 from typing import Any
@@ -21,8 +22,44 @@ from lstmlab.training.run import RunPaths, read_summary
 __all__ = ["find_runs", "load_run", "group_runs", "summary_table", "write_report"]
 
 
+SEARCH_DEPTH = 6  # folders below a named one searched for runs (a reproduction's: 3)
+SEARCH_FOLDERS = 10_000  # folders searched per named folder before giving up
+
+
+def _search(root: Path) -> list[Path]:
+    """Run directories under ``root``, at most ``SEARCH_DEPTH`` levels down and
+    ``SEARCH_FOLDERS`` folders in all; links are not followed, a run's own folder is not
+    searched further, and a folder that vanishes or cannot be read is skipped."""
+    from lstmlab.training.run import RunError
+
+    found: list[Path] = []
+    level, seen = [root], 0
+    for _ in range(SEARCH_DEPTH):
+        below: list[Path] = []
+        for folder in level:
+            try:
+                with os.scandir(folder) as entries:
+                    subs = [Path(e.path) for e in entries if e.is_dir(follow_symlinks=False)]
+            except OSError:
+                continue
+            for sub in subs:
+                seen += 1
+                if seen > SEARCH_FOLDERS:
+                    raise RunError(
+                        f"{root}: searched {SEARCH_FOLDERS:,} folders without finishing; name "
+                        "the run directories, or a folder that holds runs"
+                    )
+                if os.path.isfile(sub / "config.toml"):  # False also where it cannot look
+                    found.append(sub)
+                else:
+                    below.append(sub)
+        level = below
+    return sorted(found)
+
+
 def find_runs(paths: list[str | Path]) -> list[Path]:
-    """Run directories (holding ``config.toml``) among ``paths``, searched recursively."""
+    """Run directories (holding ``config.toml``) among ``paths``; a folder that is not a run is
+    searched for runs (``_search``: bounded depth and size)."""
     from lstmlab.training.run import RunError
 
     out: list[Path] = []
@@ -31,10 +68,14 @@ def find_runs(paths: list[str | Path]) -> list[Path]:
             raise RunError(f"{p}: no such run directory")
         if (p / "config.toml").exists():
             out.append(p)
+        elif not p.is_dir():
+            raise RunError(f"{p}: not a run directory (a file; give a run's folder)")
         else:
-            found = sorted(c.parent for c in p.rglob("config.toml"))
+            found = _search(p)
             if not found:
-                raise RunError(f"{p}: no runs found (no config.toml inside)")
+                raise RunError(
+                    f"{p}: no runs found (no config.toml within {SEARCH_DEPTH} levels below it)"
+                )
             out.extend(found)
     return out
 

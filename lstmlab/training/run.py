@@ -39,6 +39,7 @@ from typing import Any
 from lstmlab.distributed.session import ONE, NullLog, Session
 from lstmlab.training import build
 from lstmlab.training.checkpoint import (
+    UNVERIFIED,
     CheckpointError,
     NonFiniteError,
     config_digest,
@@ -73,6 +74,11 @@ FINITE = ("model",)  # the checkpoint entries that must be finite to be written 
 
 class RunError(RuntimeError):
     """A failure the user can act on; ``str(err)`` is one line."""
+
+
+class AlreadyFinished(RunError):
+    """``resume`` of a run that already ended (solved, or a budget it was not given more of):
+    nothing to do; the CLI says so and exits 0."""
 
 
 @dataclass(frozen=True)
@@ -134,18 +140,31 @@ def config_sha(cfg: RunConfig) -> str:
     return config_digest(_identity(to_dict(cfg)))
 
 
-def load_run_checkpoint(paths: RunPaths, cfg: RunConfig, what: str = "resume"):
-    """The newest verified checkpoint of a run: ``(state, skipped error or None)``."""
+def load_run_checkpoint(
+    paths: RunPaths, cfg: RunConfig, what: str = "resume", *, allow_unverified: bool = False
+):
+    """The newest verified checkpoint of a run: ``(state, skipped error or None)``; with
+    ``allow_unverified`` one without a checksum loads too, with a warning."""
     try:
-        return load_latest(paths.checkpoint, config_digest=config_sha(cfg), finite=FINITE)
+        ckpt, skipped = load_latest(
+            paths.checkpoint,
+            config_digest=config_sha(cfg),
+            finite=FINITE,
+            allow_unverified=allow_unverified,
+        )
     except CheckpointError as err:
         raise RunError(f"cannot {what}: {err}") from None
+    if UNVERIFIED in ckpt:
+        print(f"warning: {ckpt.pop(UNVERIFIED)}", file=sys.stderr)
+    return ckpt, skipped
 
 
 def read_summary(paths: RunPaths) -> dict[str, Any] | None:
+    from lstmlab.files import LIMITS, read_user_file
+
     try:
-        data = json.loads(paths.summary.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        data = json.loads(read_user_file(paths.summary, LIMITS["summary"], "summary"))
+    except (OSError, ValueError):  # UnreadableFile is a ValueError
         return None
     return json_restore(data) if isinstance(data, dict) else None
 
@@ -240,8 +259,10 @@ def resume(
     out=None,
     break_lock: bool = False,
     parallel: Session | None = None,
+    allow_unverified: bool = False,
 ) -> dict[str, Any]:
-    """Continue a run from its last checkpoint; ``stop_overrides`` may change budgets.
+    """Continue a run from its last checkpoint; ``stop_overrides`` may change budgets;
+    ``allow_unverified`` loads a checkpoint without a checksum (with a warning).
 
     ``break_lock`` takes over a lock whose holder this machine cannot judge (another host).
     In a worker group (``parallel``) rank 0 reads and locks the directory and every rank
@@ -255,7 +276,7 @@ def resume(
             if stop_overrides:
                 cfg = from_dict({"stop": stop_overrides}, cfg)
             held.enter_context(_writer(paths, break_lock, "lstmlab resume"))
-            return _read_resume(cfg, paths, stop_overrides)
+            return _read_resume(cfg, paths, stop_overrides, allow_unverified)
 
         cfg, ckpt, state, action = par.from_main(read)
         built = build.build_all(cfg)
@@ -271,7 +292,7 @@ def resume(
         return _execute(cfg, paths, built, restored, progress=progress, out=out, par=par)
 
 
-def _read_resume(cfg, paths, stop_overrides):
+def _read_resume(cfg, paths, stop_overrides, allow_unverified=False):
     """(config, checkpoint, state, action): what ``resume`` does, read from the run directory.
 
     action: "fresh" (no checkpoint yet), "finish" (only the summary is missing), "continue".
@@ -295,7 +316,7 @@ def _read_resume(cfg, paths, stop_overrides):
             file=sys.stderr,
         )
         return cfg, None, None, "fresh"
-    ckpt, skipped = load_run_checkpoint(paths, cfg)
+    ckpt, skipped = load_run_checkpoint(paths, cfg, allow_unverified=allow_unverified)
     if skipped is not None:
         print(f"warning: {skipped}; resuming from the previous checkpoint", file=sys.stderr)
     if _identity(ckpt.get("config") or {}) != _identity(to_dict(cfg)):
@@ -305,9 +326,9 @@ def _read_resume(cfg, paths, stop_overrides):
     if finished and not paths.summary.exists():
         return cfg, ckpt, state, "finish"
     if state.stop_reason == "solved" and not (stop_overrides or {}).keys() & {"target", "metric"}:
-        raise RunError(f"run {paths.root} already solved its task; nothing to continue")
+        raise AlreadyFinished(f"run {paths.root} already solved its task; nothing to continue")
     if state.stop_reason not in (None, "interrupted") and not stop_overrides:
-        raise RunError(
+        raise AlreadyFinished(
             f"run {paths.root} already finished ({state.stop_reason}); "
             "give a larger budget (e.g. --stop.max_iterations) to continue it"
         )
@@ -585,11 +606,13 @@ def format_summary(s: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def evaluate_run(run_dir: str | Path, split: str = "test") -> dict[str, Any]:
+def evaluate_run(
+    run_dir: str | Path, split: str = "test", *, allow_unverified: bool = False
+) -> dict[str, Any]:
     """Metrics of a run's last checkpoint on ``split``."""
     paths = RunPaths(Path(run_dir))
     cfg = load_config(paths.root)
-    ckpt, skipped = load_run_checkpoint(paths, cfg, "evaluate")
+    ckpt, skipped = load_run_checkpoint(paths, cfg, "evaluate", allow_unverified=allow_unverified)
     if skipped is not None:
         print(f"warning: {skipped}; using the previous checkpoint", file=sys.stderr)
     built = build.build_all(cfg)

@@ -17,6 +17,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from cpu_features import cpu_bf16_lstm_missing
 from torch import nn
 from torch.nn.utils import rnn as rnn_utils
 
@@ -650,7 +651,10 @@ def test_nn_nan_propagates(impl, kind):
 def test_nn_cpu_autocast_bfloat16(impl, kind):
     """Under CPU autocast(bfloat16) the output and state dtypes are torch's (LSTM, RNN:
     bfloat16; GRU: float32), the values near torch's, and the gradients reach the float32
-    parameters."""
+    parameters. Skipped, with the reason, where torch's own bf16 LSTM cannot run (CPUs without
+    AVX-512 bf16): there is no reference to compare with."""
+    if kind == "LSTM" and (missing := cpu_bf16_lstm_missing()):
+        pytest.skip(missing)
     ref, mod = _same_weights(kind, impl, 3, 8, 2)
     x = torch.randn(6, 2, 3)
     with torch.autocast("cpu", dtype=torch.bfloat16):

@@ -106,7 +106,12 @@ def test_run_all_groups_by_part_and_logs_each_run(tmp_path):
     lines: list[str] = []
     out = runset.run_all(specs, tmp_path, progress="none", log=lines.append)
     assert list(out) == ["part"] and list(out["part"]) == ["x", "y"]
-    assert [ln.split(":")[0] for ln in lines] == ["[part] x", "[part] y"]
+    ends = [ln.split(":")[0] for ln in lines if not ln.startswith("run ")]
+    assert ends == ["[part] x", "[part] y"]
+    assert [ln for ln in lines if ln.startswith("run ")] == [
+        "run 1 of 2: [part] x (starting)",
+        "run 2 of 2: [part] y (starting)",
+    ]
 
 
 def test_dry_run_starts_nothing(tmp_path):
