@@ -81,14 +81,19 @@ class LSTMLayerBPTTRows(torch.autograd.Function):
         mult = s.multiplicative_size is not None
         # every entry is written when all sequences are full-length; else dead rows must be 0
         new = x.new_empty if full else x.new_zeros
-        Y, C, HC = new(T, B, Hr), new(T, B, H), new(T, B, H)
+        # without a backward to come, the native loop keeps only what it returns (Y, C) for
+        # every step: ZA for one chunk of steps (a ring), h(C) and ŷ for one step
+        ring = use_native and Qs is None and not any(ctx.needs_input_grad)
+        Y, C, HC = new(T, B, Hr), new(T, B, H), new(1 if ring else T, B, H)
         # [g(z) | gate activations] of every step, in the pre-activation order. Each step's
         # pre-activations are formed in its own row and activated in place. (Dead rows keep
         # the padding's input projection: the weight-gradient products meet them with δ = 0.)
         # (a structured map writes only the rows alive: the dead ones then start at 0)
         ZA = x.new_zeros(T, B, D) if (smap is not None and not full) else x.new_empty(T, B, D)
+        if ring:
+            ZA = x.new_empty(k, B, D)
         Z, A = ZA[..., :H], ZA[..., H:]
-        Yh = new(T, B, H) if W_p is not None else None
+        Yh = new(1 if ring else T, B, H) if W_p is not None else None
         if mult:
             M = s.multiplicative_size
             MX = (x2 @ W_mx.t()).view(T, B, M)

@@ -113,6 +113,52 @@ def test_native_equals_python_loop(kw, dtype, padded, calls):
 
 
 @needs_native
+@pytest.mark.parametrize("padded", [False, True], ids=["full", "padded"])
+@pytest.mark.parametrize("dtype", [F64, F32], ids=str)
+@pytest.mark.parametrize("kw", [dict(variant="NP"), dict(variant="FGR", proj_size=17)], ids=_ids)
+def test_wider_layers(kw, dtype, padded, calls):
+    """A layer wide enough (both sides of R >= 16, >= 2 rows, >= 4 steps) for the float32
+    products on a weight packed once per call (MKL), on its steps with every row alive."""
+    m = LSTM(8, 20, dtype=dtype, seed=1, **kw)
+    x = torch.randn(6, 5, 8, generator=torch.Generator().manual_seed(4), dtype=dtype)
+    _assert_twins(m, x, LENGTHS if padded else None, dtype)
+    assert calls["forward"] == calls["backward"] == 1
+
+
+@needs_native
+@pytest.mark.parametrize("chunk", [2, 100], ids=["ring", "whole"])
+@pytest.mark.parametrize("padded", [False, True], ids=["full", "padded"])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(variant="vanilla"),
+        dict(variant="NP", proj_size=3),
+        dict(variant="lstm97", cells_per_block=2),
+    ],
+    ids=_ids,
+)
+def test_inference_keeps_a_ring_of_steps(kw, padded, chunk, calls, monkeypatch):
+    """Without gradients the native loop keeps the pre-activations of one chunk of input
+    projections (a ring, here of 2 steps: it wraps) and h(c), ŷ of one step; outputs, final
+    and cell states are the Python loop's (full gate recurrence keeps every step)."""
+    from lstmlab.engines import bptt_rows
+
+    monkeypatch.setattr(bptt_rows, "_chunk_steps", lambda step_bytes, target=0: chunk)
+    m = LSTM(4, 6, dtype=F64, seed=1, gate_sharpness=2.5, **kw)
+    x = torch.randn(7, 5, 4, generator=torch.Generator().manual_seed(4), dtype=F64)
+    lengths = torch.tensor([7, 3, 1, 5, 7]) if padded else None
+    res = []
+    for python in (False, True):
+        ctx = native.forced_python() if python else contextlib.nullcontext()
+        with ctx, forced_layout("batch"), torch.no_grad():
+            out, (h, c), states = m(x, lengths=lengths, return_states=True)
+        res.append([out, h, c, *states])
+    for a, b in zip(*res, strict=True):
+        assert _rel(a, b) <= 1e-12
+    assert calls["forward"] == 1
+
+
+@needs_native
 @pytest.mark.parametrize("dtype", [F64, F32], ids=str)
 def test_torch_dropin_native_equals_python_loop(dtype, calls):
     """lstmlab.TorchLSTM (torch's NP cell) on a packed batch, both directions, two layers,

@@ -3,7 +3,8 @@
 The Python loop of ``engines/bptt_rows.py`` issues about ten small ATen calls per step, each
 below ATen's parallel grain and each paying the interpreter; for small batches (batch 1 above
 all) that overhead is the whole cost. The native core runs the same steps in C++: per forward
-step one recurrent product into the step's preallocated pre-activation rows and one fused
+step one recurrent product into the step's preallocated pre-activation rows (the BLAS torch
+links, called on raw pointers; in float32 on a weight packed once per call) and one fused
 elementwise pass over the rows alive; per backward step one fused pass and one product; the
 input projection and the weight gradients stay large products over many steps. The Python loop
 stays as the reference twin and the fallback: both compute the same numbers up to round-off

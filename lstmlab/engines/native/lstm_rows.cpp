@@ -184,6 +184,13 @@ void sgemm_(const char*, const char*, const int*, const int*, const int*, const 
 void dgemm_(const char*, const char*, const int*, const int*, const int*, const double*,
             const double*, const int*, const double*, const int*, const double*, double*,
             const int*) __attribute__((weak));
+// MKL's packed single-precision gemm: the right operand (a weight, the same for every step)
+// packed once per call instead of inside every product. Weak too: absent, products use sgemm.
+size_t cblas_sgemm_pack_get_size(int, int, int, int) __attribute__((weak));
+void cblas_sgemm_pack(int, int, int, int, int, int, float, const float*, int, float*)
+    __attribute__((weak));
+void cblas_sgemm_compute(int, int, int, int, int, int, const float*, int, const float*, int,
+                         float, float*, int) __attribute__((weak));
 }
 
 inline bool fits_int(int64_t v) { return v <= static_cast<int64_t>(INT32_MAX); }
@@ -220,6 +227,43 @@ void gemm_rows(int64_t m, int64_t N, int64_t K, const T* A, int64_t lda, const T
     c.mul_(beta).addmm_(a, b);
   }
 }
+
+// a ↦ a B for the step rows a (m x K) and a weight B (K x N, row-major, ld ldb) fixed for a
+// whole call: float32 packs B once (MKL) for the steps with all ``rows`` rows alive; other
+// steps, float64, or a torch without MKL go through gemm_rows
+template <typename T>
+struct StepProduct {
+  const T* B;
+  int64_t N, K, ldb, rows;
+  at::Tensor packed;  // bytes of the packed B, or undefined
+
+  StepProduct(const T* B_, int64_t N_, int64_t K_, int64_t ldb_, int64_t rows_, int64_t steps)
+      : B(B_), N(N_), K(K_), ldb(ldb_), rows(rows_) {
+    if constexpr (std::is_same_v<T, float>) {
+      const bool have = cblas_sgemm_pack_get_size != nullptr && cblas_sgemm_pack != nullptr &&
+                        cblas_sgemm_compute != nullptr;
+      if (have && steps >= 4 && rows >= 2 && N >= 16 && K >= 16 && fits_int(K * N) &&
+          fits_int(rows * N)) {
+        const size_t bytes = cblas_sgemm_pack_get_size(162, int(rows), int(N), int(K));
+        packed = at::empty({int64_t(bytes / sizeof(float)) + 16}, at::kFloat);
+        cblas_sgemm_pack(101, 162, 111, int(rows), int(N), int(K), 1.0f, B, int(ldb),
+                         packed.data_ptr<float>());
+      }
+    }
+  }
+
+  // C (m x N, ld ldc) = A B + beta C
+  void operator()(int64_t m, const T* A, int64_t lda, T beta, T* C, int64_t ldc) const {
+    if constexpr (std::is_same_v<T, float>) {
+      if (packed.defined() && m == rows && fits_int(m * lda) && fits_int(m * ldc)) {
+        cblas_sgemm_compute(101, 111, 151, int(m), int(N), int(K), A, int(lda),
+                            packed.data_ptr<float>(), int(N), beta, C, int(ldc));
+        return;
+      }
+    }
+    gemm_rows<T>(m, N, K, A, lda, B, ldb, beta, C, ldc);
+  }
+};
 
 // ---------------------------------------------------------------------------------- forward
 template <typename T>
@@ -310,7 +354,7 @@ void forward_rows(const at::Tensor& x2, const at::Tensor& Wt, const at::Tensor& 
                   const c10::optional<at::Tensor>& Pf, const c10::optional<at::Tensor>& Po,
                   at::IntArrayRef batch_sizes, at::IntArrayRef cfg) {
   const Layout L(cfg);
-  const int64_t T = ZA.size(0), B = ZA.size(1), D = ZA.size(2), H = L.H, Hr = Y.size(2);
+  const int64_t T = Y.size(0), B = ZA.size(1), D = ZA.size(2), H = L.H, Hr = Y.size(2);
   TORCH_CHECK(D == L.D, "lstmlab native core: ZA has ", D, " pre-activation rows, expected ", L.D);
   TORCH_CHECK(int64_t(batch_sizes.size()) == T, "lstmlab native core: ", batch_sizes.size(),
               " batch sizes for ", T, " steps");
@@ -322,7 +366,12 @@ void forward_rows(const at::Tensor& x2, const at::Tensor& Wt, const at::Tensor& 
   TORCH_CHECK(!proj || (Yh->is_contiguous() && Wpt->is_contiguous()), "lstmlab native core: Yh");
   TORCH_CHECK(!fgr || Qt->is_contiguous(), "lstmlab native core: Q must be contiguous");
   at::Tensor Yhat = proj ? *Yh : Y;
-  at::Tensor ZA2 = ZA.view({T * B, D});
+  // ZA, h(C) and y_hat hold every step, or (no backward to come) a ring of steps: ZA one chunk
+  // of k steps, h(C) and y_hat one step
+  const int64_t rz = ZA.size(0), rh = HC.size(0), ry = Yhat.size(0);
+  TORCH_CHECK(rz == T || (rz == k && !fgr), "lstmlab native core: ZA holds ", rz, " steps");
+  TORCH_CHECK((rh == T || rh == 1) && (ry == T || ry == 1), "lstmlab native core: h(C) steps");
+  at::Tensor ZA2 = ZA.view({rz * B, D});
   AT_DISPATCH_FLOATING_TYPES(ZA.scalar_type(), "lstmlab_forward_rows", [&] {
     using S = scalar_t;
     const S* Pi_ = ptr_or_null<S>(Pi);
@@ -338,22 +387,23 @@ void forward_rows(const at::Tensor& x2, const at::Tensor& Wt, const at::Tensor& 
     const S* Q_ = fgr ? Qt->data_ptr<S>() : nullptr;
     const S* y_prev = h0.data_ptr<S>();
     const S* c_prev = c0.data_ptr<S>();
+    const StepProduct<S> rec(R_, D, Hr, D, B, T);  // + R y_{t-1}
     for (int64_t t = 0; t < T; ++t) {
       const int64_t n = batch_sizes[t];
       if (n == 0) break;
       if (t % k == 0) {  // the input projection of the next chunk of steps: one large product
         const int64_t m = std::min(k, T - t);
-        at::Tensor out = ZA2.narrow(0, t * B, m * B);
+        at::Tensor out = ZA2.narrow(0, (t % rz) * B, m * B);
         at::addmm_out(out, bias, x2.narrow(0, t * B, m * B), Wt);
       }
-      S* pre = za + t * B * D;
-      gemm_rows<S>(n, D, Hr, y_prev, Hr, R_, D, S(1), pre, D);  // + R y_{t-1}
+      S* pre = za + (t % rz) * B * D;
+      rec(n, y_prev, Hr, S(1), pre, D);
       if (fgr && t > 0) {  // full gate recurrence: + Q q_{t-1} on the gate rows
         gemm_rows<S>(n, L.G, L.G, pre - B * D + H, D, Q_, L.G, S(1), pre + H, D);
       }
       S* c_t = c + t * B * H;
-      S* yh_t = yh + t * B * H;
-      forward_rows_kernel<S>(L, n, pre, D, c_prev, H, c_t, hc + t * B * H, yh_t, H, Pi_, Pf_,
+      S* yh_t = yh + (t % ry) * B * H;
+      forward_rows_kernel<S>(L, n, pre, D, c_prev, H, c_t, hc + (t % rh) * B * H, yh_t, H, Pi_, Pf_,
                              Po_);
       S* y_t = y + t * B * Hr;
       if (proj) gemm_rows<S>(n, Hr, H, yh_t, H, Wp_, Hr, S(0), y_t, Hr);
@@ -448,7 +498,8 @@ void backward_rows(const at::Tensor& ZA, const at::Tensor& C, const at::Tensor& 
                    const c10::optional<at::Tensor>& dY, const c10::optional<at::Tensor>& dC,
                    at::Tensor dPre, const c10::optional<at::Tensor>& DY, at::Tensor dy_next,
                    at::Tensor dc_next, const c10::optional<at::Tensor>& dq_next,
-                   at::IntArrayRef batch_sizes, at::IntArrayRef cfg, at::ArrayRef<double> alpha) {
+                   at::IntArrayRef batch_sizes, at::IntArrayRef cfg,
+                   at::ArrayRef<double> alpha) {
   const Layout L(cfg);
   const int64_t T = ZA.size(0), B = ZA.size(1), D = ZA.size(2), H = L.H;
   const int64_t Hr = dy_next.size(1), G = L.G;
@@ -488,6 +539,7 @@ void backward_rows(const at::Tensor& ZA, const at::Tensor& C, const at::Tensor& 
     S* DY_ = proj ? DY->data_ptr<S>() : nullptr;
     S* dyh = proj ? dyh_buf.data_ptr<S>() : dy;
     int64_t n_after = 0;  // rows alive at step t + 1
+    const StepProduct<S> rec(R_, Hr, D, Hr, B, T);  // dy_{t-1} = delta R
     for (int64_t t = T - 1; t >= 0; --t) {
       const int64_t n = batch_sizes[t];
       if (n == 0) continue;
@@ -511,9 +563,9 @@ void backward_rows(const at::Tensor& ZA, const at::Tensor& C, const at::Tensor& 
       if (fgr) gemm_rows<S>(n, G, G, dpre + H, D, Q_, G, S(0), dq, G);  // dq = delta_gates Q
       if (dY_ != nullptr && t > 0) {  // dy_{t-1} = delta R + the output error of step t-1
         std::memcpy(dy, dY_ + (t - 1) * B * Hr, sizeof(S) * n * Hr);
-        gemm_rows<S>(n, Hr, D, dpre, D, R_, Hr, S(1), dy, Hr);
+        rec(n, dpre, D, S(1), dy, Hr);
       } else {
-        gemm_rows<S>(n, Hr, D, dpre, D, R_, Hr, S(0), dy, Hr);
+        rec(n, dpre, D, S(0), dy, Hr);
       }
       n_after = n;
     }
@@ -538,3 +590,4 @@ TORCH_LIBRARY_IMPL(lstmlab_native, CPU, m) {
   m.impl("forward_rows", &forward_rows);
   m.impl("backward_rows", &backward_rows);
 }
+
