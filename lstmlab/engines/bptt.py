@@ -637,6 +637,11 @@ class _FactorChunks:
             self.fold = {g: p.view(shape) for g, p in P.items() if p is not None}
 
     def __call__(self, t0: int, t1: int) -> dict[str, list[Tensor] | tuple[Tensor, ...]]:
+        out = self.tensors(t0, t1)
+        return {k: _steps(v, self.bs[t0:t1], self.full, fdim=self.fdim) for k, v in out.items()}
+
+    def tensors(self, t0: int, t1: int) -> dict[str, Tensor]:
+        """The factors of steps t0 … t1-1 as (t1 - t0, ·, ·) tensors (every sample)."""
         A, HC, Z, C, c0, Yhat = self.saved
         fdim, work = self.fdim, self.work
 
@@ -649,10 +654,9 @@ class _FactorChunks:
 
         Cp = C[t0 - 1 : t1 - 1] if t0 > 0 else torch.cat([c0.unsqueeze(0), C[: t1 - 1]])
         Yh = Yhat[t0:t1] if Yhat is not None else None
-        out = _factors(
+        return _factors(
             self.s, self.alpha, A[t0:t1], HC[t0:t1], Z[t0:t1], Cp, Yh, fdim, buf, self.fold
         )
-        return {k: _steps(v, self.bs[t0:t1], self.full, fdim) for k, v in out.items()}
 
 
 def _steps(v: Tensor, bs: list[int], full: bool, fdim: int) -> list[Tensor] | tuple[Tensor, ...]:

@@ -232,6 +232,54 @@ def test_forced_fallback_gives_the_same_numbers(monkeypatch, calls):
         assert _rel(a, b) <= 1e-12
 
 
+@pytest.fixture
+def rop_calls(monkeypatch):
+    seen = []
+    run = native.rop_rows_chunk
+    monkeypatch.setattr(native, "rop_rows_chunk", lambda *a, **k: seen.append(1) or run(*a, **k))
+    return seen
+
+
+def _stack_jvp(model, x, lengths, hx, python: bool, chunk: int | None):
+    """Tangents of every output, state and final state along a fixed random direction in the
+    parameters and the initial state, native or Python R-forward (batch-major)."""
+    from lstmlab.engines import rop, rop_stack
+
+    params = {n: p.detach() for n, p in model.named_parameters()}
+    g = torch.Generator().manual_seed(7)
+    tangents = {n: torch.randn(p.shape, generator=g, dtype=p.dtype) for n, p in params.items()}
+    ctx = native.forced_python() if python else contextlib.nullcontext()
+    forced = rop.forced_chunk(chunk) if chunk else contextlib.nullcontext()
+    with forced_layout("batch"), rop.recording() as tapes:
+        model(x, hx, lengths=lengths, return_states=True)
+    with ctx, forced:
+        out, states, h = rop_stack.stack_jvp(model, tapes, params, tangents, lengths)
+    return [out, *states, *(h if isinstance(h, list | tuple) else [h])]
+
+
+@needs_native
+@pytest.mark.parametrize("chunk", [None, 2], ids=["whole", "chunks-of-2"])
+@pytest.mark.parametrize("dtype", [F64, F32], ids=str)
+@pytest.mark.parametrize("kw", COVERED + [dict(variant="G-LSTM", proj_size=2)], ids=_ids)
+def test_native_r_forward_equals_python(kw, dtype, chunk, rop_calls):
+    """The R-forward pass (Gauss–Newton products' J v) in the native core against the Python
+    R-forward, on packed lengths with initial states, whole or in chunks of steps (the chunk
+    seams carry ẏ, ċ, q̇ across)."""
+    m = LSTM(4, 6, dtype=dtype, seed=1, gate_sharpness={"i": 1.5, "f": 0.8, "o": 3.75}, **kw)
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(6, 5, 4, generator=g, dtype=dtype)
+    L = m.num_layers * m.num_directions
+    hx = (
+        torch.randn(L, 5, m.proj_size or 6, generator=g, dtype=dtype),
+        torch.randn(L, 5, 6, generator=g, dtype=dtype),
+    )
+    got = _stack_jvp(m, x, LENGTHS, hx, False, chunk)
+    assert len(rop_calls) >= L  # ran native, once per chunk and layer-direction
+    want = _stack_jvp(m, x, LENGTHS, hx, True, chunk)
+    for a, b in zip(got, want, strict=True):
+        assert _rel(a, b) <= (1e-12 if dtype == F64 else 2e-5)
+
+
 def test_failed_build_says_so_once_and_falls_back(monkeypatch, capsys):
     """No compiler (here: a builder that raises): one line on stderr, once; then the Python
     loop, with the Python loop's results."""
@@ -279,9 +327,33 @@ def test_package_ships_the_sources():
     import tomllib
     from pathlib import Path
 
-    assert all(s.is_file() for s in build.SOURCES)
+    assert all(s.is_file() for s in build.SOURCES + build.HEADERS)
     root = Path(__file__).resolve().parents[2]
     data = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
-    assert "*.cpp" in data["package-data"]["lstmlab.engines.native"]
+    assert {"*.cpp", "*.h"} <= set(data["package-data"]["lstmlab.engines.native"])
     deps = tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]
     assert any(d.startswith("ninja") for d in deps)
+
+
+def test_benchmark_script_runs(tmp_path):
+    """benchmarks/bench_native.py (the table of docs/benchmarks.md) on a tiny size, and its
+    one-line refusal of a bad --sizes."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_native.py"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = subprocess.run(
+        [sys.executable, str(script), "--sizes", "3,2,2,4", "--repeats", "1", "--python"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    rows = [ln for ln in run.stdout.splitlines() if ln.startswith("| 3, 2, 2, 4 |")]
+    assert len(rows) == 1 and rows[0].count("(") == 6  # six columns, each with the Python loop
+    bad = subprocess.run(
+        [sys.executable, str(script), "--sizes", "3,2"], capture_output=True, text=True, env=env
+    )
+    assert bad.returncode == 2
+    assert "each size is four positive integers T,B,I,H" in bad.stderr.strip().splitlines()[-1]

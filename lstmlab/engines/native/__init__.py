@@ -33,7 +33,14 @@ from torch import Tensor
 from lstmlab.engines.native import build
 from lstmlab.nn.variants import CellSpec
 
-__all__ = ["backward_rows", "covers", "forced_python", "forward_rows", "use_native"]
+__all__ = [
+    "backward_rows",
+    "covers",
+    "forced_python",
+    "forward_rows",
+    "rop_rows_chunk",
+    "use_native",
+]
 
 _ACT = {"identity": 0, "tanh": 1, "bipolar1": 2, "bipolar2": 3}  # codes of lstm_rows.cpp
 _FORCED: list[bool] = []  # set by ``forced_python`` (tests, benchmarks)
@@ -176,4 +183,55 @@ def backward_rows(
         bs,
         _config(spec, 1),
         [float(alpha.get(g, 1.0)) for g in ("i", "f", "o")],
+    )
+
+
+def rop_rows_chunk(
+    spec: CellSpec,
+    E: Tensor,
+    fac: dict[str, Tensor],
+    tt: dict[str, Tensor | None],
+    EP: Tensor | None,
+    dh0: Tensor | None,
+    dc0: Tensor | None,
+    dY: Tensor,
+    dC: Tensor,
+    dq: Tensor | None,
+    dyh: Tensor | None,
+    t0: int,
+    bs: list[int],
+    fold: bool,
+) -> None:
+    """The R-forward steps t0 … t0 + len(bs) - 1 of ``rop`` (batch-major): E (k, B, D) the
+    carried-independent part of each step's pre-activation tangents (completed in place), ``fac``
+    the backward's derivative factors of those steps ((k, B, ·), every sample; ``fold``: the
+    peepholes folded into them), ``tt`` the tape's weights; writes the tangents of y and c into
+    dY, dC (T, B, ·) at those steps. dq, dyh: buffers carried between chunks (full gate
+    recurrence, projection)."""
+    torch.ops.lstmlab_native.rop_rows_chunk(
+        E,
+        fac["OHp"],
+        fac["IGp"],
+        fac.get("F_c"),
+        fac["SA"],
+        fac.get("i"),
+        fac.get("f"),
+        fac.get("o"),
+        _c(tt["R"]),
+        _c(tt["Q"]),
+        _c(tt["W_p"]),
+        EP,
+        _c(tt["P_i"]),
+        _c(tt["P_f"]),
+        _c(tt["P_o"]),
+        _c(dh0),
+        _c(dc0),
+        dY,
+        dC,
+        dq,
+        dyh,
+        t0,
+        bs,
+        _config(spec, 1),
+        fold,
     )
