@@ -5,6 +5,7 @@ gradcheck through it; the forced fallback and a failed build."""
 from __future__ import annotations
 
 import contextlib
+import os
 
 import pytest
 import torch
@@ -320,6 +321,15 @@ def test_first_build_announces_itself(monkeypatch, capsys, tmp_path):
     monkeypatch.setattr(cpp_extension, "load", lambda **kw: str(lib))  # cached: no rebuild
     build._build()
     assert capsys.readouterr().err == ""
+    # a lock left by a killed build would make torch's builder wait forever: removed when stale
+    lock = tmp_path / "lock"
+    lock.write_text("")
+    build._build()
+    assert lock.exists() and capsys.readouterr().err == ""  # fresh: another build is running
+    os.utime(lock, (0, 0))
+    build._build()
+    assert not lock.exists()
+    assert "removing a stale build lock" in capsys.readouterr().err
 
 
 def test_package_ships_the_sources():
@@ -338,7 +348,6 @@ def test_package_ships_the_sources():
 def test_benchmark_script_runs(tmp_path):
     """benchmarks/bench_native.py (the table of docs/benchmarks.md) on a tiny size, and its
     one-line refusal of a bad --sizes."""
-    import os
     import subprocess
     import sys
     from pathlib import Path

@@ -29,6 +29,7 @@ HEADERS = (Path(__file__).with_name("rows_common.h"),)
 # machines of different CPUs stays valid
 FLAGS = ["-O3"]
 
+STALE_LOCK_S = 900  # a build lock older than this was left by a build that died
 _STATE: dict[str, bool] = {}  # "loaded": the outcome of the first call in this process
 
 
@@ -56,6 +57,12 @@ def _build():
     _ninja_on_path()
     build_dir = Path(cpp_extension._get_build_directory(NAME, verbose=False))
     lib = build_dir / f"{NAME}.so"
+    # torch's builder waits, without end, for the lock file of a build in progress; one left by
+    # a build that was killed would hang every later process
+    lock = build_dir / "lock"
+    if lock.exists() and time.time() - lock.stat().st_mtime > STALE_LOCK_S:
+        _say(f"removing a stale build lock left by an interrupted build ({lock})")
+        lock.unlink(missing_ok=True)
     before = lib.stat().st_mtime_ns if lib.exists() else None
     t0 = time.perf_counter()
     if before is None:
