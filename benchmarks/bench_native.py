@@ -5,6 +5,7 @@ inference, float32 and float64, 1 and 2 threads — the table of docs/benchmarks
     python benchmarks/bench_native.py --repeats 3      # quicker
     python benchmarks/bench_native.py --python         # also the Python loop (the fallback)
     python benchmarks/bench_native.py --sizes '2000,1,64,64'
+    python benchmarks/bench_native.py --memory '5000,1,64,64'   # peak memory of one training step
 
 Each cell is the median over the repeats of (time of lstmlab) / (time of torch) measured back to
 back in the same repeat (below 1: lstmlab is faster). "train" is forward + backward of
@@ -93,6 +94,47 @@ def cell(size, dtype_name: str, mode: str, threads: int, repeats: int, with_pyth
     return text
 
 
+_MEMORY_CHILD = """
+import resource, sys, torch
+from torch import nn
+from lstmlab import TorchLSTM
+from lstmlab.engines.native import build
+build.load()
+T, B, I, H = (int(v) for v in sys.argv[2].split(","))
+torch.set_num_threads(1)
+torch.manual_seed(0)
+ref = nn.LSTM(I, H)
+m = ref if sys.argv[1] == "torch" else TorchLSTM(I, H)
+m.load_state_dict(ref.state_dict())
+x = torch.randn(T, B, I)
+small = torch.randn(2, B, I)
+m(small)[0].sum().backward()  # load every kernel first
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+m(x)[0].sum().backward()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
+"""
+
+
+def peak_memory(size: tuple[int, ...]) -> str:
+    """Growth of the peak resident memory (MB) of a fresh process over one forward + backward
+    of ``size``, torch.nn.LSTM and lstmlab.TorchLSTM (float32, one thread)."""
+    import subprocess
+
+    out = {}
+    for who in ("torch", "lstmlab"):
+        arg = ",".join(map(str, size))
+        run = subprocess.run(
+            [sys.executable, "-c", _MEMORY_CHILD, who, arg], capture_output=True, text=True
+        )
+        if run.returncode != 0:
+            raise SystemExit(f"memory run failed: {run.stderr.strip().splitlines()[-1]}")
+        out[who] = int(run.stdout.split()[-1]) / 1024  # ru_maxrss: KiB on Linux
+    return (
+        f"| {', '.join(map(str, size))} | {out['torch']:.1f} | {out['lstmlab']:.1f} | "
+        f"{out['lstmlab'] / max(out['torch'], 1e-9):.2f} |"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -100,7 +142,21 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5, help="paired repeats per cell")
     ap.add_argument("--python", action="store_true", help="also time the Python loop")
     ap.add_argument("--sizes", default=None, help="'T,B,I,H;T,B,I,H;...' instead of the grid")
+    ap.add_argument(
+        "--memory", default=None, help="'T,B,I,H': peak memory of one training step instead"
+    )
     args = ap.parse_args()
+    if args.memory:
+        try:
+            size = tuple(int(v) for v in args.memory.split(","))
+        except ValueError:
+            size = ()
+        if len(size) != 4 or min(size) < 1:
+            ap.error(f"--memory {args.memory!r}: give four positive integers T,B,I,H")
+        print("peak resident memory growth over one float32 forward + backward, MB")
+        print("\n| (T, B, I, H) | torch.nn.LSTM | lstmlab.TorchLSTM | ratio |\n|---|---|---|---|")
+        print(peak_memory(size))
+        return
     sizes = GRID
     if args.sizes:
         try:

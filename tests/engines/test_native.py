@@ -366,3 +366,13 @@ def test_benchmark_script_runs(tmp_path):
     )
     assert bad.returncode == 2
     assert "each size is four positive integers T,B,I,H" in bad.stderr.strip().splitlines()[-1]
+    mem = subprocess.run(
+        [sys.executable, str(script), "--memory", "20,1,2,4"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert mem.returncode == 0, mem.stderr
+    assert mem.stdout.strip().splitlines()[-1].startswith("| 20, 1, 2, 4 | ")
+    bad = subprocess.run(
+        [sys.executable, str(script), "--memory", "20,1"], capture_output=True, text=True, env=env
+    )
+    assert bad.returncode == 2 and "four positive integers" in bad.stderr.strip().splitlines()[-1]
