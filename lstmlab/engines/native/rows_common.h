@@ -92,8 +92,13 @@ inline double exp_poly(double x) {
 }
 
 // out[d] = k sigma(s in[d]) + off for d < len (in and out may be the same array)
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define LSTMLAB_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else  // elsewhere one build, vectorised for the compiler's default target
+#define LSTMLAB_CLONES
+#endif
 #define LSTMLAB_SIGMOID_AFFINE(T)                                                            \
-  __attribute__((target_clones("avx512f", "avx2", "default"))) void sigmoid_affine(            \
+  LSTMLAB_CLONES void sigmoid_affine(                                                          \
       const T* in, T* out, int64_t len, T s, T k, T off) {                                     \
     for (int64_t d = 0; d < len; ++d) out[d] = off + k / (T(1) + exp_poly(-(s * in[d])));    \
   }
