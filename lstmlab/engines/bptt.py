@@ -41,7 +41,7 @@ with row vectors, as in the paper):
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import torch
 from torch import Tensor
@@ -767,14 +767,20 @@ def run(cell, x: Tensor, lengths: Tensor | None, h0: Tensor, c0: Tensor, alpha: 
     layout = choose_layout(s, B, x.dtype)
     if layout == "batch":
         from lstmlab.engines.bptt_rows import LSTMLayerBPTTRows as layer
+        from lstmlab.engines.bptt_rows import without_backward
     else:
-        layer = LSTMLayerBPTT
+        layer, without_backward = LSTMLayerBPTT, nullcontext
     packing = sort_by_length(lengths, T)
-    if packing is None:
-        out = layer.apply(s, alpha, None, x, h0, c0, *args)
-    else:
-        perm, _, batch_sizes = packing
-        out = layer.apply(s, alpha, batch_sizes, x[:, perm], h0[perm], c0[perm], *args)
+    # no graph will be kept (grad mode off, or nothing requires grad): the layer may keep less
+    graph = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (x, h0, c0, *args)
+    )
+    with nullcontext() if graph else without_backward():
+        if packing is None:
+            out = layer.apply(s, alpha, None, x, h0, c0, *args)
+        else:
+            perm, _, batch_sizes = packing
+            out = layer.apply(s, alpha, batch_sizes, x[:, perm], h0[perm], c0[perm], *args)
     if _TAPES:  # an R-forward pass will read this call's activations (``rop.recording``)
         from lstmlab.engines.rop import LayerTape
 

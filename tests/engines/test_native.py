@@ -26,11 +26,12 @@ needs_native = pytest.mark.skipif(
 @pytest.fixture
 def calls(monkeypatch):
     """Counts the native forward and backward loops run (so no test passes by falling back)."""
-    seen = {"forward": 0, "backward": 0}
+    seen = {"forward": 0, "backward": 0, "ZA steps": []}
     fwd, bwd = native.forward_rows, native.backward_rows
 
     def forward_rows(*a, **k):
         seen["forward"] += 1
+        seen["ZA steps"].append(a[9].shape[0])  # steps kept: T, or a ring without backward
         return fwd(*a, **k)
 
     def backward_rows(*a, **k):
@@ -157,6 +158,10 @@ def test_inference_keeps_a_ring_of_steps(kw, padded, chunk, calls, monkeypatch):
     for a, b in zip(*res, strict=True):
         assert _rel(a, b) <= 1e-12
     assert calls["forward"] == 1
+    assert calls["ZA steps"] == [7 if m.cells[0].spec.fgr else min(chunk, 7)]
+    with forced_layout("batch"):  # with a graph: every step kept for the backward
+        m(x, lengths=lengths)
+    assert calls["ZA steps"][-1] == 7
 
 
 @needs_native
