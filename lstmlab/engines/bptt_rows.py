@@ -13,6 +13,11 @@ over short strided rows are slow. ``bptt.run`` picks one by shape and dtype
 (R, Rᵀ, and W_p, Q, W_mh where a variant has them) go through ``products.StepProduct``: BLAS,
 or oneDNN's matmul on a packed weight for wide float32 layers.
 
+Where the native core is built (``engines/native``: the same steps in C++, one product and one
+fused pass per step), both time loops run there; this module prepares the buffers either way,
+and its own loops are the native core's reference twin and fallback (``native.use_native``
+decides, once per call; ``native.forced_python()`` forces these loops).
+
 Hand-written, like ``bptt``: this is the project's subject.
 """
 

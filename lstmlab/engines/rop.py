@@ -36,6 +36,11 @@ order) with the Function's node, whose saved tensors and attributes are the tape
 
 A whole ``lstmlab.LSTM`` stack (layers, directions, F-/G-LSTM weights) is ``rop_stack``.
 
+Batch-major, where the native core is built, the steps of each chunk run in C++
+(``native.rop_rows_chunk``: one product R ẏ_{t-1} and one fused pass per step); the chunk's
+carried-independent terms and factors are formed here either way, and the loop below is its
+reference twin and fallback (all but mLSTM run natively).
+
 Hand-written, like the engine it extends: curvature products are this project's subject.
 """
 
