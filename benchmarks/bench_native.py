@@ -4,6 +4,7 @@ inference, float32 and float64, 1 and 2 threads — the table of docs/benchmarks
     python benchmarks/bench_native.py                  # the whole grid, 5 paired repeats
     python benchmarks/bench_native.py --repeats 3      # quicker
     python benchmarks/bench_native.py --python         # also the Python loop (the fallback)
+    python benchmarks/bench_native.py --best           # also fastest / fastest
     python benchmarks/bench_native.py --sizes '2000,1,64,64'
     python benchmarks/bench_native.py --memory '5000,1,64,64'   # peak memory of one training step
 
@@ -75,7 +76,9 @@ def python_loop(fn):
     return run
 
 
-def cell(size, dtype_name: str, mode: str, threads: int, repeats: int, with_python: bool) -> str:
+def cell(
+    size, dtype_name: str, mode: str, threads: int, repeats: int, with_python: bool, with_best: bool
+) -> str:
     T, B, I, H = size
     dtype = getattr(torch, dtype_name)
     torch.set_num_threads(threads)
@@ -91,6 +94,8 @@ def cell(size, dtype_name: str, mode: str, threads: int, repeats: int, with_pyth
     text = f"{t.ratio('native'):.2f}"
     if with_python:
         text += f" ({t.ratio('python'):.2f})"
+    if with_best:
+        text += f" [{t.best_ratio('native'):.2f}]"
     return text
 
 
@@ -141,6 +146,9 @@ def main() -> None:
     )
     ap.add_argument("--repeats", type=int, default=5, help="paired repeats per cell")
     ap.add_argument("--python", action="store_true", help="also time the Python loop")
+    ap.add_argument(
+        "--best", action="store_true", help="also fastest / fastest time, in square brackets"
+    )
     ap.add_argument("--sizes", default=None, help="'T,B,I,H;T,B,I,H;...' instead of the grid")
     ap.add_argument(
         "--memory", default=None, help="'T,B,I,H': peak memory of one training step instead"
@@ -176,11 +184,13 @@ def main() -> None:
     print("\nlstmlab.TorchLSTM time / torch.nn.LSTM time (below 1: lstmlab faster)")
     if args.python:
         print("(in brackets: the same with the Python loop forced)")
+    if args.best:
+        print("[in square brackets: lstmlab's fastest time / torch's fastest time]")
     head = " | ".join(f"f{d[5:]} {m}, {n} thr" for d, m, n in COLUMNS)
     print(f"\n| (T, B, I, H) | {head} |")
     print("|---|" + "---|" * len(COLUMNS))
     for size in sizes:
-        cells = [cell(size, d, m, n, args.repeats, args.python) for d, m, n in COLUMNS]
+        cells = [cell(size, d, m, n, args.repeats, args.python, args.best) for d, m, n in COLUMNS]
         print(f"| {', '.join(map(str, size))} | " + " | ".join(cells) + " |", flush=True)
 
 

@@ -360,12 +360,13 @@ def test_benchmark_script_runs(tmp_path):
     script = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_native.py"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     run = subprocess.run(
-        [sys.executable, str(script), "--sizes", "3,2,2,4", "--repeats", "1", "--python"],
+        [sys.executable, str(script), "--sizes", "3,2,2,4", "--repeats", "1", "--python", "--best"],
         capture_output=True, text=True, env=env, timeout=300,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
     rows = [ln for ln in run.stdout.splitlines() if ln.startswith("| 3, 2, 2, 4 |")]
     assert len(rows) == 1 and rows[0].count("(") == 6  # six columns, each with the Python loop
+    assert rows[0].count("[") == 6  # and fastest / fastest
     bad = subprocess.run(
         [sys.executable, str(script), "--sizes", "3,2"], capture_output=True, text=True, env=env
     )
