@@ -41,7 +41,7 @@ with row vectors, as in the paper):
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import torch
 from torch import Tensor
@@ -637,6 +637,11 @@ class _FactorChunks:
             self.fold = {g: p.view(shape) for g, p in P.items() if p is not None}
 
     def __call__(self, t0: int, t1: int) -> dict[str, list[Tensor] | tuple[Tensor, ...]]:
+        out = self.tensors(t0, t1)
+        return {k: _steps(v, self.bs[t0:t1], self.full, fdim=self.fdim) for k, v in out.items()}
+
+    def tensors(self, t0: int, t1: int) -> dict[str, Tensor]:
+        """The factors of steps t0 … t1-1 as (t1 - t0, ·, ·) tensors (every sample)."""
         A, HC, Z, C, c0, Yhat = self.saved
         fdim, work = self.fdim, self.work
 
@@ -649,10 +654,9 @@ class _FactorChunks:
 
         Cp = C[t0 - 1 : t1 - 1] if t0 > 0 else torch.cat([c0.unsqueeze(0), C[: t1 - 1]])
         Yh = Yhat[t0:t1] if Yhat is not None else None
-        out = _factors(
+        return _factors(
             self.s, self.alpha, A[t0:t1], HC[t0:t1], Z[t0:t1], Cp, Yh, fdim, buf, self.fold
         )
-        return {k: _steps(v, self.bs[t0:t1], self.full, fdim) for k, v in out.items()}
 
 
 def _steps(v: Tensor, bs: list[int], full: bool, fdim: int) -> list[Tensor] | tuple[Tensor, ...]:
@@ -763,14 +767,20 @@ def run(cell, x: Tensor, lengths: Tensor | None, h0: Tensor, c0: Tensor, alpha: 
     layout = choose_layout(s, B, x.dtype)
     if layout == "batch":
         from lstmlab.engines.bptt_rows import LSTMLayerBPTTRows as layer
+        from lstmlab.engines.bptt_rows import without_backward
     else:
-        layer = LSTMLayerBPTT
+        layer, without_backward = LSTMLayerBPTT, nullcontext
     packing = sort_by_length(lengths, T)
-    if packing is None:
-        out = layer.apply(s, alpha, None, x, h0, c0, *args)
-    else:
-        perm, _, batch_sizes = packing
-        out = layer.apply(s, alpha, batch_sizes, x[:, perm], h0[perm], c0[perm], *args)
+    # no graph will be kept (grad mode off, or nothing requires grad): the layer may keep less
+    graph = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (x, h0, c0, *args)
+    )
+    with nullcontext() if graph else without_backward():
+        if packing is None:
+            out = layer.apply(s, alpha, None, x, h0, c0, *args)
+        else:
+            perm, _, batch_sizes = packing
+            out = layer.apply(s, alpha, batch_sizes, x[:, perm], h0[perm], c0[perm], *args)
     if _TAPES:  # an R-forward pass will read this call's activations (``rop.recording``)
         from lstmlab.engines.rop import LayerTape
 

@@ -13,15 +13,22 @@ over short strided rows are slow. ``bptt.run`` picks one by shape and dtype
 (R, Rᵀ, and W_p, Q, W_mh where a variant has them) go through ``products.StepProduct``: BLAS,
 or oneDNN's matmul on a packed weight for wide float32 layers.
 
+Where the native core is built (``engines/native``: the same steps in C++, one product and one
+fused pass per step), both time loops run there; this module prepares the buffers either way,
+and its own loops are the native core's reference twin and fallback (``native.use_native``
+decides, once per call; ``native.forced_python()`` forces these loops).
+
 Hand-written, like ``bptt``: this is the project's subject.
 """
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 from torch import Tensor
 
-from lstmlab.engines import structured
+from lstmlab.engines import native, structured
 from lstmlab.engines.bptt import (
     _SIGMOID_FORM,
     _activation,
@@ -39,7 +46,20 @@ from lstmlab.engines.bptt import (
 from lstmlab.engines.products import StepProduct
 from lstmlab.nn.variants import CellSpec
 
-__all__ = ["LSTMLayerBPTTRows"]
+__all__ = ["LSTMLayerBPTTRows", "without_backward"]
+
+_NO_BACKWARD: list[bool] = []  # set by ``without_backward``
+
+
+@contextmanager
+def without_backward():
+    """Inside the block, calls of the layer keep no graph (``bptt.run`` knows: grad mode off or
+    nothing requires grad), so the native loop may keep only what it returns."""
+    _NO_BACKWARD.append(True)
+    try:
+        yield
+    finally:
+        _NO_BACKWARD.pop()
 
 
 class LSTMLayerBPTTRows(torch.autograd.Function):
@@ -71,6 +91,8 @@ class LSTMLayerBPTTRows(torch.autograd.Function):
         Ws, Rs, bsc, Qs, Ps = _forward_weights(s, alpha, W, R, b, Q, P_i, P_f, P_o)
         # F-LSTM / G-LSTM given as their factors / groups: their own products (``structured``)
         smap = structured.make(s, alpha, W, R, x, bsc, _z_scale(s.g, _sigmoid_form(x)))
+        # the one place that picks the native loop or this module's Python loop
+        use_native = native.use_native(s, x, smap is None, _sigmoid_form(x))
         x2 = x.reshape(T * B, I)
         # the input projection W x_t + b, one large product per chunk of k steps (a few MB, so
         # that a chunk is still in the cache when its steps run)
@@ -79,124 +101,136 @@ class LSTMLayerBPTTRows(torch.autograd.Function):
         mult = s.multiplicative_size is not None
         # every entry is written when all sequences are full-length; else dead rows must be 0
         new = x.new_empty if full else x.new_zeros
-        Y, C, HC = new(T, B, Hr), new(T, B, H), new(T, B, H)
+        # without a backward to come, the native loop keeps only what it returns (Y, C) for
+        # every step: ZA for one chunk of steps (a ring), h(C) and ŷ for one step
+        ring = use_native and Qs is None and (bool(_NO_BACKWARD) or not any(ctx.needs_input_grad))
+        Y, C, HC = new(T, B, Hr), new(T, B, H), new(1 if ring else T, B, H)
         # [g(z) | gate activations] of every step, in the pre-activation order. Each step's
         # pre-activations are formed in its own row and activated in place. (Dead rows keep
         # the padding's input projection: the weight-gradient products meet them with δ = 0.)
         # (a structured map writes only the rows alive: the dead ones then start at 0)
         ZA = x.new_zeros(T, B, D) if (smap is not None and not full) else x.new_empty(T, B, D)
+        if ring:
+            ZA = x.new_empty(k, B, D)
         Z, A = ZA[..., :H], ZA[..., H:]
-        Yh = new(T, B, H) if W_p is not None else None
+        Yh = new(1 if ring else T, B, H) if W_p is not None else None
         if mult:
             M = s.multiplicative_size
             MX = (x2 @ W_mx.t()).view(T, B, M)
             U, Mm = new(T, B, M), new(T, B, M)
-        # the per-step products (BLAS, or oneDNN on a packed weight: see ``products``)
-        rec = StepProduct(Rs, T, B) if smap is None else None
-        proj = StepProduct(W_p, T, B) if W_p is not None else None
-        qrec = StepProduct(Qs, T, B) if Qs is not None else None
-        mh = StepProduct(W_mh, T, B) if mult else None
-        has_i, has_f, has_o = ("i" in s.gates), ("f" in s.gates), ("o" in s.gates)
-        # one sigmoid call right after the product covers columns [lo, hi) (see _sigmoid_span)
-        lo, hi = _sigmoid_span(s, _sigmoid_form(x))
-        act_g, act_h = _activation(s.g, x, prescaled=True), _activation(s.h, x)
-        z_affine_ = _affine(_SIGMOID_FORM[s.g][1], x) if lo == 0 else None
-        if_gates = [g for g in ("i", "f") if g in s.gates] if s.peepholes else []
-        o_late = has_o and s.peepholes  # the output gate sees c_t
+        if use_native:  # the same steps in C++ (``engines/native``)
+            native.forward_rows(s, bs, k, x2, Ws, bias, Rs, h0, c0, ZA, C, HC, Y, Yh, W_p, Qs, Ps)
+        else:
+            # the per-step products (BLAS, or oneDNN on a packed weight: see ``products``)
+            rec = StepProduct(Rs, T, B) if smap is None else None
+            proj = StepProduct(W_p, T, B) if W_p is not None else None
+            qrec = StepProduct(Qs, T, B) if Qs is not None else None
+            mh = StepProduct(W_mh, T, B) if mult else None
+            has_i, has_f, has_o = ("i" in s.gates), ("f" in s.gates), ("o" in s.gates)
+            # one sigmoid call right after the product covers columns [lo, hi) (see _sigmoid_span)
+            lo, hi = _sigmoid_span(s, _sigmoid_form(x))
+            act_g, act_h = _activation(s.g, x, prescaled=True), _activation(s.h, x)
+            z_affine_ = _affine(_SIGMOID_FORM[s.g][1], x) if lo == 0 else None
+            if_gates = [g for g in ("i", "f") if g in s.gates] if s.peepholes else []
+            o_late = has_o and s.peepholes  # the output gate sees c_t
 
-        # per-step views, restricted to the rows alive, made once: the loop only indexes lists
-        def steps(v: Tensor) -> list[Tensor]:
-            return _steps(v, bs, full, -1)
+            # per-step views, restricted to the rows alive, made once: the loop only indexes lists
+            def steps(v: Tensor) -> list[Tensor]:
+                return _steps(v, bs, full, -1)
 
-        PRE, Ys, Cs, HCs, Zs = steps(ZA), steps(Y), steps(C), steps(HC), steps(Z)
-        ZAsig = steps(ZA[..., lo:hi]) if hi > lo else None
-        Yhs = steps(Yh) if Yh is not None else Ys
-        AI = steps(A[..., s.q_slice("i")]) if has_i else None
-        AF = steps(A[..., s.q_slice("f")]) if has_f else None
-        AO = steps(A[..., s.q_slice("o")]) if has_o else None
-        if qrec is not None:
-            AG = steps(A)  # rows [H, D) of a step: the gates' pre-activations, then activations
-        if mult:
-            MXs, Us, Ms = steps(MX), steps(U), steps(Mm)
-        if if_gates:
-            lo_if, hi_if = s.gate_slice(if_gates[0]).start, s.gate_slice(if_gates[-1]).stop
-            PIF = steps(ZA[..., lo_if:hi_if])
-            P_if = torch.stack([Ps[g] for g in if_gates])  # (gates, nb, cpb)
-            P_if = P_if.view(-1, nb) if cpb == 1 else P_if
-        Po = Ps["o"].view(1, nb) if (o_late and cpb == 1) else Ps.get("o")  # α-scaled
-        y_prev, c_prev = h0, c0
-        for t in range(T):
-            n = bs[t]
-            if n == 0:
-                break
-            if smap is None and t % k == 0:  # the input projection of the next chunk of steps
-                m = min(k, T - t)
-                torch.addmm(bias, x2[t * B : (t + m) * B], Ws.t(), out=ZA[t : t + m].view(m * B, D))
-            if not full:
-                y_prev, c_prev = y_prev[:n], c_prev[:n]
-            pre, z_t, c_t, hc_t = PRE[t], Zs[t], Cs[t], HCs[t]
+            PRE, Ys, Cs, HCs, Zs = steps(ZA), steps(Y), steps(C), steps(HC), steps(Z)
+            ZAsig = steps(ZA[..., lo:hi]) if hi > lo else None
+            Yhs = steps(Yh) if Yh is not None else Ys
+            AI = steps(A[..., s.q_slice("i")]) if has_i else None
+            AF = steps(A[..., s.q_slice("f")]) if has_f else None
+            AO = steps(A[..., s.q_slice("o")]) if has_o else None
+            if qrec is not None:
+                AG = steps(A)  # rows [H, D) of a step: the gates' pre-activations, then activations
             if mult:
-                u = mh.into(Us[t], y_prev)
-                rec.add_(pre, torch.mul(MXs[t], u, out=Ms[t]))
-            elif smap is not None:
-                smap.step(t, pre, y_prev)
-            else:
-                rec.add_(pre, y_prev)
-            if qrec is not None and t > 0:
-                qrec.add_(AG[t], AG[t - 1] if full else AG[t - 1][:n])
-            if if_gates:  # peepholes from c_{t-1}
-                p_if = PIF[t].view(n, len(if_gates), nb)
-                if cpb == 1:
-                    p_if.addcmul_(c_prev.view(n, 1, nb), P_if)
+                MXs, Us, Ms = steps(MX), steps(U), steps(Mm)
+            if if_gates:
+                lo_if, hi_if = s.gate_slice(if_gates[0]).start, s.gate_slice(if_gates[-1]).stop
+                PIF = steps(ZA[..., lo_if:hi_if])
+                P_if = torch.stack([Ps[g] for g in if_gates])  # (gates, nb, cpb)
+                P_if = P_if.view(-1, nb) if cpb == 1 else P_if
+            Po = Ps["o"].view(1, nb) if (o_late and cpb == 1) else Ps.get("o")  # α-scaled
+            y_prev, c_prev = h0, c0
+            for t in range(T):
+                n = bs[t]
+                if n == 0:
+                    break
+                if smap is None and t % k == 0:  # the input projection of the next chunk of steps
+                    m = min(k, T - t)
+                    torch.addmm(
+                        bias, x2[t * B : (t + m) * B], Ws.t(), out=ZA[t : t + m].view(m * B, D)
+                    )
+                if not full:
+                    y_prev, c_prev = y_prev[:n], c_prev[:n]
+                pre, z_t, c_t, hc_t = PRE[t], Zs[t], Cs[t], HCs[t]
+                if mult:
+                    u = mh.into(Us[t], y_prev)
+                    rec.add_(pre, torch.mul(MXs[t], u, out=Ms[t]))
+                elif smap is not None:
+                    smap.step(t, pre, y_prev)
                 else:
-                    p_if.add_((c_prev.view(n, 1, nb, cpb) * P_if).sum(-1))
-            if lo == H:
-                act_g(z_t, z_t)
-            if ZAsig is not None:
-                ZAsig[t].sigmoid_()
-            if z_affine_ is not None:
-                z_affine_(z_t)
-            i = AI[t] if has_i else None
-            f = AF[t] if has_f else None  # CIFG has no f rows: f = 1 − i
-            if s.coupled:  # c = (1 − i) c_{t-1} + i z = lerp(c_{t-1}, z, i): one pass
-                if cpb == 1:
-                    torch.lerp(c_prev, z_t, i, out=c_t)
+                    rec.add_(pre, y_prev)
+                if qrec is not None and t > 0:
+                    qrec.add_(AG[t], AG[t - 1] if full else AG[t - 1][:n])
+                if if_gates:  # peepholes from c_{t-1}
+                    p_if = PIF[t].view(n, len(if_gates), nb)
+                    if cpb == 1:
+                        p_if.addcmul_(c_prev.view(n, 1, nb), P_if)
+                    else:
+                        p_if.add_((c_prev.view(n, 1, nb, cpb) * P_if).sum(-1))
+                if lo == H:
+                    act_g(z_t, z_t)
+                if ZAsig is not None:
+                    ZAsig[t].sigmoid_()
+                if z_affine_ is not None:
+                    z_affine_(z_t)
+                i = AI[t] if has_i else None
+                f = AF[t] if has_f else None  # CIFG has no f rows: f = 1 − i
+                if s.coupled:  # c = (1 − i) c_{t-1} + i z = lerp(c_{t-1}, z, i): one pass
+                    if cpb == 1:
+                        torch.lerp(c_prev, z_t, i, out=c_t)
+                    else:
+                        c3, zc = c_t.view(n, nb, cpb), z_t.view(n, nb, cpb)
+                        torch.lerp(c_prev.view(n, nb, cpb), zc, i.unsqueeze(-1), out=c3)
+                elif cpb == 1:
+                    if f is None:
+                        torch.add(c_prev, z_t if i is None else i * z_t, out=c_t)
+                    else:
+                        torch.mul(f, c_prev, out=c_t)
+                        c_t.add_(z_t) if i is None else c_t.addcmul_(i, z_t)
                 else:
                     c3, zc = c_t.view(n, nb, cpb), z_t.view(n, nb, cpb)
-                    torch.lerp(c_prev.view(n, nb, cpb), zc, i.unsqueeze(-1), out=c3)
-            elif cpb == 1:
-                if f is None:
-                    torch.add(c_prev, z_t if i is None else i * z_t, out=c_t)
-                else:
-                    torch.mul(f, c_prev, out=c_t)
-                    c_t.add_(z_t) if i is None else c_t.addcmul_(i, z_t)
-            else:
-                c3, zc = c_t.view(n, nb, cpb), z_t.view(n, nb, cpb)
-                cp3 = c_prev.view(n, nb, cpb)
-                if f is None:
-                    torch.add(cp3, zc if i is None else i.unsqueeze(-1) * zc, out=c3)
-                else:
-                    torch.mul(f.unsqueeze(-1), cp3, out=c3)
-                    c3.add_(zc) if i is None else c3.addcmul_(i.unsqueeze(-1), zc)
-            act_h(c_t, hc_t)
-            y_hat = Yhs[t]
-            if has_o:
-                o = AO[t]
-                if o_late:  # o still holds its pre-activation: add c_t's peepholes, activate
-                    if cpb == 1:
-                        o.addcmul_(c_t, Po)
+                    cp3 = c_prev.view(n, nb, cpb)
+                    if f is None:
+                        torch.add(cp3, zc if i is None else i.unsqueeze(-1) * zc, out=c3)
                     else:
-                        o.add_((c_t.view(n, nb, cpb) * Po).sum(-1))
-                    o.sigmoid_()
-                if cpb == 1:
-                    torch.mul(o, hc_t, out=y_hat)
+                        torch.mul(f.unsqueeze(-1), cp3, out=c3)
+                        c3.add_(zc) if i is None else c3.addcmul_(i.unsqueeze(-1), zc)
+                act_h(c_t, hc_t)
+                y_hat = Yhs[t]
+                if has_o:
+                    o = AO[t]
+                    if o_late:  # o still holds its pre-activation: add c_t's peepholes, activate
+                        if cpb == 1:
+                            o.addcmul_(c_t, Po)
+                        else:
+                            o.add_((c_t.view(n, nb, cpb) * Po).sum(-1))
+                        o.sigmoid_()
+                    if cpb == 1:
+                        torch.mul(o, hc_t, out=y_hat)
+                    else:
+                        torch.mul(
+                            o.unsqueeze(-1), hc_t.view(n, nb, cpb), out=y_hat.view(n, nb, cpb)
+                        )
                 else:
-                    torch.mul(o.unsqueeze(-1), hc_t.view(n, nb, cpb), out=y_hat.view(n, nb, cpb))
-            else:
-                y_hat.copy_(hc_t)
-            if proj is not None:
-                proj.into(Ys[t], y_hat)
-            y_prev, c_prev = Ys[t], c_t
+                    y_hat.copy_(hc_t)
+                if proj is not None:
+                    proj.into(Ys[t], y_hat)
+                y_prev, c_prev = Ys[t], c_t
         if full:
             h_n, c_n = Y[-1].clone(), C[-1].clone()
         else:
@@ -205,8 +239,8 @@ class LSTMLayerBPTTRows(torch.autograd.Function):
             h_n, c_n = Y[last, rows], C[last, rows]
         ctx.spec, ctx.alpha, ctx.bs = s, alpha, batch_sizes
         ctx.save_for_backward(x, h0, c0, W, R, W_mx, W_mh, P_i, P_f, P_o, Q, W_p, Y, C)
-        ctx.Z, ctx.A, ctx.HC, ctx.Yh = Z, A, HC, Yh
-        ctx.smap = smap
+        ctx.ZA, ctx.Z, ctx.A, ctx.HC, ctx.Yh = ZA, Z, A, HC, Yh
+        ctx.smap, ctx.native = smap, use_native
         if mult:
             ctx.MX, ctx.U, ctx.Mm = MX, U, Mm
         ctx.has_b = b is not None
@@ -249,86 +283,93 @@ class LSTMLayerBPTTRows(torch.autograd.Function):
         dy_next = dh_n.clone() if dh_n is not None else x.new_zeros(B, Hr)
         dc_next = dc_n.clone() if dc_n is not None else x.new_zeros(B, H)
         dq_next = x.new_zeros(B, G) if fgr else None
-
-        # per-step views made once, restricted to the rows alive: the loop only indexes lists
-        def steps(v: Tensor) -> list[Tensor]:
-            return _steps(v, bs, full, -1)
-
-        dPres, dPz = steps(dPre), steps(dPre[..., :H])
-        dPg = {g: steps(dPre[..., s.gate_slice(g)]) for g in s.gates}
-        dPgates = steps(dPre[..., H:]) if fgr else None
-        dYs = steps(dY) if dY_any else None
-        dCs = steps(dC) if dC is not None else None
-        DYs = steps(DY) if DY is not None else None
-        if mult:
-            MXs, Us, dUs, dMXs = steps(MX), steps(U), steps(dU), steps(dMX)
-        qs = {g: s.q_slice(g) for g in s.gates}
-        dc_buf = x.new_empty(B, H)
-        dyh_buf = x.new_empty(B, H) if W_p is not None else None
-        # the per-step products δ R, dy W_p, δ_gates Q, du W_mh (see ``products``)
         smap = ctx.smap
-        rec = StepProduct(R.t(), T, B) if smap is None else None
-        if smap is not None:
-            smap.begin_backward(full)
-        proj = StepProduct(W_p.t(), T, B) if W_p is not None else None
-        qrec = StepProduct(Q.t(), T, B) if fgr else None
-        mh = StepProduct(W_mh.t(), T, B) if mult else None
-        n_after = 0  # rows alive at step t + 1
-        for t in reversed(range(T)):
-            n = bs[t]
-            if n == 0:
-                continue
-            if t < t0:  # the next chunk of factors, steps [t0, t]
-                t0 = max(0, t + 1 - chunk)
-                fac = chunks(t0, t + 1)
-                f_ohp, f_igp, f_fc, f_sa = fac["OHp"], fac["IGp"], fac.get("F_c"), fac.get("SA")
-                # each gate: (name, its δ rows in dPre, its factor K_g); o first: it feeds dc
-                f_gates = [(g, dPg[g], fac[g]) for g in ("o", "i", "f") if g in qs]
-            r = t - t0
-            dpre = dPres[t]
-            dy = dyn = dy_next if full else dy_next[:n]
-            dcn = dc_next if full else dc_next[:n]
-            if dY_any and n > n_after:  # rows whose last step is t: their output error enters
-                dy_next[n_after:n] += dYs[t][n_after:n]
-            if W_p is not None:
-                DYs[t].copy_(dy)
-                dy = proj.into(dyh_buf[:n], dy)  # dŷ
-            dc = torch.addcmul(dcn, dy, f_ohp[r], out=dc_buf[:n])
-            if dCs is not None:
-                dc += dCs[t]
-            for g, dP, K in f_gates:  # δ_g = Σ_cells d ⊙ K_g, written into dPre
-                d, out = (dy if g == "o" else dc), dP[t]
-                if cpb == 1:
-                    torch.mul(d, K[r], out=out)
-                else:
-                    torch.sum((d * K[r]).view(n, nb, cpb), -1, out=out)
-                if fgr:  # + dq_g α σ'(·)
-                    out.addcmul_(dq_next[:n, qs[g]], f_sa[r][:, qs[g]])
-                if g == "o" and peep and not fold:
-                    _add_peep(dc, out, P["o"], n, nb, cpb)
-            torch.mul(dc, f_igp[r], out=dPz[t])
-            # carried to step t-1
-            if f_fc is not None:
-                torch.mul(dc, f_fc[r], out=dcn)
-            else:
-                dcn.copy_(dc)
-            if peep and not fold:
-                for g, dP, _ in f_gates:
-                    if g != "o":
-                        _add_peep(dcn, dP[t], P[g], n, nb, cpb)
-            if fgr:
-                qrec.into(dq_next[:n], dPgates[t])
-            dY_prev = dYs[t - 1][:n] if (dY_any and t > 0) else None  # folded into the product
+
+        if ctx.native:  # the same steps in C++ (``engines/native``)
+            dy_next, dc_next = dy_next.contiguous(), dc_next.contiguous()
+            native.backward_rows(
+                s, alpha, bs, ctx.ZA, C, HC, c0, R, W_p, Q, P, dY, dC, dPre, DY,
+                dy_next, dc_next, dq_next,
+            )  # fmt: skip
+        else:
+            # per-step views made once, restricted to the rows alive: the loop only indexes lists
+            def steps(v: Tensor) -> list[Tensor]:
+                return _steps(v, bs, full, -1)
+
+            dPres, dPz = steps(dPre), steps(dPre[..., :H])
+            dPg = {g: steps(dPre[..., s.gate_slice(g)]) for g in s.gates}
+            dPgates = steps(dPre[..., H:]) if fgr else None
+            dYs = steps(dY) if dY_any else None
+            dCs = steps(dC) if dC is not None else None
+            DYs = steps(DY) if DY is not None else None
             if mult:
-                dm = rec(dpre)  # (n, M)
-                du = torch.mul(dm, MXs[t], out=dUs[t])
-                torch.mul(dm, Us[t], out=dMXs[t])
-                mh.into(dyn, du, dY_prev)
-            elif smap is not None:
-                smap.back_step(t, dpre, dyn, dY_prev)
-            else:
-                rec.into(dyn, dpre, dY_prev)
-            n_after = n
+                MXs, Us, dUs, dMXs = steps(MX), steps(U), steps(dU), steps(dMX)
+            qs = {g: s.q_slice(g) for g in s.gates}
+            dc_buf = x.new_empty(B, H)
+            dyh_buf = x.new_empty(B, H) if W_p is not None else None
+            # the per-step products δ R, dy W_p, δ_gates Q, du W_mh (see ``products``)
+            rec = StepProduct(R.t(), T, B) if smap is None else None
+            if smap is not None:
+                smap.begin_backward(full)
+            proj = StepProduct(W_p.t(), T, B) if W_p is not None else None
+            qrec = StepProduct(Q.t(), T, B) if fgr else None
+            mh = StepProduct(W_mh.t(), T, B) if mult else None
+            n_after = 0  # rows alive at step t + 1
+            for t in reversed(range(T)):
+                n = bs[t]
+                if n == 0:
+                    continue
+                if t < t0:  # the next chunk of factors, steps [t0, t]
+                    t0 = max(0, t + 1 - chunk)
+                    fac = chunks(t0, t + 1)
+                    f_ohp, f_igp, f_fc, f_sa = fac["OHp"], fac["IGp"], fac.get("F_c"), fac.get("SA")
+                    # each gate: (name, its δ rows in dPre, its factor K_g); o first: it feeds dc
+                    f_gates = [(g, dPg[g], fac[g]) for g in ("o", "i", "f") if g in qs]
+                r = t - t0
+                dpre = dPres[t]
+                dy = dyn = dy_next if full else dy_next[:n]
+                dcn = dc_next if full else dc_next[:n]
+                if dY_any and n > n_after:  # rows whose last step is t: their output error enters
+                    dy_next[n_after:n] += dYs[t][n_after:n]
+                if W_p is not None:
+                    DYs[t].copy_(dy)
+                    dy = proj.into(dyh_buf[:n], dy)  # dŷ
+                dc = torch.addcmul(dcn, dy, f_ohp[r], out=dc_buf[:n])
+                if dCs is not None:
+                    dc += dCs[t]
+                for g, dP, K in f_gates:  # δ_g = Σ_cells d ⊙ K_g, written into dPre
+                    d, out = (dy if g == "o" else dc), dP[t]
+                    if cpb == 1:
+                        torch.mul(d, K[r], out=out)
+                    else:
+                        torch.sum((d * K[r]).view(n, nb, cpb), -1, out=out)
+                    if fgr:  # + dq_g α σ'(·)
+                        out.addcmul_(dq_next[:n, qs[g]], f_sa[r][:, qs[g]])
+                    if g == "o" and peep and not fold:
+                        _add_peep(dc, out, P["o"], n, nb, cpb)
+                torch.mul(dc, f_igp[r], out=dPz[t])
+                # carried to step t-1
+                if f_fc is not None:
+                    torch.mul(dc, f_fc[r], out=dcn)
+                else:
+                    dcn.copy_(dc)
+                if peep and not fold:
+                    for g, dP, _ in f_gates:
+                        if g != "o":
+                            _add_peep(dcn, dP[t], P[g], n, nb, cpb)
+                if fgr:
+                    qrec.into(dq_next[:n], dPgates[t])
+                dY_prev = dYs[t - 1][:n] if (dY_any and t > 0) else None  # folded into the product
+                if mult:
+                    dm = rec(dpre)  # (n, M)
+                    du = torch.mul(dm, MXs[t], out=dUs[t])
+                    torch.mul(dm, Us[t], out=dMXs[t])
+                    mh.into(dyn, du, dY_prev)
+                elif smap is not None:
+                    smap.back_step(t, dpre, dyn, dY_prev)
+                else:
+                    rec.into(dyn, dpre, dY_prev)
+                n_after = n
         # ---- Eq. 18: weight gradients as a few large products after the time loop
         need = ctx.needs_input_grad
         dPre2 = dPre.view(T * B, D)

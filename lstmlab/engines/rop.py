@@ -36,6 +36,11 @@ order) with the Function's node, whose saved tensors and attributes are the tape
 
 A whole ``lstmlab.LSTM`` stack (layers, directions, F-/G-LSTM weights) is ``rop_stack``.
 
+Batch-major, where the native core is built, the steps of each chunk run in C++
+(``native.rop_rows_chunk``: one product R ẏ_{t-1} and one fused pass per step); the chunk's
+carried-independent terms and factors are formed here either way, and the loop below is its
+reference twin and fallback (all but mLSTM run natively).
+
 Hand-written, like the engine it extends: curvature products are this project's subject.
 """
 
@@ -48,7 +53,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from lstmlab.engines import bptt
+from lstmlab.engines import bptt, native
 from lstmlab.engines.bptt import _FactorChunks, _steps
 from lstmlab.nn.variants import CellSpec
 
@@ -274,16 +279,23 @@ def _r_forward(s: CellSpec, alpha, lay: _Layout, tt, batch_sizes, dw, dx, dh0, d
     Yhat = tt["Yh"] if (tt["Yh"] is not None or lay.features) else Y
     chunks = _FactorChunks(s, alpha, A, tt["HC"], tt["Z"], C, tt["c0"], Yhat, sdim, bs, full, P)
     fold = chunks.fold is not None
+    # the one place that picks the native loop (batch-major, all but mLSTM) or the loop below
+    go_native = not lay.features and not mult and native.use_native(s, x, True, True)
+    whole = False
     if _FORCED_CHUNK:
         chunks.chunk = chunks.rows = min(_FORCED_CHUNK[-1], T)
         cache = {}
     elif T * B * (s.n_q + 8 * H) * x.element_size() <= FACTOR_CACHE_BYTES:
         chunks.chunk = chunks.rows = T  # one chunk, formed once and kept in the tape's cache
-        if "factors" not in cache:
+        whole = True
+        if "factors" not in cache and not go_native:
             cache["factors"] = chunks(0, T)
     k_max = min(chunks.chunk, T)
     new = x.new_empty if full else x.new_zeros  # dead samples stay 0
     dYo, dCo = new(*shape(T, Hr)), new(*shape(T, H))
+    if go_native:  # the same steps in C++ (``engines/native``), a chunk at a time
+        _r_forward_native(s, tt, bs, dw, dP, dx, dh0, dc0, chunks, fold, whole, cache, dYo, dCo)
+        return dYo, dCo
     dYs, dCs = _steps(dYo, bs, full, sdim), _steps(dCo, bs, full, sdim)
     E_buf = x.new_empty(shape(k_max, D))  # the carried-independent part of ȧ, one chunk
     EP_buf = x.new_empty(shape(k_max, Hr)) if W_p is not None else None
@@ -354,6 +366,48 @@ def _r_forward(s: CellSpec, alpha, lay: _Layout, tt, batch_sizes, dw, dx, dh0, d
             q_prev = torch.mul(lay.rows(a, gsl), f_sa[r], out=alive(dq_buf, n))
         y_prev, c_prev = dy, dc
     return dYo, dCo
+
+
+def _r_forward_native(
+    s: CellSpec, tt, bs, dw, dP, dx, dh0, dc0, chunks, fold, whole, cache, dY, dC
+):
+    """``_r_forward``'s loop in the native core (batch-major): per chunk of steps, the
+    carried-independent terms and the factors formed here (``whole``: one chunk, its factors
+    kept in the tape's ``cache``), the steps run by ``native.rop_rows_chunk``."""
+    x, W_p = tt["x"], tt["W_p"]
+    T, B = x.shape[0], x.shape[1]
+    k = chunks.chunk if not whole else T
+
+    def prev(V: Tensor, v0: Tensor | None, t0: int, t1: int) -> Tensor | None:
+        if t0 > 0:
+            return V[t0 - 1 : t1 - 1]
+        return torch.cat([v0.unsqueeze(0), V[: t1 - 1]])
+
+    lay = _Layout(False, s.blocks, s.cells_per_block)
+    E_buf = x.new_empty(min(k, T), B, s.n_pre)
+    EP_buf = x.new_empty(min(k, T), B, s.recurrent_size) if W_p is not None else None
+    dq = x.new_zeros(B, s.n_q) if tt["Q"] is not None else None
+    dyh = x.new_empty(B, s.hidden_size) if W_p is not None else None
+    if whole and "factor_tensors" not in cache:
+        cache["factor_tensors"] = {n: v.contiguous() for n, v in chunks.tensors(0, T).items()}
+    for t0 in range(0, T, k):
+        t1 = min(T, t0 + k)
+        if bs[t0] == 0:
+            break
+        if whole:
+            fac = cache["factor_tensors"]
+        else:
+            fac = {n: v.contiguous() for n, v in chunks.tensors(t0, t1).items()}
+        E = E_buf[: t1 - t0]
+        _chunk_terms(E, s, lay, tt, dw, dP, dx, t0, t1, prev)
+        EP = None
+        if W_p is not None:
+            EP = EP_buf[: t1 - t0]
+            if dw.get("W_p") is None:
+                EP.zero_()
+            else:
+                torch.matmul(tt["Yh"][t0:t1], dw["W_p"].t(), out=EP)
+        native.rop_rows_chunk(s, E, fac, tt, EP, dh0, dc0, dY, dC, dq, dyh, t0, bs[t0:t1], fold)
 
 
 def _chunk_terms(E: Tensor, s: CellSpec, lay: _Layout, tt, dw, dP, dx, t0: int, t1: int, prev):

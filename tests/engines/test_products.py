@@ -3,7 +3,9 @@
 oneDNN runs only in float32, so the engine's two kernels are held together in float32 — each
 to the float64 autograd reference at float32 accuracy, and to each other — on every product
 the batch-major layout makes per step (R forward and backward, W_p, Q, W_mh), on padded
-batches of unequal lengths. ``StepProduct`` itself is held to ``torch.mm``."""
+batches of unequal lengths. ``StepProduct`` itself is held to ``torch.mm``. The products
+serve the Python loop of ``bptt_rows`` (the native core calls BLAS itself), so these tests run
+that loop (``native.forced_python``)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import pytest
 import torch
 
 from lstmlab import LSTM
+from lstmlab.engines import native
 from lstmlab.engines.bptt import forced_layout
 from lstmlab.engines.products import (
     MIN_ROWS,
@@ -110,7 +113,7 @@ def test_onednn_products_match_blas_and_autograd(kw, monkeypatch):
     results = {}
     for kind in ("blas", "onednn"):
         calls.clear()
-        with forced_layout("batch"), forced_products(kind):
+        with forced_layout("batch"), forced_products(kind), native.forced_python():
             results[kind] = _run(m32, x.float(), "bptt")
         assert bool(calls) == (kind == "onednn")  # the kernel asked for is the one that ran
     scale = max(g.abs().max().item() for g in g_ref)
@@ -151,7 +154,7 @@ def test_wide_layer_takes_onednn_and_matches_autograd(monkeypatch):
         kinds.append(self.kind)
 
     monkeypatch.setattr(StepProduct, "__init__", spy)
-    with forced_layout("batch"):
+    with forced_layout("batch"), native.forced_python():
         loss, grads = run(m32, x.float(), "bptt")
     assert kinds == ["onednn", "onednn"]  # R forward, Rᵀ backward
     assert abs(loss.item() - l_ref.item()) <= 1e-5 * abs(l_ref.item())

@@ -1,0 +1,198 @@
+"""lstmlab.TorchLSTM against torch.nn.LSTM (same weights) on issue 21's grid, training and
+inference, float32 and float64, 1 and 2 threads — the table of docs/benchmarks.md.
+
+    python benchmarks/bench_native.py                  # the whole grid, 5 paired repeats
+    python benchmarks/bench_native.py --repeats 3      # quicker
+    python benchmarks/bench_native.py --python         # also the Python loop (the fallback)
+    python benchmarks/bench_native.py --best           # also fastest / fastest
+    python benchmarks/bench_native.py --sizes '2000,1,64,64'
+    python benchmarks/bench_native.py --memory '5000,1,64,64'   # peak memory of one training step
+
+Each cell is the median over the repeats of (time of lstmlab) / (time of torch) measured back to
+back in the same repeat (below 1: lstmlab is faster). "train" is forward + backward of
+``out.sum()``, "inference" the forward under ``torch.no_grad()``. The engine picks its layout
+and loop as a user gets them (the native core where it is built, see ``lstmlab.engines.native``);
+``--python`` adds, in brackets, the ratio with the Python loop forced (what lstmlab ran before
+the native core). The first call of the process builds the native core if the cache lacks it;
+it happens before any timing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_lstm import paired, steady_malloc  # noqa: E402
+
+from lstmlab import TorchLSTM  # noqa: E402
+from lstmlab.engines import native  # noqa: E402
+from lstmlab.engines.native import build  # noqa: E402
+
+GRID = [
+    (100, 32, 64, 256),
+    (200, 32, 50, 256),
+    (50, 64, 512, 512),
+    (1000, 8, 32, 128),
+    (2000, 1, 64, 64),
+    (100, 1000, 2, 4),  # seed 000
+]
+# (dtype, mode, threads): the issue's columns, then float64 inference
+COLUMNS = [
+    ("float32", "train", 1),
+    ("float32", "inference", 1),
+    ("float32", "train", 2),
+    ("float32", "inference", 2),
+    ("float64", "train", 1),
+    ("float64", "inference", 1),
+]
+
+
+def body(module, x, mode: str):
+    if mode == "train":
+
+        def run():
+            out, _ = module(x)
+            out.sum().backward()
+
+    else:
+
+        def run():
+            with torch.no_grad():
+                module(x)
+
+    return run
+
+
+def python_loop(fn):
+    def run():
+        with native.forced_python():
+            fn()
+
+    return run
+
+
+def cell(
+    size, dtype_name: str, mode: str, threads: int, repeats: int, with_python: bool, with_best: bool
+) -> str:
+    T, B, I, H = size
+    dtype = getattr(torch, dtype_name)
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    ref = nn.LSTM(I, H, dtype=dtype)
+    ours = TorchLSTM(I, H, dtype=dtype)
+    ours.load_state_dict(ref.state_dict())
+    x = torch.randn(T, B, I, dtype=dtype)
+    fns = {"native": body(ours, x, mode)}
+    if with_python:
+        fns["python"] = python_loop(body(ours, x, mode))
+    t = paired(body(ref, x, mode), fns, repeats)
+    text = f"{t.ratio('native'):.2f}"
+    if with_python:
+        text += f" ({t.ratio('python'):.2f})"
+    if with_best:
+        text += f" [{t.best_ratio('native'):.2f}]"
+    return text
+
+
+_MEMORY_CHILD = """
+import resource, sys, torch
+from torch import nn
+from lstmlab import TorchLSTM
+from lstmlab.engines.native import build
+build.load()
+T, B, I, H = (int(v) for v in sys.argv[2].split(","))
+torch.set_num_threads(1)
+torch.manual_seed(0)
+ref = nn.LSTM(I, H)
+m = ref if sys.argv[1] == "torch" else TorchLSTM(I, H)
+m.load_state_dict(ref.state_dict())
+x = torch.randn(T, B, I)
+small = torch.randn(2, B, I)
+m(small)[0].sum().backward()  # load every kernel first
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+m(x)[0].sum().backward()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
+"""
+
+
+def peak_memory(size: tuple[int, ...]) -> str:
+    """Growth of the peak resident memory (MB) of a fresh process over one forward + backward
+    of ``size``, torch.nn.LSTM and lstmlab.TorchLSTM (float32, one thread)."""
+    import subprocess
+
+    out = {}
+    for who in ("torch", "lstmlab"):
+        arg = ",".join(map(str, size))
+        run = subprocess.run(
+            [sys.executable, "-c", _MEMORY_CHILD, who, arg], capture_output=True, text=True
+        )
+        if run.returncode != 0:
+            raise SystemExit(f"memory run failed: {run.stderr.strip().splitlines()[-1]}")
+        out[who] = int(run.stdout.split()[-1]) / 1024  # ru_maxrss: KiB on Linux
+    return (
+        f"| {', '.join(map(str, size))} | {out['torch']:.1f} | {out['lstmlab']:.1f} | "
+        f"{out['lstmlab'] / max(out['torch'], 1e-9):.2f} |"
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--repeats", type=int, default=5, help="paired repeats per cell")
+    ap.add_argument("--python", action="store_true", help="also time the Python loop")
+    ap.add_argument(
+        "--best", action="store_true", help="also fastest / fastest time, in square brackets"
+    )
+    ap.add_argument("--sizes", default=None, help="'T,B,I,H;T,B,I,H;...' instead of the grid")
+    ap.add_argument(
+        "--memory", default=None, help="'T,B,I,H': peak memory of one training step instead"
+    )
+    args = ap.parse_args()
+    if args.memory:
+        try:
+            size = tuple(int(v) for v in args.memory.split(","))
+        except ValueError:
+            size = ()
+        if len(size) != 4 or min(size) < 1:
+            ap.error(f"--memory {args.memory!r}: give four positive integers T,B,I,H")
+        print("peak resident memory growth over one float32 forward + backward, MB")
+        print("\n| (T, B, I, H) | torch.nn.LSTM | lstmlab.TorchLSTM | ratio |\n|---|---|---|---|")
+        print(peak_memory(size))
+        return
+    sizes = GRID
+    if args.sizes:
+        try:
+            sizes = [tuple(int(v) for v in part.split(",")) for part in args.sizes.split(";")]
+        except ValueError:
+            ap.error(f"--sizes {args.sizes!r}: give 'T,B,I,H;T,B,I,H;...' (integers)")
+        if any(len(s) != 4 or min(s) < 1 for s in sizes):
+            ap.error(f"--sizes {args.sizes!r}: each size is four positive integers T,B,I,H")
+    if args.repeats < 1:
+        ap.error("--repeats must be >= 1")
+    memory = steady_malloc()
+    loaded = build.load()  # build (or load) the native core before any timing
+    print(
+        f"torch {torch.__version__}, native core {'loaded' if loaded else 'NOT available'}, "
+        f"{memory}, median of {args.repeats} paired repeats"
+    )
+    print("\nlstmlab.TorchLSTM time / torch.nn.LSTM time (below 1: lstmlab faster)")
+    if args.python:
+        print("(in brackets: the same with the Python loop forced)")
+    if args.best:
+        print("[in square brackets: lstmlab's fastest time / torch's fastest time]")
+    head = " | ".join(f"f{d[5:]} {m}, {n} thr" for d, m, n in COLUMNS)
+    print(f"\n| (T, B, I, H) | {head} |")
+    print("|---|" + "---|" * len(COLUMNS))
+    for size in sizes:
+        cells = [cell(size, d, m, n, args.repeats, args.python, args.best) for d, m, n in COLUMNS]
+        print(f"| {', '.join(map(str, size))} | " + " | ".join(cells) + " |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

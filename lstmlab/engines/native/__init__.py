@@ -1,0 +1,237 @@
+"""The native core: the bptt engine's batch-major time loop in C++ on ATen (``lstm_rows.cpp``).
+
+The Python loop of ``engines/bptt_rows.py`` issues about ten small ATen calls per step, each
+below ATen's parallel grain and each paying the interpreter; for small batches (batch 1 above
+all) that overhead is the whole cost. The native core runs the same steps in C++: per forward
+step one recurrent product into the step's preallocated pre-activation rows (the BLAS torch
+links, called on raw pointers; in float32 on a weight packed once per call) and one fused
+elementwise pass over the rows alive; per backward step one fused pass and one product; the
+input projection and the weight gradients stay large products over many steps. The Python loop
+stays as the reference twin and the fallback: both compute the same numbers up to round-off
+(``tests/engines/test_native.py``).
+
+``use_native(spec, x, dense, sigmoid_form)`` is the one place that decides which loop runs a layer-direction:
+the native one when the core is loaded (``build.load``: built once per machine into torch's
+extension cache), the tensors are float32 or float64 on the CPU, nothing forces the Python loop
+(``forced_python``, or ``LSTMLAB_NATIVE=0`` in the environment), and the variant is one the core
+covers: every gate set (NIG, NFG, NOG, CIFG), peepholes, blocks of cells sharing gates, every
+block-input / cell-output activation (NIAF, NOAF, lstm97's bipolar ones), gate sharpness α, full
+gate recurrence (FGR, lstm97) and a projection — all but mLSTM and the structured F-LSTM /
+G-LSTM maps (``engines/structured``), which run the Python loop.
+
+Hand-written: the engine is this project's subject.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import Tensor
+
+from lstmlab.engines.native import build
+from lstmlab.nn.variants import CellSpec
+
+__all__ = [
+    "backward_rows",
+    "covers",
+    "forced_python",
+    "forward_rows",
+    "rop_rows_chunk",
+    "use_native",
+]
+
+_ACT = {"identity": 0, "tanh": 1, "bipolar1": 2, "bipolar2": 3}  # codes of lstm_rows.cpp
+_FORCED: list[bool] = []  # set by ``forced_python`` (tests, benchmarks)
+
+
+@contextmanager
+def forced_python() -> Iterator[None]:
+    """Run the Python loop for every layer-direction inside the block (tests, benchmarks)."""
+    _FORCED.append(True)
+    try:
+        yield
+    finally:
+        _FORCED.pop()
+
+
+def covers(spec: CellSpec) -> bool:
+    """Whether the native core computes this variant (see the module docstring)."""
+    ordered = tuple(g for g in ("i", "f", "o") if g in spec.gates) == spec.gates
+    return spec.multiplicative_size is None and ordered
+
+
+def use_native(spec: CellSpec, x: Tensor, dense: bool, sigmoid_form: bool) -> bool:
+    """Whether the layer-direction of ``spec`` on inputs like ``x`` runs the native loop.
+    ``dense``: its weights are the dense W and R (not F-LSTM's factors / G-LSTM's groups);
+    ``sigmoid_form``: the weights carry the tanh family's argument scale of the sigmoid form
+    (``bptt._SIGMOID_FORM``), the one the native loop evaluates."""
+    if _FORCED or not dense or not sigmoid_form or not covers(spec):
+        return False
+    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
+        return False
+    return build.load()
+
+
+def _config(spec: CellSpec, chunk: int) -> list[int]:
+    g = spec.gates
+    return [
+        spec.hidden_size,
+        spec.cells_per_block,
+        int("i" in g),
+        int("f" in g),
+        int("o" in g),
+        int(spec.coupled),
+        int(spec.peepholes),
+        _ACT[spec.g],
+        _ACT[spec.h],
+        chunk,
+    ]
+
+
+def _c(t: Tensor | None) -> Tensor | None:
+    return None if t is None else t.contiguous()
+
+
+def forward_rows(
+    spec: CellSpec,
+    bs: list[int],
+    chunk: int,
+    x2: Tensor,
+    Ws: Tensor,
+    bias: Tensor,
+    Rs: Tensor,
+    h0: Tensor,
+    c0: Tensor,
+    ZA: Tensor,
+    C: Tensor,
+    HC: Tensor,
+    Y: Tensor,
+    Yh: Tensor | None,
+    W_p: Tensor | None,
+    Qs: Tensor | None,
+    Ps: dict[str, Tensor | None],
+) -> None:
+    """The forward time loop of ``bptt_rows`` (weights with α and the block input's scale
+    folded in): fills ZA (T, B, D) = [g(z) | gates], C, HC = h(C), Y (T, B, ·) and Yh (the
+    projection's input) in place, over the first ``bs[t]`` rows of each step. The input
+    projection x2 (T·B, I) Wsᵀ + bias is formed ``chunk`` steps at a time."""
+    torch.ops.lstmlab_native.forward_rows(
+        x2,
+        Ws.t().contiguous(),  # (I, D): the products run fastest on row-major right operands
+        bias,
+        Rs.t().contiguous(),
+        h0.contiguous(),
+        c0.contiguous(),
+        ZA,
+        C,
+        HC,
+        Y,
+        Yh,
+        None if W_p is None else W_p.t().contiguous(),
+        None if Qs is None else Qs.t().contiguous(),
+        _c(Ps.get("i")),
+        _c(Ps.get("f")),
+        _c(Ps.get("o")),
+        bs,
+        _config(spec, chunk),
+    )
+
+
+def backward_rows(
+    spec: CellSpec,
+    alpha: dict[str, float],
+    bs: list[int],
+    ZA: Tensor,
+    C: Tensor,
+    HC: Tensor,
+    c0: Tensor,
+    R: Tensor,
+    W_p: Tensor | None,
+    Q: Tensor | None,
+    P: dict[str, Tensor | None],
+    dY: Tensor | None,
+    dC: Tensor | None,
+    dPre: Tensor,
+    DY: Tensor | None,
+    dy_next: Tensor,
+    dc_next: Tensor,
+    dq_next: Tensor | None,
+) -> None:
+    """The backward time loop of ``bptt_rows`` (raw weights, α explicit): writes δ of every
+    step into dPre (T, B, D) (and dy into DY with a projection), leaving dy_next, dc_next the
+    gradients of h0, c0."""
+    torch.ops.lstmlab_native.backward_rows(
+        ZA,
+        C,
+        HC,
+        c0,
+        R.detach().contiguous(),
+        None if W_p is None else W_p.detach().contiguous(),
+        None if Q is None else Q.detach().contiguous(),
+        _c(P.get("i")),
+        _c(P.get("f")),
+        _c(P.get("o")),
+        dY,
+        dC,
+        dPre,
+        DY,
+        dy_next,
+        dc_next,
+        dq_next,
+        bs,
+        _config(spec, 1),
+        [float(alpha.get(g, 1.0)) for g in ("i", "f", "o")],
+    )
+
+
+def rop_rows_chunk(
+    spec: CellSpec,
+    E: Tensor,
+    fac: dict[str, Tensor],
+    tt: dict[str, Tensor | None],
+    EP: Tensor | None,
+    dh0: Tensor | None,
+    dc0: Tensor | None,
+    dY: Tensor,
+    dC: Tensor,
+    dq: Tensor | None,
+    dyh: Tensor | None,
+    t0: int,
+    bs: list[int],
+    fold: bool,
+) -> None:
+    """The R-forward steps t0 … t0 + len(bs) - 1 of ``rop`` (batch-major): E (k, B, D) the
+    carried-independent part of each step's pre-activation tangents (completed in place), ``fac``
+    the backward's derivative factors of those steps ((k, B, ·), every sample; ``fold``: the
+    peepholes folded into them), ``tt`` the tape's weights; writes the tangents of y and c into
+    dY, dC (T, B, ·) at those steps. dq, dyh: buffers carried between chunks (full gate
+    recurrence, projection)."""
+    torch.ops.lstmlab_native.rop_rows_chunk(
+        E,
+        fac["OHp"],
+        fac["IGp"],
+        fac.get("F_c"),
+        fac["SA"],
+        fac.get("i"),
+        fac.get("f"),
+        fac.get("o"),
+        _c(tt["R"]),
+        _c(tt["Q"]),
+        _c(tt["W_p"]),
+        EP,
+        _c(tt["P_i"]),
+        _c(tt["P_f"]),
+        _c(tt["P_o"]),
+        _c(dh0),
+        _c(dc0),
+        dY,
+        dC,
+        dq,
+        dyh,
+        t0,
+        bs,
+        _config(spec, 1),
+        fold,
+    )

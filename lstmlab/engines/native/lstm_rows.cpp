@@ -1,0 +1,365 @@
+// The bptt engine's batch-major time loop (lstmlab/engines/bptt_rows.py) in C++ on ATen.
+//
+// Hand-written: the engine is this project's subject. The Python side (bptt_rows) prepares
+// every buffer exactly as its own loop does (weights with alpha and the block input's argument
+// scale folded in, the (T, B, D) activation tensor ZA = [g(z) | gate activations], C, h(C), Y)
+// and hands them here; this file runs the steps. Per forward step: the input projection
+// W x_t + b one large product per chunk of steps, one recurrent product R y_{t-1} added into
+// the step's rows of ZA (at::addmm_, no allocation), the full gate recurrence's Q q_{t-1} and
+// a projection's W_p y_hat where a variant has them, and ONE fused pass over the rows alive
+// (at::parallel_for) for everything elementwise: peepholes, gate sigmoids, block input and
+// cell output activations, the cell update, y_hat = o h(c). Per backward step: dy_hat = dy W_p
+// (projection), one fused pass forming the error responsibilities of every gate and of the
+// block input from the saved activations and the carried errors, dq = delta_gates Q (full gate
+// recurrence), and one product dy_{t-1} = delta R (+ the output error of step t-1, folded in).
+// The weight gradients stay single large products after the loop, in Python.
+//
+// Equations (rows = samples; a gate's value broadcast over the cpb cells of its block; alpha
+// folded into the forward weights, raw weights and alpha explicit in the backward):
+//   forward   a_i += P_i c_{t-1}, a_f += P_f c_{t-1}; i, f = sigma(a); z = k sigma(a_z) - k/2
+//             c = f c_{t-1} + i z  (CIFG: c_{t-1} + i (z - c_{t-1}); no f: c_{t-1} + i z)
+//             h(c) = k' sigma(s' c) - k'/2;  a_o += P_o c; o = sigma(a_o);  y_hat = o h(c)
+//   backward  delta_o = sum_cells dy_hat h(c) alpha_o o(1-o) (+ dq_o alpha_o o(1-o))
+//             dc = dc_carried + dy_hat o h'(c) + P_o delta_o
+//             delta_i = sum_cells dc K_i alpha_i i(1-i), K_i = z (CIFG: z - c_{t-1})
+//             delta_f = sum_cells dc c_{t-1} alpha_f f(1-f);   delta_z = dc i g'(z)
+//             dc_{t-1} = dc F_c + P_i delta_i + P_f delta_f,  F_c = f (CIFG 1 - i; no f: 1)
+// The tanh family goes through the logistic sigmoid as on the Python side (tanh(a) =
+// 2 sigma(2a) - 1, bipolar1 = 2 sigma(a) - 1, bipolar2 = 4 sigma(a) - 2), so that both loops
+// compute the same numbers up to round-off.
+
+
+#include <torch/library.h>
+
+#include "rows_common.h"
+
+namespace {
+
+using namespace lstmlab_native;
+
+// ---------------------------------------------------------------------------------- forward
+template <typename T>
+void forward_rows_kernel(const Layout& L, int64_t n, T* pre0, int64_t pre_stride, const T* cp0,
+                         int64_t cp_stride, T* c0_, T* hc0, T* yh0, int64_t h_stride,
+                         const T* Pi, const T* Pf, const T* Po) {
+  const int64_t H = L.H, cpb = L.cpb, nb = L.nb;
+  const T gk = T(act_k(L.g_act)), g_off = -gk / T(2);
+  const T hs = T(act_s(L.h_act)), hk = T(act_k(L.h_act)), h_off = -hk / T(2);
+  const int64_t lo = L.sig_lo(), hi = L.sig_hi();
+  at::parallel_for(0, n, grain(L.D + 4 * H), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      T* pre = pre0 + r * pre_stride;
+      const T* cp = cp0 + r * cp_stride;
+      T* c = c0_ + r * h_stride;
+      T* hc = hc0 + r * h_stride;
+      T* yh = yh0 + r * h_stride;
+      if (L.peep) {  // the input and forget gates see c_{t-1}
+        for (const auto& [off, P] : {std::pair<int64_t, const T*>{L.off_i, Pi}, {L.off_f, Pf}}) {
+          if (off < 0) continue;
+          T* a = pre + off;
+          if (cpb == 1) {
+            for (int64_t j = 0; j < nb; ++j) a[j] += cp[j] * P[j];
+          } else {
+            for (int64_t j = 0; j < nb; ++j) {
+              T s = 0;
+              for (int64_t k = 0; k < cpb; ++k) s += cp[j * cpb + k] * P[j * cpb + k];
+              a[j] += s;
+            }
+          }
+        }
+      }
+      // one sigmoid pass over the rows [lo, hi); the block input, when in it, then becomes
+      // k sigma(a) - k/2 (its argument scale is in the weights)
+      if (lo == 0) {
+        sigmoid_affine(pre, pre, H, T(1), gk, g_off);
+        sigmoid_affine(pre + H, pre + H, hi - H, T(1), T(1), T(0));
+      } else if (hi > lo) {
+        sigmoid_affine(pre + lo, pre + lo, hi - lo, T(1), T(1), T(0));
+      }
+      const T* z = pre;
+      const T* gi = L.has_i ? pre + L.off_i : nullptr;
+      const T* gf = L.has_f ? pre + L.off_f : nullptr;
+      for (int64_t d = 0; d < H; ++d) {
+        const int64_t j = cpb == 1 ? d : d / cpb;
+        T cv;
+        if (L.coupled) {
+          cv = cp[d] + gi[j] * (z[d] - cp[d]);
+        } else if (gf != nullptr) {
+          cv = gf[j] * cp[d] + (gi != nullptr ? gi[j] * z[d] : z[d]);
+        } else {
+          cv = cp[d] + (gi != nullptr ? gi[j] * z[d] : z[d]);
+        }
+        c[d] = cv;
+      }
+      if (L.h_act == IDENTITY) {
+        std::memcpy(hc, c, sizeof(T) * H);
+      } else {
+        sigmoid_affine(c, hc, H, hs, hk, h_off);
+      }
+      if (L.has_o) {
+        T* o = pre + L.off_o;
+        if (L.peep) {  // the output gate sees c_t
+          for (int64_t j = 0; j < nb; ++j) {
+            T s = 0;
+            for (int64_t k = 0; k < cpb; ++k) s += c[j * cpb + k] * Po[j * cpb + k];
+            o[j] = sigmoid(o[j] + s);
+          }
+        }
+        for (int64_t d = 0; d < H; ++d) yh[d] = o[cpb == 1 ? d : d / cpb] * hc[d];
+      } else {
+        for (int64_t d = 0; d < H; ++d) yh[d] = hc[d];
+      }
+    }
+  });
+}
+
+template <typename T>
+inline const T* ptr_or_null(const c10::optional<at::Tensor>& t) {
+  return t.has_value() && t->defined() ? t->data_ptr<T>() : nullptr;
+}
+
+void forward_rows(const at::Tensor& x2, const at::Tensor& Wt, const at::Tensor& bias,
+                  const at::Tensor& Rt, const at::Tensor& h0, const at::Tensor& c0,
+                  at::Tensor ZA, at::Tensor C, at::Tensor HC, at::Tensor Y,
+                  const c10::optional<at::Tensor>& Yh, const c10::optional<at::Tensor>& Wpt,
+                  const c10::optional<at::Tensor>& Qt, const c10::optional<at::Tensor>& Pi,
+                  const c10::optional<at::Tensor>& Pf, const c10::optional<at::Tensor>& Po,
+                  at::IntArrayRef batch_sizes, at::IntArrayRef cfg) {
+  const Layout L(cfg);
+  const int64_t T = Y.size(0), B = ZA.size(1), D = ZA.size(2), H = L.H, Hr = Y.size(2);
+  TORCH_CHECK(D == L.D, "lstmlab native core: ZA has ", D, " pre-activation rows, expected ", L.D);
+  TORCH_CHECK(int64_t(batch_sizes.size()) == T, "lstmlab native core: ", batch_sizes.size(),
+              " batch sizes for ", T, " steps");
+  for (const at::Tensor* t : std::initializer_list<const at::Tensor*>{&ZA, &C, &HC, &Y, &Rt, &h0, &c0})
+    TORCH_CHECK(t->is_contiguous(), "lstmlab native core: the step buffers must be contiguous");
+  const int64_t k = std::max<int64_t>(1, cfg[C_CHUNK]);
+  const bool proj = Wpt.has_value() && Wpt->defined();
+  const bool fgr = Qt.has_value() && Qt->defined();
+  TORCH_CHECK(!proj || (Yh->is_contiguous() && Wpt->is_contiguous()), "lstmlab native core: Yh");
+  TORCH_CHECK(!fgr || Qt->is_contiguous(), "lstmlab native core: Q must be contiguous");
+  at::Tensor Yhat = proj ? *Yh : Y;
+  // ZA, h(C) and y_hat hold every step, or (no backward to come) a ring of steps: ZA one chunk
+  // of k steps, h(C) and y_hat one step
+  const int64_t rz = ZA.size(0), rh = HC.size(0), ry = Yhat.size(0);
+  TORCH_CHECK(rz == T || (rz == k && !fgr), "lstmlab native core: ZA holds ", rz, " steps");
+  TORCH_CHECK((rh == T || rh == 1) && (ry == T || ry == 1), "lstmlab native core: h(C) steps");
+  at::Tensor ZA2 = ZA.view({rz * B, D});
+  AT_DISPATCH_FLOATING_TYPES(ZA.scalar_type(), "lstmlab_forward_rows", [&] {
+    using S = scalar_t;
+    const S* Pi_ = ptr_or_null<S>(Pi);
+    const S* Pf_ = ptr_or_null<S>(Pf);
+    const S* Po_ = ptr_or_null<S>(Po);
+    S* za = ZA.data_ptr<S>();
+    S* c = C.data_ptr<S>();
+    S* hc = HC.data_ptr<S>();
+    S* y = Y.data_ptr<S>();
+    S* yh = Yhat.data_ptr<S>();
+    const S* R_ = Rt.data_ptr<S>();
+    const S* Wp_ = proj ? Wpt->data_ptr<S>() : nullptr;
+    const S* Q_ = fgr ? Qt->data_ptr<S>() : nullptr;
+    const S* y_prev = h0.data_ptr<S>();
+    const S* c_prev = c0.data_ptr<S>();
+    const StepProduct<S> rec(R_, D, Hr, D, B, T);  // + R y_{t-1}
+    for (int64_t t = 0; t < T; ++t) {
+      const int64_t n = batch_sizes[t];
+      if (n == 0) break;
+      if (t % k == 0) {  // the input projection of the next chunk of steps: one large product
+        const int64_t m = std::min(k, T - t);
+        at::Tensor out = ZA2.narrow(0, (t % rz) * B, m * B);
+        at::addmm_out(out, bias, x2.narrow(0, t * B, m * B), Wt);
+      }
+      S* pre = za + (t % rz) * B * D;
+      rec(n, y_prev, Hr, S(1), pre, D);
+      if (fgr && t > 0) {  // full gate recurrence: + Q q_{t-1} on the gate rows
+        gemm_rows<S>(n, L.G, L.G, pre - B * D + H, D, Q_, L.G, S(1), pre + H, D);
+      }
+      S* c_t = c + t * B * H;
+      S* yh_t = yh + (t % ry) * B * H;
+      forward_rows_kernel<S>(L, n, pre, D, c_prev, H, c_t, hc + (t % rh) * B * H, yh_t, H, Pi_, Pf_,
+                             Po_);
+      S* y_t = y + t * B * Hr;
+      if (proj) gemm_rows<S>(n, Hr, H, yh_t, H, Wp_, Hr, S(0), y_t, Hr);
+      y_prev = y_t;
+      c_prev = c_t;
+    }
+  });
+}
+
+// --------------------------------------------------------------------------------- backward
+template <typename T>
+void backward_rows_kernel(const Layout& L, int64_t n, const T* za0, const T* c0_,
+                          const T* hc0, const T* cp0, int64_t cp_stride, const T* dyh0,
+                          int64_t dyh_stride, T* dc0, const T* dq0, T* dpre0, const T* Pi,
+                          const T* Pf, const T* Po, T al_i, T al_f, T al_o) {
+  const int64_t H = L.H, cpb = L.cpb, nb = L.nb, D = L.D, G = L.G;
+  at::parallel_for(0, n, grain(D + 6 * H), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const T* za = za0 + r * D;
+      const T* z = za;
+      const T* c = c0_ + r * H;
+      const T* hc = hc0 + r * H;
+      const T* cp = cp0 + r * cp_stride;
+      const T* dyh = dyh0 + r * dyh_stride;
+      T* dc = dc0 + r * H;  // in: the carried dc_t, out: dc_{t-1}
+      const T* dq = dq0 != nullptr ? dq0 + r * G : nullptr;
+      T* dpre = dpre0 + r * D;
+      const T* gi = L.has_i ? za + L.off_i : nullptr;
+      const T* gf = L.has_f ? za + L.off_f : nullptr;
+      const T* go = L.has_o ? za + L.off_o : nullptr;
+      for (int64_t j = 0; j < nb; ++j) {
+        const int64_t c0j = j * cpb;
+        // output gate: delta_o, then dc = carried + dy_hat o h'(c) + P_o delta_o
+        T d_o = 0;
+        if (go != nullptr) {
+          const T o = go[j], sa = al_o * (o - o * o);
+          for (int64_t q = 0; q < cpb; ++q) d_o += dyh[c0j + q] * (hc[c0j + q] * sa);
+          if (dq != nullptr) d_o += dq[L.off_o - H + j] * sa;
+          dpre[L.off_o + j] = d_o;
+          for (int64_t q = 0; q < cpb; ++q) {
+            const int64_t d = c0j + q;
+            T v = dc[d] + dyh[d] * times_derivative<T>(L.h_act, o, hc[d]);
+            if (L.peep) v += Po[d] * d_o;
+            dc[d] = v;
+          }
+        } else {
+          for (int64_t q = 0; q < cpb; ++q) {
+            const int64_t d = c0j + q;
+            dc[d] += dyh[d] * times_derivative<T>(L.h_act, T(1), hc[d]);
+          }
+        }
+        // input and forget gates: sums over the block's cells
+        T d_i = 0, d_f = 0;
+        if (gi != nullptr) {
+          const T i = gi[j], sa = al_i * (i - i * i);
+          for (int64_t q = 0; q < cpb; ++q) {
+            const int64_t d = c0j + q;
+            const T K = L.coupled ? z[d] - cp[d] : z[d];
+            d_i += dc[d] * (K * sa);
+          }
+          if (dq != nullptr) d_i += dq[L.off_i - H + j] * sa;
+          dpre[L.off_i + j] = d_i;
+        }
+        if (gf != nullptr) {
+          const T f = gf[j], sa = al_f * (f - f * f);
+          for (int64_t q = 0; q < cpb; ++q) d_f += dc[c0j + q] * (cp[c0j + q] * sa);
+          if (dq != nullptr) d_f += dq[L.off_f - H + j] * sa;
+          dpre[L.off_f + j] = d_f;
+        }
+        // block input, and the error carried to c_{t-1}
+        const T iw = gi != nullptr ? gi[j] : T(1);
+        const T F = L.coupled ? T(1) - gi[j] : (gf != nullptr ? gf[j] : T(1));
+        for (int64_t q = 0; q < cpb; ++q) {
+          const int64_t d = c0j + q;
+          dpre[d] = dc[d] * times_derivative<T>(L.g_act, iw, z[d]);
+          T v = dc[d] * F;
+          if (L.peep) {
+            if (gi != nullptr) v += Pi[d] * d_i;
+            if (gf != nullptr) v += Pf[d] * d_f;
+          }
+          dc[d] = v;
+        }
+      }
+    }
+  });
+}
+
+void backward_rows(const at::Tensor& ZA, const at::Tensor& C, const at::Tensor& HC,
+                   const at::Tensor& c0, const at::Tensor& R, const c10::optional<at::Tensor>& Wp,
+                   const c10::optional<at::Tensor>& Q, const c10::optional<at::Tensor>& Pi,
+                   const c10::optional<at::Tensor>& Pf, const c10::optional<at::Tensor>& Po,
+                   const c10::optional<at::Tensor>& dY, const c10::optional<at::Tensor>& dC,
+                   at::Tensor dPre, const c10::optional<at::Tensor>& DY, at::Tensor dy_next,
+                   at::Tensor dc_next, const c10::optional<at::Tensor>& dq_next,
+                   at::IntArrayRef batch_sizes, at::IntArrayRef cfg,
+                   at::ArrayRef<double> alpha) {
+  const Layout L(cfg);
+  const int64_t T = ZA.size(0), B = ZA.size(1), D = ZA.size(2), H = L.H;
+  const int64_t Hr = dy_next.size(1), G = L.G;
+  TORCH_CHECK(D == L.D, "lstmlab native core: ZA has ", D, " pre-activation rows, expected ", L.D);
+  TORCH_CHECK(alpha.size() == 3, "lstmlab native core: alpha must be (i, f, o)");
+  TORCH_CHECK(int64_t(batch_sizes.size()) == T, "lstmlab native core: ", batch_sizes.size(),
+              " batch sizes for ", T, " steps");
+  for (const at::Tensor* t :
+       std::initializer_list<const at::Tensor*>{&ZA, &C, &HC, &dPre, &dy_next, &dc_next, &R})
+    TORCH_CHECK(t->is_contiguous(), "lstmlab native core: the step buffers must be contiguous");
+  const bool proj = Wp.has_value() && Wp->defined();
+  const bool fgr = Q.has_value() && Q->defined();
+  // the incoming gradients may be any strided tensors (an expanded ones tensor, say)
+  const at::Tensor dYc = dY.has_value() && dY->defined() ? dY->contiguous() : at::Tensor();
+  const at::Tensor dCc = dC.has_value() && dC->defined() ? dC->contiguous() : at::Tensor();
+  at::Tensor dyh_buf = proj ? at::empty({B, H}, dy_next.options()) : at::Tensor();
+  const at::Tensor c0c = c0.contiguous();
+  TORCH_CHECK(!proj || (Wp->is_contiguous() && DY->is_contiguous()), "lstmlab native core: W_p");
+  TORCH_CHECK(!fgr || (Q->is_contiguous() && dq_next->is_contiguous()), "lstmlab native core: Q");
+  AT_DISPATCH_FLOATING_TYPES(ZA.scalar_type(), "lstmlab_backward_rows", [&] {
+    using S = scalar_t;
+    const S* Pi_ = ptr_or_null<S>(Pi);
+    const S* Pf_ = ptr_or_null<S>(Pf);
+    const S* Po_ = ptr_or_null<S>(Po);
+    const S* za = ZA.data_ptr<S>();
+    const S* c = C.data_ptr<S>();
+    const S* hc = HC.data_ptr<S>();
+    const S* R_ = R.data_ptr<S>();
+    const S* Wp_ = proj ? Wp->data_ptr<S>() : nullptr;
+    const S* Q_ = fgr ? Q->data_ptr<S>() : nullptr;
+    const S* dY_ = dYc.defined() ? dYc.data_ptr<S>() : nullptr;
+    const S* dC_ = dCc.defined() ? dCc.data_ptr<S>() : nullptr;
+    S* dq = fgr ? dq_next->data_ptr<S>() : nullptr;
+    S* dpre0 = dPre.data_ptr<S>();
+    S* dy = dy_next.data_ptr<S>();
+    S* dc = dc_next.data_ptr<S>();
+    S* DY_ = proj ? DY->data_ptr<S>() : nullptr;
+    S* dyh = proj ? dyh_buf.data_ptr<S>() : dy;
+    int64_t n_after = 0;  // rows alive at step t + 1
+    const StepProduct<S> rec(R_, Hr, D, Hr, B, T);  // dy_{t-1} = delta R
+    for (int64_t t = T - 1; t >= 0; --t) {
+      const int64_t n = batch_sizes[t];
+      if (n == 0) continue;
+      if (dY_ != nullptr && n > n_after) {  // rows whose last step is t: their output error
+        const S* src = dY_ + t * B * Hr;
+        for (int64_t i = n_after * Hr; i < n * Hr; ++i) dy[i] += src[i];
+      }
+      if (proj) {  // dy_hat = dy W_p
+        std::memcpy(DY_ + t * B * Hr, dy, sizeof(S) * n * Hr);
+        gemm_rows<S>(n, H, Hr, dy, Hr, Wp_, H, S(0), dyh, H);
+      }
+      if (dC_ != nullptr) {
+        const S* src = dC_ + t * B * H;
+        for (int64_t i = 0; i < n * H; ++i) dc[i] += src[i];
+      }
+      const S* cp = t > 0 ? c + (t - 1) * B * H : c0c.data_ptr<S>();
+      S* dpre = dpre0 + t * B * D;
+      backward_rows_kernel<S>(L, n, za + t * B * D, c + t * B * H, hc + t * B * H, cp, H, dyh,
+                              H, dc, dq, dpre, Pi_, Pf_, Po_, S(alpha[0]), S(alpha[1]),
+                              S(alpha[2]));
+      if (fgr) gemm_rows<S>(n, G, G, dpre + H, D, Q_, G, S(0), dq, G);  // dq = delta_gates Q
+      if (dY_ != nullptr && t > 0) {  // dy_{t-1} = delta R + the output error of step t-1
+        std::memcpy(dy, dY_ + (t - 1) * B * Hr, sizeof(S) * n * Hr);
+        rec(n, dpre, D, S(1), dy, Hr);
+      } else {
+        rec(n, dpre, D, S(0), dy, Hr);
+      }
+      n_after = n;
+    }
+  });
+}
+
+}  // namespace
+
+TORCH_LIBRARY(lstmlab_native, m) {
+  m.def(
+      "forward_rows(Tensor x2, Tensor Wt, Tensor bias, Tensor Rt, Tensor h0, Tensor c0, "
+      "Tensor(a!) ZA, Tensor(b!) C, Tensor(c!) HC, Tensor(d!) Y, Tensor(e!)? Yh, Tensor? Wpt, "
+      "Tensor? Qt, Tensor? Pi, Tensor? Pf, Tensor? Po, int[] batch_sizes, int[] cfg) -> ()");
+  m.def(
+      "backward_rows(Tensor ZA, Tensor C, Tensor HC, Tensor c0, Tensor R, Tensor? Wp, Tensor? Q, "
+      "Tensor? Pi, Tensor? Pf, Tensor? Po, Tensor? dY, Tensor? dC, Tensor(a!) dPre, "
+      "Tensor(b!)? DY, Tensor(c!) dy_next, Tensor(d!) dc_next, Tensor(e!)? dq_next, "
+      "int[] batch_sizes, int[] cfg, float[] alpha) -> ()");
+}
+
+TORCH_LIBRARY_IMPL(lstmlab_native, CPU, m) {
+  m.impl("forward_rows", &forward_rows);
+  m.impl("backward_rows", &backward_rows);
+}
+

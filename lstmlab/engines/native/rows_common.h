@@ -1,0 +1,249 @@
+// Shared by the native core's loops (lstm_rows.cpp: forward and backward; rop_rows.cpp: the
+// R-forward pass): the layout of the pre-activations, the vectorisable sigmoid, the products.
+// Hand-written: the engine is this project's subject.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <climits>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
+namespace lstmlab_native {
+namespace {  // each source file gets its own copy (the target_clones functions too)
+
+// activation codes shared with lstmlab/engines/native/__init__.py
+enum Act : int64_t { IDENTITY = 0, TANH = 1, BIPOLAR1 = 2, BIPOLAR2 = 3 };
+
+// config layout shared with lstmlab/engines/native/__init__.py
+enum Cfg : int64_t {
+  C_H = 0, C_CPB, C_HAS_I, C_HAS_F, C_HAS_O, C_COUPLED, C_PEEP, C_G, C_H_ACT, C_CHUNK, C_LEN
+};
+
+// sigmoid form of the tanh family: f(a) = k sigma(s a) - k/2, as (s, k)
+inline double act_s(int64_t a) { return a == TANH ? 2.0 : 1.0; }
+inline double act_k(int64_t a) { return a == BIPOLAR2 ? 4.0 : 2.0; }
+
+template <typename T>
+inline T sigmoid(T a) {
+  return T(1) / (T(1) + std::exp(-a));
+}
+
+// ---- a vectorisable exp, for the elementwise passes: exp(x) = 2^n e^r, n = round(x / ln 2),
+// r = x - n ln 2 in [-ln2/2, ln2/2] (ln 2 split in two so that n ln2_hi is exact), e^r by its
+// Taylor series (float: to r^7, double: to r^13; the first term left out is below half an
+// ulp), 2^n built in the exponent bits. No calls and no branches, so that the compiler
+// vectorises the loops below; each is compiled for AVX-512, AVX2 and the baseline and picked
+// at load time (target_clones), so the library runs on any x86-64.
+inline float exp_poly(float x) {
+  x = std::min(std::max(x, -87.0f), 88.0f);
+  const float magic = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
+  const float t = x * 1.44269504088896341f + magic;
+  const float n = t - magic;
+  const float r = (x - n * 0.693359375f) - n * -2.12194440e-4f;
+  float p = 1.0f / 5040.0f;
+  p = p * r + 1.0f / 720.0f;
+  p = p * r + 1.0f / 120.0f;
+  p = p * r + 1.0f / 24.0f;
+  p = p * r + 1.0f / 6.0f;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  int32_t ti, mi;
+  std::memcpy(&ti, &t, 4);
+  std::memcpy(&mi, &magic, 4);
+  const int32_t e = (ti - mi + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &e, 4);
+  return p * scale;
+}
+
+inline double exp_poly(double x) {
+  x = std::min(std::max(x, -708.0), 709.0);
+  const double magic = 6755399441055744.0;  // 1.5 * 2^52
+  const double t = x * 1.4426950408889634074 + magic;
+  const double n = t - magic;
+  const double r = (x - n * 0.693147180369123816490) - n * 1.90821492927058770002e-10;
+  double p = 1.0 / 6227020800.0;  // 1/13!
+  p = p * r + 1.0 / 479001600.0;
+  p = p * r + 1.0 / 39916800.0;
+  p = p * r + 1.0 / 3628800.0;
+  p = p * r + 1.0 / 362880.0;
+  p = p * r + 1.0 / 40320.0;
+  p = p * r + 1.0 / 5040.0;
+  p = p * r + 1.0 / 720.0;
+  p = p * r + 1.0 / 120.0;
+  p = p * r + 1.0 / 24.0;
+  p = p * r + 1.0 / 6.0;
+  p = p * r + 0.5;
+  p = p * r + 1.0;
+  p = p * r + 1.0;
+  int64_t ti, mi;
+  std::memcpy(&ti, &t, 8);
+  std::memcpy(&mi, &magic, 8);
+  const int64_t e = (ti - mi + 1023) << 52;
+  double scale;
+  std::memcpy(&scale, &e, 8);
+  return p * scale;
+}
+
+// out[d] = k sigma(s in[d]) + off for d < len (in and out may be the same array)
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define LSTMLAB_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else  // elsewhere one build, vectorised for the compiler's default target
+#define LSTMLAB_CLONES
+#endif
+#define LSTMLAB_SIGMOID_AFFINE(T)                                                            \
+  LSTMLAB_CLONES void sigmoid_affine(                                                          \
+      const T* in, T* out, int64_t len, T s, T k, T off) {                                     \
+    for (int64_t d = 0; d < len; ++d) out[d] = off + k / (T(1) + exp_poly(-(s * in[d])));    \
+  }
+LSTMLAB_SIGMOID_AFFINE(float)
+LSTMLAB_SIGMOID_AFFINE(double)
+#undef LSTMLAB_SIGMOID_AFFINE
+
+// f'(x) from y = f(x), times w: tanh w (1 - y^2), bipolar1 w (1 - y^2)/2, bipolar2 w (1 - y^2/4)
+template <typename T>
+inline T times_derivative(int64_t act, T w, T y) {
+  switch (act) {
+    case TANH: return w - (w * y) * y;
+    case BIPOLAR1: return (w - (w * y) * y) * T(0.5);
+    case BIPOLAR2: return w - T(0.25) * (w * y) * y;
+    default: return w;
+  }
+}
+
+struct Layout {
+  int64_t H, cpb, nb, D, G;
+  bool has_i, has_f, has_o, coupled, peep;
+  int64_t g_act, h_act;
+  int64_t off_i = -1, off_f = -1, off_o = -1;  // gate rows in the pre-activations (D)
+
+  explicit Layout(at::IntArrayRef cfg) {
+    TORCH_CHECK(cfg.size() == C_LEN, "lstmlab native core: config of ", cfg.size(),
+                " entries, expected ", int64_t(C_LEN));
+    H = cfg[C_H];
+    cpb = cfg[C_CPB];
+    nb = H / cpb;
+    has_i = cfg[C_HAS_I];
+    has_f = cfg[C_HAS_F];
+    has_o = cfg[C_HAS_O];
+    coupled = cfg[C_COUPLED];
+    peep = cfg[C_PEEP];
+    g_act = cfg[C_G];
+    h_act = cfg[C_H_ACT];
+    int64_t off = H;
+    if (has_i) { off_i = off; off += nb; }
+    if (has_f) { off_f = off; off += nb; }
+    if (has_o) { off_o = off; off += nb; }
+    D = off;
+    G = D - H;
+  }
+  // rows [lo, hi) of the pre-activations that one sigmoid pass covers right after the products
+  int64_t sig_lo() const { return g_act == IDENTITY ? H : 0; }
+  int64_t sig_hi() const { return (peep && has_o) ? off_o : D; }
+};
+
+// rows per task of at::parallel_for: about 8k elements, so small batches stay on one thread
+inline int64_t grain(int64_t per_row) { return std::max<int64_t>(1, 8192 / std::max<int64_t>(1, per_row)); }
+
+// ------------------------------------------------------------------------- the products
+// The BLAS that torch itself links (MKL in the x86 wheels) exports the Fortran gemm; calling it
+// on raw pointers costs no tensor objects and no dispatch per step. The symbols are weak: a
+// torch built without them leaves them null, and the products then go through at::addmm_out
+// on views (the same numbers, a little more overhead per step).
+extern "C" {
+void sgemm_(const char*, const char*, const int*, const int*, const int*, const float*,
+            const float*, const int*, const float*, const int*, const float*, float*,
+            const int*) __attribute__((weak));
+void dgemm_(const char*, const char*, const int*, const int*, const int*, const double*,
+            const double*, const int*, const double*, const int*, const double*, double*,
+            const int*) __attribute__((weak));
+// MKL's packed single-precision gemm: the right operand (a weight, the same for every step)
+// packed once per call instead of inside every product. Weak too: absent, products use sgemm.
+size_t cblas_sgemm_pack_get_size(int, int, int, int) __attribute__((weak));
+void cblas_sgemm_pack(int, int, int, int, int, int, float, const float*, int, float*)
+    __attribute__((weak));
+void cblas_sgemm_compute(int, int, int, int, int, int, const float*, int, const float*, int,
+                         float, float*, int) __attribute__((weak));
+}
+
+inline bool fits_int(int64_t v) { return v <= static_cast<int64_t>(INT32_MAX); }
+
+// row-major C (m x N, ld ldc) = A (m x K, ld lda) B (K x N, ld ldb) + beta C
+template <typename T>
+void gemm_rows(int64_t m, int64_t N, int64_t K, const T* A, int64_t lda, const T* B,
+               int64_t ldb, T beta, T* C, int64_t ldc) {
+  if (m == 0 || N == 0) return;
+  if (K == 0) {
+    for (int64_t r = 0; r < m; ++r)
+      for (int64_t j = 0; j < N; ++j) C[r * ldc + j] = beta == T(0) ? T(0) : beta * C[r * ldc + j];
+    return;
+  }
+  const bool blas = (std::is_same_v<T, float> ? sgemm_ != nullptr : dgemm_ != nullptr) &&
+                    fits_int(m * ldc) && fits_int(K * ldb) && fits_int(m * lda);
+  if (blas) {  // column-major: C^T (N x m) = B^T (N x K) A^T (K x m)
+    const int mi = int(m), Ni = int(N), Ki = int(K), la = int(lda), lb = int(ldb), lc = int(ldc);
+    const T one = 1;
+    if constexpr (std::is_same_v<T, float>) {
+      sgemm_("N", "N", &Ni, &mi, &Ki, &one, B, &lb, A, &la, &beta, C, &lc);
+    } else {
+      dgemm_("N", "N", &Ni, &mi, &Ki, &one, B, &lb, A, &la, &beta, C, &lc);
+    }
+    return;
+  }
+  const auto opt = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
+  at::Tensor a = at::from_blob(const_cast<T*>(A), {m, K}, {lda, 1}, opt);
+  at::Tensor b = at::from_blob(const_cast<T*>(B), {K, N}, {ldb, 1}, opt);
+  at::Tensor c = at::from_blob(C, {m, N}, {ldc, 1}, opt);
+  if (beta == T(0)) {
+    at::mm_out(c, a, b);
+  } else {
+    c.mul_(beta).addmm_(a, b);
+  }
+}
+
+// a ↦ a B for the step rows a (m x K) and a weight B (K x N, row-major, ld ldb) fixed for a
+// whole call: float32 packs B once (MKL) for the steps with all ``rows`` rows alive; other
+// steps, float64, or a torch without MKL go through gemm_rows
+template <typename T>
+struct StepProduct {
+  const T* B;
+  int64_t N, K, ldb, rows;
+  at::Tensor packed;  // bytes of the packed B, or undefined
+
+  StepProduct(const T* B_, int64_t N_, int64_t K_, int64_t ldb_, int64_t rows_, int64_t steps)
+      : B(B_), N(N_), K(K_), ldb(ldb_), rows(rows_) {
+    if constexpr (std::is_same_v<T, float>) {
+      const bool have = cblas_sgemm_pack_get_size != nullptr && cblas_sgemm_pack != nullptr &&
+                        cblas_sgemm_compute != nullptr;
+      if (have && steps >= 4 && rows >= 2 && N >= 16 && K >= 16 && fits_int(K * N) &&
+          fits_int(rows * N)) {
+        const size_t bytes = cblas_sgemm_pack_get_size(162, int(rows), int(N), int(K));
+        packed = at::empty({int64_t(bytes / sizeof(float)) + 16}, at::kFloat);
+        cblas_sgemm_pack(101, 162, 111, int(rows), int(N), int(K), 1.0f, B, int(ldb),
+                         packed.data_ptr<float>());
+      }
+    }
+  }
+
+  // C (m x N, ld ldc) = A B + beta C
+  void operator()(int64_t m, const T* A, int64_t lda, T beta, T* C, int64_t ldc) const {
+    if constexpr (std::is_same_v<T, float>) {
+      if (packed.defined() && m == rows && fits_int(m * lda) && fits_int(m * ldc)) {
+        cblas_sgemm_compute(101, 111, 151, int(m), int(N), int(K), A, int(lda),
+                            packed.data_ptr<float>(), int(N), beta, C, int(ldc));
+        return;
+      }
+    }
+    gemm_rows<T>(m, N, K, A, lda, B, ldb, beta, C, ldc);
+  }
+};
+
+
+}  // namespace
+}  // namespace lstmlab_native

@@ -1,0 +1,384 @@
+"""The native core (``lstmlab.engines.native``) against its reference twin, the Python loop of
+``bptt_rows``: every variant and structure it covers, both dtypes, packed lengths, gradients;
+gradcheck through it; the forced fallback and a failed build."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+import pytest
+import torch
+
+from lstmlab import LSTM, TorchLSTM
+from lstmlab.engines import native
+from lstmlab.engines.bptt import forced_layout
+from lstmlab.engines.native import build
+
+F64, F32 = torch.float64, torch.float32
+LENGTHS = torch.tensor([6, 3, 1, 5, 6])  # unequal, some full-length, one of length 1
+
+needs_native = pytest.mark.skipif(
+    not build.load(), reason="the native core could not be built on this machine"
+)
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    """Counts the native forward and backward loops run (so no test passes by falling back)."""
+    seen = {"forward": 0, "backward": 0, "ZA steps": []}
+    fwd, bwd = native.forward_rows, native.backward_rows
+
+    def forward_rows(*a, **k):
+        seen["forward"] += 1
+        seen["ZA steps"].append(a[9].shape[0])  # steps kept: T, or a ring without backward
+        return fwd(*a, **k)
+
+    def backward_rows(*a, **k):
+        seen["backward"] += 1
+        return bwd(*a, **k)
+
+    monkeypatch.setattr(native, "forward_rows", forward_rows)
+    monkeypatch.setattr(native, "backward_rows", backward_rows)
+    return seen
+
+
+def _run(model, x, lengths, python: bool, h0c0=None):
+    """Outputs, final states, cell states and every gradient (parameters, x, h0, c0) of a loss
+    touching all of them, in the batch-major layout, native or Python loop."""
+    ctx = native.forced_python() if python else contextlib.nullcontext()
+    x = x.detach().clone().requires_grad_(True)
+    extra = [] if h0c0 is None else [t.detach().clone().requires_grad_(True) for t in h0c0]
+    with ctx, forced_layout("batch"):
+        out, (h, c), states = model(
+            x, None if not extra else tuple(extra), lengths=lengths, return_states=True
+        )
+        w = torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)
+        loss = (w * out).sum() + (out**2).sum() + (h * 0.7).sum() + (c**2).sum() * 0.3
+        loss = loss + sum((s.sin()).sum() * 0.1 for s in states)
+        grads = torch.autograd.grad(loss, [*model.parameters(), x, *extra])
+    return [out, h, c, *states, *grads]
+
+
+def _rel(a, b):
+    return (a - b).abs().max().item() / max(a.abs().max().item(), b.abs().max().item(), 1e-300)
+
+
+def _assert_twins(model, x, lengths, dtype, h0c0=None):
+    got, want = _run(model, x, lengths, False, h0c0), _run(model, x, lengths, True, h0c0)
+    tol = 1e-12 if dtype == F64 else 2e-5
+    for a, b in zip(got, want, strict=True):
+        assert a.shape == b.shape
+        assert _rel(a, b) <= tol
+
+
+COVERED = [
+    dict(variant="NP"),
+    dict(variant="vanilla"),
+    dict(variant="NIG"),
+    dict(variant="NFG"),
+    dict(variant="NOG"),
+    dict(variant="NIAF"),
+    dict(variant="NOAF"),
+    dict(variant="CIFG"),
+    dict(variant="FGR"),
+    dict(variant="lstm97", cells_per_block=2),
+    dict(variant="vanilla", cells_per_block=3),
+    dict(variant="CIFG", cells_per_block=2),
+    dict(variant="NOG", cells_per_block=2, input_activation="bipolar1"),
+    dict(variant="NP", proj_size=3),
+    dict(variant="vanilla", proj_size=4, bidirectional=True, num_layers=2),
+    dict(variant="lstm97", cells_per_block=2, proj_size=2, bidirectional=True),
+    dict(variant="NP", bias=False),
+]
+
+
+def _ids(kw):
+    return "-".join(f"{k}={v}" for k, v in kw.items())
+
+
+@needs_native
+@pytest.mark.parametrize("padded", [False, True], ids=["full", "padded"])
+@pytest.mark.parametrize("dtype", [F64, F32], ids=str)
+@pytest.mark.parametrize("kw", COVERED, ids=_ids)
+def test_native_equals_python_loop(kw, dtype, padded, calls):
+    """Outputs, states and every gradient within 1e-12 (float64) / round-off (float32), with
+    per-gate sharpness α ≠ 1, initial states given, and sequences of unequal lengths."""
+    m = LSTM(4, 6, dtype=dtype, seed=1, gate_sharpness={"i": 1.5, "f": 0.8, "o": 3.75}, **kw)
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(6, 5, 4, generator=g, dtype=dtype)
+    L = m.num_layers * m.num_directions
+    h0 = torch.randn(L, 5, m.proj_size or 6, generator=g, dtype=dtype)
+    c0 = torch.randn(L, 5, 6, generator=g, dtype=dtype)
+    _assert_twins(m, x, LENGTHS if padded else None, dtype, (h0, c0))
+    assert calls["forward"] == calls["backward"] == L  # the native run, once per direction
+
+
+@needs_native
+@pytest.mark.parametrize("padded", [False, True], ids=["full", "padded"])
+@pytest.mark.parametrize("dtype", [F64, F32], ids=str)
+@pytest.mark.parametrize("kw", [dict(variant="NP"), dict(variant="FGR", proj_size=17)], ids=_ids)
+def test_wider_layers(kw, dtype, padded, calls):
+    """A layer wide enough (both sides of R >= 16, >= 2 rows, >= 4 steps) for the float32
+    products on a weight packed once per call (MKL), on its steps with every row alive."""
+    m = LSTM(8, 20, dtype=dtype, seed=1, **kw)
+    x = torch.randn(6, 5, 8, generator=torch.Generator().manual_seed(4), dtype=dtype)
+    _assert_twins(m, x, LENGTHS if padded else None, dtype)
+    assert calls["forward"] == calls["backward"] == 1
+
+
+@needs_native
+@pytest.mark.parametrize("chunk", [2, 100], ids=["ring", "whole"])
+@pytest.mark.parametrize("padded", [False, True], ids=["full", "padded"])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(variant="vanilla"),
+        dict(variant="NP", proj_size=3),
+        dict(variant="lstm97", cells_per_block=2),
+    ],
+    ids=_ids,
+)
+def test_inference_keeps_a_ring_of_steps(kw, padded, chunk, calls, monkeypatch):
+    """Without gradients the native loop keeps the pre-activations of one chunk of input
+    projections (a ring, here of 2 steps: it wraps) and h(c), ŷ of one step; outputs, final
+    and cell states are the Python loop's (full gate recurrence keeps every step)."""
+    from lstmlab.engines import bptt_rows
+
+    monkeypatch.setattr(bptt_rows, "_chunk_steps", lambda step_bytes, target=0: chunk)
+    m = LSTM(4, 6, dtype=F64, seed=1, gate_sharpness=2.5, **kw)
+    x = torch.randn(7, 5, 4, generator=torch.Generator().manual_seed(4), dtype=F64)
+    lengths = torch.tensor([7, 3, 1, 5, 7]) if padded else None
+    res = []
+    for python in (False, True):
+        ctx = native.forced_python() if python else contextlib.nullcontext()
+        with ctx, forced_layout("batch"), torch.no_grad():
+            out, (h, c), states = m(x, lengths=lengths, return_states=True)
+        res.append([out, h, c, *states])
+    for a, b in zip(*res, strict=True):
+        assert _rel(a, b) <= 1e-12
+    assert calls["forward"] == 1
+    assert calls["ZA steps"] == [7 if m.cells[0].spec.fgr else min(chunk, 7)]
+    with forced_layout("batch"):  # with a graph: every step kept for the backward
+        m(x, lengths=lengths)
+    assert calls["ZA steps"][-1] == 7
+
+
+@needs_native
+@pytest.mark.parametrize("dtype", [F64, F32], ids=str)
+def test_torch_dropin_native_equals_python_loop(dtype, calls):
+    """lstmlab.TorchLSTM (torch's NP cell) on a packed batch, both directions, two layers,
+    batch 1 and a wider batch."""
+    torch.manual_seed(0)
+    m = TorchLSTM(5, 7, num_layers=2, bidirectional=True, dtype=dtype)
+    for B in (1, 4):
+        x = torch.randn(9, B, 5, dtype=dtype)
+        lengths = torch.tensor([9, 4, 7, 1][:B])
+        res = []
+        for python in (False, True):
+            ctx = native.forced_python() if python else contextlib.nullcontext()
+            xg = x.clone().requires_grad_(True)
+            with ctx:
+                packed = torch.nn.utils.rnn.pack_padded_sequence(xg, lengths, enforce_sorted=False)
+                out, (h, c) = m(packed)
+                loss = (out.data**2).sum() + h.sum() + (c**3).sum()
+                res.append([out.data, h, c, *torch.autograd.grad(loss, [xg, *m.parameters()])])
+        for a, b in zip(*res, strict=True):
+            assert _rel(a, b) <= (1e-12 if dtype == F64 else 2e-5)
+    assert calls["forward"] == 2 * 4  # (2 layers x 2 directions) per batch size
+
+
+@needs_native
+def test_not_covered_runs_the_python_loop(calls):
+    """mLSTM and the structured F-LSTM / G-LSTM maps stay on the Python loop (``covers``)."""
+    for kw in (dict(variant="mLSTM"), dict(variant="F-LSTM"), dict(variant="G-LSTM")):
+        m = LSTM(4, 6, dtype=F64, seed=1, **kw)
+        _run(m, torch.randn(3, 2, 4, dtype=F64), None, False)
+    assert calls["forward"] == calls["backward"] == 0
+    assert not native.covers(LSTM(4, 6, variant="mLSTM").cells[0].spec)
+    assert native.covers(LSTM(4, 6, variant="lstm97").cells[0].spec)
+
+
+@needs_native
+@pytest.mark.parametrize(
+    "kw", [dict(variant="vanilla"), dict(variant="lstm97", cells_per_block=2, proj_size=2)]
+)
+def test_gradcheck_through_the_native_loop(kw, calls):
+    m = LSTM(3, 4, dtype=F64, seed=5, gate_sharpness=1.7, **kw)
+    x = torch.randn(4, 3, 3, dtype=F64, requires_grad=True)
+    params = list(m.parameters())
+
+    names = [n for n, _ in m.named_parameters()]
+
+    def f(x, *ps):
+        with forced_layout("batch"):
+            out, (h, c) = torch.func.functional_call(
+                m, dict(zip(names, ps, strict=True)), (x,), {"lengths": torch.tensor([4, 2, 3])}
+            )
+        return out, h, c
+
+    assert torch.autograd.gradcheck(f, (x, *params))
+    assert calls["forward"] > 0 and calls["backward"] > 0
+
+
+@needs_native
+def test_forced_fallback_gives_the_same_numbers(monkeypatch, calls):
+    """LSTMLAB_NATIVE=0 (read when the core is first asked for) keeps every layer on the Python
+    loop, silently, with the native loop's results (float64)."""
+    m = LSTM(4, 6, variant="vanilla", dtype=F64, seed=3)
+    x = torch.randn(6, 5, 4, dtype=F64)
+    with_native = _run(m, x, LENGTHS, False)
+    assert calls["forward"] == 1
+    monkeypatch.setenv(build.ENV, "0")
+    monkeypatch.setattr(build, "_STATE", {})
+    monkeypatch.setattr(build, "_build", lambda: pytest.fail("LSTMLAB_NATIVE=0 must not build"))
+    without = _run(m, x, LENGTHS, False)
+    assert calls["forward"] == 1  # not run again
+    for a, b in zip(with_native, without, strict=True):
+        assert _rel(a, b) <= 1e-12
+
+
+@pytest.fixture
+def rop_calls(monkeypatch):
+    seen = []
+    run = native.rop_rows_chunk
+    monkeypatch.setattr(native, "rop_rows_chunk", lambda *a, **k: seen.append(1) or run(*a, **k))
+    return seen
+
+
+def _stack_jvp(model, x, lengths, hx, python: bool, chunk: int | None):
+    """Tangents of every output, state and final state along a fixed random direction in the
+    parameters and the initial state, native or Python R-forward (batch-major)."""
+    from lstmlab.engines import rop, rop_stack
+
+    params = {n: p.detach() for n, p in model.named_parameters()}
+    g = torch.Generator().manual_seed(7)
+    tangents = {n: torch.randn(p.shape, generator=g, dtype=p.dtype) for n, p in params.items()}
+    ctx = native.forced_python() if python else contextlib.nullcontext()
+    forced = rop.forced_chunk(chunk) if chunk else contextlib.nullcontext()
+    with forced_layout("batch"), rop.recording() as tapes:
+        model(x, hx, lengths=lengths, return_states=True)
+    with ctx, forced:
+        out, states, h = rop_stack.stack_jvp(model, tapes, params, tangents, lengths)
+    return [out, *states, *(h if isinstance(h, list | tuple) else [h])]
+
+
+@needs_native
+@pytest.mark.parametrize("chunk", [None, 2], ids=["whole", "chunks-of-2"])
+@pytest.mark.parametrize("dtype", [F64, F32], ids=str)
+@pytest.mark.parametrize("kw", COVERED + [dict(variant="G-LSTM", proj_size=2)], ids=_ids)
+def test_native_r_forward_equals_python(kw, dtype, chunk, rop_calls):
+    """The R-forward pass (Gauss–Newton products' J v) in the native core against the Python
+    R-forward, on packed lengths with initial states, whole or in chunks of steps (the chunk
+    seams carry ẏ, ċ, q̇ across)."""
+    m = LSTM(4, 6, dtype=dtype, seed=1, gate_sharpness={"i": 1.5, "f": 0.8, "o": 3.75}, **kw)
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(6, 5, 4, generator=g, dtype=dtype)
+    L = m.num_layers * m.num_directions
+    hx = (
+        torch.randn(L, 5, m.proj_size or 6, generator=g, dtype=dtype),
+        torch.randn(L, 5, 6, generator=g, dtype=dtype),
+    )
+    got = _stack_jvp(m, x, LENGTHS, hx, False, chunk)
+    assert len(rop_calls) >= L  # ran native, once per chunk and layer-direction
+    want = _stack_jvp(m, x, LENGTHS, hx, True, chunk)
+    for a, b in zip(got, want, strict=True):
+        assert _rel(a, b) <= (1e-12 if dtype == F64 else 2e-5)
+
+
+def test_failed_build_says_so_once_and_falls_back(monkeypatch, capsys):
+    """No compiler (here: a builder that raises): one line on stderr, once; then the Python
+    loop, with the Python loop's results."""
+
+    def broken():
+        raise RuntimeError("Error building extension 'x':\nc++: error: no such compiler\nmore")
+
+    monkeypatch.delenv(build.ENV, raising=False)
+    monkeypatch.setattr(build, "_STATE", {})
+    monkeypatch.setattr(build, "_build", broken)
+    m = LSTM(4, 6, variant="NP", dtype=F64, seed=3)
+    x = torch.randn(6, 5, 4, dtype=F64)
+    first = _run(m, x, LENGTHS, False)
+    second = _run(m, x, None, False)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert "could not be built (c++: error: no such compiler)" in err[0]
+    assert "using the Python engine" in err[0] and "LSTMLAB_NATIVE=0" in err[0]
+    assert build._STATE == {"loaded": False}
+    reference = _run(m, x, LENGTHS, True)
+    for a, b in zip(first, reference, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert second[0].shape == (6, 5, 6)
+
+
+def test_first_build_announces_itself(monkeypatch, capsys, tmp_path):
+    """A build (no library in the cache yet) says what it does before and how long it took
+    after; a cached load says nothing."""
+    from torch.utils import cpp_extension
+
+    lib = tmp_path / f"{build.NAME}.so"
+    monkeypatch.setattr(cpp_extension, "_get_build_directory", lambda name, verbose: str(tmp_path))
+    monkeypatch.setattr(cpp_extension, "load", lambda **kw: lib.write_bytes(b"x") and str(lib))
+    build._build()
+    err = capsys.readouterr().err
+    assert "compiling lstmlab's native LSTM core (once per machine" in err
+    assert "native LSTM core built in" in err and str(tmp_path) in err
+    monkeypatch.setattr(cpp_extension, "load", lambda **kw: str(lib))  # cached: no rebuild
+    build._build()
+    assert capsys.readouterr().err == ""
+    # a lock left by a killed build would make torch's builder wait forever: removed when stale
+    lock = tmp_path / "lock"
+    lock.write_text("")
+    build._build()
+    assert lock.exists() and capsys.readouterr().err == ""  # fresh: another build is running
+    os.utime(lock, (0, 0))
+    build._build()
+    assert not lock.exists()
+    assert "removing a stale build lock" in capsys.readouterr().err
+
+
+def test_package_ships_the_sources():
+    """The C++ sources travel with the package (pyproject package-data)."""
+    import tomllib
+    from pathlib import Path
+
+    assert all(s.is_file() for s in build.SOURCES + build.HEADERS)
+    root = Path(__file__).resolve().parents[2]
+    data = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert {"*.cpp", "*.h"} <= set(data["package-data"]["lstmlab.engines.native"])
+    deps = tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert any(d.startswith("ninja") for d in deps)
+
+
+def test_benchmark_script_runs(tmp_path):
+    """benchmarks/bench_native.py (the table of docs/benchmarks.md) on a tiny size, and its
+    one-line refusal of a bad --sizes."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_native.py"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = subprocess.run(
+        [sys.executable, str(script), "--sizes", "3,2,2,4", "--repeats", "1", "--python", "--best"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    rows = [ln for ln in run.stdout.splitlines() if ln.startswith("| 3, 2, 2, 4 |")]
+    assert len(rows) == 1 and rows[0].count("(") == 6  # six columns, each with the Python loop
+    assert rows[0].count("[") == 6  # and fastest / fastest
+    bad = subprocess.run(
+        [sys.executable, str(script), "--sizes", "3,2"], capture_output=True, text=True, env=env
+    )
+    assert bad.returncode == 2
+    assert "each size is four positive integers T,B,I,H" in bad.stderr.strip().splitlines()[-1]
+    mem = subprocess.run(
+        [sys.executable, str(script), "--memory", "20,1,2,4"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert mem.returncode == 0, mem.stderr
+    assert mem.stdout.strip().splitlines()[-1].startswith("| 20, 1, 2, 4 | ")
+    bad = subprocess.run(
+        [sys.executable, str(script), "--memory", "20,1"], capture_output=True, text=True, env=env
+    )
+    assert bad.returncode == 2 and "four positive integers" in bad.stderr.strip().splitlines()[-1]
