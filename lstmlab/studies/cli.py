@@ -55,7 +55,8 @@ def _count(p: argparse.ArgumentParser, what: str) -> None:
         type=int,
         default=1,
         metavar="K",
-        help="worker processes on this machine (each runs --trials N)",
+        help="worker processes on this machine (each runs --trials N); a worker killed by a "
+        "signal is named, its trial run again, and the exit code is 4",
     )
 
 

@@ -147,9 +147,14 @@ class HealingJournalBackend(JournalFileBackend):
         self._flock = FlockLock(path + ".lock")
         self._notify = notify or (lambda msg: print(msg, file=sys.stderr, flush=True))
         super().__init__(path, lock_obj=self._flock)
-        self._flock.acquire()
+        try:
+            self._flock.acquire()
+        except PermissionError:  # a study one may read, not write: nothing to heal here
+            return
         try:
             self.heal(check_last=True)
+        except PermissionError:
+            pass
         finally:
             self._flock.release()
 

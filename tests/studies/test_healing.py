@@ -64,6 +64,27 @@ def test_torn_tail_is_cut_back_and_kept_not_glued_onto(tmp_path, capsys):
     assert "2 trials: 2 complete" in capsys.readouterr().out
 
 
+def test_torn_tail_under_an_open_study_is_cut_before_the_next_write(tmp_path, capsys):
+    """The torn record of a worker that died while this one had the study open: this one's
+    next write cuts it first (under the lock), so its records are never glued onto it."""
+    d, journal = _study(tmp_path, capsys)
+    handle = S.open_study(d)
+    torn = b'{"op_code":5,"worker_id":"dead","study_id":0,"datetime_sta'
+    with journal.open("ab") as fh:
+        fh.write(torn)
+    handle.study.set_user_attr("note", "written after the tear")
+    handle.study.set_user_attr("more", 2)
+    assert "cut a torn record" in capsys.readouterr().err
+    records = _records(journal)
+    assert [r.get("user_attr") for r in records[-2:]] == [
+        {"note": "written after the tear"},
+        {"more": 2},
+    ]
+    assert S.open_study(d).study.user_attrs["more"] == 2  # a fresh reader replays it all
+    (kept,) = journal.parent.glob("study.journal.torn-*")
+    assert kept.read_bytes() == torn
+
+
 def test_unparsable_last_line_is_cut_on_open(tmp_path, capsys):
     d, journal = _study(tmp_path, capsys)
     with journal.open("ab") as fh:
@@ -219,7 +240,8 @@ def test_a_killed_worker_is_named_its_trial_retried_and_the_exit_code_says_so(
 
     monkeypatch.setattr(study_cli.subprocess, "Popen", popen)
     assert (
-        main(["study", "run", d, "--workers", "2", "--trials", "1"]) == study_cli.EXIT_WORKER_DIED
+        main(["study", "run", d, "--workers", "2", "--trials", "1"])
+        == 4  # EXIT_WORKER_DIED, as documented
     )
     err = capsys.readouterr().err
     victim = started[1]
@@ -278,24 +300,27 @@ def test_variant_is_dealt_by_trial_number_not_by_timing(tmp_path):
 
     t0 = study.ask()
     assert sample(t0) == "vanilla"
-    t1 = study.ask()  # trial 0 still running, its result unknown: no effect on the deal
-    assert sample(t1) == "NP"
     study.tell(t0, state=TrialState.FAIL)
+    t1 = study.ask()  # after a failure, before its retry is queued: the next variant
+    assert sample(t1) == "NP"
     S.requeue(handle, study.get_trials(deepcopy=False)[0])  # retry of 0 = trial 2
     t2 = study.ask()
     assert t2.number == 2 and sample(t2) == "vanilla"  # the retry: its original's variant
-    t3 = study.ask()
-    assert sample(t3) == "vanilla"  # the next fresh trial: slot 2 -> vanilla again, by number
-    t4 = study.ask()
-    assert sample(t4) == "NP"
+    t3, t4 = study.ask(), study.ask()
+    assert (sample(t3), sample(t4)) == ("vanilla", "NP")
+    t5, t6 = study.ask(), study.ask()  # t6 samples before t5 (another worker was quicker)
+    assert (sample(t6), sample(t5)) == ("NP", "vanilla")
     # a trial that died before sampling: its retry draws what it would have drawn
-    t5 = study.ask()
-    study.tell(t5, state=TrialState.FAIL)
-    S.requeue(handle, study.get_trials(deepcopy=False)[5])
-    t6 = study.ask()
-    assert t6.user_attrs["retry_of"] == 5 and sample(t6) == "vanilla"
+    t7 = study.ask()
+    study.tell(t7, state=TrialState.FAIL)
+    S.requeue(handle, study.get_trials(deepcopy=False)[7])
+    t8 = study.ask()
+    assert t8.user_attrs["retry_of"] == 7 and sample(t8) == "vanilla"
     fresh = [t for t in study.get_trials(deepcopy=False) if "retry_of" not in t.user_attrs]
-    assert [t.params.get("variant") for t in fresh] == ["vanilla", "NP", "vanilla", "NP", None]
+    assert [t.params.get("variant") for t in fresh] == [
+        *["vanilla", "NP"] * 3,
+        None,  # t7, failed before it sampled
+    ]
 
 
 # --------------------------------------------------------------------------------------------
