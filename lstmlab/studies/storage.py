@@ -287,39 +287,48 @@ def _reason(err: BaseException) -> str:
 _busy = threading.local()  # inside a retried call: nested storage calls are not retried again
 
 
+def _with_retries(fn, shown: str, limit: float, what: str, lead: str = "lost the database"):
+    """``fn()``, called again with backoff (0.25 s doubling to 5 s) while it fails for want of
+    a database connection, for up to ``limit`` seconds; then one ``StorageError`` line."""
+    start, delay, tries = time.monotonic(), 0.25, 0
+    while True:
+        try:
+            return fn()
+        except Exception as err:
+            if not _transient(err):
+                raise
+            tries += 1
+            waited = time.monotonic() - start
+            if waited + delay > limit:
+                raise StorageError(
+                    f"{lead} {shown} ({_reason(err)}); retried {what} for {waited:.0f} s "
+                    f"({tries} tries); the study is intact there: run `lstmlab study resume "
+                    "DIR` when the database is back"
+                ) from None
+        if tries == 1:
+            print(
+                f"lstmlab study: database {shown} unreachable; retrying for up to {limit:.0f} s",
+                file=sys.stderr,
+                flush=True,
+            )
+        time.sleep(delay)
+        delay = min(delay * 2, 5.0)
+
+
 def _retrying(name: str, method):
     @functools.wraps(method)
     def call(self, *args, **kwargs):
         if getattr(_busy, "on", False):
             return method(self, *args, **kwargs)
-        limit = self.retry_for
-        start, delay, tries = time.monotonic(), 0.25, 0
-        while True:
+
+        def once():
             _busy.on = True
             try:
                 return method(self, *args, **kwargs)
-            except Exception as err:
-                if not _transient(err):
-                    raise
-                tries += 1
-                waited = time.monotonic() - start
-                if waited + delay > limit:
-                    raise StorageError(
-                        f"lost the database {self.shown} ({_reason(err)}); retried {name} for "
-                        f"{waited:.0f} s ({tries} tries); the study is intact there: run "
-                        "`lstmlab study resume DIR` when the database is back"
-                    ) from None
             finally:
                 _busy.on = False
-            if tries == 1:
-                print(
-                    f"lstmlab study: database {self.shown} unreachable; retrying for up to "
-                    f"{limit:.0f} s",
-                    file=sys.stderr,
-                    flush=True,
-                )
-            time.sleep(delay)
-            delay = min(delay * 2, 5.0)
+
+        return _with_retries(once, self.shown, self.retry_for, name)
 
     return call
 
@@ -354,7 +363,7 @@ def _wrap_rdb_methods() -> None:
 _wrap_rdb_methods()
 
 
-def _postgres(url: str):
+def _postgres(url: str, wait: bool):
     import optuna
     from sqlalchemy.exc import SQLAlchemyError
 
@@ -362,15 +371,22 @@ def _postgres(url: str):
     retry_for = retry_seconds()
     if url.startswith(("postgresql://", "postgres://")):
         url = "postgresql+psycopg://" + url.split("://", 1)[1]
-    try:
+
+    def connect():
         with warnings.catch_warnings():  # the heartbeat is "experimental" since Optuna 2.9
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            storage = RetryingRDBStorage(
+            return RetryingRDBStorage(
                 url,
                 engine_kwargs={"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}},
                 heartbeat_interval=HEARTBEAT,
                 grace_period=GRACE,
             )
+
+    try:
+        if wait:  # a worker of an existing study outlasts a restart that began before it
+            storage = _with_retries(connect, shown, retry_for, "connecting", "cannot reach")
+        else:
+            storage = connect()
         storage.shown, storage.retry_for = shown, retry_for
         return storage
     except ModuleNotFoundError as err:
@@ -384,15 +400,17 @@ def _postgres(url: str):
         raise StorageError(f"cannot reach database {shown}: {_reason(err)}") from None
 
 
-def open_storage(url: str | None, study_dir: str | Path):
+def open_storage(url: str | None, study_dir: str | Path, *, wait: bool = False):
     """The Optuna storage for ``url`` (None or ``journal``: the study directory's journal
-    file; ``journal:PATH``: that file; ``postgresql://…``: a PostgreSQL database)."""
+    file; ``journal:PATH``: that file; ``postgresql://…``: a PostgreSQL database). ``wait``:
+    retry connecting to the database for ``retry_seconds()`` (opening an existing study;
+    creating one fails at once on an unreachable URL, which is likelier a typo)."""
     if url is None or url == "journal":
         return _journal(Path(study_dir) / JOURNAL)
     if url.startswith("journal:"):
         return _journal(Path(url.removeprefix("journal:")))
     if url.startswith(("postgresql://", "postgresql+psycopg://", "postgres://")):
-        return _postgres(url)
+        return _postgres(url, wait)
     raise StorageError(
         f"unsupported storage URL {describe_url(url)!r}; use a postgresql:// URL, "
         "journal:FILE, or none for the study directory's journal file"

@@ -102,9 +102,9 @@ def _quiet_optuna() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
-def _storage(url: str | None, root: Path):
+def _storage(url: str | None, root: Path, wait: bool = False):
     try:
-        return open_storage(url, root)
+        return open_storage(url, root, wait=wait)
     except StorageError as err:
         raise StudyError(str(err)) from None
 
@@ -227,7 +227,7 @@ def open_study(
         )
     if storage is None and not (root / "study.journal").exists():
         raise StudyError(f"{root}: no study journal here; give --storage URL")
-    st = _storage(storage, root)
+    st = _storage(storage, root, wait=True)
     try:
         study = optuna.load_study(study_name=name, storage=st, sampler=None)
     except KeyError:

@@ -135,6 +135,7 @@ def test_worker_killed_mid_journal_write(tmp_path):
     }
     p = _lstmlab("study", "run", d, "--workers", "2", "--trials", "2", env=env)
     out, err = p.communicate(timeout=600)
+    print(err)  # shown when the test fails
     assert p.returncode == EXIT_WORKER_DIED, err
     assert "was killed by SIGKILL" in err and "cut a torn record" in err, err
     assert "Traceback" not in err, err
@@ -165,6 +166,7 @@ def test_postgresql_worker_killed_and_server_restarted_mid_study(tmp_path, pg_ur
     time.sleep(4)
     pg_ctl.start()
     out, err = p.communicate(timeout=600)
+    print(err)  # shown when the test fails
     assert p.returncode == EXIT_WORKER_DIED, err
     assert f"(pid {victim}) was killed by SIGKILL" in err, err
     assert "Traceback" not in err, err

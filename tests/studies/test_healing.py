@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -354,3 +355,15 @@ def test_database_outage_is_retried_then_one_line(tmp_path, capsys, monkeypatch,
     monkeypatch.setattr(S, "open_study", opened)
     assert main(["study", "status", d]) == 0  # the server is back: all as it was
     assert "0 trials: no trials" in capsys.readouterr().out
+    # a worker that starts while the server is down waits for it (a restart in progress)
+    monkeypatch.setenv("LSTMLAB_STORAGE_RETRY", "60")
+    pg_ctl.stop()
+    back = threading.Timer(3.0, pg_ctl.start)
+    back.start()
+    try:
+        assert main(["study", "status", d]) == 0
+    finally:
+        back.join()
+    captured = capsys.readouterr()
+    assert "unreachable; retrying for up to 60 s" in captured.err
+    assert "0 trials: no trials" in captured.out
