@@ -169,5 +169,6 @@ def test_postgresql_worker_killed_and_server_restarted_mid_study(tmp_path, pg_ur
     print(err)  # shown when the test fails
     assert p.returncode == EXIT_WORKER_DIED, err
     assert f"(pid {victim}) was killed by SIGKILL" in err, err
+    assert "cannot reach" not in err and "lost the database" not in err, err  # all waited
     assert "Traceback" not in err, err
     _assert_whole(d, min_complete=2)
