@@ -230,6 +230,8 @@ def _watch(handle, procs) -> tuple[list[int], int]:
                         else ""
                     )
                     _log(f"lstmlab study: worker {k + 1} (pid {p.pid}) {_cause(rc)}{what}")
+                elif rc != 0:  # it printed its own error above; say which worker ended so
+                    _log(f"lstmlab study: worker {k + 1} (pid {p.pid}) {_cause(rc)}")
             time.sleep(0.1)
     except KeyboardInterrupt:
         for p in procs:

@@ -262,6 +262,21 @@ def test_a_killed_worker_is_named_its_trial_retried_and_the_exit_code_says_so(
     assert st["retried"] == [1] and not st["not_retried"] and not st["running"]
 
 
+def test_a_worker_that_fails_is_named_and_its_code_returned(tmp_path, capsys, monkeypatch):
+    d, _ = _study(tmp_path, capsys, trials=0)
+    real_popen, started = subprocess.Popen, []
+
+    def popen(argv):
+        started.append(real_popen(["sh", "-c", "exit 3"] if not started else ["true"]))
+        return started[-1]
+
+    monkeypatch.setattr(study_cli.subprocess, "Popen", popen)
+    assert main(["study", "run", d, "--workers", "2", "--trials", "1"]) == 3
+    err = capsys.readouterr().err
+    assert f"worker 1 (pid {started[0].pid}) exited with status 3" in err
+    assert "worker 2" not in err
+
+
 def test_dead_trial_requeue_is_bounded():
     """A trial whose worker keeps dying is queued again at most MAX_ATTEMPTS - 1 times;
     ``resume`` (the user's explicit word) queues it regardless."""
