@@ -17,10 +17,12 @@ with those values, evaluating and checkpointing once per epoch; and reports the 
 by default: Greff's early stopping).
 
 Workers die: a worker records its host, process id and process start time on each trial it
-runs; any worker (before each trial), ``status`` and ``resume`` mark a running trial whose
-process on this host is gone as failed; on PostgreSQL, Optuna's heartbeat does the same across
-machines. ``resume`` queues every failed trial again with its parameters and run directory, and
-the retry continues that run from its last checkpoint.
+runs; the parent of ``--workers K`` (when it waits for a dead child), any worker (before each
+trial), ``status`` and ``resume`` mark a running trial whose process on this host is gone (a
+zombie included) as failed and queue it again at once (``requeue``: its parameters, seed and run
+directory; at most ``MAX_ATTEMPTS`` automatic attempts); on PostgreSQL, Optuna's heartbeat fails
+it across machines. Workers run queued trials first; ``resume`` also queues failed trials that
+have no retry. The retry continues that run from its last checkpoint.
 """
 
 from __future__ import annotations
