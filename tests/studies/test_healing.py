@@ -382,3 +382,12 @@ def test_database_outage_is_retried_then_one_line(tmp_path, capsys, monkeypatch,
     captured = capsys.readouterr()
     assert "unreachable; retrying for up to 60 s" in captured.err
     assert "0 trials: no trials" in captured.out
+
+
+@pytest.mark.parametrize("value", ["abc", "-1", "1e9"])
+def test_bad_retry_setting_is_one_line(tmp_path, capsys, monkeypatch, value):
+    monkeypatch.setenv("LSTMLAB_STORAGE_RETRY", value)
+    argv = ["study", "status", str(tmp_path / "w"), "--name", "s", "--storage"]
+    assert main([*argv, "postgresql://u:p@127.0.0.1:1/x"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"LSTMLAB_STORAGE_RETRY={value!r}: give" in err
