@@ -17,7 +17,8 @@ values are read as TOML (``0.1``, ``true``, ``{type="linear", start=1, end=3.75,
 and anything else as a string. Free-form option tables take any key:
 ``--task.options.T 50``, ``--model.options.init gaussian``, ``--optimizer.options.c2 0.5``.
 
-Exit codes (``train`` and ``resume``; the other commands use 0, 1 and 2):
+Exit codes (``train`` and ``resume``; the other commands use 0, 1 and 2, and ``study run`` /
+``study resume --workers K`` 4 when a worker died; see ``lstmlab.studies.cli``):
 
     0    done: solved, or a budget / patience ran out (the summary says which); also
          ``resume`` of a run that had already finished (it says so)

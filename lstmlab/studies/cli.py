@@ -7,6 +7,14 @@ lstmlab study resume studies/jsb                           retry failed / dead t
 lstmlab study status studies/jsb [--json]
 lstmlab study analyze studies/jsb [--out DIR]
 lstmlab study dashboard studies/jsb [--port 8080]         optuna-dashboard on 127.0.0.1
+
+Exit codes: 0 done; 1 the storage failed at run time (a database outage that outlasted the
+retries, a journal damaged while running: one line says which and what to do); 2 a bad command
+line, space file or study (one line); 4 ``--workers K``: a worker process died (killed by a
+signal: the line names it and the signal). A dead worker's trial is marked failed and queued
+again, and a fresh worker runs the queued retries before the command ends, so the study is
+whole; the code still says that a worker died. A worker that fails on its own prints its error,
+and the command ends with its code.
 """
 
 from __future__ import annotations
@@ -16,8 +24,11 @@ import json
 import signal
 import subprocess
 import sys
+import time
 
-__all__ = ["add_parser", "cmd_study"]
+__all__ = ["add_parser", "cmd_study", "EXIT_STORAGE", "EXIT_WORKER_DIED"]
+
+EXIT_STORAGE, EXIT_WORKER_DIED = 1, 4
 
 
 def _where(p: argparse.ArgumentParser) -> None:
@@ -45,7 +56,8 @@ def _count(p: argparse.ArgumentParser, what: str) -> None:
         type=int,
         default=1,
         metavar="K",
-        help="worker processes on this machine (each runs --trials N)",
+        help="worker processes on this machine (each runs --trials N); a worker killed by a "
+        "signal is named, its trial run again, and the exit code is 4",
     )
 
 
@@ -113,6 +125,7 @@ def add_parser(sub, parser_class, add_config_flags) -> None:
 def cmd_study(ns, extra, usage_error, overrides_of) -> int:
     from lstmlab.studies import study as S
     from lstmlab.studies.space import SpaceError, load_space
+    from lstmlab.studies.storage import StorageError
 
     try:
         if ns.study_command == "create":
@@ -127,7 +140,7 @@ def cmd_study(ns, extra, usage_error, overrides_of) -> int:
                 if v is not None and v < 1:
                     raise usage_error(f"--{flag} must be >= 1, got {v}")
             if ns.workers > 1:
-                return _spawn(ns)
+                return _spawn(ns, handle)
             if ns.study_command == "run":
                 S.run_worker(handle, trials=ns.trials, total=ns.total, log=_log)
             else:
@@ -150,6 +163,9 @@ def cmd_study(ns, extra, usage_error, overrides_of) -> int:
             return 0
     except (S.StudyError, SpaceError) as err:
         raise usage_error(f"lstmlab study {ns.study_command}: {err}") from None
+    except StorageError as err:  # at run time: after the retries (see the module docstring)
+        _log(f"lstmlab study {ns.study_command}: {err}")
+        return EXIT_STORAGE
     raise usage_error(f"unknown study action {ns.study_command!r}")
 
 
@@ -172,27 +188,84 @@ def _create(ns, extra, overrides_of) -> int:
     return 0
 
 
-def _spawn(ns) -> int:
-    """``--workers K``: K worker processes of this same command, waited for."""
+def _spawn(ns, handle) -> int:
+    """``--workers K``: K worker processes of this same command, watched until they end. A
+    worker killed by a signal is named with the signal, its trial failed and queued again
+    (``reap_dead_trials``); then one fresh worker runs the queued retries, and the exit code
+    is ``EXIT_WORKER_DIED``."""
+    from lstmlab.studies import study as S
+
     cmd = [sys.executable, "-m", "lstmlab", "study", ns.study_command, ns.dir]
-    for flag in ("name", "storage", "trials", "total"):
+    for flag in ("name", "storage"):
         v = getattr(ns, flag, None)
         if v is not None:
             cmd += [f"--{flag}", str(v)]
-    procs = []
+    count = [f"--{f}" for f in ("trials", "total") if getattr(ns, f) is not None]
+    count = [x for f in count for x in (f, str(getattr(ns, f[2:])))]
+    workers = []
     for k in range(ns.workers):
         # a resume retries the failed trials once (in the first worker); the others add trials
-        c = cmd if (k == 0 or ns.study_command == "run") else [*cmd[:3], "run", *cmd[4:]]
-        if ns.study_command == "resume" and k > 0 and ns.trials is None and ns.total is None:
-            continue
-        procs.append(subprocess.Popen(c))
+        if ns.study_command == "resume" and k > 0:
+            if not count:
+                continue
+            workers.append([*cmd[:4], "run", *cmd[5:], *count])
+        else:
+            workers.append([*cmd, *count])
+    codes, killed = _watch(handle, [subprocess.Popen(c) for c in workers])
+    if killed:
+        left = S._waiting(handle)
+        if left:
+            _log(f"lstmlab study: a fresh worker runs the {left} queued trial(s) now")
+            more, _ = _watch(
+                handle, [subprocess.Popen([*cmd[:4], "run", *cmd[5:], "--trials", str(left)])]
+            )
+            codes += more
+        return EXIT_WORKER_DIED
+    return max(codes, default=0)
+
+
+def _watch(handle, procs) -> tuple[list[int], int]:
+    """Wait for worker processes, reaping each as it ends (no zombie is left for
+    ``_alive`` to mistake for a live worker). Returns their exit codes and how many were
+    killed by a signal (each named on stderr, its trials failed and queued again)."""
+    from lstmlab.studies import study as S
+
+    codes: dict[int, int] = {}
+    killed = 0
     try:
-        codes = [p.wait() for p in procs]
+        while len(codes) < len(procs):
+            for k, p in enumerate(procs):
+                if k in codes or (rc := p.poll()) is None:
+                    continue
+                codes[k] = rc
+                if rc < 0:
+                    killed += 1
+                    reaped = S.reap_dead_trials(handle, pids={p.pid})
+                    what = (
+                        f"; its trial {', '.join(map(str, reaped))} marked failed and queued again"
+                        if reaped
+                        else ""
+                    )
+                    _log(f"lstmlab study: worker {k + 1} (pid {p.pid}) {_cause(rc)}{what}")
+                elif rc != 0:  # it printed its own error above; say which worker ended so
+                    _log(f"lstmlab study: worker {k + 1} (pid {p.pid}) {_cause(rc)}")
+            time.sleep(0.1)
     except KeyboardInterrupt:
         for p in procs:
-            p.send_signal(signal.SIGINT)
-        codes = [p.wait() for p in procs]
-    return max(codes, default=0)
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+        return [p.wait() for p in procs], killed
+    return [codes[k] for k in range(len(procs))], killed
+
+
+def _cause(rc: int) -> str:
+    """How a worker ended, from its ``Popen.returncode``."""
+    if rc < 0:
+        try:
+            return f"was killed by {signal.Signals(-rc).name}"
+        except ValueError:
+            return f"was killed by signal {-rc}"
+    return f"exited with status {rc}"
 
 
 def _print_status(st) -> None:
@@ -208,3 +281,10 @@ def _print_status(st) -> None:
         print(f"  {v:<8} {d['complete']:>4} complete, best {st['metric']} {d['best']:.5g}")
     for r in st["running"]:
         print(f"  running: trial {r['number']} on {r.get('host')} pid {r.get('pid')}")
+    if st["retried"]:
+        print(f"  failed and run again: trials {', '.join(map(str, st['retried']))}")
+    if st["not_retried"]:
+        print(
+            f"  failed, not run again: trials {', '.join(map(str, st['not_retried']))} "
+            "(`lstmlab study resume DIR` runs them)"
+        )

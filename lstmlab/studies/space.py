@@ -238,14 +238,43 @@ def _check_value(key: str, name: str, value: float) -> None:
         raise SpaceError(key, f"gives {name} = {value:g}, outside its valid range")
 
 
+MAX_SPACE_BYTES = 1 << 20  # a search space is a few lines; anything larger is not one
+
+
 def load_space(path: str | Path) -> SearchSpace:
+    """The search space in TOML file ``path``: checked to be a regular file of at most
+    ``MAX_SPACE_BYTES`` in UTF-8 before it is parsed; every problem is one ``SpaceError``."""
+    import os
+    import stat
+
     try:
-        with open(path, "rb") as fh:
-            data = tomllib.load(fh)
-    except tomllib.TOMLDecodeError as err:
-        raise SpaceError(str(path), f"not valid TOML: {err}") from None
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO must not block the open
     except OSError as err:
         raise SpaceError(str(path), f"cannot read: {err.strerror or err}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise SpaceError(str(path), "not a regular file; give a search space TOML file")
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            raw = fh.read(MAX_SPACE_BYTES + 1) if info.st_size <= MAX_SPACE_BYTES else b""
+        if max(info.st_size, len(raw)) > MAX_SPACE_BYTES:
+            raise SpaceError(
+                str(path),
+                f"{max(info.st_size, len(raw))} bytes is too large for a search space (at "
+                f"most {MAX_SPACE_BYTES}); give the space's TOML file",
+            )
+    except OSError as err:
+        raise SpaceError(str(path), f"cannot read: {err.strerror or err}") from None
+    finally:
+        os.close(fd)
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise SpaceError(
+            str(path), f"not UTF-8 text (byte {err.start}); a search space is a TOML file"
+        ) from None
+    except tomllib.TOMLDecodeError as err:
+        raise SpaceError(str(path), f"not valid TOML: {err}") from None
     return from_dict(data, where=str(path))
 
 

@@ -17,10 +17,12 @@ with those values, evaluating and checkpointing once per epoch; and reports the 
 by default: Greff's early stopping).
 
 Workers die: a worker records its host, process id and process start time on each trial it
-runs; any worker (before each trial), ``status`` and ``resume`` mark a running trial whose
-process on this host is gone as failed; on PostgreSQL, Optuna's heartbeat does the same across
-machines. ``resume`` queues every failed trial again with its parameters and run directory, and
-the retry continues that run from its last checkpoint.
+runs; the parent of ``--workers K`` (when it waits for a dead child), any worker (before each
+trial), ``status`` and ``resume`` mark a running trial whose process on this host is gone (a
+zombie included) as failed and queue it again at once (``requeue``: its parameters, seed and run
+directory; at most ``MAX_ATTEMPTS`` automatic attempts); on PostgreSQL, Optuna's heartbeat fails
+it across machines. Workers run queued trials first; ``resume`` also queues failed trials that
+have no retry. The retry continues that run from its last checkpoint.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import math
 import os
 import socket
 import sys
+import time
 import tomllib
 import warnings
 from dataclasses import dataclass
@@ -102,9 +105,9 @@ def _quiet_optuna() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
-def _storage(url: str | None, root: Path):
+def _storage(url: str | None, root: Path, wait: bool = False):
     try:
-        return open_storage(url, root)
+        return open_storage(url, root, wait=wait)
     except StorageError as err:
         raise StudyError(str(err)) from None
 
@@ -227,7 +230,7 @@ def open_study(
         )
     if storage is None and not (root / "study.journal").exists():
         raise StudyError(f"{root}: no study journal here; give --storage URL")
-    st = _storage(storage, root)
+    st = _storage(storage, root, wait=True)
     try:
         study = optuna.load_study(study_name=name, storage=st, sampler=None)
     except KeyError:
@@ -267,42 +270,62 @@ def _handle(root, name, storage, study) -> StudyHandle:
 class TrialSeededSampler(RandomSampler):
     """Optuna's random sampler, reseeded for each (trial number, parameter) from the study
     seed: a trial samples the same values whichever worker runs it, and runs of a study with
-    any number of workers sample the same trials. The variant is not drawn but dealt: a trial
-    gets the variant fewest earlier trials hold (failed ones not counted, since their retries
-    hold it; ties in the space's order), so N·K trials give every variant N, as Greff's fixed
-    number of trials per variant."""
+    any number of workers sample the same trials. The variant is not drawn but dealt round
+    robin: fresh trial n gets ``variants[s mod K]`` where s counts the fresh (not retry)
+    trials numbered below n. Which earlier trials are retries is fixed when each is created
+    (a retry is queued with its parameters and ``retry_of``), so the deal depends on neither
+    timing nor which trials failed, and a retry keeps its original's variant: N·K fresh
+    trials give every variant N, as Greff's fixed number of trials per variant."""
 
     def __init__(self, seed: int = 0):
         super().__init__(seed=seed)
         self.study_seed = int(seed)
 
     def sample_independent(self, study, trial, param_name, param_distribution):
+        trials = study.get_trials(deepcopy=False)
+        n = origin(trials, trial)  # a retry samples what its original did
         if param_name == "variant" and isinstance(param_distribution, CategoricalDistribution):
             choices = list(param_distribution.choices)
-            held = [
-                t.params.get("variant")
-                for t in study.get_trials(deepcopy=False)
-                if t.number < trial.number and t.state != TrialState.FAIL
-            ]
-            return min(choices, key=lambda c: (held.count(c), choices.index(c)))
+            return choices[fresh_slot(trials, n) % len(choices)]
         digest = sum((i + 1) * ord(c) for i, c in enumerate(param_name))
-        seed = (self.study_seed * 1_000_003 + trial.number * 7919 + digest) % 2**32
+        seed = (self.study_seed * 1_000_003 + n * 7919 + digest) % 2**32
         return RandomSampler(seed=seed).sample_independent(
             study, trial, param_name, param_distribution
         )
+
+
+def origin(trials, trial) -> int:
+    """The number of the fresh trial that ``trial`` retries (its own if it is fresh)."""
+    by_number = {t.number: t for t in trials}
+    n, attrs, hops = trial.number, trial.user_attrs, 0
+    while "retry_of" in attrs and hops < len(by_number):
+        n = int(attrs["retry_of"])
+        attrs, hops = (by_number[n].user_attrs if n in by_number else {}), hops + 1
+    return n
+
+
+def fresh_slot(trials, number: int) -> int:
+    """How many fresh trials (not queued retries) are numbered below ``number``."""
+    return sum(1 for t in trials if t.number < number and "retry_of" not in t.user_attrs)
 
 
 # --------------------------------------------------------------------------------------------
 # Workers
 
 
-def _process_start(pid: int) -> str | None:
-    """The start time of process ``pid`` (to tell a live process from a reused pid)."""
+def _proc_stat(pid: int) -> list[str] | None:
+    """The fields of ``/proc/PID/stat`` after the command name (state first), or None."""
     try:
         with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[19]
+            return fh.read().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
         return None
+
+
+def _process_start(pid: int) -> str | None:
+    """The start time of process ``pid`` (to tell a live process from a reused pid)."""
+    fields = _proc_stat(pid)
+    return fields[19] if fields and len(fields) > 19 else None
 
 
 def worker_id() -> dict[str, Any]:
@@ -311,10 +334,15 @@ def worker_id() -> dict[str, Any]:
 
 
 def _alive(worker: dict[str, Any]) -> bool:
+    """Whether the worker process is running: a zombie (dead, not yet waited for by its
+    parent) and a process that reuses the pid (another start time) are not."""
     pid = int(worker.get("pid", -1))
     if pid <= 0:
         return False
-    start = _process_start(pid)
+    fields = _proc_stat(pid)
+    if fields and fields[0] in ("Z", "X"):  # zombie or dead
+        return False
+    start = fields[19] if fields and len(fields) > 19 else None
     if start is not None or worker.get("start") is not None:
         return start is not None and start == worker.get("start")
     try:
@@ -326,16 +354,20 @@ def _alive(worker: dict[str, Any]) -> bool:
     return True
 
 
-def reap_dead_trials(handle: StudyHandle) -> list[int]:
+MAX_ATTEMPTS = 3  # a trial whose worker dies this often is not queued again automatically
+
+
+def reap_dead_trials(handle: StudyHandle, *, pids: set[int] | None = None) -> list[int]:
     """Mark running trials whose worker process on this host is gone as failed (and, on
-    PostgreSQL, those whose heartbeat stopped); returns their numbers."""
+    PostgreSQL, those whose heartbeat stopped), and queue each again (``requeue``); returns
+    their numbers. ``pids``: only trials of these worker processes (a parent that has just
+    waited for them knows they are dead)."""
     import optuna
     from optuna.storages._heartbeat import is_heartbeat_enabled
-    from optuna.trial import TrialState
 
     study = handle.study
     reaped = []
-    if is_heartbeat_enabled(study._storage):
+    if is_heartbeat_enabled(study._storage) and pids is None:
         before = {t.number for t in study.get_trials(False, states=(TrialState.RUNNING,))}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -345,7 +377,11 @@ def reap_dead_trials(handle: StudyHandle) -> list[int]:
     host = socket.gethostname()
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         w = t.user_attrs.get("worker")
-        if not w or w.get("host") != host or _alive(w):
+        if not w or w.get("host") != host:
+            continue
+        if pids is not None and int(w.get("pid", -1)) not in pids:
+            continue
+        if pids is None and _alive(w):
             continue
         try:
             study._storage.set_trial_user_attr(t._trial_id, "failed_because", "worker died")
@@ -353,7 +389,30 @@ def reap_dead_trials(handle: StudyHandle) -> list[int]:
                 reaped.append(t.number)
         except (RuntimeError, optuna.exceptions.UpdateFinishedTrialError):
             pass  # another worker reaped it first
+    trials = study.get_trials(deepcopy=False)
+    for n in reaped:
+        requeue(handle, trials[n], trials)
     return reaped
+
+
+def requeue(handle: StudyHandle, failed, trials=None, *, force: bool = False) -> bool:
+    """Queue failed trial ``failed`` again with its parameters, seed and run directory (the
+    retry continues that run from its checkpoint) unless a retry of it exists, or (without
+    ``force``) it is already attempt ``MAX_ATTEMPTS``. Returns whether it was queued."""
+    trials = trials if trials is not None else handle.study.get_trials(deepcopy=False)
+    if any(t.user_attrs.get("retry_of") == failed.number for t in trials):
+        return False
+    attempt = int(failed.user_attrs.get("attempt", 1)) + 1
+    if attempt > MAX_ATTEMPTS and not force:
+        return False
+    attrs: dict[str, Any] = {"retry_of": failed.number, "attempt": attempt}
+    for k in ("run_dir", "seed"):
+        if k in failed.user_attrs:
+            attrs[k] = failed.user_attrs[k]
+    # a trial that died before sampling is queued without parameters: the sampler deals the
+    # retry what its original would have drawn (``origin``)
+    handle.study.enqueue_trial(failed.params, user_attrs=attrs, skip_if_exists=False)
+    return True
 
 
 class _Objective:
@@ -391,6 +450,7 @@ class _Objective:
         elif paths.config.exists():
             summary = run.resume(run_dir, progress="none", out=io.StringIO())
         else:
+            _set_aside(run_dir)
             summary = run.start(cfg, run_dir, progress="none", out=io.StringIO())
         if summary["stop_reason"] == "interrupted":
             raise KeyboardInterrupt
@@ -412,11 +472,31 @@ class _Objective:
         return float(value)
 
 
-def _counted(handle: StudyHandle) -> int:
-    from optuna.trial import TrialState
+def _set_aside(run_dir: Path) -> None:
+    """A trial's run directory without a saved config is what a worker killed while starting
+    the run left (a temporary file, a lock): move it aside (``<dir>.partial-<time>``, nothing
+    deleted) so the retry can start the run there."""
+    if run_dir.is_dir() and any(run_dir.iterdir()):
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        aside = run_dir.with_name(f"{run_dir.name}.partial-{stamp}-{os.getpid()}")
+        try:
+            os.replace(run_dir, aside)
+        except OSError as err:
+            raise StudyError(f"cannot move {run_dir} aside: {err.strerror or err}") from None
 
-    states = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)
-    return len(handle.study.get_trials(deepcopy=False, states=states))
+
+def _counted(handle: StudyHandle) -> tuple[int, int]:
+    """(complete, running or queued) trials of the study."""
+
+    trials = handle.study.get_trials(deepcopy=False)
+    done = sum(t.state == TrialState.COMPLETE for t in trials)
+    busy = sum(t.state in (TrialState.RUNNING, TrialState.WAITING) for t in trials)
+    return done, busy
+
+
+def _waiting(handle: StudyHandle) -> int:
+
+    return len(handle.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
 
 
 def run_worker(
@@ -426,11 +506,9 @@ def run_worker(
     total: int | None = None,
     log=None,
 ) -> int:
-    """Run trials one after another: ``trials`` of them, or until the study holds ``total``
-    complete, running or queued trials (whichever comes first). Returns how many ran."""
-    from lstmlab.training.config import ConfigError
-    from lstmlab.training.run import RunError
-
+    """Run trials one after another, queued ones (retries) first: ``trials`` of them, or
+    until the study holds ``total`` complete, running or queued trials and no queued one is
+    left (whichever comes first). Returns how many ran."""
     if trials is None and total is None:
         raise StudyError("say how many trials: --trials N (this worker) or --total N (study)")
     log = log or (lambda msg: print(msg, file=sys.stderr))
@@ -439,47 +517,75 @@ def run_worker(
     while trials is None or done < trials:
         reaped = reap_dead_trials(handle)
         if reaped:
-            log(f"marked failed (worker gone): trials {', '.join(map(str, reaped))}")
-        if total is not None and _counted(handle) >= total:
+            log(f"marked failed (worker gone) and queued again: trials {_numbers(reaped)}")
+        if total is not None and sum(_counted(handle)) >= total and not _waiting(handle):
             break
-        handle.study.optimize(
-            objective,
-            n_trials=1,
-            catch=(RunError, ConfigError, StudyError, FloatingPointError),
-            gc_after_trial=False,
-        )
+        _run_one(handle, objective, log)
         done += 1
     return done
 
 
+def _numbers(ns) -> str:
+    return ", ".join(map(str, ns))
+
+
+def _run_one(handle: StudyHandle, objective, log) -> None:
+    """Ask for a trial (a queued one first), run it, tell the result: a failed run (bad
+    configuration, no finite value, a run error) fails the trial and the worker goes on; an
+    interrupt fails it and stops; a storage error stops with it (``StorageError``)."""
+    import optuna
+    from optuna.storages._heartbeat import get_heartbeat_thread
+
+    from lstmlab.training.config import ConfigError
+    from lstmlab.training.run import RunError
+
+    study = handle.study
+    with warnings.catch_warnings():  # "heartbeat is supposed to be used with optimize": it is
+        warnings.simplefilter("ignore", UserWarning)  # (the thread below beats)
+        trial = study.ask()
+    try:
+        with get_heartbeat_thread(trial._trial_id, study._storage):
+            value = objective(trial)
+    except (RunError, ConfigError, StudyError, FloatingPointError) as err:
+        log(f"trial {trial.number} failed: {err}")
+        trial.set_user_attr("failed_because", str(err).splitlines()[0] if str(err) else "")
+        study.tell(trial, state=TrialState.FAIL)
+        return
+    except (KeyboardInterrupt, Exception) as err:
+        if not isinstance(err, StorageError):
+            try:  # leave no RUNNING trial behind (``resume`` runs it again)
+                study.tell(trial, state=TrialState.FAIL)
+            except Exception:
+                pass
+        raise
+    try:
+        study.tell(trial, value)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        # another worker failed this trial while the database was away (its heartbeat
+        # stopped): the retry it queued continues the finished run directory
+        log(f"trial {trial.number} was marked failed meanwhile; its retry reuses the result")
+
+
 def resume(handle: StudyHandle, *, trials: int = 0, log=None) -> int:
     """Mark dead trials failed, queue every failed trial again (its parameters, seed and run
-    directory, so the run continues from its checkpoint), run them and ``trials`` more."""
-    from optuna.trial import TrialState
+    directory, so the run continues from its checkpoint) that has no retry yet, run every
+    queued trial and ``trials`` more."""
 
     log = log or (lambda msg: print(msg, file=sys.stderr))
     reap_dead_trials(handle)
-    study = handle.study
-    all_trials = study.get_trials(deepcopy=False)
-    retried = {t.user_attrs.get("retry_of") for t in all_trials}
-    queued = 0
-    for t in all_trials:
-        if t.state != TrialState.FAIL or t.number in retried:
-            continue
-        attrs = {"retry_of": t.number}
-        for k in ("run_dir", "seed"):
-            if k in t.user_attrs:
-                attrs[k] = t.user_attrs[k]
-        study.enqueue_trial(t.params, user_attrs=attrs, skip_if_exists=False)
-        queued += 1
+    all_trials = handle.study.get_trials(deepcopy=False)
+    queued = sum(
+        requeue(handle, t, all_trials, force=True) for t in all_trials if t.state == TrialState.FAIL
+    )
     if queued:
         log(f"queued {queued} failed trial(s) again")
-    return run_worker(handle, trials=queued + trials, log=log) if queued + trials else 0
+    n = _waiting(handle) + trials
+    return run_worker(handle, trials=n, log=log) if n else 0
 
 
 def status(handle: StudyHandle) -> dict[str, Any]:
-    """Counts by state, the best trial, and per-variant counts and best values."""
-    from optuna.trial import TrialState
+    """Counts by state, the best trial, per-variant counts and best values, running trials,
+    and which failed trials have a retry (``retried``) and which not (``not_retried``)."""
 
     reap_dead_trials(handle)
     trials = handle.study.get_trials(deepcopy=False)
@@ -496,6 +602,7 @@ def status(handle: StudyHandle) -> dict[str, Any]:
         if d["best"] is None or sign * t.value < sign * d["best"]:
             d["best"] = t.value
     best = min(complete, key=lambda t: sign * t.value) if complete else None
+    retried = {t.user_attrs["retry_of"] for t in trials if "retry_of" in t.user_attrs}
     return {
         "name": handle.name,
         "storage": handle.where,
@@ -511,5 +618,10 @@ def status(handle: StudyHandle) -> dict[str, Any]:
             {"number": t.number, **t.user_attrs.get("worker", {})}
             for t in trials
             if t.state == TrialState.RUNNING
+        ],
+        # failed trials with a retry (queued, running or done) and those without one
+        "retried": [t.number for t in trials if t.state == TrialState.FAIL and t.number in retried],
+        "not_retried": [
+            t.number for t in trials if t.state == TrialState.FAIL and t.number not in retried
         ],
     }

@@ -33,3 +33,27 @@ def pg_url(pg_server):
     name = f"t{uuid.uuid4().hex[:12]}"
     pg_server.psql(f"CREATE DATABASE {name};")
     return pg_server.get_uri(name)
+
+
+class _Ctl:
+    """Stop and start the session's server (a database outage in the middle of a study)."""
+
+    def __init__(self, srv):
+        self.srv = srv
+
+    def stop(self) -> None:
+        """``pg_ctl stop -m fast``: clients are disconnected at once."""
+        from pgserver._commands import pg_ctl
+
+        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.srv.pgdata, user=self.srv.system_user)
+
+    def start(self) -> None:
+        """Start it again on the same socket (the URLs stay valid)."""
+        self.srv.ensure_postgres_running()
+
+
+@pytest.fixture
+def pg_ctl(pg_server):
+    ctl = _Ctl(pg_server)
+    yield ctl
+    ctl.start()  # whatever the test did, the server runs for the next one
