@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import sys
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
@@ -62,6 +63,14 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
     from lstmlab.nn.sequence_model import SequenceModel
     from lstmlab.objective import FunctionObjective, Objective
     from lstmlab.schedules import as_schedule
+
+
+# torch.load(weights_only=True) of whole models holding lstmlab layers needs lstmlab's classes on
+# torch's allow-list (lstmlab/nn/safe_globals.py, registered when lstmlab.nn is imported). When
+# torch is already loaded, registering costs little, so ``import torch; import lstmlab`` is
+# enough before torch.load; the command line (torch not loaded) stays fast.
+if "torch" in sys.modules:
+    importlib.import_module("lstmlab.nn")
 
 
 def __getattr__(name: str) -> Any:

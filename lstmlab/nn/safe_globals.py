@@ -23,8 +23,11 @@ deliberately NOT on the list: such a checkpoint still refuses to load under
 ``weights_only=True``, naming the function, because loading it would mean calling code
 picked by the file.
 
-A process must ``import lstmlab`` before ``torch.load`` (the pickle names lstmlab's classes
-and torch does not import modules itself), as for any third-party module's classes.
+A process must import lstmlab's layers before ``torch.load`` (the pickle names lstmlab's classes
+and torch does not import modules itself), as for any third-party module's classes:
+``import torch`` then ``import lstmlab`` does it (``lstmlab/__init__.py`` imports ``lstmlab.nn``
+when torch is already loaded), and so does any use of ``lstmlab.nn`` or its layers; a bare
+``import lstmlab`` before torch does not (it keeps the command line free of torch).
 """
 
 from __future__ import annotations
