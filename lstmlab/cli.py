@@ -4,7 +4,7 @@
     lstmlab train adding --optimizer.name cg --seed 3 --stop.max_epochs 20
     lstmlab train multiplication --config my.toml --task.options.T 50 --dry-run
     lstmlab resume runs/multiplication-lbfgs-seed0-…      continue from the last checkpoint
-    lstmlab eval RUN [--split train]             metrics of a run's last checkpoint
+    lstmlab eval RUN [--split S] [--checkpoint best|last]  metrics of a run's best/last network
     lstmlab report RUN… [--out DIR]              figures and a markdown table across runs
     lstmlab tasks                                every task with a one-line description
     lstmlab reproduce NAME [--quick] [--dry-run]  one paper's experiments (lyu2015, …)
@@ -222,13 +222,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_parallel_flags(r)
     _add_config_flags(r, only="stop.")
 
-    e = sub.add_parser("eval", help="evaluate a run's last checkpoint")
+    e = sub.add_parser("eval", help="evaluate a run's best (or last) network")
     e.add_argument("run", metavar="RUN", help="run directory")
     e.add_argument(
         "--split",
         default="test",
         choices=("train", "valid", "test"),
         help="which split to evaluate",
+    )
+    e.add_argument(
+        "--checkpoint",
+        default=None,
+        choices=("best", "last"),
+        help="which network: the best by the valid metric, or the last checkpoint "
+        "(default: best where the run keeps one, else last)",
     )
     e.add_argument("--json", action="store_true", help="print the metrics as JSON")
 
@@ -550,13 +557,14 @@ def cmd_eval(ns, extra) -> int:
     from lstmlab.training import run
 
     _overrides(ns, extra, allow_free=False)
-    metrics = run.evaluate_run(ns.run, ns.split)
+    metrics = run.evaluate_run(ns.run, ns.split, ns.checkpoint)
     if ns.json:
         from lstmlab.training.jsonsafe import dumps
 
         print(dumps(metrics, indent=2))
     else:
-        print(f"{ns.run} ({ns.split}, checkpoint at iteration {metrics.pop('iteration')}):")
+        which, it = metrics.pop("checkpoint"), metrics.pop("iteration")
+        print(f"{ns.run} ({ns.split}, {which} checkpoint, iteration {it}):")
         for k, v in metrics.items():
             print(f"  {k:<12} {v:.6g}" if isinstance(v, float) else f"  {k:<12} {v}")
     return 0

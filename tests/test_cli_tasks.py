@@ -258,7 +258,7 @@ def test_text_evaluates_on_valid_and_reads_test_once(tmp_path, capsys, monkeypat
     argv = ["train", "text", "--run-dir", str(run), *RUN, *tiny_args("text", tmp_path)]
     argv += ["--eval_every", "1", "--stop.max_iterations", "3"]
     assert main(argv) == 0
-    assert "test bits_per_char (read once, at the end)" in capsys.readouterr().out
+    assert "; read once, at the end): " in capsys.readouterr().out
     records = read_metrics(run / "metrics.jsonl")
     assert all("valid_bits_per_char" in r for r in records)
     assert not any(k.startswith("test_") for r in records for k in r)

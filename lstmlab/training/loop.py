@@ -115,6 +115,7 @@ def train(
     checkpoint_every: int = 1,
     log_every: int = 1,
     checkpoint: Callable[[TrainState], None] | None = None,
+    on_best: Callable[[TrainState], None] | None = None,
     progress: Any = None,
     interrupted: Callable[[], bool] = lambda: False,
     carry_state: bool = False,
@@ -130,6 +131,9 @@ def train(
     seed 001; sequences that went into gradients); the loop sums them. ``evaluate(model)`` returns
     the test metrics (e.g. ``{"loss": .., "mae": ..}``). ``checkpoint(state)`` persists
     everything; it is called every ``checkpoint_every`` iterations and when the loop ends.
+    ``on_best(state)`` is called right after every evaluation that improved the stopping
+    metric's best value (the initial one included), while the model is that network: the
+    caller keeps it (``run``'s ``best`` checkpoint).
     A record is logged every ``log_every`` iterations and at every evaluation.
 
     ``carry_state``: the training data are parallel streams of consecutive chunks (rows
@@ -147,8 +151,13 @@ def train(
     n_batches = batches_per_epoch(len(train_data), batch_size)
     clock = time.perf_counter() - state.wall  # wall time continues across resumes
 
-    if state.iteration == 0 and state.evals == 0:  # a fresh run: evaluate the initial network
+    def observe() -> None:
         stopping.observe(state, evaluate(model))
+        if on_best is not None and state.evals_since_best == 0:  # this network is the best
+            on_best(state)
+
+    if state.iteration == 0 and state.evals == 0:  # a fresh run: evaluate the initial network
+        observe()
         log.write(_record(state, {}, test=state.last_eval, name=eval_name))
         if checkpoint is not None:
             checkpoint(state)
@@ -202,7 +211,7 @@ def train(
         test = None
         evaluated = due(eval_every, eval_seconds, last_eval)
         if evaluated:
-            stopping.observe(state, evaluate(model))
+            observe()
             test = state.last_eval
             last_eval = time.perf_counter()
         if test is not None or state.iteration % log_every == 0:
@@ -214,7 +223,7 @@ def train(
             last_checkpoint = time.perf_counter()
 
     if state.stop_reason != "interrupted" and not evaluated:
-        stopping.observe(state, evaluate(model))  # the summary reports the final network
+        observe()  # the summary reports the final network
         log.write(_record(state, {}, test=state.last_eval, name=eval_name))
     if checkpoint is not None and state.stop_reason != "diverged":
         checkpoint(state)  # the final state, stop reason included
