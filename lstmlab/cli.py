@@ -63,19 +63,29 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: error: {message} (see {self.prog} --help)")
 
 
-def _add_config_flags(p: argparse.ArgumentParser, *, only: str | None = None) -> None:
+def _add_config_flags(
+    p: argparse.ArgumentParser, *, only: str | None = None, preset: dict | None = None
+) -> None:
+    """One flag per config field; ``preset``: the defaults of one task (``train TASK --help``:
+    ``_task_defaults``), shown instead of the dataclass defaults."""
     from lstmlab.training.config import RunConfig, flag_specs
 
-    group = p.add_argument_group(
+    title = (
         "run configuration (each flag overrides the config files; task and optimizer "
         "presets, e.g. seed 000's batch sizes, change some defaults shown here)"
+        if preset is None
+        else f"run configuration; defaults shown are task {preset['task.name']}'s, its "
+        f"preset and its optimizer's ({preset['optimizer.name']}) applied"
     )
+    group = p.add_argument_group(title)
     choices = _choices()
     for key, text, default in flag_specs(RunConfig):
         if only is not None and not key.startswith(only):
             continue
         if key == "task.name":
             continue  # the positional TASK
+        if preset is not None:
+            default = preset.get(key)
         shown = "unset" if default is None or default == {} else json.dumps(default)
         group.add_argument(
             f"--{key}",
@@ -147,7 +157,36 @@ def _choices() -> dict[str, tuple[str, ...]]:
     return out
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _task_defaults(argv: list[str]) -> dict | None:
+    """``lstmlab train TASK [--optimizer.name X] --help``: that task's resolved defaults as
+    dotted keys (None for any other command line, or a task name that does not resolve)."""
+    if len(argv) < 2 or argv[0] != "train" or argv[1].startswith("-"):
+        return None
+    if not {"-h", "--help"} & set(argv):
+        return None
+    from lstmlab.training.config import ConfigError, resolve, to_dict
+
+    over = {"task.name": argv[1]}
+    if "--optimizer.name" in argv[:-1]:
+        over["optimizer.name"] = argv[argv.index("--optimizer.name") + 1]
+    try:
+        cfg = resolve([], over)
+    except ConfigError:
+        return None
+
+    def flat(d: dict, prefix: str = "") -> dict:
+        out = {}
+        for k, v in d.items():
+            if isinstance(v, dict) and k not in ("options", "alpha", "lr", "momentum"):
+                out.update(flat(v, f"{prefix}{k}."))
+            else:
+                out[f"{prefix}{k}"] = v
+        return out
+
+    return flat(to_dict(cfg))
+
+
+def build_parser(task_defaults: dict | None = None) -> argparse.ArgumentParser:
     parser = _Parser(
         prog="lstmlab",
         description="Train LSTM-family networks with full-BPTT batch learning and compare "
@@ -192,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
         "print the config; write nothing and train nothing",
     )
     _add_parallel_flags(t)
-    _add_config_flags(t)
+    _add_config_flags(t, preset=task_defaults)
 
     r = sub.add_parser(
         "resume",
@@ -434,7 +473,7 @@ def cmd_train(ns, extra) -> int:
         return _exit_code(_in_group(in_group))
     if ns.dry_run:
         try:
-            built = build.build_all(cfg)
+            built = run.build_noticed(cfg)
         except build.DataNotGivenError as err:  # PTB without its files: the config still shows
             print(dumps_toml(cfg).rstrip())
             print(f"# task: not built, its data is not given: {err}")
@@ -666,7 +705,7 @@ def main(argv: list[str] | None = None) -> int:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        ns, extra = build_parser().parse_known_args(argv)
+        ns, extra = build_parser(_task_defaults(argv)).parse_known_args(argv)
         ns.argv = argv
         return COMMANDS[ns.command](ns, extra)
     except _Reported as done:

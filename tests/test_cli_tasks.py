@@ -237,8 +237,10 @@ def test_real_data_tasks_have_their_own_defaults(name):
     assert cfg.model.variant == "vanilla" and cfg.model.blocks >= 32 and cfg.model.alpha == 1.0
     assert cfg.precision == "float32" and cfg.optimizer.name == "adam"
     assert cfg.optimizer.batch_size == 100 and cfg.optimizer.lr == 1e-3
-    assert cfg.eval_every > 1 and cfg.eval_seconds and cfg.checkpoint_seconds
-    assert cfg.stop.patience and cfg.stop.max_epochs
+    # evaluated once per epoch (five steps for JapaneseVowels), patience in epochs
+    assert cfg.eval_every == ("epoch" if name != "japanese_vowels" else 5)
+    assert cfg.eval_seconds is None and cfg.checkpoint_seconds
+    assert cfg.stop.patience is None and cfg.stop.patience_epochs and cfg.stop.max_epochs
     # a user's optimizer still brings its own preset over the task's choice
     assert resolve([], {"task.name": name, "optimizer.name": "bgd"}).optimizer.batch_size == 3500
 

@@ -169,8 +169,11 @@ def describe(built: Built) -> list[str]:
             f"HF: curvature {opt.curvature}, B_c = {opt.curvature_batch}, "
             f"at most {int(opt.hp('max_cg'))} CG iterations, initial λ = {opt.lam:g}, {rule}"
         )
-    if getattr(opt, "clip_norm", None) is not None:
-        lines.append(f"SGD: lr {opt.hp('lr'):g}, gradient norm clipped to {opt.clip_norm:g}")
+    if getattr(opt, "clip_norm", None) is not None:  # SGD or Adam, by its own name
+        lines.append(
+            f"{type(opt).__name__}: lr {opt.hp('lr'):g}, gradient norm clipped to "
+            f"{opt.clip_norm:g} (torch's clip_grad_norm_)"
+        )
     lines.append(f"evaluation during training on the {built.eval_split} split")
     if built.t_ref is not None:
         lines.append(f"cost unit: one forward pass of a sequence of {built.t_ref:g} steps")

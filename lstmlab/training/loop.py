@@ -111,8 +111,8 @@ def train(
     make_objective: Callable[[Any, Batch], Any],
     batch_size: int,
     seed: int,
-    eval_every: int = 1,
-    checkpoint_every: int = 1,
+    eval_every: int | None = 1,
+    checkpoint_every: int | None = 1,
     log_every: int = 1,
     checkpoint: Callable[[TrainState], None] | None = None,
     on_best: Callable[[TrainState], None] | None = None,
@@ -143,7 +143,8 @@ def train(
     an epoch) — truncated BPTT across chunks, for first-order optimizers.
 
     ``eval_seconds`` / ``checkpoint_seconds`` also evaluate / checkpoint once that much wall
-    time has passed since the last one (whichever interval ends first). The evaluation's
+    time has passed since the last one (whichever interval ends first). ``eval_every`` /
+    ``checkpoint_every`` None: by iterations never (the initial and final ones stay). The evaluation's
     metrics are logged as ``<eval_name>_<metric>`` (``valid_bits_per_char``). ``agree(x)``
     turns this process's answer to "have that many seconds passed?" into the one every process
     of a worker group acts on (rank 0's; ``lstmlab.distributed.Session.agree``).
@@ -162,10 +163,11 @@ def train(
         if checkpoint is not None:
             checkpoint(state)
     last_eval = last_checkpoint = time.perf_counter()
-    evaluated = state.iteration % eval_every == 0  # was the network as it stands evaluated?
+    # was the network as it stands evaluated?
+    evaluated = state.iteration % eval_every == 0 if eval_every else state.iteration == 0
 
-    def due(every: int, seconds: float | None, since: float) -> bool:
-        if state.iteration % every == 0:
+    def due(every: int | None, seconds: float | None, since: float) -> bool:
+        if every is not None and state.iteration % every == 0:
             return True
         # a clock differs between processes: a worker group takes rank 0's answer (agree)
         return seconds is not None and agree(time.perf_counter() - since >= seconds)
@@ -180,6 +182,7 @@ def train(
             break
 
         model.set_epoch(state.epoch)  # gate-sharpness schedules run over epochs
+        step_start = time.perf_counter()
         if carry_state:
             batch = stream_batch(train_data, batch_size, state.batch_in_epoch, state.carried)
         else:
@@ -187,6 +190,12 @@ def train(
         diag = step_diagnostics(optimizer.step(make_objective(model, batch)))
         if carry_state:  # the state at the end of this chunk starts the next one
             state.carried = model.final_state
+        step = {  # for the progress line: smoothed loss and throughput
+            "loss": _number(diag.get("loss")),
+            "tokens": int(batch.lengths.sum()),
+            "samples": len(batch),
+            "seconds": time.perf_counter() - step_start,
+        }
 
         state.iteration += 1
         state.samples += len(batch)
@@ -205,7 +214,7 @@ def train(
             stopping.observe(state, evaluate(model))
             log.write(_record(state, diag, test=state.last_eval, name=eval_name))
             if progress is not None:
-                progress.update(state)
+                progress.update(state, **step)
             return state
 
         test = None
@@ -217,7 +226,7 @@ def train(
         if test is not None or state.iteration % log_every == 0:
             log.write(_record(state, diag, test=test, name=eval_name))
         if progress is not None:
-            progress.update(state)
+            progress.update(state, **step)
         if checkpoint is not None and due(checkpoint_every, checkpoint_seconds, last_checkpoint):
             checkpoint(state)
             last_checkpoint = time.perf_counter()

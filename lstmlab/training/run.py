@@ -187,6 +187,41 @@ def _writer(paths: RunPaths, break_lock: bool, command: str):
 # Start / resume
 
 
+SLOW_BUILD_SECONDS = 2.0  # a build taking longer than this says so (a corpus to read)
+
+
+def build_noticed(cfg: RunConfig, stream=None, after: float | None = None):
+    """``build.build_all(cfg)``; when it takes more than ``after`` seconds (a corpus read and
+    tokenized, the first time before it is cached), one line on stderr says what is loading,
+    and one more how long it took. Quick builds print nothing."""
+    import threading
+
+    stream = stream or sys.stderr
+    t0 = time.perf_counter()
+    said = threading.Event()
+
+    def notice() -> None:
+        said.set()
+        options = cfg.task.options
+        source = f" from {options['path']}" if options.get("path") else ""
+        print(
+            f"lstmlab: loading task {cfg.task.name!r}{source} (a corpus is read and "
+            "tokenized; cached for the next run where the task caches it) ...",
+            file=stream,
+            flush=True,
+        )
+
+    timer = threading.Timer(SLOW_BUILD_SECONDS if after is None else after, notice)
+    timer.daemon = True
+    timer.start()
+    try:
+        return build.build_all(cfg)
+    finally:
+        timer.cancel()
+        if said.is_set():
+            print(f"lstmlab: loaded in {time.perf_counter() - t0:.1f} s", file=stream, flush=True)
+
+
 def _prepare_dir(paths: RunPaths) -> None:
     if paths.root.exists() and not paths.root.is_dir():
         raise RunError(f"cannot create run directory {paths.root}: a file is in the way")
@@ -221,7 +256,7 @@ def start(
     """
     par = parallel or ONE
     paths = RunPaths(Path(run_dir))
-    built = build.build_all(cfg)  # before touching the disk: a bad config fails cleanly
+    built = build_noticed(cfg)  # before touching the disk: a bad config fails cleanly
     par.prepare(cfg, built)  # every rank agrees and can be fed, or every rank fails
     with contextlib.ExitStack() as held:
 
@@ -272,7 +307,7 @@ def resume(
             return _read_resume(cfg, paths, stop_overrides)
 
         cfg, ckpt, state, action = par.from_main(read)
-        built = build.build_all(cfg)
+        built = build_noticed(cfg)
         if action == "finish":  # killed while writing its figure or summary: finish that only
             if not par.is_main:
                 return summarize(cfg, paths, state, None, built.stopping.metric)
@@ -418,11 +453,10 @@ def _execute(cfg, paths, built, restored, *, progress, out, checkpoint_writer=No
     if built.eval_split == "valid":
         on_best = lambda st: par.from_main(keep_best, st)  # noqa: E731 - rank 0 writes
 
+    per_epoch = batches_per_epoch(len(built.train_data), cfg.optimizer.batch_size)
     total = cfg.stop.max_iterations
     if total is None and cfg.stop.max_epochs is not None:
-        total = cfg.stop.max_epochs * batches_per_epoch(
-            len(built.train_data), cfg.optimizer.batch_size
-        )
+        total = cfg.stop.max_epochs * per_epoch
     bar = make_progress(par.progress(progress), built.stopping.metric, total)
     interrupt = Interrupt(bar.message)
     stopping, interrupted = par.stopping(built.stopping, lambda: interrupt.requested)
@@ -440,8 +474,8 @@ def _execute(cfg, paths, built, restored, *, progress, out, checkpoint_writer=No
                 make_objective=built.make_objective,
                 batch_size=cfg.optimizer.batch_size,
                 seed=cfg.seed,
-                eval_every=cfg.eval_every,
-                checkpoint_every=cfg.checkpoint_every,
+                eval_every=_every(cfg.eval_every, per_epoch),
+                checkpoint_every=_every(cfg.checkpoint_every, per_epoch),
                 log_every=cfg.log_every,
                 checkpoint=par.checkpoint(checkpoint, built.model),
                 on_best=on_best,
@@ -469,6 +503,13 @@ def _execute(cfg, paths, built, restored, *, progress, out, checkpoint_writer=No
         checkpoint_iteration=written["iteration"],
         interrupted_by=interrupt.signal if state.stop_reason == "interrupted" else None,
     )
+
+
+def _every(value: int | str, per_epoch: int) -> int | None:
+    """An interval in iterations: a number, "epoch" (the iterations of one epoch) or "off"."""
+    if value == "off":
+        return None
+    return per_epoch if value == "epoch" else int(value)
 
 
 def _finish_built(cfg, paths, state, built, out, **kwargs) -> dict[str, Any]:
@@ -684,7 +725,7 @@ def evaluate_run(
     ckpt, skipped = load_run_checkpoint(paths, cfg, "evaluate", which)
     if skipped is not None:
         print(f"warning: {skipped}; using the previous checkpoint", file=sys.stderr)
-    built = build.build_all(cfg)
+    built = build_noticed(cfg)
     built.model.load_state_dict(ckpt["model"])
     return {
         "iteration": ckpt["train_state"]["iteration"],
