@@ -277,15 +277,27 @@ class DeviceSplit:
             yield self.split.batch(slice(start, start + size)).to(self.device, self.dtype)
 
 
-EVAL_ELEMENTS = 25_000_000  # predictions held at once during an evaluation (rows · T · O)
+EVAL_ELEMENTS = 25_000_000  # numbers held at once during an evaluation (rows · T · per step)
+
+
+def eval_width(model, task) -> int:
+    """Numbers an evaluation holds per row and time step: the inputs, the outputs and the
+    recurrent stack's (its gate pre-activations and states, ~6 per unit and layer). The
+    recurrent part is what dominates a character model: 1,000 chunks of 200 steps of 200 units
+    took 1.2 GB (measured, issue 22), the one-hot inputs and the softmax a tenth of it."""
+    rnn = getattr(model, "rnn", None)
+    units = getattr(rnn, "hidden_size", 0) * getattr(rnn, "num_layers", 1)
+    units *= 2 if getattr(rnn, "bidirectional", False) else 1
+    return int(task.input_size) + int(task.output_size) + 6 * int(units)
 
 
 @torch.no_grad()
 def evaluate(model, task, data: DeviceSplit) -> dict[str, float]:
     """The task's metrics plus the model's mean ``loss`` on a whole split, a chunk of rows at
-    a time (at most ``EVAL_ELEMENTS`` predictions at once: a word-level softmax is wide)."""
+    a time (at most ``EVAL_ELEMENTS`` numbers at once, ``eval_width`` per row and step: a
+    word-level softmax is wide, a character model's recurrent state is)."""
     loss_sum = 0.0
-    width = max(1, data.split.max_length * task.output_size)
+    width = max(1, data.split.max_length * eval_width(model, task))
     rows = max(1, min(EVAL_CHUNK, EVAL_ELEMENTS // width))
 
     def pairs():
