@@ -192,7 +192,7 @@ def train(
             state.carried = model.final_state
         step = {  # for the progress line: smoothed loss and throughput
             "loss": _number(diag.get("loss")),
-            "tokens": int(batch.lengths.sum()),
+            "tokens": _tokens(batch),
             "samples": len(batch),
             "seconds": time.perf_counter() - step_start,
         }
@@ -237,6 +237,16 @@ def train(
     if checkpoint is not None and state.stop_reason != "diverged":
         checkpoint(state)  # the final state, stop reason included
     return state
+
+
+def _tokens(batch: Any) -> int:
+    """Valid time steps of a minibatch; a worker's shard (``ShardedBatch``) counts as its share
+    of the whole (local steps · global rows / local rows)."""
+    local = getattr(batch, "local", batch)
+    lengths = getattr(local, "lengths", None)
+    if lengths is None or len(local) == 0:
+        return 0
+    return round(int(lengths.sum()) * len(batch) / len(local))
 
 
 def _params_finite(model: Any) -> bool:

@@ -119,3 +119,17 @@ def test_eval_checkpoint_choices(bad, capsys):
     assert main(["eval", "x", "--checkpoint", bad]) == 2
     err = capsys.readouterr().err
     assert "choose from" in err and "best" in err
+
+
+@pytest.mark.slow  # two worker processes
+def test_a_worker_group_keeps_the_best_network_as_one_process_does(tmp_path, capsys):
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert train_text(one, tmp_path, "--precision", "float64") == 0
+    assert train_text(two, tmp_path, "--precision", "float64", "--workers", "2") == 0
+    a = json.loads((one / "summary.json").read_text())
+    b = json.loads((two / "summary.json").read_text())
+    assert b["tested"] == a["tested"] and b["tested"]["network"] == "best"
+    assert b["test"]["bits_per_char"] == pytest.approx(a["test"]["bits_per_char"], rel=1e-9)
+    assert (
+        load_checkpoint(two / "best.safetensors")["train_state"]["iteration"] == a["best_iteration"]
+    )
