@@ -133,3 +133,45 @@ def test_a_worker_group_keeps_the_best_network_as_one_process_does(tmp_path, cap
     assert (
         load_checkpoint(two / "best.safetensors")["train_state"]["iteration"] == a["best_iteration"]
     )
+
+
+@pytest.mark.parametrize("records", [6])
+def test_kill_9_then_resume_keeps_the_uninterrupted_best_network(tmp_path, records):
+    """A kill may land after a best network was written and before the checkpoint that
+    follows (checkpoints every 5 iterations here); resume replays those steps and ends with the
+    best network, the test number and the metrics of the uninterrupted run."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    extra = ["--precision", "float64", "--checkpoint_every", "5"]
+    ref = tmp_path / "ref"
+    assert train_text(ref, tmp_path, *extra) == 0
+    run_dir = tmp_path / "killed"
+    argv = ["train", "text", "--run-dir", str(run_dir), *RUN, *tiny_args("text", tmp_path)]
+    env = dict(os.environ)
+    env["PYTHONPATH"] = (
+        str(Path(__file__).resolve().parents[2]) + os.pathsep + env.get("PYTHONPATH", "")
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lstmlab", *argv, *NOISY, *extra],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    metrics, end = run_dir / "metrics.jsonl", time.time() + 120
+    while time.time() < end and proc.poll() is None:
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= records:
+            break
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (run_dir / "summary.json").exists()  # the kill landed inside the run
+    assert main(["resume", str(run_dir), "--progress", "none"]) == 0
+    a, b = load_checkpoint(ref / "best.safetensors"), load_checkpoint(run_dir / "best.safetensors")
+    assert a["train_state"]["iteration"] == b["train_state"]["iteration"]
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    sa = json.loads((ref / "summary.json").read_text())
+    sb = json.loads((run_dir / "summary.json").read_text())
+    assert sa["test"] == sb["test"] and sa["tested"] == sb["tested"]
