@@ -245,6 +245,18 @@ def test_real_data_tasks_have_their_own_defaults(name):
     assert resolve([], {"task.name": name, "optimizer.name": "bgd"}).optimizer.batch_size == 3500
 
 
+@pytest.mark.parametrize("name", ["words", "ptb_words"])
+def test_word_models_default_to_torchs_cell(name, tmp_path):
+    """Chosen by measurement (docs/results.md): no peepholes, U(±1/√H), as torch.nn.LSTM."""
+    over = {"task.name": name, "task.options.path": str(ptb_words_dir(tmp_path))}
+    cfg = resolve([], over)
+    assert cfg.model.variant == "NP" and cfg.model.options == {"init": "torch"}
+    assert cfg.eval_every == "epoch" and cfg.stop.patience_epochs == 3
+    small = resolve([], {**over, "task.options.streams": "4", "optimizer.batch_size": "4"})
+    lstm = build_all(small).model.rnn.to_torch()  # torch.nn.LSTM can express it
+    assert lstm.hidden_size == 200
+
+
 def test_text_evaluates_on_valid_and_reads_test_once(tmp_path, capsys, monkeypatch):
     import lstmlab.training.build as build
 
