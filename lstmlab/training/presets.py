@@ -46,16 +46,17 @@ def _real_data(
     optimizer: str,
     max_epochs: int,
     task: dict,
-    patience_epochs: int,
+    patience: int,
     every: int | str = "epoch",
 ) -> dict[str, Any]:
     """A real-data task's defaults: one layer of ``hidden`` vanilla LSTM blocks of one cell
     (forget gate, peepholes, α = 1), float32, evaluation on the valid split at the end of every
     epoch (``every``: an interval scaled to the data, and the same on every machine), a
     checkpoint at every evaluation and every ten minutes between them, early stopping after
-    ``patience_epochs`` epochs without improvement. With one evaluation per epoch,
-    ``stop.patience`` (evaluations) counts epochs too. Only the optimizer's *name* is set here;
-    its batch size and step settings come from its own preset."""
+    ``patience`` evaluations without improvement: with one evaluation per epoch, epochs
+    (``stop.patience`` is what a user changes, and what ``reproduce`` runs override). Only the
+    optimizer's *name* is set here; its batch size and step settings come from its own
+    preset."""
     return {
         "precision": "float32",
         "eval_every": every,
@@ -70,18 +71,16 @@ def _real_data(
             "alpha": 1.0,
         },
         "optimizer": {"name": optimizer},
-        "stop": {"max_epochs": max_epochs, "patience_epochs": patience_epochs},
+        "stop": {"max_epochs": max_epochs, "patience": patience},
     }
 
 
 # character-level language models (seed 001's task): 200 vanilla LSTM cells on chunks of 200
 # characters (≈ 0.25 M weights on Shakespeare's 80 symbols, close to seed 001's 220 K on PTB),
 # Adam on minibatches of 100
-_TEXT = _real_data(hidden=200, optimizer="adam", max_epochs=20, task={}, patience_epochs=3)
+_TEXT = _real_data(hidden=200, optimizer="adam", max_epochs=20, task={}, patience=3)
 
-_WORDS = _real_data(
-    hidden=200, optimizer="adam", max_epochs=10, task={"streams": 100}, patience_epochs=3
-)
+_WORDS = _real_data(hidden=200, optimizer="adam", max_epochs=10, task={"streams": 100}, patience=3)
 _WORDS["model"] = {**_WORDS["model"], "variant": "NP", "options": {"init": "torch"}}
 
 TASK_PRESETS: dict[str, dict[str, Any]] = {
@@ -91,7 +90,7 @@ TASK_PRESETS: dict[str, dict[str, Any]] = {
     **{name: preset for name, preset in (("text", _TEXT), ("ptb", _TEXT))},
     # JSB Chorales: 229 training chorales, 3 steps of 100 per epoch; Boulanger-Lewandowski's
     # early stopping waits tens of epochs (issue 22: the best valid NLL came at epoch 166)
-    "music": _real_data(hidden=100, optimizer="adam", max_epochs=200, task={}, patience_epochs=20),
+    "music": _real_data(hidden=100, optimizer="adam", max_epochs=200, task={}, patience=20),
     "japanese_vowels": _real_data(
         hidden=32,
         optimizer="adam",
@@ -99,7 +98,7 @@ TASK_PRESETS: dict[str, dict[str, Any]] = {
         # 30 of the 270 training speakers' utterances held out (seeded by the run seed)
         task={"n_valid": 30},
         every=5,
-        patience_epochs=15,  # Greff et al.'s early stopping
+        patience=10,  # evaluations (every 5 iterations)
     ),
     # word-level language models (seed 004's task): 100 parallel streams, so that Adam's batch
     # of 100 carries the state from chunk to chunk (the words task carries it when the batch

@@ -109,7 +109,7 @@ def test_patience_counts_epochs_on_real_data_tasks(tmp_path):
     cfg = run.load_config(tmp_path / "r")
     per_epoch = math.ceil(len(run.build_noticed(cfg).train_data) / cfg.optimizer.batch_size)
     assert s["iterations"] == per_epoch > 1
-    assert resolve([], {"task.name": "music"}).stop.patience_epochs == 20
+    assert resolve([], {"task.name": "music"}).stop.patience == 20
 
 
 @pytest.mark.parametrize(
