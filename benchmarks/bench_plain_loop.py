@@ -19,6 +19,7 @@ Rows:
                     decoder U(±0.1), decoder bias 0, ``nn.LSTM`` with torch's initialisation
                     (two biases b_ih + b_hh), ``clip_grad_norm_``, ``torch.optim.Adam``
     plain-1bias     plain-torch with b_hh held at zero (one bias, as lstmlab's cell has)
+    plain-0bias     plain-1bias with b_ih starting at zero too
     plain-same      the plain loop started from lstmlab-np's initial weights, b_hh held at zero:
                     the same model as lstmlab-np (equal up to float32 round-off)
 
@@ -47,7 +48,7 @@ from lstmlab.training.build import build_all
 from lstmlab.training.config import resolve
 from lstmlab.training.metrics import read_metrics
 
-ROWS = ("lstmlab-vanilla", "lstmlab-np", "plain-torch", "plain-1bias", "plain-same")
+ROWS = ("lstmlab-vanilla", "lstmlab-np", "plain-torch", "plain-1bias", "plain-0bias", "plain-same")
 
 
 def overrides(a) -> dict[str, str]:
@@ -125,10 +126,13 @@ def plain_model(built, kind: str) -> Plain:
             head.weight.uniform_(-0.1, 0.1)
             head.bias.zero_()
         lstm = nn.LSTM(H, H, batch_first=True)
-    if kind in ("plain-1bias", "plain-same"):
+    if kind in ("plain-1bias", "plain-0bias", "plain-same"):
         with torch.no_grad():
             lstm.bias_hh_l0.zero_()
         lstm.bias_hh_l0.requires_grad_(False)
+    if kind == "plain-0bias":
+        with torch.no_grad():
+            lstm.bias_ih_l0.zero_()
     return Plain(embed, lstm, head)
 
 
@@ -219,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
             vals = lstmlab_row(
                 {**over, "model.variant": "NP", "model.options.init": "torch"}, metric
             )
-        elif row in ("plain-torch", "plain-1bias"):
+        elif row in ("plain-torch", "plain-1bias", "plain-0bias"):
             vals = plain_row(over, row, a, metric)
         elif row == "plain-same":
             same = {**over, "model.variant": "NP", "model.options.init": "torch"}
