@@ -103,9 +103,10 @@ TASK_PRESETS: dict[str, dict[str, Any]] = {
     # word-level language models (seed 004's task): 100 parallel streams, so that Adam's batch
     # of 100 carries the state from chunk to chunk (the words task carries it when the batch
     # size equals the number of streams); a 10,000-word vocabulary read through an embedding.
-    # The cell is torch.nn.LSTM's (no peepholes, U(±1/√H)), chosen by measurement: valid
-    # perplexity 231 against the vanilla cell's 283 after 300 steps on Shakespeare's words
-    # (docs/results.md, "lstmlab against a plain PyTorch loop"; PTB showed the same, issue 22)
+    # The cell is torch.nn.LSTM's (no peepholes, U(±1/√H), torch's bias draw), chosen by
+    # measurement: valid perplexity 207 against the vanilla cell's 283 after 300 steps on
+    # Shakespeare's words, level with nn.LSTM in a plain loop (docs/results.md, "lstmlab
+    # against a plain PyTorch loop"; PTB showed the same direction, issue 22)
     **{name: _WORDS for name in ("words", "ptb_words")},
 }
 
