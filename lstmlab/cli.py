@@ -4,7 +4,7 @@
     lstmlab train adding --optimizer.name cg --seed 3 --stop.max_epochs 20
     lstmlab train multiplication --config my.toml --task.options.T 50 --dry-run
     lstmlab resume runs/multiplication-lbfgs-seed0-…      continue from the last checkpoint
-    lstmlab eval RUN [--split train]             metrics of a run's last checkpoint
+    lstmlab eval RUN [--split S] [--checkpoint best|last]  metrics of a run's best/last network
     lstmlab report RUN… [--out DIR]              figures and a markdown table across runs
     lstmlab tasks                                every task with a one-line description
     lstmlab reproduce NAME [--quick] [--dry-run]  one paper's experiments (lyu2015, …)
@@ -69,19 +69,29 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: error: {message} (see {self.prog} --help)")
 
 
-def _add_config_flags(p: argparse.ArgumentParser, *, only: str | None = None) -> None:
+def _add_config_flags(
+    p: argparse.ArgumentParser, *, only: str | None = None, preset: dict | None = None
+) -> None:
+    """One flag per config field; ``preset``: the defaults of one task (``train TASK --help``:
+    ``_task_defaults``), shown instead of the dataclass defaults."""
     from lstmlab.training.config import RunConfig, flag_specs
 
-    group = p.add_argument_group(
+    title = (
         "run configuration (each flag overrides the config files; task and optimizer "
         "presets, e.g. seed 000's batch sizes, change some defaults shown here)"
+        if preset is None
+        else f"run configuration; defaults shown are task {preset['task.name']}'s, its "
+        f"preset and its optimizer's ({preset['optimizer.name']}) applied"
     )
+    group = p.add_argument_group(title)
     choices = _choices()
     for key, text, default in flag_specs(RunConfig):
         if only is not None and not key.startswith(only):
             continue
         if key == "task.name":
             continue  # the positional TASK
+        if preset is not None:
+            default = preset.get(key)
         shown = "unset" if default is None or default == {} else json.dumps(default)
         group.add_argument(
             f"--{key}",
@@ -164,9 +174,41 @@ def _command_of(argv: list[str]) -> str | None:
     return next((a for a in argv if not a.startswith("-")), None)
 
 
-def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+def _task_defaults(argv: list[str]) -> dict | None:
+    """``lstmlab train TASK [--optimizer.name X] --help``: that task's resolved defaults as
+    dotted keys (None for any other command line, or a task name that does not resolve)."""
+    if len(argv) < 2 or argv[0] != "train" or argv[1].startswith("-"):
+        return None
+    if not {"-h", "--help"} & set(argv):
+        return None
+    from lstmlab.training.config import ConfigError, resolve, to_dict
+
+    over = {"task.name": argv[1]}
+    if "--optimizer.name" in argv[:-1]:
+        over["optimizer.name"] = argv[argv.index("--optimizer.name") + 1]
+    try:
+        cfg = resolve([], over)
+    except ConfigError:
+        return None
+
+    def flat(d: dict, prefix: str = "") -> dict:
+        out = {}
+        for k, v in d.items():
+            if isinstance(v, dict) and k not in ("options", "alpha", "lr", "momentum"):
+                out.update(flat(v, f"{prefix}{k}."))
+            else:
+                out[f"{prefix}{k}"] = v
+        return out
+
+    return flat(to_dict(cfg))
+
+
+def build_parser(
+    argv: list[str] | None = None, task_defaults: dict | None = None
+) -> argparse.ArgumentParser:
     """The whole parser; given ``argv``, ``reproduce`` and ``study`` are built in full only when
-    ``argv`` names them (building them imports every paper module and Optuna, i.e. torch)."""
+    ``argv`` names them (building them imports every paper module and Optuna, i.e. torch);
+    ``task_defaults``: one task's resolved defaults for ``train TASK --help``."""
     from lstmlab import __version__
 
     command = None if argv is None else _command_of(argv)
@@ -215,7 +257,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         "print the config; write nothing and train nothing",
     )
     _add_parallel_flags(t)
-    _add_config_flags(t)
+    _add_config_flags(t, preset=task_defaults)
 
     r = sub.add_parser(
         "resume",
@@ -246,13 +288,20 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     _add_parallel_flags(r)
     _add_config_flags(r, only="stop.")
 
-    e = sub.add_parser("eval", help="evaluate a run's last checkpoint")
+    e = sub.add_parser("eval", help="evaluate a run's best (or last) network")
     e.add_argument("run", metavar="RUN", help="run directory")
     e.add_argument(
         "--split",
         default="test",
         choices=("train", "valid", "test"),
         help="which split to evaluate",
+    )
+    e.add_argument(
+        "--checkpoint",
+        default=None,
+        choices=("best", "last"),
+        help="which network: the best by the valid metric, or the last checkpoint "
+        "(default: best where the run keeps one, else last)",
     )
     e.add_argument("--json", action="store_true", help="print the metrics as JSON")
     e.add_argument("--allow-unverified", action="store_true", help=UNVERIFIED_HELP)
@@ -474,6 +523,7 @@ def cmd_train(ns, extra) -> int:
     from lstmlab.distributed import comm, launch
     from lstmlab.training import build, run
     from lstmlab.training.config import dumps_toml, load_toml, resolve
+
     layers = [load_toml(f) for f in ns.config]
     notes: list[str] = []
     cfg = resolve(layers, overrides, notes=notes)
@@ -496,7 +546,7 @@ def cmd_train(ns, extra) -> int:
         return _exit_code(_in_group(in_group))
     if ns.dry_run:
         try:
-            built = build.build_all(cfg)
+            built = run.build_noticed(cfg)
         except build.DataNotGivenError as err:  # PTB without its files: the config still shows
             print(dumps_toml(cfg).rstrip())
             print(f"# task: not built, its data is not given: {err}")
@@ -629,13 +679,16 @@ def cmd_eval(ns, extra) -> int:
     _overrides(ns, extra, allow_free=False)
     from lstmlab.training import run
 
-    metrics = run.evaluate_run(ns.run, ns.split, allow_unverified=ns.allow_unverified)
+    metrics = run.evaluate_run(
+        ns.run, ns.split, ns.checkpoint, allow_unverified=ns.allow_unverified
+    )
     if ns.json:
         from lstmlab.training.jsonsafe import dumps
 
         print(dumps(metrics, indent=2))
     else:
-        print(f"{ns.run} ({ns.split}, checkpoint at iteration {metrics.pop('iteration')}):")
+        which, it = metrics.pop("checkpoint"), metrics.pop("iteration")
+        print(f"{ns.run} ({ns.split}, {which} checkpoint, iteration {it}):")
         for k, v in metrics.items():
             print(f"  {k:<12} {v:.6g}" if isinstance(v, float) else f"  {k:<12} {v}")
     return 0
@@ -734,7 +787,7 @@ def _who() -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        ns, extra = build_parser(argv).parse_known_args(argv)
+        ns, extra = build_parser(argv, _task_defaults(argv)).parse_known_args(argv)
         ns.argv = argv
         return COMMANDS[ns.command](ns, extra)
     except _Reported as done:

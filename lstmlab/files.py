@@ -84,7 +84,9 @@ def _kind(mode: int) -> str:
 
 def _check(path: str | Path, st: os.stat_result, max_bytes: int, what: str) -> None:
     if not stat.S_ISREG(st.st_mode):
-        raise UnreadableFile(path, f"is {_kind(st.st_mode)}, not a regular file; give a {what} file")
+        raise UnreadableFile(
+            path, f"is {_kind(st.st_mode)}, not a regular file; give a {what} file"
+        )
     if st.st_size > max_bytes:
         raise UnreadableFile(
             path,

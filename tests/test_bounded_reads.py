@@ -91,7 +91,10 @@ def test_helper_reads_a_regular_file(tmp_path):
         (lambda p, fifo: "/dev/zero", "is a character device, not a regular file"),
         (lambda p, fifo: p, "is a directory, not a regular file"),
         (lambda p, fifo: p / "missing.toml", "no such file"),
-        (lambda p, fifo: sparse(p / "huge.toml", 2 * LIMITS["config"]), "more than a config may be"),
+        (
+            lambda p, fifo: sparse(p / "huge.toml", 2 * LIMITS["config"]),
+            "more than a config may be",
+        ),
     ],
     ids=["fifo", "device", "directory", "missing", "too-large"],
 )

@@ -237,10 +237,24 @@ def test_real_data_tasks_have_their_own_defaults(name):
     assert cfg.model.variant == "vanilla" and cfg.model.blocks >= 32 and cfg.model.alpha == 1.0
     assert cfg.precision == "float32" and cfg.optimizer.name == "adam"
     assert cfg.optimizer.batch_size == 100 and cfg.optimizer.lr == 1e-3
-    assert cfg.eval_every > 1 and cfg.eval_seconds and cfg.checkpoint_seconds
-    assert cfg.stop.patience and cfg.stop.max_epochs
+    # evaluated once per epoch (five steps for JapaneseVowels): patience counts epochs
+    assert cfg.eval_every == ("epoch" if name != "japanese_vowels" else 5)
+    assert cfg.eval_seconds is None and cfg.checkpoint_seconds
+    assert cfg.stop.patience and cfg.stop.patience_epochs is None and cfg.stop.max_epochs
     # a user's optimizer still brings its own preset over the task's choice
     assert resolve([], {"task.name": name, "optimizer.name": "bgd"}).optimizer.batch_size == 3500
+
+
+@pytest.mark.parametrize("name", ["words", "ptb_words"])
+def test_word_models_default_to_torchs_cell(name, tmp_path):
+    """Chosen by measurement (docs/results.md): no peepholes, U(±1/√H), as torch.nn.LSTM."""
+    over = {"task.name": name, "task.options.path": str(ptb_words_dir(tmp_path))}
+    cfg = resolve([], over)
+    assert cfg.model.variant == "NP" and cfg.model.options == {"init": "torch"}
+    assert cfg.eval_every == "epoch" and cfg.stop.patience == 3
+    small = resolve([], {**over, "task.options.streams": "4", "optimizer.batch_size": "4"})
+    lstm = build_all(small).model.rnn.to_torch()  # torch.nn.LSTM can express it
+    assert lstm.hidden_size == 200
 
 
 def test_text_evaluates_on_valid_and_reads_test_once(tmp_path, capsys, monkeypatch):
@@ -258,7 +272,7 @@ def test_text_evaluates_on_valid_and_reads_test_once(tmp_path, capsys, monkeypat
     argv = ["train", "text", "--run-dir", str(run), *RUN, *tiny_args("text", tmp_path)]
     argv += ["--eval_every", "1", "--stop.max_iterations", "3"]
     assert main(argv) == 0
-    assert "test bits_per_char (read once, at the end)" in capsys.readouterr().out
+    assert "; read once, at the end): " in capsys.readouterr().out
     records = read_metrics(run / "metrics.jsonl")
     assert all("valid_bits_per_char" in r for r in records)
     assert not any(k.startswith("test_") for r in records for k in r)

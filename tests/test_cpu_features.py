@@ -20,8 +20,18 @@ def test_bf16_autocast_test_skips_without_avx512_bf16():
     (they failed: torch's oneDNN bf16 LSTM primitive cannot be created there); GRU and RNN,
     which need no such kernel, still run and pass."""
     env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2", "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider",
-           "tests/nn/test_torch_dropin.py", "-k", "cpu_autocast_bfloat16"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-rs",
+        "-p",
+        "no:cacheprovider",
+        "tests/nn/test_torch_dropin.py",
+        "-k",
+        "cpu_autocast_bfloat16",
+    ]
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     out = done.stdout + done.stderr
     assert done.returncode == 0, out

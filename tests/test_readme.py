@@ -44,7 +44,10 @@ def test_readme_test_command_shows_progress_per_file():
     target = "tests/test_readme.py::test_readme_commands_match_ci"
     done = subprocess.run(
         [sys.executable, "-m", "pytest", *args, "-p", "no:cacheprovider", target],
-        cwd=README.parent, capture_output=True, text=True, timeout=120,
+        cwd=README.parent,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert re.search(r"^tests/test_readme\.py \.\s+\[100%\]$", done.stdout, flags=re.M), done.stdout

@@ -104,8 +104,10 @@ class LSTMCell(nn.Module):
         """Initialise: ``uniform`` U[-s, s] (1997, s = 0.1), ``gaussian`` N(0, s²) (Greff,
         s = 0.1), ``sparse`` (Martens 2010: each unit gets ``sparse_connections`` non-zero
         incoming weights ~ N(0, s²), s = 1; peepholes and Q start at 0), ``torch``
-        U[-1/√H, 1/√H]. Biases start at 0 plus the per-gate offsets of ``gate_bias``
-        (e.g. ``{"i": [-1, -3, -6]}`` per block as in 1997, or ``{"f": 1.0}``)."""
+        U[-1/√H, 1/√H] as ``torch.nn.LSTM``, whose effective bias b_ih + b_hh is the sum of
+        two such draws: so is ``b`` here. Otherwise biases start at 0. Then the per-gate
+        offsets of ``gate_bias`` are added (e.g. ``{"i": [-1, -3, -6]}`` per block as in
+        1997, or ``{"f": 1.0}``)."""
         if init not in INITS:
             raise ValueError(f"init must be one of {list(INITS)}, got {init!r}")
         s = self.spec
@@ -126,7 +128,12 @@ class LSTMCell(nn.Module):
                 t.copy_((torch.rand(t.shape, generator=generator, dtype=t.dtype) * 2 - 1) * scale)
 
         for name, p in self.named_parameters(recurse=False):
-            if name == "b":
+            if name == "b" and init == "torch":  # torch.nn.LSTM's b_ih + b_hh: two draws
+                dense(p)
+                second = torch.empty_like(p)
+                dense(second)
+                p.add_(second)
+            elif name == "b":
                 p.zero_()
             elif init == "sparse" and (name.startswith("peep_") or name == "Q"):
                 p.zero_()

@@ -26,14 +26,20 @@ from lstmlab.optim.base import Optimizer, StepInfo, finite
 __all__ = ["SGD", "clip_gradient"]
 
 
+CLIP_EPS = 1e-6  # torch.nn.utils.clip_grad_norm_'s guard: g · c / (‖g‖ + 1e-6)
+
+
 def clip_gradient(g: Tensor, clip_value: float | None, clip_norm: float | None) -> Tensor:
-    """Clamp entries to [−clip_value, clip_value], then rescale to norm ≤ clip_norm."""
+    """Clamp entries to [−clip_value, clip_value], then rescale the whole (flat) gradient to
+    total norm ≤ clip_norm exactly as ``torch.nn.utils.clip_grad_norm_`` does:
+    g ← g · min(1, c / (‖g‖₂ + 1e-6)), so a plain PyTorch loop and lstmlab step alike
+    (``tests/training/test_plain_torch_loop.py``)."""
     if clip_value is not None:
         g = g.clamp(-clip_value, clip_value)
     if clip_norm is not None:
-        n = float(g.norm())
-        if n > clip_norm:
-            g = g * (clip_norm / n)
+        coef = clip_norm / (float(g.norm()) + CLIP_EPS)
+        if coef < 1.0:
+            g = g * coef
     return g
 
 

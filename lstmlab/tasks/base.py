@@ -166,6 +166,9 @@ class Task:
     scorer: Any  # a lstmlab.tasks.metrics scorer
     info: dict[str, Any] = field(default_factory=dict)  # convention, source, options, sizes
     bidirectional: bool = False  # the task is meant for bidirectional models
+    # inputs are symbol indices (N, T, 1) read through a learned table (SequenceModel's
+    # ``embedding``: a width, or "auto"); None: the inputs are the features themselves
+    embedding: int | str | None = None
 
     def __post_init__(self) -> None:
         if self.output not in OUTPUTS:
@@ -188,12 +191,15 @@ class Task:
 
     def model_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``SequenceModel`` (hidden size and cell are the caller's)."""
-        return {
+        out: dict[str, Any] = {
             "input_size": self.input_size,
             "output_size": self.output_size,
             "output": self.output,
             "read": self.read,
         }
+        if self.embedding is not None:
+            out["embedding"] = self.embedding
+        return out
 
     def evaluate(self, predictions: Tensor, data: Split | Batch) -> dict[str, float]:
         """Metrics of ``predictions`` (after the output nonlinearity) on a split or batch."""

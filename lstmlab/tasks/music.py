@@ -7,10 +7,12 @@ Sources, none downloaded:
                 (Boulanger-Lewandowski et al. 2012): a dict with "train", "valid" (or
                 "validation") and "test", each a list of sequences, each step a list of MIDI
                 pitches; as pickle (``.pickle``/``.pkl``; Python 2 pickles load) or JSON
-                (``.json``). Pickles are read with a restricted unpickler (``safe_unpickle``)
-                that builds only plain containers, numbers and strings: a pickle that names any
-                class or function (the way a crafted pickle runs code) is refused with a message
-                that says how to convert the file to JSON; nothing in it is executed.
+                (``.json``). Pickles are read with a restricted unpickler
+                (``tasks.safe_pickle.safe_unpickle``) that builds only plain containers,
+                numbers, strings and numpy numeric arrays and scalars (as the usual JSB file
+                holds its pitches): a pickle that names any other class or function (the way a
+                crafted pickle runs code) is refused with a message that says how to convert
+                the file to JSON; nothing in it is executed.
     default     the Bach chorales in ``music21``'s corpus (its 371-chorale Riemenschneider
                 list), quantized to quarter notes: a pitch is on at step k when a note covers
                 quarter-note time k (onset <= k < onset + duration, offsets in the flattened
@@ -26,7 +28,6 @@ piece needs at least 2 steps. Pitch p becomes key p - 21 (MIDI 21 = A0 ... 108 =
 from __future__ import annotations
 
 import importlib.metadata as md
-import io
 import json
 import math
 import pickle
@@ -40,6 +41,7 @@ from lstmlab.tasks.base import DataError, Split, Task
 from lstmlab.tasks.cache import cached_arrays
 from lstmlab.tasks.metrics import BernoulliEvery
 from lstmlab.tasks.rng import Stream
+from lstmlab.tasks.safe_pickle import safe_unpickle
 
 __all__ = [
     "make_music",
@@ -79,53 +81,10 @@ def _roll(seq, where: str) -> np.ndarray:
     return roll
 
 
-# The only globals a plain-data pickle may name: Python 2 and 3 spellings of set and frozenset
-# (plain containers without an opcode of their own in protocols < 4) and the latin-1 encoder
-# Python 3 uses for ``bytes`` in protocols < 3. Everything else -- any
-# class, any function, ``copy_reg._reconstructor``, numpy's array reconstructor -- is refused:
-# calling a named global is how a pickle executes code.
-def _latin1_bytes(text: str, encoding: str = "latin1") -> bytes:
-    """What protocols 0-2 call to rebuild ``bytes`` (``_codecs.encode(text, "latin1")``)."""
-    if encoding != "latin1" or not isinstance(text, str):
-        raise pickle.UnpicklingError(f"refers to _codecs.encode with encoding {encoding!r}")
-    return text.encode("latin1")
-
-
-_PLAIN_GLOBALS = {
-    ("_codecs", "encode"): _latin1_bytes,
-    ("builtins", "set"): set,
-    ("builtins", "frozenset"): frozenset,
-    ("__builtin__", "set"): set,
-    ("__builtin__", "frozenset"): frozenset,
-}
-
 CONVERT_HINT = (
     "if you trust the file, convert it to JSON (json.dump of its dict, each step a list of int "
     "pitches) and pass the .json"
 )
-
-
-class _PlainUnpickler(pickle.Unpickler):
-    """Builds dicts, lists, tuples, sets, numbers, strings and bytes; refuses every global."""
-
-    def find_class(self, module: str, name: str):
-        try:
-            return _PLAIN_GLOBALS[(module, name)]
-        except KeyError:
-            raise pickle.UnpicklingError(
-                f"refers to {module}.{name}; only plain containers and numbers are read from "
-                "pickles (loading a class or function could run code)"
-            ) from None
-
-    def persistent_load(self, pid):
-        raise pickle.UnpicklingError("uses persistent ids; only plain data is read from pickles")
-
-
-def safe_unpickle(data: bytes) -> object:
-    """Unpickle ``data`` admitting only plain containers, numbers and strings (no code runs).
-
-    Raises ``pickle.UnpicklingError`` (among others) for anything else."""
-    return _PlainUnpickler(io.BytesIO(data), encoding="latin1").load()
 
 
 def load_piano_rolls(path: str | Path) -> dict[str, list[np.ndarray]]:

@@ -19,7 +19,8 @@ chunks of ``chunk`` steps (default 200, seed 001's length); the last chunk is sh
 carries its length, so every character after the first is predicted exactly once and bits per
 character on valid/test cover the whole text. Each chunk starts from a zero state. The
 vocabulary is every character of all three splits, in code-point order (so no character is
-unknown); inputs are one-hot.
+unknown); inputs are stored as indices and made one-hot per minibatch, or, with
+``embedding=E``, read through a learned table of width E (``SequenceModel(embedding=)``).
 """
 
 from __future__ import annotations
@@ -190,15 +191,22 @@ def next_symbol_rows(
     return inp.reshape(c, length), tgt.reshape(c, length), lengths
 
 
-def _chunks(x: np.ndarray, chunk: int, name: str, vocab_size: int) -> Split:
-    """Indices x (n,) -> Split of ceil((n-1)/chunk) chunks: inputs x[:-1], targets x[1:]."""
-    inp, tgt, lengths = next_symbol_rows(x, chunk)
+def _chunks(x: np.ndarray, chunk: int, name: str, vocab_size: int, indices: bool = False) -> Split:
+    """Indices x (n,) -> Split of ceil((n-1)/chunk) chunks: inputs x[:-1], targets x[1:].
+    Inputs one-hot per batch, or (``indices``) the indices themselves (N, T, 1) for an
+    embedding table (−1 on padding)."""
+    if indices:
+        inp, tgt, lengths = next_symbol_rows(x, chunk, dtype=np.float32)
+        features, one_hot = torch.from_numpy(inp).unsqueeze(-1), None
+    else:
+        inp, tgt, lengths = next_symbol_rows(x, chunk)
+        features, one_hot = torch.from_numpy(inp), vocab_size
     return Split(
         name,
-        torch.from_numpy(inp),
+        features,
         torch.from_numpy(tgt),
         torch.from_numpy(lengths),
-        one_hot=vocab_size,
+        one_hot=one_hot,
         per_step=True,
     )
 
@@ -228,6 +236,7 @@ def make_text(
     use_cache: bool = True,
     cost_length: int = 200,
     split_chars: tuple[int, int, int] | list[int] | None = None,
+    embedding: int | str | None = None,
 ) -> Task:
     """Character-level language modelling task.
 
@@ -244,7 +253,15 @@ def make_text(
                 for training, ~200 K for validation). One text (a file, the default corpus):
                 consecutive pieces from its start (an error when it is shorter than their
                 sum). Split files (PTB): the first so many characters of each file.
+    embedding   read the characters through a learned embedding table of this width ("auto":
+                the recurrent width) instead of one-hot inputs (None, the default)
     """
+    if (
+        embedding is not None
+        and embedding != "auto"
+        and (isinstance(embedding, bool) or not isinstance(embedding, int) or embedding < 1)
+    ):
+        raise ValueError(f"embedding must be a positive integer, 'auto' or None, got {embedding!r}")
     if split_chars is not None and (
         not isinstance(split_chars, list | tuple)
         or len(split_chars) != 3
@@ -290,7 +307,7 @@ def make_text(
     for name, x in zip(SPLITS, idx, strict=True):
         if len(x) < 2:
             raise DataError(f"{source}: {name} text has fewer than 2 characters")
-        splits[name] = _chunks(x, chunk, name, len(vocab))
+        splits[name] = _chunks(x, chunk, name, len(vocab), indices=embedding is not None)
     V = len(vocab)
     return Task(
         name="text",
@@ -302,6 +319,7 @@ def make_text(
         output="softmax",
         read="every",
         scorer=BitsPerChar(target_bpc),
+        embedding=embedding,
         info={
             "source": source,
             "chunk": chunk,

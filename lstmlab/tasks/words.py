@@ -131,7 +131,7 @@ class WordTask(Task):
     """A ``Task`` whose inputs are word indices: the model needs an embedding table."""
 
     def model_kwargs(self) -> dict[str, Any]:
-        return {**super().model_kwargs(), "embedding": "auto"}
+        return {**super().model_kwargs(), "embedding": self.embedding or "auto"}
 
 
 def _rows(x: np.ndarray, length: int, name: str, V: int) -> Split:

@@ -66,7 +66,9 @@ def check_types(key: str, fn: Callable[..., Any], kwargs: dict[str, Any]) -> Non
         p = params.get(name)
         if p is None:
             continue
-        note = p.annotation if isinstance(p.annotation, str) else getattr(p.annotation, "__name__", "")
+        note = (
+            p.annotation if isinstance(p.annotation, str) else getattr(p.annotation, "__name__", "")
+        )
         parts = [t.strip() for t in str(note).replace("Optional[", "").rstrip("]").split("|")]
         if not parts or any(t not in _PLAIN for t in parts):
             continue
@@ -205,8 +207,11 @@ def describe(built: Built) -> list[str]:
             f"HF: curvature {opt.curvature}, B_c = {opt.curvature_batch}, "
             f"at most {int(opt.hp('max_cg'))} CG iterations, initial λ = {opt.lam:g}, {rule}"
         )
-    if getattr(opt, "clip_norm", None) is not None:
-        lines.append(f"SGD: lr {opt.hp('lr'):g}, gradient norm clipped to {opt.clip_norm:g}")
+    if getattr(opt, "clip_norm", None) is not None:  # SGD or Adam, by its own name
+        lines.append(
+            f"{type(opt).__name__}: lr {opt.hp('lr'):g}, gradient norm clipped to "
+            f"{opt.clip_norm:g} (torch's clip_grad_norm_)"
+        )
     lines.append(f"evaluation during training on the {built.eval_split} split")
     if built.t_ref is not None:
         lines.append(f"cost unit: one forward pass of a sequence of {built.t_ref:g} steps")
@@ -325,15 +330,27 @@ class DeviceSplit:
             yield self.split.batch(slice(start, start + size)).to(self.device, self.dtype)
 
 
-EVAL_ELEMENTS = 25_000_000  # predictions held at once during an evaluation (rows · T · O)
+EVAL_ELEMENTS = 25_000_000  # numbers held at once during an evaluation (rows · T · per step)
+
+
+def eval_width(model, task) -> int:
+    """Numbers an evaluation holds per row and time step: the inputs, the outputs and the
+    recurrent stack's (its gate pre-activations and states, ~6 per unit and layer). The
+    recurrent part is what dominates a character model: 1,000 chunks of 200 steps of 200 units
+    took 1.2 GB (measured, issue 22), the one-hot inputs and the softmax a tenth of it."""
+    rnn = getattr(model, "rnn", None)
+    units = getattr(rnn, "hidden_size", 0) * getattr(rnn, "num_layers", 1)
+    units *= 2 if getattr(rnn, "bidirectional", False) else 1
+    return int(task.input_size) + int(task.output_size) + 6 * int(units)
 
 
 @torch.no_grad()
 def evaluate(model, task, data: DeviceSplit) -> dict[str, float]:
     """The task's metrics plus the model's mean ``loss`` on a whole split, a chunk of rows at
-    a time (at most ``EVAL_ELEMENTS`` predictions at once: a word-level softmax is wide)."""
+    a time (at most ``EVAL_ELEMENTS`` numbers at once, ``eval_width`` per row and step: a
+    word-level softmax is wide, a character model's recurrent state is)."""
     loss_sum = 0.0
-    width = max(1, data.split.max_length * task.output_size)
+    width = max(1, data.split.max_length * eval_width(model, task))
     rows = max(1, min(EVAL_CHUNK, EVAL_ELEMENTS // width))
 
     def pairs():

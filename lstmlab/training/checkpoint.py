@@ -273,9 +273,8 @@ def decode(
         raise CheckpointError(f"{source}: corrupt or truncated ({reason})") from None
     unverified = None
     if version < 2 or "sha256" not in meta:
-        unverified = (
-            f"{source}: carries no checksum (format version {version}"
-            + (", its sha256 removed)" if version >= 2 else ")")
+        unverified = f"{source}: carries no checksum (format version {version}" + (
+            ", its sha256 removed)" if version >= 2 else ")"
         )
         if not allow_unverified:
             raise CheckpointError(

@@ -61,6 +61,7 @@ ENGINES = (
 # seed 001's four (Krause et al. 2015), presets of SGD and HF with their batch sizes
 SEED001_OPTIMIZERS = ("sgd-clip", "bgd", "shf", "bhf")
 OPTIMIZERS += SEED001_OPTIMIZERS
+INTERVAL_WORDS = ("off", "epoch")  # what eval_every / checkpoint_every take besides a number
 
 
 class ConfigError(ValueError):
@@ -71,9 +72,11 @@ class ConfigError(ValueError):
         super().__init__(f"{key}: {message}")
 
 
-def opt(default: Any, help: str, *, choices=None, ge=None, gt=None, le=None) -> Any:
-    """A dataclass field with help text, valid choices and a numeric range."""
-    meta = {"help": help, "choices": choices, "ge": ge, "gt": gt, "le": le}
+def opt(default: Any, help: str, *, choices=None, ge=None, gt=None, le=None, words=None) -> Any:
+    """A dataclass field with help text, valid choices and a numeric range; ``words``: the
+    strings a numeric field also takes (intervals: "off", "epoch"; "off" is None where None
+    is allowed)."""
+    meta = {"help": help, "choices": choices, "ge": ge, "gt": gt, "le": le, "words": words}
     if isinstance(default, dict | list):
         return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
     return field(default=default, metadata=meta)
@@ -144,7 +147,12 @@ class StopConfig:
         None, "budget: fully-parallel cost P_I (forward passes of one batch)", gt=0
     )
     max_seconds: float | None = opt(None, "budget: wall time of the training loop", gt=0)
-    patience: int | None = opt(None, "stop after this many evaluations without improvement", ge=1)
+    patience: int | None = opt(
+        None,
+        "stop after this many evaluations without improvement (epochs where evaluation comes "
+        "once per epoch, as in the real-data presets: eval_every = 'epoch')",
+        ge=1,
+    )
     patience_epochs: int | None = opt(
         None, "stop after this many epochs without improvement (Greff: 15)", ge=1
     )
@@ -178,16 +186,34 @@ class RunConfig:
         "device; 'auto' picks cuda when present (tiny nets run faster on cpu)",
         choices=("cpu", "cuda", "auto"),
     )
-    eval_every: int = opt(1, "evaluate every this many iterations", ge=1)
-    checkpoint_every: int = opt(1, "checkpoint every this many iterations", ge=1)
+    eval_every: int | str = opt(
+        1,
+        "evaluate every this many iterations; 'epoch': at the end of every epoch; 'off': "
+        "only the initial and the final network (and by eval_seconds)",
+        ge=1,
+        words=INTERVAL_WORDS,
+    )
+    checkpoint_every: int | str = opt(
+        1,
+        "checkpoint every this many iterations; 'epoch': at the end of every epoch; 'off': "
+        "only at the start and the end (and by checkpoint_seconds)",
+        ge=1,
+        words=INTERVAL_WORDS,
+    )
     log_every: int = opt(
         1, "write a metrics row every this many iterations (evaluations are always logged)", ge=1
     )
-    eval_seconds: float | None = opt(
-        None, "also evaluate when this many seconds passed since the last evaluation", gt=0
+    eval_seconds: float | str | None = opt(
+        None,
+        "also evaluate when this many seconds passed since the last evaluation ('off': never)",
+        gt=0,
+        words=("off",),
     )
-    checkpoint_seconds: float | None = opt(
-        None, "also checkpoint when this many seconds passed since the last checkpoint", gt=0
+    checkpoint_seconds: float | str | None = opt(
+        None,
+        "also checkpoint when this many seconds passed since the last checkpoint ('off': never)",
+        gt=0,
+        words=("off",),
     )
     eval_split: str = opt(
         "auto",
@@ -242,6 +268,15 @@ def _check_value(key: str, value: Any, tp: Any, meta: dict) -> Any:
         if type(None) in allowed:
             return None
         raise ConfigError(key, f"must be set ({_type_name(allowed)})")
+    words = meta.get("words")
+    if words:  # an interval: a number, or one of its words ("off", "epoch")
+        allowed = tuple(t for t in allowed if t is not str)
+        if isinstance(value, str) and value in words:
+            return None if value == "off" and type(None) in allowed else value
+        number = isinstance(value, allowed) or (float in allowed and isinstance(value, int))
+        if isinstance(value, str | bool) or not number:
+            one_of = ", ".join(repr(w) for w in words)
+            raise ConfigError(key, f"must be {_type_name(allowed)} or {one_of}, got {value!r}")
     # ints are accepted where floats are; bools are never numbers
     if isinstance(value, bool) and bool not in allowed:
         raise ConfigError(key, f"must be {_type_name(allowed)}, got {value!r}")

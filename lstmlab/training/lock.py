@@ -9,8 +9,11 @@ How it works: the lock file is opened and locked with ``fcntl.flock`` (exclusive
 non-blocking). The kernel drops a flock when its process dies in any way (``kill -9``
 included), so a lock left by a crash is *stale by construction* on the same machine: the next
 ``train``/``resume`` gets the flock, reads the holder the crashed process wrote into the file
-and warns that it takes the stale lock over. On clean exit the holder empties the file (it is
-never deleted: deleting a locked file lets a third process lock a new one beside it).
+and warns that it takes the stale lock over. On clean exit the holder empties the file and
+removes it while it still holds the flock, so a finished run leaves no ``run.lock``. That is
+safe because ``acquire`` checks, once it holds a flock, that the path still names the file it
+locked (same inode); a process that locked a file just removed by its holder opens the path
+again instead of holding a lock nobody else can see.
 
 Where ``flock`` cannot be trusted -- the file names a holder on *another host* (a shared file
 system whose locks may not span machines) -- a lock whose holder wrote no release is refused
@@ -60,6 +63,15 @@ def writer_rank() -> int:
         return int(os.environ.get("RANK", "0"))
     except ValueError:
         return 0
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    """Whether ``path`` still names the open file ``fd`` (not removed, nor replaced)."""
+    try:
+        a, b = os.fstat(fd), os.stat(path)
+    except OSError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
 def read_holder(run_dir: str | Path) -> dict[str, Any] | None:
@@ -136,9 +148,15 @@ class RunLock:
     def acquire(self) -> RunLock:
         if self.rank != 0 or self._fd is not None:
             return self  # only rank 0 writes
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
+        for _ in range(100):  # the holder may remove the file between our open and flock
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             flocked = self._flock(fd)
+            if flocked is not True or _same_file(fd, self.path):
+                break
+            os.close(fd)
+        else:
+            raise LockError(f"{self.path}: replaced again and again while locking; try again")
+        try:
             previous = _parse(os.pread(fd, 1 << 16, 0).decode("utf-8", "replace"))
             if flocked is False:
                 holder = _describe(previous) if previous else "another process"
@@ -203,8 +221,10 @@ class RunLock:
             return
         fd, self._fd = self._fd, None
         try:
-            os.ftruncate(fd, 0)  # a free lock: empty file (never deleted, see module docstring)
+            os.ftruncate(fd, 0)  # a free lock: empty, then gone (see the module docstring)
             os.fsync(fd)
+            if _same_file(fd, self.path):
+                self.path.unlink()  # still under the flock: a waiting opener re-checks
         except OSError:
             pass
         finally:

@@ -111,10 +111,11 @@ def train(
     make_objective: Callable[[Any, Batch], Any],
     batch_size: int,
     seed: int,
-    eval_every: int = 1,
-    checkpoint_every: int = 1,
+    eval_every: int | None = 1,
+    checkpoint_every: int | None = 1,
     log_every: int = 1,
     checkpoint: Callable[[TrainState], None] | None = None,
+    on_best: Callable[[TrainState], None] | None = None,
     progress: Any = None,
     interrupted: Callable[[], bool] = lambda: False,
     carry_state: bool = False,
@@ -130,6 +131,9 @@ def train(
     seed 001; sequences that went into gradients); the loop sums them. ``evaluate(model)`` returns
     the test metrics (e.g. ``{"loss": .., "mae": ..}``). ``checkpoint(state)`` persists
     everything; it is called every ``checkpoint_every`` iterations and when the loop ends.
+    ``on_best(state)`` is called right after every evaluation that improved the stopping
+    metric's best value (the initial one included), while the model is that network: the
+    caller keeps it (``run``'s ``best`` checkpoint).
     A record is logged every ``log_every`` iterations and at every evaluation.
 
     ``carry_state``: the training data are parallel streams of consecutive chunks (rows
@@ -139,7 +143,8 @@ def train(
     an epoch) — truncated BPTT across chunks, for first-order optimizers.
 
     ``eval_seconds`` / ``checkpoint_seconds`` also evaluate / checkpoint once that much wall
-    time has passed since the last one (whichever interval ends first). The evaluation's
+    time has passed since the last one (whichever interval ends first). ``eval_every`` /
+    ``checkpoint_every`` None: by iterations never (the initial and final ones stay). The evaluation's
     metrics are logged as ``<eval_name>_<metric>`` (``valid_bits_per_char``). ``agree(x)``
     turns this process's answer to "have that many seconds passed?" into the one every process
     of a worker group acts on (rank 0's; ``lstmlab.distributed.Session.agree``).
@@ -147,16 +152,22 @@ def train(
     n_batches = batches_per_epoch(len(train_data), batch_size)
     clock = time.perf_counter() - state.wall  # wall time continues across resumes
 
-    if state.iteration == 0 and state.evals == 0:  # a fresh run: evaluate the initial network
+    def observe() -> None:
         stopping.observe(state, evaluate(model))
+        if on_best is not None and state.evals_since_best == 0:  # this network is the best
+            on_best(state)
+
+    if state.iteration == 0 and state.evals == 0:  # a fresh run: evaluate the initial network
+        observe()
         log.write(_record(state, {}, test=state.last_eval, name=eval_name))
         if checkpoint is not None:
             checkpoint(state)
     last_eval = last_checkpoint = time.perf_counter()
-    evaluated = state.iteration % eval_every == 0  # was the network as it stands evaluated?
+    # was the network as it stands evaluated?
+    evaluated = state.iteration % eval_every == 0 if eval_every else state.iteration == 0
 
-    def due(every: int, seconds: float | None, since: float) -> bool:
-        if state.iteration % every == 0:
+    def due(every: int | None, seconds: float | None, since: float) -> bool:
+        if every is not None and state.iteration % every == 0:
             return True
         # a clock differs between processes: a worker group takes rank 0's answer (agree)
         return seconds is not None and agree(time.perf_counter() - since >= seconds)
@@ -171,6 +182,7 @@ def train(
             break
 
         model.set_epoch(state.epoch)  # gate-sharpness schedules run over epochs
+        step_start = time.perf_counter()
         if carry_state:
             batch = stream_batch(train_data, batch_size, state.batch_in_epoch, state.carried)
         else:
@@ -178,6 +190,12 @@ def train(
         diag = step_diagnostics(optimizer.step(make_objective(model, batch)))
         if carry_state:  # the state at the end of this chunk starts the next one
             state.carried = model.final_state
+        step = {  # for the progress line: smoothed loss and throughput
+            "loss": _number(diag.get("loss")),
+            "tokens": _tokens(batch),
+            "samples": len(batch),
+            "seconds": time.perf_counter() - step_start,
+        }
 
         state.iteration += 1
         state.samples += len(batch)
@@ -196,29 +214,39 @@ def train(
             stopping.observe(state, evaluate(model))
             log.write(_record(state, diag, test=state.last_eval, name=eval_name))
             if progress is not None:
-                progress.update(state)
+                progress.update(state, **step)
             return state
 
         test = None
         evaluated = due(eval_every, eval_seconds, last_eval)
         if evaluated:
-            stopping.observe(state, evaluate(model))
+            observe()
             test = state.last_eval
             last_eval = time.perf_counter()
         if test is not None or state.iteration % log_every == 0:
             log.write(_record(state, diag, test=test, name=eval_name))
         if progress is not None:
-            progress.update(state)
+            progress.update(state, **step)
         if checkpoint is not None and due(checkpoint_every, checkpoint_seconds, last_checkpoint):
             checkpoint(state)
             last_checkpoint = time.perf_counter()
 
     if state.stop_reason != "interrupted" and not evaluated:
-        stopping.observe(state, evaluate(model))  # the summary reports the final network
+        observe()  # the summary reports the final network
         log.write(_record(state, {}, test=state.last_eval, name=eval_name))
     if checkpoint is not None and state.stop_reason != "diverged":
         checkpoint(state)  # the final state, stop reason included
     return state
+
+
+def _tokens(batch: Any) -> int:
+    """Valid time steps of a minibatch; a worker's shard (``ShardedBatch``) counts as its share
+    of the whole (local steps · global rows / local rows)."""
+    local = getattr(batch, "local", batch)
+    lengths = getattr(local, "lengths", None)
+    if lengths is None or len(local) == 0:
+        return 0
+    return round(int(lengths.sum()) * len(batch) / len(local))
 
 
 def _params_finite(model: Any) -> bool:

@@ -117,7 +117,8 @@ def model_estimate(cfg: RunConfig, task: Any) -> Estimate:
     vectors = {"lbfgs": 2 * (opt.history or 10), "hf": 4, "cg": 3}.get(opt.name, 2)
     T = max(int(task.train.max_length), int(task.test.max_length), 1)
     B = min(opt.batch_size, len(task.train))
-    E = min(1000, len(task.test))  # build.EVAL_CHUNK
+    # build.evaluate's chunk: EVAL_CHUNK rows at most, EVAL_ELEMENTS numbers (build.eval_width)
+    E = min(1000, len(task.test), max(1, 25_000_000 // (T * (I + O + 6 * H))))
     activations = (4 * (B + E) * T * H + (B + E) * T * I) * f
     act_key = "optimizer.batch_size" if B > max(E, H) else "model.blocks"
     est = Estimate({"model.blocks": (1 + vectors) * P * f})

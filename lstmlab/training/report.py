@@ -149,16 +149,23 @@ def _fmt(x: Any, digits: int = 3) -> str:
     return str(x)
 
 
+def reported(s: dict[str, Any]) -> float | None:
+    """The metric a finished run reports: on the test split, of the network its summary tested
+    (the best by the valid metric where the run evaluates on valid; else the last)."""
+    value = (s.get("test") or s.get("final") or {}).get(s["metric"])
+    return value if isinstance(value, int | float) else None
+
+
 def summary_table(groups: dict[str, list[dict[str, Any]]]) -> str:
     rows = [
         "| runs | solved | median iterations | median sequences drawn | median presentations "
-        "| median P_D | median wall (s) | median final metric |",
+        "| median P_D | median wall (s) | median test metric |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for label, runs in groups.items():
         done = [r["summary"] for r in runs if r["summary"] is not None]
         solved = [s for s in done if s["solved"]]
-        final = [s["final"].get(s["metric"]) for s in done if s.get("final")]
+        final = [reported(s) for s in done]
         rows.append(
             f"| {label} | {len(solved)}/{len(runs)}"
             + ("" if len(done) == len(runs) else f" ({len(runs) - len(done)} unfinished)")
@@ -171,12 +178,21 @@ def summary_table(groups: dict[str, list[dict[str, Any]]]) -> str:
         )
     rows.append("")
     rows.append("Medians of iterations, sequences, P_D and wall time are over the solved runs.")
+    rows.append(
+        "The test metric is the best network's (by the valid metric) where a run evaluates on "
+        "a valid split, else the last network's."
+    )
     return "\n".join(rows)
+
+
+def _tested(s: dict[str, Any]) -> str:
+    t = s.get("tested") or {}
+    return f" (best valid, epoch {t['epoch']})" if t.get("network") == "best" else ""
 
 
 def run_table(runs: list[dict[str, Any]]) -> str:
     rows = [
-        "| run | solved | stop | iterations | samples | P_D | wall (s) | final |",
+        "| run | solved | stop | iterations | samples | P_D | wall (s) | test |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in runs:
@@ -187,7 +203,7 @@ def run_table(runs: list[dict[str, Any]]) -> str:
         rows.append(
             f"| {r['dir']} | {'yes' if s['solved'] else 'no'} | {s['stop_reason']} "
             f"| {s['iterations']} | {s['samples']} | {_fmt(s['P_D'])} | {_fmt(s['wall_time'])} "
-            f"| {s['metric']} {_fmt((s['final'] or {}).get(s['metric']), 4)} |"
+            f"| {s['metric']} {_fmt(reported(s), 4)}{_tested(s)} |"
         )
     return "\n".join(rows)
 

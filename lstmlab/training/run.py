@@ -5,6 +5,7 @@ A run directory holds::
     config.toml                 the resolved RunConfig (the run is fully described by it)
     metrics.jsonl               one JSON record per iteration (see ``loop``)
     checkpoint.safetensors      the last checkpoint (``.prev``: the one before; see ``checkpoint``)
+    best.safetensors            the network of the best evaluation on the valid split (below)
     summary.json                written when the run ends: solved, cost, time, figure path
     figures/learning_curve.png  test metric and training loss against samples and P_D
     run.lock                    the writer lock (``lock``): empty when no process writes
@@ -20,6 +21,15 @@ digests, finite parameters; a failing newest file falls back to ``.prev`` with a
 a state with non-finite parameters, or one whose evaluation loss is not finite, is never
 written, so a diverged run keeps its last finite checkpoint (``summary.json`` says which);
 a damaged ``metrics.jsonl`` is cut back to its last whole row at resume.
+
+Best network: a run that evaluates on the valid split keeps, beside the last checkpoint, the
+network of its best evaluation by the stopping metric (in the direction the metric improves):
+``best.safetensors`` (with its ``.prev``), written by the same atomic, verified machinery each
+time an evaluation improves the best value, holding the model, the counters of that moment and
+the config digest (no optimizer state: it is for evaluation, not for resuming). When the run
+ends, the test split is read once, with that network, and ``summary.json`` says which network
+was tested (``tested``). Runs that evaluate on the test split keep no best network: choosing
+it by the test metric would report a number selected on the test set.
 """
 
 from __future__ import annotations
@@ -109,6 +119,10 @@ class RunPaths:
     def prev(self) -> Path:
         return self.checkpoint.with_name(self.checkpoint.name + ".prev")
 
+    @property
+    def best(self) -> Path:
+        return self.root / "best.safetensors"
+
 
 def _os_message(err: OSError, what: str, path: Path) -> str:
     reason = err.strerror or str(err)
@@ -141,13 +155,20 @@ def config_sha(cfg: RunConfig) -> str:
 
 
 def load_run_checkpoint(
-    paths: RunPaths, cfg: RunConfig, what: str = "resume", *, allow_unverified: bool = False
+    paths: RunPaths,
+    cfg: RunConfig,
+    what: str = "resume",
+    which: str = "last",
+    *,
+    allow_unverified: bool = False,
 ):
-    """The newest verified checkpoint of a run: ``(state, skipped error or None)``; with
+    """The newest verified checkpoint of a run: ``(state, skipped error or None)``;
+    ``which="best"``: its best network (``best.safetensors``) instead of the last state; with
     ``allow_unverified`` one without a checksum loads too, with a warning."""
+    path = paths.best if which == "best" else paths.checkpoint
     try:
         ckpt, skipped = load_latest(
-            paths.checkpoint,
+            path,
             config_digest=config_sha(cfg),
             finite=FINITE,
             allow_unverified=allow_unverified,
@@ -191,6 +212,41 @@ def _writer(paths: RunPaths, break_lock: bool, command: str):
 # Start / resume
 
 
+SLOW_BUILD_SECONDS = 2.0  # a build taking longer than this says so (a corpus to read)
+
+
+def build_noticed(cfg: RunConfig, stream=None, after: float | None = None):
+    """``build.build_all(cfg)``; when it takes more than ``after`` seconds (a corpus read and
+    tokenized, the first time before it is cached), one line on stderr says what is loading,
+    and one more how long it took. Quick builds print nothing."""
+    import threading
+
+    stream = stream or sys.stderr
+    t0 = time.perf_counter()
+    said = threading.Event()
+
+    def notice() -> None:
+        said.set()
+        options = cfg.task.options
+        source = f" from {options['path']}" if options.get("path") else ""
+        print(
+            f"lstmlab: loading task {cfg.task.name!r}{source} (a corpus is read and "
+            "tokenized; cached for the next run where the task caches it) ...",
+            file=stream,
+            flush=True,
+        )
+
+    timer = threading.Timer(SLOW_BUILD_SECONDS if after is None else after, notice)
+    timer.daemon = True
+    timer.start()
+    try:
+        return build.build_all(cfg)
+    finally:
+        timer.cancel()
+        if said.is_set():
+            print(f"lstmlab: loaded in {time.perf_counter() - t0:.1f} s", file=stream, flush=True)
+
+
 def _prepare_dir(paths: RunPaths) -> None:
     if paths.root.exists() and not paths.root.is_dir():
         raise RunError(f"cannot create run directory {paths.root}: a file is in the way")
@@ -225,7 +281,7 @@ def start(
     """
     par = parallel or ONE
     paths = RunPaths(Path(run_dir))
-    built = build.build_all(cfg)  # before touching the disk: a bad config fails cleanly
+    built = build_noticed(cfg)  # before touching the disk: a bad config fails cleanly
     par.prepare(cfg, built)  # every rank agrees and can be fed, or every rank fails
     with contextlib.ExitStack() as held:
 
@@ -279,7 +335,7 @@ def resume(
             return _read_resume(cfg, paths, stop_overrides, allow_unverified)
 
         cfg, ckpt, state, action = par.from_main(read)
-        built = build.build_all(cfg)
+        built = build_noticed(cfg)
         if action == "finish":  # killed while writing its figure or summary: finish that only
             if not par.is_main:
                 return summarize(cfg, paths, state, None, built.stopping.metric)
@@ -410,11 +466,28 @@ def _execute(cfg, paths, built, restored, *, progress, out, checkpoint_writer=No
         except OSError as err:
             raise RunError(_os_message(err, "write checkpoint", paths.checkpoint)) from None
 
+    def keep_best(st: TrainState) -> None:  # the network of the best valid evaluation so far
+        payload = {
+            "config": to_dict(cfg),
+            "train_state": st.to_dict(),
+            "model": built.model.state_dict(),
+            "saved_at": time.time(),
+        }
+        try:
+            save_checkpoint(payload, paths.best, config_digest=config_hash, finite=FINITE)
+        except NonFiniteError:
+            return
+        except OSError as err:
+            raise RunError(_os_message(err, "write checkpoint", paths.best)) from None
+
+    on_best = None
+    if built.eval_split == "valid":
+        on_best = lambda st: par.from_main(keep_best, st)  # noqa: E731 - rank 0 writes
+
+    per_epoch = batches_per_epoch(len(built.train_data), cfg.optimizer.batch_size)
     total = cfg.stop.max_iterations
     if total is None and cfg.stop.max_epochs is not None:
-        total = cfg.stop.max_epochs * batches_per_epoch(
-            len(built.train_data), cfg.optimizer.batch_size
-        )
+        total = cfg.stop.max_epochs * per_epoch
     bar = make_progress(par.progress(progress), built.stopping.metric, total)
     interrupt = Interrupt(bar.message)
     stopping, interrupted = par.stopping(built.stopping, lambda: interrupt.requested)
@@ -432,10 +505,11 @@ def _execute(cfg, paths, built, restored, *, progress, out, checkpoint_writer=No
                 make_objective=built.make_objective,
                 batch_size=cfg.optimizer.batch_size,
                 seed=cfg.seed,
-                eval_every=cfg.eval_every,
-                checkpoint_every=cfg.checkpoint_every,
+                eval_every=_every(cfg.eval_every, per_epoch),
+                checkpoint_every=_every(cfg.checkpoint_every, per_epoch),
                 log_every=cfg.log_every,
                 checkpoint=par.checkpoint(checkpoint, built.model),
+                on_best=on_best,
                 progress=bar,
                 interrupted=interrupted,
                 agree=par.agree(),
@@ -462,10 +536,18 @@ def _execute(cfg, paths, built, restored, *, progress, out, checkpoint_writer=No
     )
 
 
+def _every(value: int | str, per_epoch: int) -> int | None:
+    """An interval in iterations: a number, "epoch" (the iterations of one epoch) or "off"."""
+    if value == "off":
+        return None
+    return per_epoch if value == "epoch" else int(value)
+
+
 def _finish_built(cfg, paths, state, built, out, **kwargs) -> dict[str, Any]:
     """``finish`` with what the built run knows: its metric, target, evaluation split, the one
-    read of the test split and the note of a task that takes no seed."""
+    read of the test split (with the best network) and the note of a task that takes no seed."""
     seed_note = built.task.info.get("seed")
+    final_test, tested = _final_test(built, state, paths)
     return finish(
         cfg,
         paths,
@@ -473,19 +555,45 @@ def _finish_built(cfg, paths, state, built, out, **kwargs) -> dict[str, Any]:
         metric=built.stopping.metric,
         target=built.target,
         out=out,
-        final_test=_final_test(built, state),
+        final_test=final_test,
+        tested=tested,
         eval_split=built.eval_split,
         task_seed=seed_note if isinstance(seed_note, str) else None,
         **kwargs,
     )
 
 
-def _final_test(built, state: TrainState) -> dict[str, Any] | None:
-    """The test split, read once when a run that evaluated on valid ends (not on Ctrl-C, nor
-    when it diverged)."""
+def _final_test(built, state: TrainState, paths: RunPaths):
+    """``(test metrics, which network)``: the test split, read once when a run that evaluated
+    on valid ends (not on Ctrl-C, nor when it diverged), with the best network by the valid
+    metric (``best.safetensors``). The last network is tested only when no best network of
+    this run's best evaluation is on disk (a run killed between writing them); ``tested`` says
+    which: ``{"network": "best" | "last", "iteration", "epoch"}``."""
     if built.eval_split == "test" or state.stop_reason in ("interrupted", "diverged"):
+        return None, None
+    tested = {"network": "last", "iteration": state.iteration, "epoch": state.epoch}
+    best = _best_network(paths, built.cfg, state)
+    if best is not None:
+        built.model.load_state_dict(best["model"])
+        ts = best["train_state"]
+        tested = {"network": "best", "iteration": ts["iteration"], "epoch": ts["epoch"]}
+    else:
+        tested["note"] = "no best network of this run's best evaluation on disk"
+    return built.evaluate_test(built.model), tested
+
+
+def _best_network(paths: RunPaths, cfg: RunConfig, state: TrainState) -> dict[str, Any] | None:
+    """The run's best-network checkpoint when it is the one of ``state``'s best evaluation."""
+    if not (paths.best.exists() or paths.best.with_name(paths.best.name + ".prev").exists()):
         return None
-    return built.evaluate_test(built.model)
+    try:
+        ckpt, _ = load_latest(paths.best, config_digest=config_sha(cfg), finite=FINITE)
+    except CheckpointError as err:
+        print(f"warning: {err}; testing the last network", file=sys.stderr)
+        return None
+    if int(ckpt["train_state"]["iteration"]) != state.best_iteration:
+        return None
+    return ckpt
 
 
 def finish(
@@ -499,6 +607,7 @@ def finish(
     checkpoint_iteration: int | None = None,
     interrupted_by: str | None = None,
     final_test: dict[str, Any] | None = None,
+    tested: dict[str, Any] | None = None,
     eval_split: str = "test",
     task_seed: str | None = None,
 ) -> dict[str, Any]:
@@ -507,7 +616,7 @@ def finish(
     ``checkpoint_iteration``: the iteration of the checkpoint on disk (a diverged run's last
     finite one; None when none was written). ``final`` is the last evaluation during training
     (on ``eval_split``); when that was the valid split, ``test`` holds the one evaluation of the
-    test split at the end."""
+    test split at the end, of the network ``tested`` names (the best by the valid metric)."""
     figure = None
     try:
         from lstmlab.plots.curves import learning_curve
@@ -536,6 +645,7 @@ def finish(
     summary["interrupted_by"] = interrupted_by
     summary["eval_split"] = eval_split
     summary["test"] = final_test if eval_split != "test" else state.last_eval
+    summary["tested"] = tested
     if task_seed:
         summary["task_seed"] = task_seed
     try:
@@ -563,6 +673,8 @@ def summarize(
         "final": state.last_eval,
         "best": state.best,
         "best_iteration": state.best_iteration,
+        "best_epoch": state.best_epoch,
+        "best_eval": state.best_eval,
         "iterations": state.iteration,
         "epochs": state.epoch,
         "samples": state.samples,
@@ -578,12 +690,19 @@ def format_summary(s: dict[str, Any]) -> str:
     verdict = "SOLVED" if s["solved"] else f"not solved ({s['stop_reason']})"
     final = s["final"].get(s["metric"]) if s["final"] else None
     split = s.get("eval_split", "test")
+    best = s.get("best")
+    best_note = (
+        f", best {best:.5g} (iteration {s['best_iteration']}, epoch {s.get('best_epoch', 0)})"
+        if split != "test" and isinstance(best, float) and best != final
+        else ""
+    )
     lines = [
         f"{s['task']} · {s['optimizer']} · seed {s['seed']}: {verdict}",
-        f"  {split} {s['metric']}: {final if final is None else f'{final:.5g}'}"
+        f"  {split} {s['metric']}: {'last ' if best_note else ''}"
+        f"{final if final is None else f'{final:.5g}'}{best_note}"
         + (f" (target < {s['target']:g})" if s["target"] is not None else ""),
         *(
-            [f"  test {s['metric']} (read once, at the end): {s['test'][s['metric']]:.5g}"]
+            [f"  test {s['metric']} ({_tested_words(s)}): {s['test'][s['metric']]:.5g}"]
             if split != "test" and s.get("test") and s["metric"] in s["test"]
             else []
         ),
@@ -606,15 +725,47 @@ def format_summary(s: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _tested_words(s: dict[str, Any]) -> str:
+    """Which network the summary's test number belongs to, in words."""
+    t = s.get("tested") or {}
+    if t.get("network") == "best":
+        where = f"best valid, epoch {t['epoch']}, iteration {t['iteration']}"
+    else:
+        where = f"last network, iteration {t.get('iteration', s['iterations'])}"
+    return f"{where}; read once, at the end"
+
+
 def evaluate_run(
-    run_dir: str | Path, split: str = "test", *, allow_unverified: bool = False
+    run_dir: str | Path,
+    split: str = "test",
+    checkpoint: str | None = None,
+    *,
+    allow_unverified: bool = False,
 ) -> dict[str, Any]:
-    """Metrics of a run's last checkpoint on ``split``."""
+    """Metrics of one of a run's networks on ``split``, with ``iteration`` and ``checkpoint``.
+
+    ``checkpoint``: "best" (the best network by the valid metric, ``best.safetensors``),
+    "last" (the last checkpoint), or None: best where the run keeps one, else last."""
+    if checkpoint not in (None, "best", "last"):
+        raise RunError(f"checkpoint must be 'best' or 'last', got {checkpoint!r}")
     paths = RunPaths(Path(run_dir))
     cfg = load_config(paths.root)
-    ckpt, skipped = load_run_checkpoint(paths, cfg, "evaluate", allow_unverified=allow_unverified)
+    has_best = paths.best.exists() or paths.best.with_name(paths.best.name + ".prev").exists()
+    which = checkpoint or ("best" if has_best else "last")
+    if which == "best" and not has_best:
+        raise RunError(
+            f"{paths.root} keeps no best network (only runs that evaluate on a valid split "
+            "do); use --checkpoint last"
+        )
+    ckpt, skipped = load_run_checkpoint(
+        paths, cfg, "evaluate", which, allow_unverified=allow_unverified
+    )
     if skipped is not None:
         print(f"warning: {skipped}; using the previous checkpoint", file=sys.stderr)
-    built = build.build_all(cfg)
+    built = build_noticed(cfg)
     built.model.load_state_dict(ckpt["model"])
-    return {"iteration": ckpt["train_state"]["iteration"], **built.evaluate_split(split)}
+    return {
+        "iteration": ckpt["train_state"]["iteration"],
+        "checkpoint": which,
+        **built.evaluate_split(split),
+    }

@@ -24,6 +24,7 @@ class TrainState:
     best: float | None = None  # best value of the stopping metric so far
     best_iteration: int = 0
     best_epoch: int = 0  # completed epochs when the best value was seen (patience in epochs)
+    best_eval: dict[str, Any] = field(default_factory=dict)  # every metric of that evaluation
     evals_since_best: int = 0
     last_eval: dict[str, Any] = field(default_factory=dict)  # test metrics of the last evaluation
     solved: bool = False

@@ -45,7 +45,7 @@ class StoppingRule:
             )
             if better:
                 state.best, state.best_iteration, state.evals_since_best = value, state.iteration, 0
-                state.best_epoch = state.epoch
+                state.best_epoch, state.best_eval = state.epoch, dict(metrics)
             else:
                 state.evals_since_best += 1
         else:

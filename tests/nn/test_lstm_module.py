@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -275,6 +277,20 @@ def test_initialisers():
     assert gb.b[gb.spec.gate_slice("i")].tolist() == [-1.0, -3.0, -6.0]
     fb = LSTM(2, 4, gate_bias={"f": 1.0}).cells[0]
     assert (fb.b[fb.spec.gate_slice("f")] == 1.0).all()
+
+
+def test_torch_init_draws_the_bias_as_torch_nn_lstm_does():
+    """torch.nn.LSTM's effective bias b_ih + b_hh is the sum of two U[-k, k] draws, k = 1/√H
+    (variance 2k²/3); lstmlab's one bias with init="torch" is drawn the same way, not zero."""
+    H = 400
+    k = 1 / math.sqrt(H)
+    ours = LSTM(10, H, init="torch", seed=0).cells[0].b.detach()
+    ref = torch.nn.LSTM(10, H)
+    theirs = (ref.bias_ih_l0 + ref.bias_hh_l0).detach()
+    for b in (ours, theirs):
+        assert b.abs().max() <= 2 * k and b.abs().max() > 1.5 * k
+        assert abs(b.var().item() / (2 * k * k / 3) - 1) < 0.1
+    assert (LSTM(10, H, init="uniform", seed=0).cells[0].b == 0).all()
 
 
 def test_seed_makes_initialisation_reproducible():

@@ -145,6 +145,18 @@ def test_sgd_clipping():
     assert torch.allclose(obj.get_params(), torch.tensor([-0.6, -0.8]))
 
 
+@pytest.mark.parametrize("norm", [0.3, 0.999999, 1.0, 2.0, 50.0])
+def test_norm_clipping_is_torchs_clip_grad_norm(norm):
+    from lstmlab.optim.sgd import clip_gradient
+
+    g = torch.randn(7, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    g = g * (norm / g.norm())
+    p = torch.nn.Parameter(torch.zeros(7, dtype=torch.float64))
+    p.grad = g.clone()
+    torch.nn.utils.clip_grad_norm_([p], 1.0)
+    assert torch.equal(clip_gradient(g, None, 1.0), p.grad)
+
+
 def test_schedules_accepted():
     obj = FunctionObjective(lambda x: 0.5 * (x**2).sum(), torch.ones(2, dtype=torch.float64))
     opt = SGD(lr={"type": "piecewise", "boundaries": [1], "values": [0.5, 0.25]})

@@ -28,7 +28,9 @@ def run(tmp_path, six):
 
 
 def iterations(run) -> list[int]:
-    return [json.loads(line)["iteration"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [
+        json.loads(line)["iteration"] for line in (run / "metrics.jsonl").read_text().splitlines()
+    ]
 
 
 def damage_rows(run, *which: int, garbage: bytes = b'{"iteration": 2, "lo\xff\xfe\x00') -> None:

@@ -150,7 +150,7 @@ def test_lock_in_process(tmp_path):
         with pytest.raises(LockError, match="in use by pid"):
             RunLock(tmp_path).acquire()
     assert read_holder(tmp_path) is None
-    assert (tmp_path / LOCK_NAME).exists()  # never deleted, empty when free
+    assert not (tmp_path / LOCK_NAME).exists()  # removed on release
 
 
 def test_a_stale_lock_of_a_dead_process_is_taken_over_with_a_warning(tmp_path):

