@@ -43,6 +43,8 @@ __all__ = [
     "gate_saturation_counts",
     "block_saturation",
     "saturation_from_means",
+    "record_gates",
+    "valid_steps",
 ]
 
 BLOCKINGS = ("gate", "memory-block")
@@ -177,18 +179,13 @@ def parameter_blocks(model: nn.Module, by: str = "gate") -> ParameterBlocks:
 
 
 @torch.no_grad()
-def gate_saturation_counts(
-    model: nn.Module, inputs: Tensor, lengths: Tensor | None, eps: float = 0.05
-) -> tuple[dict[tuple[int, str], Tensor], float]:
-    """Saturated gate activations counted: ((layer-direction k, gate) -> (blocks,) number of
-    valid (sample, step) pairs with min(v, 1 − v) < ``eps``, number of valid pairs).
+def record_gates(model: nn.Module, inputs: Tensor, lengths: Tensor | None) -> dict[int, Tensor]:
+    """Every gate activation of one forward pass: layer-direction k -> q (T, B, n_q), in q's
+    layout (``CellSpec.q_slice``); steps past a sequence's length hold values to ignore.
 
-    One forward pass with the plain ``step`` (the model's engine is set to ``autograd`` for
-    it and restored). ``inputs`` (B, T, I) batch-first as ``model`` takes them; ``lengths`` (B,)
-    or None. Counts, not fractions, so that workers holding parts of a batch can add them.
+    Runs the plain ``step`` (the model's engine is set to ``autograd`` for it and restored).
+    ``inputs`` (B, T, I) batch-first as ``model`` takes them; ``lengths`` (B,) or None.
     """
-    if not 0 < eps < 0.5:
-        raise ValueError(f"saturation threshold must be in (0, 0.5), got {eps!r}")
     cells = lstm_cells(model)
     gates: dict[int, list[Tensor]] = {k: [] for k in range(len(cells))}
     originals = {}
@@ -219,21 +216,35 @@ def gate_saturation_counts(
                 del cell.step
             else:
                 cell.step = originals[k]
+    return {k: torch.stack(q) for k, q in gates.items() if q and cells[k].spec.gates}
+
+
+def valid_steps(inputs: Tensor, lengths: Tensor | None) -> Tensor:
+    """(T, B) 1 at the steps inside each sequence, 0 past its length (``inputs`` (B, T, ·))."""
     T, B = inputs.shape[1], inputs.shape[0]
     if lengths is None:
-        valid = torch.ones(T, B, dtype=inputs.dtype, device=inputs.device)
-    else:
-        t = torch.arange(T, device=inputs.device).unsqueeze(1)
-        valid = (t < lengths.to(inputs.device).unsqueeze(0)).to(inputs.dtype)  # (T, B)
+        return torch.ones(T, B, dtype=inputs.dtype, device=inputs.device)
+    t = torch.arange(T, device=inputs.device).unsqueeze(1)
+    return (t < lengths.to(inputs.device).unsqueeze(0)).to(inputs.dtype)
+
+
+def gate_saturation_counts(
+    model: nn.Module, inputs: Tensor, lengths: Tensor | None, eps: float = 0.05
+) -> tuple[dict[tuple[int, str], Tensor], float]:
+    """Saturated gate activations counted: ((layer-direction k, gate) -> (blocks,) number of
+    valid (sample, step) pairs with min(v, 1 − v) < ``eps``, number of valid pairs).
+
+    Counts, not fractions, so that workers holding parts of a batch can add them.
+    """
+    if not 0 < eps < 0.5:
+        raise ValueError(f"saturation threshold must be in (0, 0.5), got {eps!r}")
+    cells = lstm_cells(model)
+    valid = valid_steps(inputs, lengths)
     out: dict[tuple[int, str], Tensor] = {}
-    for k, cell in enumerate(cells):
-        s = cell.spec
-        if not s.gates:
-            continue
-        q = torch.stack(gates[k])  # (T, B, n_q)
+    for k, q in record_gates(model, inputs, lengths).items():
         hits = ((torch.minimum(q, 1 - q) < eps).to(q.dtype) * valid.unsqueeze(-1)).sum((0, 1))
-        for g in s.gates:
-            out[(k, g)] = hits[s.q_slice(g)]
+        for g in cells[k].spec.gates:
+            out[(k, g)] = hits[cells[k].spec.q_slice(g)]
     return out, float(valid.sum())
 
 

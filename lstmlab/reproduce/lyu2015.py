@@ -10,6 +10,9 @@ Parts (``--only``):
     minibatch  Fig. 3(a): SGD (batch 1) against minibatch GD of several sizes, lr 0.1, μ 0.9
     timing     Fig. 3(b): one gradient, matrix-based batch vs a per-sample loop (T = 10)
     optimizers Fig. 3(c): GD vs L-BFGS vs CG vs HF, from the table's first seed
+    plateau    what the table's failing runs are doing (gates, what the cells hold, where the
+               errors are, curvature spectra; ``reproduce/plateau.py``), each beside the first
+               solving run of its row; reads finished runs only, starts none
 
 The table's rows (``--optimizer``, repeatable) are seed 000's four optimizers by default, and
 on request the Hessian-free variants that test seed 000's closing conjecture (Sec. 6): HF with
@@ -42,7 +45,7 @@ from lstmlab.training.config import resolve
 
 __all__ = ["PARTS", "PAPER", "reproduce", "plan", "specs"]
 
-PARTS = ("table", "alpha", "sigmoid", "minibatch", "timing", "optimizers")
+PARTS = ("table", "alpha", "sigmoid", "minibatch", "timing", "optimizers", "plateau")
 TABLE_OPTIMIZERS = ("lbfgs", "cg", "hf", "momentum")  # seed 000's, the default rows
 _HF_GN = {"optimizer.name": "hf", "optimizer.options.curvature": "gn"}
 # every row the table can have: name -> the run's overrides (the optimizer presets apply)
@@ -172,6 +175,7 @@ def reproduce(
     max_seconds: float | None = None,
     max_pd: float | None = None,
     perturbations: int = 1,
+    plateau_samples: int = 300,
     log: Callable[[str], None] = print,
 ) -> Path | None:
     parts = list(parts or PARTS)
@@ -262,7 +266,78 @@ def reproduce(
             )
             sections += [f"![]({rep.rel(f, out)})"]
         sections += [""]
+    if "plateau" in parts:
+        sections += plateau_section(out, plateau_samples, log)
     return rep.write_report(out, sections)
+
+
+def plateau_runs(out: Path) -> list[Path]:
+    """The finished table runs the plateau part reads: every failing one, and for each row
+    with a failure its first solving run (by seed) to compare with."""
+    import json
+
+    finished = {}
+    for summary in sorted((Path(out) / "runs" / "table").glob("*/summary.json")):
+        try:
+            finished[summary.parent] = bool(json.loads(summary.read_text()).get("solved"))
+        except (OSError, ValueError):
+            continue
+
+    def key(d: Path) -> tuple[str, int]:
+        row, _, seed = d.name.partition("-seed")
+        return row, int(seed) if seed.isdigit() else 10**9
+
+    picked = []
+    for row in sorted({key(d)[0] for d in finished}):
+        runs = sorted((d for d in finished if key(d)[0] == row), key=key)
+        failing = [d for d in runs if not finished[d]]
+        solving = [d for d in runs if finished[d]]
+        if failing:
+            picked += solving[:1] + failing
+    return picked
+
+
+def plateau_section(out: Path, samples: int, log: Callable[[str], None]) -> list[str]:
+    """The report's plateau section: a table of what each run does and one figure per run."""
+    from lstmlab.plots.plateau import plateau_figure
+    from lstmlab.reproduce import plateau
+
+    runs = plateau_runs(out)
+    lines = ["## What the failing runs are doing (issue 24)", ""]
+    if not runs:
+        return lines + ["No finished failing run in `runs/table/` to read.", ""]
+    lines += [
+        "| run | solved | test MAE | wrong | wrong, longest lags | wrong, other lags "
+        "| most saturated gate | cells hold (R² ≥ 0.5) | GN rank | GN condition "
+        "| Hessian: min eigenvalue, negatives |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    figures = []
+    for k, d in enumerate(runs, 1):
+        log(f"[plateau] {k}/{len(runs)}: {d.name}")
+        p = plateau.analyze(d, curvature_samples=samples)
+        v = p.verdicts()
+        hess = (
+            f"{v['hessian_min']:.3g}, {v['hessian_negative']}"
+            if v["hessian_min"] is not None
+            else "–"
+        )
+        lines.append(
+            f"| {d.name} | {'yes' if p.solved else 'no'} | {p.mae:.4f} | {100 * p.wrong:.1f} % "
+            f"| {100 * v['wrong_long_lag']:.1f} % | {100 * v['wrong_short_lag']:.1f} % "
+            f"| {v['max_saturation']:.2f} | {v['cells_hold']} | {v['gn_rank'] or '–'} "
+            f"| {rep.fmt(v['gn_condition'])} | {hess} |"
+        )
+        f = plateau_figure(p, Path(out) / "figures" / f"plateau_{d.name}.png")
+        figures += [f"![{d.name}]({rep.rel(f, out)})", ""]
+    lines += [
+        "",
+        "Longest lags: the quarter of test sequences with the most steps between X2 and the "
+        f"end. Curvature: dense matrices on {samples} training sequences at the run's end.",
+        "",
+        *figures,
+    ]
+    return lines
 
 
 def _batch_label(name: str) -> str:
@@ -514,6 +589,14 @@ def _add_arguments(q: argparse.ArgumentParser) -> None:
         f"weights perturbed by {PERTURBATION:g} (round-off sensitivity; default 1: none)",
     )
     q.add_argument(
+        "--plateau-samples",
+        type=int,
+        default=300,
+        metavar="N",
+        help="the plateau part's dense curvature matrices use N training sequences "
+        "(default 300; 0 skips the spectra)",
+    )
+    q.add_argument(
         "--max-seconds",
         type=float,
         default=None,
@@ -542,6 +625,8 @@ def _run(ns: argparse.Namespace, log: Callable[[str], None]) -> Path | None:
     bad = [o for o in optimizers if o not in METHODS]
     if bad:
         raise ReproduceUsageError(f"unknown optimizer {bad[0]!r}; valid: {', '.join(METHODS)}")
+    if ns.plateau_samples < 0:
+        raise ReproduceUsageError(f"--plateau-samples must be >= 0, got {ns.plateau_samples}")
     if ns.perturbations < 1:
         raise ReproduceUsageError(f"--perturbations must be >= 1, got {ns.perturbations}")
     if ns.max_seconds is not None and not ns.max_seconds > 0:
@@ -557,6 +642,7 @@ def _run(ns: argparse.Namespace, log: Callable[[str], None]) -> Path | None:
         max_seconds=ns.max_seconds,
         max_pd=ns.max_pd,
         perturbations=ns.perturbations,
+        plateau_samples=ns.plateau_samples,
         progress=ns.progress,
         dry_run=ns.dry_run,
         log=log,

@@ -92,3 +92,68 @@ def test_table_reports_counts_per_perturbation_seeds_solved_under_all_and_failur
 def test_environment_names_cpu_blas_and_torch():
     text = lyu2015.environment()
     assert torch.__version__ in text and "BLAS" in text and "thread" in text
+
+
+# ---------------------------------------------------------------------------- plateau
+def test_operands_are_read_back_from_the_inputs():
+    from lstmlab.reproduce.plateau import _operands
+    from lstmlab.tasks.longlag_1997 import generate_1997
+    from lstmlab.tasks.rng import Stream
+
+    inputs, targets, _ = generate_1997(
+        "multiplication", 200, 20, Stream(3, "multiplication", "1997", "test"), torch.float64
+    )
+    x1, x2, p1, p2 = _operands(inputs)
+    torch.testing.assert_close(x1 * x2, targets.reshape(-1))
+    assert bool((p1 < p2).all()) and bool((inputs[torch.arange(200), p2, 1] == 1).all())
+
+
+def test_operand_r2_is_one_for_the_operand_a_cell_copies_and_small_for_the_other():
+    from lstmlab.reproduce.plateau import operand_r2
+
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.rand(500, generator=g), torch.rand(500, generator=g)
+    states = torch.stack([2 * a - 1, -3 * b, torch.zeros(500)], dim=1)
+    r2 = operand_r2(states, torch.stack([a, b, a * b], dim=1))
+    assert r2[0, 0] == pytest.approx(1.0) and r2[1, 1] == pytest.approx(1.0)
+    assert float(r2[0, 1]) < 0.05 and float(r2[1, 0]) < 0.05
+    assert r2[2].tolist() == [0.0, 0.0, 0.0]  # a constant state holds nothing
+
+
+def test_dense_curvature_is_the_matrix_of_the_products():
+    from lstmlab.objective import FunctionObjective
+    from lstmlab.reproduce.plateau import dense_curvature
+
+    g = torch.Generator().manual_seed(1)
+    Q = torch.randn(5, 5, generator=g, dtype=torch.float64)
+    H = Q @ Q.T
+    obj = FunctionObjective(lambda x: 0.5 * x @ H @ x, torch.zeros(5, dtype=torch.float64))
+    torch.testing.assert_close(dense_curvature(obj, "hessian"), H)
+
+
+def test_plateau_picks_each_failing_run_and_the_first_solving_one_of_its_row(tmp_path):
+    import json
+
+    table = tmp_path / "runs" / "table"
+    outcome = {"lbfgs-seed0": True, "lbfgs-seed1": False, "lbfgs-seed10": True,
+               "lbfgs-seed2": False, "cg-seed0": True, "hf-seed3": False}  # fmt: skip
+    for name, solved in outcome.items():
+        (table / name).mkdir(parents=True)
+        (table / name / "summary.json").write_text(json.dumps({"solved": solved}))
+    (table / "cg-seed1").mkdir()  # unfinished: not read
+    picked = [d.name for d in lyu2015.plateau_runs(tmp_path)]
+    assert picked == ["hf-seed3", "lbfgs-seed0", "lbfgs-seed1", "lbfgs-seed2"]
+
+
+def test_plateau_part_reads_a_finished_run_and_draws_its_figure(tmp_path, capsys):
+    run = tmp_path / "runs" / "table" / "lbfgs-seed0"
+    assert train_tiny(run, **{"stop.max_iterations": "2"}) == 0  # too short to solve
+    args = ["reproduce", "lyu2015", "--only", "plateau", "--out", str(tmp_path)]
+    assert main([*args, "--plateau-samples", "3", "--progress", "none"]) == 0
+    report = (tmp_path / "results.md").read_text()
+    assert "## What the failing runs are doing" in report
+    row = next(ln for ln in report.splitlines() if ln.startswith("| lbfgs-seed0 |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1] == "no" and cells[8] != "–" and cells[10] != "–"  # spectra were computed
+    assert (tmp_path / "figures" / "plateau_lbfgs-seed0.png").stat().st_size > 10_000
+    assert "[plateau] 1/1: lbfgs-seed0" in capsys.readouterr().out
