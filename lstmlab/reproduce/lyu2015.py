@@ -48,9 +48,22 @@ __all__ = ["PARTS", "PAPER", "reproduce", "plan", "specs"]
 PARTS = ("table", "alpha", "sigmoid", "minibatch", "timing", "optimizers", "plateau")
 TABLE_OPTIMIZERS = ("lbfgs", "cg", "hf", "momentum")  # seed 000's, the default rows
 _HF_GN = {"optimizer.name": "hf", "optimizer.options.curvature": "gn"}
+# seed 000's released script: minFunc called 20 times per minibatch, at most 50 function
+# evaluations a call (maxIter 1e5), LS_init = 2, 10 pairs, and minFunc's tolerances
+_MINFUNC = {
+    "optimizer.iterations_per_batch": "100000",
+    "optimizer.options.calls": "20",
+    "optimizer.options.max_evals": "50",
+    "optimizer.options.step_init": "quadratic",
+    "optimizer.options.tolerance_grad": "1e-5",
+    "optimizer.options.tolerance_change": "1e-9",
+    "optimizer.options.tolerance_step": "1e-9",
+}
 # every row the table can have: name -> the run's overrides (the optimizer presets apply)
 METHODS: dict[str, dict[str, str]] = {
     **{name: {"optimizer.name": name} for name in TABLE_OPTIMIZERS},
+    "lbfgs-minfunc": {"optimizer.name": "lbfgs", "optimizer.history": "10", **_MINFUNC},
+    "cg-minfunc": {"optimizer.name": "cg", **_MINFUNC},
     "hf-gn": _HF_GN,
     "hf-gate": {**_HF_GN, "optimizer.options.block_damping": "gate"},
     "hf-memory-block": {**_HF_GN, "optimizer.options.block_damping": "memory-block"},
@@ -71,6 +84,8 @@ NAMES = {
     "cg": "nonlinear CG",
     "hf": "Hessian-free",
     "momentum": "momentum GD",
+    "lbfgs-minfunc": "L-BFGS as the released script runs minFunc (20 calls ≤ 50 evaluations)",
+    "cg-minfunc": "CG as the released script runs minFunc (20 calls ≤ 50 evaluations)",
     "hf-gn": "HF, Gauss–Newton",
     "hf-gate": "HF-GN, λ per gate (LM)",
     "hf-memory-block": "HF-GN, λ per gate and memory block (LM)",
