@@ -10,16 +10,18 @@ One ``step`` runs ``calls`` minimiser calls on the same objective (default 1), e
 ``iterations`` iterations and ``max_evals`` function evaluations (minFunc's maxIter and
 maxFunEvals; its first evaluation counts). A call ends early when max|g| ≤ ``tolerance_grad``
 (minFunc's optTol), |Δf| < ``tolerance_change``, or, with ``tolerance_step`` > 0 (minFunc's
-progTol), when max|t d| or the slope −gᵀd falls below it. First trial step of a call that
-starts without history: t = min(1, 1/‖g‖₁); later ones t = 1 (``step_init="one"``) or
-min(1, 2(f − f₋)/gᵀd) (``"quadratic"``, minFunc's LS_init = 2).
+progTol), when max|t d| or the slope −gᵀd falls below it. The first trial step is
+t = min(1, 1/‖g‖₁) at the run's first iteration (``first_step="run"``, torch.optim's rule) or at
+the first iteration of every call made without history (``"call"``, minFunc's: a fresh call
+knows no earlier step); later ones t = 1 (``step_init="one"``) or min(1, 2(f − f₋)/gᵀd)
+(``"quadratic"``, minFunc's LS_init = 2).
 
 Seed 000 called minFunc afresh on every minibatch (``keep_history=False``: each call starts with
-an empty history and minFunc's first-step rule). Its released script calls minFunc 20 times per
-minibatch with maxFunEvals 50 and 10 pairs (``calls=20, max_evals=50, history=10``; the
-``lbfgs-minfunc`` row of ``reproduce lyu2015``); the ``lbfgs`` preset runs one call of 20
-iterations with 100 pairs. With ``keep_history=True`` the history carries across steps and the
-first-step rule applies once per run (full-batch L-BFGS driven by the loop). The gradient at the
+an empty history). Its released script calls minFunc 20 times per minibatch with maxFunEvals 50
+and 10 pairs (``calls=20, max_evals=50, history=10, first_step="call"``; the ``lbfgs-minfunc``
+row of ``reproduce lyu2015``); the ``lbfgs`` preset runs one call of 20 iterations with 100
+pairs and torch's first-step rule (with minFunc's per call it solved fewer seeds:
+docs/results.md). The gradient at the
 start of a step is reused from the previous step when the same function comes back at the same
 parameters (full batch, same epoch: ``start_cache.py`` says what "same" covers); after a resume
 it is computed once more (identical values, one extra gradient counted).
@@ -58,13 +60,14 @@ def two_loop(q: Tensor, S: list[Tensor], Y: list[Tensor]) -> Tensor:
 
 
 STEP_INITS = ("one", "quadratic")
+FIRST_STEPS = ("run", "call")
 
 
 class LBFGS(Optimizer):
     """Args: history m, iterations k per call, lr* (scales the trial step), Wolfe c1/c2,
     max_ls, tolerance_grad (max|g| stop), tolerance_change (|Δf| stop), tolerance_step (max|t d|
     and slope stop; 0 = off), keep_history, calls per step, max_evals per call (None: no
-    limit), step_init ("one" | "quadratic"), nonfinite_shrink (trial-step factor after a
+    limit), step_init ("one" | "quadratic"), first_step ("run" | "call"), nonfinite_shrink (trial-step factor after a
     non-finite evaluation). * schedule."""
 
     def __init__(
@@ -83,6 +86,7 @@ class LBFGS(Optimizer):
         calls: int = 1,
         max_evals: int | None = None,
         step_init: str = "one",
+        first_step: str = "run",
         nonfinite_shrink: float = 0.1,
     ) -> None:
         super().__init__(lr=lr)
@@ -93,6 +97,8 @@ class LBFGS(Optimizer):
             isinstance(max_evals, bool) or not isinstance(max_evals, int) or max_evals < 2
         ):
             raise ValueError(f"max_evals: must be an integer >= 2 or None, got {max_evals!r}")
+        if first_step not in FIRST_STEPS:
+            raise ValueError(f"first_step: unknown {first_step!r}; valid: {', '.join(FIRST_STEPS)}")
         if step_init not in STEP_INITS:
             raise ValueError(f"step_init: unknown {step_init!r}; valid: {', '.join(STEP_INITS)}")
         for name, value in (
@@ -108,6 +114,7 @@ class LBFGS(Optimizer):
         self.tolerance_step = tolerance_step
         self.keep_history, self.nonfinite_shrink = keep_history, nonfinite_shrink
         self.calls, self.max_evals, self.step_init = calls, max_evals, step_init
+        self.first_step = first_step
         self.S: list[Tensor] = []
         self.Y: list[Tensor] = []
         self.scale = 1.0
@@ -137,7 +144,7 @@ class LBFGS(Optimizer):
         for _call in range(self.calls):
             if not self.keep_history:
                 self.S, self.Y = [], []  # a minimiser called afresh
-            first = not self.S and (self.n_updates == 0 or not self.keep_history)
+            first = not self.S and (self.n_updates == 0 or self.first_step == "call")
             evals, f_prev = 1, None  # the call's first evaluation (reused, not recomputed)
             for _ in range(self.iterations):
                 if float(g.abs().max()) <= self.tolerance_grad:

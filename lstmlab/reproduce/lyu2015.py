@@ -62,7 +62,14 @@ _MINFUNC = {
 # every row the table can have: name -> the run's overrides (the optimizer presets apply)
 METHODS: dict[str, dict[str, str]] = {
     **{name: {"optimizer.name": name} for name in TABLE_OPTIMIZERS},
-    "lbfgs-minfunc": {"optimizer.name": "lbfgs", "optimizer.history": "10", **_MINFUNC},
+    # the preset with minFunc's first trial step at every minibatch's fresh call
+    "lbfgs-call-step": {"optimizer.name": "lbfgs", "optimizer.options.first_step": "call"},
+    "lbfgs-minfunc": {
+        "optimizer.name": "lbfgs",
+        "optimizer.history": "10",
+        "optimizer.options.first_step": "call",
+        **_MINFUNC,
+    },
     "cg-minfunc": {"optimizer.name": "cg", **_MINFUNC},
     "hf-gn": _HF_GN,
     "hf-gate": {**_HF_GN, "optimizer.options.block_damping": "gate"},
@@ -84,6 +91,7 @@ NAMES = {
     "cg": "nonlinear CG",
     "hf": "Hessian-free",
     "momentum": "momentum GD",
+    "lbfgs-call-step": "L-BFGS preset, minFunc's first trial step at every call",
     "lbfgs-minfunc": "L-BFGS as the released script runs minFunc (20 calls ≤ 50 evaluations)",
     "cg-minfunc": "CG as the released script runs minFunc (20 calls ≤ 50 evaluations)",
     "hf-gn": "HF, Gauss–Newton",

@@ -25,7 +25,7 @@ def rosenbrock(n: int = 6) -> FunctionObjective:
 
 def make(name: str, **kw):
     if name == "lbfgs":
-        return LBFGS(**kw)
+        return LBFGS(**{"first_step": "call", **kw})
     return NonlinearCG("hs", c2=0.2, **{"step_init": "quadratic", **kw})
 
 
@@ -57,10 +57,15 @@ def test_a_fresh_call_starts_with_minfuncs_first_step(name, trials):
         assert t0 == pytest.approx(min(1.0, 1.0 / float(g.abs().sum())))
     if name == "lbfgs":
         trials.clear()
-        kept = make(name, iterations=3, keep_history=True)
-        kept.step(obj)
-        kept.step(obj)
-        assert trials[3][0] == 1.0  # the history carries on: no restart of the trial step
+        for kept in (
+            make(name, iterations=3, keep_history=True),
+            make(name, iterations=3, keep_history=False, first_step="run"),  # torch's rule
+        ):
+            trials.clear()
+            kept.step(obj)
+            kept.step(obj)
+            assert trials[0][0] == pytest.approx(min(1.0, 1.0 / float(trials[0][1].abs().sum())))
+            assert trials[3][0] == 1.0  # only the run's first trial
 
 
 @pytest.mark.parametrize("name", ["lbfgs", "cg"])
@@ -108,3 +113,6 @@ def test_bad_call_options_are_one_line(name):
         make(name, max_evals=1)
     with pytest.raises(ValueError, match="^tolerance_step: must be a number >= 0"):
         make(name, tolerance_step=-1.0)
+    if name == "lbfgs":
+        with pytest.raises(ValueError, match="^first_step: unknown 'each'"):
+            make(name, first_step="each")
