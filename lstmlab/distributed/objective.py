@@ -244,6 +244,26 @@ class DistributedObjective:
         (out,) = self._reduce([d], like=like)
         return out
 
+    def parameter_blocks(self, by: str = "gate"):
+        """The flat parameters grouped by gate (the same on every rank: one model)."""
+        from lstmlab.objective.blocks import parameter_blocks
+
+        return parameter_blocks(self.model, by)
+
+    def gate_saturation(self, eps: float = 0.05) -> dict[tuple[int, str], Tensor]:
+        """Gate saturation over all workers: saturated and valid steps summed over ranks."""
+        from lstmlab.objective.blocks import lstm_cells, saturation_from_means
+
+        cells = lstm_cells(self.model)
+        keys = [(k, g) for k, c in enumerate(cells) for g in c.spec.gates]
+        like = self.get_params()
+        if self.local is None:
+            means = torch.zeros(sum(cells[k].spec.blocks for k, _ in keys) + 1, dtype=like.dtype)
+        else:
+            _, means = self._call(self.local.gate_saturation_means, eps)
+        (out,) = self._reduce([means.to(like)], like=like)
+        return saturation_from_means(keys, out, self.model)
+
     def per_sample_loss(self, x: Tensor | None = None) -> Tensor:
         """(N,) every sample's loss, in global order (gathered from all workers)."""
         like = self.get_params() if x is None else x

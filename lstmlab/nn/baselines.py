@@ -115,10 +115,18 @@ class RecurrentBaseline(nn.Module):
         bias: bool = True,
         init: str = "uniform",
         init_scale: float | None = None,
+        input_scale: float = 1.0,
         dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
     ) -> None:
         super().__init__()
+        if (
+            isinstance(input_scale, bool)
+            or not isinstance(input_scale, int | float)
+            or not (math.isfinite(input_scale) and input_scale > 0)
+        ):
+            raise ValueError(f"input_scale must be a finite number > 0, got {input_scale!r}")
+        self.input_scale = float(input_scale)
         self.input_size = _check_size("input_size", input_size)
         self.hidden_size = _check_size("hidden_size", hidden_size)
         if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1:
@@ -176,13 +184,22 @@ class RecurrentBaseline(nn.Module):
             for name in self._direction_shapes(in_size)
         }
 
+    # the weights that read the network's input x (scaled by ``input_scale`` in layer 0)
+    _input_weights: tuple[str, ...] = ("weight_ih",)
+
     def reset_parameters(self) -> None:
-        """Re-draw every parameter with the layer's `init` and `init_scale`."""
+        """Re-draw every parameter with the layer's `init` and `init_scale`; then multiply the
+        first layer's input weights by ``input_scale`` (M&S's released HF-RNN code: × 0.25)."""
         for name, param in self.named_parameters():
             if name.startswith("bias"):
                 init_bias_(param, self.init, self.init_scale, self.hidden_size)
             else:
                 init_weight_(param, self.init, self.init_scale, self.hidden_size)
+        if self.input_scale != 1.0:
+            with torch.no_grad():
+                for d in range(self.num_directions):
+                    for name in self._input_weights:
+                        self.direction_parameters(0, d)[name].mul_(self.input_scale)
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}"

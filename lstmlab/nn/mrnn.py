@@ -54,6 +54,7 @@ class MRNN(RecurrentBaseline):
         bias: bool = True,
         init: str = "uniform",
         init_scale: float | None = None,
+        input_scale: float = 1.0,
         dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
     ) -> None:
@@ -71,9 +72,12 @@ class MRNN(RecurrentBaseline):
             bias=bias,
             init=init,
             init_scale=init_scale,
+            input_scale=input_scale,
             dtype=dtype,
             device=device,
         )
+
+    _input_weights = ("weight_hx", "weight_mx")
 
     def _direction_shapes(self, in_size: int) -> dict[str, tuple[int, ...]]:
         H, M = self.hidden_size, self.multiplicative_size

@@ -13,6 +13,8 @@ Contract (shared with ``FunctionObjective`` and, later, the distributed objectiv
     gauss_newton_product(v)          hessian_product(v)        fd_hessian_product(v, eps)
     structural_damping_product(v)    per_sample_grads_squared() -> (P,)
     subset(idx) -> Objective         (same model and counter, rows idx of the batch)
+    parameter_blocks(by) -> ParameterBlocks      gate_saturation(eps) -> {(k, gate): (blocks,)}
+                                     (optional: what gate-aware damping in HF needs)
 
 Everything is at the objective's *current* parameters (the model's) unless ``x`` is given.
 Averages: every returned quantity is a mean over the batch's samples, each sample's loss
@@ -41,6 +43,12 @@ from torch import Tensor
 from torch.func import functional_call
 
 from lstmlab.data import Batch
+from lstmlab.objective.blocks import (
+    ParameterBlocks,
+    gate_saturation_counts,
+    parameter_blocks,
+    saturation_from_means,
+)
 from lstmlab.objective.cost import CostCounter
 from lstmlab.objective.curvature import PRODUCTS, CurvatureOperator
 
@@ -249,3 +257,28 @@ class Objective:
 
     def with_targets(self, targets: Tensor) -> Batch:
         return replace(self.batch, targets=targets)
+
+    # ---------------------------------------------------------------- gate-aware damping
+    def parameter_blocks(self, by: str = "gate") -> ParameterBlocks:
+        """The flat parameters grouped by gate (and memory block): ``objective/blocks.py``."""
+        return parameter_blocks(self.model, by)
+
+    def gate_saturation_means(self, eps: float = 0.05) -> tuple[list[tuple[int, str]], Tensor]:
+        """Keys (layer-direction, gate) and the per-sample means of the saturation counts
+        (``blocks.gate_saturation_counts``): every gate's counts, then the valid steps, all / B.
+        One forward pass, counted. Not reduced: ``gate_saturation`` reduces them."""
+        hits, valid = gate_saturation_counts(self.model, self.batch.inputs, self.batch.lengths, eps)
+        self.counter.record("fun", self.n_seq)
+        keys = list(hits)
+        flat = (
+            torch.cat([*(hits[k] for k in keys), hits[keys[0]].new_tensor([valid])])
+            if keys
+            else None
+        )
+        return keys, (flat / self.n_samples if flat is not None else torch.zeros(1))
+
+    def gate_saturation(self, eps: float = 0.05) -> dict[tuple[int, str], Tensor]:
+        """(layer-direction, gate) -> (blocks,) fraction of saturated activations on this batch
+        (min(v, 1 − v) < ``eps`` over the valid steps; ``objective/blocks.py``)."""
+        keys, means = self.gate_saturation_means(eps)
+        return saturation_from_means(keys, self._reduce(means), self.model)

@@ -16,6 +16,24 @@ Hand-written, as SPEC S3 lists it. One ``step`` on a gradient batch B_g:
                 (``damping.LevenbergMarquardt``: ×3/2 below 1/4, ×2/3 above 3/4)
     6. Armijo backtracking t = 1, 0.8, … (c = 1e-2) along p (``line_search.armijo``); θ ← θ + t p
 
+Gate-aware damping (seed 000 Sec. 6's conjecture; ``block_damping``): the Tikhonov term λI
+becomes diag(λ_b) with one λ_b per block of parameters — per gate kind (cell input, input /
+forget / output gate, peepholes, readout: ``"gate"``) or also per memory block
+(``"memory-block"``), blocks from ``Objective.parameter_blocks`` (``objective/blocks.py``).
+Two rules set λ_b:
+
+    "lm"          Levenberg–Marquardt per block: after the step, each block's own reduction
+                  ratio ρ_b = (f(θ + p_b) − f₀) / φ_b(p_b), p_b = p restricted to block b,
+                  φ_b(p_b) = gᵀp_b + ½ p_bᵀ A p_b, moves λ_b by the LM factors (one loss and
+                  one curvature product per block and iteration, counted in P_D)
+    "saturation"  λ_b = λ · (1 + κ · s_b), s_b the fraction of saturated activations of the gate
+                  block b feeds (``Objective.gate_saturation``, min(v, 1 − v) < ε; 0 for cell
+                  and readout blocks), λ by the usual LM rule: the flat directions of shut or
+                  open gates, where the curvature vanishes, are damped harder
+
+Structural damping and the diagonal preconditioner use λ̄, the size-weighted geometric mean of
+λ_b (λ itself under "saturation"). With every λ_b equal, "lm" takes plain HF's step.
+
 A non-finite loss or gradient (step 1), a non-finite curvature product (CG), or a failed line
 search leaves θ unchanged, raises λ (×``nonfinite_increase`` for non-finite values, LM
 otherwise) and is reported (``rejected=True``).
@@ -60,6 +78,8 @@ __all__ = [
     "CURVATURES",
     "PRECONDITIONERS",
     "HF_RANGES",
+    "BLOCK_DAMPINGS",
+    "BLOCK_RULES",
 ]
 
 CURVATURES = ("gn", "hessian", "fd")
@@ -81,7 +101,11 @@ HF_RANGES: dict[str, tuple[float, bool, float, bool]] = {
     "lbfgs_history": (1.0, True, math.inf, False),
     "curvature_batch": (0.0, False, math.inf, False),
     "nonfinite_increase": (1.0, True, math.inf, False),
+    "saturation_weight": (0.0, True, math.inf, False),
+    "saturation_eps": (0.0, False, 0.5, False),
 }
+BLOCK_DAMPINGS = (None, "gate", "memory-block")
+BLOCK_RULES = ("lm", "saturation")
 
 
 def _range_text(lo: float, lo_in: bool, hi: float, hi_in: bool) -> str:
@@ -119,6 +143,9 @@ class HessianFree(Optimizer):
     curvature_batch*: B_c as a count (≥ 1) or a fraction (< 1) of B_g (None: all of B_g).
     gradient_batch: B_g the training loop should feed (informative).
     nonfinite_increase*: λ factor after a non-finite value.   seed: curvature-subset RNG.
+    block_damping: None | "gate" | "memory-block" (one λ_b per block; module docstring).
+    block_rule: "lm" (LM per block) | "saturation" (λ_b = λ (1 + κ s_b)).
+    saturation_weight*: κ (10).   saturation_eps*: ε of a saturated gate (0.05).
     """
 
     def __init__(
@@ -145,6 +172,10 @@ class HessianFree(Optimizer):
         gradient_batch: int | None = None,
         nonfinite_increase: Any = 10.0,
         seed: int = 0,
+        block_damping: str | None = None,
+        block_rule: str = "lm",
+        saturation_weight: Any = 10.0,
+        saturation_eps: Any = 0.05,
     ) -> None:
         hyper = {
             "damping": damping,
@@ -160,6 +191,8 @@ class HessianFree(Optimizer):
             "diag_exponent": diag_exponent,
             "lbfgs_history": lbfgs_history,
             "nonfinite_increase": nonfinite_increase,
+            "saturation_weight": saturation_weight,
+            "saturation_eps": saturation_eps,
         }
         if curvature_batch is not None:
             hyper["curvature_batch"] = curvature_batch
@@ -177,6 +210,14 @@ class HessianFree(Optimizer):
             raise ValueError(
                 f"preconditioner: unknown {preconditioner!r}; valid: none, diagonal, lbfgs"
             )
+        if block_damping == "none":
+            block_damping = None
+        if block_damping not in BLOCK_DAMPINGS:
+            raise ValueError(
+                f"block_damping: unknown {block_damping!r}; valid: none, gate, memory-block"
+            )
+        if block_rule not in BLOCK_RULES:
+            raise ValueError(f"block_rule: unknown {block_rule!r}; valid: lm, saturation")
         for name, value in (("backtrack", backtrack), ("line_search", line_search)):
             if not isinstance(value, bool):
                 raise ValueError(f"{name}: must be true or false, got {value!r}")
@@ -205,6 +246,9 @@ class HessianFree(Optimizer):
         self.p_prev: Tensor | None = None
         self.pc_S: list[Tensor] = []
         self.pc_Y: list[Tensor] = []
+        self.block_damping, self.block_rule = block_damping, block_rule
+        self.lam_blocks: Tensor | None = None  # (K,) λ_b of the "lm" rule, float64
+        self._blocks = None  # (n_params, ParameterBlocks) of the last objective
 
     # ------------------------------------------------------------------ hyperparameters
     def value(self, name: str, iteration: int | None = None) -> float:
@@ -235,6 +279,11 @@ class HessianFree(Optimizer):
         return obj.subset(idx)
 
     def _raise_lambda(self, factor: float) -> None:
+        if self.lam_blocks is not None:
+            rule = self.lm or LevenbergMarquardt()
+            self.lam_blocks = torch.tensor(
+                [rule.scale(v, factor) for v in self.lam_blocks.tolist()]
+            )
         if self.lm is not None:
             self.lam = self.lm.scale(self.lam, factor)
         else:  # a scheduled λ keeps the factor until a step succeeds
@@ -263,16 +312,21 @@ class HessianFree(Optimizer):
             return info
 
         cobj = self._curvature_objective(obj)
+        blocks = self._parameter_blocks(obj)
+        d = self._damping_vector(obj, blocks, lam, g) if blocks is not None else None
+        if d is not None and self.block_rule == "lm":
+            lam = info.damping = self._mean_block_lambda(blocks)
         mu = self.value("structural_weight")
         op = cobj.curvature_operator(self.curvature, structural_weight=lam * mu)
+        damp = lam if d is None else d
 
         def A(v: Tensor) -> Tensor:
-            return op(v) + lam * v
+            return op(v) + damp * v
 
         M_inv = None
         if self.preconditioner == "diagonal":
             M_inv = diagonal_preconditioner(
-                cobj.per_sample_grads_squared(), lam, self.value("diag_exponent")
+                cobj.per_sample_grads_squared(), damp, self.value("diag_exponent")
             )
         elif self.preconditioner == "lbfgs":
             M_inv = lbfgs_preconditioner(self.pc_S, self.pc_Y)
@@ -306,7 +360,13 @@ class HessianFree(Optimizer):
             # negative curvature along CG's first direction: discard it (seed 000 Sec. 5.3), and
             # the warm start it began from; take a damped gradient step, scaled by the line search
             self.p_prev = None
-            candidates = [(0, -g / max(lam, 1e-12), float("nan"))]
+            candidates = [
+                (
+                    0,
+                    -g / (damp.clamp_min(1e-12) if d is not None else max(lam, 1e-12)),
+                    float("nan"),
+                )
+            ]
         else:
             candidates = res.iterates
 
@@ -315,7 +375,10 @@ class HessianFree(Optimizer):
         info.extra.update(backtrack_iterate=chosen.iteration, backtrack_evals=evals)
 
         rho = reduction_ratio(f0, f1, phi)
-        if self.lm is not None:
+        if d is not None and self.block_rule == "lm":
+            self._update_block_lambdas(obj, blocks, A, g, x, f0, p, info)
+            self.lam = self._mean_block_lambda(blocks)
+        elif self.lm is not None:
             self.lam = self.lm.update(lam, rho)
         info.rho, info.damping = rho, self.lam
 
@@ -349,6 +412,57 @@ class HessianFree(Optimizer):
         info.step_size, info.new_loss = t, f_new
         return info
 
+    # ------------------------------------------------------------------ gate-aware damping
+    def _parameter_blocks(self, obj):
+        """The objective's parameter blocks (cached per parameter count), or None when off."""
+        if self.block_damping is None:
+            return None
+        if self._blocks is None or self._blocks[0] != obj.n_params:
+            if not hasattr(obj, "parameter_blocks"):
+                raise ValueError(
+                    "block_damping needs an objective that knows its parameter blocks "
+                    "(a network of LSTM layers); this one does not"
+                )
+            self._blocks = (obj.n_params, obj.parameter_blocks(self.block_damping))
+        return self._blocks[1]
+
+    def _damping_vector(self, obj, blocks, lam: float, like: Tensor) -> Tensor:
+        """(P,) the Tikhonov diagonal: λ_b of each parameter's block."""
+        if self.block_rule == "lm":
+            if self.lam_blocks is None or self.lam_blocks.numel() != len(blocks):
+                self.lam_blocks = torch.full((len(blocks),), float(lam), dtype=torch.float64)
+            per_block = self.lam_blocks
+        else:
+            from lstmlab.objective.blocks import block_saturation
+
+            sat = block_saturation(blocks, obj.gate_saturation(self.value("saturation_eps")))
+            per_block = lam * (1.0 + self.value("saturation_weight") * sat)
+        return blocks.expand(per_block).to(dtype=like.dtype, device=like.device)
+
+    def _mean_block_lambda(self, blocks) -> float:
+        """λ̄: the geometric mean of λ_b weighted by block sizes."""
+        w = blocks.sizes().to(torch.float64)
+        return float(torch.exp((w * self.lam_blocks.log()).sum() / w.sum()))
+
+    def _update_block_lambdas(self, obj, blocks, A, g: Tensor, x: Tensor, f0: float, p, info):
+        """Levenberg–Marquardt per block from each block's own reduction ratio (docstring)."""
+        rule = self.lm or LevenbergMarquardt()
+        rhos = []
+        new = self.lam_blocks.clone()
+        for b in range(len(blocks)):
+            pb = torch.where(blocks.index.to(p.device) == b, p, torch.zeros_like(p))
+            if not bool(pb.any()):
+                rhos.append(math.nan)
+                continue
+            phi_b = float(g.dot(pb) + 0.5 * pb.dot(A(pb)))
+            rho_b = reduction_ratio(f0, obj.loss(x + pb), phi_b)
+            rhos.append(rho_b)
+            if math.isfinite(rho_b) or phi_b < 0:  # a block the model says nothing of keeps λ_b
+                new[b] = rule.update(float(new[b]), rho_b)
+        self.lam_blocks = new
+        info.extra["block_rho"] = rhos
+        info.extra["block_damping"] = new.tolist()
+
     # ------------------------------------------------------------------ state
     def _state(self) -> dict[str, Any]:
         return {
@@ -358,6 +472,7 @@ class HessianFree(Optimizer):
             "pc_S": list(self.pc_S),
             "pc_Y": list(self.pc_Y),
             "generator": self.generator.get_state(),
+            "lam_blocks": self.lam_blocks,
         }
 
     def _load_state(self, s: dict[str, Any]) -> None:
@@ -365,6 +480,7 @@ class HessianFree(Optimizer):
         self.lam_scale = float(s.get("lam_scale", 1.0))
         self.pc_S, self.pc_Y = list(s["pc_S"]), list(s["pc_Y"])
         self.generator.set_state(s["generator"])
+        self.lam_blocks = s.get("lam_blocks")
 
 
 def large_batch_hf(**overrides: Any) -> HessianFree:

@@ -8,9 +8,13 @@ strong-Wolfe line search (torch.optim's, see ``line_search.py``).
 Initial trial step (``step_init``): "scaled", t₀ = t₋·(g₋ᵀd₋)/(gᵀd) (Nocedal & Wright eq.
 3.60), or "quadratic", t₀ = min(1, 2(f − f₋)/(gᵀd)) (the minimiser of the quadratic through f₋,
 f and the slope; minFunc's choice for CG), 1 when either is not positive; the first one
-min(1, 1/‖g‖₁). Wolfe c2 = 0.1 by default (a CG method needs a tighter curvature condition than
+min(1, 1/‖g‖₁) (minFunc's rule at the start of every call). Wolfe c2 = 0.1 by default (a CG method needs a tighter curvature condition than
 L-BFGS; minFunc uses 0.2). ``keep_history=False`` restarts from steepest descent at every
 ``step`` call, as a minimiser called afresh on each minibatch does (seed 000 ran minFunc so).
+As for ``LBFGS``, one ``step`` may run ``calls`` such calls of at most ``iterations`` iterations
+and ``max_evals`` function evaluations each, and ``tolerance_step`` > 0 ends a call when
+max|t d| or the slope −gᵀd falls below it (minFunc's progTol; seed 000's script: 20 calls of
+≤ 50 evaluations per minibatch).
 Hand-written: the direction update is the method.
 """
 
@@ -48,11 +52,23 @@ class NonlinearCG(Optimizer):
         powell: float | None = None,
         tolerance_grad: float = 1e-10,
         tolerance_change: float = 1e-12,
+        tolerance_step: float = 0.0,
         step_init: str = "scaled",
         keep_history: bool = True,
+        calls: int = 1,
+        max_evals: int | None = None,
         nonfinite_shrink: float = 0.1,
     ) -> None:
         super().__init__(lr=lr)
+        if isinstance(calls, bool) or not isinstance(calls, int) or calls < 1:
+            raise ValueError(f"calls: must be an integer >= 1, got {calls!r}")
+        if max_evals is not None and (
+            isinstance(max_evals, bool) or not isinstance(max_evals, int) or max_evals < 2
+        ):
+            raise ValueError(f"max_evals: must be an integer >= 2 or None, got {max_evals!r}")
+        if not (isinstance(tolerance_step, int | float) and tolerance_step >= 0):
+            raise ValueError(f"tolerance_step: must be a number >= 0, got {tolerance_step!r}")
+        self.calls, self.max_evals, self.tolerance_step = calls, max_evals, tolerance_step
         if beta not in BETAS:
             raise ValueError(f"unknown beta {beta!r}; valid: {list(BETAS)}")
         if step_init not in STEP_INITS:
@@ -96,8 +112,6 @@ class NonlinearCG(Optimizer):
         return d, False
 
     def _step(self, obj) -> StepInfo:
-        if not self.keep_history:
-            self.d_prev = self.g_prev = None
         x, f, g = self._cache.start(obj)
         x0 = x
         info = StepInfo(iteration=self.iteration, loss=f, grad_norm=float(g.norm()))
@@ -108,52 +122,66 @@ class NonlinearCG(Optimizer):
                 info,
                 f"non-finite loss or gradient at the current point; step scale {self.scale:.3g}",
             )
-        for _ in range(self.iterations):
-            if float(g.abs().max()) <= self.tolerance_grad:
-                info.reason = "gradient below tolerance"
-                break
-            d, restarted = self._direction(g)
-            gtd = float(g.dot(d))
-            if restarted:
-                self.since_restart = 0
-            if self.g_prev is None:
-                t0 = min(1.0, 1.0 / float(g.abs().sum()))
-            elif gtd == 0:  # not reached: a zero slope means a zero gradient, stopped above
-                t0 = 1.0
-            elif self.step_init == "quadratic":
-                t0 = min(1.0, 2.0 * (f - self.f_prev) / gtd)
-            else:
-                t0 = self.t_prev * self.gtd_prev / gtd
-            if not t0 > 0:
-                t0 = 1.0
-            t0 *= self.hp("lr") * self.scale
-            try:
-                f_new, g_new, t, n = strong_wolfe(
-                    obj, x, t0, d, f, g, c1=self.c1, c2=self.c2, max_ls=self.max_ls
-                )
-            except NonFiniteError as err:
-                self.scale *= self.nonfinite_shrink
-                if x is x0:
-                    return self._reject(info, f"{err}; initial step scale now {self.scale:.3g}")
-                info.reason = f"{err}; stopped early"
-                break
-            info.line_search_evals += n
-            if not f_new <= f:
-                self.g_prev = self.d_prev = None
-                if x is x0:
-                    return self._reject(info, "line search found no decrease; restarted")
-                info.reason = "line search found no decrease"
-                break
-            self.d_prev, self.g_prev, self.t_prev, self.gtd_prev = d, g, t, gtd
-            self.f_prev = f
-            self.since_restart += 1
-            self.scale = 1.0
-            x = x + t * d
-            df, f, g = f_new - f, f_new, g_new
-            info.step_size, info.inner_iterations = t, info.inner_iterations + 1
-            if abs(df) < self.tolerance_change:
-                info.reason = "loss change below tolerance"
-                break
+        for _call in range(self.calls):
+            if not self.keep_history:
+                self.d_prev = self.g_prev = None  # a minimiser called afresh
+            evals = 1  # the call's first evaluation (reused, not recomputed)
+            for _ in range(self.iterations):
+                if float(g.abs().max()) <= self.tolerance_grad:
+                    info.reason = "gradient below tolerance"
+                    return self._cache.finish(obj, info, x0, x, f, g)
+                d, restarted = self._direction(g)
+                gtd = float(g.dot(d))
+                if restarted:
+                    self.since_restart = 0
+                if self.tolerance_step and -gtd < self.tolerance_step:
+                    info.reason = "slope below tolerance"
+                    break
+                if self.g_prev is None:
+                    t0 = min(1.0, 1.0 / float(g.abs().sum()))
+                elif gtd == 0:  # not reached: a zero slope means a zero gradient, stopped above
+                    t0 = 1.0
+                elif self.step_init == "quadratic":
+                    t0 = min(1.0, 2.0 * (f - self.f_prev) / gtd)
+                else:
+                    t0 = self.t_prev * self.gtd_prev / gtd
+                if not t0 > 0:
+                    t0 = 1.0
+                t0 *= self.hp("lr") * self.scale
+                try:
+                    f_new, g_new, t, n = strong_wolfe(
+                        obj, x, t0, d, f, g, c1=self.c1, c2=self.c2, max_ls=self.max_ls
+                    )
+                except NonFiniteError as err:
+                    self.scale *= self.nonfinite_shrink
+                    if x is x0:
+                        return self._reject(info, f"{err}; initial step scale now {self.scale:.3g}")
+                    info.reason = f"{err}; stopped early"
+                    return self._cache.finish(obj, info, x0, x, f, g)
+                info.line_search_evals += n
+                evals += n
+                if not f_new <= f:
+                    self.g_prev = self.d_prev = None
+                    if x is x0:
+                        return self._reject(info, "line search found no decrease; restarted")
+                    info.reason = "line search found no decrease"
+                    break
+                self.d_prev, self.g_prev, self.t_prev, self.gtd_prev = d, g, t, gtd
+                self.f_prev = f
+                self.since_restart += 1
+                self.scale = 1.0
+                x = x + t * d
+                df, f, g = f_new - f, f_new, g_new
+                info.step_size, info.inner_iterations = t, info.inner_iterations + 1
+                if abs(df) < self.tolerance_change:
+                    info.reason = "loss change below tolerance"
+                    break
+                if self.tolerance_step and t * float(d.abs().max()) <= self.tolerance_step:
+                    info.reason = "step below tolerance"
+                    break
+                if self.max_evals is not None and evals >= self.max_evals:
+                    info.reason = "evaluation budget of the call spent"
+                    break
         return self._cache.finish(obj, info, x0, x, f, g)
 
     def _reject(self, info: StepInfo, reason: str) -> StepInfo:

@@ -149,9 +149,22 @@ def build_model(cfg: RunConfig, task, device: torch.device, dtype: torch.dtype):
     kwargs.update(m.options)
     check_types("model.options", SequenceModel.__init__, dict(m.options))
     try:
-        return SequenceModel(**kwargs)
+        model = SequenceModel(**kwargs)
     except (TypeError, ValueError) as err:
         raise ConfigError("model", str(err).splitlines()[0]) from None
+    if m.perturbation > 0:
+        perturb_(model, m.perturbation, m.perturbation_seed)
+    return model
+
+
+@torch.no_grad()
+def perturb_(model: torch.nn.Module, scale: float, seed: int) -> None:
+    """θ ← θ + scale · ξ, ξ ~ N(0, 1) from its own generator (``model.perturbation``): the same
+    network up to round-off, to see whether a run's outcome depends on the last digits."""
+    gen = torch.Generator().manual_seed(seed)
+    for p in model.parameters():
+        noise = torch.randn(p.shape, generator=gen, dtype=torch.float64)
+        p.add_(noise.to(dtype=p.dtype, device=p.device), alpha=scale)
 
 
 def build_optimizer(cfg: RunConfig):
@@ -207,6 +220,13 @@ def describe(built: Built) -> list[str]:
             f"HF: curvature {opt.curvature}, B_c = {opt.curvature_batch}, "
             f"at most {int(opt.hp('max_cg'))} CG iterations, initial λ = {opt.lam:g}, {rule}"
         )
+        if opt.block_damping is not None:
+            how = (
+                "Levenberg–Marquardt per block"
+                if opt.block_rule == "lm"
+                else f"λ (1 + {opt.hp('saturation_weight'):g} × saturation of the block's gate)"
+            )
+            lines.append(f"HF: one λ per {opt.block_damping} block of parameters, {how}")
     if getattr(opt, "clip_norm", None) is not None:  # SGD or Adam, by its own name
         lines.append(
             f"{type(opt).__name__}: lr {opt.hp('lr'):g}, gradient norm clipped to "

@@ -110,6 +110,13 @@ class ModelConfig:
     )
     engine: str = opt("bptt", "how gradients are computed", choices=ENGINES)
     options: dict = opt({}, "extra keyword arguments for the cell, e.g. {init = 'uniform'}")
+    perturbation: float = opt(
+        0.0,
+        "add this × N(0, 1) to every initial weight (a round-off experiment: does the outcome "
+        "survive a change in the last digits?); 0 = none",
+        ge=0,
+    )
+    perturbation_seed: int = opt(1, "seed of the perturbation's noise", ge=0)
 
     @property
     def hidden_size(self) -> int:

@@ -80,6 +80,7 @@ def compute(make_objective, output: str = "linear", optimizers=tuple(OPTIMIZERS)
     op = obj.curvature_operator("gn", structural_weight=0.3)
     out["gn_sd"] = torch.stack([op(v), op(2 * v)])
     out["psg"] = obj.per_sample_grads_squared()
+    out["saturation"] = torch.cat(list(obj.gate_saturation(0.49).values()))  # gate-aware HF
     out["per_sample_loss"] = obj.per_sample_loss()
     sub = obj.subset(torch.tensor([0, 1, 2]))  # all in the first rows: other ranks hold none
     out["sub_n"] = sub.n_samples

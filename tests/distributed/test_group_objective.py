@@ -1,5 +1,5 @@
 """N = 2 and 3 real worker processes (gloo, localhost) equal one process to float64 round-off:
-loss, gradient, curvature products (GN, exact and finite-difference Hessian, structural
+loss, gradient, gate saturation, curvature products (GN, exact and finite-difference Hessian, structural
 damping), per-sample statistics, HF's curvature subset, the cost counter, and a few steps of
 L-BFGS, nonlinear CG, HF (subset + diagonal preconditioner; FD curvature), SGD and Adam.
 
@@ -70,6 +70,7 @@ VALUES = [
     "structural",
     "gn_sd",
     "psg",
+    "saturation",
     "per_sample_loss",
     "sub_loss",
     "sub_grad",

@@ -343,6 +343,20 @@ def test_init_sparse_exactly_k_per_row(cls, input_size):
     assert all((b == 0).all() for b in _biases(model))
 
 
+@pytest.mark.parametrize("cls", ALL)
+def test_input_scale_multiplies_the_first_layers_input_weights_only(cls):
+    def build(scale):
+        torch.manual_seed(12)
+        return cls(5, 8, 2, bidirectional=True, init="sparse", input_scale=scale, dtype=F64)
+
+    plain, scaled = build(1.0), build(0.25)
+    inputs = set(cls._input_weights)
+    for (name, p), (_, q) in zip(plain.named_parameters(), scaled.named_parameters(), strict=True):
+        reads_x = name.rsplit("_l", 1)[0] in inputs and "_l0" in name
+        torch.testing.assert_close(q, 0.25 * p if reads_x else p, rtol=0, atol=0)
+    assert any(n.rsplit("_l", 1)[0] in inputs for n, _ in scaled.named_parameters())
+
+
 # -- validation -------------------------------------------------------------------------------
 
 BAD_CONSTRUCTION = [
@@ -353,6 +367,7 @@ BAD_CONSTRUCTION = [
     pytest.param(dict(init="xavier"), "init must be one of", id="init=xavier"),
     pytest.param(dict(init_scale=0.0), "init_scale", id="init_scale=0"),
     pytest.param(dict(init_scale=float("nan")), "init_scale", id="init_scale=nan"),
+    pytest.param(dict(input_scale=0.0), "input_scale", id="input_scale=0"),
     pytest.param(dict(dtype=torch.int64), "dtype", id="dtype=int64"),
 ]
 

@@ -96,7 +96,13 @@ def test_no_preset_of_train_leaks_into_a_run():
     [spec] = ms2011.plan(ms2011.QUICK, ["multiplication"], ["rnn"])
     cfg = resolve(overrides=dict(spec.overrides), presets=spec.presets)
     assert cfg.task.options["convention"] == "ms2011" and "output" not in cfg.task.options
-    assert "rule" not in cfg.task.options and cfg.model.options == {}
+    assert "rule" not in cfg.task.options and "gate_bias" not in cfg.model.options
+    assert cfg.model.options == {  # only the released code's initialisation of the RNN
+        "init": "sparse",
+        "init_scale": ms2011.RNN_INIT_SCALE,
+        "input_scale": 0.25,
+        "bias": False,
+    }
     from lstmlab.training.build import build_all
 
     built = build_all(cfg)
@@ -118,3 +124,25 @@ def test_report_only_tables_the_finished_runs_and_starts_nothing(tmp_path, capsy
     text = report.read_text()
     assert "| adding | 20 | rnn | 0/1 |" in text and "Left out" in text and "1 of 2" in text
     assert not (tmp_path / "runs" / "adding" / "rnn-T20-seed1").exists()
+
+
+def test_the_rnn_starts_as_the_released_code_starts_it():
+    """Sparse, 15 incoming weights ~ N(0, 1/15) per unit (spectral radius near 1), input weights
+    × 0.25, no biases; the uniform start it had (radius ≈ 0.3 at 20 units) lost the operands."""
+    import torch
+
+    from lstmlab.training.build import build_model, build_task
+
+    spec = next(
+        s for s in ms2011.plan(ms2011.SMALL, ["adding"], ["rnn"]) if s.name.endswith("seed0")
+    )
+    cfg = resolve(overrides={**spec.overrides, "model.blocks": "100"}, presets=False)
+    model = build_model(cfg, build_task(cfg), torch.device("cpu"), torch.float64)
+    rnn = model.rnn
+    assert not rnn.bias and not [n for n, _ in rnn.named_parameters() if n.startswith("bias")]
+    W = rnn.weight_hh_l0.detach()
+    assert ((W != 0).sum(1) == 15).all()
+    radius = float(torch.linalg.eigvals(W).abs().max())
+    assert 0.8 < radius < 1.4
+    nonzero = rnn.weight_ih_l0.detach()
+    assert abs(float(nonzero[nonzero != 0].std()) - 0.25 / 15**0.5) < 0.03
