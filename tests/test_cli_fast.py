@@ -64,7 +64,14 @@ LIGHT = [
     ["eval", "runs/x", "--split", "nope"],
     ["report", "runs/x", "--x", "nope"],
     ["tasks", "extra"],
-]
+    ["study", "--help"],
+    ["study", "run", "--help"],
+    ["study", "create"],  # missing arguments: usage error
+    ["reproduce", "--help"],
+    *(["reproduce", name, "--help"] for name in
+      ("lyu2015", "ms2011", "krause2015", "greff2017", "kuchaiev2017")),
+    ["reproduce", "lyu2015", "--no-such-flag"],
+]  # fmt: skip
 
 
 def test_help_and_usage_errors_do_not_import_torch():

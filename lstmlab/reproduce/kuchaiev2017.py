@@ -50,8 +50,6 @@ from lstmlab.reproduce import report as rep
 from lstmlab.reproduce import runset
 from lstmlab.reproduce.paper import Paper, ReproduceUsageError, register
 from lstmlab.reproduce.runset import RunSpec
-from lstmlab.training.checkpoint import load_checkpoint
-from lstmlab.training.metrics import read_metrics
 
 __all__ = ["PAPER", "Scale", "FULL", "QUICK", "plan", "reproduce"]
 
@@ -160,6 +158,8 @@ def training_time(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _parameters(run_dir: Path) -> tuple[int, int]:
     """(the LSTM layer's parameters, all parameters) from the run's checkpoint."""
+    from lstmlab.training.checkpoint import load_checkpoint
+
     state = load_checkpoint(run_dir / "checkpoint.safetensors")["model"]
     weights = {k: t for k, t in state.items() if t.is_floating_point()}  # not the epoch counter
     lstm = sum(t.numel() for k, t in weights.items() if k.startswith("rnn."))
@@ -169,6 +169,8 @@ def _parameters(run_dir: Path) -> tuple[int, int]:
 def _rows(out: Path, specs: list[RunSpec], summaries: dict[str, dict]) -> list[dict[str, Any]]:
     rows = []
     for spec in specs:
+        from lstmlab.training.metrics import read_metrics
+
         records = training_time(read_metrics(spec.dir(out) / "metrics.jsonl"))
         lstm, total = _parameters(spec.dir(out))
         final = summaries[spec.name].get("final") or {}

@@ -9,8 +9,8 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from lstmlab.training.metrics import read_metrics
-from lstmlab.training.run import RunError, atomic_write_text
+# lstmlab.training.run and .metrics are imported where they are used: they load torch, and
+# ``lstmlab reproduce NAME --help`` builds every paper's parser from modules that import this one
 
 __all__ = ["md_table", "fmt", "median", "rel", "curves", "write_report", "prepare_out"]
 
@@ -41,10 +41,14 @@ def curves(
     out: Path, part: str, names: Iterable[str], label: Callable[[str], str] = lambda k: k
 ) -> dict[str, list[dict[str, Any]]]:
     """label -> the metrics rows of run ``OUT/runs/PART/NAME``."""
+    from lstmlab.training.metrics import read_metrics
+
     return {label(k): read_metrics(Path(out) / "runs" / part / k / "metrics.jsonl") for k in names}
 
 
 def prepare_out(out: Path) -> None:
+    from lstmlab.training.run import RunError
+
     try:
         (Path(out) / "figures").mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -52,6 +56,8 @@ def prepare_out(out: Path) -> None:
 
 
 def write_report(out: Path, sections: Sequence[str], name: str = "results.md") -> Path:
+    from lstmlab.training.run import RunError, atomic_write_text
+
     path = Path(out) / name
     try:
         atomic_write_text(path, "\n".join(sections))

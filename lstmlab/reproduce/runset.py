@@ -21,8 +21,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lstmlab.training import run as runs
 from lstmlab.training.config import resolve
+
+
+def _runs():
+    """lstmlab.training.run, imported on first use (it loads torch; building the ``reproduce``
+    parsers must not)."""
+    from lstmlab.training import run
+
+    return run
+
 
 __all__ = [
     "RunSpec",
@@ -78,7 +86,7 @@ def status(spec: RunSpec, out: Path) -> str:
     """``done``, ``started`` or ``absent``."""
     d = spec.dir(out)
     if (d / "summary.json").exists():
-        summary = runs.read_summary(runs.RunPaths(d)) or {}  # bounded; unreadable: {}
+        summary = _runs().read_summary(_runs().RunPaths(d)) or {}  # bounded; unreadable: {}
         if summary.get("stop_reason") not in (None, "interrupted"):
             return "done"
     return "started" if (d / "config.toml").exists() else "absent"
@@ -86,9 +94,9 @@ def status(spec: RunSpec, out: Path) -> str:
 
 def _summary(run_dir: Path) -> dict[str, Any]:
     """A finished run's summary (standard JSON: "NaN"/"Infinity" strings back to floats)."""
-    summary = runs.read_summary(runs.RunPaths(run_dir))
+    summary = _runs().read_summary(_runs().RunPaths(run_dir))
     if summary is None:
-        raise runs.RunError(f"{run_dir / 'summary.json'}: cannot be read as a run summary")
+        raise _runs().RunError(f"{run_dir / 'summary.json'}: cannot be read as a run summary")
     return summary
 
 
@@ -99,9 +107,9 @@ def ensure(spec: RunSpec, out: Path, *, progress: str = "auto") -> dict[str, Any
     if state == "done":
         return _summary(d)
     if state == "started":
-        return check_interrupted(runs.resume(d, progress=progress, out=None), d)
+        return check_interrupted(_runs().resume(d, progress=progress, out=None), d)
     cfg = resolve(overrides=dict(spec.overrides), presets=spec.presets)
-    return check_interrupted(runs.start(cfg, d, progress=progress, out=None), d)
+    return check_interrupted(_runs().start(cfg, d, progress=progress, out=None), d)
 
 
 def run_all(
