@@ -115,6 +115,26 @@ _AUTOGRAD_KEYS = (
 )
 
 
+def _leaf_grads(outputs_and_grads, leaves, inputs) -> list[Tensor]:
+    """The backward ops' vector-Jacobian product through a recomputed forward: for every input,
+    the gradient of Σ ⟨output, its incoming gradient⟩ with respect to its leaf (zeros where the
+    leaf is unused, an empty tensor where it needs none). Runs under the caller's grad mode."""
+    pairs = [(o, g) for o, g in outputs_and_grads if g is not None]
+    wanted = [i for i, t in enumerate(leaves) if t is not None and t.requires_grad]
+    got = [None] * len(wanted)
+    if pairs and wanted:
+        got = torch.autograd.grad(
+            [o for o, _ in pairs],
+            [leaves[i] for i in wanted],
+            [g for _, g in pairs],
+            allow_unused=True,
+        )
+    out = [inputs[0].new_empty(0) for _ in inputs]  # inputs[0]: the layer input x
+    for i, g in zip(wanted, got, strict=True):
+        out[i] = torch.zeros_like(inputs[i]) if g is None else g
+    return out
+
+
 def _autograd_restored():
     """A context in which ATen calls record autograd again: a custom operator's kernel runs
     below the autograd dispatch key, and the backward kernel differentiates the engine."""
@@ -180,19 +200,7 @@ def lstm_layer_backward(
             leaves[2],
             _alpha(alpha),
         )
-        pairs = [(o, g) for o, g in ((Y, gY), (h_n, gh), (c_n, gc)) if g is not None]
-        wanted = [i for i, t in enumerate(leaves) if t is not None and t.requires_grad]
-        got = [None] * len(wanted)
-        if pairs and wanted:
-            got = torch.autograd.grad(
-                [o for o, _ in pairs],
-                [leaves[i] for i in wanted],
-                [g for _, g in pairs],
-                allow_unused=True,
-            )
-    out = [x.new_empty(0) for _ in inputs]
-    for i, g in zip(wanted, got, strict=True):
-        out[i] = torch.zeros_like(inputs[i]) if g is None else g
+        out = _leaf_grads(((Y, gY), (h_n, gh), (c_n, gc)), leaves, inputs)
     return _fresh(out, (gY, gh, gc, *inputs))
 
 
@@ -358,19 +366,7 @@ def baseline_layer_backward(
     ]
     with _autograd_restored(), torch.enable_grad():
         Y, h_n = baseline_run(kind, _baseline_p(*leaves[2:]), leaves[0], lengths, leaves[1])
-        pairs = [(o, g) for o, g in ((Y, gY), (h_n, gh)) if g is not None]
-        wanted = [i for i, t in enumerate(leaves) if t is not None and t.requires_grad]
-        got = [None] * len(wanted)
-        if pairs and wanted:
-            got = torch.autograd.grad(
-                [o for o, _ in pairs],
-                [leaves[i] for i in wanted],
-                [g for _, g in pairs],
-                allow_unused=True,
-            )
-    out = [x.new_empty(0) for _ in inputs]
-    for i, g in zip(wanted, got, strict=True):
-        out[i] = torch.zeros_like(inputs[i]) if g is None else g
+        out = _leaf_grads(((Y, gY), (h_n, gh)), leaves, inputs)
     return _fresh(out, (gY, gh, *inputs))
 
 
