@@ -108,7 +108,7 @@ def _operands(inputs: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
 def analyze(run_dir: str | Path, *, curvature_samples: int = 300, n_show: int = 6) -> Plateau:
     """The analysis of one finished run of the 1997 multiplication task (module docstring)."""
     from lstmlab.objective import Objective
-    from lstmlab.objective.blocks import gate_saturation_counts, lstm_cells
+    from lstmlab.objective.blocks import lstm_cells
     from lstmlab.training import build
     from lstmlab.training.run import RunPaths, load_config, load_run_checkpoint
 
@@ -143,9 +143,7 @@ def analyze(run_dir: str | Path, *, curvature_samples: int = 300, n_show: int = 
     c_last = c[rows, lengths - 1]  # (N, H)
     r2 = operand_r2(c_last, torch.stack([x1, x2, x1 * x2], dim=1))
 
-    hits, valid = gate_saturation_counts(model, inputs, lengths, SATURATION_EPS)
-    saturation = {f"L{k}.{g}": (h / valid).tolist() for (k, g), h in hits.items()}
-    gate_mean = _gate_means(model, inputs, lengths)
+    saturation, gate_mean = _gate_stats(model, inputs, lengths)
 
     spectrum: dict[str, Tensor] = {}
     if curvature_samples > 0:
@@ -177,15 +175,20 @@ def analyze(run_dir: str | Path, *, curvature_samples: int = 300, n_show: int = 
     )
 
 
-def _gate_means(model, inputs, lengths) -> dict[str, list[float]]:
-    """Mean activation of every gate and memory block over the valid steps."""
+def _gate_stats(model, inputs, lengths) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Fraction of saturated activations (min(v, 1 − v) < ``SATURATION_EPS``) and mean
+    activation of every gate and memory block over the valid steps, from one recorded pass."""
     from lstmlab.objective.blocks import lstm_cells, record_gates, valid_steps
 
     cells = lstm_cells(model)
     valid = valid_steps(inputs, lengths).unsqueeze(-1)  # (T, B, 1)
-    out: dict[str, list[float]] = {}
-    for k, q in record_gates(model, inputs, lengths).items():
-        mean = (q * valid).sum((0, 1)) / valid.sum((0, 1))
+    total = valid.sum((0, 1))
+    saturation: dict[str, list[float]] = {}
+    means: dict[str, list[float]] = {}
+    for k, q in record_gates(model, inputs, lengths).items():  # q (T, B, n_q)
+        sat = ((torch.minimum(q, 1 - q) < SATURATION_EPS).to(q.dtype) * valid).sum((0, 1)) / total
+        mean = (q * valid).sum((0, 1)) / total
         for g in cells[k].spec.gates:
-            out[f"L{k}.{g}"] = mean[cells[k].spec.q_slice(g)].tolist()
-    return out
+            saturation[f"L{k}.{g}"] = sat[cells[k].spec.q_slice(g)].tolist()
+            means[f"L{k}.{g}"] = mean[cells[k].spec.q_slice(g)].tolist()
+    return saturation, means

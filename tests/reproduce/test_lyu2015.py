@@ -157,3 +157,22 @@ def test_plateau_part_reads_a_finished_run_and_draws_its_figure(tmp_path, capsys
     assert cells[1] == "no" and cells[8] != "–" and cells[10] != "–"  # spectra were computed
     assert (tmp_path / "figures" / "plateau_lbfgs-seed0.png").stat().st_size > 10_000
     assert "[plateau] 1/1: lbfgs-seed0" in capsys.readouterr().out
+
+
+def test_plateau_gate_stats_agree_with_the_objectives_saturation():
+    from lstmlab import SequenceModel
+    from lstmlab.objective.blocks import gate_saturation
+    from lstmlab.reproduce.plateau import SATURATION_EPS, _gate_stats
+
+    torch.manual_seed(0)
+    model = SequenceModel(input_size=2, hidden_size=4, output_size=1, variant="lstm97",
+                          cells_per_block=2, dtype=torch.float64)  # fmt: skip
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(20.0)  # some gates saturate
+    x, lengths = torch.randn(7, 9, 2, dtype=torch.float64), torch.tensor([9, 3, 5, 9, 1, 2, 8])
+    sat, means = _gate_stats(model, x, lengths)
+    want = gate_saturation(model, x, lengths, SATURATION_EPS)
+    assert {k: sat[f"L{k[0]}.{k[1]}"] for k in want} == {k: v.tolist() for k, v in want.items()}
+    assert 0 < max(max(v) for v in sat.values())
+    assert all(0 < m < 1 for v in means.values() for m in v)
