@@ -82,7 +82,7 @@ def stack_jvp(
     input is data (its tangent is zero). Returns, time-major like the engine: the tangent of the
     output (T, B, D·Hr), of each layer's cell states (T, B, D·H), and of h_n per layer-direction
     (B, Hr) — each sequence's last valid step; the reverse direction's is at step 0."""
-    from lstmlab.nn.lstm import _reverse
+    from lstmlab.nn.lstm import reverse_sequences
 
     nd = lstm.num_directions
     if len(tapes) != len(lstm.cells) or any(
@@ -103,11 +103,11 @@ def stack_jvp(
             p = {n[len(pre) :]: t for n, t in params.items() if n.startswith(pre)}
             v = {n[len(pre) :]: t for n, t in tangents.items() if n.startswith(pre)}
             dw = weight_tangents(lstm.cells[k], p, v)
-            dx = None if d_in is None else (d_in if d == 0 else _reverse(d_in, lengths))
+            dx = None if d_in is None else (d_in if d == 0 else reverse_sequences(d_in, lengths))
             dY, dC = layer_jvp(tapes[k], dw, dx, weights=dense_weights(lstm.cells[k], p))
             d_hn.append(last_step(dY, lengths))
             if d == 1:
-                dY, dC = _reverse(dY, lengths), _reverse(dC, lengths)
+                dY, dC = reverse_sequences(dY, lengths), reverse_sequences(dC, lengths)
             outs.append(dY)
             cells.append(dC)
         d_in = outs[0] if nd == 1 else torch.cat(outs, dim=2)

@@ -44,7 +44,8 @@ _DEFAULT_SCALE = {"uniform": 0.1, "gaussian": 0.1, "sparse": 1.0}
 _INT_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
 
 
-def _check_size(name: str, value: Any) -> int:
+def check_size(name: str, value: Any) -> int:
+    """``value`` when it is a positive int (not a bool); else ValueError naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a positive integer (>= 1), got {value!r}")
     return value
@@ -127,8 +128,8 @@ class RecurrentBaseline(nn.Module):
         ):
             raise ValueError(f"input_scale must be a finite number > 0, got {input_scale!r}")
         self.input_scale = float(input_scale)
-        self.input_size = _check_size("input_size", input_size)
-        self.hidden_size = _check_size("hidden_size", hidden_size)
+        self.input_size = check_size("input_size", input_size)
+        self.hidden_size = check_size("hidden_size", hidden_size)
         if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1:
             raise ValueError(f"num_layers must be an integer >= 1, got {num_layers!r}")
         self.num_layers = num_layers

@@ -57,8 +57,8 @@ from torch.nn.utils.rnn import PackedSequence
 
 from lstmlab.nn import fast_layer, ops
 from lstmlab.nn.lstm import LSTM as _LabLSTM
-from lstmlab.nn.lstm import _reverse
-from lstmlab.nn.lstm_cell import _group_rows
+from lstmlab.nn.lstm import reverse_sequences
+from lstmlab.nn.lstm_cell import group_rows
 from lstmlab.nn.variants import CellSpec, GateSharpness, resolve_switches
 
 try:  # the dynamo ONNX exporter's flag (see _in_onnx_export)
@@ -249,9 +249,9 @@ class _DropInMixin:
             outs = []
             for d in range(nd):
                 k = layer * nd + d
-                xin = layer_in if d == 0 else _reverse(layer_in, lengths)
+                xin = layer_in if d == 0 else reverse_sequences(layer_in, lengths)
                 Y, st = self._direction(layer, d, xin, lengths, tuple(h[k] for h in hx), cast)
-                outs.append(Y if d == 0 else _reverse(Y, lengths))
+                outs.append(Y if d == 0 else reverse_sequences(Y, lengths))
                 for acc, s in zip(finals, st, strict=True):
                     acc.append(s)
             layer_in = outs[0] if nd == 1 else torch.cat(outs, dim=2)
@@ -443,7 +443,7 @@ class TorchLSTM(_DropInMixin, nn.LSTM):
             WR = p("weight_f2").index_select(0, perm) @ p("weight_f1")
             out["W"], out["R"] = WR[:, : s.input_size], WR[:, s.input_size :]
         elif s.groups > 1:
-            rows = _group_rows(s).to(device)
+            rows = group_rows(s).to(device)
             out["W"] = torch.block_diag(*p("weight_ihg"))[rows]
             out["R"] = torch.block_diag(*p("weight_hhg"))[rows]
         else:

@@ -282,10 +282,10 @@ class LSTM(nn.Module):
             for d in range(nd):
                 k = layer * nd + d
                 cell = self.cells[k]
-                xin = layer_in if d == 0 else _reverse(layer_in, lengths)
+                xin = layer_in if d == 0 else reverse_sequences(layer_in, lengths)
                 Y, C, h_n, c_n = run(cell, xin, lengths, h0[k], c0[k], alpha)
                 if d == 1:
-                    Y, C = _reverse(Y, lengths), _reverse(C, lengths)
+                    Y, C = reverse_sequences(Y, lengths), reverse_sequences(C, lengths)
                 outs.append(Y)
                 cells_c.append(C)
                 hs.append(h_n)
@@ -397,7 +397,7 @@ class LSTM(nn.Module):
         return ", ".join(parts)
 
 
-def _reverse(x: Tensor, lengths: Tensor | None) -> Tensor:
+def reverse_sequences(x: Tensor, lengths: Tensor | None) -> Tensor:
     """Reverse each sequence of x (T, B, F) within its own length; padding stays in place."""
     if lengths is None:
         return x.flip(0)

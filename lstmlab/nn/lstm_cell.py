@@ -73,7 +73,7 @@ class LSTMCell(nn.Module):
             k = s.groups
             self.Wg = P(k, D // k, I // k)
             self.Rg = P(k, D // k, Hr // k)
-            self.register_buffer("group_rows", _group_rows(s), persistent=False)
+            self.register_buffer("group_rows", group_rows(s), persistent=False)
         else:
             self.W = P(D, I)
             self.R = P(D, s.multiplicative_size or Hr)
@@ -309,7 +309,7 @@ class LSTMCell(nn.Module):
         )
 
 
-def _group_rows(s: CellSpec) -> Tensor:
+def group_rows(s: CellSpec) -> Tensor:
     """For each global pre-activation row (z|i|f|o order), its row in block_diag(Wg) order."""
     k, H, nb = s.groups, s.hidden_size, s.blocks
     Hk, nbk = H // k, nb // k

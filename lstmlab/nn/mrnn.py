@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lstmlab.nn.baselines import RecurrentBaseline, _check_size
+from lstmlab.nn.baselines import RecurrentBaseline, check_size
 
 
 class MRNN(RecurrentBaseline):
@@ -58,11 +58,11 @@ class MRNN(RecurrentBaseline):
         dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
     ) -> None:
-        _check_size("input_size", input_size)  # so errors come in argument order
+        check_size("input_size", input_size)  # so errors come in argument order
         if multiplicative_size is None:
-            multiplicative_size = _check_size("hidden_size", hidden_size)
+            multiplicative_size = check_size("hidden_size", hidden_size)
         # set before the base class registers parameters, which reads it in _direction_shapes
-        self.multiplicative_size = _check_size("multiplicative_size", multiplicative_size)
+        self.multiplicative_size = check_size("multiplicative_size", multiplicative_size)
         super().__init__(
             input_size,
             hidden_size,

