@@ -333,7 +333,7 @@ def section_split(dtypes, repeats: int = 15):
 
 def section_activations(dtypes, n: int = 1 << 20, repeats: int = 50):
     """ns per element of torch's CPU tanh and sigmoid, and of the engine's tanh (one sigmoid)."""
-    from lstmlab.engines.bptt import _activation
+    from lstmlab.engines.gates import activation
 
     print("\n## activations, ns per element (1M elements, best of the repeats)\n")
     print("| dtype | torch.tanh | torch.sigmoid | engine tanh = 2σ(2a) − 1 |")
@@ -341,7 +341,7 @@ def section_activations(dtypes, n: int = 1 << 20, repeats: int = 50):
     for dtype in dtypes:
         a = torch.randn(n, dtype=dtype, device=DEVICE)
         out = torch.empty_like(a)
-        engine_tanh = _activation("tanh", a)
+        engine_tanh = activation("tanh", a)
         sync = torch.cuda.synchronize if a.is_cuda else (lambda: None)
         cells = []
         for fn in (torch.tanh, torch.sigmoid, None):

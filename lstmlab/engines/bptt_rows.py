@@ -1,15 +1,16 @@
 """The bptt engine's batch-major layout, for wide layers (see ``lstmlab.engines.bptt``).
 
-Same equations, same inputs and outputs as ``bptt.LSTMLayerBPTT``; only the memory layout of the
-per-step quantities differs: samples are rows, (B, features), as in ``torch.nn.LSTM``. Then the
-recurrent product of a step is (n, Hr)·(Hr, D) with the long side D as BLAS's leading dimension,
-which the BLAS kernels run up to 1.6× faster than the feature-major (D, Hr)·(Hr, n) when the
-layer is wide and the batch narrow, and the input projection W x_t + b is one large product
-per chunk of steps, written straight into the steps' rows of the activation tensor. For the
+Same equations, same inputs and outputs as ``bptt_features.LSTMLayerBPTT``; only the memory
+layout of the per-step quantities differs: samples are rows, (B, features), as in
+``torch.nn.LSTM``. Then the recurrent product of a step is (n, Hr)·(Hr, D) with the long side D
+as BLAS's leading dimension, which the BLAS kernels run up to 1.6× faster than the
+feature-major (D, Hr)·(Hr, n) when the layer is wide and the batch narrow, and the input
+projection W x_t + b is one large product per chunk of steps, written straight into the
+steps' rows of the activation tensor. For the
 smallest layers (the long time-lag nets: a few units, batches of thousands) the feature-major
 layout wins: there every gate slice of a (B, D) row is a few elements, and elementwise loops
 over short strided rows are slow. ``bptt.run`` picks one by shape and dtype
-(``bptt.choose_layout``); the tests hold both to the autograd reference. The per-step products
+(``layout.choose_layout``); the tests hold both to the autograd reference. The per-step products
 (R, Rᵀ, and W_p, Q, W_mh where a variant has them) go through ``products.StepProduct``: BLAS,
 or oneDNN's matmul on a packed weight for wide float32 layers.
 
@@ -28,21 +29,7 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor
 
-from lstmlab.engines import native, structured
-from lstmlab.engines.bptt import (
-    _SIGMOID_FORM,
-    _activation,
-    _affine,
-    _chunk_steps,
-    _FactorChunks,
-    _forward_weights,
-    _last_index,
-    _peep_grad,
-    _sigmoid_form,
-    _sigmoid_span,
-    _steps,
-    _z_scale,
-)
+from lstmlab.engines import gates, layout, native, structured
 from lstmlab.engines.products import StepProduct
 from lstmlab.nn.variants import CellSpec
 
@@ -72,7 +59,7 @@ class LSTMLayerBPTTRows(torch.autograd.Function):
     Forward keeps ZA = [g(z-pre) | gate activations (= q_t)], in which each step's
     pre-activations are formed and activated in place, C, HC = h(C), Y (and ŷ with a projection,
     u = W_mh y and m for mLSTM), all (T, B, ·). Backward forms the derivative factors that do
-    not depend on the carried error (``bptt._factors``: α σ(1−σ), o h'(c), i g'(z), …) for a
+    not depend on the carried error (``gates.factors``: α σ(1−σ), o h'(c), i g'(z), …) for a
     chunk of steps at a time, so that each reverse step is a handful of multiply-adds and one
     recurrent product on cache-resident data; the weight gradients dW, dR, db are then one
     product over all steps.
@@ -88,15 +75,16 @@ class LSTMLayerBPTTRows(torch.autograd.Function):
         D = s.n_pre
         bs = batch_sizes if batch_sizes is not None else [B] * T
         full = batch_sizes is None
-        Ws, Rs, bsc, Qs, Ps = _forward_weights(s, alpha, W, R, b, Q, P_i, P_f, P_o)
+        Ws, Rs, bsc, Qs, Ps = gates.forward_weights(s, alpha, W, R, b, Q, P_i, P_f, P_o)
         # F-LSTM / G-LSTM given as their factors / groups: their own products (``structured``)
-        smap = structured.make(s, alpha, W, R, x, bsc, _z_scale(s.g, _sigmoid_form(x)))
+        zs = gates.z_scale(s.g, gates.uses_sigmoid_form(x))
+        smap = structured.make(s, alpha, W, R, x, bsc, zs)
         # the one place that picks the native loop or this module's Python loop
-        use_native = native.use_native(s, x, smap is None, _sigmoid_form(x))
+        use_native = native.use_native(s, x, smap is None, gates.uses_sigmoid_form(x))
         x2 = x.reshape(T * B, I)
         # the input projection W x_t + b, one large product per chunk of k steps (a few MB, so
         # that a chunk is still in the cache when its steps run)
-        k = min(T, _chunk_steps(B * D * x.element_size(), target=4 << 20))
+        k = min(T, layout.chunk_steps(B * D * x.element_size(), target=4 << 20))
         bias = bsc if bsc is not None else x.new_zeros(D)
         mult = s.multiplicative_size is not None
         # every entry is written when all sequences are full-length; else dead rows must be 0
@@ -127,16 +115,17 @@ class LSTMLayerBPTTRows(torch.autograd.Function):
             qrec = StepProduct(Qs, T, B) if Qs is not None else None
             mh = StepProduct(W_mh, T, B) if mult else None
             has_i, has_f, has_o = ("i" in s.gates), ("f" in s.gates), ("o" in s.gates)
-            # one sigmoid call right after the product covers columns [lo, hi) (see _sigmoid_span)
-            lo, hi = _sigmoid_span(s, _sigmoid_form(x))
-            act_g, act_h = _activation(s.g, x, prescaled=True), _activation(s.h, x)
-            z_affine_ = _affine(_SIGMOID_FORM[s.g][1], x) if lo == 0 else None
+            # one sigmoid call right after the product covers columns [lo, hi)
+            # (see gates.sigmoid_span)
+            lo, hi = gates.sigmoid_span(s, gates.uses_sigmoid_form(x))
+            act_g, act_h = gates.activation(s.g, x, prescaled=True), gates.activation(s.h, x)
+            z_affine_ = gates.affine(gates.SIGMOID_FORM[s.g][1], x) if lo == 0 else None
             if_gates = [g for g in ("i", "f") if g in s.gates] if s.peepholes else []
             o_late = has_o and s.peepholes  # the output gate sees c_t
 
             # per-step views, restricted to the rows alive, made once: the loop only indexes lists
             def steps(v: Tensor) -> list[Tensor]:
-                return _steps(v, bs, full, -1)
+                return layout.steps(v, bs, full, -1)
 
             PRE, Ys, Cs, HCs, Zs = steps(ZA), steps(Y), steps(C), steps(HC), steps(Z)
             ZAsig = steps(ZA[..., lo:hi]) if hi > lo else None
@@ -234,7 +223,7 @@ class LSTMLayerBPTTRows(torch.autograd.Function):
         if full:
             h_n, c_n = Y[-1].clone(), C[-1].clone()
         else:
-            last = _last_index(bs, B, x.device)
+            last = layout.last_index(bs, B, x.device)
             rows = torch.arange(B, device=x.device)
             h_n, c_n = Y[last, rows], C[last, rows]
         ctx.spec, ctx.alpha, ctx.bs = s, alpha, batch_sizes
@@ -264,10 +253,10 @@ class LSTMLayerBPTTRows(torch.autograd.Function):
 
         # ---- derivative factors (α σ(1−σ), o h'(c), i g'(z), …) that do not depend on the
         # carried error, formed a chunk of steps at a time: few calls per step, and a chunk
-        # stays in cache until the reverse loop has used it (see ``_chunk_steps``)
+        # stays in cache until the reverse loop has used it (see ``layout.chunk_steps``)
         P = {"i": P_i, "f": P_f, "o": P_o}
         Yhat = Yh if Yh is not None else Y  # o ⊙ h(c)
-        chunks = _FactorChunks(s, alpha, A, HC, Z, C, c0, Yhat, -1, bs, full, P)
+        chunks = gates.FactorChunks(s, alpha, A, HC, Z, C, c0, Yhat, -1, bs, full, P)
         chunk, fold = chunks.chunk, chunks.fold
         fac: dict[str, list] = {}  # name -> per-step views of the current chunk (index t - t0)
         t0 = T
@@ -294,7 +283,7 @@ class LSTMLayerBPTTRows(torch.autograd.Function):
         else:
             # per-step views made once, restricted to the rows alive: the loop only indexes lists
             def steps(v: Tensor) -> list[Tensor]:
-                return _steps(v, bs, full, -1)
+                return layout.steps(v, bs, full, -1)
 
             dPres, dPz = steps(dPre), steps(dPre[..., :H])
             dPg = {g: steps(dPre[..., s.gate_slice(g)]) for g in s.gates}
@@ -421,11 +410,11 @@ class LSTMLayerBPTTRows(torch.autograd.Function):
                 if g in s.gates and need[k]:
                     d_g = dPre[:, :, s.gate_slice(g)]  # (T, B, nb)
                     if g == "o":  # the output gate sees c_t
-                        grads["P_o"] = _peep_grad(d_g, C, nb, cpb, -1)
+                        grads["P_o"] = gates.peep_grad(d_g, C, nb, cpb, -1)
                     else:  # i and f see c_{t-1}: step 0 meets c0
-                        P_g = _peep_grad(d_g[:1], c0.unsqueeze(0), nb, cpb, -1)
+                        P_g = gates.peep_grad(d_g[:1], c0.unsqueeze(0), nb, cpb, -1)
                         grads[f"P_{g}"] = (
-                            P_g + _peep_grad(d_g[1:], C[:-1], nb, cpb, -1) if T > 1 else P_g
+                            P_g + gates.peep_grad(d_g[1:], C[:-1], nb, cpb, -1) if T > 1 else P_g
                         )
         if fgr and need[14]:
             grads["Q"] = (

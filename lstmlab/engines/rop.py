@@ -16,7 +16,7 @@ of their block; α and the activations' argument scales folded in as in the forw
 
 where F_c = ∂c_t/∂c_{t-1} (f, 1 − i for CIFG, 1 without a forget gate), K_i = ∂c/∂a_i,
 K_f = ∂c/∂a_f, IGp = i g'(z), OHp = o h'(c), K_o = h(c) α σ'(a_o): the very derivative factors
-the backward pass forms (``bptt._factors``), with the peepholes folded into F_c and OHp where the
+the backward pass forms (``gates.factors``), with the peepholes folded into F_c and OHp where the
 backward folds them. These are the transposes of the backward's per-step Jacobians, so one set
 of factors serves both directions.
 
@@ -31,8 +31,9 @@ memory layouts of the engine are served by one loop: ``_Layout`` is the single p
 their shapes differ.
 
 Recording: the R-forward needs the activations of a bptt forward pass that kept its graph.
-Inside ``recording()``, ``bptt.run`` appends one ``LayerTape`` per layer-direction (in call
-order) with the Function's node, whose saved tensors and attributes are the tape.
+Inside ``recording()``, ``bptt.run`` leaves one ``LayerTape`` per layer-direction (in call
+order) with the Function's node, whose saved tensors and attributes are the tape (``tape``;
+``LayerTape`` and ``recording`` are re-exported here, their public path).
 
 A whole ``lstmlab.LSTM`` stack (layers, directions, F-/G-LSTM weights) is ``rop_stack``.
 
@@ -46,18 +47,23 @@ Hand-written, like the engine it extends: curvature products are this project's 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
-from lstmlab.engines import bptt, native
-from lstmlab.engines.bptt import _FactorChunks, _steps
+from lstmlab.engines import gates, layout, native
+from lstmlab.engines.tape import LayerTape, recording, tape_tensors
 from lstmlab.nn.variants import CellSpec
 
-__all__ = ["FACTOR_CACHE_BYTES", "LayerTape", "forced_chunk", "last_step", "layer_jvp", "recording"]
+__all__ = [
+    "FACTOR_CACHE_BYTES",
+    "LayerTape",
+    "forced_chunk",
+    "last_step",
+    "layer_jvp",
+    "recording",
+]
 
 
 # The derivative factors of a whole layer-direction are kept between R-forward passes (they
@@ -65,18 +71,6 @@ __all__ = ["FACTOR_CACHE_BYTES", "LayerTape", "forced_chunk", "last_step", "laye
 # chunk of steps at a time in every pass, as the backward does.
 FACTOR_CACHE_BYTES = 64 << 20
 _FORCED_CHUNK: list[int] = []  # set by ``forced_chunk`` (tests)
-
-
-@dataclass
-class LayerTape:
-    """What one bptt layer-direction call left for an R-forward pass."""
-
-    cell: torch.nn.Module  # the LSTMCell (its spec; F-/G-LSTM: its factored parameters)
-    layout: str  # "features" or "batch"
-    alpha: dict[str, float]  # the gate sharpness in force
-    packing: tuple[Tensor, Tensor, list[int]] | None  # (perm, inv, batch sizes) or None
-    node: object  # the autograd node (= ctx) of LSTMLayerBPTT / LSTMLayerBPTTRows
-    cache: dict = field(default_factory=dict)  # the factors, when kept (FACTOR_CACHE_BYTES)
 
 
 @contextmanager
@@ -90,20 +84,6 @@ def forced_chunk(steps: int):
         yield
     finally:
         _FORCED_CHUNK.pop()
-
-
-@contextmanager
-def recording() -> Iterator[list[LayerTape]]:
-    """Collect a ``LayerTape`` for every bptt layer-direction run inside the block.
-
-    The forward pass must build its graph (some parameter requires grad): the tape is the
-    Function's node, and it lives as long as the graph does."""
-    tapes: list[LayerTape] = []
-    bptt._TAPES.append(tapes)
-    try:
-        yield tapes
-    finally:
-        bptt._TAPES.remove(tapes)
 
 
 class _Layout:
@@ -166,33 +146,6 @@ class _Layout:
         return out
 
 
-def _tape_tensors(tape: LayerTape) -> dict[str, Tensor | None]:
-    """The saved tensors of a tape, every per-step one as (T, F, B) or (T, B, F) per layout."""
-    node = tape.node
-    if node is None or not hasattr(node, "saved_tensors"):
-        raise RuntimeError(
-            "the R-forward needs a bptt forward pass that kept its graph (parameters that "
-            "require grad, outside torch.no_grad)"
-        )
-    if tape.layout == "features":
-        x, h0, c0, W, R, W_mx, W_mh, P_i, P_f, P_o, Q, W_p, Y = node.saved_tensors
-        t = dict(
-            x=x.transpose(1, 2), h0=h0.t(), c0=c0.t(), Y=Y.transpose(1, 2), C=node.CT,
-            Z=node.ZT, A=node.AT, HC=node.HCT, Yh=node.YhT,
-            MX=getattr(node, "MXT", None), U=getattr(node, "UT", None),
-            Mm=getattr(node, "MmT", None),
-        )  # fmt: skip
-    else:
-        x, h0, c0, W, R, W_mx, W_mh, P_i, P_f, P_o, Q, W_p, Y, C = node.saved_tensors
-        t = dict(
-            x=x, h0=h0, c0=c0, Y=Y, C=C, Z=node.Z, A=node.A, HC=node.HC, Yh=node.Yh,
-            MX=getattr(node, "MX", None), U=getattr(node, "U", None),
-            Mm=getattr(node, "Mm", None),
-        )  # fmt: skip
-    t.update(W=W, R=R, W_mx=W_mx, W_mh=W_mh, P_i=P_i, P_f=P_f, P_o=P_o, Q=Q, W_p=W_p)
-    return {k: (v.detach() if v is not None else None) for k, v in t.items()}
-
-
 @torch.no_grad()
 def layer_jvp(
     tape: LayerTape,
@@ -214,7 +167,7 @@ def layer_jvp(
     s: CellSpec = tape.cell.spec
     feats = tape.layout == "features"
     lay = _Layout(feats, s.blocks, s.cells_per_block)
-    tt = _tape_tensors(tape)
+    tt = tape_tensors(tape)
     if weights is not None:
         tt.update({k: (w.detach() if w is not None else None) for k, w in weights.items()})
     packing = tape.packing
@@ -251,7 +204,7 @@ def _r_forward(s: CellSpec, alpha, lay: _Layout, tt, batch_sizes, dw, dx, dh0, d
     T = x.shape[0]
     B = x.shape[-1] if lay.features else x.shape[1]
     H, Hr, D = s.hidden_size, s.recurrent_size, s.n_pre
-    sdim = 1 if lay.features else -1  # the samples' dimension for ``_steps``
+    sdim = 1 if lay.features else -1  # the samples' dimension for ``layout.steps``
     full = batch_sizes is None
     bs = batch_sizes if batch_sizes is not None else [B] * T
     R, W_p, Q, W_mh = tt["R"], tt["W_p"], tt["Q"], tt["W_mh"]
@@ -277,7 +230,8 @@ def _r_forward(s: CellSpec, alpha, lay: _Layout, tt, batch_sizes, dw, dx, dh0, d
 
     # the backward's derivative factors, a chunk of steps at a time (here in forward order)
     Yhat = tt["Yh"] if (tt["Yh"] is not None or lay.features) else Y
-    chunks = _FactorChunks(s, alpha, A, tt["HC"], tt["Z"], C, tt["c0"], Yhat, sdim, bs, full, P)
+    HC, Z, c0 = tt["HC"], tt["Z"], tt["c0"]
+    chunks = gates.FactorChunks(s, alpha, A, HC, Z, C, c0, Yhat, sdim, bs, full, P)
     fold = chunks.fold is not None
     # the one place that picks the native loop (batch-major, all but mLSTM) or the loop below
     go_native = not lay.features and not mult and native.use_native(s, x, True, True)
@@ -296,7 +250,7 @@ def _r_forward(s: CellSpec, alpha, lay: _Layout, tt, batch_sizes, dw, dx, dh0, d
     if go_native:  # the same steps in C++ (``engines/native``), a chunk at a time
         _r_forward_native(s, tt, bs, dw, dP, dx, dh0, dc0, chunks, fold, whole, cache, dYo, dCo)
         return dYo, dCo
-    dYs, dCs = _steps(dYo, bs, full, sdim), _steps(dCo, bs, full, sdim)
+    dYs, dCs = layout.steps(dYo, bs, full, sdim), layout.steps(dCo, bs, full, sdim)
     E_buf = x.new_empty(shape(k_max, D))  # the carried-independent part of ȧ, one chunk
     EP_buf = x.new_empty(shape(k_max, Hr)) if W_p is not None else None
     dq_buf = x.new_empty(shape(1, s.n_q))[0] if fgr else None
@@ -316,7 +270,7 @@ def _r_forward(s: CellSpec, alpha, lay: _Layout, tt, batch_sizes, dw, dx, dh0, d
             f_k = {g: fac[g] for g in s.gates}
             E = E_buf[: t1 - t0]
             _chunk_terms(E, s, lay, tt, dw, dP, dx, t0, t1, prev)
-            Es = _steps(E, bs[t0:t1], full, sdim)
+            Es = layout.steps(E, bs[t0:t1], full, sdim)
             if W_p is not None:
                 EP = EP_buf[: t1 - t0]
                 if dW_p is None:
@@ -325,7 +279,7 @@ def _r_forward(s: CellSpec, alpha, lay: _Layout, tt, batch_sizes, dw, dx, dh0, d
                     torch.matmul(dW_p, tt["Yh"][t0:t1], out=EP)
                 else:
                     torch.matmul(tt["Yh"][t0:t1], dW_p.t(), out=EP)
-                EPs = _steps(EP, bs[t0:t1], full, sdim)
+                EPs = layout.steps(EP, bs[t0:t1], full, sdim)
         r = t - t0
         a = Es[r]  # ȧ_t, completed in place
         if y_prev is not None:  # the recurrent product(s)

@@ -12,7 +12,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lstmlab.engines.rop import LayerTape, last_step, layer_jvp
+from lstmlab.engines.rop import last_step, layer_jvp
+from lstmlab.engines.tape import LayerTape
 
 __all__ = ["dense_weights", "stack_jvp", "weight_tangents"]
 

@@ -45,7 +45,7 @@ __all__ = ["Factorized", "Grouped", "make", "multiply_adds"]
 
 def _row_scale(s: CellSpec, alpha: dict[str, float], zs: float, like: Tensor) -> Tensor | None:
     """(D,) factor per global pre-activation row: zs on the block input, α_g on gate g (the
-    engine folds them into forward-only copies of the weights, see ``bptt._forward_weights``);
+    engine folds them into forward-only copies of the weights, see ``gates.forward_weights``);
     None when all are 1."""
     if zs == 1.0 and all(alpha[g] == 1.0 for g in s.gates):
         return None

@@ -143,9 +143,9 @@ def test_inference_keeps_a_ring_of_steps(kw, padded, chunk, calls, monkeypatch):
     """Without gradients the native loop keeps the pre-activations of one chunk of input
     projections (a ring, here of 2 steps: it wraps) and h(c), ŷ of one step; outputs, final
     and cell states are the Python loop's (full gate recurrence keeps every step)."""
-    from lstmlab.engines import bptt_rows
+    from lstmlab.engines import layout
 
-    monkeypatch.setattr(bptt_rows, "_chunk_steps", lambda step_bytes, target=0: chunk)
+    monkeypatch.setattr(layout, "chunk_steps", lambda step_bytes, target=0: chunk)
     m = LSTM(4, 6, dtype=F64, seed=1, gate_sharpness=2.5, **kw)
     x = torch.randn(7, 5, 4, generator=torch.Generator().manual_seed(4), dtype=F64)
     lengths = torch.tensor([7, 3, 1, 5, 7]) if padded else None

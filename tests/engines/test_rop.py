@@ -15,7 +15,7 @@ import torch
 from torch.func import functional_call, jvp
 
 from lstmlab import LSTM
-from lstmlab.engines import rop, rop_stack
+from lstmlab.engines import rop, rop_stack, tape
 from lstmlab.engines.bptt import LAYOUTS, forced_layout
 from lstmlab.nn.variants import VARIANTS
 
@@ -184,4 +184,4 @@ def test_stack_needs_one_tape_per_layer_direction():
         model(_inputs())  # two forward passes: twice the tapes
     with pytest.raises(RuntimeError, match="one bptt tape per layer-direction"):
         rop_stack.stack_jvp(model, tapes, params, _direction(params, 9), None)
-    assert not rop.bptt._TAPES  # recording ends with its block
+    assert not tape._TAPES  # recording ends with its block

@@ -34,10 +34,10 @@ def test_forced_layout_wins(layout):
 
 
 def test_automatic_layout_choice():
-    from lstmlab.engines import bptt
+    from lstmlab.engines import layout as engine_layout
 
-    saved = list(bptt._FORCED)
-    bptt._FORCED.clear()
+    saved = list(engine_layout._FORCED)  # the automatic choice, under the autouse fixture's
+    engine_layout._FORCED.clear()
     try:
         seed000 = LSTM(2, 4, variant="lstm97", cells_per_block=2).cells[0].spec
         wide = LSTM(50, 512).cells[0].spec
@@ -51,7 +51,7 @@ def test_automatic_layout_choice():
         assert choose_layout(LSTM(2, 16).cells[0].spec, 10000, f32) == "batch"
         assert choose_layout(LSTM(10, 100).cells[0].spec, 1000, f32) == "batch"
     finally:
-        bptt._FORCED[:] = saved
+        engine_layout._FORCED[:] = saved
 
 
 def _inputs(I=4, T=6, B=5, seed=0):
@@ -105,10 +105,9 @@ def test_factor_and_projection_chunks(variant, chunk, monkeypatch, layout):
     gradients a chunk of steps at a time; any chunk size (here ones that split the 6 steps
     unevenly) gives the autograd gradients. vanilla, NFG and CIFG fold their peepholes into the factors, lstm97 and FGR
     cannot."""
-    from lstmlab.engines import bptt, bptt_rows
+    from lstmlab.engines import layout as engine_layout
 
-    for module in (bptt, bptt_rows):
-        monkeypatch.setattr(module, "_chunk_steps", lambda step_bytes, target=0: chunk)
+    monkeypatch.setattr(engine_layout, "chunk_steps", lambda step_bytes, target=0: chunk)
     kw = {"cells_per_block": 2} if variant == "lstm97" else {}
     m = LSTM(4, 6, variant=variant, dtype=F64, seed=1, **kw)
     x = _inputs()
@@ -252,17 +251,17 @@ def test_sigmoid_form_activations_within_two_ulps(name, dtype, layout):
     """On the CPU the engine evaluates tanh, 2σ(a)−1 and 4σ(a)−2 as k σ(s a) − k/2 (one sigmoid
     pass); the promise in bptt's comment: within 2 units in the last place of 1 (absolute) of
     the definitions, at both ends of the range too, unscaled and with the scale folded in."""
-    from lstmlab.engines.bptt import _SIGMOID_FORM, _activation, _sigmoid_form
+    from lstmlab.engines.gates import SIGMOID_FORM, activation, uses_sigmoid_form
     from lstmlab.nn.activations import activate
 
     a = torch.linspace(-30, 30, 60001, dtype=F64)
     a = torch.cat([a, torch.tensor([0.0, 1e-30, -1e-30, 1e-8, 700.0, -700.0], dtype=F64)])
     x = a.to(dtype)
     exact = activate(name, x.double())  # torch.tanh-based, float64
-    assert _sigmoid_form(x)
-    out = _activation(name, x)(x, torch.empty_like(x))
-    s_, k = _SIGMOID_FORM[name]
-    pre = _activation(name, x, prescaled=True)(x * s_, torch.empty_like(x))
+    assert uses_sigmoid_form(x)
+    out = activation(name, x)(x, torch.empty_like(x))
+    s_, k = SIGMOID_FORM[name]
+    pre = activation(name, x, prescaled=True)(x * s_, torch.empty_like(x))
     eps = torch.finfo(dtype).eps
     for got in (out, pre):
         assert got.dtype == dtype
@@ -276,10 +275,9 @@ def test_tanh_form_activations_equal_autograd(variant, monkeypatch):
     argument scale folded into the weights differs, and the block input is activated on its
     own). That path, run here on the CPU by switching the form off, gives the autograd
     gradients too."""
-    from lstmlab.engines import bptt, bptt_rows
+    from lstmlab.engines import gates
 
-    for module in (bptt, bptt_rows):
-        monkeypatch.setattr(module, "_sigmoid_form", lambda t: False)
+    monkeypatch.setattr(gates, "uses_sigmoid_form", lambda t: False)
     kw = {"cells_per_block": 2} if variant == "lstm97" else {}
     m = LSTM(4, 4, variant=variant, dtype=F64, seed=1, gate_sharpness={"i": 1.5, "o": 3.0}, **kw)
     x = _inputs()

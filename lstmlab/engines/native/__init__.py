@@ -66,7 +66,7 @@ def use_native(spec: CellSpec, x: Tensor, dense: bool, sigmoid_form: bool) -> bo
     """Whether the layer-direction of ``spec`` on inputs like ``x`` runs the native loop.
     ``dense``: its weights are the dense W and R (not F-LSTM's factors / G-LSTM's groups);
     ``sigmoid_form``: the weights carry the tanh family's argument scale of the sigmoid form
-    (``bptt._SIGMOID_FORM``), the one the native loop evaluates."""
+    (``gates.SIGMOID_FORM``), the one the native loop evaluates."""
     if _FORCED or not dense or not sigmoid_form or not covers(spec):
         return False
     if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):

@@ -1,0 +1,90 @@
+"""The bptt engine's two memory layouts, and the step bookkeeping both share.
+
+A layer-direction's per-step quantities live in (T, ·, ·) tensors in one of two layouts:
+
+    "features"  feature-major, step t is (features, B): every gate slice is a contiguous block
+                whose rows run over the whole batch (``bptt_features``; seed 000's nodes in
+                rows, samples in columns)
+    "batch"     batch-major, step t is (B, features), as in ``torch.nn.LSTM`` (``bptt_rows``,
+                and the native core's layout)
+
+``choose_layout`` picks one per call by shape and dtype (``forced_layout`` overrides it). A
+padded batch arrives sorted by length (descending, ``packing.sort_by_length``), so the samples
+alive at step t are the first n_t = bs[t]; ``steps`` cuts a (T, ·, ·) tensor into its per-step
+views of the samples alive, in either layout. ``chunk_steps`` sizes the chunks of steps that
+the loops form at once (input projections, derivative factors, peephole gradients).
+
+No gate algebra here: that is ``gates``.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+from torch import Tensor
+
+from lstmlab.nn.variants import CellSpec
+
+__all__ = ["LAYOUTS", "choose_layout", "chunk_steps", "forced_layout", "last_index", "steps"]
+
+LAYOUTS = ("features", "batch")
+_FORCED: list[str] = []  # set by ``forced_layout`` (tests, benchmarks)
+
+
+def steps(v: Tensor, bs: list[int], full: bool, fdim: int) -> list[Tensor] | tuple[Tensor, ...]:
+    """The step views v[t] of a (T, ·, ·) tensor, each restricted to the n_t = bs[t] samples
+    alive: the last dimension when the features are on dimension 1 (feature-major, v (T, F, B)
+    -> (F, n_t) views), else the first one after T (batch-major, fdim = -1: v (T, B, F) ->
+    (n_t, F) views). One unbind call when every sample is alive (``full``)."""
+    if full:
+        return v.unbind(0)
+    if fdim == 1:
+        return [v[t, :, :n] for t, n in enumerate(bs)]
+    return [v[t, :n] for t, n in enumerate(bs)]
+
+
+def chunk_steps(step_bytes: int, target: int = 1 << 20) -> int:
+    """Steps per chunk (of input projections, of derivative factors): about ``target`` bytes
+    per chunk of a per-step tensor of ``step_bytes``, so that a chunk is still in the cache
+    when the loop reaches its steps. At least 1: max(1, target // step_bytes)."""
+    return max(1, target // max(1, step_bytes))
+
+
+def last_index(bs: list[int], B: int, device) -> Tensor:
+    """Last alive step of each of the B (sorted) rows, from the batch sizes n_t: (B,) long,
+    row b's entry = #{t : bs[t] > b} − 1."""
+    bs_t = torch.tensor(bs, device=device)
+    rows = torch.arange(B, device=device)
+    return (bs_t.unsqueeze(1) > rows.unsqueeze(0)).sum(0) - 1
+
+
+def choose_layout(spec: CellSpec, batch: int, dtype: torch.dtype = torch.float64) -> str:
+    """ "features" (``bptt_features``) or "batch" (``bptt_rows``) for a layer of this shape.
+
+    The BLAS kernels run a product fastest when its output's leading dimension is the long
+    one: the batch in the feature-major layout, the 4·H gate pre-activations in the batch-major
+    one. So the batch-major layout is chosen when 4·H_r exceeds the batch (wide layers, small
+    batches); the long time-lag nets (a few units, batches of thousands) stay feature-major,
+    where every gate slice is also a contiguous block. Below float64 (float32 on this
+    machine's BLAS) the batch-major layout also wins from H_r = 16 on, at every batch size
+    measured (up to 10,000); H_r ≤ 8 stays feature-major. The rule was read off
+    ``benchmarks/bench_lstm.py --sections layout`` (docs/benchmarks.md)."""
+    if _FORCED:
+        return _FORCED[-1]
+    H = spec.recurrent_size
+    if 4 * H > batch or (dtype != torch.float64 and H >= 16):
+        return "batch"
+    return "features"
+
+
+@contextmanager
+def forced_layout(name: str):
+    """Run every bptt layer in the layout ``name`` inside the block (tests, benchmarks)."""
+    if name not in LAYOUTS:
+        raise ValueError(f"unknown layout {name!r}; valid: {list(LAYOUTS)}")
+    _FORCED.append(name)
+    try:
+        yield
+    finally:
+        _FORCED.pop()
