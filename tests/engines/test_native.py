@@ -189,6 +189,30 @@ def test_torch_dropin_native_equals_python_loop(dtype, calls):
 
 
 @needs_native
+@pytest.mark.parametrize("dtype", [F64, F32], ids=str)
+@pytest.mark.parametrize("hidden", [70, 256])
+def test_batch_one_and_wide_rows(dtype, hidden, calls):
+    """Batch 1 (the core's own matrix-vector product over blocks of 64 columns, and its tail)
+    and a wider batch (MKL's packed product, the two-pass common cell) against the Python
+    loop: outputs, final state and every gradient, forward and backward."""
+    torch.manual_seed(1)
+    m = TorchLSTM(6, hidden, dtype=dtype)
+    for B in (1, 3):
+        x = torch.randn(9, B, 6, dtype=dtype)
+        res = []
+        for python in (False, True):
+            ctx = native.forced_python() if python else contextlib.nullcontext()
+            xg = x.clone().requires_grad_(True)
+            with ctx:
+                out, (h, c) = m(xg)
+                loss = (out**2).sum() + h.sum() + (c**3).sum()
+                res.append([out, h, c, *torch.autograd.grad(loss, [xg, *m.parameters()])])
+        for a, b in zip(*res, strict=True):
+            assert _rel(a, b) <= (1e-12 if dtype == F64 else 2e-5)
+    assert calls["forward"] == 2 and calls["backward"] == 2
+
+
+@needs_native
 def test_not_covered_runs_the_python_loop(calls):
     """mLSTM and the structured F-LSTM / G-LSTM maps stay on the Python loop (``covers``)."""
     for kw in (dict(variant="mLSTM"), dict(variant="F-LSTM"), dict(variant="G-LSTM")):

@@ -119,9 +119,9 @@ def forward_rows(
     projection x2 (T·B, I) Wsᵀ + bias is formed ``chunk`` steps at a time."""
     torch.ops.lstmlab_native.forward_rows(
         x2,
-        Ws.t().contiguous(),  # (I, D): the products run fastest on row-major right operands
+        _right(Ws),  # (I, D)
         bias,
-        Rs.t().contiguous(),
+        _right(Rs),  # (Hr, D)
         h0.contiguous(),
         c0.contiguous(),
         ZA,
@@ -129,14 +129,21 @@ def forward_rows(
         HC,
         Y,
         Yh,
-        None if W_p is None else W_p.t().contiguous(),
-        None if Qs is None else Qs.t().contiguous(),
+        None if W_p is None else _right(W_p),
+        None if Qs is None else _right(Qs),
         _c(Ps.get("i")),
         _c(Ps.get("f")),
         _c(Ps.get("o")),
         bs,
         _config(spec, chunk),
     )
+
+
+def _right(w: Tensor) -> Tensor:
+    """The right operand (in, out) of a step's product, for a weight kept as (out, in): its
+    transposed view where the weight is contiguous (the core reads it as it is, no copy), else
+    a row-major copy."""
+    return w.t() if w.is_contiguous() else w.t().contiguous()
 
 
 def backward_rows(

@@ -26,8 +26,11 @@ NAME = "lstmlab_native_v1"  # the extension's name in torch's cache (bump when t
 SOURCES = tuple(Path(__file__).with_name(f) for f in ("lstm_rows.cpp", "rop_rows.cpp"))
 HEADERS = (Path(__file__).with_name("rows_common.h"),)
 # -O3 with the compiler's auto-vectorisation; no -march=native, so that a cache shared between
-# machines of different CPUs stays valid
-FLAGS = ["-O3"]
+# machines of different CPUs stays valid (the elementwise loops are compiled per instruction set
+# and picked at load time: rows_common.h). -fno-trapping-math: the clamped exp's compare-and-
+# select then vectorises for AVX2 and SSE too (without it only AVX-512's masked moves do); it
+# changes no value, only whether floating-point exception flags may be raised speculatively.
+FLAGS = ["-O3", "-fno-trapping-math"]
 
 STALE_LOCK_S = 900  # a build lock older than this was left by a build that died
 _STATE: dict[str, bool] = {}  # "loaded": the outcome of the first call in this process

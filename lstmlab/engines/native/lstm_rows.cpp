@@ -39,9 +39,9 @@ using namespace lstmlab_native;
 
 // ---------------------------------------------------------------------------------- forward
 template <typename T>
-void forward_rows_kernel(const Layout& L, int64_t n, T* pre0, int64_t pre_stride, const T* cp0,
-                         int64_t cp_stride, T* c0_, T* hc0, T* yh0, int64_t h_stride,
-                         const T* Pi, const T* Pf, const T* Po) {
+void forward_rows_kernel(const Layout& L, int64_t n, T* pre0, int64_t pre_stride, const T* bias,
+                         const T* cp0, int64_t cp_stride, T* c0_, T* hc0, T* yh0,
+                         int64_t h_stride, const T* Pi, const T* Pf, const T* Po) {
   const int64_t H = L.H, cpb = L.cpb, nb = L.nb;
   const T gk = T(act_k(L.g_act)), g_off = -gk / T(2);
   const T hs = T(act_s(L.h_act)), hk = T(act_k(L.h_act)), h_off = -hk / T(2);
@@ -53,6 +53,11 @@ void forward_rows_kernel(const Layout& L, int64_t n, T* pre0, int64_t pre_stride
       T* c = c0_ + r * h_stride;
       T* hc = hc0 + r * h_stride;
       T* yh = yh0 + r * h_stride;
+      if (L.common()) {  // the common cell: two vectorised passes
+        common_step(pre, bias, cp, c, hc, yh, H, gk, g_off, hs, hk, h_off);
+        continue;
+      }
+      for (int64_t d = 0; d < L.D; ++d) pre[d] += bias[d];
       if (L.peep) {  // the input and forget gates see c_{t-1}
         for (const auto& [off, P] : {std::pair<int64_t, const T*>{L.off_i, Pi}, {L.off_f, Pf}}) {
           if (off < 0) continue;
@@ -118,7 +123,7 @@ inline const T* ptr_or_null(const c10::optional<at::Tensor>& t) {
   return t.has_value() && t->defined() ? t->data_ptr<T>() : nullptr;
 }
 
-void forward_rows(const at::Tensor& x2, const at::Tensor& Wt, const at::Tensor& bias,
+void forward_rows(const at::Tensor& x2_, const at::Tensor& Wt, const at::Tensor& bias_,
                   const at::Tensor& Rt, const at::Tensor& h0, const at::Tensor& c0,
                   at::Tensor ZA, at::Tensor C, at::Tensor HC, at::Tensor Y,
                   const c10::optional<at::Tensor>& Yh, const c10::optional<at::Tensor>& Wpt,
@@ -130,20 +135,20 @@ void forward_rows(const at::Tensor& x2, const at::Tensor& Wt, const at::Tensor& 
   TORCH_CHECK(D == L.D, "lstmlab native core: ZA has ", D, " pre-activation rows, expected ", L.D);
   TORCH_CHECK(int64_t(batch_sizes.size()) == T, "lstmlab native core: ", batch_sizes.size(),
               " batch sizes for ", T, " steps");
-  for (const at::Tensor* t : std::initializer_list<const at::Tensor*>{&ZA, &C, &HC, &Y, &Rt, &h0, &c0})
+  for (const at::Tensor* t : std::initializer_list<const at::Tensor*>{&ZA, &C, &HC, &Y, &h0, &c0})
     TORCH_CHECK(t->is_contiguous(), "lstmlab native core: the step buffers must be contiguous");
+  const at::Tensor x2 = x2_.contiguous(), bias = bias_.contiguous();
+  TORCH_CHECK(bias.numel() == D, "lstmlab native core: bias of ", bias.numel(), ", expected ", D);
   const int64_t k = std::max<int64_t>(1, cfg[C_CHUNK]);
   const bool proj = Wpt.has_value() && Wpt->defined();
   const bool fgr = Qt.has_value() && Qt->defined();
-  TORCH_CHECK(!proj || (Yh->is_contiguous() && Wpt->is_contiguous()), "lstmlab native core: Yh");
-  TORCH_CHECK(!fgr || Qt->is_contiguous(), "lstmlab native core: Q must be contiguous");
+  TORCH_CHECK(!proj || Yh->is_contiguous(), "lstmlab native core: Yh must be contiguous");
   at::Tensor Yhat = proj ? *Yh : Y;
   // ZA, h(C) and y_hat hold every step, or (no backward to come) a ring of steps: ZA one chunk
   // of k steps, h(C) and y_hat one step
   const int64_t rz = ZA.size(0), rh = HC.size(0), ry = Yhat.size(0);
   TORCH_CHECK(rz == T || (rz == k && !fgr), "lstmlab native core: ZA holds ", rz, " steps");
   TORCH_CHECK((rh == T || rh == 1) && (ry == T || ry == 1), "lstmlab native core: h(C) steps");
-  at::Tensor ZA2 = ZA.view({rz * B, D});
   AT_DISPATCH_FLOATING_TYPES(ZA.scalar_type(), "lstmlab_forward_rows", [&] {
     using S = scalar_t;
     const S* Pi_ = ptr_or_null<S>(Pi);
@@ -154,31 +159,37 @@ void forward_rows(const at::Tensor& x2, const at::Tensor& Wt, const at::Tensor& 
     S* hc = HC.data_ptr<S>();
     S* y = Y.data_ptr<S>();
     S* yh = Yhat.data_ptr<S>();
-    const S* R_ = Rt.data_ptr<S>();
-    const S* Wp_ = proj ? Wpt->data_ptr<S>() : nullptr;
-    const S* Q_ = fgr ? Qt->data_ptr<S>() : nullptr;
+    // the weights come as (in, out) matrices: row-major, or transposed views of the (out, in)
+    // weights as they are kept (no copy)
+    const RightOperand<S> W_(Wt), R_(Rt);
+    const RightOperand<S> Wp_ = proj ? RightOperand<S>(*Wpt) : W_;
+    const RightOperand<S> Q_ = fgr ? RightOperand<S>(*Qt) : W_;
+    const int64_t I = x2.size(1);
+    const S* x_ = x2.data_ptr<S>();
+    const S* b_ = bias.data_ptr<S>();
     const S* y_prev = h0.data_ptr<S>();
     const S* c_prev = c0.data_ptr<S>();
-    const StepProduct<S> rec(R_, D, Hr, D, B, T);  // + R y_{t-1}
+    const StepProduct<S> rec(R_.p, D, Hr, R_.ld, B, T, R_.trans);  // + R y_{t-1}
     for (int64_t t = 0; t < T; ++t) {
       const int64_t n = batch_sizes[t];
       if (n == 0) break;
       if (t % k == 0) {  // the input projection of the next chunk of steps: one large product
+        // (the bias is added in the step's elementwise pass, not broadcast into the rows here)
         const int64_t m = std::min(k, T - t);
-        at::Tensor out = ZA2.narrow(0, (t % rz) * B, m * B);
-        at::addmm_out(out, bias, x2.narrow(0, t * B, m * B), Wt);
+        gemm_rows<S>(m * B, D, I, x_ + t * B * I, I, W_.p, W_.ld, S(0), za + (t % rz) * B * D, D,
+                     W_.trans);
       }
       S* pre = za + (t % rz) * B * D;
       rec(n, y_prev, Hr, S(1), pre, D);
       if (fgr && t > 0) {  // full gate recurrence: + Q q_{t-1} on the gate rows
-        gemm_rows<S>(n, L.G, L.G, pre - B * D + H, D, Q_, L.G, S(1), pre + H, D);
+        gemm_rows<S>(n, L.G, L.G, pre - B * D + H, D, Q_.p, Q_.ld, S(1), pre + H, D, Q_.trans);
       }
       S* c_t = c + t * B * H;
       S* yh_t = yh + (t % ry) * B * H;
-      forward_rows_kernel<S>(L, n, pre, D, c_prev, H, c_t, hc + (t % rh) * B * H, yh_t, H, Pi_, Pf_,
-                             Po_);
+      forward_rows_kernel<S>(L, n, pre, D, b_, c_prev, H, c_t, hc + (t % rh) * B * H, yh_t, H,
+                             Pi_, Pf_, Po_);
       S* y_t = y + t * B * Hr;
-      if (proj) gemm_rows<S>(n, Hr, H, yh_t, H, Wp_, Hr, S(0), y_t, Hr);
+      if (proj) gemm_rows<S>(n, Hr, H, yh_t, H, Wp_.p, Wp_.ld, S(0), y_t, Hr, Wp_.trans);
       y_prev = y_t;
       c_prev = c_t;
     }

@@ -39,7 +39,7 @@ inline T sigmoid(T a) {
 // ulp), 2^n built in the exponent bits. No calls and no branches, so that the compiler
 // vectorises the loops below; each is compiled for AVX-512, AVX2 and the baseline and picked
 // at load time (target_clones), so the library runs on any x86-64.
-inline float exp_poly(float x) {
+__attribute__((always_inline)) inline float exp_poly(float x) {
   x = std::min(std::max(x, -87.0f), 88.0f);
   const float magic = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
   const float t = x * 1.44269504088896341f + magic;
@@ -62,7 +62,7 @@ inline float exp_poly(float x) {
   return p * scale;
 }
 
-inline double exp_poly(double x) {
+__attribute__((always_inline)) inline double exp_poly(double x) {
   x = std::min(std::max(x, -708.0), 709.0);
   const double magic = 6755399441055744.0;  // 1.5 * 2^52
   const double t = x * 1.4426950408889634074 + magic;
@@ -146,6 +146,12 @@ struct Layout {
   // rows [lo, hi) of the pre-activations that one sigmoid pass covers right after the products
   int64_t sig_lo() const { return g_act == IDENTITY ? H : 0; }
   int64_t sig_hi() const { return (peep && has_o) ? off_o : D; }
+  // the common cell, run by common_step: cpb = 1, i, f and o gates, no peepholes, not coupled,
+  // squashing block input and cell output activations
+  bool common() const {
+    return cpb == 1 && has_i && has_f && has_o && !peep && !coupled && g_act != IDENTITY &&
+           h_act != IDENTITY;
+  }
 };
 
 // rows per task of at::parallel_for: about 8k elements, so small batches stay on one thread
@@ -174,10 +180,12 @@ void cblas_sgemm_compute(int, int, int, int, int, int, const float*, int, const 
 
 inline bool fits_int(int64_t v) { return v <= static_cast<int64_t>(INT32_MAX); }
 
-// row-major C (m x N, ld ldc) = A (m x K, ld lda) B (K x N, ld ldb) + beta C
+// row-major C (m x N, ld ldc) = A (m x K, ld lda) op(B) + beta C, where B is stored row-major
+// as (K x N, ld ldb), or, with transB, as its transpose (N x K, ld ldb): a weight (out, in) as
+// it is kept, used without copying it into (in, out) first
 template <typename T>
 void gemm_rows(int64_t m, int64_t N, int64_t K, const T* A, int64_t lda, const T* B,
-               int64_t ldb, T beta, T* C, int64_t ldc) {
+               int64_t ldb, T beta, T* C, int64_t ldc, bool transB = false) {
   if (m == 0 || N == 0) return;
   if (K == 0) {
     for (int64_t r = 0; r < m; ++r)
@@ -185,20 +193,22 @@ void gemm_rows(int64_t m, int64_t N, int64_t K, const T* A, int64_t lda, const T
     return;
   }
   const bool blas = (std::is_same_v<T, float> ? sgemm_ != nullptr : dgemm_ != nullptr) &&
-                    fits_int(m * ldc) && fits_int(K * ldb) && fits_int(m * lda);
-  if (blas) {  // column-major: C^T (N x m) = B^T (N x K) A^T (K x m)
+                    fits_int(m * ldc) && fits_int((transB ? N : K) * ldb) && fits_int(m * lda);
+  if (blas) {  // column-major: C^T (N x m) = op(B)^T (N x K) A^T (K x m)
     const int mi = int(m), Ni = int(N), Ki = int(K), la = int(lda), lb = int(ldb), lc = int(ldc);
     const T one = 1;
+    const char* tb = transB ? "T" : "N";
     if constexpr (std::is_same_v<T, float>) {
-      sgemm_("N", "N", &Ni, &mi, &Ki, &one, B, &lb, A, &la, &beta, C, &lc);
+      sgemm_(tb, "N", &Ni, &mi, &Ki, &one, B, &lb, A, &la, &beta, C, &lc);
     } else {
-      dgemm_("N", "N", &Ni, &mi, &Ki, &one, B, &lb, A, &la, &beta, C, &lc);
+      dgemm_(tb, "N", &Ni, &mi, &Ki, &one, B, &lb, A, &la, &beta, C, &lc);
     }
     return;
   }
   const auto opt = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
   at::Tensor a = at::from_blob(const_cast<T*>(A), {m, K}, {lda, 1}, opt);
-  at::Tensor b = at::from_blob(const_cast<T*>(B), {K, N}, {ldb, 1}, opt);
+  at::Tensor b = transB ? at::from_blob(const_cast<T*>(B), {K, N}, {1, ldb}, opt)
+                        : at::from_blob(const_cast<T*>(B), {K, N}, {ldb, 1}, opt);
   at::Tensor c = at::from_blob(C, {m, N}, {ldc, 1}, opt);
   if (beta == T(0)) {
     at::mm_out(c, a, b);
@@ -207,43 +217,146 @@ void gemm_rows(int64_t m, int64_t N, int64_t K, const T* A, int64_t lda, const T
   }
 }
 
-// a ↦ a B for the step rows a (m x K) and a weight B (K x N, row-major, ld ldb) fixed for a
-// whole call: float32 packs B once (MKL) for the steps with all ``rows`` rows alive; other
-// steps, float64, or a torch without MKL go through gemm_rows
+// a (K x N) matrix handed in as a tensor: row-major, or the transposed view of a row-major
+// (N x K) weight; its data pointer, leading dimension and which of the two
+template <typename T>
+struct RightOperand {
+  const T* p;
+  int64_t ld;
+  bool trans;
+  explicit RightOperand(const at::Tensor& b) {
+    TORCH_CHECK(b.dim() == 2, "lstmlab native core: a weight must be 2-D");
+    if (b.stride(1) == 1 && (b.stride(0) >= b.size(1) || b.size(0) <= 1)) {
+      p = b.data_ptr<T>(), ld = std::max<int64_t>(b.stride(0), std::max<int64_t>(1, b.size(1))),
+      trans = false;
+    } else {
+      TORCH_CHECK(b.stride(0) == 1 && (b.stride(1) >= b.size(0) || b.size(1) <= 1),
+                  "lstmlab native core: a weight must be row-major or the transpose of one");
+      p = b.data_ptr<T>(), ld = std::max<int64_t>(b.stride(1), std::max<int64_t>(1, b.size(0))),
+      trans = true;
+    }
+  }
+};
+
+// ---- one row (batch 1): c (N) = a (K) B (K x N, row-major, ld ldb) + beta c, as K axpys over
+// blocks of 64 columns held in registers. At batch 1 a BLAS call per step costs more in its
+// dispatch than the product itself (the 2000-step, 64-unit row: MKL's gemv was 0.8 us a step).
+#define LSTMLAB_ROW_GEMV(T)                                                                    \
+  LSTMLAB_CLONES void row_gemv(const T* __restrict__ a, const T* __restrict__ B, int64_t ldb,  \
+                               int64_t K, int64_t N, T beta, T* __restrict__ c) {              \
+    constexpr int64_t W = 64;                                                                  \
+    int64_t n0 = 0;                                                                            \
+    for (; n0 + W <= N; n0 += W) {                                                             \
+      T acc[W];                                                                                \
+      for (int64_t j = 0; j < W; ++j) acc[j] = beta == T(0) ? T(0) : beta * c[n0 + j];         \
+      for (int64_t k = 0; k < K; ++k) {                                                        \
+        const T ak = a[k];                                                                     \
+        const T* __restrict__ b = B + k * ldb + n0;                                            \
+        for (int64_t j = 0; j < W; ++j) acc[j] += ak * b[j];                                   \
+      }                                                                                        \
+      for (int64_t j = 0; j < W; ++j) c[n0 + j] = acc[j];                                      \
+    }                                                                                          \
+    if (n0 < N) {                                                                              \
+      const int64_t w = N - n0;                                                                \
+      for (int64_t j = 0; j < w; ++j) c[n0 + j] = beta == T(0) ? T(0) : beta * c[n0 + j];      \
+      for (int64_t k = 0; k < K; ++k) {                                                        \
+        const T ak = a[k];                                                                     \
+        const T* __restrict__ b = B + k * ldb + n0;                                            \
+        for (int64_t j = 0; j < w; ++j) c[n0 + j] += ak * b[j];                                \
+      }                                                                                        \
+    }                                                                                          \
+  }
+LSTMLAB_ROW_GEMV(float)
+LSTMLAB_ROW_GEMV(double)
+#undef LSTMLAB_ROW_GEMV
+
+// a ↦ a op(B) for the step rows a (m x K) and a weight B (K x N; row-major with ld ldb, or
+// stored transposed, see gemm_rows) fixed for a whole call: float32 packs B once (MKL) for
+// the steps with all ``rows`` rows alive; other steps, float64, or a torch without MKL go
+// through gemm_rows
 template <typename T>
 struct StepProduct {
   const T* B;
   int64_t N, K, ldb, rows;
+  bool transB;
   at::Tensor packed;  // bytes of the packed B, or undefined
+  at::Tensor row_major;  // batch 1: B as a row-major (K x N) copy for row_gemv, or undefined
 
-  StepProduct(const T* B_, int64_t N_, int64_t K_, int64_t ldb_, int64_t rows_, int64_t steps)
-      : B(B_), N(N_), K(K_), ldb(ldb_), rows(rows_) {
+  StepProduct(const T* B_, int64_t N_, int64_t K_, int64_t ldb_, int64_t rows_, int64_t steps,
+              bool transB_ = false)
+      : B(B_), N(N_), K(K_), ldb(ldb_), rows(rows_), transB(transB_) {
+    if (rows == 1 && steps >= 4 && K >= 1 && N >= 1) {
+      const auto opt = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
+      at::Tensor b = transB ? at::from_blob(const_cast<T*>(B), {K, N}, {1, ldb}, opt)
+                            : at::from_blob(const_cast<T*>(B), {K, N}, {ldb, 1}, opt);
+      row_major = b.contiguous();
+      if (row_major.data_ptr<T>() == B) row_major = b.clone();  // own it either way
+      return;
+    }
     if constexpr (std::is_same_v<T, float>) {
       const bool have = cblas_sgemm_pack_get_size != nullptr && cblas_sgemm_pack != nullptr &&
                         cblas_sgemm_compute != nullptr;
       if (have && steps >= 4 && rows >= 2 && N >= 16 && K >= 16 && fits_int(K * N) &&
           fits_int(rows * N)) {
+        // CblasRowMajor 101, CblasBMatrix 162, CblasNoTrans 111 / CblasTrans 112
         const size_t bytes = cblas_sgemm_pack_get_size(162, int(rows), int(N), int(K));
         packed = at::empty({int64_t(bytes / sizeof(float)) + 16}, at::kFloat);
-        cblas_sgemm_pack(101, 162, 111, int(rows), int(N), int(K), 1.0f, B, int(ldb),
-                         packed.data_ptr<float>());
+        cblas_sgemm_pack(101, 162, transB ? 112 : 111, int(rows), int(N), int(K), 1.0f, B,
+                         int(ldb), packed.data_ptr<float>());
       }
     }
   }
 
-  // C (m x N, ld ldc) = A B + beta C
+  // C (m x N, ld ldc) = A op(B) + beta C
   void operator()(int64_t m, const T* A, int64_t lda, T beta, T* C, int64_t ldc) const {
+    if (row_major.defined() && m == 1) {
+      row_gemv(A, row_major.data_ptr<T>(), N, K, N, beta, C);
+      return;
+    }
     if constexpr (std::is_same_v<T, float>) {
       if (packed.defined() && m == rows && fits_int(m * lda) && fits_int(m * ldc)) {
+        // CblasPacked 151 for the packed B
         cblas_sgemm_compute(101, 111, 151, int(m), int(N), int(K), A, int(lda),
                             packed.data_ptr<float>(), int(N), beta, C, int(ldc));
         return;
       }
     }
-    gemm_rows<T>(m, N, K, A, lda, B, ldb, beta, C, ldc);
+    gemm_rows<T>(m, N, K, A, lda, B, ldb, beta, C, ldc, transB);
   }
 };
 
+// ---- the step of the common cell: one block per cell (cpb = 1), input, forget and output
+// gates, no peepholes, not coupled, squashing g and h. Two vectorised passes over a row:
+// the bias added and the four activations taken in place (pre = [a_z | a_i | a_f | a_o], each
+// H long; written back, the backward reads them), then the cell update, h(c) and y_hat.
+// (One pass doing both was 2.5x slower: five exps in flight spill the vector registers.)
+#define LSTMLAB_COMMON_STEP(T)                                                                 \
+  LSTMLAB_CLONES void sigmoid_affine_bias(T* __restrict__ a, const T* __restrict__ b,          \
+                                          int64_t len, T k, T off) {                           \
+    for (int64_t d = 0; d < len; ++d) a[d] = off + k / (T(1) + exp_poly(-(a[d] + b[d])));      \
+  }                                                                                            \
+  LSTMLAB_CLONES void cell_step(const T* __restrict__ z, const T* __restrict__ i,              \
+                                const T* __restrict__ f, const T* __restrict__ o,              \
+                                const T* __restrict__ cp, T* __restrict__ c,                   \
+                                T* __restrict__ hc, T* __restrict__ yh, int64_t H, T hs, T hk, \
+                                T h_off) {                                                     \
+    for (int64_t d = 0; d < H; ++d) {                                                          \
+      const T cv = f[d] * cp[d] + i[d] * z[d];                                                 \
+      const T h = h_off + hk / (T(1) + exp_poly(-(hs * cv)));                                  \
+      c[d] = cv, hc[d] = h, yh[d] = o[d] * h;                                                  \
+    }                                                                                          \
+  }
+LSTMLAB_COMMON_STEP(float)
+LSTMLAB_COMMON_STEP(double)
+#undef LSTMLAB_COMMON_STEP
+
+template <typename T>
+inline void common_step(T* pre, const T* bias, const T* cp, T* c, T* hc, T* yh, int64_t H, T gk,
+                        T g_off, T hs, T hk, T h_off) {
+  sigmoid_affine_bias(pre, bias, H, gk, g_off);
+  sigmoid_affine_bias(pre + H, bias + H, 3 * H, T(1), T(0));
+  cell_step(pre, pre + H, pre + 2 * H, pre + 3 * H, cp, c, hc, yh, H, hs, hk, h_off);
+}
 
 }  // namespace
 }  // namespace lstmlab_native
