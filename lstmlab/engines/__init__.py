@@ -16,15 +16,17 @@ does the looping; seed 000 Fig. 3(b)).
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 
-from lstmlab.engines import autograd, bptt, rtrl
-
-_RUNNERS: dict[str, Callable] = {
-    "bptt": bptt.run,
-    "autograd": autograd.run,
-    "rtrl": rtrl.run,
-    "rtrl-per-sample": rtrl.run_per_sample,
+# name -> (module of lstmlab.engines, function). Looked up when asked for, and defined before
+# the engines are imported below: they import lstmlab.nn, which asks for get_engine while this
+# package is still importing (``import lstmlab.engines`` as a program's first import).
+_RUNNERS: dict[str, tuple[str, str]] = {
+    "bptt": ("bptt", "run"),
+    "autograd": ("autograd", "run"),
+    "rtrl": ("rtrl", "run"),
+    "rtrl-per-sample": ("rtrl", "run_per_sample"),
 }
 
 ENGINES = tuple(_RUNNERS)
@@ -41,4 +43,8 @@ def get_engine(name: str) -> Callable:
     base = name[: -len(":per-sample")] if name.endswith(":per-sample") else name
     if base not in _RUNNERS:
         raise ValueError(f"engine must be one of {engine_names()}, got {name!r}")
-    return _RUNNERS[base]
+    module, function = _RUNNERS[base]
+    return getattr(importlib.import_module(f"lstmlab.engines.{module}"), function)
+
+
+from lstmlab.engines import autograd, bptt, rtrl  # noqa: E402  (after get_engine: see above)

@@ -27,7 +27,7 @@ SHARPNESS = {"i": 1.5, "f": 0.8, "o": 3.75}
 @pytest.fixture(autouse=True)
 def _reference_engine(monkeypatch):
     """Make the truncated reference selectable by name (undone after each test)."""
-    monkeypatch.setitem(engines._RUNNERS, "rtrl-reference", rtrl.reference_run)
+    monkeypatch.setitem(engines._RUNNERS, "rtrl-reference", ("rtrl", "reference_run"))
 
 
 def _inputs(I=4, T=6, B=5, seed=0):
