@@ -155,12 +155,15 @@ def part_grid(a) -> None:
 
 def part_curvature(a) -> None:
     import torch
-    from bench_curvature import measure
+    from bench_curvature import measure, network, synced, timeit
+
+    from lstmlab.objective import Objective
+    from lstmlab.optim import HessianFree
 
     args = argparse.Namespace(
         network="seed000", batch=20 if a.quick else 1000, length=None, hidden=32, inputs=8,
         variant="vanilla", dtype="float64", repeat=1 if a.quick else 5, cg=2 if a.quick else 10,
-        no_reference=True, no_hf=False, threads=torch.get_num_threads(), device=a.device,
+        no_reference=True, no_hf=True, threads=torch.get_num_threads(), device=a.device,
     )  # fmt: skip
     rows, head, summary = measure(args)
     t_g = dict(rows)["loss + gradient, bptt engine"]
@@ -169,7 +172,13 @@ def part_curvature(a) -> None:
           f"HF: damping 1e-2, {args.cg} CG iterations, structural weight 1/30.\n")  # fmt: skip
     print("| quantity | ms | gradients |\n|---|---:|---:|")
     for name, t in rows:
-        print(f"| {name} | {t * 1e3:.1f} | {t / t_g:.2f} |")
+        print(f"| {name} | {t * 1e3:.1f} | {t / t_g:.2f} |", flush=True)
+    # one HF iteration, apart: the rows above stand even if it fails on this device
+    model, batch, _ = network(args)
+    obj = Objective(model, batch)
+    hf = HessianFree(damping=1e-2, lm=None, max_cg=args.cg, cg_tol=0.0, seed=0)
+    t = timeit(synced(lambda: hf.step(obj), torch.device(a.device)), max(1, args.repeat // 2))
+    print(f"| one HF iteration ({args.cg} CG its, mu=1/30) | {t * 1e3:.1f} | {t / t_g:.2f} |")
     print("\n" + "; ".join(summary), flush=True)
 
 
