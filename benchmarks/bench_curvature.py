@@ -15,6 +15,9 @@ Networks (``--network``):
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_curvature.py --network seed000
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_curvature.py --network char --batch 32
+    python benchmarks/bench_curvature.py --network seed000 --device cuda --no-reference --no-hf
+
+``--device cuda`` runs the same on a GPU (each timed call then waits for the device).
 """
 
 from __future__ import annotations
@@ -58,6 +61,14 @@ def interleaved(fns: dict, repeat: int) -> dict[str, float]:
 
 
 def network(a) -> tuple[SequenceModel, Batch, str]:
+    device = torch.device(getattr(a, "device", "cpu"))
+    model, batch, what = _network(a)
+    if device.type == "cpu":
+        return model, batch, what
+    return model.to(device), batch.to(device), f"{what}, {device}"
+
+
+def _network(a) -> tuple[SequenceModel, Batch, str]:
     if a.network == "seed000":
         from lstmlab.training.build import DeviceSplit, build_model, build_task
         from lstmlab.training.config import RunConfig, TaskConfig
@@ -82,7 +93,20 @@ def network(a) -> tuple[SequenceModel, Batch, str]:
     return model, batch, f"{variant} LSTM, {V} symbols, H={H}, {a.dtype}"
 
 
-def main() -> None:
+def synced(fn, device: torch.device):
+    """``fn`` that, on CUDA, waits for the device before returning (so that it can be timed)."""
+    if device.type != "cuda":
+        return fn
+
+    def run():
+        out = fn()
+        torch.cuda.synchronize()
+        return out
+
+    return run
+
+
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--network", default="custom", choices=["seed000", "char", "custom"])
     ap.add_argument("--batch", type=int, default=None, help="sequences per batch")
@@ -96,17 +120,26 @@ def main() -> None:
     ap.add_argument("--no-reference", action="store_true", help="skip the reference products")
     ap.add_argument("--no-hf", action="store_true", help="skip the HF iterations")
     ap.add_argument("--threads", type=int, default=1, help="torch threads")
-    a = ap.parse_args()
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    return ap
+
+
+def measure(a) -> tuple[list[tuple[str, float]], str, list[str]]:
+    """The rows (quantity, seconds) of one run, the header line, and the summary ratios."""
     defaults = {"seed000": (1000, 100), "char": (32, 200), "custom": (100, 100)}[a.network]
     a.batch = a.batch or defaults[0]
     a.length = a.length or defaults[1]
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
+    device = torch.device(a.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device is available")
     model, batch, what = network(a)
     fast = Objective(model, batch)
     ref = Objective(model, batch, curvature_products="reference")
     dtype = batch.inputs.dtype
     v = torch.randn(fast.n_params, dtype=dtype, generator=torch.Generator().manual_seed(1))
+    v = v.to(device)
     mu = 1 / 30
 
     def fwd():
@@ -126,9 +159,9 @@ def main() -> None:
         fns[f"GN operator set-up, {name}"] = lambda o=obj: o.curvature_operator("gn")
         fns[f"GN product, {name}"] = lambda o=op: o(v)
         fns[f"GN + structural damping product, {name}"] = lambda o=op_s: o(v)
-    times = interleaved(fns, a.repeat)
+    times = interleaved({k: synced(f, device) for k, f in fns.items()}, a.repeat)
     rows = list(times.items())
-    t_f, t_g = times["forward (no grad, bptt engine)"], times["loss + gradient, bptt engine"]
+    t_g = times["loss + gradient, bptt engine"]
     if not a.no_hf:
         for name in ("fast", "reference"):
             if name == "reference" and a.no_reference:
@@ -137,16 +170,14 @@ def main() -> None:
             obj = Objective(m, batch, curvature_products=name)
             hf = HessianFree(damping=1e-2, lm=None, max_cg=a.cg, cg_tol=0.0, seed=0)
             infos = []
-            t = timeit(lambda h=hf, o=obj, i=infos: i.append(h.step(o)), max(1, a.repeat // 2))
+            step = synced(lambda h=hf, o=obj, i=infos: i.append(h.step(o)), device)
+            t = timeit(step, max(1, a.repeat // 2))
             info = infos[-1]
             rows.append((f"one HF iteration, {name} ({info.cg_iterations} CG its, mu=1/30)", t))
-    print(
+    head = (
         f"network: {what}; P={fast.n_params}, B={len(batch)}, "
         f"T={int(batch.lengths.max())}, threads={a.threads}"
     )
-    print(f"{'quantity':58s} {'ms':>10s} {'fwd passes':>10s} {'gradients':>10s}")
-    for name, t in rows:
-        print(f"{name:58s} {1e3 * t:10.1f} {t / t_f:10.2f} {t / t_g:10.2f}")
     times = dict(rows)
     summary = [f"GN product (fast) / gradient: {times['GN product, fast'] / t_g:.2f}"]
     summary.append(
@@ -160,6 +191,18 @@ def main() -> None:
     hf_rows = [t for n, t in rows if n.startswith("one HF iteration")]
     if len(hf_rows) == 2:
         summary.append(f"HF iteration reference / fast: {hf_rows[1] / hf_rows[0]:.2f}")
+    return rows, head, summary
+
+
+def main() -> None:
+    a = parser().parse_args()
+    rows, head, summary = measure(a)
+    t_f = dict(rows)["forward (no grad, bptt engine)"]
+    t_g = dict(rows)["loss + gradient, bptt engine"]
+    print(head)
+    print(f"{'quantity':58s} {'ms':>10s} {'fwd passes':>10s} {'gradients':>10s}")
+    for name, t in rows:
+        print(f"{name:58s} {1e3 * t:10.1f} {t / t_f:10.2f} {t / t_g:10.2f}")
     print("; ".join(summary))
 
 

@@ -182,39 +182,49 @@ def threads(a, tmp: Path) -> dict:
 def gpu(a, tmp: Path) -> dict:
     import torch
 
-    from lstmlab.data import Batch
-    from lstmlab.nn.sequence_model import SequenceModel
-    from lstmlab.objective import Objective
-
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     torch.set_num_threads(a.cpu_threads)
     rows = []
     for dev in devices:
         for dtype in (torch.float32, torch.float64):
             for h in a.hidden:
-                g = torch.Generator().manual_seed(0)
-                B, T, I = a.batch, a.length, 8
-                x = torch.randn(B, T, I, generator=g, dtype=dtype).to(dev)
-                y = torch.randn(B, T, I, generator=g, dtype=dtype).to(dev)
-                batch = Batch(x, y, torch.full((B,), T, device=dev))
-                model = SequenceModel(I, h, I, variant="vanilla", dtype=dtype, device=dev, seed=0)
-                obj = Objective(model, batch)
-                ours = _time(lambda o=obj: o.loss_and_grad(), dev, a.repeat)
-                ref = torch.nn.LSTM(I, h, batch_first=True).to(dev, dtype)
-                head = torch.nn.Linear(h, I).to(dev, dtype)
-
-                def nn_step(ref=ref, head=head, x=x, y=y, n=B * T):
-                    out, _ = ref(x)
-                    loss = ((head(out) - y) ** 2).sum() / (2 * n)
-                    loss.backward()
-
-                theirs = _time(nn_step, dev, a.repeat)
-                rows.append({"device": dev, "dtype": str(dtype).removeprefix("torch."), "hidden": h,
-                             "lstmlab_s": ours, "torch_nn_lstm_s": theirs})  # fmt: skip
-                print(f"  {dev:4s} {rows[-1]['dtype']} H={h:4d}: lstmlab {ours * 1e3:8.2f} ms, "
-                      f"torch.nn.LSTM {theirs * 1e3:8.2f} ms", flush=True)  # fmt: skip
+                rows.append(gpu_row(dev, dtype, h, a.batch, a.length, a.repeat))
+                print(f"  {dev:4s} {rows[-1]['dtype']} H={h:4d}: lstmlab "
+                      f"{rows[-1]['lstmlab_s'] * 1e3:8.2f} ms, torch.nn.LSTM "
+                      f"{rows[-1]['torch_nn_lstm_s'] * 1e3:8.2f} ms", flush=True)  # fmt: skip
     return {"rows": rows, "batch": a.batch, "length": a.length, "cpu_threads": a.cpu_threads,
             "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None}  # fmt: skip
+
+
+def gpu_row(dev: str, dtype, h: int, B: int, T: int, repeat: int) -> dict:
+    """One point of Fig. 4(a): the median time of one loss and gradient of lstmlab (``Objective``,
+    bptt engine, vanilla LSTM of ``h`` cells, 8 inputs and outputs, squared error at every step,
+    B sequences of length T) and of torch.nn.LSTM + a linear head (cuDNN on CUDA)."""
+    import torch
+
+    from lstmlab.data import Batch
+    from lstmlab.nn.sequence_model import SequenceModel
+    from lstmlab.objective import Objective
+
+    g = torch.Generator().manual_seed(0)
+    I = 8
+    x = torch.randn(B, T, I, generator=g, dtype=dtype).to(dev)
+    y = torch.randn(B, T, I, generator=g, dtype=dtype).to(dev)
+    batch = Batch(x, y, torch.full((B,), T, device=dev))
+    model = SequenceModel(I, h, I, variant="vanilla", dtype=dtype, device=dev, seed=0)
+    obj = Objective(model, batch)
+    ours = _time(lambda o=obj: o.loss_and_grad(), dev, repeat)
+    ref = torch.nn.LSTM(I, h, batch_first=True).to(dev, dtype)
+    head = torch.nn.Linear(h, I).to(dev, dtype)
+
+    def nn_step(ref=ref, head=head, x=x, y=y, n=B * T):
+        out, _ = ref(x)
+        loss = ((head(out) - y) ** 2).sum() / (2 * n)
+        loss.backward()
+
+    theirs = _time(nn_step, dev, repeat)
+    return {"device": dev, "dtype": str(dtype).removeprefix("torch."), "hidden": h,
+            "lstmlab_s": ours, "torch_nn_lstm_s": theirs}  # fmt: skip
 
 
 def _time(fn, dev: str, repeat: int) -> float:

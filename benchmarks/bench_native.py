@@ -7,6 +7,7 @@ inference, float32 and float64, 1 and 2 threads — the table of docs/benchmarks
     python benchmarks/bench_native.py --best           # also fastest / fastest
     python benchmarks/bench_native.py --sizes '2000,1,64,64'
     python benchmarks/bench_native.py --memory '5000,1,64,64'   # peak memory of one training step
+    python benchmarks/bench_native.py --variants --threads 1    # the family's variants beside NP
 
 Each cell is the median over the repeats of (time of lstmlab) / (time of torch) measured back to
 back in the same repeat (below 1: lstmlab is faster). "train" is forward + backward of
@@ -15,21 +16,28 @@ and loop as a user gets them (the native core where it is built, see ``lstmlab.e
 ``--python`` adds, in brackets, the ratio with the Python loop forced (what lstmlab ran before
 the native core). The first call of the process builds the native core if the cache lacks it;
 it happens before any timing.
+
+``--variants`` times ``lstmlab.LSTM`` of each variant of the family (NP, vanilla, lstm97, the
+one-gate-fewer ones, FGR, mLSTM, F-LSTM, G-LSTM) against torch.nn.LSTM of the same (T, B, I, H),
+training only, and marks the loop each ran: the native core (``n``) or the Python loop (``p``)
+— read off ``native.use_native`` during the warm-up call, not assumed.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_lstm import paired, steady_malloc  # noqa: E402
+from bench_lstm import VARIANTS, paired, steady_malloc  # noqa: E402
 
-from lstmlab import TorchLSTM  # noqa: E402
+from lstmlab import LSTM, TorchLSTM  # noqa: E402
 from lstmlab.engines import native  # noqa: E402
 from lstmlab.engines.native import build  # noqa: E402
 
@@ -41,6 +49,8 @@ GRID = [
     (2000, 1, 64, 64),
     (100, 1000, 2, 4),  # seed 000
 ]
+# the variants' table: two batch-major rows of the grid (a wide layer, and batch 1)
+VARIANT_SIZES = [(100, 32, 64, 256), (2000, 1, 64, 64)]
 # (dtype, mode, threads): the issue's columns, then float64 inference
 COLUMNS = [
     ("float32", "train", 1),
@@ -53,19 +63,76 @@ COLUMNS = [
 
 
 def body(module, x, mode: str):
+    """One timed call: forward + backward of ``out.sum()`` ("train") or the forward under
+    ``no_grad`` ("inference"); on CUDA it waits for the device before returning."""
+    sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
     if mode == "train":
 
         def run():
             out, _ = module(x)
             out.sum().backward()
+            sync()
 
     else:
 
         def run():
             with torch.no_grad():
                 module(x)
+            sync()
 
     return run
+
+
+@contextmanager
+def loops_seen() -> Iterator[list[bool]]:
+    """The answers of ``native.use_native`` inside the block (True: the native loop ran)."""
+    seen: list[bool] = []
+    real = native.use_native
+
+    def spy(*args, **kwargs):
+        seen.append(real(*args, **kwargs))
+        return seen[-1]
+
+    native.use_native = spy
+    try:
+        yield seen
+    finally:
+        native.use_native = real
+
+
+def variants_row(size, dtype_name: str, repeats: int, with_python: bool) -> str:
+    """One row of the variants' table: each variant's training time over torch.nn.LSTM's (paired
+    median), with ``n``/``p`` for the loop it ran (and the Python loop's ratio in brackets)."""
+    T, B, I, H = size
+    dtype = getattr(torch, dtype_name)
+    torch.manual_seed(0)
+    ref = nn.LSTM(I, H, dtype=dtype)
+    x = torch.randn(T, B, I, dtype=dtype)
+    fns, loop = {}, {}
+    for name, kw in {"NP": dict(variant="NP"), **VARIANTS}.items():
+        if name == "G-LSTM" and (I % 2 or H % 2):
+            continue
+        fns[name] = body(LSTM(I, H, dtype=dtype, seed=0, **kw), x, "train")
+        with loops_seen() as seen:
+            fns[name]()
+        loop[name] = "n" if seen and all(seen) else "p"
+        if with_python and loop[name] == "n":
+            fns[f"{name} python"] = python_loop(fns[name])
+    t = paired(body(ref, x, "train"), fns, repeats)
+    cells = []
+    for name in ("NP", *VARIANTS):
+        if name not in loop:
+            cells.append("—")
+            continue
+        text = f"{t.ratio(name):.2f} {loop[name]}"
+        if f"{name} python" in t:
+            text += f" ({t.ratio(name + ' python'):.2f})"
+        cells.append(text)
+    return (
+        f"| {dtype_name} | {', '.join(map(str, size))} | {t['ref'] * 1e3:.1f} | "
+        + " | ".join(cells)
+        + " |"
+    )
 
 
 def python_loop(fn):
@@ -153,6 +220,15 @@ def main() -> None:
     ap.add_argument(
         "--memory", default=None, help="'T,B,I,H': peak memory of one training step instead"
     )
+    ap.add_argument(
+        "--variants",
+        action="store_true",
+        help="the family's variants against torch.nn.LSTM instead (training; default sizes "
+        + "; ".join(",".join(map(str, s)) for s in VARIANT_SIZES)
+        + ")",
+    )
+    ap.add_argument("--dtypes", default="float32,float64", help="--variants: comma-separated")
+    ap.add_argument("--threads", type=int, default=1, help="--variants: torch threads")
     args = ap.parse_args()
     if args.memory:
         try:
@@ -165,7 +241,7 @@ def main() -> None:
         print("\n| (T, B, I, H) | torch.nn.LSTM | lstmlab.TorchLSTM | ratio |\n|---|---|---|---|")
         print(peak_memory(size))
         return
-    sizes = GRID
+    sizes = VARIANT_SIZES if args.variants else GRID
     if args.sizes:
         try:
             sizes = [tuple(int(v) for v in part.split(",")) for part in args.sizes.split(";")]
@@ -181,6 +257,21 @@ def main() -> None:
         f"torch {torch.__version__}, native core {'loaded' if loaded else 'NOT available'}, "
         f"{memory}, median of {args.repeats} paired repeats"
     )
+    if args.variants:
+        dtypes = args.dtypes.split(",")
+        if any(d not in ("float32", "float64") for d in dtypes) or args.threads < 1:
+            ap.error("--dtypes: float32 and/or float64; --threads: >= 1")
+        torch.set_num_threads(args.threads)
+        print(f"\nlstmlab.LSTM time / torch.nn.LSTM time, forward + backward, {args.threads} thr")
+        forced = "; in brackets: the Python loop forced" if args.python else ""
+        print(f"(n: the native core ran the layer, p: the Python loop{forced})")
+        names = ("NP", *VARIANTS)
+        print(f"\n| dtype | (T, B, I, H) | torch ms | {' | '.join(names)} |")
+        print("|---|---|---|" + "---|" * len(names))
+        for d in dtypes:
+            for size in sizes:
+                print(variants_row(size, d, args.repeats, args.python), flush=True)
+        return
     print("\nlstmlab.TorchLSTM time / torch.nn.LSTM time (below 1: lstmlab faster)")
     if args.python:
         print("(in brackets: the same with the Python loop forced)")

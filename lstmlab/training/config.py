@@ -23,8 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import tomli_w
-
 from lstmlab.files import LIMITS, UnreadableFile, read_user_file
 
 __all__ = [
@@ -431,6 +429,10 @@ def save_toml(cfg: RunConfig, path: str | Path) -> None:
 
 
 def dumps_toml(cfg: RunConfig) -> str:
+    # imported here: reading configs and building tasks and models need no TOML writer (a
+    # machine with torch alone runs benchmarks/gpu_check.py)
+    import tomli_w
+
     return tomli_w.dumps(to_dict(cfg))
 
 

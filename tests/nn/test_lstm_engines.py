@@ -288,6 +288,7 @@ def test_tanh_form_activations_equal_autograd(variant, monkeypatch):
         assert _rel(a, b) <= 1e-10
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("variant", ["vanilla", "lstm97", "mLSTM"])
 def test_cuda_matches_cpu(variant):

@@ -282,6 +282,7 @@ def test_baseline_drop_ins_compile_export_trace(cls, kw):
             torch.testing.assert_close(traced(_tokens(L, seed=L)), want, rtol=0, atol=0)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_operators_on_cuda():
     """The operators on a CUDA device: outputs and gradients as the reference there, and a

@@ -876,6 +876,7 @@ def test_dropin_loads_lstmlab_baseline_checkpoint(kind):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-13)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("kind", ["LSTM", "GRU", "RNN"])
 def test_dropin_cuda_matches_torch(kind):
