@@ -107,7 +107,10 @@ class LSTMLayerBPTTRows(torch.autograd.Function):
             MX = (x2 @ W_mx.t()).view(T, B, M)
             U, Mm = new(T, B, M), new(T, B, M)
         if use_native:  # the same steps in C++ (``engines/native``)
-            native.forward_rows(s, bs, k, x2, Ws, bias, Rs, h0, c0, ZA, C, HC, Y, Yh, W_p, Qs, Ps)
+            mx = (MX, U, Mm, W_mh.detach().contiguous()) if mult else None
+            native.forward_rows(
+                s, bs, k, x2, Ws, bias, Rs, h0, c0, ZA, C, HC, Y, Yh, W_p, Qs, Ps, mx
+            )  # fmt: skip
         else:
             # the per-step products (BLAS, or oneDNN on a packed weight: see ``products``)
             rec = StepProduct(Rs, T, B) if smap is None else None
@@ -276,9 +279,10 @@ class LSTMLayerBPTTRows(torch.autograd.Function):
 
         if ctx.native:  # the same steps in C++ (``engines/native``)
             dy_next, dc_next = dy_next.contiguous(), dc_next.contiguous()
+            mx = (MX, U, W_mh.detach().contiguous(), dU, dMX) if mult else None
             native.backward_rows(
                 s, alpha, bs, ctx.ZA, C, HC, c0, R, W_p, Q, P, dY, dC, dPre, DY,
-                dy_next, dc_next, dq_next,
+                dy_next, dc_next, dq_next, mx,
             )  # fmt: skip
         else:
             # per-step views made once, restricted to the rows alive: the loop only indexes lists

@@ -91,6 +91,12 @@ COVERED = [
     dict(variant="lstm97", cells_per_block=2, proj_size=2, bidirectional=True),
     dict(variant="NP", bias=False),
 ]
+# the forward and backward loops also run mLSTM (the R-forward pass leaves it to Python)
+MLSTM = [
+    dict(variant="mLSTM"),
+    dict(variant="mLSTM", multiplicative_size=5),
+    dict(variant="mLSTM", multiplicative_size=9, proj_size=3, bidirectional=True),
+]
 
 
 def _ids(kw):
@@ -100,7 +106,7 @@ def _ids(kw):
 @needs_native
 @pytest.mark.parametrize("padded", [False, True], ids=["full", "padded"])
 @pytest.mark.parametrize("dtype", [F64, F32], ids=str)
-@pytest.mark.parametrize("kw", COVERED, ids=_ids)
+@pytest.mark.parametrize("kw", COVERED + MLSTM, ids=_ids)
 def test_native_equals_python_loop(kw, dtype, padded, calls):
     """Outputs, states and every gradient within 1e-12 (float64) / round-off (float32), with
     per-gate sharpness α ≠ 1, initial states given, and sequences of unequal lengths."""
@@ -117,7 +123,11 @@ def test_native_equals_python_loop(kw, dtype, padded, calls):
 @needs_native
 @pytest.mark.parametrize("padded", [False, True], ids=["full", "padded"])
 @pytest.mark.parametrize("dtype", [F64, F32], ids=str)
-@pytest.mark.parametrize("kw", [dict(variant="NP"), dict(variant="FGR", proj_size=17)], ids=_ids)
+@pytest.mark.parametrize(
+    "kw",
+    [dict(variant="NP"), dict(variant="FGR", proj_size=17), dict(variant="mLSTM", proj_size=9)],
+    ids=_ids,
+)
 def test_wider_layers(kw, dtype, padded, calls):
     """A layer wide enough (both sides of R >= 16, >= 2 rows, >= 4 steps) for the float32
     products on a weight packed once per call (MKL), on its steps with every row alive."""
@@ -214,18 +224,24 @@ def test_batch_one_and_wide_rows(dtype, hidden, calls):
 
 @needs_native
 def test_not_covered_runs_the_python_loop(calls):
-    """mLSTM and the structured F-LSTM / G-LSTM maps stay on the Python loop (``covers``)."""
-    for kw in (dict(variant="mLSTM"), dict(variant="F-LSTM"), dict(variant="G-LSTM")):
+    """The structured F-LSTM / G-LSTM maps stay on the Python loop (their products are not
+    the dense R's)."""
+    for kw in (dict(variant="F-LSTM"), dict(variant="G-LSTM")):
         m = LSTM(4, 6, dtype=F64, seed=1, **kw)
         _run(m, torch.randn(3, 2, 4, dtype=F64), None, False)
     assert calls["forward"] == calls["backward"] == 0
-    assert not native.covers(LSTM(4, 6, variant="mLSTM").cells[0].spec)
+    assert native.covers(LSTM(4, 6, variant="mLSTM").cells[0].spec)
     assert native.covers(LSTM(4, 6, variant="lstm97").cells[0].spec)
 
 
 @needs_native
 @pytest.mark.parametrize(
-    "kw", [dict(variant="vanilla"), dict(variant="lstm97", cells_per_block=2, proj_size=2)]
+    "kw",
+    [
+        dict(variant="vanilla"),
+        dict(variant="lstm97", cells_per_block=2, proj_size=2),
+        dict(variant="mLSTM", multiplicative_size=3),
+    ],
 )
 def test_gradcheck_through_the_native_loop(kw, calls):
     m = LSTM(3, 4, dtype=F64, seed=5, gate_sharpness=1.7, **kw)

@@ -16,8 +16,9 @@ extension cache), the tensors are float32 or float64 on the CPU, nothing forces 
 (``forced_python``, or ``LSTMLAB_NATIVE=0`` in the environment), and the variant is one the core
 covers: every gate set (NIG, NFG, NOG, CIFG), peepholes, blocks of cells sharing gates, every
 block-input / cell-output activation (NIAF, NOAF, lstm97's bipolar ones), gate sharpness α, full
-gate recurrence (FGR, lstm97) and a projection — all but mLSTM and the structured F-LSTM /
-G-LSTM maps (``engines/structured``), which run the Python loop.
+gate recurrence (FGR, lstm97), a projection and mLSTM's multiplicative input (its R-forward pass
+stays in Python) — all but the structured F-LSTM / G-LSTM maps (``engines/structured``), which
+run the Python loop.
 
 Hand-written: the engine is this project's subject.
 """
@@ -58,8 +59,7 @@ def forced_python() -> Iterator[None]:
 
 def covers(spec: CellSpec) -> bool:
     """Whether the native core computes this variant (see the module docstring)."""
-    ordered = tuple(g for g in ("i", "f", "o") if g in spec.gates) == spec.gates
-    return spec.multiplicative_size is None and ordered
+    return tuple(g for g in ("i", "f", "o") if g in spec.gates) == spec.gates
 
 
 def use_native(spec: CellSpec, x: Tensor, dense: bool, sigmoid_form: bool) -> bool:
@@ -112,6 +112,7 @@ def forward_rows(
     W_p: Tensor | None,
     Qs: Tensor | None,
     Ps: dict[str, Tensor | None],
+    mult: tuple[Tensor, Tensor, Tensor, Tensor] | None = None,
 ) -> None:
     """The forward time loop of ``bptt_rows`` (weights with α and the block input's scale
     folded in): fills ZA (T, B, D) = [g(z) | gates], C, HC = h(C), Y (T, B, ·) and Yh (the
@@ -136,6 +137,7 @@ def forward_rows(
         _c(Ps.get("o")),
         bs,
         _config(spec, chunk),
+        *(mult if mult is not None else (None,) * 4),  # mLSTM: MX, U, Mm (T, B, M), W_mh
     )
 
 
@@ -165,6 +167,7 @@ def backward_rows(
     dy_next: Tensor,
     dc_next: Tensor,
     dq_next: Tensor | None,
+    mult: tuple[Tensor, Tensor, Tensor, Tensor, Tensor] | None = None,
 ) -> None:
     """The backward time loop of ``bptt_rows`` (raw weights, α explicit): writes δ of every
     step into dPre (T, B, D) (and dy into DY with a projection), leaving dy_next, dc_next the
@@ -190,6 +193,7 @@ def backward_rows(
         bs,
         _config(spec, 1),
         [float(alpha.get(g, 1.0)) for g in ("i", "f", "o")],
+        *(mult if mult is not None else (None,) * 5),  # mLSTM: MX, U, W_mh, and dU, dMX out
     )
 
 

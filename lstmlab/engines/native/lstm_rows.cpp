@@ -129,9 +129,17 @@ void forward_rows(const at::Tensor& x2_, const at::Tensor& Wt, const at::Tensor&
                   const c10::optional<at::Tensor>& Yh, const c10::optional<at::Tensor>& Wpt,
                   const c10::optional<at::Tensor>& Qt, const c10::optional<at::Tensor>& Pi,
                   const c10::optional<at::Tensor>& Pf, const c10::optional<at::Tensor>& Po,
-                  at::IntArrayRef batch_sizes, at::IntArrayRef cfg) {
+                  at::IntArrayRef batch_sizes, at::IntArrayRef cfg,
+                  const c10::optional<at::Tensor>& MX, const c10::optional<at::Tensor>& U,
+                  const c10::optional<at::Tensor>& Mm, const c10::optional<at::Tensor>& Wmh) {
   const Layout L(cfg);
   const int64_t T = Y.size(0), B = ZA.size(1), D = ZA.size(2), H = L.H, Hr = Y.size(2);
+  // mLSTM: m_t = (W_mx x_t) * (W_mh y_{t-1}) takes y_{t-1}'s place in the recurrent product
+  const bool mult = Wmh.has_value() && Wmh->defined();
+  const int64_t M = mult ? Wmh->size(0) : 0;
+  TORCH_CHECK(!mult || (MX->is_contiguous() && U->is_contiguous() && Mm->is_contiguous() &&
+                        MX->size(2) == M && U->size(0) == T && Mm->size(0) == T),
+              "lstmlab native core: mLSTM buffers must be contiguous (T, B, M)");
   TORCH_CHECK(D == L.D, "lstmlab native core: ZA has ", D, " pre-activation rows, expected ", L.D);
   TORCH_CHECK(int64_t(batch_sizes.size()) == T, "lstmlab native core: ", batch_sizes.size(),
               " batch sizes for ", T, " steps");
@@ -169,7 +177,13 @@ void forward_rows(const at::Tensor& x2_, const at::Tensor& Wt, const at::Tensor&
     const S* b_ = bias.data_ptr<S>();
     const S* y_prev = h0.data_ptr<S>();
     const S* c_prev = c0.data_ptr<S>();
-    const StepProduct<S> rec(R_.p, D, Hr, R_.ld, B, T, R_.trans);  // + R y_{t-1}
+    const int64_t Kr = mult ? M : Hr;  // what the recurrent product multiplies: y_{t-1} or m_t
+    const StepProduct<S> rec(R_.p, D, Kr, R_.ld, B, T, R_.trans);  // + R y_{t-1} (or R m_t)
+    const RightOperand<S> Wmh_ = mult ? RightOperand<S>(Wmh->t()) : W_;  // (Hr, M)
+    const StepProduct<S> mh(Wmh_.p, M, Hr, Wmh_.ld, B, mult ? T : 0, Wmh_.trans);  // u = W_mh y
+    const S* mx = mult ? MX->data_ptr<S>() : nullptr;
+    S* u = mult ? U->data_ptr<S>() : nullptr;
+    S* mm = mult ? Mm->data_ptr<S>() : nullptr;
     for (int64_t t = 0; t < T; ++t) {
       const int64_t n = batch_sizes[t];
       if (n == 0) break;
@@ -180,7 +194,16 @@ void forward_rows(const at::Tensor& x2_, const at::Tensor& Wt, const at::Tensor&
                      W_.trans);
       }
       S* pre = za + (t % rz) * B * D;
-      rec(n, y_prev, Hr, S(1), pre, D);
+      if (mult) {
+        S* u_t = u + t * B * M;
+        S* m_t = mm + t * B * M;
+        const S* mx_t = mx + t * B * M;
+        mh(n, y_prev, Hr, S(0), u_t, M);
+        for (int64_t e = 0; e < n * M; ++e) m_t[e] = mx_t[e] * u_t[e];
+        rec(n, m_t, M, S(1), pre, D);
+      } else {
+        rec(n, y_prev, Hr, S(1), pre, D);
+      }
       if (fgr && t > 0) {  // full gate recurrence: + Q q_{t-1} on the gate rows
         gemm_rows<S>(n, L.G, L.G, pre - B * D + H, D, Q_.p, Q_.ld, S(1), pre + H, D, Q_.trans);
       }
@@ -282,10 +305,19 @@ void backward_rows(const at::Tensor& ZA, const at::Tensor& C, const at::Tensor& 
                    at::Tensor dPre, const c10::optional<at::Tensor>& DY, at::Tensor dy_next,
                    at::Tensor dc_next, const c10::optional<at::Tensor>& dq_next,
                    at::IntArrayRef batch_sizes, at::IntArrayRef cfg,
-                   at::ArrayRef<double> alpha) {
+                   at::ArrayRef<double> alpha, const c10::optional<at::Tensor>& MX,
+                   const c10::optional<at::Tensor>& U, const c10::optional<at::Tensor>& Wmh,
+                   const c10::optional<at::Tensor>& dU, const c10::optional<at::Tensor>& dMX) {
   const Layout L(cfg);
   const int64_t T = ZA.size(0), B = ZA.size(1), D = ZA.size(2), H = L.H;
   const int64_t Hr = dy_next.size(1), G = L.G;
+  // mLSTM: dm = delta R, du = dm * (W_mx x), d(W_mx x) = dm * u, dy_{t-1} = du W_mh
+  const bool mult = Wmh.has_value() && Wmh->defined();
+  const int64_t M = mult ? Wmh->size(0) : 0;
+  TORCH_CHECK(!mult || (MX->is_contiguous() && U->is_contiguous() && Wmh->is_contiguous() &&
+                        dU->is_contiguous() && dMX->is_contiguous()),
+              "lstmlab native core: mLSTM buffers must be contiguous");
+  at::Tensor dm_buf = mult ? at::empty({B, M}, dy_next.options()) : at::Tensor();
   TORCH_CHECK(D == L.D, "lstmlab native core: ZA has ", D, " pre-activation rows, expected ", L.D);
   TORCH_CHECK(alpha.size() == 3, "lstmlab native core: alpha must be (i, f, o)");
   TORCH_CHECK(int64_t(batch_sizes.size()) == T, "lstmlab native core: ", batch_sizes.size(),
@@ -322,7 +354,15 @@ void backward_rows(const at::Tensor& ZA, const at::Tensor& C, const at::Tensor& 
     S* DY_ = proj ? DY->data_ptr<S>() : nullptr;
     S* dyh = proj ? dyh_buf.data_ptr<S>() : dy;
     int64_t n_after = 0;  // rows alive at step t + 1
-    const StepProduct<S> rec(R_, Hr, D, Hr, B, T);  // dy_{t-1} = delta R
+    const int64_t Kr = mult ? M : Hr;
+    const StepProduct<S> rec(R_, Kr, D, Kr, B, T);  // dy_{t-1} = delta R (mLSTM: dm = delta R)
+    const S* Wmh_ = mult ? Wmh->data_ptr<S>() : nullptr;
+    const StepProduct<S> mh(Wmh_, Hr, M, Hr, B, mult ? T : 0);  // dy_{t-1} = du W_mh
+    const S* mx = mult ? MX->data_ptr<S>() : nullptr;
+    const S* u = mult ? U->data_ptr<S>() : nullptr;
+    S* du = mult ? dU->data_ptr<S>() : nullptr;
+    S* dmx = mult ? dMX->data_ptr<S>() : nullptr;
+    S* dm = mult ? dm_buf.data_ptr<S>() : nullptr;
     for (int64_t t = T - 1; t >= 0; --t) {
       const int64_t n = batch_sizes[t];
       if (n == 0) continue;
@@ -344,11 +384,22 @@ void backward_rows(const at::Tensor& ZA, const at::Tensor& C, const at::Tensor& 
                               H, dc, dq, dpre, Pi_, Pf_, Po_, S(alpha[0]), S(alpha[1]),
                               S(alpha[2]));
       if (fgr) gemm_rows<S>(n, G, G, dpre + H, D, Q_, G, S(0), dq, G);  // dq = delta_gates Q
-      if (dY_ != nullptr && t > 0) {  // dy_{t-1} = delta R + the output error of step t-1
-        std::memcpy(dy, dY_ + (t - 1) * B * Hr, sizeof(S) * n * Hr);
-        rec(n, dpre, D, S(1), dy, Hr);
+      // dy_{t-1} = delta R (mLSTM: du W_mh) + the output error of step t-1
+      const bool add_out = dY_ != nullptr && t > 0;
+      if (add_out) std::memcpy(dy, dY_ + (t - 1) * B * Hr, sizeof(S) * n * Hr);
+      if (mult) {
+        rec(n, dpre, D, S(0), dm, M);
+        S* du_t = du + t * B * M;
+        S* dmx_t = dmx + t * B * M;
+        const S* mx_t = mx + t * B * M;
+        const S* u_t = u + t * B * M;
+        for (int64_t e = 0; e < n * M; ++e) {
+          du_t[e] = dm[e] * mx_t[e];
+          dmx_t[e] = dm[e] * u_t[e];
+        }
+        mh(n, du_t, M, add_out ? S(1) : S(0), dy, Hr);
       } else {
-        rec(n, dpre, D, S(0), dy, Hr);
+        rec(n, dpre, D, add_out ? S(1) : S(0), dy, Hr);
       }
       n_after = n;
     }
@@ -361,12 +412,14 @@ TORCH_LIBRARY(lstmlab_native, m) {
   m.def(
       "forward_rows(Tensor x2, Tensor Wt, Tensor bias, Tensor Rt, Tensor h0, Tensor c0, "
       "Tensor(a!) ZA, Tensor(b!) C, Tensor(c!) HC, Tensor(d!) Y, Tensor(e!)? Yh, Tensor? Wpt, "
-      "Tensor? Qt, Tensor? Pi, Tensor? Pf, Tensor? Po, int[] batch_sizes, int[] cfg) -> ()");
+      "Tensor? Qt, Tensor? Pi, Tensor? Pf, Tensor? Po, int[] batch_sizes, int[] cfg, "
+      "Tensor? MX=None, Tensor(f!)? U=None, Tensor(g!)? Mm=None, Tensor? Wmh=None) -> ()");
   m.def(
       "backward_rows(Tensor ZA, Tensor C, Tensor HC, Tensor c0, Tensor R, Tensor? Wp, Tensor? Q, "
       "Tensor? Pi, Tensor? Pf, Tensor? Po, Tensor? dY, Tensor? dC, Tensor(a!) dPre, "
       "Tensor(b!)? DY, Tensor(c!) dy_next, Tensor(d!) dc_next, Tensor(e!)? dq_next, "
-      "int[] batch_sizes, int[] cfg, float[] alpha) -> ()");
+      "int[] batch_sizes, int[] cfg, float[] alpha, Tensor? MX=None, Tensor? U=None, "
+      "Tensor? Wmh=None, Tensor(f!)? dU=None, Tensor(g!)? dMX=None) -> ()");
 }
 
 TORCH_LIBRARY_IMPL(lstmlab_native, CPU, m) {
