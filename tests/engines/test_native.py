@@ -91,11 +91,14 @@ COVERED = [
     dict(variant="lstm97", cells_per_block=2, proj_size=2, bidirectional=True),
     dict(variant="NP", bias=False),
 ]
-# the forward and backward loops also run mLSTM (the R-forward pass leaves it to Python)
+# the forward and backward loops also run mLSTM (the R-forward pass leaves it to Python) and
+# F-LSTM's factorized map
 MLSTM = [
     dict(variant="mLSTM"),
     dict(variant="mLSTM", multiplicative_size=5),
     dict(variant="mLSTM", multiplicative_size=9, proj_size=3, bidirectional=True),
+    dict(variant="F-LSTM"),
+    dict(variant="F-LSTM", factorization_rank=3, proj_size=2, bidirectional=True),
 ]
 
 
@@ -224,9 +227,8 @@ def test_batch_one_and_wide_rows(dtype, hidden, calls):
 
 @needs_native
 def test_not_covered_runs_the_python_loop(calls):
-    """The structured F-LSTM / G-LSTM maps stay on the Python loop (their products are not
-    the dense R's)."""
-    for kw in (dict(variant="F-LSTM"), dict(variant="G-LSTM")):
+    """G-LSTM's grouped map stays on the Python loop (its products are per group)."""
+    for kw in (dict(variant="G-LSTM"), dict(variant="G-LSTM", proj_size=2)):
         m = LSTM(4, 6, dtype=F64, seed=1, **kw)
         _run(m, torch.randn(3, 2, 4, dtype=F64), None, False)
     assert calls["forward"] == calls["backward"] == 0
@@ -241,6 +243,7 @@ def test_not_covered_runs_the_python_loop(calls):
         dict(variant="vanilla"),
         dict(variant="lstm97", cells_per_block=2, proj_size=2),
         dict(variant="mLSTM", multiplicative_size=3),
+        dict(variant="F-LSTM", factorization_rank=2),
     ],
 )
 def test_gradcheck_through_the_native_loop(kw, calls):

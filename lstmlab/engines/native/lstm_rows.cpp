@@ -134,11 +134,18 @@ void forward_rows(const at::Tensor& x2_, const at::Tensor& Wt, const at::Tensor&
                   const c10::optional<at::Tensor>& Mm, const c10::optional<at::Tensor>& Wmh) {
   const Layout L(cfg);
   const int64_t T = Y.size(0), B = ZA.size(1), D = ZA.size(2), H = L.H, Hr = Y.size(2);
-  // mLSTM: m_t = (W_mx x_t) * (W_mh y_{t-1}) takes y_{t-1}'s place in the recurrent product
-  const bool mult = Wmh.has_value() && Wmh->defined();
-  const int64_t M = mult ? Wmh->size(0) : 0;
-  TORCH_CHECK(!mult || (MX->is_contiguous() && U->is_contiguous() && Mm->is_contiguous() &&
-                        MX->size(2) == M && U->size(0) == T && Mm->size(0) == T),
+  // an intermediate of M features takes y_{t-1}'s place in the recurrent product (given Wmh):
+  //   mLSTM (MX given):  u_t = W_mh y_{t-1},  m_t = (W_mx x_t) * u_t,  a_t = R m_t + b
+  //   F-LSTM (no MX):    u_t = W1x x_t (in U already) + W1h y_{t-1},  a_t = W2 u_t + b, and no
+  //                      input projection of its own (R is W2, Wmh is W1h)
+  const bool inter = Wmh.has_value() && Wmh->defined();
+  const bool mult = inter && MX.has_value() && MX->defined();
+  const bool fact = inter && !mult;
+  const int64_t M = inter ? Wmh->size(0) : 0;
+  TORCH_CHECK(!inter || (U->is_contiguous() && U->size(0) == T && U->size(2) == M),
+              "lstmlab native core: the intermediate U must be contiguous (T, B, M)");
+  TORCH_CHECK(!mult || (MX->is_contiguous() && Mm->is_contiguous() && MX->size(2) == M &&
+                        Mm->size(0) == T),
               "lstmlab native core: mLSTM buffers must be contiguous (T, B, M)");
   TORCH_CHECK(D == L.D, "lstmlab native core: ZA has ", D, " pre-activation rows, expected ", L.D);
   TORCH_CHECK(int64_t(batch_sizes.size()) == T, "lstmlab native core: ", batch_sizes.size(),
@@ -177,17 +184,17 @@ void forward_rows(const at::Tensor& x2_, const at::Tensor& Wt, const at::Tensor&
     const S* b_ = bias.data_ptr<S>();
     const S* y_prev = h0.data_ptr<S>();
     const S* c_prev = c0.data_ptr<S>();
-    const int64_t Kr = mult ? M : Hr;  // what the recurrent product multiplies: y_{t-1} or m_t
-    const StepProduct<S> rec(R_.p, D, Kr, R_.ld, B, T, R_.trans);  // + R y_{t-1} (or R m_t)
-    const RightOperand<S> Wmh_ = mult ? RightOperand<S>(Wmh->t()) : W_;  // (Hr, M)
-    const StepProduct<S> mh(Wmh_.p, M, Hr, Wmh_.ld, B, mult ? T : 0, Wmh_.trans);  // u = W_mh y
+    const int64_t Kr = inter ? M : Hr;  // what the recurrent product multiplies: y_{t-1}, m_t, u_t
+    const StepProduct<S> rec(R_.p, D, Kr, R_.ld, B, T, R_.trans);  // + R y_{t-1} (R m_t, W2 u_t)
+    const RightOperand<S> Wmh_ = inter ? RightOperand<S>(Wmh->t()) : W_;  // (Hr, M)
+    const StepProduct<S> mh(Wmh_.p, M, Hr, Wmh_.ld, B, inter ? T : 0, Wmh_.trans);  // W_mh y
     const S* mx = mult ? MX->data_ptr<S>() : nullptr;
-    S* u = mult ? U->data_ptr<S>() : nullptr;
+    S* u = inter ? U->data_ptr<S>() : nullptr;
     S* mm = mult ? Mm->data_ptr<S>() : nullptr;
     for (int64_t t = 0; t < T; ++t) {
       const int64_t n = batch_sizes[t];
       if (n == 0) break;
-      if (t % k == 0) {  // the input projection of the next chunk of steps: one large product
+      if (t % k == 0 && !fact) {  // the input projection of the next chunk of steps
         // (the bias is added in the step's elementwise pass, not broadcast into the rows here)
         const int64_t m = std::min(k, T - t);
         gemm_rows<S>(m * B, D, I, x_ + t * B * I, I, W_.p, W_.ld, S(0), za + (t % rz) * B * D, D,
@@ -201,6 +208,10 @@ void forward_rows(const at::Tensor& x2_, const at::Tensor& Wt, const at::Tensor&
         mh(n, y_prev, Hr, S(0), u_t, M);
         for (int64_t e = 0; e < n * M; ++e) m_t[e] = mx_t[e] * u_t[e];
         rec(n, m_t, M, S(1), pre, D);
+      } else if (fact) {  // u_t += W1h y_{t-1};  a_t = W2 u_t (the bias comes with the gates)
+        S* u_t = u + t * B * M;
+        mh(n, y_prev, Hr, S(1), u_t, M);
+        rec(n, u_t, M, S(0), pre, D);
       } else {
         rec(n, y_prev, Hr, S(1), pre, D);
       }
@@ -311,11 +322,14 @@ void backward_rows(const at::Tensor& ZA, const at::Tensor& C, const at::Tensor& 
   const Layout L(cfg);
   const int64_t T = ZA.size(0), B = ZA.size(1), D = ZA.size(2), H = L.H;
   const int64_t Hr = dy_next.size(1), G = L.G;
-  // mLSTM: dm = delta R, du = dm * (W_mx x), d(W_mx x) = dm * u, dy_{t-1} = du W_mh
-  const bool mult = Wmh.has_value() && Wmh->defined();
-  const int64_t M = mult ? Wmh->size(0) : 0;
-  TORCH_CHECK(!mult || (MX->is_contiguous() && U->is_contiguous() && Wmh->is_contiguous() &&
-                        dU->is_contiguous() && dMX->is_contiguous()),
+  // mLSTM (MX given): dm = delta R, du = dm * (W_mx x), d(W_mx x) = dm * u, dy_{t-1} = du W_mh
+  // F-LSTM (no MX):    e_t = delta W2 (kept in dU for the weight gradients), dy_{t-1} = e_t W1h
+  const bool inter = Wmh.has_value() && Wmh->defined();
+  const bool mult = inter && MX.has_value() && MX->defined();
+  const int64_t M = inter ? Wmh->size(0) : 0;
+  TORCH_CHECK(!inter || (Wmh->is_contiguous() && dU->is_contiguous() && dU->size(2) == M),
+              "lstmlab native core: the intermediate's buffers must be contiguous");
+  TORCH_CHECK(!mult || (MX->is_contiguous() && U->is_contiguous() && dMX->is_contiguous()),
               "lstmlab native core: mLSTM buffers must be contiguous");
   at::Tensor dm_buf = mult ? at::empty({B, M}, dy_next.options()) : at::Tensor();
   TORCH_CHECK(D == L.D, "lstmlab native core: ZA has ", D, " pre-activation rows, expected ", L.D);
@@ -354,13 +368,13 @@ void backward_rows(const at::Tensor& ZA, const at::Tensor& C, const at::Tensor& 
     S* DY_ = proj ? DY->data_ptr<S>() : nullptr;
     S* dyh = proj ? dyh_buf.data_ptr<S>() : dy;
     int64_t n_after = 0;  // rows alive at step t + 1
-    const int64_t Kr = mult ? M : Hr;
-    const StepProduct<S> rec(R_, Kr, D, Kr, B, T);  // dy_{t-1} = delta R (mLSTM: dm = delta R)
-    const S* Wmh_ = mult ? Wmh->data_ptr<S>() : nullptr;
-    const StepProduct<S> mh(Wmh_, Hr, M, Hr, B, mult ? T : 0);  // dy_{t-1} = du W_mh
+    const int64_t Kr = inter ? M : Hr;
+    const StepProduct<S> rec(R_, Kr, D, Kr, B, T);  // dy_{t-1} = delta R (dm, e_t = delta R)
+    const S* Wmh_ = inter ? Wmh->data_ptr<S>() : nullptr;
+    const StepProduct<S> mh(Wmh_, Hr, M, Hr, B, inter ? T : 0);  // dy_{t-1} = du W_mh
     const S* mx = mult ? MX->data_ptr<S>() : nullptr;
     const S* u = mult ? U->data_ptr<S>() : nullptr;
-    S* du = mult ? dU->data_ptr<S>() : nullptr;
+    S* du = inter ? dU->data_ptr<S>() : nullptr;
     S* dmx = mult ? dMX->data_ptr<S>() : nullptr;
     S* dm = mult ? dm_buf.data_ptr<S>() : nullptr;
     for (int64_t t = T - 1; t >= 0; --t) {
@@ -398,6 +412,10 @@ void backward_rows(const at::Tensor& ZA, const at::Tensor& C, const at::Tensor& 
           dmx_t[e] = dm[e] * u_t[e];
         }
         mh(n, du_t, M, add_out ? S(1) : S(0), dy, Hr);
+      } else if (inter) {  // F-LSTM
+        S* e_t = du + t * B * M;
+        rec(n, dpre, D, S(0), e_t, M);
+        mh(n, e_t, M, add_out ? S(1) : S(0), dy, Hr);
       } else {
         rec(n, dpre, D, add_out ? S(1) : S(0), dy, Hr);
       }
