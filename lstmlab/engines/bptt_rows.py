@@ -80,11 +80,11 @@ class LSTMLayerBPTTRows(torch.autograd.Function):
         zs = gates.z_scale(s.g, gates.uses_sigmoid_form(x))
         smap = structured.make(s, alpha, W, R, x, bsc, zs)
         # the one place that picks the native loop or this module's Python loop
-        # (F-LSTM's map runs there too: its rank-r intermediate takes y_{t-1}'s place)
+        # (so do the structured maps: F-LSTM's rank-r intermediate takes y_{t-1}'s place, and
+        # G-LSTM's group products fill its group-ordered rows XG before they move to theirs)
         factorized = isinstance(smap, structured.Factorized)
-        use_native = native.use_native(
-            s, x, smap is None or factorized, gates.uses_sigmoid_form(x)
-        )
+        grouped = isinstance(smap, structured.Grouped)
+        use_native = native.use_native(s, x, True, gates.uses_sigmoid_form(x))
         x2 = x.reshape(T * B, I)
         # the input projection W x_t + b, one large product per chunk of k steps (a few MB, so
         # that a chunk is still in the cache when its steps run)
@@ -115,6 +115,10 @@ class LSTMLayerBPTTRows(torch.autograd.Function):
             if factorized:  # u_t in smap.U (its input part there already), a_t = W2 u_t
                 mx = (None, smap.U, None, smap.W1h.detach().contiguous())
                 Rs = smap.W2s_t.t()
+            elif grouped:  # XG holds the input part and the bias: none added again
+                mx = (None, smap.XG, None, smap.Rgs_t.detach().transpose(1, 2).contiguous())
+                bias = x.new_zeros(D)
+                Ws = Rs = x.new_zeros(D, 1)  # (the groups' weights are 3-D; these go unread)
             native.forward_rows(
                 s, bs, k, x2, Ws, bias, Rs, h0, c0, ZA, C, HC, Y, Yh, W_p, Qs, Ps, mx
             )  # fmt: skip
@@ -287,9 +291,12 @@ class LSTMLayerBPTTRows(torch.autograd.Function):
         if ctx.native:  # the same steps in C++ (``engines/native``)
             dy_next, dc_next = dy_next.contiguous(), dc_next.contiguous()
             mx = (MX, U, W_mh.detach().contiguous(), dU, dMX) if mult else None
-            if smap is not None:  # F-LSTM: e_t = δ_t W2 into smap.E, dy_{t-1} = e_t W1h
+            if isinstance(smap, structured.Factorized):  # e_t = δ_t W2 into E, dy = e_t W1h
                 smap.begin_backward(full)
                 mx = (None, None, smap.W1h.detach().contiguous(), smap.E, None)
+            elif smap is not None:  # G-LSTM: δ_t in group order into DG, dy = its slices Rg
+                smap.begin_backward(full)
+                mx = (None, None, smap.Rg.detach().contiguous(), smap.DG, None)
             native.backward_rows(
                 s, alpha, bs, ctx.ZA, C, HC, c0, R, W_p, Q, P, dY, dC, dPre, DY,
                 dy_next, dc_next, dq_next, mx,

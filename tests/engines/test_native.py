@@ -99,6 +99,8 @@ MLSTM = [
     dict(variant="mLSTM", multiplicative_size=9, proj_size=3, bidirectional=True),
     dict(variant="F-LSTM"),
     dict(variant="F-LSTM", factorization_rank=3, proj_size=2, bidirectional=True),
+    dict(variant="G-LSTM"),
+    dict(variant="G-LSTM", groups=2, proj_size=4, bidirectional=True),
 ]
 
 
@@ -226,14 +228,10 @@ def test_batch_one_and_wide_rows(dtype, hidden, calls):
 
 
 @needs_native
-def test_not_covered_runs_the_python_loop(calls):
-    """G-LSTM's grouped map stays on the Python loop (its products are per group)."""
-    for kw in (dict(variant="G-LSTM"), dict(variant="G-LSTM", proj_size=2)):
-        m = LSTM(4, 6, dtype=F64, seed=1, **kw)
-        _run(m, torch.randn(3, 2, 4, dtype=F64), None, False)
-    assert calls["forward"] == calls["backward"] == 0
-    assert native.covers(LSTM(4, 6, variant="mLSTM").cells[0].spec)
-    assert native.covers(LSTM(4, 6, variant="lstm97").cells[0].spec)
+def test_every_variant_is_covered(calls):
+    """Every variant of the family runs the native loop, the structured ones included."""
+    for v in ("mLSTM", "F-LSTM", "G-LSTM", "lstm97", "NP"):
+        assert native.covers(LSTM(4, 6, variant=v).cells[0].spec)
 
 
 @needs_native
@@ -247,8 +245,16 @@ def test_not_covered_runs_the_python_loop(calls):
     ],
 )
 def test_gradcheck_through_the_native_loop(kw, calls):
-    m = LSTM(3, 4, dtype=F64, seed=5, gate_sharpness=1.7, **kw)
-    x = torch.randn(4, 3, 3, dtype=F64, requires_grad=True)
+    _gradcheck(LSTM(3, 4, dtype=F64, seed=5, gate_sharpness=1.7, **kw), calls)
+
+
+@needs_native
+def test_gradcheck_g_lstm_through_the_native_loop(calls):
+    _gradcheck(LSTM(4, 4, dtype=F64, seed=5, gate_sharpness=1.7, variant="G-LSTM"), calls)
+
+
+def _gradcheck(m, calls):
+    x = torch.randn(4, 3, m.input_size, dtype=F64, requires_grad=True)
     params = list(m.parameters())
 
     names = [n for n, _ in m.named_parameters()]

@@ -17,8 +17,8 @@ extension cache), the tensors are float32 or float64 on the CPU, nothing forces 
 covers: every gate set (NIG, NFG, NOG, CIFG), peepholes, blocks of cells sharing gates, every
 block-input / cell-output activation (NIAF, NOAF, lstm97's bipolar ones), gate sharpness α, full
 gate recurrence (FGR, lstm97), a projection, mLSTM's multiplicative input (its R-forward pass
-stays in Python) and F-LSTM's factorized map — all but G-LSTM's grouped map
-(``engines/structured``), which runs the Python loop.
+stays in Python) and the structured maps of F-LSTM and G-LSTM (``engines/structured``: their own
+products in the step, their intermediates kept where the map's weight gradients read them).
 
 Hand-written: the engine is this project's subject.
 """
@@ -64,7 +64,7 @@ def covers(spec: CellSpec) -> bool:
 
 def use_native(spec: CellSpec, x: Tensor, dense: bool, sigmoid_form: bool) -> bool:
     """Whether the layer-direction of ``spec`` on inputs like ``x`` runs the native loop.
-    ``dense``: its weights are the dense W and R, or F-LSTM's factors (not G-LSTM's groups);
+    ``dense``: its weights are the dense W and R (or a structured map the core also runs);
     ``sigmoid_form``: the weights carry the tanh family's argument scale of the sigmoid form
     (``gates.SIGMOID_FORM``), the one the native loop evaluates."""
     if _FORCED or not dense or not sigmoid_form or not covers(spec):

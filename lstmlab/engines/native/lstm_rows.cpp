@@ -118,6 +118,36 @@ void forward_rows_kernel(const Layout& L, int64_t n, T* pre0, int64_t pre_stride
   });
 }
 
+// G-LSTM: where group j's block of D/k pre-activations (group-local order z | i | f | o) lies in
+// the global rows: a section (global start, rows per group, group-local start) per z and gate
+struct GroupSections {
+  int64_t k = 0, Dk = 0, n = 0;
+  int64_t start[4], w[4], local[4];
+  GroupSections(const Layout& L, int64_t k_) : k(k_) {
+    if (k <= 0) return;
+    Dk = L.D / k;
+    start[0] = 0, w[0] = L.H / k, local[0] = 0, n = 1;
+    int64_t at = L.H / k;
+    for (int64_t off : {L.off_i, L.off_f, L.off_o}) {
+      if (off < 0) continue;
+      start[n] = off, w[n] = L.nb / k, local[n] = at, at += L.nb / k, ++n;
+    }
+  }
+  // global row (D) <- group-local rows (k x Dk), or back
+  template <typename T>
+  void to_global(const T* g, T* a) const {
+    for (int64_t q = 0; q < n; ++q)
+      for (int64_t j = 0; j < k; ++j)
+        std::memcpy(a + start[q] + j * w[q], g + j * Dk + local[q], sizeof(T) * w[q]);
+  }
+  template <typename T>
+  void to_groups(const T* a, T* g) const {
+    for (int64_t q = 0; q < n; ++q)
+      for (int64_t j = 0; j < k; ++j)
+        std::memcpy(g + j * Dk + local[q], a + start[q] + j * w[q], sizeof(T) * w[q]);
+  }
+};
+
 template <typename T>
 inline const T* ptr_or_null(const c10::optional<at::Tensor>& t) {
   return t.has_value() && t->defined() ? t->data_ptr<T>() : nullptr;
@@ -138,12 +168,21 @@ void forward_rows(const at::Tensor& x2_, const at::Tensor& Wt, const at::Tensor&
   //   mLSTM (MX given):  u_t = W_mh y_{t-1},  m_t = (W_mx x_t) * u_t,  a_t = R m_t + b
   //   F-LSTM (no MX):    u_t = W1x x_t (in U already) + W1h y_{t-1},  a_t = W2 u_t + b, and no
   //                      input projection of its own (R is W2, Wmh is W1h)
+  //   G-LSTM (Wmh 3-D):  U = XG (T, B, k, D/k) holds each step's input part and bias in group
+  //                      order; the step adds y_{t-1}'s group slices times Wmh = Rg (k, D/k,
+  //                      Hr/k) and moves the rows to their global places (no R, no bias here)
   const bool inter = Wmh.has_value() && Wmh->defined();
-  const bool mult = inter && MX.has_value() && MX->defined();
-  const bool fact = inter && !mult;
-  const int64_t M = inter ? Wmh->size(0) : 0;
-  TORCH_CHECK(!inter || (U->is_contiguous() && U->size(0) == T && U->size(2) == M),
+  const bool grouped = inter && Wmh->dim() == 3;
+  const bool mult = inter && !grouped && MX.has_value() && MX->defined();
+  const bool fact = inter && !grouped && !mult;
+  const int64_t M = inter && !grouped ? Wmh->size(0) : 0;
+  TORCH_CHECK(!inter || grouped || (U->is_contiguous() && U->size(0) == T && U->size(2) == M),
               "lstmlab native core: the intermediate U must be contiguous (T, B, M)");
+  TORCH_CHECK(!grouped || (U->is_contiguous() && Wmh->is_contiguous() && U->dim() == 4 &&
+                           U->size(0) == T && U->size(2) * U->size(3) == D &&
+                           Wmh->size(0) == U->size(2) && Wmh->size(0) * Wmh->size(2) == Hr),
+              "lstmlab native core: G-LSTM's XG (T, B, k, D/k) and Rg (k, D/k, Hr/k)");
+  const GroupSections sec(L, grouped ? Wmh->size(0) : 0);
   TORCH_CHECK(!mult || (MX->is_contiguous() && Mm->is_contiguous() && MX->size(2) == M &&
                         Mm->size(0) == T),
               "lstmlab native core: mLSTM buffers must be contiguous (T, B, M)");
@@ -185,16 +224,18 @@ void forward_rows(const at::Tensor& x2_, const at::Tensor& Wt, const at::Tensor&
     const S* y_prev = h0.data_ptr<S>();
     const S* c_prev = c0.data_ptr<S>();
     const int64_t Kr = inter ? M : Hr;  // what the recurrent product multiplies: y_{t-1}, m_t, u_t
-    const StepProduct<S> rec(R_.p, D, Kr, R_.ld, B, T, R_.trans);  // + R y_{t-1} (R m_t, W2 u_t)
-    const RightOperand<S> Wmh_ = inter ? RightOperand<S>(Wmh->t()) : W_;  // (Hr, M)
-    const StepProduct<S> mh(Wmh_.p, M, Hr, Wmh_.ld, B, inter ? T : 0, Wmh_.trans);  // W_mh y
+    const StepProduct<S> rec(R_.p, D, Kr, R_.ld, B, grouped ? 0 : T, R_.trans);  // + R y_{t-1}
+    const RightOperand<S> Wmh_ = inter && !grouped ? RightOperand<S>(Wmh->t()) : W_;  // (Hr, M)
+    const StepProduct<S> mh(Wmh_.p, M, Hr, Wmh_.ld, B, inter && !grouped ? T : 0, Wmh_.trans);
+    const S* rg = grouped ? Wmh->data_ptr<S>() : nullptr;  // (k, D/k, Hr/k)
+    const int64_t Hk = grouped ? Hr / sec.k : 0;
     const S* mx = mult ? MX->data_ptr<S>() : nullptr;
     S* u = inter ? U->data_ptr<S>() : nullptr;
     S* mm = mult ? Mm->data_ptr<S>() : nullptr;
     for (int64_t t = 0; t < T; ++t) {
       const int64_t n = batch_sizes[t];
       if (n == 0) break;
-      if (t % k == 0 && !fact) {  // the input projection of the next chunk of steps
+      if (t % k == 0 && !fact && !grouped) {  // the input projection of the next chunk of steps
         // (the bias is added in the step's elementwise pass, not broadcast into the rows here)
         const int64_t m = std::min(k, T - t);
         gemm_rows<S>(m * B, D, I, x_ + t * B * I, I, W_.p, W_.ld, S(0), za + (t % rz) * B * D, D,
@@ -208,6 +249,12 @@ void forward_rows(const at::Tensor& x2_, const at::Tensor& Wt, const at::Tensor&
         mh(n, y_prev, Hr, S(0), u_t, M);
         for (int64_t e = 0; e < n * M; ++e) m_t[e] = mx_t[e] * u_t[e];
         rec(n, m_t, M, S(1), pre, D);
+      } else if (grouped) {  // XG_t += y_{t-1}'s slices times Rg (group by group), to global rows
+        S* g_t = u + t * B * D;
+        for (int64_t j = 0; j < sec.k; ++j)
+          gemm_rows<S>(n, sec.Dk, Hk, y_prev + j * Hk, Hr, rg + j * sec.Dk * Hk, Hk, S(1),
+                       g_t + j * sec.Dk, D, true);
+        for (int64_t r = 0; r < n; ++r) sec.to_global(g_t + r * D, pre + r * D);
       } else if (fact) {  // u_t += W1h y_{t-1};  a_t = W2 u_t (the bias comes with the gates)
         S* u_t = u + t * B * M;
         mh(n, y_prev, Hr, S(1), u_t, M);
@@ -324,11 +371,15 @@ void backward_rows(const at::Tensor& ZA, const at::Tensor& C, const at::Tensor& 
   const int64_t Hr = dy_next.size(1), G = L.G;
   // mLSTM (MX given): dm = delta R, du = dm * (W_mx x), d(W_mx x) = dm * u, dy_{t-1} = du W_mh
   // F-LSTM (no MX):    e_t = delta W2 (kept in dU for the weight gradients), dy_{t-1} = e_t W1h
+  // G-LSTM (Wmh = Rg 3-D): delta_t in group order into dU = DG, dy_{t-1} = its slices times Rg
   const bool inter = Wmh.has_value() && Wmh->defined();
-  const bool mult = inter && MX.has_value() && MX->defined();
-  const int64_t M = inter ? Wmh->size(0) : 0;
-  TORCH_CHECK(!inter || (Wmh->is_contiguous() && dU->is_contiguous() && dU->size(2) == M),
+  const bool grouped = inter && Wmh->dim() == 3;
+  const bool mult = inter && !grouped && MX.has_value() && MX->defined();
+  const int64_t M = inter && !grouped ? Wmh->size(0) : 0;
+  TORCH_CHECK(!inter || (Wmh->is_contiguous() && dU->is_contiguous() &&
+                         (grouped ? dU->size(2) * dU->size(3) == D : dU->size(2) == M)),
               "lstmlab native core: the intermediate's buffers must be contiguous");
+  const GroupSections sec(L, grouped ? Wmh->size(0) : 0);
   TORCH_CHECK(!mult || (MX->is_contiguous() && U->is_contiguous() && dMX->is_contiguous()),
               "lstmlab native core: mLSTM buffers must be contiguous");
   at::Tensor dm_buf = mult ? at::empty({B, M}, dy_next.options()) : at::Tensor();
@@ -369,9 +420,10 @@ void backward_rows(const at::Tensor& ZA, const at::Tensor& C, const at::Tensor& 
     S* dyh = proj ? dyh_buf.data_ptr<S>() : dy;
     int64_t n_after = 0;  // rows alive at step t + 1
     const int64_t Kr = inter ? M : Hr;
-    const StepProduct<S> rec(R_, Kr, D, Kr, B, T);  // dy_{t-1} = delta R (dm, e_t = delta R)
+    const StepProduct<S> rec(R_, Kr, D, Kr, B, grouped ? 0 : T);  // dy_{t-1} = delta R (dm, e_t)
     const S* Wmh_ = inter ? Wmh->data_ptr<S>() : nullptr;
-    const StepProduct<S> mh(Wmh_, Hr, M, Hr, B, inter ? T : 0);  // dy_{t-1} = du W_mh
+    const StepProduct<S> mh(Wmh_, Hr, M, Hr, B, inter && !grouped ? T : 0);  // dy = du W_mh
+    const int64_t Hk = grouped ? Hr / sec.k : 0;
     const S* mx = mult ? MX->data_ptr<S>() : nullptr;
     const S* u = mult ? U->data_ptr<S>() : nullptr;
     S* du = inter ? dU->data_ptr<S>() : nullptr;
@@ -412,6 +464,12 @@ void backward_rows(const at::Tensor& ZA, const at::Tensor& C, const at::Tensor& 
           dmx_t[e] = dm[e] * u_t[e];
         }
         mh(n, du_t, M, add_out ? S(1) : S(0), dy, Hr);
+      } else if (grouped) {  // G-LSTM: delta_t to group order, then group by group
+        S* g_t = du + t * B * D;
+        for (int64_t r = 0; r < n; ++r) sec.to_groups(dpre + r * D, g_t + r * D);
+        for (int64_t j = 0; j < sec.k; ++j)
+          gemm_rows<S>(n, Hk, sec.Dk, g_t + j * sec.Dk, D, Wmh_ + j * sec.Dk * Hk, Hk,
+                       add_out ? S(1) : S(0), dy + j * Hk, Hr);
       } else if (inter) {  // F-LSTM
         S* e_t = du + t * B * M;
         rec(n, dpre, D, S(0), e_t, M);
