@@ -316,7 +316,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eval-tokens", type=int, default=20_000, help="valid tokens scored")
     p.add_argument("--train-tokens", type=int, default=1_000_000, help="characters (text)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a config override for every row (lstmlab's key names, e.g. "
+        "model.options.gate_bias.f=1; the plain rows read the sizes, task and seed only)",
+    )
     a = p.parse_args(argv)
+    for item in a.set:
+        if "=" not in item:
+            p.error(f"--set takes KEY=VALUE, got {item!r}")
     hidden, lr, clip, steps, every = TASK_DEFAULTS.get(a.task, TOKEN_DEFAULTS)
     a.hidden = hidden if a.hidden is None else a.hidden
     a.lr = lr if a.lr is None else a.lr
@@ -328,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     valid_rows = MUSIC_ROWS if music else ROWS
     a.rows = a.rows or ",".join(valid_rows)
     metric = "nll_per_step" if music else "perplexity" if "words" in a.task else "bits_per_char"
-    over = overrides(a)
+    over = {**overrides(a), **dict(item.split("=", 1) for item in a.set)}
     print(f"# {a.task}: {' '.join(f'--{k} {v}' for k, v in over.items())}", flush=True)
     steps = [a.every * (i + 1) for i in range(a.steps // a.every)]
     print(f"| row | valid {metric} at steps {' / '.join(map(str, steps))} | wall (s) |")
