@@ -232,3 +232,55 @@ def test_lstmlab_trains_music_as_a_plain_pytorch_loop_does(variant, tmp_path):
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["epochs"] >= 5
     assert theirs[-1] < theirs[0] - 5
     assert ours == pytest.approx(theirs, rel=1e-10, abs=0)
+
+
+def test_the_benchmark_scripts_run_on_music_and_text(tmp_path, capsys):
+    """benchmarks/bench_plain_loop.py (music rows; text's preset and plain-cell rows) and
+    benchmarks/bench_presets.py at tiny sizes: lstmlab's rows equal the plain loop's from the
+    same weights (the tables of docs/results.md), and a bad row or override is one line."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    import bench_plain_loop
+    import bench_presets
+    from test_cli_tasks import text_file
+
+    tiny = ["--hidden", "4", "--streams", "3", "--steps", "6", "--every", "3"]
+    music = ["--task", "music", "--path", str(jsb_json(tmp_path)), *tiny]
+    assert bench_plain_loop.main([*music, "--clip", "1"]) == 0
+    rows = {
+        ln.split("|")[1].strip(): ln.split("|")[2].strip()
+        for ln in capsys.readouterr().out.splitlines()
+        if ln.startswith("| lstmlab-") or ln.startswith("| plain-")
+    }
+    assert set(rows) == set(bench_plain_loop.MUSIC_ROWS)
+    assert (
+        rows["lstmlab-vanilla"] == rows["plain-cell"] and rows["lstmlab-np"] == rows["plain-same"]
+    )
+    assert rows["lstmlab-vanilla"] != rows["lstmlab-np"]
+    text = ["--task", "text", "--path", str(text_file(tmp_path)), *tiny, "--chunk", "20"]
+    text += ["--train-tokens", "4000", "--eval-tokens", "600"]
+    rows = ["lstmlab-vanilla", "plain-cell", "lstmlab-preset"]
+    assert bench_plain_loop.main([*text, "--rows", ",".join(rows)]) == 0
+    out = capsys.readouterr().out
+    cells = {
+        ln.split("|")[1].strip(): ln.split("|")[2] for ln in out.splitlines() if ln.startswith("| ")
+    }
+    assert cells["lstmlab-vanilla"] == cells["plain-cell"]
+    assert "task.options.embedding" in out.splitlines()[0]  # the rows read an embedding
+    assert bench_plain_loop.main([*music, "--rows", "plain-1bias"]) == 2
+    assert "unknown row 'plain-1bias'" in capsys.readouterr().err
+    # bench_presets: the preset and two alternatives, valid NLL at steps 3 and 6 and the best
+    alts = ["--alt", "model.variant=NP,model.options.init=torch", "--alt", "optimizer.lr=0.01"]
+    presets = ["--task", "music", "--steps", "6", "--every", "3", *alts]
+    presets += ["--set", f"task.options.path={jsb_json(tmp_path)}", "--set", "model.blocks=3"]
+    assert bench_presets.main(presets) == 0
+    table = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("| ")][1:]
+    assert [ln.split("|")[1].strip() for ln in table] == [
+        "(the preset)",
+        "model.variant NP, model.options.init torch",
+        "optimizer.lr 0.01",
+    ]
+    for ln in table:
+        vals = [float(v) for v in ln.split("|")[2].split("/")]
+        assert len(vals) == 2 and float(ln.split("|")[3]) == min(vals)
+    assert bench_presets.main(["--task", "music", "--alt", "model.blocks"]) == 2
+    assert "expected KEY=VALUE" in capsys.readouterr().err
