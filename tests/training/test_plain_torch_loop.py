@@ -282,5 +282,9 @@ def test_the_benchmark_scripts_run_on_music_and_text(tmp_path, capsys):
     for ln in table:
         vals = [float(v) for v in ln.split("|")[2].split("/")]
         assert len(vals) == 2 and float(ln.split("|")[3]) == min(vals)
+    timing = ["--task", "music", "--timing", "--set", f"task.options.path={jsb_json(tmp_path)}"]
+    assert bench_presets.main([*timing, "--set", "optimizer.batch_size=3"]) == 0
+    row = capsys.readouterr().out.splitlines()[-1].split("|")
+    assert row[1].strip() == "music" and row[3].strip() == "3" and row[4].strip() == "3"
     assert bench_presets.main(["--task", "music", "--alt", "model.blocks"]) == 2
     assert "expected KEY=VALUE" in capsys.readouterr().err
