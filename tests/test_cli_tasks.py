@@ -257,6 +257,19 @@ def test_word_models_default_to_torchs_cell(name, tmp_path):
     assert lstm.hidden_size == 200
 
 
+@pytest.mark.parametrize("name", ["text", "ptb"])
+def test_characters_default_to_an_embedding(name, tmp_path):
+    """Chosen by measurement (docs/results.md): characters through an embedding table of the
+    recurrent width; ``--task.options.embedding false`` gives the one-hot input back."""
+    path = ptb_dir(tmp_path) if name == "ptb" else text_file(tmp_path)
+    over = {"task.name": name, "task.options.path": str(path), "model.blocks": "6"}
+    assert resolve([], over).task.options == {"embedding": "auto", "path": str(path)}
+    built = build_all(resolve([], over))
+    assert built.model.embed.weight.shape[1] == 6 and built.task.train.one_hot is None
+    off = build_all(resolve([], {**over, "task.options.embedding": "false"}))
+    assert off.model.embed is None and off.task.train.one_hot == off.task.input_size
+
+
 def test_text_evaluates_on_valid_and_reads_test_once(tmp_path, capsys, monkeypatch):
     import lstmlab.training.build as build
 
