@@ -218,7 +218,8 @@ def plain_row(over, kind: str, a, metric: str) -> list[float]:
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y[rows, :T].reshape(-1))
         opt.zero_grad()
         loss.backward()
-        nn.utils.clip_grad_norm_(params, a.clip)
+        if a.clip > 0:
+            nn.utils.clip_grad_norm_(params, a.clip)
         opt.step()
         if (step + 1) % a.every == 0:
             out.append(plain_eval(model, built.task.valid, metric))
