@@ -28,7 +28,8 @@ Rows:
                     vanilla cell, embedding and output layer) from lstmlab-vanilla's initial
                     weights: lstmlab's cell with torch.optim.Adam and clip_grad_norm_
     lstmlab-preset  ``lstmlab train TASK`` with nothing but the sizes and optimizer above
-                    (characters: the preset's one-hot input, no embedding)
+                    (characters: the preset's input, an embedding since issue 22;
+                    ``--set task.options.embedding=false`` gives the one-hot input before it)
 
 Music (``--task music``; default hidden 100, Adam 1e-3, batches of 100 chorales, no clipping:
 the music preset's settings): every row takes the loop's minibatches (a permutation of the
@@ -359,7 +360,9 @@ def main(argv: list[str] | None = None) -> int:
                 {**over, "model.variant": "NP", "model.options.init": "torch"}, metric
             )
         elif row == "lstmlab-preset":
+            # the task preset's input (the bench's embedding dropped; a --set one kept)
             plain = {k: v for k, v in over.items() if k != "task.options.embedding"}
+            plain.update(dict(item.split("=", 1) for item in a.set))
             vals = lstmlab_row(plain, metric)
         elif music:
             same = {**over, "model.variant": "NP", "model.options.init": "torch"}
