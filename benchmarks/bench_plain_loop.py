@@ -32,7 +32,7 @@ Rows:
                     ``--set task.options.embedding=false`` gives the one-hot input before it)
 
 Music (``--task music``; default hidden 100, Adam 1e-3, batches of 100 chorales, no clipping:
-the music preset's settings): every row takes the loop's minibatches (a permutation of the
+the music preset's settings before issue 22 chose Adam's step 1e-2; ``--lr 0.01`` for now's): every row takes the loop's minibatches (a permutation of the
 pieces seeded by (seed, epoch), each piece from a zero state), the loss is lstmlab's (per
 piece the Bernoulli NLL summed over the 88 keys, averaged over its steps, then over pieces),
 and the metric is valid NLL per time step (nats). ``plain-torch`` is ``nn.LSTM`` and

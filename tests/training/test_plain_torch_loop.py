@@ -269,7 +269,7 @@ def test_the_benchmark_scripts_run_on_music_and_text(tmp_path, capsys):
     assert bench_plain_loop.main([*music, "--rows", "plain-1bias"]) == 2
     assert "unknown row 'plain-1bias'" in capsys.readouterr().err
     # bench_presets: the preset and two alternatives, valid NLL at steps 3 and 6 and the best
-    alts = ["--alt", "model.variant=NP,model.options.init=torch", "--alt", "optimizer.lr=0.01"]
+    alts = ["--alt", "model.variant=NP,model.options.init=torch", "--alt", "optimizer.lr=0.02"]
     presets = ["--task", "music", "--steps", "6", "--every", "3", *alts]
     presets += ["--set", f"task.options.path={jsb_json(tmp_path)}", "--set", "model.blocks=3"]
     assert bench_presets.main(presets) == 0
@@ -277,7 +277,7 @@ def test_the_benchmark_scripts_run_on_music_and_text(tmp_path, capsys):
     assert [ln.split("|")[1].strip() for ln in table] == [
         "(the preset)",
         "model.variant NP, model.options.init torch",
-        "optimizer.lr 0.01",
+        "optimizer.lr 0.02",
     ]
     for ln in table:
         vals = [float(v) for v in ln.split("|")[2].split("/")]
