@@ -107,7 +107,9 @@ def test_the_best_network_is_one_file_without_a_prev_copy(tmp_path):
     assert sorted(f.name for f in path.parent.iterdir()) == ["best.safetensors"]
     assert torch.equal(load_checkpoint(path)["a"], torch.zeros(2))
     save_checkpoint({"a": torch.ones(2)}, path)  # the default keeps the one before
-    assert torch.equal(load_checkpoint(path.with_name("best.safetensors.prev"))["a"], torch.zeros(2))
+    assert torch.equal(
+        load_checkpoint(path.with_name("best.safetensors.prev"))["a"], torch.zeros(2)
+    )
 
 
 def test_resume_keeps_the_best_network(tmp_path, capsys):
