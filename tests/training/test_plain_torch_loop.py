@@ -266,6 +266,13 @@ def test_the_benchmark_scripts_run_on_music_and_text(tmp_path, capsys):
     }
     assert cells["lstmlab-vanilla"] == cells["plain-cell"]
     assert "task.options.embedding" in out.splitlines()[0]  # the rows read an embedding
+    # lstmlab-preset: the preset's input (an embedding), or one-hot with --set
+    one_hot = ["--rows", "lstmlab-preset", "--set", "task.options.embedding=false"]
+    assert bench_plain_loop.main([*text, *one_hot]) == 0
+    out = capsys.readouterr().out
+    assert "--task.options.embedding false" in out.splitlines()[0]
+    preset = [ln.split("|")[2] for ln in out.splitlines() if ln.startswith("| lstmlab-preset")]
+    assert preset and preset[0] != cells["lstmlab-preset"]
     assert bench_plain_loop.main([*music, "--rows", "plain-1bias"]) == 2
     assert "unknown row 'plain-1bias'" in capsys.readouterr().err
     # bench_presets: the preset and two alternatives, valid NLL at steps 3 and 6 and the best
@@ -286,5 +293,19 @@ def test_the_benchmark_scripts_run_on_music_and_text(tmp_path, capsys):
     assert bench_presets.main([*timing, "--set", "optimizer.batch_size=3"]) == 0
     row = capsys.readouterr().out.splitlines()[-1].split("|")
     assert row[1].strip() == "music" and row[3].strip() == "3" and row[4].strip() == "3"
+    # the default alternatives: each cell/initialisation but the preset's, the forget-gate
+    # bias, Adam's step halved and doubled
+    tiny = ["--task", "music", "--steps", "2", "--every", "2", "--set", "model.blocks=2"]
+    assert bench_presets.main([*tiny, "--set", f"task.options.path={jsb_json(tmp_path)}"]) == 0
+    names = [ln.split("|")[1].strip() for ln in capsys.readouterr().out.splitlines()[3:]]
+    assert names == [
+        "(the preset)",
+        "model.variant NP, model.options.init torch",
+        "model.variant vanilla, model.options.init torch",
+        "model.variant NP, model.options.init uniform",
+        "model.options.gate_bias.f 1",
+        "optimizer.lr 0.005",
+        "optimizer.lr 0.02",
+    ]
     assert bench_presets.main(["--task", "music", "--alt", "model.blocks"]) == 2
     assert "expected KEY=VALUE" in capsys.readouterr().err
