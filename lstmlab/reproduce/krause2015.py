@@ -143,7 +143,12 @@ def hidden_for(variant: str, target: int, vocab: int) -> int:
 
 
 def corpus_options(text: str | None, ptb: str | None, setting: Setting) -> dict[str, Any]:
-    opts: dict[str, Any] = {"chunk": setting.chunk, "split_chars": setting.chars()}
+    # seed 001's one-hot inputs (its parameter counts), not the text preset's embedding
+    opts: dict[str, Any] = {
+        "chunk": setting.chunk,
+        "split_chars": setting.chars(),
+        "embedding": False,
+    }
     if text is not None:
         opts.update(path=str(text), format="plain")
     elif ptb is not None:
@@ -254,7 +259,11 @@ _BOOKKEEPING = (
 
 
 def _identity(cfg: RunConfig) -> dict[str, Any]:
-    return {k: v for k, v in to_dict(cfg).items() if k not in _BOOKKEEPING}
+    out = {k: v for k, v in to_dict(cfg).items() if k not in _BOOKKEEPING}
+    options = out.get("task", {}).get("options", {})
+    if options.get("embedding") is False:  # runs written before it was said: one-hot too
+        del options["embedding"]
+    return out
 
 
 def reproduce(

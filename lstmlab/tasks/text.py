@@ -241,7 +241,7 @@ def make_text(
     use_cache: bool = True,
     cost_length: int = 200,
     split_chars: tuple[int, int, int] | list[int] | None = None,
-    embedding: int | str | None = None,
+    embedding: int | str | bool | None = None,
 ) -> Task:
     """Character-level language modelling task.
 
@@ -259,14 +259,19 @@ def make_text(
                 consecutive pieces from its start (an error when it is shorter than their
                 sum). Split files (PTB): the first so many characters of each file.
     embedding   read the characters through a learned embedding table of this width ("auto":
-                the recurrent width) instead of one-hot inputs (None, the default)
+                the recurrent width) instead of one-hot inputs (None or false, the default;
+                false says so in a config file, where a preset's "auto" is to be undone)
     """
+    if embedding is False:
+        embedding = None
     if (
         embedding is not None
         and embedding != "auto"
         and (isinstance(embedding, bool) or not isinstance(embedding, int) or embedding < 1)
     ):
-        raise ValueError(f"embedding must be a positive integer, 'auto' or None, got {embedding!r}")
+        raise ValueError(
+            f"embedding must be a positive integer, 'auto', or false (one-hot), got {embedding!r}"
+        )
     if split_chars is not None and (
         not isinstance(split_chars, list | tuple)
         or len(split_chars) != 3

@@ -201,12 +201,15 @@ def save_checkpoint(
     write=None,
     config_digest: str | None = None,
     finite: tuple[str, ...] = (),
+    keep_prev: bool = True,
 ) -> None:
     """Write ``state`` atomically to ``path`` and keep the previous file as ``path.prev``.
 
     ``finite``: keys of ``state`` whose tensors must be finite; otherwise ``NonFiniteError``
     and nothing is written. ``config_digest`` is stored for ``load_latest`` to check.
     ``write(fh, data)`` may be given to replace the raw write (tests use it to fake a full disk).
+    ``keep_prev=False``: the new file replaces the old one (as atomically: a kill leaves the
+    one or the other), no ``.prev`` is kept, and one left by an earlier write is removed.
     """
     path = Path(path)
     bad = non_finite(state, finite)
@@ -219,9 +222,12 @@ def save_checkpoint(
             (write or _write)(fh, data)
             fh.flush()
             os.fsync(fh.fileno())
-        if path.exists():
-            os.replace(path, path.with_name(path.name + ".prev"))
+        prev = path.with_name(path.name + ".prev")
+        if keep_prev and path.exists():
+            os.replace(path, prev)
         os.replace(tmp, path)
+        if not keep_prev:
+            prev.unlink(missing_ok=True)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -481,7 +481,8 @@ def resolve(
 
     The presets are chosen by the *final* task and optimizer names, so
     ``--optimizer.name momentum`` brings seed 000's batch 100, lr 0.1, momentum 0.9 unless the
-    user sets those too. A task preset's model options apply only to a cell that takes them
+    user sets those too. A task preset may set settings of the optimizer it names (the music
+    preset's Adam step); they apply over that optimizer's preset only while the run uses it. A task preset's model options apply only to a cell that takes them
     (``presets.for_cell``); those dropped are described in ``notes`` when a list is given.
     """
     from lstmlab.training.presets import (
@@ -506,6 +507,9 @@ def resolve(
             probe = from_dict(layer, probe)
         cfg = from_dict({"optimizer": OPTIMIZER_PRESETS.get(probe.optimizer.name, {})}, cfg)
         cfg = from_dict(OPTIMIZER_RUN_PRESETS.get(probe.optimizer.name, {}), cfg)
+        own = task_preset.get("optimizer") or {}
+        if own.get("name") == probe.optimizer.name:  # the task's own optimizer: its settings
+            cfg = from_dict({"optimizer": own}, cfg)
     for layer in user:
         cfg = from_dict(layer, cfg)
     return cfg

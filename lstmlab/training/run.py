@@ -24,9 +24,11 @@ a damaged ``metrics.jsonl`` is cut back to its last whole row at resume.
 
 Best network: a run that evaluates on the valid split keeps, beside the last checkpoint, the
 network of its best evaluation by the stopping metric (in the direction the metric improves):
-``best.safetensors`` (with its ``.prev``), written by the same atomic, verified machinery each
-time an evaluation improves the best value, holding the model, the counters of that moment and
-the config digest (no optimizer state: it is for evaluation, not for resuming). When the run
+``best.safetensors``, written by the same atomic, verified machinery each time an evaluation
+improves the best value, holding the model, the counters of that moment and the config digest
+(no optimizer state: it is for evaluation, not for resuming). It keeps no ``.prev``: an older
+best network is not the run's best, and the final test would not use it (a ``.prev`` left by
+an earlier lstmlab is still read, and removed at the next write). When the run
 ends, the test split is read once, with that network, and ``summary.json`` says which network
 was tested (``tested``). Runs that evaluate on the test split keep no best network: choosing
 it by the test metric would report a number selected on the test set.
@@ -474,7 +476,10 @@ def _execute(cfg, paths, built, restored, *, progress, out, checkpoint_writer=No
             "saved_at": time.time(),
         }
         try:
-            save_checkpoint(payload, paths.best, config_digest=config_hash, finite=FINITE)
+            # no .prev: an older best network is not the run's best (it would not be used)
+            save_checkpoint(
+                payload, paths.best, config_digest=config_hash, finite=FINITE, keep_prev=False
+            )
         except NonFiniteError:
             return
         except OSError as err:

@@ -59,6 +59,26 @@ def test_the_plan_has_seed_001s_batches_and_scales_them_together():
     assert half.chars() == [1_400_000, 100_000, 100_000]
 
 
+def test_seed_001s_runs_keep_one_hot_inputs(tmp_path):
+    """The text preset reads characters through an embedding (issue 22); seed 001's runs keep
+    the one-hot inputs their parameter counts assume, and a run directory written before the
+    option was named is still the same setting."""
+    import dataclasses
+
+    options = k.corpus_options(str(corpus(tmp_path)), None, k.QUICK)
+    task = k.load_corpus(options, "--text")
+    assert task.embedding is None and task.train.one_hot == task.input_size
+    cfg = k.plan(k.QUICK, options, vocab=task.input_size)["lstm-bgd"]
+    assert cfg.task.options["embedding"] is False
+    older = dataclasses.replace(
+        cfg,
+        task=dataclasses.replace(
+            cfg.task, options={x: v for x, v in cfg.task.options.items() if x != "embedding"}
+        ),
+    )
+    assert k._identity(older) == k._identity(cfg)
+
+
 def test_dry_run_lists_the_runs_and_writes_nothing(tmp_path, capsys):
     out = tmp_path / "out"
     argv = ["reproduce", "krause2015", "--text", str(corpus(tmp_path)), "--quick"]

@@ -147,3 +147,18 @@ def test_a_bad_embedding_width_is_refused(bad, tmp_path):
     corpus.write_text("abc " * 100, encoding="utf-8")
     with pytest.raises(ValueError, match="embedding must be"):
         make("text", path=corpus, chunk=10, embedding=bad)
+
+
+def test_embedding_false_is_the_one_hot_input(tmp_path):
+    """``embedding = false`` (a config file's way to undo a preset's "auto") stores indices and
+    makes them one-hot per minibatch, as no embedding does."""
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("abc d " * 100, encoding="utf-8")
+    off, plain = (
+        make("text", path=corpus, chunk=10, embedding=False),
+        make("text", path=corpus, chunk=10),
+    )
+    assert off.embedding is None and off.train.one_hot == plain.train.one_hot == 5
+    assert off.train.features.dim() == 2 and not off.train.features.is_floating_point()
+    assert torch.equal(off.train.features, plain.train.features)
+    assert off.train.batch(torch.arange(2)).inputs.shape == (2, 10, 5)

@@ -19,9 +19,10 @@ from lstmlab.training.metrics import read_metrics
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from test_cli_tasks import RUN, tiny_args  # noqa: E402
 
-# Adam at lr 1.5 on a tiny text: the valid bits/char falls, then jumps up at the last step
-# (measured: best at iteration 11 of 12), so the best network is not the last one.
+# Adam at lr 1.5 on a tiny text with one-hot inputs: the valid bits/char falls, then jumps up
+# at the last step (measured: best at iteration 11 of 12), so the best network is not the last.
 NOISY = ["--eval_every", "1", "--stop.max_iterations", "12", "--optimizer.lr", "1.5"]
+NOISY += ["--task.options.embedding", "false"]
 
 
 def train_text(run_dir: Path, root: Path, *extra: str) -> int:
@@ -84,6 +85,31 @@ def test_a_run_on_the_test_split_keeps_no_best_network(tmp_path, capsys):
     assert "keeps no best network" in err and "--checkpoint last" in err
     assert len(err.splitlines()) == 1
     assert eval_json(capsys, tmp_path / "m")["checkpoint"] == "last"
+
+
+def test_the_best_network_is_one_file_without_a_prev_copy(tmp_path):
+    """The best file keeps no ``.prev`` (issue 22: a words run folder held four model copies);
+    the last checkpoint keeps its ``.prev`` (the fallback of a damaged newest file), and a best
+    ``.prev`` left by an earlier lstmlab is removed at the next write, which stays atomic."""
+    from lstmlab.training.checkpoint import save_checkpoint
+
+    run_dir = tmp_path / "run"
+    assert train_text(run_dir, tmp_path) == 0
+    assert (run_dir / "best.safetensors").exists()
+    assert not (run_dir / "best.safetensors.prev").exists()
+    assert (run_dir / "checkpoint.safetensors.prev").exists()
+    # the option itself: an old .prev goes, nothing else is left beside the file
+    path = tmp_path / "x" / "best.safetensors"
+    path.parent.mkdir()
+    path.with_name("best.safetensors.prev").write_bytes(b"old")
+    save_checkpoint({"a": torch.ones(2)}, path, keep_prev=False)
+    save_checkpoint({"a": torch.zeros(2)}, path, keep_prev=False)
+    assert sorted(f.name for f in path.parent.iterdir()) == ["best.safetensors"]
+    assert torch.equal(load_checkpoint(path)["a"], torch.zeros(2))
+    save_checkpoint({"a": torch.ones(2)}, path)  # the default keeps the one before
+    assert torch.equal(
+        load_checkpoint(path.with_name("best.safetensors.prev"))["a"], torch.zeros(2)
+    )
 
 
 def test_resume_keeps_the_best_network(tmp_path, capsys):
