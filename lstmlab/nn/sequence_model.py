@@ -40,7 +40,6 @@ s = ``head_scale`` or 1); its bias starts at 0 either way.
 from __future__ import annotations
 
 import math
-
 from typing import Any
 
 import torch

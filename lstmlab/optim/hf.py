@@ -222,9 +222,7 @@ class HessianFree(Optimizer):
         from lstmlab.objective.curvature import STRUCTURAL_FORMS
 
         if structural_form not in STRUCTURAL_FORMS:
-            raise ValueError(
-                f"structural_form: unknown {structural_form!r}; valid: mean, released"
-            )
+            raise ValueError(f"structural_form: unknown {structural_form!r}; valid: mean, released")
         self.structural_form = structural_form
         if block_rule not in BLOCK_RULES:
             raise ValueError(f"block_rule: unknown {block_rule!r}; valid: lm, saturation")

@@ -74,8 +74,13 @@ RNN_INIT_SCALE = 15**-0.5  # M&S's sparse initialisation: 15 incoming weights ~ 
 # λ₀ of the released code: init_damping = [1, 0.03] · num_outputs · 0.01 (its demo.py), with
 # num_outputs 1 for the op problems and 8 for temporal order; the released code's permutation
 # and memorization objects were not read, so those keep this project's λ₀ = 1
-RNN_LAMBDA0 = {"adding": 0.01, "multiplication": 0.01, "xor": 0.01, "temporal2": 0.08,
-               "temporal3": 0.08}
+RNN_LAMBDA0 = {
+    "adding": 0.01,
+    "multiplication": 0.01,
+    "xor": 0.01,
+    "temporal2": 0.08,
+    "temporal3": 0.08,
+}
 # M&S's released HF-RNN set-up beyond the initial weights (module docstring)
 RELEASED_RNN: dict[str, str] = {
     "model.options.learn_h0": "true",

@@ -14,7 +14,9 @@ def test_learned_h0_starts_the_recurrence_and_gets_a_gradient():
     r = RNN(2, 5, learn_h0=True, init="sparse", init_scale=0.5, bias=False, dtype=torch.float64)
     assert [n for n, _ in r.named_parameters()] == ["weight_ih_l0", "weight_hh_l0", "h0_l0"]
     h0 = r.h0_l0
-    assert (h0 != 0).all() and 0.1 < float(h0.abs().mean()) < 1.0  # every entry N(0, 1)·0.5
+    assert (h0 != 0).all() and 0.1 < float(
+        h0.detach().abs().mean()
+    ) < 1.0  # every entry N(0, 1)·0.5
     x = torch.randn(4, 3, 2, dtype=torch.float64)  # (T, B, I)
     out, h_n = r(x)
     h = h0.detach().expand(3, 5)
