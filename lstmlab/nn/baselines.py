@@ -91,6 +91,19 @@ def init_bias_(b: Tensor, init: str, scale: float | None, hidden_size: int) -> T
     return b
 
 
+def _init_h0_(h0: Tensor, init: str, scale: float | None, hidden_size: int) -> Tensor:
+    """Fill a learned initial state (H,): ``sparse`` draws every entry N(0, 1)·s (M&S's
+    released code sparsifies its 1 × H initial state with 15 non-zeros per column, so none is
+    zeroed); the dense initialisers use their weight distribution."""
+    with torch.no_grad():
+        if init == "sparse":
+            s = _DEFAULT_SCALE["sparse"] if scale is None else scale
+            h0.copy_(torch.randn(h0.shape, dtype=h0.dtype, device=h0.device) * s)
+        else:
+            init_bias_(h0, init, scale, hidden_size)
+    return h0
+
+
 class RecurrentBaseline(nn.Module):
     """Stacked, optionally bidirectional recurrent layer; subclasses define one time step.
 
@@ -117,10 +130,14 @@ class RecurrentBaseline(nn.Module):
         init: str = "uniform",
         init_scale: float | None = None,
         input_scale: float = 1.0,
+        learn_h0: bool = False,
         dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
     ) -> None:
         super().__init__()
+        if not isinstance(learn_h0, bool):
+            raise ValueError(f"learn_h0 must be true or false, got {learn_h0!r}")
+        self.learn_h0 = learn_h0
         if (
             isinstance(input_scale, bool)
             or not isinstance(input_scale, int | float)
@@ -160,6 +177,9 @@ class RecurrentBaseline(nn.Module):
                         continue
                     param = nn.Parameter(torch.empty(shape, **factory))
                     self.register_parameter(self._pname(name, layer, d), param)
+                if self.learn_h0:  # M&S's released HF-RNN learns its initial state
+                    h0 = nn.Parameter(torch.empty(hidden_size, **factory))
+                    self.register_parameter(self._pname("h0", layer, d), h0)
         self.reset_parameters()
 
     # -- subclass contract -------------------------------------------------------------------
@@ -192,7 +212,9 @@ class RecurrentBaseline(nn.Module):
         """Re-draw every parameter with the layer's `init` and `init_scale`; then multiply the
         first layer's input weights by ``input_scale`` (M&S's released HF-RNN code: × 0.25)."""
         for name, param in self.named_parameters():
-            if name.startswith("bias"):
+            if name.startswith("h0"):
+                _init_h0_(param, self.init, self.init_scale, self.hidden_size)
+            elif name.startswith("bias"):
                 init_bias_(param, self.init, self.init_scale, self.hidden_size)
             else:
                 init_weight_(param, self.init, self.init_scale, self.hidden_size)
@@ -256,7 +278,8 @@ class RecurrentBaseline(nn.Module):
 
         Args:
             input: (T, B, I), or (B, T, I) if batch_first.
-            hx: initial states (num_layers·num_directions, B, H); zeros if None.
+            hx: initial states (num_layers·num_directions, B, H); if None, zeros, or the
+                learned ``h0_l{k}`` parameters with ``learn_h0=True``.
             lengths: (B,) integer lengths in 1..T for a zero-padded batch; None = all T.
 
         Returns:
@@ -269,7 +292,15 @@ class RecurrentBaseline(nn.Module):
         x = input.transpose(0, 1) if self.batch_first else input  # (T, B, I)
         T, B, _ = x.shape
         H = self.hidden_size
-        if hx is None:
+        if hx is None and self.learn_h0:  # the learned initial states, one per layer-direction
+            hx = torch.stack(
+                [
+                    getattr(self, self._pname("h0", k, d)).expand(B, H)
+                    for k in range(self.num_layers)
+                    for d in range(self.num_directions)
+                ]
+            )
+        elif hx is None:
             hx = x.new_zeros(self.num_layers * self.num_directions, B, H)
         mask = rev = None
         if lengths is not None:
@@ -313,6 +344,8 @@ class RecurrentBaseline(nn.Module):
 
     # -- torch interop helpers ----------------------------------------------------------------
     def _torch_kwargs(self) -> dict[str, Any]:
+        if self.learn_h0:
+            raise ValueError("a layer with learn_h0=True has no torch equivalent (torch's h0 is 0)")
         w = next(self.parameters())
         return dict(
             input_size=self.input_size,

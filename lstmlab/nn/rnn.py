@@ -26,6 +26,10 @@ class RNN(RecurrentBaseline):
             non-zero N(0, 1) weights per row of each matrix, zero biases), or "torch"
             (U[−1/√H, 1/√H]).
         init_scale: replaces the initialiser's bound / σ / multiplier.
+        input_scale: multiplies the first layer's input weights after the draw (M&S: 0.25).
+        learn_h0: the initial state h_0 is a parameter ``h0_l{k}`` (H,) per layer and direction,
+            drawn like the weights (sparse: N(0, 1)·s, every entry), as M&S's released HF-RNN
+            code has it; False (default): h_0 = 0.
         dtype, device: of the parameters.
 
     `forward(input, hx=None, *, lengths=None) -> (output, h_n)`: see `RecurrentBaseline.forward`.

@@ -31,10 +31,15 @@ projection size with LSTMP) — a lookup instead of a product with a one-hot vec
 vocabulary's size. ``model(inputs, lengths, initial_state=(h0, c0))`` starts an LSTM stack
 from a given state, and ``model.final_state`` keeps (h_n, c_n) of the last forward pass
 (detached) so that a state can be carried from one chunk of a text to the next.
+
+The output layer starts ``head_init="uniform"`` (U[−s, s], s = ``head_scale`` or 0.1) or
+``"sparse"`` (M&S's released HF-RNN readout: 15 non-zero N(0, 1)·s inputs per output unit,
+s = ``head_scale`` or 1); its bias starts at 0 either way.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -51,6 +56,9 @@ OUTPUTS = ("linear", "sigmoid", "bernoulli", "softmax", "ctc")
 READS = ("every", "last")
 CELLS = {"lstm": LSTM, "rnn": RNN, "mrnn": MRNN, "gru": GRU}
 IGNORE_INDEX = -100
+
+
+HEAD_INITS = ("uniform", "sparse")
 
 
 class SequenceModel(nn.Module):
@@ -72,6 +80,8 @@ class SequenceModel(nn.Module):
         device=None,
         seed: int | None = None,
         embedding: int | str | None = None,
+        head_init: str = "uniform",
+        head_scale: float | None = None,
         **cell_kwargs: Any,
     ):
         super().__init__()
@@ -132,15 +142,30 @@ class SequenceModel(nn.Module):
                 self.embed.weight.copy_((w * 2 - 1) * 0.1)
                 self.embed.weight[input_size].zero_()
             input_size = E
+        if head_init not in HEAD_INITS:
+            raise ValueError(f"head_init must be one of {list(HEAD_INITS)}, got {head_init!r}")
+        if head_scale is not None and not (
+            isinstance(head_scale, int | float)
+            and not isinstance(head_scale, bool)
+            and math.isfinite(head_scale)
+            and head_scale > 0
+        ):
+            raise ValueError(f"head_scale must be a finite number > 0 or None, got {head_scale!r}")
         self.rnn = CELLS[cell](input_size, hidden_size, **kw, **cell_kwargs)
         rec_out = _output_width(self.rnn)
         generator = torch.Generator().manual_seed(seed + 1) if seed is not None else None
         self.head = nn.Linear(rec_out, output_size, dtype=dtype, device=device)
-        with torch.no_grad():  # same scale as the recurrent weights (1997: U[-0.1, 0.1])
-            w = torch.rand(
-                self.head.weight.shape, generator=generator, dtype=self.head.weight.dtype
-            )
-            self.head.weight.copy_((w * 2 - 1) * 0.1)
+        with torch.no_grad():
+            wt = self.head.weight
+            if head_init == "uniform":  # same scale as the recurrent weights (1997: U[-0.1, 0.1])
+                w = torch.rand(wt.shape, generator=generator, dtype=wt.dtype)
+                wt.copy_((w * 2 - 1) * (0.1 if head_scale is None else head_scale))
+            else:  # sparse (M&S's released readout): 15 non-zero N(0, 1)·s inputs per output
+                k = min(15, rec_out)
+                cols = torch.rand(wt.shape, generator=generator).argsort(dim=1)[:, :k]
+                vals = torch.randn((wt.shape[0], k), generator=generator, dtype=wt.dtype)
+                wt.zero_()
+                wt.scatter_(1, cols.to(wt.device), vals.to(wt.device) * (head_scale or 1.0))
             self.head.bias.zero_()
 
     # ------------------------------------------------------------------ engine / schedules

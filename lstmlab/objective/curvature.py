@@ -39,9 +39,10 @@ from torch import Tensor
 if TYPE_CHECKING:  # pragma: no cover
     from lstmlab.objective.model import Objective
 
-__all__ = ["CurvatureOperator", "KINDS", "PRODUCTS"]
+__all__ = ["CurvatureOperator", "KINDS", "PRODUCTS", "STRUCTURAL_FORMS"]
 
 KINDS = ("gn", "hessian", "fd", "none")
+STRUCTURAL_FORMS = ("mean", "released")
 PRODUCTS = ("auto", "fast", "reference")
 
 
@@ -56,6 +57,15 @@ class CurvatureOperator:
     takes it there. Each call records one curvature product in the objective's counter;
     building the operator records one set-up. Keep the operator only while the parameters do
     not change.
+
+    ``structural_form``: the structural penalty whose Gauss–Newton matrix is J_sᵀ W_s J_s —
+      "mean"      ½ Σ_b Σ_t ‖Δs_bt‖² / (B ℓ_b): the states (every layer's outputs and cell
+                  states) averaged over each sequence's steps, then over the batch;
+      "released"  ½ Σ_b Σ_t Σ_j ¼ (1 − h_btj²) (Δa_btj)² / B, a = the pre-activations of a
+                  one-layer tanh RNN (h = tanh a): summed over time, as M&S's released HF-RNN
+                  code has it (its Tanh "H_prod" on the total inputs, ¼ included). Since
+                  J_h = (1 − h²) J_a this is W_s = ¼ / (B (1 − h²)) on the states h, so the
+                  same J_s serves (1 − h² floored at 1e-30; where it underflows J_h v is 0 too).
     """
 
     def __init__(
@@ -67,7 +77,13 @@ class CurvatureOperator:
         fd_eps: float | None = None,
         fd_central: bool = False,
         products: str = "auto",
+        structural_form: str = "mean",
     ) -> None:
+        if structural_form not in STRUCTURAL_FORMS:
+            raise ValueError(
+                f"unknown structural_form {structural_form!r}; valid: {list(STRUCTURAL_FORMS)}"
+            )
+        self.structural_form = structural_form
         if kind not in KINDS:
             raise ValueError(f"unknown curvature kind {kind!r}; valid kinds: {list(KINDS)}")
         if products not in PRODUCTS:
@@ -128,10 +144,32 @@ class CurvatureOperator:
             self._hl = _OutputHessian(obj, self._jac.z.detach())
         if self.mu != 0.0:
             b = obj.batch
-            self._ws = obj.state_weights().to(b.inputs.dtype).unsqueeze(-1)  # (B, T, 1)
+            if self.structural_form == "released":
+                self._ws = self._released_weights()  # (B, T, H)
+            else:
+                self._ws = obj.state_weights().to(b.inputs.dtype).unsqueeze(-1)  # (B, T, 1)
         # the fast set-up is one forward pass; the reference one adds a create-graph backward
         units = 1.0 if isinstance(self._jac, FastJacobian) else None
         obj.counter.record("curv_setup", obj.n_seq, units=units)
+
+    def _released_weights(self) -> Tensor:
+        """W_s = ¼ 1[t < ℓ_b] / (B (1 − h_bt²)) per unit (class docstring), from the states
+        at x0; only for a one-layer, one-direction tanh RNN (its states are h)."""
+        model, b = self.obj.model, self.obj.batch
+        rnn = getattr(model, "rnn", None)
+        if (
+            getattr(model, "cell_type", None) != "rnn"
+            or rnn.num_layers != 1
+            or rnn.bidirectional
+            or not hasattr(self._jac, "_outs")
+        ):
+            raise ValueError(
+                "structural_form='released' is M&S's tanh-RNN penalty: it needs a one-layer, "
+                "one-direction cell='rnn' model"
+            )
+        h = self._jac._outs[self._jac.parts.index("s")].detach()  # (B, T, H)
+        mask = b.mask().to(h.dtype).unsqueeze(-1)
+        return 0.25 * mask / ((1.0 - h * h).clamp_min(1e-30) * len(b))
 
     def _grad(self, x: Tensor) -> Tensor:
         xl = x.detach().clone().requires_grad_(True)

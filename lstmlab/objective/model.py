@@ -9,7 +9,8 @@ Contract (shared with ``FunctionObjective`` and, later, the distributed objectiv
     n_samples, n_params, counter (CostCounter)
     get_params() -> x (P,)           set_params(x)   (refuses non-finite x)
     loss(x=None) -> float            loss_and_grad(x=None) -> (float, g (P,))
-    curvature_operator(kind="gn"|"hessian"|"fd", structural_weight=0.0) -> A, A(v) -> (P,)
+    curvature_operator(kind="gn"|"hessian"|"fd", structural_weight=0.0,
+                       structural_form="mean"|"released") -> A, A(v) -> (P,)
     gauss_newton_product(v)          hessian_product(v)        fd_hessian_product(v, eps)
     structural_damping_product(v)    per_sample_grads_squared() -> (P,)
     subset(idx) -> Objective         (same model and counter, rows idx of the batch)
@@ -220,9 +221,17 @@ class Objective:
         return self._reduce(acc / self.n_samples)
 
     # ---------------------------------------------------------------- curvature
-    def curvature_operator(self, kind: str = "gn", structural_weight: float = 0.0):
+    def curvature_operator(
+        self, kind: str = "gn", structural_weight: float = 0.0, structural_form: str = "mean"
+    ):
         """A cached ``v ↦ A v`` at the current parameters; see ``CurvatureOperator``."""
-        return CurvatureOperator(self, kind, structural_weight, products=self.curvature_products)
+        return CurvatureOperator(
+            self,
+            kind,
+            structural_weight,
+            products=self.curvature_products,
+            structural_form=structural_form,
+        )
 
     def gauss_newton_product(self, v: Tensor) -> Tensor:
         """G v = Jᵀ H_L J v with H_L the loss Hessian w.r.t. the pre-nonlinearity outputs."""

@@ -136,6 +136,8 @@ class HessianFree(Optimizer):
     curvature: "gn" | "hessian" | "fd".   damping*: λ (a schedule only with lm off).
     lm: Levenberg–Marquardt rule, a table of its fields, or None/False/"none" (λ not adapted).
     structural_weight*: μ (M&S 2011 default 1/30; 0 turns structural damping off).
+    structural_form: "mean" (states averaged over time) | "released" (M&S's released code:
+        tanh-RNN pre-activations, summed over time; ``CurvatureOperator``).
     max_cg*: CG iteration cap.   cg_tol*: Martens' tolerance.   warm_start*: ζ (0.95).
     backtrack: CG-backtracking on/off.   backtrack_base*, backtrack_ratio*: 5, 1.3.
     line_search: Armijo on/off; armijo_c*, armijo_shrink*, armijo_max_evals*.
@@ -155,6 +157,7 @@ class HessianFree(Optimizer):
         *,
         lm: Any = LevenbergMarquardt(),  # noqa: B008 - frozen
         structural_weight: Any = 1.0 / 30.0,
+        structural_form: str = "mean",
         max_cg: Any = 250,
         cg_tol: Any = 5e-4,
         warm_start: Any = 0.95,
@@ -216,6 +219,11 @@ class HessianFree(Optimizer):
             raise ValueError(
                 f"block_damping: unknown {block_damping!r}; valid: none, gate, memory-block"
             )
+        from lstmlab.objective.curvature import STRUCTURAL_FORMS
+
+        if structural_form not in STRUCTURAL_FORMS:
+            raise ValueError(f"structural_form: unknown {structural_form!r}; valid: mean, released")
+        self.structural_form = structural_form
         if block_rule not in BLOCK_RULES:
             raise ValueError(f"block_rule: unknown {block_rule!r}; valid: lm, saturation")
         for name, value in (("backtrack", backtrack), ("line_search", line_search)):
@@ -317,7 +325,8 @@ class HessianFree(Optimizer):
         if d is not None and self.block_rule == "lm":
             lam = info.damping = self._mean_block_lambda(blocks)
         mu = self.value("structural_weight")
-        op = cobj.curvature_operator(self.curvature, structural_weight=lam * mu)
+        form = {} if self.structural_form == "mean" else {"structural_form": self.structural_form}
+        op = cobj.curvature_operator(self.curvature, structural_weight=lam * mu, **form)
         damp = lam if d is None else d
 
         def A(v: Tensor) -> Tensor:

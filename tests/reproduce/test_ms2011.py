@@ -14,13 +14,21 @@ from lstmlab.training.config import resolve
 def test_plan_covers_every_problem_T_cell_and_seed_with_one_hf_setting():
     specs = ms2011.plan(ms2011.FULL, list(ms2011.PROBLEMS), list(ms2011.CELLS))
     assert len(specs) == len(ms2011.PROBLEMS) * 3 * 2 * ms2011.FULL.seeds
-    hf = {
-        k: v
-        for k, v in specs[0].overrides.items()
-        if k.startswith("optimizer.options") and k != "optimizer.options.max_cg"
-    }
+
+    def hf(spec):  # λ₀ of the RNN follows the released code's output count, not a tuning
+        return {
+            k: v
+            for k, v in spec.overrides.items()
+            if k.startswith("optimizer.options")
+            and k not in ("optimizer.options.max_cg", "optimizer.options.damping")
+        }
+
+    first = {c: hf(next(s for s in specs if s.overrides["model.cell"] == c)) for c in ms2011.CELLS}
     for s in specs[::7]:  # never tuned per problem or seed (a sample: resolve takes time)
-        assert {k: s.overrides[k] for k in hf} == hf
+        cell = s.overrides["model.cell"]
+        assert hf(s) == first[cell]
+        want = ms2011.RNN_LAMBDA0.get(s.part, 1.0) if cell == "rnn" else 1.0
+        assert float(s.overrides["optimizer.options.damping"]) == want
         cfg = resolve(overrides=dict(s.overrides))  # every planned config is valid
         assert cfg.optimizer.name == "hf" and cfg.task.options["T"] in (50, 100, 200)
     assert {s.overrides["task.name"] for s in specs} == {t for t, _ in ms2011.PROBLEMS.values()}
@@ -97,11 +105,14 @@ def test_no_preset_of_train_leaks_into_a_run():
     cfg = resolve(overrides=dict(spec.overrides), presets=spec.presets)
     assert cfg.task.options["convention"] == "ms2011" and "output" not in cfg.task.options
     assert "rule" not in cfg.task.options and "gate_bias" not in cfg.model.options
-    assert cfg.model.options == {  # only the released code's initialisation of the RNN
+    assert cfg.model.options == {  # only the released code's set-up of the RNN
         "init": "sparse",
         "init_scale": ms2011.RNN_INIT_SCALE,
         "input_scale": 0.25,
         "bias": False,
+        "learn_h0": True,
+        "head_init": "sparse",
+        "head_scale": ms2011.RNN_INIT_SCALE,
     }
     from lstmlab.training.build import build_all
 
@@ -146,3 +157,45 @@ def test_the_rnn_starts_as_the_released_code_starts_it():
     assert 0.8 < radius < 1.4
     nonzero = rnn.weight_ih_l0.detach()
     assert abs(float(nonzero[nonzero != 0].std()) - 0.25 / 15**0.5) < 0.03
+
+
+def test_the_rnn_is_set_up_as_the_released_code_unless_asked_for_the_init_only(tmp_path, capsys):
+    """Learned h₀, sparse readout, structural damping on the pre-activations summed over time
+    with μ = 0.03, λ₀ = 0.01, any-decrease line search; ``--rnn-setup init`` keeps the first
+    issue-24 set-up under its own run names; ``--rnn-units`` sets the width."""
+    import torch
+
+    from lstmlab.training.build import build_all
+
+    [spec] = ms2011.plan(ms2011.QUICK, ["adding"], ["rnn"])
+    for key, value in ms2011.RELEASED_RNN.items():
+        assert spec.overrides[key] == value
+    assert spec.overrides["optimizer.options.damping"] == "0.01"
+    built = build_all(resolve(overrides=dict(spec.overrides), presets=False))
+    opt, model = built.optimizer, built.model
+    assert opt.structural_form == "released" and opt.lam == 0.01
+    assert opt.value("structural_weight") == 0.03
+    assert model.rnn.learn_h0 and model.rnn.h0_l0.shape == (20,)
+    assert ((model.head.weight.detach() != 0).sum(1) == 15).all()
+    [old] = ms2011.plan(ms2011.QUICK, ["adding"], ["rnn"], rnn_setup="init")
+    assert old.name == "rnn-T30-seed0-init" and spec.name == "rnn-T30-seed0"
+    assert set(ms2011.RELEASED_RNN) & set(old.overrides) == {"optimizer.options.structural_weight"}
+    assert old.overrides["optimizer.options.structural_weight"] == str(1 / 30)
+    assert old.overrides["optimizer.options.damping"] == "1.0"
+    [lstm] = ms2011.plan(ms2011.QUICK, ["adding"], ["lstm"])  # the LSTM keeps its settings
+    assert "optimizer.options.structural_form" not in lstm.overrides
+    assert lstm.overrides["optimizer.options.damping"] == "1.0" and lstm.name == "lstm-T30-seed0"
+    with pytest.raises(ValueError, match="rnn_setup"):
+        ms2011.plan(ms2011.QUICK, ["adding"], ["rnn"], rnn_setup="paper")
+
+    out = tmp_path / "o"
+    args = ["reproduce", "ms2011", "--small", "--problem", "adding", "--cell", "rnn", "--T", "50"]
+    assert main([*args, "--rnn-units", "100", "--dry-run", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "--model.blocks 100" in text and "--optimizer.options.structural_form released" in text
+    assert main([*args, "--rnn-setup", "init", "--dry-run", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "rnn-T50-seed0-init" in text and "structural_form" not in text
+    assert main([*args, "--rnn-units", "0", "--out", str(out)]) == 2
+    assert "--rnn-units must be >= 1" in capsys.readouterr().err
+    del torch
