@@ -146,17 +146,19 @@ class Paired(dict):
         return min(self.times[name]) / min(self.times["ref"])
 
 
-def paired(ref_fn, fns: dict, repeats: int) -> Paired:
-    """Interleave the reference and each candidate, ``repeats`` rounds after one warm-up."""
+def paired(ref_fn, fns: dict, repeats: int, clock=time.perf_counter) -> Paired:
+    """Interleave the reference and each candidate, ``repeats`` rounds after one warm-up.
+    ``clock``: wall time by default; ``time.thread_time`` counts only the calling thread's CPU
+    time (for one-thread timings on a loaded machine: a competing process does not inflate it)."""
     ref_fn()
     for f in fns.values():
         f()
     times = {"ref": [], **{k: [] for k in fns}}
     for _ in range(repeats):
         for k, f in [("ref", ref_fn), *fns.items()]:
-            t0 = time.perf_counter()
+            t0 = clock()
             f()
-            times[k].append(time.perf_counter() - t0)
+            times[k].append(clock() - t0)
     return Paired(times)
 
 

@@ -7,6 +7,7 @@ inference, float32 and float64, 1 and 2 threads — the table of docs/benchmarks
     python benchmarks/bench_native.py --best           # also fastest / fastest
     python benchmarks/bench_native.py --sizes '2000,1,64,64'
     python benchmarks/bench_native.py --memory '5000,1,64,64'   # peak memory of one training step
+    python benchmarks/bench_native.py --cpu-time       # one-thread cells by CPU time (loaded machine)
     python benchmarks/bench_native.py --variants --threads 1    # the family's variants beside NP
 
 Each cell is the median over the repeats of (time of lstmlab) / (time of torch) measured back to
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -144,8 +146,17 @@ def python_loop(fn):
 
 
 def cell(
-    size, dtype_name: str, mode: str, threads: int, repeats: int, with_python: bool, with_best: bool
+    size,
+    dtype_name: str,
+    mode: str,
+    threads: int,
+    repeats: int,
+    with_python: bool,
+    with_best: bool,
+    cpu_time: bool = False,
 ) -> str:
+    if cpu_time and threads != 1:
+        return "—"  # a thread's CPU time says nothing of a two-thread call's duration
     T, B, I, H = size
     dtype = getattr(torch, dtype_name)
     torch.set_num_threads(threads)
@@ -157,7 +168,7 @@ def cell(
     fns = {"native": body(ours, x, mode)}
     if with_python:
         fns["python"] = python_loop(body(ours, x, mode))
-    t = paired(body(ref, x, mode), fns, repeats)
+    t = paired(body(ref, x, mode), fns, repeats, time.thread_time if cpu_time else time.perf_counter)
     text = f"{t.ratio('native'):.2f}"
     if with_python:
         text += f" ({t.ratio('python'):.2f})"
@@ -227,6 +238,12 @@ def main() -> None:
         + "; ".join(",".join(map(str, s)) for s in VARIANT_SIZES)
         + ")",
     )
+    ap.add_argument(
+        "--cpu-time",
+        action="store_true",
+        help="time the one-thread cells by the thread's CPU time (time.thread_time) instead of "
+        "wall time: robust to other processes on a shared machine; two-thread cells are left out",
+    )
     ap.add_argument("--dtypes", default="float32,float64", help="--variants: comma-separated")
     ap.add_argument("--threads", type=int, default=1, help="--variants: torch threads")
     args = ap.parse_args()
@@ -281,7 +298,10 @@ def main() -> None:
     print(f"\n| (T, B, I, H) | {head} |")
     print("|---|" + "---|" * len(COLUMNS))
     for size in sizes:
-        cells = [cell(size, d, m, n, args.repeats, args.python, args.best) for d, m, n in COLUMNS]
+        cells = [
+            cell(size, d, m, n, args.repeats, args.python, args.best, args.cpu_time)
+            for d, m, n in COLUMNS
+        ]
         print(f"| {', '.join(map(str, size))} | " + " | ".join(cells) + " |", flush=True)
 
 

@@ -416,6 +416,15 @@ def test_benchmark_script_runs(tmp_path):
     rows = [ln for ln in run.stdout.splitlines() if ln.startswith("| 3, 2, 2, 4 |")]
     assert len(rows) == 1 and rows[0].count("(") == 6  # six columns, each with the Python loop
     assert rows[0].count("[") == 6  # and fastest / fastest
+    cpu = subprocess.run(
+        [sys.executable, str(script), "--sizes", "3,2,2,4", "--repeats", "1", "--cpu-time"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert cpu.returncode == 0, cpu.stderr
+    cells = [ln for ln in cpu.stdout.splitlines() if ln.startswith("| 3, 2, 2, 4 |")][0]
+    cells = [c.strip() for c in cells.strip("|").split("|")][1:]
+    # CPU time for the four one-thread columns, the two two-thread ones left out
+    assert [c == "—" for c in cells] == [False, False, True, True, False, False], cells
     bad = subprocess.run(
         [sys.executable, str(script), "--sizes", "3,2"], capture_output=True, text=True, env=env
     )
