@@ -40,7 +40,7 @@ A whole ``lstmlab.LSTM`` stack (layers, directions, F-/G-LSTM weights) is ``rop_
 Batch-major, where the native core is built, the steps of each chunk run in C++
 (``native.rop_rows_chunk``: one product R ẏ_{t-1} and one fused pass per step); the chunk's
 carried-independent terms and factors are formed here either way, and the loop below is its
-reference twin and fallback (all but mLSTM run natively).
+reference twin and fallback.
 
 Hand-written, like the engine it extends: curvature products are this project's subject.
 """
@@ -233,8 +233,8 @@ def _r_forward(s: CellSpec, alpha, lay: _Layout, tt, batch_sizes, dw, dx, dh0, d
     HC, Z, c0 = tt["HC"], tt["Z"], tt["c0"]
     chunks = gates.FactorChunks(s, alpha, A, HC, Z, C, c0, Yhat, sdim, bs, full, P)
     fold = chunks.fold is not None
-    # the one place that picks the native loop (batch-major, all but mLSTM) or the loop below
-    go_native = not lay.features and not mult and native.use_native(s, x, True, True)
+    # the one place that picks the native loop (batch-major) or the loop below
+    go_native = not lay.features and native.use_native(s, x, True, True)
     whole = False
     if _FORCED_CHUNK:
         chunks.chunk = chunks.rows = min(_FORCED_CHUNK[-1], T)

@@ -91,8 +91,7 @@ COVERED = [
     dict(variant="lstm97", cells_per_block=2, proj_size=2, bidirectional=True),
     dict(variant="NP", bias=False),
 ]
-# the forward and backward loops also run mLSTM (the R-forward pass leaves it to Python) and
-# F-LSTM's factorized map
+# the forward and backward loops also run mLSTM and the structured F-LSTM / G-LSTM maps
 MLSTM = [
     dict(variant="mLSTM"),
     dict(variant="mLSTM", multiplicative_size=5),
@@ -315,7 +314,16 @@ def _stack_jvp(model, x, lengths, hx, python: bool, chunk: int | None):
 @needs_native
 @pytest.mark.parametrize("chunk", [None, 2], ids=["whole", "chunks-of-2"])
 @pytest.mark.parametrize("dtype", [F64, F32], ids=str)
-@pytest.mark.parametrize("kw", COVERED + [dict(variant="G-LSTM", proj_size=2)], ids=_ids)
+@pytest.mark.parametrize(
+    "kw",
+    COVERED
+    + [
+        dict(variant="G-LSTM", proj_size=2),
+        dict(variant="mLSTM", multiplicative_size=5),
+        dict(variant="mLSTM", proj_size=3, bidirectional=True),
+    ],
+    ids=_ids,
+)
 def test_native_r_forward_equals_python(kw, dtype, chunk, rop_calls):
     """The R-forward pass (Gauss–Newton products' J v) in the native core against the Python
     R-forward, on packed lengths with initial states, whole or in chunks of steps (the chunk

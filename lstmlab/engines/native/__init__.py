@@ -16,9 +16,9 @@ extension cache), the tensors are float32 or float64 on the CPU, nothing forces 
 (``forced_python``, or ``LSTMLAB_NATIVE=0`` in the environment), and the variant is one the core
 covers: every gate set (NIG, NFG, NOG, CIFG), peepholes, blocks of cells sharing gates, every
 block-input / cell-output activation (NIAF, NOAF, lstm97's bipolar ones), gate sharpness α, full
-gate recurrence (FGR, lstm97), a projection, mLSTM's multiplicative input (its R-forward pass
-stays in Python) and the structured maps of F-LSTM and G-LSTM (``engines/structured``: their own
-products in the step, their intermediates kept where the map's weight gradients read them).
+gate recurrence (FGR, lstm97), a projection, mLSTM's multiplicative input and the structured
+maps of F-LSTM and G-LSTM (``engines/structured``: their own products in the step, their
+intermediates kept where the map's weight gradients read them).
 
 Hand-written: the engine is this project's subject.
 """
@@ -245,4 +245,9 @@ def rop_rows_chunk(
         bs,
         _config(spec, 1),
         fold,
+        *(  # mLSTM: the tape's W_mx x (T, B, M) and W_mh
+            (tt["MX"].contiguous(), tt["W_mh"].detach().contiguous())
+            if spec.multiplicative_size is not None
+            else (None, None)
+        ),
     )

@@ -5,7 +5,8 @@
 // tangents (E: dW x, W dx, db, dR y_{t-1}, dQ q, dP c) and the backward's derivative factors
 // (bptt._factors); this file runs the chunk's steps. Per step, on the rows alive (tangents
 // written a dot below, rows = samples, gates broadcast over the cells of their block):
-//   a_t   = E_t + R y._{t-1}  (+ Q q._{t-1} on the gate rows; + P_{i,f} c._{t-1} unless folded)
+//   a_t   = E_t + R y._{t-1}  (+ Q q._{t-1} on the gate rows; + P_{i,f} c._{t-1} unless folded;
+//           mLSTM: R (mx_t * W_mh y._{t-1}) in place of R y._{t-1})
 //   c._t  = F_c c._{t-1} + IGp a_z + K_i a_i + K_f a_f
 //   a_o  += P_o c._t (unless folded);   yhat._t = OHp c._t + K_o a_o
 //   y._t  = EP_t + W_p yhat._t (projection) or yhat._t;   q._t = SA a_gates (full gate recurrence)
@@ -34,7 +35,8 @@ void rop_rows_chunk(at::Tensor E, const at::Tensor& OHp, const at::Tensor& IGp,
                     const c10::optional<at::Tensor>& dh0, const c10::optional<at::Tensor>& dc0,
                     at::Tensor dY, at::Tensor dC, const c10::optional<at::Tensor>& dq,
                     const c10::optional<at::Tensor>& dyh_buf, int64_t t0,
-                    at::IntArrayRef batch_sizes, at::IntArrayRef cfg, bool fold) {
+                    at::IntArrayRef batch_sizes, at::IntArrayRef cfg, bool fold,
+                    const c10::optional<at::Tensor>& MX, const c10::optional<at::Tensor>& Wmh) {
   const Layout L(cfg);
   const int64_t m = E.size(0), B = E.size(1), D = E.size(2), H = L.H, G = L.G, nb = L.nb;
   const int64_t Hr = dY.size(2), cpb = L.cpb;
@@ -46,6 +48,13 @@ void rop_rows_chunk(at::Tensor E, const at::Tensor& OHp, const at::Tensor& IGp,
   const bool fgr = Q.has_value() && Q->defined();
   const bool proj = Wp.has_value() && Wp->defined();
   const bool peep_open = L.peep && !fold;  // peepholes not folded into F_c and OHp
+  // mLSTM: the recurrent term is R (mx_t * W_mh y._{t-1}), mx_t = W_mx x_t of the tape (T, B, M)
+  const bool mult = Wmh.has_value() && Wmh->defined();
+  const int64_t M = mult ? Wmh->size(0) : 0;
+  TORCH_CHECK(!mult || (MX->is_contiguous() && MX->size(1) == B && MX->size(2) == M &&
+                        R.size(1) == M),
+              "lstmlab native R-forward: mLSTM's W_mx x (T, B, M) and R (D, M)");
+  at::Tensor v_buf = mult ? at::empty({B, M}, E.options()) : at::Tensor();
   AT_DISPATCH_FLOATING_TYPES(E.scalar_type(), "lstmlab_rop_rows", [&] {
     using S = scalar_t;
     S* e = E.data_ptr<S>();
@@ -65,7 +74,11 @@ void rop_rows_chunk(at::Tensor E, const at::Tensor& OHp, const at::Tensor& IGp,
     S* q = fgr ? dq->data_ptr<S>() : nullptr;
     S* dyh0 = proj ? dyh_buf->data_ptr<S>() : nullptr;
     // the right operands: a += y R^T, a_gates += q Q^T, y = yhat W_p^T
-    const at::Tensor Rt = R.t().contiguous();  // (Hr, D)
+    const at::Tensor Rt = R.t().contiguous();  // (Hr, D), mLSTM (M, D)
+    const at::Tensor Wmht = mult ? Wmh->t().contiguous() : at::Tensor();  // (Hr, M)
+    const S* Wmht_ = mult ? Wmht.data_ptr<S>() : nullptr;
+    const S* mx = mult ? MX->data_ptr<S>() : nullptr;
+    S* v = mult ? v_buf.data_ptr<S>() : nullptr;
     const at::Tensor Qt = fgr ? Q->t().contiguous() : at::Tensor();
     const at::Tensor Wpt = proj ? Wp->t().contiguous() : at::Tensor();
     const S* Rt_ = Rt.data_ptr<S>();
@@ -78,7 +91,14 @@ void rop_rows_chunk(at::Tensor E, const at::Tensor& OHp, const at::Tensor& IGp,
       const S* y_prev = t > 0 ? dy0 + (t - 1) * B * Hr : opt_ptr<S>(dh0);
       const S* c_prev = t > 0 ? dc0_ + (t - 1) * B * H : opt_ptr<S>(dc0);
       S* a0 = e + r * B * D;
-      if (y_prev != nullptr) gemm_rows<S>(n, D, Hr, y_prev, Hr, Rt_, D, S(1), a0, D);
+      if (y_prev != nullptr && mult) {  // v = mx_t * (W_mh y._{t-1}), a += R v
+        gemm_rows<S>(n, M, Hr, y_prev, Hr, Wmht_, M, S(0), v, M);
+        const S* mx_t = mx + t * B * M;
+        for (int64_t e2 = 0; e2 < n * M; ++e2) v[e2] *= mx_t[e2];
+        gemm_rows<S>(n, D, M, v, M, Rt_, D, S(1), a0, D);
+      } else if (y_prev != nullptr) {
+        gemm_rows<S>(n, D, Hr, y_prev, Hr, Rt_, D, S(1), a0, D);
+      }
       if (fgr && t > 0) gemm_rows<S>(n, G, G, q, G, Qt_, G, S(1), a0 + H, D);
       S* dcT = dc0_ + t * B * H;
       S* yhT = proj ? dyh0 : dy0 + t * B * Hr;
@@ -148,8 +168,8 @@ TORCH_LIBRARY_FRAGMENT(lstmlab_native, m) {
       "rop_rows_chunk(Tensor(a!) E, Tensor OHp, Tensor IGp, Tensor? Fc, Tensor SA, Tensor? Ki, "
       "Tensor? Kf, Tensor? Ko, Tensor R, Tensor? Q, Tensor? Wp, Tensor? EP, Tensor? Pi, "
       "Tensor? Pf, Tensor? Po, Tensor? dh0, Tensor? dc0, Tensor(b!) dY, Tensor(c!) dC, "
-      "Tensor(d!)? dq, Tensor(e!)? dyh_buf, int t0, int[] batch_sizes, int[] cfg, bool fold) "
-      "-> ()");
+      "Tensor(d!)? dq, Tensor(e!)? dyh_buf, int t0, int[] batch_sizes, int[] cfg, bool fold, "
+      "Tensor? MX=None, Tensor? Wmh=None) -> ()");
 }
 
 TORCH_LIBRARY_IMPL(lstmlab_native, CPU, m) { m.impl("rop_rows_chunk", &rop_rows_chunk); }
