@@ -256,6 +256,10 @@ def test_a_task_presets_optimizer_settings_apply_only_to_its_own_optimizer(tmp_p
     assert resolve([file_layer], {"task.name": "music"}).optimizer.lr == 2e-4
     bgd = resolve([], {"task.name": "music", "optimizer.name": "bgd"}).optimizer
     assert (bgd.lr, bgd.batch_size) == (1.0, 3500)
+    for name in ("lbfgs", "cg", "hf", "sgd"):  # none takes Adam's step (it once leaked)
+        other = resolve([], {"task.name": "music", "optimizer.name": name}).optimizer
+        alone = resolve([], {"task.name": "text", "optimizer.name": name}).optimizer
+        assert other.lr == alone.lr != MUSIC_LR, (name, other.lr)
     assert resolve([], {"task.name": "text"}).optimizer.lr == 1e-3  # Adam's preset there
     # and the command line shows it: per-task --help and --dry-run
     assert main(["train", "music", "--dry-run", "--run-dir", str(tmp_path / "r")]) == 0

@@ -482,8 +482,9 @@ def resolve(
     The presets are chosen by the *final* task and optimizer names, so
     ``--optimizer.name momentum`` brings seed 000's batch 100, lr 0.1, momentum 0.9 unless the
     user sets those too. A task preset may set settings of the optimizer it names (the music
-    preset's Adam step); they apply over that optimizer's preset only while the run uses it. A task preset's model options apply only to a cell that takes them
-    (``presets.for_cell``); those dropped are described in ``notes`` when a list is given.
+    preset's Adam step); they apply over that optimizer's preset only while the run uses it,
+    never to another optimizer. A task preset's model options apply only to a cell that takes
+    them (``presets.for_cell``); those dropped are described in ``notes`` when a list is given.
     """
     from lstmlab.training.presets import (
         OPTIMIZER_PRESETS,
@@ -501,13 +502,16 @@ def resolve(
         for layer in user:
             probe = from_dict(layer, probe)
         task_preset = for_cell(TASK_PRESETS.get(probe.task.name, {}), probe.model, notes)
-        cfg = from_dict(task_preset, cfg)
+        own = task_preset.get("optimizer") or {}
+        # first only the optimizer's name: the task's settings for it (the music preset's Adam
+        # step) must not reach another optimizer the user picks (an L-BFGS trial step × 0.01)
+        named = {"optimizer": {"name": own["name"]}} if "name" in own else {}
+        cfg = from_dict({**task_preset, **named} if own else task_preset, cfg)
         probe = cfg  # the optimizer a task preset picks counts unless the user picks another
         for layer in user:
             probe = from_dict(layer, probe)
         cfg = from_dict({"optimizer": OPTIMIZER_PRESETS.get(probe.optimizer.name, {})}, cfg)
         cfg = from_dict(OPTIMIZER_RUN_PRESETS.get(probe.optimizer.name, {}), cfg)
-        own = task_preset.get("optimizer") or {}
         if own.get("name") == probe.optimizer.name:  # the task's own optimizer: its settings
             cfg = from_dict({"optimizer": own}, cfg)
     for layer in user:
