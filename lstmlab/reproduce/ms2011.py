@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,9 +147,14 @@ QUICK = dataclasses.replace(SMALL, Ts=(30,), seeds=1, max_pd=4e5, max_seconds=12
 RNN_SETUPS = ("released", "init")
 
 
-def _run_name(cell: str, T: int, seed: int, rnn_setup: str = "released") -> str:
-    tail = "-init" if cell == "rnn" and rnn_setup == "init" else ""
-    return f"{cell}-T{T}-seed{seed}{tail}"
+def _run_name(cell: str, T: int, seed: int, rnn_setup: str = "released", units: int = 0) -> str:
+    """The run's folder name. An RNN's names carry its units and its set-up ("rnn100-T50-seed0",
+    "…-init"), so that a set never takes a finished run of another width or set-up for its own
+    (a folder of the first issue-24 runs, named "rnn-T50-seed0", is not reused)."""
+    if cell != "rnn":
+        return f"{cell}-T{T}-seed{seed}"
+    tail = "-init" if rnn_setup == "init" else ""
+    return f"rnn{units}-T{T}-seed{seed}{tail}"
 
 
 def plan(
@@ -172,7 +178,7 @@ def plan(
                     specs.append(
                         RunSpec(
                             problem,
-                            _run_name(cell, T, seed, rnn_setup),
+                            _run_name(cell, T, seed, rnn_setup, scale.hidden.get(cell, 0)),
                             _overrides(
                                 scale,
                                 problem,
@@ -362,7 +368,8 @@ def success_table(
         runs = summaries.get(problem, {})
         for T in scale.Ts:
             for cell in cells:
-                group = [s for k, s in runs.items() if k.startswith(f"{cell}-T{T}-seed")]
+                # the plan's runs of this cell and length ("lstm-T50-seed0", "rnn100-T50-seed0")
+                group = [s for k, s in runs.items() if re.match(rf"{cell}\d*-T{T}-seed", k)]
                 if not group:
                     continue
                 solved = [s for s in group if s.get("solved")]

@@ -51,7 +51,7 @@ def test_tiny_run_set_writes_table_and_figure_and_resumes(tmp_path):
     text = report.read_text()
     assert "| adding | 20 | rnn | 0/1 |" in text and "| temporal2 | 20 | rnn |" in text
     assert (tmp_path / "figures" / "error_vs_pd.png").stat().st_size > 5000
-    summary = tmp_path / "runs" / "adding" / "rnn-T20-seed0" / "summary.json"
+    summary = tmp_path / "runs" / "adding" / "rnn20-T20-seed0" / "summary.json"
     first = json.loads(summary.read_text())
     assert first["P_D"] >= 1e3 and first["stop_reason"] == "max_pd"
     mtime = summary.stat().st_mtime_ns
@@ -134,7 +134,7 @@ def test_report_only_tables_the_finished_runs_and_starts_nothing(tmp_path, capsy
     assert "# report only: 1 finished runs, 1 left out" in capsys.readouterr().out
     text = report.read_text()
     assert "| adding | 20 | rnn | 0/1 |" in text and "Left out" in text and "1 of 2" in text
-    assert not (tmp_path / "runs" / "adding" / "rnn-T20-seed1").exists()
+    assert not (tmp_path / "runs" / "adding" / "rnn20-T20-seed1").exists()
 
 
 def test_the_rnn_starts_as_the_released_code_starts_it():
@@ -178,7 +178,7 @@ def test_the_rnn_is_set_up_as_the_released_code_unless_asked_for_the_init_only(t
     assert model.rnn.learn_h0 and model.rnn.h0_l0.shape == (20,)
     assert ((model.head.weight.detach() != 0).sum(1) == 15).all()
     [old] = ms2011.plan(ms2011.QUICK, ["adding"], ["rnn"], rnn_setup="init")
-    assert old.name == "rnn-T30-seed0-init" and spec.name == "rnn-T30-seed0"
+    assert old.name == "rnn20-T30-seed0-init" and spec.name == "rnn20-T30-seed0"
     assert set(ms2011.RELEASED_RNN) & set(old.overrides) == {"optimizer.options.structural_weight"}
     assert old.overrides["optimizer.options.structural_weight"] == str(1 / 30)
     assert old.overrides["optimizer.options.damping"] == "1.0"
@@ -193,9 +193,10 @@ def test_the_rnn_is_set_up_as_the_released_code_unless_asked_for_the_init_only(t
     assert main([*args, "--rnn-units", "100", "--dry-run", "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert "--model.blocks 100" in text and "--optimizer.options.structural_form released" in text
+    assert "rnn100-T50-seed0" in text  # the width is in the run's name: no other width's run kept
     assert main([*args, "--rnn-setup", "init", "--dry-run", "--out", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "rnn-T50-seed0-init" in text and "structural_form" not in text
+    assert "-T50-seed0-init" in text and "structural_form" not in text
     assert main([*args, "--rnn-units", "0", "--out", str(out)]) == 2
     assert "--rnn-units must be >= 1" in capsys.readouterr().err
     del torch
