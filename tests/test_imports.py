@@ -38,6 +38,14 @@ def test_every_subpackage_imports_first():
                 text=True,
             )
         for name in batch:
-            procs[name].wait(timeout=120)
-    failed = {n: p.stdout.read().strip().splitlines()[-1] for n, p in procs.items() if p.returncode}
+            try:
+                procs[name].wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                procs[name].kill()
+                procs[name].wait()
+    failed = {
+        n: (p.stdout.read().strip().splitlines() or [f"exit {p.returncode}"])[-1]
+        for n, p in procs.items()
+        if p.returncode
+    }
     assert not failed, failed

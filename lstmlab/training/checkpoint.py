@@ -34,6 +34,7 @@ is missing or unreadable.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -226,11 +227,12 @@ def save_checkpoint(
         if keep_prev and path.exists():
             os.replace(path, prev)
         os.replace(tmp, path)
-        if not keep_prev:
-            prev.unlink(missing_ok=True)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    if not keep_prev:  # the new file is in place: a .prev that will not go is no failure
+        with contextlib.suppress(OSError):
+            prev.unlink(missing_ok=True)
     _fsync_dir(path.parent)
 
 

@@ -129,7 +129,13 @@ def test_native_equals_python_loop(kw, dtype, padded, calls):
 @pytest.mark.parametrize("dtype", [F64, F32], ids=str)
 @pytest.mark.parametrize(
     "kw",
-    [dict(variant="NP"), dict(variant="FGR", proj_size=17), dict(variant="mLSTM", proj_size=9)],
+    [
+        dict(variant="NP"),
+        dict(variant="FGR", proj_size=17),
+        dict(variant="mLSTM", proj_size=9),
+        dict(variant="F-LSTM", factorization_rank=16),  # MKL's packed float32 product on W2
+        dict(variant="G-LSTM"),
+    ],
     ids=_ids,
 )
 def test_wider_layers(kw, dtype, padded, calls):
@@ -150,6 +156,9 @@ def test_wider_layers(kw, dtype, padded, calls):
         dict(variant="vanilla"),
         dict(variant="NP", proj_size=3),
         dict(variant="lstm97", cells_per_block=2),
+        dict(variant="mLSTM", multiplicative_size=5),
+        dict(variant="F-LSTM", factorization_rank=3),
+        dict(variant="G-LSTM"),
     ],
     ids=_ids,
 )
@@ -224,6 +233,31 @@ def test_batch_one_and_wide_rows(dtype, hidden, calls):
         for a, b in zip(*res, strict=True):
             assert _rel(a, b) <= (1e-12 if dtype == F64 else 2e-5)
     assert calls["forward"] == 2 and calls["backward"] == 2
+
+
+@needs_native
+@pytest.mark.parametrize("dtype", [F64, F32], ids=str)
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(variant="mLSTM", multiplicative_size=70),
+        dict(variant="F-LSTM", factorization_rank=20),
+        dict(variant="G-LSTM"),
+        dict(variant="lstm97", cells_per_block=2),
+    ],
+    ids=_ids,
+)
+def test_batch_one_for_the_family(kw, dtype, calls):
+    """Batch 1 (the row-major weight copies and the blocked matrix-vector product, over 64
+    columns and a tail) for mLSTM, F-LSTM, G-LSTM and blocks of cells, against the Python loop,
+    full and packed."""
+    m = LSTM(6, 70, dtype=dtype, seed=2, **kw)
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(9, 1, 6, generator=g, dtype=dtype)
+    _assert_twins(m, x, None, dtype, None)
+    x2 = torch.randn(9, 2, 6, generator=g, dtype=dtype)
+    _assert_twins(m, x2, torch.tensor([9, 4]), dtype, None)  # the second row dies: batch 1 after
+    assert calls["forward"] == calls["backward"] == 2
 
 
 @needs_native

@@ -117,7 +117,9 @@ def forward_rows(
     """The forward time loop of ``bptt_rows`` (weights with α and the block input's scale
     folded in): fills ZA (T, B, D) = [g(z) | gates], C, HC = h(C), Y (T, B, ·) and Yh (the
     projection's input) in place, over the first ``bs[t]`` rows of each step. The input
-    projection x2 (T·B, I) Wsᵀ + bias is formed ``chunk`` steps at a time."""
+    projection x2 (T·B, I) Wsᵀ is formed ``chunk`` steps at a time (``bias`` is added in each
+    step's elementwise pass). ``mult``: an intermediate in y_{t-1}'s place — mLSTM (W_mx x, U,
+    m, W_mh); F-LSTM (None, U = W1x x, None, W1h); G-LSTM (None, XG, None, Rg 3-D)."""
     torch.ops.lstmlab_native.forward_rows(
         x2,
         _right(Ws),  # (I, D)
@@ -137,7 +139,7 @@ def forward_rows(
         _c(Ps.get("o")),
         bs,
         _config(spec, chunk),
-        *(mult if mult is not None else (None,) * 4),  # mLSTM: MX, U, Mm (T, B, M), W_mh
+        *(mult if mult is not None else (None,) * 4),  # see the docstring
     )
 
 
@@ -193,7 +195,7 @@ def backward_rows(
         bs,
         _config(spec, 1),
         [float(alpha.get(g, 1.0)) for g in ("i", "f", "o")],
-        *(mult if mult is not None else (None,) * 5),  # mLSTM: MX, U, W_mh, and dU, dMX out
+        *(mult if mult is not None else (None,) * 5),  # MX, U, W_mh (or W1h, Rg), dU, dMX
     )
 
 

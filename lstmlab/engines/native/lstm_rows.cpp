@@ -3,16 +3,19 @@
 // Hand-written: the engine is this project's subject. The Python side (bptt_rows) prepares
 // every buffer exactly as its own loop does (weights with alpha and the block input's argument
 // scale folded in, the (T, B, D) activation tensor ZA = [g(z) | gate activations], C, h(C), Y)
-// and hands them here; this file runs the steps. Per forward step: the input projection
-// W x_t + b one large product per chunk of steps, one recurrent product R y_{t-1} added into
-// the step's rows of ZA (at::addmm_, no allocation), the full gate recurrence's Q q_{t-1} and
-// a projection's W_p y_hat where a variant has them, and ONE fused pass over the rows alive
-// (at::parallel_for) for everything elementwise: peepholes, gate sigmoids, block input and
-// cell output activations, the cell update, y_hat = o h(c). Per backward step: dy_hat = dy W_p
+// and hands them here; this file runs the steps. Per forward step: the input projection W x_t
+// one large product per chunk of steps (the bias is added in the step's elementwise pass), one
+// recurrent product R y_{t-1} added into the step's rows of ZA (BLAS on raw pointers, the
+// weights read in place through a transposed operand; float32 on a weight packed once per
+// call; at batch 1 row_gemv), the full gate recurrence's Q q_{t-1} and a projection's
+// W_p y_hat where a variant has them, and the elementwise work over the rows alive
+// (at::parallel_for): the common cell's two vectorised passes (common_step), or one general
+// pass for peepholes, blocks of cells, every gate set and activation. mLSTM, F-LSTM and G-LSTM
+// put an intermediate in y_{t-1}'s place (see forward_rows). Per backward step: dy_hat = dy W_p
 // (projection), one fused pass forming the error responsibilities of every gate and of the
-// block input from the saved activations and the carried errors, dq = delta_gates Q (full gate
-// recurrence), and one product dy_{t-1} = delta R (+ the output error of step t-1, folded in).
-// The weight gradients stay single large products after the loop, in Python.
+// block input from the saved activations and the carried errors, dq = delta_gates Q (full
+// gate recurrence), and one product dy_{t-1} = delta R (+ the output error of step t-1, folded
+// in). The weight gradients stay single large products after the loop, in Python.
 //
 // Equations (rows = samples; a gate's value broadcast over the cpb cells of its block; alpha
 // folded into the forward weights, raw weights and alpha explicit in the backward):
@@ -183,6 +186,25 @@ void forward_rows(const at::Tensor& x2_, const at::Tensor& Wt, const at::Tensor&
                            Wmh->size(0) == U->size(2) && Wmh->size(0) * Wmh->size(2) == Hr),
               "lstmlab native core: G-LSTM's XG (T, B, k, D/k) and Rg (k, D/k, Hr/k)");
   const GroupSections sec(L, grouped ? Wmh->size(0) : 0);
+  // the weights' shapes against the buffers' (a mismatch would read out of bounds)
+  const int64_t Kr_ = inter && !grouped ? M : Hr;
+  TORCH_CHECK(fact || grouped || (Wt.dim() == 2 && Wt.size(0) == x2_.size(1) && Wt.size(1) == D),
+              "lstmlab native core: W must be (I, D) = (", x2_.size(1), ", ", D, ")");
+  TORCH_CHECK(grouped || (Rt.dim() == 2 && Rt.size(0) == Kr_ && Rt.size(1) == D),
+              "lstmlab native core: R must be (", Kr_, ", ", D, ")");
+  TORCH_CHECK(!(Wpt.has_value() && Wpt->defined()) ||
+                  (Wpt->dim() == 2 && Wpt->size(0) == H && Wpt->size(1) == Hr),
+              "lstmlab native core: W_p must be (H, Hr)");
+  TORCH_CHECK(!(Qt.has_value() && Qt->defined()) ||
+                  (Qt->dim() == 2 && Qt->size(0) == L.G && Qt->size(1) == L.G),
+              "lstmlab native core: Q must be (G, G)");
+  TORCH_CHECK(!inter || U->size(1) == B, "lstmlab native core: U's batch");
+  TORCH_CHECK(!mult || (Wmh->dim() == 2 && Wmh->size(1) == Hr && MX->size(0) == T &&
+                        MX->size(1) == B && Mm->size(1) == B && Mm->size(2) == M),
+              "lstmlab native core: mLSTM's W_mh (M, Hr), W_mx x and m (T, B, M)");
+  TORCH_CHECK(!grouped || (L.H % sec.k == 0 && L.nb % sec.k == 0 && U->size(3) == sec.Dk &&
+                           Wmh->size(1) == sec.Dk),
+              "lstmlab native core: G-LSTM's groups must divide H and the blocks");
   TORCH_CHECK(!mult || (MX->is_contiguous() && Mm->is_contiguous() && MX->size(2) == M &&
                         Mm->size(0) == T),
               "lstmlab native core: mLSTM buffers must be contiguous (T, B, M)");
@@ -380,6 +402,19 @@ void backward_rows(const at::Tensor& ZA, const at::Tensor& C, const at::Tensor& 
                          (grouped ? dU->size(2) * dU->size(3) == D : dU->size(2) == M)),
               "lstmlab native core: the intermediate's buffers must be contiguous");
   const GroupSections sec(L, grouped ? Wmh->size(0) : 0);
+  const int64_t Kr_ = inter && !grouped ? M : Hr;
+  TORCH_CHECK(grouped || (R.dim() == 2 && R.size(0) == D && R.size(1) == Kr_),
+              "lstmlab native core: R must be (", D, ", ", Kr_, ")");
+  TORCH_CHECK(!inter || (dU->size(0) == T && dU->size(1) == B),
+              "lstmlab native core: the intermediate's gradient buffer (T, B, ...)");
+  TORCH_CHECK(!mult || (Wmh->dim() == 2 && Wmh->size(1) == Hr && MX->size(0) == T &&
+                        MX->size(1) == B && MX->size(2) == M && U->sizes() == MX->sizes() &&
+                        dMX->sizes() == MX->sizes() && dU->size(2) == M),
+              "lstmlab native core: mLSTM's W_mh (M, Hr) and buffers (T, B, M)");
+  TORCH_CHECK(!grouped || (L.H % sec.k == 0 && L.nb % sec.k == 0 && dU->dim() == 4 &&
+                           dU->size(3) == sec.Dk && Wmh->size(1) == sec.Dk &&
+                           Wmh->size(2) * sec.k == Hr),
+              "lstmlab native core: G-LSTM's groups, Rg (k, D/k, Hr/k) and DG (T, B, k, D/k)");
   TORCH_CHECK(!mult || (MX->is_contiguous() && U->is_contiguous() && dMX->is_contiguous()),
               "lstmlab native core: mLSTM buffers must be contiguous");
   at::Tensor dm_buf = mult ? at::empty({B, M}, dy_next.options()) : at::Tensor();
