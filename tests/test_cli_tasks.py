@@ -273,6 +273,7 @@ def test_word_models_default_to_torchs_cell(name, tmp_path):
     cfg = resolve([], over)
     assert cfg.model.variant == "NP" and cfg.model.options == {"init": "torch"}
     assert cfg.eval_every == "epoch" and cfg.stop.patience == 3
+    assert cfg.optimizer.name == "adam" and cfg.optimizer.lr == 4e-3  # chosen by measurement
     small = resolve([], {**over, "task.options.streams": "4", "optimizer.batch_size": "4"})
     lstm = build_all(small).model.rnn.to_torch()  # torch.nn.LSTM can express it
     assert lstm.hidden_size == 200
