@@ -95,7 +95,7 @@ def test_sigterm_during_a_reproduction_exits_143_with_one_line(tmp_path, monkeyp
     assert main(argv) == 143
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "SIGTERM during" in err, err
-    assert "rnn-T20-seed0" in err and "the same command resumes it" in err
+    assert "rnn20-T20-seed0" in err and "the same command resumes it" in err
     assert not (tmp_path / "runs" / "xor").exists() and not (tmp_path / "results.md").exists()
     monkeypatch.setattr(runs, "start", _real_start)
     assert main(argv) == 0 and (tmp_path / "results.md").exists()
