@@ -49,14 +49,6 @@ TITLES = {
     "curvature": "Gauss–Newton product against the gradient, seed 000's network",
     "fig4a": "Seed 000 Fig. 4(a): the device against the CPU as the network grows",
 }
-GRID = [
-    (100, 32, 64, 256),
-    (200, 32, 50, 256),
-    (50, 64, 512, 512),
-    (1000, 8, 32, 128),
-    (2000, 1, 64, 64),
-    (100, 1000, 2, 4),  # seed 000
-]
 QUICK_GRID = [(5, 2, 3, 4), (6, 1, 2, 3)]
 
 
@@ -116,7 +108,7 @@ def part_machine(a) -> None:
 def part_grid(a) -> None:
     import torch
     from bench_lstm import paired
-    from bench_native import body
+    from bench_native import GRID, body  # issue 21's grid, one definition
     from torch import nn
 
     from lstmlab import TorchLSTM

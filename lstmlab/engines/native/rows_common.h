@@ -289,8 +289,7 @@ struct StepProduct {
       const auto opt = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
       at::Tensor b = transB ? at::from_blob(const_cast<T*>(B), {K, N}, {1, ldb}, opt)
                             : at::from_blob(const_cast<T*>(B), {K, N}, {ldb, 1}, opt);
-      row_major = b.contiguous();
-      if (row_major.data_ptr<T>() == B) row_major = b.clone();  // own it either way
+      row_major = b.contiguous();  // a view when B is row-major already: B outlives the call
       return;
     }
     if constexpr (std::is_same_v<T, float>) {
