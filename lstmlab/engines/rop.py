@@ -234,7 +234,7 @@ def _r_forward(s: CellSpec, alpha, lay: _Layout, tt, batch_sizes, dw, dx, dh0, d
     chunks = gates.FactorChunks(s, alpha, A, HC, Z, C, c0, Yhat, sdim, bs, full, P)
     fold = chunks.fold is not None
     # the one place that picks the native loop (batch-major) or the loop below
-    go_native = not lay.features and native.use_native(s, x, True, True)
+    go_native = native.use_native(s, x, True, True)
     whole = False
     if _FORCED_CHUNK:
         chunks.chunk = chunks.rows = min(_FORCED_CHUNK[-1], T)
@@ -248,7 +248,9 @@ def _r_forward(s: CellSpec, alpha, lay: _Layout, tt, batch_sizes, dw, dx, dh0, d
     new = x.new_empty if full else x.new_zeros  # dead samples stay 0
     dYo, dCo = new(*shape(T, Hr)), new(*shape(T, H))
     if go_native:  # the same steps in C++ (``engines/native``), a chunk at a time
-        _r_forward_native(s, tt, bs, dw, dP, dx, dh0, dc0, chunks, fold, whole, cache, dYo, dCo)
+        _r_forward_native(
+            s, lay, tt, bs, dw, dP, dx, dh0, dc0, chunks, fold, whole, cache, dYo, dCo
+        )  # fmt: skip
         return dYo, dCo
     dYs, dCs = layout.steps(dYo, bs, full, sdim), layout.steps(dCo, bs, full, sdim)
     E_buf = x.new_empty(shape(k_max, D))  # the carried-independent part of ȧ, one chunk
@@ -323,25 +325,30 @@ def _r_forward(s: CellSpec, alpha, lay: _Layout, tt, batch_sizes, dw, dx, dh0, d
 
 
 def _r_forward_native(
-    s: CellSpec, tt, bs, dw, dP, dx, dh0, dc0, chunks, fold, whole, cache, dY, dC
+    s: CellSpec, lay: _Layout, tt, bs, dw, dP, dx, dh0, dc0, chunks, fold, whole, cache, dY, dC
 ):
-    """``_r_forward``'s loop in the native core (batch-major): per chunk of steps, the
-    carried-independent terms and the factors formed here (``whole``: one chunk, its factors
-    kept in the tape's ``cache``), the steps run by ``native.rop_rows_chunk``."""
+    """``_r_forward``'s loop in the native core: per chunk of steps, the carried-independent
+    terms and the factors formed here (``whole``: one chunk, its factors kept in the tape's
+    ``cache``), the steps run by ``native.rop_rows_chunk`` (batch-major) or
+    ``native.rop_features_chunk`` (feature-major)."""
     x, W_p = tt["x"], tt["W_p"]
-    T, B = x.shape[0], x.shape[1]
+    feats = lay.features
+    T, B = x.shape[0], (x.shape[2] if feats else x.shape[1])
     k = chunks.chunk if not whole else T
+
+    def shape(k: int, F: int) -> tuple[int, ...]:
+        return (k, F, B) if feats else (k, B, F)
 
     def prev(V: Tensor, v0: Tensor | None, t0: int, t1: int) -> Tensor | None:
         if t0 > 0:
             return V[t0 - 1 : t1 - 1]
         return torch.cat([v0.unsqueeze(0), V[: t1 - 1]])
 
-    lay = _Layout(False, s.blocks, s.cells_per_block)
-    E_buf = x.new_empty(min(k, T), B, s.n_pre)
-    EP_buf = x.new_empty(min(k, T), B, s.recurrent_size) if W_p is not None else None
-    dq = x.new_zeros(B, s.n_q) if tt["Q"] is not None else None
-    dyh = x.new_empty(B, s.hidden_size) if W_p is not None else None
+    E_buf = x.new_empty(shape(min(k, T), s.n_pre))
+    EP_buf = x.new_empty(shape(min(k, T), s.recurrent_size)) if W_p is not None else None
+    dq = x.new_zeros(shape(1, s.n_q)[1:]) if tt["Q"] is not None else None
+    dyh = x.new_empty(shape(1, s.hidden_size)[1:]) if W_p is not None else None
+    step_chunk = native.rop_features_chunk if feats else native.rop_rows_chunk
     if whole and "factor_tensors" not in cache:
         cache["factor_tensors"] = {n: v.contiguous() for n, v in chunks.tensors(0, T).items()}
     for t0 in range(0, T, k):
@@ -359,9 +366,11 @@ def _r_forward_native(
             EP = EP_buf[: t1 - t0]
             if dw.get("W_p") is None:
                 EP.zero_()
+            elif feats:
+                torch.matmul(dw["W_p"], tt["Yh"][t0:t1], out=EP)
             else:
                 torch.matmul(tt["Yh"][t0:t1], dw["W_p"].t(), out=EP)
-        native.rop_rows_chunk(s, E, fac, tt, EP, dh0, dc0, dY, dC, dq, dyh, t0, bs[t0:t1], fold)
+        step_chunk(s, E, fac, tt, EP, dh0, dc0, dY, dC, dq, dyh, t0, bs[t0:t1], fold)
 
 
 def _chunk_terms(E: Tensor, s: CellSpec, lay: _Layout, tt, dw, dP, dx, t0: int, t1: int, prev):

@@ -1,5 +1,6 @@
-"""The native core (``lstmlab.engines.native``) against its reference twin, the Python loop of
-``bptt_rows``: every variant and structure it covers, both dtypes, packed lengths, gradients;
+"""The native core (``lstmlab.engines.native``) against its reference twins, the Python loops
+of ``bptt_rows`` (batch-major) and ``bptt_features`` (feature-major): every variant and
+structure it covers, both dtypes, both layouts, packed lengths, gradients, the R-forward pass;
 gradcheck through it; the forced fallback and a failed build."""
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ needs_native = pytest.mark.skipif(
 @pytest.fixture
 def calls(monkeypatch):
     """Counts the native forward and backward loops run (so no test passes by falling back)."""
-    seen = {"forward": 0, "backward": 0, "ZA steps": []}
+    seen = {"forward": 0, "backward": 0, "ZA steps": [], "features": 0}
     fwd, bwd = native.forward_rows, native.backward_rows
+    ffwd, fbwd = native.forward_features, native.backward_features
 
     def forward_rows(*a, **k):
         seen["forward"] += 1
@@ -38,18 +40,29 @@ def calls(monkeypatch):
         seen["backward"] += 1
         return bwd(*a, **k)
 
+    def forward_features(*a, **k):
+        seen["forward"] += 1
+        seen["features"] += 1
+        return ffwd(*a, **k)
+
+    def backward_features(*a, **k):
+        seen["backward"] += 1
+        return fbwd(*a, **k)
+
     monkeypatch.setattr(native, "forward_rows", forward_rows)
     monkeypatch.setattr(native, "backward_rows", backward_rows)
+    monkeypatch.setattr(native, "forward_features", forward_features)
+    monkeypatch.setattr(native, "backward_features", backward_features)
     return seen
 
 
-def _run(model, x, lengths, python: bool, h0c0=None):
+def _run(model, x, lengths, python: bool, h0c0=None, layout: str = "batch"):
     """Outputs, final states, cell states and every gradient (parameters, x, h0, c0) of a loss
-    touching all of them, in the batch-major layout, native or Python loop."""
+    touching all of them, in the given layout, native or Python loop."""
     ctx = native.forced_python() if python else contextlib.nullcontext()
     x = x.detach().clone().requires_grad_(True)
     extra = [] if h0c0 is None else [t.detach().clone().requires_grad_(True) for t in h0c0]
-    with ctx, forced_layout("batch"):
+    with ctx, forced_layout(layout):
         out, (h, c), states = model(
             x, None if not extra else tuple(extra), lengths=lengths, return_states=True
         )
@@ -64,8 +77,9 @@ def _rel(a, b):
     return (a - b).abs().max().item() / max(a.abs().max().item(), b.abs().max().item(), 1e-300)
 
 
-def _assert_twins(model, x, lengths, dtype, h0c0=None):
-    got, want = _run(model, x, lengths, False, h0c0), _run(model, x, lengths, True, h0c0)
+def _assert_twins(model, x, lengths, dtype, h0c0=None, layout: str = "batch"):
+    got = _run(model, x, lengths, False, h0c0, layout)
+    want = _run(model, x, lengths, True, h0c0, layout)
     tol = 1e-12 if dtype == F64 else 2e-5
     for a, b in zip(got, want, strict=True):
         assert a.shape == b.shape
@@ -107,21 +121,81 @@ def _ids(kw):
     return "-".join(f"{k}={v}" for k, v in kw.items())
 
 
+# the feature-major native loop runs every dense variant (mLSTM included); F-LSTM's and
+# G-LSTM's structured maps keep their own products in the Python loop of that layout
+STRUCTURED = ("F-LSTM", "G-LSTM")
+TWIN_CASES = [(kw, "batch") for kw in COVERED + MLSTM] + [
+    (kw, "features") for kw in COVERED + MLSTM if kw["variant"] not in STRUCTURED
+]
+
+
 @needs_native
 @pytest.mark.parametrize("padded", [False, True], ids=["full", "padded"])
 @pytest.mark.parametrize("dtype", [F64, F32], ids=str)
-@pytest.mark.parametrize("kw", COVERED + MLSTM, ids=_ids)
-def test_native_equals_python_loop(kw, dtype, padded, calls):
+@pytest.mark.parametrize(
+    ("kw", "layout"), TWIN_CASES, ids=[f"{lay}-{_ids(kw)}" for kw, lay in TWIN_CASES]
+)
+def test_native_equals_python_loop(kw, layout, dtype, padded, calls):
     """Outputs, states and every gradient within 1e-12 (float64) / round-off (float32), with
-    per-gate sharpness α ≠ 1, initial states given, and sequences of unequal lengths."""
+    per-gate sharpness α ≠ 1, initial states given, and sequences of unequal lengths, in both
+    layouts."""
     m = LSTM(4, 6, dtype=dtype, seed=1, gate_sharpness={"i": 1.5, "f": 0.8, "o": 3.75}, **kw)
     g = torch.Generator().manual_seed(2)
     x = torch.randn(6, 5, 4, generator=g, dtype=dtype)
     L = m.num_layers * m.num_directions
     h0 = torch.randn(L, 5, m.proj_size or 6, generator=g, dtype=dtype)
     c0 = torch.randn(L, 5, 6, generator=g, dtype=dtype)
-    _assert_twins(m, x, LENGTHS if padded else None, dtype, (h0, c0))
+    _assert_twins(m, x, LENGTHS if padded else None, dtype, (h0, c0), layout)
     assert calls["forward"] == calls["backward"] == L  # the native run, once per direction
+    assert calls["features"] == (L if layout == "features" else 0)
+
+
+@needs_native
+@pytest.mark.parametrize("dtype", [F64, F32], ids=str)
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(variant="lstm97", cells_per_block=2, gate_sharpness=3.75),
+        dict(variant="FGR", proj_size=3),
+        dict(variant="mLSTM", multiplicative_size=5),
+        dict(variant="vanilla", cells_per_block=2, bidirectional=True),
+    ],
+    ids=_ids,
+)
+def test_feature_major_columns_split_across_threads(kw, dtype, calls):
+    """The feature-major loop gives each thread a slice of the columns through the whole time
+    loop: a batch of 301 over 2 threads (slices meeting inside a block of packed lengths) gives
+    the Python loop's numbers, and the same numbers as one thread."""
+    m = LSTM(3, 4, dtype=dtype, seed=4, **kw)
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(9, 301, 3, generator=g, dtype=dtype)
+    lengths = torch.randint(1, 10, (301,), generator=g)
+    lengths[:3] = 9
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        _assert_twins(m, x, lengths, dtype, None, "features")
+        two = _run(m, x, lengths, False, None, "features")
+        torch.set_num_threads(1)
+        one = _run(m, x, lengths, False, None, "features")
+    finally:
+        torch.set_num_threads(threads)
+    assert calls["features"] == 3 * m.num_directions
+    for a, b in zip(one, two, strict=True):
+        assert _rel(a, b) <= (1e-12 if dtype == F64 else 2e-5)
+
+
+@needs_native
+@pytest.mark.parametrize("variant", STRUCTURED)
+def test_structured_maps_keep_the_python_loop_feature_major(variant, calls):
+    """F-LSTM's and G-LSTM's structured maps are not run by the feature-major native loop: that
+    layout runs them in its Python loop (and the batch-major one natively)."""
+    m = LSTM(4, 6, dtype=F64, seed=1, variant=variant)
+    x = torch.randn(5, 40, 4, dtype=F64)
+    _run(m, x, None, False, None, "features")
+    assert calls["forward"] == calls["backward"] == 0
+    _run(m, x, None, False, None, "batch")
+    assert calls["forward"] == calls["backward"] == 1
 
 
 @needs_native
@@ -282,18 +356,33 @@ def test_gradcheck_through_the_native_loop(kw, calls):
 
 
 @needs_native
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(variant="lstm97", cells_per_block=2, proj_size=2),
+        dict(variant="FGR"),
+        dict(variant="mLSTM", multiplicative_size=3),
+    ],
+    ids=_ids,
+)
+def test_gradcheck_through_the_feature_major_native_loop(kw, calls):
+    _gradcheck(LSTM(3, 4, dtype=F64, seed=5, gate_sharpness=1.7, **kw), calls, "features")
+    assert calls["features"] > 0
+
+
+@needs_native
 def test_gradcheck_g_lstm_through_the_native_loop(calls):
     _gradcheck(LSTM(4, 4, dtype=F64, seed=5, gate_sharpness=1.7, variant="G-LSTM"), calls)
 
 
-def _gradcheck(m, calls):
+def _gradcheck(m, calls, layout: str = "batch"):
     x = torch.randn(4, 3, m.input_size, dtype=F64, requires_grad=True)
     params = list(m.parameters())
 
     names = [n for n, _ in m.named_parameters()]
 
     def f(x, *ps):
-        with forced_layout("batch"):
+        with forced_layout(layout):
             out, (h, c) = torch.func.functional_call(
                 m, dict(zip(names, ps, strict=True)), (x,), {"lengths": torch.tensor([4, 2, 3])}
             )
@@ -304,17 +393,18 @@ def _gradcheck(m, calls):
 
 
 @needs_native
-def test_forced_fallback_gives_the_same_numbers(monkeypatch, calls):
+@pytest.mark.parametrize("layout", ["batch", "features"])
+def test_forced_fallback_gives_the_same_numbers(layout, monkeypatch, calls):
     """LSTMLAB_NATIVE=0 (read when the core is first asked for) keeps every layer on the Python
-    loop, silently, with the native loop's results (float64)."""
+    loop, silently, with the native loop's results (float64), in both layouts."""
     m = LSTM(4, 6, variant="vanilla", dtype=F64, seed=3)
     x = torch.randn(6, 5, 4, dtype=F64)
-    with_native = _run(m, x, LENGTHS, False)
+    with_native = _run(m, x, LENGTHS, False, None, layout)
     assert calls["forward"] == 1
     monkeypatch.setenv(build.ENV, "0")
     monkeypatch.setattr(build, "_STATE", {})
     monkeypatch.setattr(build, "_build", lambda: pytest.fail("LSTMLAB_NATIVE=0 must not build"))
-    without = _run(m, x, LENGTHS, False)
+    without = _run(m, x, LENGTHS, False, None, layout)
     assert calls["forward"] == 1  # not run again
     for a, b in zip(with_native, without, strict=True):
         assert _rel(a, b) <= 1e-12
@@ -323,14 +413,17 @@ def test_forced_fallback_gives_the_same_numbers(monkeypatch, calls):
 @pytest.fixture
 def rop_calls(monkeypatch):
     seen = []
-    run = native.rop_rows_chunk
-    monkeypatch.setattr(native, "rop_rows_chunk", lambda *a, **k: seen.append(1) or run(*a, **k))
+    rows, feats = native.rop_rows_chunk, native.rop_features_chunk
+    monkeypatch.setattr(native, "rop_rows_chunk", lambda *a, **k: seen.append(1) or rows(*a, **k))
+    monkeypatch.setattr(
+        native, "rop_features_chunk", lambda *a, **k: seen.append(2) or feats(*a, **k)
+    )
     return seen
 
 
-def _stack_jvp(model, x, lengths, hx, python: bool, chunk: int | None):
+def _stack_jvp(model, x, lengths, hx, python: bool, chunk: int | None, layout: str = "batch"):
     """Tangents of every output, state and final state along a fixed random direction in the
-    parameters and the initial state, native or Python R-forward (batch-major)."""
+    parameters and the initial state, native or Python R-forward."""
     from lstmlab.engines import rop, rop_stack
 
     params = {n: p.detach() for n, p in model.named_parameters()}
@@ -338,30 +431,31 @@ def _stack_jvp(model, x, lengths, hx, python: bool, chunk: int | None):
     tangents = {n: torch.randn(p.shape, generator=g, dtype=p.dtype) for n, p in params.items()}
     ctx = native.forced_python() if python else contextlib.nullcontext()
     forced = rop.forced_chunk(chunk) if chunk else contextlib.nullcontext()
-    with forced_layout("batch"), rop.recording() as tapes:
+    with forced_layout(layout), rop.recording() as tapes:
         model(x, hx, lengths=lengths, return_states=True)
     with ctx, forced:
         out, states, h = rop_stack.stack_jvp(model, tapes, params, tangents, lengths)
     return [out, *states, *(h if isinstance(h, list | tuple) else [h])]
 
 
+ROP_KW = COVERED + [
+    dict(variant="G-LSTM", proj_size=2),
+    dict(variant="mLSTM", multiplicative_size=5),
+    dict(variant="mLSTM", proj_size=3, bidirectional=True),
+]
+ROP_CASES = [(kw, lay) for lay in ("batch", "features") for kw in ROP_KW]
+
+
 @needs_native
 @pytest.mark.parametrize("chunk", [None, 2], ids=["whole", "chunks-of-2"])
 @pytest.mark.parametrize("dtype", [F64, F32], ids=str)
 @pytest.mark.parametrize(
-    "kw",
-    COVERED
-    + [
-        dict(variant="G-LSTM", proj_size=2),
-        dict(variant="mLSTM", multiplicative_size=5),
-        dict(variant="mLSTM", proj_size=3, bidirectional=True),
-    ],
-    ids=_ids,
+    ("kw", "layout"), ROP_CASES, ids=[f"{lay}-{_ids(kw)}" for kw, lay in ROP_CASES]
 )
-def test_native_r_forward_equals_python(kw, dtype, chunk, rop_calls):
+def test_native_r_forward_equals_python(kw, layout, dtype, chunk, rop_calls):
     """The R-forward pass (Gauss–Newton products' J v) in the native core against the Python
-    R-forward, on packed lengths with initial states, whole or in chunks of steps (the chunk
-    seams carry ẏ, ċ, q̇ across)."""
+    R-forward, in both layouts, on packed lengths with initial states, whole or in chunks of
+    steps (the chunk seams carry ẏ, ċ, q̇ across)."""
     m = LSTM(4, 6, dtype=dtype, seed=1, gate_sharpness={"i": 1.5, "f": 0.8, "o": 3.75}, **kw)
     g = torch.Generator().manual_seed(2)
     x = torch.randn(6, 5, 4, generator=g, dtype=dtype)
@@ -370,9 +464,10 @@ def test_native_r_forward_equals_python(kw, dtype, chunk, rop_calls):
         torch.randn(L, 5, m.proj_size or 6, generator=g, dtype=dtype),
         torch.randn(L, 5, 6, generator=g, dtype=dtype),
     )
-    got = _stack_jvp(m, x, LENGTHS, hx, False, chunk)
+    got = _stack_jvp(m, x, LENGTHS, hx, False, chunk, layout)
     assert len(rop_calls) >= L  # ran native, once per chunk and layer-direction
-    want = _stack_jvp(m, x, LENGTHS, hx, True, chunk)
+    assert set(rop_calls) == {2 if layout == "features" else 1}  # in the layout asked for
+    want = _stack_jvp(m, x, LENGTHS, hx, True, chunk, layout)
     for a, b in zip(got, want, strict=True):
         assert _rel(a, b) <= (1e-12 if dtype == F64 else 2e-5)
 

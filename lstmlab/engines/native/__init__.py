@@ -35,10 +35,13 @@ from lstmlab.engines.native import build
 from lstmlab.nn.variants import CellSpec
 
 __all__ = [
+    "backward_features",
     "backward_rows",
     "covers",
     "forced_python",
+    "forward_features",
     "forward_rows",
+    "rop_features_chunk",
     "rop_rows_chunk",
     "use_native",
 ]
@@ -199,6 +202,102 @@ def backward_rows(
     )
 
 
+def forward_features(
+    spec: CellSpec,
+    bs: list[int],
+    x: Tensor,
+    Ws: Tensor,
+    bias: Tensor,
+    Rs: Tensor,
+    h0: Tensor,
+    c0: Tensor,
+    ZAT: Tensor,
+    CT: Tensor,
+    HCT: Tensor,
+    YT: Tensor,
+    YhT: Tensor | None,
+    W_p: Tensor | None,
+    Qs: Tensor | None,
+    Ps: dict[str, Tensor | None],
+    mult: tuple[Tensor, Tensor, Tensor, Tensor] | None = None,
+) -> None:
+    """The forward time loop of ``bptt_features`` (weights with α and the block input's scale
+    folded in): fills ZAT (T, D, B) = [g(z) | gates], CT, HCT = h(C), YT (T, ·, B) and YhT
+    (the projection's input) in place, over the first ``bs[t]`` columns of each step; x is
+    (T, B, I), h0 (B, Hr), c0 (B, H). ``mult``: mLSTM's (W_mx x, U, m (T, M, B), W_mh)."""
+    torch.ops.lstmlab_native.forward_features(
+        x.contiguous(),
+        Ws.contiguous(),  # (D, I)
+        bias,
+        Rs.contiguous(),  # (D, Hr), mLSTM (D, M)
+        h0.t().contiguous(),
+        c0.t().contiguous(),
+        ZAT,
+        CT,
+        HCT,
+        YT,
+        YhT,
+        None if W_p is None else W_p.detach().contiguous(),
+        None if Qs is None else Qs.contiguous(),
+        _c(Ps.get("i")),
+        _c(Ps.get("f")),
+        _c(Ps.get("o")),
+        bs,
+        _config(spec, 1),
+        *(mult if mult is not None else (None,) * 4),
+    )
+
+
+def backward_features(
+    spec: CellSpec,
+    alpha: dict[str, float],
+    bs: list[int],
+    ZAT: Tensor,
+    CT: Tensor,
+    HCT: Tensor,
+    c0: Tensor,
+    R: Tensor,
+    W_p: Tensor | None,
+    Q: Tensor | None,
+    P: dict[str, Tensor | None],
+    dY: Tensor | None,
+    dC: Tensor | None,
+    dPre: Tensor,
+    DYT: Tensor | None,
+    dy_next: Tensor,
+    dc_next: Tensor,
+    dq_next: Tensor | None,
+    mult: tuple[Tensor, Tensor, Tensor, Tensor, Tensor] | None = None,
+) -> None:
+    """The backward time loop of ``bptt_features`` (raw weights, α explicit): writes δ of every
+    step into dPre (T, D, B; the steps may lie side by side, unit column stride) (and dy into
+    DYT with a projection), leaving dy_next (Hr, B), dc_next (H, B) the gradients of h0ᵀ, c0ᵀ.
+    dY, dC arrive as (T, B, ·); ``mult``: mLSTM's (W_mx x, U, W_mh, dU, dMX)."""
+    torch.ops.lstmlab_native.backward_features(
+        ZAT,
+        CT,
+        HCT,
+        c0.t(),
+        R.detach().contiguous(),
+        None if W_p is None else W_p.detach().contiguous(),
+        None if Q is None else Q.detach().contiguous(),
+        _c(P.get("i")),
+        _c(P.get("f")),
+        _c(P.get("o")),
+        None if dY is None else dY.transpose(1, 2),
+        None if dC is None else dC.transpose(1, 2),
+        dPre,
+        DYT,
+        dy_next,
+        dc_next,
+        dq_next,
+        bs,
+        _config(spec, 1),
+        [float(alpha.get(g, 1.0)) for g in ("i", "f", "o")],
+        *(mult if mult is not None else (None,) * 5),
+    )
+
+
 def rop_rows_chunk(
     spec: CellSpec,
     E: Tensor,
@@ -221,7 +320,65 @@ def rop_rows_chunk(
     peepholes folded into them), ``tt`` the tape's weights; writes the tangents of y and c into
     dY, dC (T, B, ·) at those steps. dq, dyh: buffers carried between chunks (full gate
     recurrence, projection)."""
-    torch.ops.lstmlab_native.rop_rows_chunk(
+    _rop_chunk(
+        torch.ops.lstmlab_native.rop_rows_chunk,
+        spec,
+        E,
+        fac,
+        tt,
+        EP,
+        dh0,
+        dc0,
+        dY,
+        dC,
+        dq,
+        dyh,
+        t0,
+        bs,
+        fold,
+    )
+
+
+def rop_features_chunk(
+    spec: CellSpec,
+    E: Tensor,
+    fac: dict[str, Tensor],
+    tt: dict[str, Tensor | None],
+    EP: Tensor | None,
+    dh0: Tensor | None,
+    dc0: Tensor | None,
+    dY: Tensor,
+    dC: Tensor,
+    dq: Tensor | None,
+    dyh: Tensor | None,
+    t0: int,
+    bs: list[int],
+    fold: bool,
+) -> None:
+    """``rop_rows_chunk`` in the feature-major layout: E (k, D, B), the factors (k, ·, B), the
+    tangents dY, dC (T, ·, B), dh0 (Hr, B), dc0 (H, B), the carried buffers dq (G, B), dyh
+    (H, B); each thread a slice of the columns through the chunk's steps."""
+    _rop_chunk(
+        torch.ops.lstmlab_native.rop_features_chunk,
+        spec,
+        E,
+        fac,
+        tt,
+        EP,
+        dh0,
+        dc0,
+        dY,
+        dC,
+        dq,
+        dyh,
+        t0,
+        bs,
+        fold,
+    )
+
+
+def _rop_chunk(op, spec, E, fac, tt, EP, dh0, dc0, dY, dC, dq, dyh, t0, bs, fold) -> None:
+    op(
         E,
         fac["OHp"],
         fac["IGp"],

@@ -23,7 +23,10 @@ __all__ = ["ENV", "NAME", "SOURCES", "load", "reset"]
 
 ENV = "LSTMLAB_NATIVE"  # "0": never build nor load the native core
 NAME = "lstmlab_native_v1"  # the extension's name in torch's cache (bump when the ABI changes)
-SOURCES = tuple(Path(__file__).with_name(f) for f in ("lstm_rows.cpp", "rop_rows.cpp"))
+SOURCES = tuple(
+    Path(__file__).with_name(f)
+    for f in ("lstm_rows.cpp", "lstm_features.cpp", "rop_rows.cpp", "rop_features.cpp")
+)
 HEADERS = (Path(__file__).with_name("rows_common.h"),)
 # -O3 with the compiler's auto-vectorisation; no -march=native, so that a cache shared between
 # machines of different CPUs stays valid (the elementwise loops are compiled per instruction set

@@ -180,12 +180,14 @@ void cblas_sgemm_compute(int, int, int, int, int, int, const float*, int, const 
 
 inline bool fits_int(int64_t v) { return v <= static_cast<int64_t>(INT32_MAX); }
 
-// row-major C (m x N, ld ldc) = A (m x K, ld lda) op(B) + beta C, where B is stored row-major
-// as (K x N, ld ldb), or, with transB, as its transpose (N x K, ld ldb): a weight (out, in) as
-// it is kept, used without copying it into (in, out) first
+// row-major C (m x N, ld ldc) = op(A) op(B) + beta C, where B is stored row-major as (K x N,
+// ld ldb), or, with transB, as its transpose (N x K, ld ldb): a weight (out, in) as it is kept,
+// used without copying it into (in, out) first; likewise A as (m x K, ld lda), or with transA
+// as (K x m, ld lda) (the feature-major loop's transposed weights, lstm_features.cpp)
 template <typename T>
 void gemm_rows(int64_t m, int64_t N, int64_t K, const T* A, int64_t lda, const T* B,
-               int64_t ldb, T beta, T* C, int64_t ldc, bool transB = false) {
+               int64_t ldb, T beta, T* C, int64_t ldc, bool transB = false,
+               bool transA = false) {
   if (m == 0 || N == 0) return;
   if (K == 0) {
     for (int64_t r = 0; r < m; ++r)
@@ -193,20 +195,23 @@ void gemm_rows(int64_t m, int64_t N, int64_t K, const T* A, int64_t lda, const T
     return;
   }
   const bool blas = (std::is_same_v<T, float> ? sgemm_ != nullptr : dgemm_ != nullptr) &&
-                    fits_int(m * ldc) && fits_int((transB ? N : K) * ldb) && fits_int(m * lda);
-  if (blas) {  // column-major: C^T (N x m) = op(B)^T (N x K) A^T (K x m)
+                    fits_int(m * ldc) && fits_int((transB ? N : K) * ldb) &&
+                    fits_int((transA ? K : m) * lda);
+  if (blas) {  // column-major: C^T (N x m) = op(B)^T (N x K) op(A)^T (K x m)
     const int mi = int(m), Ni = int(N), Ki = int(K), la = int(lda), lb = int(ldb), lc = int(ldc);
     const T one = 1;
     const char* tb = transB ? "T" : "N";
+    const char* ta = transA ? "T" : "N";
     if constexpr (std::is_same_v<T, float>) {
-      sgemm_(tb, "N", &Ni, &mi, &Ki, &one, B, &lb, A, &la, &beta, C, &lc);
+      sgemm_(tb, ta, &Ni, &mi, &Ki, &one, B, &lb, A, &la, &beta, C, &lc);
     } else {
-      dgemm_(tb, "N", &Ni, &mi, &Ki, &one, B, &lb, A, &la, &beta, C, &lc);
+      dgemm_(tb, ta, &Ni, &mi, &Ki, &one, B, &lb, A, &la, &beta, C, &lc);
     }
     return;
   }
   const auto opt = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
-  at::Tensor a = at::from_blob(const_cast<T*>(A), {m, K}, {lda, 1}, opt);
+  at::Tensor a = transA ? at::from_blob(const_cast<T*>(A), {m, K}, {1, lda}, opt)
+                        : at::from_blob(const_cast<T*>(A), {m, K}, {lda, 1}, opt);
   at::Tensor b = transB ? at::from_blob(const_cast<T*>(B), {K, N}, {1, ldb}, opt)
                         : at::from_blob(const_cast<T*>(B), {K, N}, {ldb, 1}, opt);
   at::Tensor c = at::from_blob(C, {m, N}, {ldc, 1}, opt);
