@@ -71,6 +71,7 @@ __all__ = [
 # chunk of steps at a time in every pass, as the backward does.
 FACTOR_CACHE_BYTES = 64 << 20
 _FORCED_CHUNK: list[int] = []  # set by ``forced_chunk`` (tests)
+_UNFUSED: list[bool] = []  # set by ``unfused_terms`` (tests)
 
 
 @contextmanager
@@ -84,6 +85,18 @@ def forced_chunk(steps: int):
         yield
     finally:
         _FORCED_CHUNK.pop()
+
+
+@contextmanager
+def unfused_terms():
+    """Inside the block, the feature-major native R-forward takes its carried-independent terms
+    from ``_chunk_terms`` (Python, a chunk at a time) instead of forming them per step (tests:
+    the two against each other)."""
+    _UNFUSED.append(True)
+    try:
+        yield
+    finally:
+        _UNFUSED.pop()
 
 
 class _Layout:
@@ -344,7 +357,10 @@ def _r_forward_native(
             return V[t0 - 1 : t1 - 1]
         return torch.cat([v0.unsqueeze(0), V[: t1 - 1]])
 
-    E_buf = x.new_empty(shape(min(k, T), s.n_pre))
+    # feature-major, no mLSTM, no input tangent: the core forms the carried-independent terms
+    # itself, per step (E: one step's scratch); else _chunk_terms forms them a chunk at a time
+    fused = feats and s.multiplicative_size is None and dx is None and not _UNFUSED
+    E_buf = x.new_empty(shape(1 if fused else min(k, T), s.n_pre))
     EP_buf = x.new_empty(shape(min(k, T), s.recurrent_size)) if W_p is not None else None
     dq = x.new_zeros(shape(1, s.n_q)[1:]) if tt["Q"] is not None else None
     dyh = x.new_empty(shape(1, s.hidden_size)[1:]) if W_p is not None else None
@@ -359,8 +375,11 @@ def _r_forward_native(
             fac = cache["factor_tensors"]
         else:
             fac = {n: v.contiguous() for n, v in chunks.tensors(t0, t1).items()}
-        E = E_buf[: t1 - t0]
-        _chunk_terms(E, s, lay, tt, dw, dP, dx, t0, t1, prev)
+        if fused:
+            E = E_buf
+        else:
+            E = E_buf[: t1 - t0]
+            _chunk_terms(E, s, lay, tt, dw, dP, dx, t0, t1, prev)
         EP = None
         if W_p is not None:
             EP = EP_buf[: t1 - t0]
@@ -370,7 +389,11 @@ def _r_forward_native(
                 torch.matmul(dw["W_p"], tt["Yh"][t0:t1], out=EP)
             else:
                 torch.matmul(tt["Yh"][t0:t1], dw["W_p"].t(), out=EP)
-        step_chunk(s, E, fac, tt, EP, dh0, dc0, dY, dC, dq, dyh, t0, bs[t0:t1], fold)
+        if fused:
+            terms = {n: dw.get(n) for n in ("W", "b", "R", "Q")} | {"peep": dP}
+            step_chunk(s, E, fac, tt, EP, dh0, dc0, dY, dC, dq, dyh, t0, bs[t0:t1], fold, terms)
+        else:
+            step_chunk(s, E, fac, tt, EP, dh0, dc0, dY, dC, dq, dyh, t0, bs[t0:t1], fold)
 
 
 def _chunk_terms(E: Tensor, s: CellSpec, lay: _Layout, tt, dw, dP, dx, t0: int, t1: int, prev):

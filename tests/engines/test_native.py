@@ -472,6 +472,37 @@ def test_native_r_forward_equals_python(kw, layout, dtype, chunk, rop_calls):
         assert _rel(a, b) <= (1e-12 if dtype == F64 else 2e-5)
 
 
+@needs_native
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(variant="lstm97", cells_per_block=2),
+        dict(variant="vanilla", cells_per_block=2, proj_size=3),
+        dict(variant="FGR", bias=False),
+    ],
+    ids=_ids,
+)
+def test_feature_major_r_forward_forms_its_terms_per_step(kw, rop_calls):
+    """Feature-major, the native R-forward forms the carried-independent terms (Ẇ x, ḃ, Ṙ y,
+    Q̇ q, Ṗ c) per step from the tape; the same tangents as with those terms formed in Python a
+    chunk at a time (``rop.unfused_terms``), and as the Python R-forward (float64)."""
+    from lstmlab.engines import rop
+
+    m = LSTM(4, 6, dtype=F64, seed=1, gate_sharpness={"i": 1.5, "f": 0.8, "o": 3.75}, **kw)
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(6, 5, 4, generator=g, dtype=F64)
+    hx = (torch.randn(1, 5, m.proj_size or 6, generator=g, dtype=F64),) + (
+        torch.randn(1, 5, 6, generator=g, dtype=F64),
+    )
+    fused = _stack_jvp(m, x, LENGTHS, hx, False, None, "features")
+    with rop.unfused_terms():
+        unfused = _stack_jvp(m, x, LENGTHS, hx, False, None, "features")
+    python = _stack_jvp(m, x, LENGTHS, hx, True, None, "features")
+    assert set(rop_calls) == {2}
+    for a, b, c in zip(fused, unfused, python, strict=True):
+        assert _rel(a, b) <= 1e-12 and _rel(a, c) <= 1e-12
+
+
 def test_failed_build_says_so_once_and_falls_back(monkeypatch, capsys):
     """No compiler (here: a builder that raises): one line on stderr, once; then the Python
     loop, with the Python loop's results."""

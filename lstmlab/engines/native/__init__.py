@@ -320,23 +320,8 @@ def rop_rows_chunk(
     peepholes folded into them), ``tt`` the tape's weights; writes the tangents of y and c into
     dY, dC (T, B, ·) at those steps. dq, dyh: buffers carried between chunks (full gate
     recurrence, projection)."""
-    _rop_chunk(
-        torch.ops.lstmlab_native.rop_rows_chunk,
-        spec,
-        E,
-        fac,
-        tt,
-        EP,
-        dh0,
-        dc0,
-        dY,
-        dC,
-        dq,
-        dyh,
-        t0,
-        bs,
-        fold,
-    )
+    op = torch.ops.lstmlab_native.rop_rows_chunk
+    _rop_chunk(op, spec, E, fac, tt, EP, dh0, dc0, dY, dC, dq, dyh, t0, bs, fold, [])
 
 
 def rop_features_chunk(
@@ -354,30 +339,40 @@ def rop_features_chunk(
     t0: int,
     bs: list[int],
     fold: bool,
+    fused: dict | None = None,
 ) -> None:
     """``rop_rows_chunk`` in the feature-major layout: E (k, D, B), the factors (k, ·, B), the
     tangents dY, dC (T, ·, B), dh0 (Hr, B), dc0 (H, B), the carried buffers dq (G, B), dyh
-    (H, B); each thread a slice of the columns through the chunk's steps."""
-    _rop_chunk(
-        torch.ops.lstmlab_native.rop_features_chunk,
-        spec,
-        E,
-        fac,
-        tt,
-        EP,
-        dh0,
-        dc0,
-        dY,
-        dC,
-        dq,
-        dyh,
-        t0,
-        bs,
-        fold,
-    )
+    (H, B); each thread a slice of the columns through the chunk's steps. ``fused``: the weight
+    tangents (W, b, R, Q, "peep": {gate: (nb, cpb)}) whose carried-independent terms the core
+    forms per step from the tape (E is then one step's scratch, (1, D, B)); None: E holds them."""
+    extra: list = []
+    if fused is not None:
+        peep = fused.get("peep") or {}
+
+        def batch_major(v: Tensor) -> Tensor:  # a (T, F, B) view of (T, B, F) storage, or as is
+            return v if v.stride(-1) == 1 else v.transpose(-1, -2).contiguous().transpose(-1, -2)
+
+        extra = [
+            *(_c(_d(fused.get(n))) for n in ("W", "b", "R", "Q")),
+            *(_c(_d(peep.get(g))) for g in ("i", "f", "o")),
+            batch_major(tt["x"]),
+            batch_major(tt["Y"]),
+            tt["h0"],
+            tt["A"],
+            tt["C"].contiguous(),
+            tt["c0"],
+            True,
+        ]
+    op = torch.ops.lstmlab_native.rop_features_chunk
+    _rop_chunk(op, spec, E, fac, tt, EP, dh0, dc0, dY, dC, dq, dyh, t0, bs, fold, extra)
 
 
-def _rop_chunk(op, spec, E, fac, tt, EP, dh0, dc0, dY, dC, dq, dyh, t0, bs, fold) -> None:
+def _d(t: Tensor | None) -> Tensor | None:
+    return None if t is None else t.detach()
+
+
+def _rop_chunk(op, spec, E, fac, tt, EP, dh0, dc0, dY, dC, dq, dyh, t0, bs, fold, extra) -> None:
     op(
         E,
         fac["OHp"],
@@ -409,4 +404,5 @@ def _rop_chunk(op, spec, E, fac, tt, EP, dh0, dc0, dY, dC, dq, dyh, t0, bs, fold
             if spec.multiplicative_size is not None
             else (None, None)
         ),
+        *extra,
     )

@@ -28,6 +28,29 @@ inline const T* opt_ptr(const c10::optional<at::Tensor>& t) {
   return t.has_value() && t->defined() ? t->data_ptr<T>() : nullptr;
 }
 
+// a (K x N) step operand handed in as a (T, K, B)-shaped view: feature-major rows (unit column
+// stride, ld = stride(1)) or the transposed view of batch-major storage (unit feature stride,
+// read as a transposed operand with ld = stride(2)); step t, first column b0
+struct StepOperand {
+  int64_t s0 = 0, ld = 0, col = 0;
+  bool trans = false;
+  StepOperand() = default;
+  explicit StepOperand(const at::Tensor& v) {
+    TORCH_CHECK(v.dim() == 3, "lstmlab native R-forward (feature-major): a (T, K, B) tape tensor");
+    s0 = v.stride(0);
+    if (v.stride(2) == 1) {
+      ld = std::max<int64_t>(v.stride(1), 1), col = 1, trans = false;
+    } else {
+      TORCH_CHECK(v.stride(1) == 1 || v.size(1) == 1,
+                  "lstmlab native R-forward (feature-major): a tape tensor must be feature-major "
+                  "or the transposed view of a batch-major one");
+      ld = v.stride(2), col = v.stride(2), trans = true;
+    }
+  }
+  template <typename T>
+  const T* at(const T* base, int64_t t, int64_t b0) const { return base + t * s0 + b0 * col; }
+};
+
 // the factor rows of one step (each (rows, ., B) tensor at its step and first column)
 template <typename T>
 struct StepFactors {
@@ -133,14 +156,28 @@ void rop_features_chunk(at::Tensor E, const at::Tensor& OHp, const at::Tensor& I
                         at::Tensor dY, at::Tensor dC, const c10::optional<at::Tensor>& dq,
                         const c10::optional<at::Tensor>& dyh_buf, int64_t t0,
                         at::IntArrayRef batch_sizes, at::IntArrayRef cfg, bool fold,
-                        const c10::optional<at::Tensor>& MX, const c10::optional<at::Tensor>& Wmh_) {
+                        const c10::optional<at::Tensor>& MX, const c10::optional<at::Tensor>& Wmh_,
+                        const c10::optional<at::Tensor>& dW_, const c10::optional<at::Tensor>& db_,
+                        const c10::optional<at::Tensor>& dR_, const c10::optional<at::Tensor>& dQ_,
+                        const c10::optional<at::Tensor>& dPi_,
+                        const c10::optional<at::Tensor>& dPf_,
+                        const c10::optional<at::Tensor>& dPo_, const c10::optional<at::Tensor>& tx,
+                        const c10::optional<at::Tensor>& tY, const c10::optional<at::Tensor>& th0,
+                        const c10::optional<at::Tensor>& tA, const c10::optional<at::Tensor>& tC,
+                        const c10::optional<at::Tensor>& tc0, bool fused) {
+  // fused: E is one step's scratch (1, D, B), and each step's carried-independent terms
+  //   dW x_t + db + dR y_{t-1} (+ dQ q_{t-1} on the gate rows, dP_{i,f} c_{t-1}, dP_o c_t)
+  // are formed here from the tape (x, Y, h0, the gate activations A, C, c0), per step and
+  // slice of columns while they are in the cache, instead of a pass per term over the whole
+  // chunk in Python (no mLSTM, no input tangent: those keep the Python terms)
   const Layout L(cfg);
   TORCH_CHECK(E.dim() == 3, "lstmlab native R-forward (feature-major): E must be (k, D, B)");
-  const int64_t m = E.size(0), D = E.size(1), B = E.size(2), H = L.H, G = L.G;
+  // the chunk's steps: E holds each one's terms, or (fused) is one step's scratch
+  const int64_t m = int64_t(batch_sizes.size()), D = E.size(1), B = E.size(2), H = L.H, G = L.G;
   const int64_t Hr = dY.size(1), T = dY.size(0);
   TORCH_CHECK(D == L.D, "lstmlab native R-forward (feature-major): E has ", D, " rows, expected ",
               L.D);
-  TORCH_CHECK(int64_t(batch_sizes.size()) == m && t0 >= 0 && t0 + m <= T,
+  TORCH_CHECK((E.size(0) == m || (fused && E.size(0) == 1)) && t0 >= 0 && t0 + m <= T,
               "lstmlab native R-forward (feature-major): batch sizes and steps");
   TORCH_CHECK(dY.dim() == 3 && dY.size(2) == B && dC.dim() == 3 && dC.size(0) == T &&
                   dC.size(1) == H && dC.size(2) == B,
@@ -191,6 +228,36 @@ void rop_features_chunk(at::Tensor E, const at::Tensor& OHp, const at::Tensor& I
   TORCH_CHECK(!c0.defined() || (c0.dim() == 2 && c0.size(0) == H && c0.size(1) == B),
               "lstmlab native R-forward (feature-major): dc0 must be (H, B)");
   at::Tensor v_buf = mult ? at::empty({M, B}, E.options()) : at::Tensor();
+  auto opt = [](const c10::optional<at::Tensor>& t) {
+    return t.has_value() && t->defined() ? t->contiguous() : at::Tensor();
+  };
+  const at::Tensor dW = opt(dW_), db = opt(db_), dR = opt(dR_), dQ = opt(dQ_);
+  const at::Tensor dPi = opt(dPi_), dPf = opt(dPf_), dPo = opt(dPo_);
+  TORCH_CHECK(!fused || (!mult && E.size(0) == 1 && tx.has_value() && tY.has_value() &&
+                         th0.has_value() && tA.has_value() && tC.has_value() &&
+                         tc0.has_value()),
+              "lstmlab native R-forward (feature-major): the fused terms need the tape (x, Y, "
+              "h0, A, C, c0), a one-step E and no mLSTM");
+  const int64_t I = fused ? tx->size(1) : 0;
+  if (fused) {
+    TORCH_CHECK(tx->size(0) == T && tx->size(2) == B && tY->size(0) == T && tY->size(1) == Hr &&
+                    tY->size(2) == B && tA->size(0) == T && tA->size(1) == G &&
+                    tA->size(2) == B && tC->is_contiguous() && tC->size(0) == T &&
+                    tC->size(1) == H && tC->size(2) == B && th0->size(0) == Hr &&
+                    th0->size(1) == B && tc0->size(0) == H && tc0->size(1) == B,
+                "lstmlab native R-forward (feature-major): the tape's shapes");
+    TORCH_CHECK(!dW.defined() || (dW.size(0) == D && dW.size(1) == I), "dW must be (D, I)");
+    TORCH_CHECK(!db.defined() || db.numel() == D, "db must have D entries");
+    TORCH_CHECK(!dR.defined() || (dR.size(0) == D && dR.size(1) == Hr), "dR must be (D, Hr)");
+    TORCH_CHECK(!dQ.defined() || (dQ.size(0) == G && dQ.size(1) == G), "dQ must be (G, G)");
+    for (const at::Tensor* p : {&dPi, &dPf, &dPo})
+      TORCH_CHECK(!p->defined() || p->numel() == H, "a peephole tangent must have H entries");
+  }
+  const StepOperand ox = fused ? StepOperand(*tx) : StepOperand();
+  const StepOperand oy = fused ? StepOperand(*tY) : StepOperand();
+  const StepOperand oa = fused ? StepOperand(*tA) : StepOperand();
+  const StepOperand oh0 = fused ? StepOperand(th0->unsqueeze(0)) : StepOperand();
+  const at::Tensor tc0c = fused ? tc0->contiguous() : at::Tensor();
   AT_DISPATCH_FLOATING_TYPES(E.scalar_type(), "lstmlab_rop_features", [&] {
     using S = scalar_t;
     S* e = E.data_ptr<S>();
@@ -217,6 +284,15 @@ void rop_features_chunk(at::Tensor E, const at::Tensor& OHp, const at::Tensor& I
     S* q0 = fgr ? dq->data_ptr<S>() : nullptr;
     S* dyh0 = proj ? dyh_buf->data_ptr<S>() : nullptr;
     S* v0 = mult ? v_buf.data_ptr<S>() : nullptr;
+    auto ptr = [](const at::Tensor& t) { return t.defined() ? t.data_ptr<S>() : nullptr; };
+    const S *dW_p = ptr(dW), *db_p = ptr(db), *dR_p = ptr(dR), *dQ_p = ptr(dQ);
+    const S *dPi_p = ptr(dPi), *dPf_p = ptr(dPf), *dPo_p = ptr(dPo);
+    const S* tx_p = fused ? tx->data_ptr<S>() : nullptr;
+    const S* tY_p = fused ? tY->data_ptr<S>() : nullptr;
+    const S* th0_p = fused ? th0->data_ptr<S>() : nullptr;
+    const S* tA_p = fused ? tA->data_ptr<S>() : nullptr;
+    const S* tC_p = fused ? tC->data_ptr<S>() : nullptr;
+    const S* tc0_p = fused ? tc0c.data_ptr<S>() : nullptr;
     at::parallel_for(0, B, FM_GRAIN, [&](int64_t b0, int64_t b1) {
       for (int64_t r = 0; r < m; ++r) {
         const int64_t t = t0 + r;
@@ -227,7 +303,44 @@ void rop_features_chunk(at::Tensor E, const at::Tensor& OHp, const at::Tensor& I
         const S* c_prev = t > 0 ? dc0p + (t - 1) * H * B : c0_;
         if (y_prev != nullptr) y_prev += b0;
         if (c_prev != nullptr) c_prev += b0;
-        S* a = e + r * D * B + b0;
+        S* a = e + (fused ? 0 : r * D * B) + b0;
+        if (fused) {  // the carried-independent terms, from the tape
+          if (dW_p != nullptr) {
+            gemm_rows<S>(D, w, I, dW_p, I, ox.at(tx_p, t, b0), ox.ld, S(0), a, B, ox.trans);
+          } else {
+            for (int64_t d = 0; d < D; ++d) std::fill(a + d * B, a + d * B + w, S(0));
+          }
+          if (db_p != nullptr)
+            for (int64_t d = 0; d < D; ++d) {
+              S* ar = a + d * B;
+              const S bd = db_p[d];
+              for (int64_t x = 0; x < w; ++x) ar[x] += bd;
+            }
+          if (dR_p != nullptr) {
+            const S* yp = t > 0 ? oy.at(tY_p, t - 1, b0) : oh0.at(th0_p, 0, b0);
+            gemm_rows<S>(D, w, Hr, dR_p, Hr, yp, t > 0 ? oy.ld : oh0.ld, S(1), a, B,
+                         t > 0 ? oy.trans : oh0.trans);
+          }
+          if (dQ_p != nullptr && t > 0)  // q_{-1} = 0
+            gemm_rows<S>(G, w, G, dQ_p, G, oa.at(tA_p, t - 1, b0), oa.ld, S(1), a + H * B, B,
+                         oa.trans);
+          // dP_{i,f} c_{t-1}, dP_o c_t on the gate rows
+          const S* ctp = (t > 0 ? tC_p + (t - 1) * H * B : tc0_p) + b0;
+          const S* ct = tC_p + t * H * B + b0;
+          for (const auto& [goff, P, cs] : {std::tuple<int64_t, const S*, const S*>{
+                                                L.off_i, dPi_p, ctp},
+                                            {L.off_f, dPf_p, ctp}, {L.off_o, dPo_p, ct}}) {
+            if (goff < 0 || P == nullptr) continue;
+            for (int64_t j = 0; j < L.nb; ++j) {
+              S* ar = a + (goff + j) * B;
+              for (int64_t k = 0; k < L.cpb; ++k) {
+                const S p = P[j * L.cpb + k];
+                const S* cr = cs + (j * L.cpb + k) * B;
+                for (int64_t x = 0; x < w; ++x) ar[x] += p * cr[x];
+              }
+            }
+          }
+        }
         if (y_prev != nullptr && mult) {  // v = mx_t * (W_mh y._{t-1}), a += R v
           S* v = v0 + b0;
           gemm_rows<S>(M, w, Hr, Wmh0, Hr, y_prev, B, S(0), v, B);
@@ -270,7 +383,10 @@ TORCH_LIBRARY_FRAGMENT(lstmlab_native, m) {
       "Tensor? Ki, Tensor? Kf, Tensor? Ko, Tensor R, Tensor? Q, Tensor? Wp, Tensor? EP, "
       "Tensor? Pi, Tensor? Pf, Tensor? Po, Tensor? dh0, Tensor? dc0, Tensor(b!) dY, "
       "Tensor(c!) dC, Tensor(d!)? dq, Tensor(e!)? dyh_buf, int t0, int[] batch_sizes, int[] cfg, "
-      "bool fold, Tensor? MX=None, Tensor? Wmh=None) -> ()");
+      "bool fold, Tensor? MX=None, Tensor? Wmh=None, Tensor? dW=None, Tensor? db=None, "
+      "Tensor? dR=None, Tensor? dQ=None, Tensor? dPi=None, Tensor? dPf=None, Tensor? dPo=None, "
+      "Tensor? tx=None, Tensor? tY=None, Tensor? th0=None, Tensor? tA=None, Tensor? tC=None, "
+      "Tensor? tc0=None, bool fused=False) -> ()");
 }
 
 TORCH_LIBRARY_IMPL(lstmlab_native, CPU, m) {
