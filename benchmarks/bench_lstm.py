@@ -370,33 +370,55 @@ LAYOUT_SIZES = [
 
 
 def section_layout(sizes, dtypes, quick):
-    """Both layouts of the bptt engine, forced, against torch.nn.LSTM: where bptt.choose_layout
-    should switch from feature-major to batch-major."""
+    """Both layouts of the bptt engine, forced, against torch.nn.LSTM, training (forward +
+    backward) and inference (forward under no_grad): where bptt.choose_layout should switch
+    from feature-major to batch-major, with the loops this machine runs (native where built)."""
+    from lstmlab.engines import native
     from lstmlab.engines.bptt import LAYOUTS, choose_layout, forced_layout
 
     print("\n## bptt layouts: feature-major vs batch-major, NP net, ratio to torch.nn.LSTM\n")
-    print("| dtype | (T, B, I, H) | torch.nn.LSTM ms | feature-major | batch-major | chosen |")
-    print("|---|---|---|---|---|---|")
+    print(
+        "| dtype | (T, B, I, H) | torch.nn.LSTM ms | feature-major | batch-major | chosen "
+        "| inference: torch ms | feature-major | batch-major | chosen |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for dtype in dtypes:
         for T, B, I, H in sizes:
             torch.manual_seed(0)
             ref = nn.LSTM(I, H, dtype=dtype, device=DEVICE)
             ours = LSTM.from_torch(ref)
             x = torch.randn(T, B, I, dtype=dtype, device=DEVICE)
-
-            run = fwd_bwd(ours, x)
-            forced = {name: _inside(run, partial(forced_layout, name)) for name in LAYOUTS}
+            reps = repeats_for(T, B, I, H, quick)
+            run, inf = fwd_bwd(ours, x), _no_grad(ours, x)
             t = paired(
                 fwd_bwd(ref, x),
-                forced,
-                repeats_for(T, B, I, H, quick),
+                {name: _inside(run, partial(forced_layout, name)) for name in LAYOUTS},
+                reps,
             )
-            chosen = choose_layout(ours.cells[0].spec, B, dtype)
+            u = paired(
+                _no_grad(ref, x),
+                {name: _inside(inf, partial(forced_layout, name)) for name in LAYOUTS},
+                reps,
+            )
+            spec = ours.cells[0].spec
+            fast = native.use_native(spec, x, True, x.device.type == "cpu")
+            chosen = choose_layout(spec, B, dtype, native=fast)
+            chosen_inf = choose_layout(spec, B, dtype, native=fast, backward=False)
             print(
                 f"| {str(dtype)[6:]} | {(T, B, I, H)} | {t['ref'] * 1e3:.1f} | "
-                f"{t.ratio('features'):.2f} | {t.ratio('batch'):.2f} | {chosen} |",
+                f"{t.ratio('features'):.2f} | {t.ratio('batch'):.2f} | {chosen} "
+                f"| {u['ref'] * 1e3:.1f} | {u.ratio('features'):.2f} | {u.ratio('batch'):.2f} "
+                f"| {chosen_inf} |",
                 flush=True,
             )
+
+
+def _no_grad(model, x):
+    def run():
+        with torch.no_grad():
+            model(x)
+
+    return run
 
 
 PRODUCT_GRID = [(B, H) for B in (1, 4, 32, 128, 1000) for H in (64, 128, 256, 512)]

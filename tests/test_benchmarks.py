@@ -128,3 +128,27 @@ def test_bench_curvature_device_option():
         bad = _run(script, *tiny, "--device", "cuda")
         assert bad.returncode != 0
         assert bad.stderr.strip().splitlines()[-1] == "--device cuda: no CUDA device is available"
+
+
+def test_bench_lstm_layout_section():
+    """``bench_lstm.py --sections layout`` (docs/benchmarks.md, "Which layout"): a row per size
+    with both layouts' training and inference ratios and the layout ``choose_layout`` picks
+    for each mode, as ``bptt.run`` asks it (the native loops where built)."""
+    from lstmlab import LSTM
+    from lstmlab.engines.bptt import choose_layout
+    from lstmlab.engines.native import build
+
+    run = _run(
+        str(BENCH / "bench_lstm.py"), "--sections", "layout", "--sizes", "3,32,2,4",
+        "--quick", "--threads", "1",
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    rows = [ln for ln in run.stdout.splitlines() if "(3, 32, 2, 4)" in ln]
+    assert rows
+    spec = LSTM(2, 4).cells[0].spec
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert len(cells) == 10
+        assert [float(c) > 0 for c in (*cells[2:5], *cells[6:9])] == [True] * 6
+        assert cells[5] == choose_layout(spec, 32, native=build.load())
+        assert cells[9] == choose_layout(spec, 32, native=build.load(), backward=False)

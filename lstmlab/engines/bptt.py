@@ -62,7 +62,7 @@ from contextlib import nullcontext
 import torch
 from torch import Tensor
 
-from lstmlab.engines import bptt_rows
+from lstmlab.engines import bptt_rows, gates, native
 from lstmlab.engines.bptt_features import LSTMLayerBPTT
 from lstmlab.engines.layout import LAYOUTS, choose_layout, forced_layout
 from lstmlab.engines.packing import sort_by_length
@@ -90,16 +90,18 @@ def run(cell, x: Tensor, lengths: Tensor | None, h0: Tensor, c0: Tensor, alpha: 
         w["Q"],
         w["W_p"],
     )
-    layout = choose_layout(s, B, x.dtype)
+    # no graph will be kept (grad mode off, or nothing requires grad): the layer may keep less
+    graph = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (x, h0, c0, *args)
+    )
+    dense = s.factorization_rank is None and s.groups == 1  # what both native loops run
+    fast = dense and native.use_native(s, x, True, gates.uses_sigmoid_form(x))
+    layout = choose_layout(s, B, x.dtype, native=fast, backward=graph)
     if layout == "batch":
         layer, without_backward = bptt_rows.LSTMLayerBPTTRows, bptt_rows.without_backward
     else:
         layer, without_backward = LSTMLayerBPTT, nullcontext
     packing = sort_by_length(lengths, T)
-    # no graph will be kept (grad mode off, or nothing requires grad): the layer may keep less
-    graph = torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in (x, h0, c0, *args)
-    )
     with nullcontext() if graph else without_backward():
         if packing is None:
             out = layer.apply(s, alpha, None, x, h0, c0, *args)

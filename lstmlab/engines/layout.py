@@ -59,20 +59,40 @@ def last_index(bs: list[int], B: int, device) -> Tensor:
     return (bs_t.unsqueeze(1) > rows.unsqueeze(0)).sum(0) - 1
 
 
-def choose_layout(spec: CellSpec, batch: int, dtype: torch.dtype = torch.float64) -> str:
+def choose_layout(
+    spec: CellSpec,
+    batch: int,
+    dtype: torch.dtype = torch.float64,
+    *,
+    native: bool = False,
+    backward: bool = True,
+) -> str:
     """ "features" (``bptt_features``) or "batch" (``bptt_rows``) for a layer of this shape.
 
-    The BLAS kernels run a product fastest when its output's leading dimension is the long
-    one: the batch in the feature-major layout, the 4·H gate pre-activations in the batch-major
-    one. So the batch-major layout is chosen when 4·H_r exceeds the batch (wide layers, small
-    batches); the long time-lag nets (a few units, batches of thousands) stay feature-major,
-    where every gate slice is also a contiguous block. Below float64 (float32 on this
-    machine's BLAS) the batch-major layout also wins from H_r = 16 on, at every batch size
-    measured (up to 10,000); H_r ≤ 8 stays feature-major. The rule was read off
-    ``benchmarks/bench_lstm.py --sections layout`` (docs/benchmarks.md)."""
+    ``native``: both layouts would run their native loops (``engines/native``; not F-LSTM's and
+    G-LSTM's structured maps, which the feature-major native loop does not run); ``backward``:
+    a backward pass will follow (training), else inference.
+
+    With the native loops, training (forward + backward) runs feature-major where the layer has
+    at most 128 units and the batch at least 16 samples: there each thread's slice of samples
+    runs the whole time loop and the elementwise passes vectorise over the samples, in
+    0.32–0.96 of the batch-major time at every such shape measured on one thread, float32 and
+    float64 (up to 1.03 at two threads); from 256 units, and at batches of 8, batch-major was
+    faster. Inference keeps fewer steps batch-major (a
+    ring of them), and runs feature-major only for the long time-lag nets (4·H_r ≤ B, H_r ≤ 8).
+
+    With the Python loops: the BLAS kernels run a product fastest when its output's leading
+    dimension is the long one (the batch feature-major, the 4·H gate pre-activations
+    batch-major), so batch-major when 4·H_r exceeds the batch; below float64 also from H_r = 16
+    on. Both rules were read off ``benchmarks/bench_lstm.py --sections layout`` and the
+    inference probe of docs/benchmarks.md."""
     if _FORCED:
         return _FORCED[-1]
     H = spec.recurrent_size
+    if native:
+        if backward:
+            return "features" if (H <= 128 and batch >= 16) else "batch"
+        return "features" if (4 * H <= batch and H <= 8) else "batch"
     if 4 * H > batch or (dtype != torch.float64 and H >= 16):
         return "batch"
     return "features"

@@ -50,8 +50,68 @@ def test_automatic_layout_choice():
         assert choose_layout(LSTM(2, 8).cells[0].spec, 10000, f32) == "features"
         assert choose_layout(LSTM(2, 16).cells[0].spec, 10000, f32) == "batch"
         assert choose_layout(LSTM(10, 100).cells[0].spec, 1000, f32) == "batch"
+        # with the native loops: training feature-major up to 128 units from 16 samples on
+        mid, wide_256 = LSTM(10, 100).cells[0].spec, LSTM(10, 256).cells[0].spec
+        for dt in (f32, F64):
+            assert choose_layout(seed000, 1000, dt, native=True) == "features"
+            assert choose_layout(mid, 1000, dt, native=True) == "features"
+            assert choose_layout(LSTM(10, 128).cells[0].spec, 16, dt, native=True) == "features"
+            assert choose_layout(LSTM(10, 128).cells[0].spec, 8, dt, native=True) == "batch"
+            assert choose_layout(wide_256, 10000, dt, native=True) == "batch"
+            # inference: feature-major only for the long time-lag nets
+            assert choose_layout(seed000, 1000, dt, native=True, backward=False) == "features"
+            assert choose_layout(mid, 1000, dt, native=True, backward=False) == "batch"
+            assert choose_layout(LSTM(2, 8).cells[0].spec, 31, dt, native=True, backward=False) == (
+                "batch"
+            )
     finally:
         engine_layout._FORCED[:] = saved
+
+
+def test_run_picks_the_layout_by_mode():
+    """``bptt.run`` asks the rule with what it knows: a 32-unit layer on 64 samples trains
+    feature-major and infers batch-major where the native loops are built (else batch-major
+    both ways, the Python loops' rule), and F-LSTM's structured map never goes feature-major
+    on that account."""
+    from lstmlab.engines import layout as engine_layout
+    from lstmlab.engines.native import build
+
+    saved = list(engine_layout._FORCED)
+    engine_layout._FORCED.clear()
+    try:
+        x = torch.randn(5, 64, 3)
+        m = LSTM(3, 32, engine="bptt")
+        name = _function_name(m, x)
+        assert name == ("LSTMLayerBPTTBackward" if build.load() else "LSTMLayerBPTTRowsBackward")
+        assert _function_name(m, x, grad=False) == "LSTMLayerBPTTRows"
+        assert _function_name(LSTM(3, 32, variant="F-LSTM", engine="bptt"), x) == (
+            "LSTMLayerBPTTRowsBackward"
+        )
+    finally:
+        engine_layout._FORCED[:] = saved
+
+
+def _function_name(model, x, grad: bool = True) -> str:
+    """The bptt Function a forward pass ran: its backward node's name with a graph, else which
+    of the two Functions ``apply`` was called on."""
+    from lstmlab.engines import bptt
+
+    seen = []
+    for cls in (bptt.LSTMLayerBPTT, bptt.bptt_rows.LSTMLayerBPTTRows):
+        orig = cls.apply
+
+        def spy(*a, _orig=orig, _name=cls.__name__, **k):
+            seen.append(_name)
+            return _orig(*a, **k)
+
+        cls.apply = spy
+    try:
+        with torch.set_grad_enabled(grad):
+            model(x)
+    finally:
+        del bptt.LSTMLayerBPTT.apply, bptt.bptt_rows.LSTMLayerBPTTRows.apply
+    assert len(seen) == 1
+    return seen[0] + ("Backward" if grad else "")
 
 
 def _inputs(I=4, T=6, B=5, seed=0):
