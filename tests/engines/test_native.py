@@ -171,13 +171,18 @@ def test_feature_major_columns_split_across_threads(kw, dtype, calls):
     x = torch.randn(9, 301, 3, generator=g, dtype=dtype)
     lengths = torch.randint(1, 10, (301,), generator=g)
     lengths[:3] = 9
+    L = m.num_layers * m.num_directions
+    hx = (
+        torch.randn(L, 301, m.proj_size or 4, generator=g, dtype=dtype),
+        torch.randn(L, 301, 4, generator=g, dtype=dtype),
+    )
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
-        _assert_twins(m, x, lengths, dtype, None, "features")
-        two = _run(m, x, lengths, False, None, "features")
+        _assert_twins(m, x, lengths, dtype, hx, "features")
+        two = _run(m, x, lengths, False, hx, "features")
         torch.set_num_threads(1)
-        one = _run(m, x, lengths, False, None, "features")
+        one = _run(m, x, lengths, False, hx, "features")
     finally:
         torch.set_num_threads(threads)
     assert calls["features"] == 3 * m.num_directions

@@ -34,6 +34,11 @@ HEADERS = (Path(__file__).with_name("rows_common.h"),)
 # select then vectorises for AVX2 and SSE too (without it only AVX-512's masked moves do); it
 # changes no value, only whether floating-point exception flags may be raised speculatively.
 FLAGS = ["-O3", "-fno-trapping-math"]
+# -fopenmp: ATen's at::parallel_for runs its lambda on one thread unless the translation unit is
+# compiled with OpenMP (ATen/ParallelOpenMP.h defines INTRA_OP_PARALLEL only under _OPENMP).
+# The library then needs libgomp.so.1, which resolves to the copy torch itself loaded (same
+# soname): one OpenMP runtime and one thread count, torch.set_num_threads's. Linux (g++) only.
+OPENMP = ["-fopenmp"] if sys.platform.startswith("linux") else []
 
 STALE_LOCK_S = 900  # a build lock older than this was left by a build that died
 _STATE: dict[str, bool] = {}  # "loaded": the outcome of the first call in this process
@@ -76,7 +81,8 @@ def _build():
     path = cpp_extension.load(
         name=NAME,
         sources=[str(s) for s in SOURCES],
-        extra_cflags=FLAGS,
+        extra_cflags=FLAGS + OPENMP,
+        extra_ldflags=OPENMP,
         is_python_module=False,
         verbose=False,
     )
