@@ -38,7 +38,7 @@ order) with the Function's node, whose saved tensors and attributes are the tape
 A whole ``lstmlab.LSTM`` stack (layers, directions, F-/G-LSTM weights) is ``rop_stack``.
 
 Batch-major, where the native core is built, the steps of each chunk run in C++
-(``native.rop_rows_chunk``: one product R ẏ_{t-1} and one fused pass per step); the chunk's
+(``native.rop_chunk``: one product R ẏ_{t-1} and one fused pass per step); the chunk's
 carried-independent terms and factors are formed here either way, and the loop below is its
 reference twin and fallback.
 
@@ -342,8 +342,7 @@ def _r_forward_native(
 ):
     """``_r_forward``'s loop in the native core: per chunk of steps, the carried-independent
     terms and the factors formed here (``whole``: one chunk, its factors kept in the tape's
-    ``cache``), the steps run by ``native.rop_rows_chunk`` (batch-major) or
-    ``native.rop_features_chunk`` (feature-major)."""
+    ``cache``), the steps run by ``native.rop_chunk`` in the tape's layout."""
     x, W_p = tt["x"], tt["W_p"]
     feats = lay.features
     T, B = x.shape[0], (x.shape[2] if feats else x.shape[1])
@@ -364,7 +363,6 @@ def _r_forward_native(
     EP_buf = x.new_empty(shape(min(k, T), s.recurrent_size)) if W_p is not None else None
     dq = x.new_zeros(shape(1, s.n_q)[1:]) if tt["Q"] is not None else None
     dyh = x.new_empty(shape(1, s.hidden_size)[1:]) if W_p is not None else None
-    step_chunk = native.rop_features_chunk if feats else native.rop_rows_chunk
     if whole and "factor_tensors" not in cache:
         cache["factor_tensors"] = {n: v.contiguous() for n, v in chunks.tensors(0, T).items()}
     for t0 in range(0, T, k):
@@ -389,11 +387,10 @@ def _r_forward_native(
                 torch.matmul(dw["W_p"], tt["Yh"][t0:t1], out=EP)
             else:
                 torch.matmul(tt["Yh"][t0:t1], dw["W_p"].t(), out=EP)
-        if fused:
-            terms = {n: dw.get(n) for n in ("W", "b", "R", "Q")} | {"peep": dP}
-            step_chunk(s, E, fac, tt, EP, dh0, dc0, dY, dC, dq, dyh, t0, bs[t0:t1], fold, terms)
-        else:
-            step_chunk(s, E, fac, tt, EP, dh0, dc0, dY, dC, dq, dyh, t0, bs[t0:t1], fold)
+        terms = ({n: dw.get(n) for n in ("W", "b", "R", "Q")} | {"peep": dP}) if fused else None
+        native.rop_chunk(
+            s, feats, E, fac, tt, EP, dh0, dc0, dY, dC, dq, dyh, t0, bs[t0:t1], fold, terms
+        )  # fmt: skip
 
 
 def _chunk_terms(E: Tensor, s: CellSpec, lay: _Layout, tt, dw, dP, dx, t0: int, t1: int, prev):

@@ -417,11 +417,10 @@ def test_forced_fallback_gives_the_same_numbers(layout, monkeypatch, calls):
 
 @pytest.fixture
 def rop_calls(monkeypatch):
-    seen = []
-    rows, feats = native.rop_rows_chunk, native.rop_features_chunk
-    monkeypatch.setattr(native, "rop_rows_chunk", lambda *a, **k: seen.append(1) or rows(*a, **k))
+    seen = []  # per call: 2 feature-major, 1 batch-major
+    run = native.rop_chunk
     monkeypatch.setattr(
-        native, "rop_features_chunk", lambda *a, **k: seen.append(2) or feats(*a, **k)
+        native, "rop_chunk", lambda *a, **k: seen.append(2 if a[1] else 1) or run(*a, **k)
     )
     return seen
 

@@ -41,8 +41,7 @@ __all__ = [
     "forced_python",
     "forward_features",
     "forward_rows",
-    "rop_features_chunk",
-    "rop_rows_chunk",
+    "rop_chunk",
     "use_native",
 ]
 
@@ -298,34 +297,9 @@ def backward_features(
     )
 
 
-def rop_rows_chunk(
+def rop_chunk(
     spec: CellSpec,
-    E: Tensor,
-    fac: dict[str, Tensor],
-    tt: dict[str, Tensor | None],
-    EP: Tensor | None,
-    dh0: Tensor | None,
-    dc0: Tensor | None,
-    dY: Tensor,
-    dC: Tensor,
-    dq: Tensor | None,
-    dyh: Tensor | None,
-    t0: int,
-    bs: list[int],
-    fold: bool,
-) -> None:
-    """The R-forward steps t0 … t0 + len(bs) - 1 of ``rop`` (batch-major): E (k, B, D) the
-    carried-independent part of each step's pre-activation tangents (completed in place), ``fac``
-    the backward's derivative factors of those steps ((k, B, ·), every sample; ``fold``: the
-    peepholes folded into them), ``tt`` the tape's weights; writes the tangents of y and c into
-    dY, dC (T, B, ·) at those steps. dq, dyh: buffers carried between chunks (full gate
-    recurrence, projection)."""
-    op = torch.ops.lstmlab_native.rop_rows_chunk
-    _rop_chunk(op, spec, E, fac, tt, EP, dh0, dc0, dY, dC, dq, dyh, t0, bs, fold, [])
-
-
-def rop_features_chunk(
-    spec: CellSpec,
+    features: bool,
     E: Tensor,
     fac: dict[str, Tensor],
     tt: dict[str, Tensor | None],
@@ -341,13 +315,22 @@ def rop_features_chunk(
     fold: bool,
     fused: dict | None = None,
 ) -> None:
-    """``rop_rows_chunk`` in the feature-major layout: E (k, D, B), the factors (k, ·, B), the
-    tangents dY, dC (T, ·, B), dh0 (Hr, B), dc0 (H, B), the carried buffers dq (G, B), dyh
-    (H, B); each thread a slice of the columns through the chunk's steps. ``fused``: the weight
-    tangents (W, b, R, Q, "peep": {gate: (nb, cpb)}) whose carried-independent terms the core
-    forms per step from the tape (E is then one step's scratch, (1, D, B)); None: E holds them."""
+    """The R-forward steps t0 … t0 + len(bs) - 1 of ``rop``: E the carried-independent part of
+    each step's pre-activation tangents (completed in place), ``fac`` the backward's derivative
+    factors of those steps (every sample; ``fold``: the peepholes folded into them), ``tt`` the
+    tape's weights; writes the tangents of y and c into dY, dC at those steps. dq, dyh: buffers
+    carried between chunks (full gate recurrence, projection).
+
+    Batch-major (``features`` False): E (k, B, D), the factors (k, B, ·), dY, dC (T, B, ·).
+    Feature-major: E (k, D, B), the factors (k, ·, B), dY, dC (T, ·, B), dh0 (Hr, B), dc0 (H, B),
+    dq (G, B), dyh (H, B); each thread a slice of the columns through the chunk's steps; and
+    ``fused``: the weight tangents (W, b, R, Q, "peep": {gate: (nb, cpb)}) whose carried-
+    independent terms the core forms per step from the tape (E is then one step's scratch,
+    (1, D, B)); None: E holds them."""
     extra: list = []
     if fused is not None:
+        if not features:
+            raise ValueError("fused carried-independent terms are feature-major only")
         peep = fused.get("peep") or {}
 
         def batch_major(v: Tensor) -> Tensor:  # a (T, F, B) view of (T, B, F) storage, or as is
@@ -364,7 +347,8 @@ def rop_features_chunk(
             tt["c0"],
             True,
         ]
-    op = torch.ops.lstmlab_native.rop_features_chunk
+    ops = torch.ops.lstmlab_native
+    op = ops.rop_features_chunk if features else ops.rop_rows_chunk
     _rop_chunk(op, spec, E, fac, tt, EP, dh0, dc0, dY, dC, dq, dyh, t0, bs, fold, extra)
 
 

@@ -258,6 +258,16 @@ void check_side(const at::Tensor& t, int64_t T, int64_t rows, int64_t B, const c
               " must have unit column stride");
 }
 
+// n_t for each of the T steps: at most B, never rising (a batch sorted by length)
+void check_batch_sizes(at::IntArrayRef batch_sizes, int64_t T, int64_t B) {
+  TORCH_CHECK(int64_t(batch_sizes.size()) == T, "lstmlab native core (feature-major): ",
+              batch_sizes.size(), " batch sizes for ", T, " steps");
+  for (int64_t t = 0; t < T; ++t)
+    TORCH_CHECK(batch_sizes[t] >= 0 && batch_sizes[t] <= B &&
+                    (t == 0 || batch_sizes[t] <= batch_sizes[t - 1]),
+                "lstmlab native core (feature-major): batch sizes must fall from at most B");
+}
+
 void forward_features(const at::Tensor& x_, const at::Tensor& Ws_, const at::Tensor& bias_,
                       const at::Tensor& Rs_, const at::Tensor& h0T, const at::Tensor& c0T,
                       at::Tensor ZA, at::Tensor C, at::Tensor HC, at::Tensor Y,
@@ -303,12 +313,7 @@ void forward_features(const at::Tensor& x_, const at::Tensor& Ws_, const at::Ten
     check_steps(*U, T, M, B, "u");
     check_steps(*Mm, T, M, B, "m");
   }
-  TORCH_CHECK(int64_t(batch_sizes.size()) == T, "lstmlab native core (feature-major): ",
-              batch_sizes.size(), " batch sizes for ", T, " steps");
-  for (int64_t t = 0; t < T; ++t)
-    TORCH_CHECK(batch_sizes[t] >= 0 && batch_sizes[t] <= B &&
-                    (t == 0 || batch_sizes[t] <= batch_sizes[t - 1]),
-                "lstmlab native core (feature-major): batch sizes must fall from at most B");
+  check_batch_sizes(batch_sizes, T, B);
   std::vector<at::Tensor> bufs{ZA, C, HC, Y};
   if (proj) bufs.push_back(*Yh);
   if (mult) bufs.insert(bufs.end(), {*MX, *U, *Mm});
@@ -427,12 +432,7 @@ void backward_features(const at::Tensor& ZA, const at::Tensor& C, const at::Tens
                 "lstmlab native core (feature-major): mLSTM buffers must be contiguous");
   }
   TORCH_CHECK(alpha.size() == 3, "lstmlab native core: alpha must be (i, f, o)");
-  TORCH_CHECK(int64_t(batch_sizes.size()) == T, "lstmlab native core (feature-major): ",
-              batch_sizes.size(), " batch sizes for ", T, " steps");
-  for (int64_t t = 0; t < T; ++t)
-    TORCH_CHECK(batch_sizes[t] >= 0 && batch_sizes[t] <= B &&
-                    (t == 0 || batch_sizes[t] <= batch_sizes[t - 1]),
-                "lstmlab native core (feature-major): batch sizes must fall from at most B");
+  check_batch_sizes(batch_sizes, T, B);
   for (const at::Tensor* t : std::initializer_list<const at::Tensor*>{&ZA, &C, &HC})
     TORCH_CHECK(t->is_contiguous(), "lstmlab native core (feature-major): the step buffers "
                                     "must be contiguous");
