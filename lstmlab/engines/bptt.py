@@ -64,7 +64,7 @@ from torch import Tensor
 
 from lstmlab.engines import bptt_rows, gates, native
 from lstmlab.engines.bptt_features import LSTMLayerBPTT
-from lstmlab.engines.layout import LAYOUTS, choose_layout, forced_layout
+from lstmlab.engines.layout import LAYOUTS, choose_layout, forced_layout, without_backward
 from lstmlab.engines.packing import sort_by_length
 from lstmlab.engines.tape import leave_tape
 
@@ -98,11 +98,11 @@ def run(cell, x: Tensor, lengths: Tensor | None, h0: Tensor, c0: Tensor, alpha: 
     fast = dense and native.use_native(s, x, True, gates.uses_sigmoid_form(x))
     layout = choose_layout(s, B, x.dtype, native=fast, backward=graph)
     if layout == "batch":
-        layer, without_backward = bptt_rows.LSTMLayerBPTTRows, bptt_rows.without_backward
+        layer = bptt_rows.LSTMLayerBPTTRows
     else:
-        layer, without_backward = LSTMLayerBPTT, nullcontext
+        layer = LSTMLayerBPTT
     packing = sort_by_length(lengths, T)
-    with nullcontext() if graph else without_backward():
+    with nullcontext() if graph else without_backward():  # (the native loops then keep less)
         if packing is None:
             out = layer.apply(s, alpha, None, x, h0, c0, *args)
         else:

@@ -59,14 +59,23 @@ class LSTMLayerBPTT(torch.autograd.Function):
         # Per step, W x_t + b is written into that step's rows of ZAT (x_t enters the product
         # as a transposed operand, not copied), the recurrent product R y_{t-1} (mLSTM: R m_t)
         # is added to it, and the activations overwrite it.
+        # the one place that picks the native loop (``engines/native``: the same steps in C++,
+        # each thread a slice of the columns through the whole loop) or the Python loop below;
+        # the structured maps of F-LSTM / G-LSTM run their own products in the Python loop
+        use_native = smap is None and native.use_native(s, x, True, gates.uses_sigmoid_form(x))
+        # without a backward to come, the native loop keeps only what it returns (Y, C) for
+        # every step: the activations of one step (two with a full gate recurrence), h(C) and
+        # ŷ of one
+        ring = use_native and not layout.keeps_graph(ctx.needs_input_grad)
+        kz, kh = ((2 if Q is not None else 1), 1) if ring else (T, T)
         # every entry is written when all sequences are full-length; else dead columns must be 0
         new = x.new_empty if full else x.new_zeros
-        YT, CT, HCT = new(T, Hr, B), new(T, H, B), new(T, H, B)
+        YT, CT, HCT = new(T, Hr, B), new(T, H, B), new(kh, H, B)
         # [g(z) | gate activations] of every step, in the pre-activation rows (dead columns stay
         # 0: the weight-gradient products meet them, with δ = 0, and 0 · garbage may be NaN)
-        ZAT = new(T, D, B)
+        ZAT = new(kz, D, B)
         ZT, AT = ZAT[:, :H], ZAT[:, H:]
-        YhT = new(T, H, B) if W_p is not None else None
+        YhT = new(kh, H, B) if W_p is not None else None
         if mult:
             M = s.multiplicative_size
             MXT = torch.matmul(W_mx, xT)  # (T, M, B)
@@ -76,10 +85,6 @@ class LSTMLayerBPTT(torch.autograd.Function):
         lo, hi = gates.sigmoid_span(s, gates.uses_sigmoid_form(x))
         act_g, act_h = gates.activation(s.g, x, prescaled=True), gates.activation(s.h, x)
         z_affine_ = gates.affine(gates.SIGMOID_FORM[s.g][1], x) if lo == 0 else None
-        # the one place that picks the native loop (``engines/native``: the same steps in C++,
-        # each thread a slice of the columns through the whole loop) or the Python loop below;
-        # the structured maps of F-LSTM / G-LSTM run their own products in the Python loop
-        use_native = smap is None and native.use_native(s, x, True, gates.uses_sigmoid_form(x))
         if use_native:
             mx = (MXT, UT, MmT, W_mh.detach().contiguous()) if mult else None
             bias = bsc if bsc is not None else x.new_zeros(D)

@@ -24,8 +24,6 @@ Hand-written, like ``bptt``: this is the project's subject.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 import torch
 from torch import Tensor
 
@@ -35,18 +33,7 @@ from lstmlab.nn.variants import CellSpec
 
 __all__ = ["LSTMLayerBPTTRows", "without_backward"]
 
-_NO_BACKWARD: list[bool] = []  # set by ``without_backward``
-
-
-@contextmanager
-def without_backward():
-    """Inside the block, calls of the layer keep no graph (``bptt.run`` knows: grad mode off or
-    nothing requires grad), so the native loop may keep only what it returns."""
-    _NO_BACKWARD.append(True)
-    try:
-        yield
-    finally:
-        _NO_BACKWARD.pop()
+without_backward = layout.without_backward  # its public path from here (tests, users)
 
 
 class LSTMLayerBPTTRows(torch.autograd.Function):
@@ -95,7 +82,7 @@ class LSTMLayerBPTTRows(torch.autograd.Function):
         new = x.new_empty if full else x.new_zeros
         # without a backward to come, the native loop keeps only what it returns (Y, C) for
         # every step: ZA for one chunk of steps (a ring), h(C) and ŷ for one step
-        ring = use_native and Qs is None and (bool(_NO_BACKWARD) or not any(ctx.needs_input_grad))
+        ring = use_native and Qs is None and not layout.keeps_graph(ctx.needs_input_grad)
         Y, C, HC = new(T, B, Hr), new(T, B, H), new(1 if ring else T, B, H)
         # [g(z) | gate activations] of every step, in the pre-activation order. Each step's
         # pre-activations are formed in its own row and activated in place. (Dead rows keep

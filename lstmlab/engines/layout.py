@@ -26,10 +26,37 @@ from torch import Tensor
 
 from lstmlab.nn.variants import CellSpec
 
-__all__ = ["LAYOUTS", "choose_layout", "chunk_steps", "forced_layout", "last_index", "steps"]
+__all__ = [
+    "LAYOUTS",
+    "choose_layout",
+    "chunk_steps",
+    "forced_layout",
+    "keeps_graph",
+    "last_index",
+    "steps",
+    "without_backward",
+]
 
 LAYOUTS = ("features", "batch")
 _FORCED: list[str] = []  # set by ``forced_layout`` (tests, benchmarks)
+_NO_BACKWARD: list[bool] = []  # set by ``without_backward``
+
+
+@contextmanager
+def without_backward():
+    """Inside the block, calls of a layer keep no graph (``bptt.run`` knows: grad mode off or
+    nothing requires grad), so a native loop may keep only what it returns."""
+    _NO_BACKWARD.append(True)
+    try:
+        yield
+    finally:
+        _NO_BACKWARD.pop()
+
+
+def keeps_graph(needs_input_grad) -> bool:
+    """Whether a backward may follow this call of a layer's Function (its ``ctx``'s
+    ``needs_input_grad``, outside ``without_backward``)."""
+    return not _NO_BACKWARD and any(needs_input_grad)
 
 
 def steps(v: Tensor, bs: list[int], full: bool, fdim: int) -> list[Tensor] | tuple[Tensor, ...]:

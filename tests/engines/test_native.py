@@ -43,6 +43,7 @@ def calls(monkeypatch):
     def forward_features(*a, **k):
         seen["forward"] += 1
         seen["features"] += 1
+        seen["ZA steps"].append(a[8].shape[0])
         return ffwd(*a, **k)
 
     def backward_features(*a, **k):
@@ -188,6 +189,42 @@ def test_feature_major_columns_split_across_threads(kw, dtype, calls):
     assert calls["features"] == 3 * m.num_directions
     for a, b in zip(one, two, strict=True):
         assert _rel(a, b) <= (1e-12 if dtype == F64 else 2e-5)
+
+
+@needs_native
+@pytest.mark.parametrize("padded", [False, True], ids=["full", "padded"])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(variant="vanilla"),
+        dict(variant="NP", proj_size=3),
+        dict(variant="lstm97", cells_per_block=2),
+        dict(variant="FGR"),
+        dict(variant="mLSTM", multiplicative_size=5),
+    ],
+    ids=_ids,
+)
+def test_feature_major_inference_keeps_one_step(kw, padded, calls):
+    """Feature-major without gradients: the native loop keeps the activations of one step (two
+    with a full gate recurrence, whose gates read the previous step's) and h(c), ŷ of one;
+    outputs, final and cell states are the Python loop's. With a graph: every step."""
+    m = LSTM(4, 6, dtype=F64, seed=1, gate_sharpness=2.5, **kw)
+    x = torch.randn(7, 5, 4, generator=torch.Generator().manual_seed(4), dtype=F64)
+    lengths = torch.tensor([7, 3, 1, 5, 7]) if padded else None
+    h0 = torch.randn(1, 5, m.proj_size or 6, dtype=F64)
+    c0 = torch.randn(1, 5, 6, dtype=F64)
+    res = []
+    for python in (False, True):
+        ctx = native.forced_python() if python else contextlib.nullcontext()
+        with ctx, forced_layout("features"), torch.no_grad():
+            out, (h, c), states = m(x, (h0, c0), lengths=lengths, return_states=True)
+        res.append([out, h, c, *states])
+    for a, b in zip(*res, strict=True):
+        assert _rel(a, b) <= 1e-12
+    assert calls["ZA steps"] == [2 if m.cells[0].spec.fgr else 1]
+    with forced_layout("features"):
+        m(x, lengths=lengths)
+    assert calls["ZA steps"][-1] == 7
 
 
 @needs_native

@@ -285,9 +285,16 @@ void forward_features(const at::Tensor& x_, const at::Tensor& Ws_, const at::Ten
   const int64_t M = mult ? Wmh->size(0) : 0;
   const int64_t Kr = mult ? M : Hr;  // what the recurrent product multiplies: y_{t-1} or m_t
   const bool proj = given(Wp), fgr = given(Qs);
-  check_steps(ZA, T, D, B, "ZA");
+  // ZA, h(C) and y_hat hold every step, or (no backward to come) a ring: ZA one step (two
+  // with a full gate recurrence, which reads the previous step's gates), h(C) and y_hat one
+  const int64_t rz = ZA.size(0), rh = HC.size(0);
+  TORCH_CHECK(rz == T || (rz == (fgr ? 2 : 1) && T >= rz) || (rz == 1 && T == 1),
+              "lstmlab native core (feature-major): ZA holds ", rz, " steps of ", T);
+  TORCH_CHECK(rh == T || rh == 1, "lstmlab native core (feature-major): h(C) holds ", rh,
+              " steps of ", T);
+  check_steps(ZA, rz, D, B, "ZA");
   check_steps(C, T, H, B, "C");
-  check_steps(HC, T, H, B, "h(C)");
+  check_steps(HC, rh, H, B, "h(C)");
   check_steps(Y, T, Hr, B, "Y");
   TORCH_CHECK(Ws_.dim() == 2 && Ws_.size(0) == D && Ws_.size(1) == I,
               "lstmlab native core (feature-major): W must be (", D, ", ", I, ")");
@@ -301,7 +308,9 @@ void forward_features(const at::Tensor& x_, const at::Tensor& Ws_, const at::Ten
   TORCH_CHECK(!proj || (Wp->dim() == 2 && Wp->size(0) == Hr && Wp->size(1) == H),
               "lstmlab native core (feature-major): W_p must be (Hr, H)");
   TORCH_CHECK(proj == (given(Yh) && Yh->size(1) == H), "lstmlab native core: y_hat and W_p");
-  if (proj) check_steps(*Yh, T, H, B, "y_hat");
+  const int64_t ry = proj ? Yh->size(0) : T;
+  TORCH_CHECK(ry == T || ry == 1, "lstmlab native core (feature-major): y_hat steps");
+  if (proj) check_steps(*Yh, ry, H, B, "y_hat");
   TORCH_CHECK(proj || Hr == H, "lstmlab native core (feature-major): Y must have H rows");
   TORCH_CHECK(!fgr || (Qs->dim() == 2 && Qs->size(0) == G && Qs->size(1) == G),
               "lstmlab native core (feature-major): Q must be (G, G)");
@@ -351,7 +360,7 @@ void forward_features(const at::Tensor& x_, const at::Tensor& Ws_, const at::Ten
       for (int64_t t = 0; t < T; ++t) {
         const int64_t w = std::min(b1, batch_sizes[t]) - b0;  // this task's columns alive
         if (w <= 0) break;
-        S* pre = za + t * D * B + b0;
+        S* pre = za + (t % rz) * D * B + b0;
         // W x_t: x_t's rows (w, I) enter as a transposed operand
         gemm_rows<S>(D, w, I, W_, I, x0 + (t * B + b0) * I, I, S(0), pre, B, true);
         if (mult) {  // u = W_mh y_{t-1}, m = (W_mx x_t) * u, + R m
@@ -366,11 +375,12 @@ void forward_features(const at::Tensor& x_, const at::Tensor& Ws_, const at::Ten
           gemm_rows<S>(D, w, Hr, R_, Hr, y_prev, B, S(1), pre, B);
         }
         if (fgr && t > 0)  // full gate recurrence: + Q q_{t-1} on the gate rows
-          gemm_rows<S>(G, w, G, Q_, G, pre - D * B + H * B, B, S(1), pre + H * B, B);
+          gemm_rows<S>(G, w, G, Q_, G, za + ((t - 1) % rz) * D * B + H * B + b0, B, S(1),
+                       pre + H * B, B);
         S* c_t = c + t * H * B + b0;
-        S* yh_t = yh + t * H * B + b0;
-        fm_forward_cells(L, w, B, pre, b_, c_prev, c_t, hc + t * H * B + b0, yh_t, Pi_, Pf_,
-                         Po_);
+        S* yh_t = yh + (t % (proj ? ry : T)) * H * B + b0;
+        fm_forward_cells(L, w, B, pre, b_, c_prev, c_t, hc + (t % rh) * H * B + b0, yh_t, Pi_,
+                         Pf_, Po_);
         S* y_t = y + t * Hr * B + b0;
         if (proj) gemm_rows<S>(Hr, w, H, Wp_, H, yh_t, B, S(0), y_t, B);
         y_prev = y_t;
