@@ -105,21 +105,22 @@ def choose_layout(
     runs the whole time loop and the elementwise passes vectorise over the samples, in
     0.32–0.96 of the batch-major time at every such shape measured on one thread, float32 and
     float64 (up to 1.03 at two threads); from 256 units, and at batches of 8, batch-major was
-    faster. Inference keeps fewer steps batch-major (a
-    ring of them), and runs feature-major only for the long time-lag nets (4·H_r ≤ B, H_r ≤ 8).
+    faster. Inference runs feature-major where 4·H_r ≤ B and H_r ≤ 32 (both loops then keep
+    one step, or a ring of a few, of what a backward would read); from 64 units batch-major
+    was faster.
 
     With the Python loops: the BLAS kernels run a product fastest when its output's leading
     dimension is the long one (the batch feature-major, the 4·H gate pre-activations
     batch-major), so batch-major when 4·H_r exceeds the batch; below float64 also from H_r = 16
-    on. Both rules were read off ``benchmarks/bench_lstm.py --sections layout`` and the
-    inference probe of docs/benchmarks.md."""
+    on. Both rules were read off ``benchmarks/bench_lstm.py --sections layout`` (its
+    training and inference columns, docs/benchmarks.md)."""
     if _FORCED:
         return _FORCED[-1]
     H = spec.recurrent_size
     if native:
         if backward:
             return "features" if (H <= 128 and batch >= 16) else "batch"
-        return "features" if (4 * H <= batch and H <= 8) else "batch"
+        return "features" if (4 * H <= batch and H <= 32) else "batch"
     if 4 * H > batch or (dtype != torch.float64 and H >= 16):
         return "batch"
     return "features"

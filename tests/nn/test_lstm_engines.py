@@ -61,6 +61,9 @@ def test_automatic_layout_choice():
             # inference: feature-major only for the long time-lag nets
             assert choose_layout(seed000, 1000, dt, native=True, backward=False) == "features"
             assert choose_layout(mid, 1000, dt, native=True, backward=False) == "batch"
+            H32, H64 = LSTM(2, 32).cells[0].spec, LSTM(2, 64).cells[0].spec
+            assert choose_layout(H32, 1000, dt, native=True, backward=False) == "features"
+            assert choose_layout(H64, 1000, dt, native=True, backward=False) == "batch"
             assert choose_layout(LSTM(2, 8).cells[0].spec, 31, dt, native=True, backward=False) == (
                 "batch"
             )
