@@ -595,6 +595,37 @@ def test_first_build_announces_itself(monkeypatch, capsys, tmp_path):
     assert "removing a stale build lock" in capsys.readouterr().err
 
 
+def test_build_without_openmp_when_the_compiler_has_none(monkeypatch, capsys, tmp_path):
+    """Where a build with -fopenmp fails (a compiler without OpenMP), the core is built again
+    without it, and says so in one line; a build that fails without OpenMP too raises (the
+    caller then falls back to the Python loops)."""
+    from torch.utils import cpp_extension
+
+    lib = tmp_path / f"{build.NAME}.so"
+    monkeypatch.setattr(cpp_extension, "_get_build_directory", lambda name, verbose: str(tmp_path))
+    monkeypatch.setattr(build, "OPENMP", ["-fopenmp"])
+    seen = []
+
+    def load(**kw):
+        seen.append(list(kw["extra_cflags"]))
+        if "-fopenmp" in kw["extra_cflags"]:
+            raise RuntimeError("x.cpp:1: error: unsupported option '-fopenmp'")
+        lib.write_bytes(b"x")
+        return str(lib)
+
+    monkeypatch.setattr(cpp_extension, "load", load)
+    assert build._build() == str(lib)
+    assert [("-fopenmp" in f) for f in seen] == [True, False]
+    err = capsys.readouterr().err
+    assert "did not build with OpenMP (x.cpp:1: error: unsupported option '-fopenmp')" in err
+    lib.unlink()
+    monkeypatch.setattr(
+        cpp_extension, "load", lambda **kw: (_ for _ in ()).throw(OSError("no g++"))
+    )
+    with pytest.raises(OSError, match="no g\\+\\+"):
+        build._build()
+
+
 def test_package_ships_the_sources():
     """The C++ sources travel with the package (pyproject package-data)."""
     import tomllib

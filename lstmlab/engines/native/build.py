@@ -78,14 +78,28 @@ def _build():
     t0 = time.perf_counter()
     if before is None:
         _say("compiling lstmlab's native LSTM core (once per machine, about a minute) …")
-    path = cpp_extension.load(
-        name=NAME,
-        sources=[str(s) for s in SOURCES],
-        extra_cflags=FLAGS + OPENMP,
-        extra_ldflags=OPENMP,
-        is_python_module=False,
-        verbose=False,
-    )
+
+    def load(openmp: list[str]):
+        return cpp_extension.load(
+            name=NAME,
+            sources=[str(s) for s in SOURCES],
+            extra_cflags=FLAGS + openmp,
+            extra_ldflags=openmp,
+            is_python_module=False,
+            verbose=False,
+        )
+
+    try:
+        path = load(OPENMP)
+    except Exception as err:
+        if not OPENMP:
+            raise
+        # a compiler without OpenMP: the core still builds, its parallel_for on one thread
+        _say(
+            f"the native LSTM core did not build with OpenMP ({_first_error(str(err))[:160]}); "
+            "building it without (its loops then use one thread, BLAS still more)"
+        )
+        path = load([])
     if before is None or lib.stat().st_mtime_ns != before:  # built (or rebuilt: sources changed)
         _say(f"native LSTM core built in {time.perf_counter() - t0:.0f} s (cached in {build_dir})")
     return path
