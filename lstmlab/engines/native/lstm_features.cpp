@@ -238,13 +238,6 @@ LSTMLAB_FM_KERNELS(float)
 LSTMLAB_FM_KERNELS(double)
 #undef LSTMLAB_FM_KERNELS
 
-template <typename T>
-inline const T* opt_ptr(const c10::optional<at::Tensor>& t) {
-  return t.has_value() && t->defined() ? t->data_ptr<T>() : nullptr;
-}
-
-inline bool given(const c10::optional<at::Tensor>& t) { return t.has_value() && t->defined(); }
-
 void check_steps(const at::Tensor& t, int64_t T, int64_t rows, int64_t B, const char* what) {
   TORCH_CHECK(t.dim() == 3 && t.size(0) == T && t.size(1) == rows && t.size(2) == B,
               "lstmlab native core (feature-major): ", what, " must be (", T, ", ", rows, ", ",

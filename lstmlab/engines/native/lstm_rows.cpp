@@ -151,11 +151,6 @@ struct GroupSections {
   }
 };
 
-template <typename T>
-inline const T* ptr_or_null(const c10::optional<at::Tensor>& t) {
-  return t.has_value() && t->defined() ? t->data_ptr<T>() : nullptr;
-}
-
 void forward_rows(const at::Tensor& x2_, const at::Tensor& Wt, const at::Tensor& bias_,
                   const at::Tensor& Rt, const at::Tensor& h0, const at::Tensor& c0,
                   at::Tensor ZA, at::Tensor C, at::Tensor HC, at::Tensor Y,
@@ -227,9 +222,9 @@ void forward_rows(const at::Tensor& x2_, const at::Tensor& Wt, const at::Tensor&
   TORCH_CHECK((rh == T || rh == 1) && (ry == T || ry == 1), "lstmlab native core: h(C) steps");
   AT_DISPATCH_FLOATING_TYPES(ZA.scalar_type(), "lstmlab_forward_rows", [&] {
     using S = scalar_t;
-    const S* Pi_ = ptr_or_null<S>(Pi);
-    const S* Pf_ = ptr_or_null<S>(Pf);
-    const S* Po_ = ptr_or_null<S>(Po);
+    const S* Pi_ = opt_ptr<S>(Pi);
+    const S* Pf_ = opt_ptr<S>(Pf);
+    const S* Po_ = opt_ptr<S>(Po);
     S* za = ZA.data_ptr<S>();
     S* c = C.data_ptr<S>();
     S* hc = HC.data_ptr<S>();
@@ -436,9 +431,9 @@ void backward_rows(const at::Tensor& ZA, const at::Tensor& C, const at::Tensor& 
   TORCH_CHECK(!fgr || (Q->is_contiguous() && dq_next->is_contiguous()), "lstmlab native core: Q");
   AT_DISPATCH_FLOATING_TYPES(ZA.scalar_type(), "lstmlab_backward_rows", [&] {
     using S = scalar_t;
-    const S* Pi_ = ptr_or_null<S>(Pi);
-    const S* Pf_ = ptr_or_null<S>(Pf);
-    const S* Po_ = ptr_or_null<S>(Po);
+    const S* Pi_ = opt_ptr<S>(Pi);
+    const S* Pf_ = opt_ptr<S>(Pf);
+    const S* Po_ = opt_ptr<S>(Po);
     const S* za = ZA.data_ptr<S>();
     const S* c = C.data_ptr<S>();
     const S* hc = HC.data_ptr<S>();

@@ -23,11 +23,6 @@ using namespace lstmlab_native;
 
 constexpr int64_t FM_GRAIN = 64;  // columns per task (each task runs all the chunk's steps)
 
-template <typename T>
-inline const T* opt_ptr(const c10::optional<at::Tensor>& t) {
-  return t.has_value() && t->defined() ? t->data_ptr<T>() : nullptr;
-}
-
 // a (K x N) step operand handed in as a (T, K, B)-shaped view: feature-major rows (unit column
 // stride, ld = stride(1)) or the transposed view of batch-major storage (unit feature stride,
 // read as a transposed operand with ld = stride(2)); step t, first column b0

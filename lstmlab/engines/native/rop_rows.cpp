@@ -20,11 +20,6 @@ namespace {
 
 using namespace lstmlab_native;
 
-template <typename T>
-inline const T* opt_ptr(const c10::optional<at::Tensor>& t) {
-  return t.has_value() && t->defined() ? t->data_ptr<T>() : nullptr;
-}
-
 void rop_rows_chunk(at::Tensor E, const at::Tensor& OHp, const at::Tensor& IGp,
                     const c10::optional<at::Tensor>& Fc, const at::Tensor& SA,
                     const c10::optional<at::Tensor>& Ki, const c10::optional<at::Tensor>& Kf,

@@ -154,6 +154,14 @@ struct Layout {
   }
 };
 
+// an optional tensor argument of an operator: given (and defined), and its data or null
+inline bool given(const c10::optional<at::Tensor>& t) { return t.has_value() && t->defined(); }
+
+template <typename T>
+inline const T* opt_ptr(const c10::optional<at::Tensor>& t) {
+  return given(t) ? t->data_ptr<T>() : nullptr;
+}
+
 // rows per task of at::parallel_for: about 8k elements, so small batches stay on one thread
 inline int64_t grain(int64_t per_row) { return std::max<int64_t>(1, 8192 / std::max<int64_t>(1, per_row)); }
 
