@@ -80,11 +80,6 @@ class LSTMLayerBPTT(torch.autograd.Function):
             M = s.multiplicative_size
             MXT = torch.matmul(W_mx, xT)  # (T, M, B)
             UT, MmT = new(T, M, B), new(T, M, B)
-        has_i, has_f, has_o = ("i" in s.gates), ("f" in s.gates), ("o" in s.gates)
-        # one sigmoid call right after the product covers rows [lo, hi) (see gates.sigmoid_span)
-        lo, hi = gates.sigmoid_span(s, gates.uses_sigmoid_form(x))
-        act_g, act_h = gates.activation(s.g, x, prescaled=True), gates.activation(s.h, x)
-        z_affine_ = gates.affine(gates.SIGMOID_FORM[s.g][1], x) if lo == 0 else None
         if use_native:
             mx = (MXT, UT, MmT, W_mh.detach().contiguous()) if mult else None
             bias = bsc if bsc is not None else x.new_zeros(D)
@@ -92,6 +87,11 @@ class LSTMLayerBPTT(torch.autograd.Function):
                 s, bs, x, Ws, bias, Rs, h0, c0, ZAT, CT, HCT, YT, YhT, W_p, Qs, Ps, mx
             )  # fmt: skip
         else:  # the Python loop: the native loop's reference twin and fallback
+            has_i, has_f, has_o = ("i" in s.gates), ("f" in s.gates), ("o" in s.gates)
+            # one sigmoid call right after the product covers rows [lo, hi) (gates.sigmoid_span)
+            lo, hi = gates.sigmoid_span(s, gates.uses_sigmoid_form(x))
+            act_g, act_h = gates.activation(s.g, x, prescaled=True), gates.activation(s.h, x)
+            z_affine_ = gates.affine(gates.SIGMOID_FORM[s.g][1], x) if lo == 0 else None
             if_gates = [g for g in ("i", "f") if g in s.gates] if s.peepholes else []
             o_late = has_o and s.peepholes  # the output gate sees c_t
 
