@@ -103,6 +103,8 @@ HF_RANGES: dict[str, tuple[float, bool, float, bool]] = {
     "nonfinite_increase": (1.0, True, math.inf, False),
     "saturation_weight": (0.0, True, math.inf, False),
     "saturation_eps": (0.0, False, 0.5, False),
+    "weight_decay": (0.0, True, math.inf, False),
+    "search_batch": (0.0, False, math.inf, False),
 }
 BLOCK_DAMPINGS = (None, "gate", "memory-block")
 BLOCK_RULES = ("lm", "saturation")
@@ -148,6 +150,12 @@ class HessianFree(Optimizer):
     block_damping: None | "gate" | "memory-block" (one λ_b per block; module docstring).
     block_rule: "lm" (LM per block) | "saturation" (λ_b = λ (1 + κ s_b)).
     saturation_weight*: κ (10).   saturation_eps*: ε of a saturated gate (0.05).
+    weight_decay*: ω; HF minimises f + ½ω‖θ‖² (gradient + ωθ, curvature + ωI, every loss it
+        compares includes the term; 0: off). M&S's released code uses 2e-5.
+    search_batch*: score CG-backtracking, ρ and the line search on subsets of B_g instead of all
+        of it, as M&S's released code does: a count (≥ 1) or a fraction (< 1) of B_g, one
+        subset for the backtracking and ρ and another for the line search, drawn apart from B_c
+        and from each other where B_g has the rows (None: all of B_g).
     """
 
     def __init__(
@@ -179,6 +187,8 @@ class HessianFree(Optimizer):
         block_rule: str = "lm",
         saturation_weight: Any = 10.0,
         saturation_eps: Any = 0.05,
+        weight_decay: Any = 0.0,
+        search_batch: Any = None,
     ) -> None:
         hyper = {
             "damping": damping,
@@ -196,9 +206,12 @@ class HessianFree(Optimizer):
             "nonfinite_increase": nonfinite_increase,
             "saturation_weight": saturation_weight,
             "saturation_eps": saturation_eps,
+            "weight_decay": weight_decay,
         }
         if curvature_batch is not None:
             hyper["curvature_batch"] = curvature_batch
+        if search_batch is not None:
+            hyper["search_batch"] = search_batch
         for name, value in hyper.items():
             try:
                 hyper[name] = as_schedule(value)
@@ -275,16 +288,44 @@ class HessianFree(Optimizer):
     def curvature_batch(self) -> float | None:
         return self.value("curvature_batch") if "curvature_batch" in self.hyper else None
 
+    @property
+    def search_batch(self) -> float | None:
+        return self.value("search_batch") if "search_batch" in self.hyper else None
+
     # ------------------------------------------------------------------ pieces
-    def _curvature_objective(self, obj):
-        n, bc = obj.n_samples, self.curvature_batch
-        if bc is None:
-            return obj
-        size = int(round(bc * n)) if bc < 1 else int(round(bc))
-        if size >= n:
-            return obj
-        idx = torch.randperm(n, generator=self.generator)[: max(1, size)].sort().values
-        return obj.subset(idx)
+    @staticmethod
+    def _size(fraction_or_count: float, n: int) -> int:
+        v = fraction_or_count
+        return max(1, int(round(v * n)) if v < 1 else int(round(v)))
+
+    def _curvature_rows(self, n: int) -> Tensor | None:
+        """B_c's rows of B_g (sorted), or None: all of B_g."""
+        bc = self.curvature_batch
+        if bc is None or self._size(bc, n) >= n:
+            return None
+        return torch.randperm(n, generator=self.generator)[: self._size(bc, n)].sort().values
+
+    def _search_objectives(self, obj, curvature_rows: Tensor | None):
+        """(backtracking objective, line-search objective): ``obj`` itself without
+        ``search_batch``; else two subsets of its rows, apart from B_c and from each other
+        where B_g has the rows (M&S's released code: batches 1 and 2 of 10, B_c batch 0)."""
+        n, sb = obj.n_samples, self.search_batch
+        if sb is None or self._size(sb, n) >= n:
+            return obj, obj
+        size = self._size(sb, n)
+        order = torch.randperm(n, generator=self.generator)
+        if curvature_rows is not None:
+            used = torch.zeros(n, dtype=torch.bool)
+            used[curvature_rows] = True
+            free = order[~used[order]]
+            if len(free) >= 2 * size:
+                order = free
+            elif len(free) >= size:  # one subset apart from B_c; the second from all rows
+                order = torch.cat([free[:size], order[~torch.isin(order, free[:size])]])
+        first, second = order[:size], order[size : 2 * size]
+        if len(second) < size:  # fewer than 2·size rows: the line search reuses the first
+            second = first
+        return obj.subset(first.sort().values), obj.subset(second.sort().values)
 
     def _raise_lambda(self, factor: float) -> None:
         if self.lam_blocks is not None:
@@ -309,7 +350,14 @@ class HessianFree(Optimizer):
             self.lam = self.value("damping") * self.lam_scale
         lam = self.lam
         x = obj.get_params()
+        omega = self.value("weight_decay")
+
+        def decayed(f: float, z: Tensor) -> float:  # f + ½ω‖z‖², the objective HF minimises
+            return f + 0.5 * omega * float(z.dot(z)) if omega else f
+
         f0, g = obj.loss_and_grad()
+        if omega:
+            f0, g = decayed(f0, x), g + omega * x
         info = StepInfo(iteration=self.iteration, loss=f0, grad_norm=float(g.norm()), damping=lam)
         if not finite(f0, g):
             return self._reject(
@@ -319,7 +367,9 @@ class HessianFree(Optimizer):
             info.reason = "zero gradient"
             return info
 
-        cobj = self._curvature_objective(obj)
+        rows_c = self._curvature_rows(obj.n_samples)
+        cobj = obj if rows_c is None else obj.subset(rows_c)
+        bobj, lobj = self._search_objectives(obj, rows_c)
         blocks = self._parameter_blocks(obj)
         d = self._damping_vector(obj, blocks, lam, g) if blocks is not None else None
         if d is not None and self.block_rule == "lm":
@@ -328,6 +378,8 @@ class HessianFree(Optimizer):
         form = {} if self.structural_form == "mean" else {"structural_form": self.structural_form}
         op = cobj.curvature_operator(self.curvature, structural_weight=lam * mu, **form)
         damp = lam if d is None else d
+        if omega:  # the decay's curvature ωI, outside the damping LM adapts
+            damp = damp + omega
 
         def A(v: Tensor) -> Tensor:
             return op(v) + damp * v
@@ -372,20 +424,29 @@ class HessianFree(Optimizer):
             candidates = [
                 (
                     0,
-                    -g / (damp.clamp_min(1e-12) if d is not None else max(lam, 1e-12)),
+                    -g / (damp.clamp_min(1e-12) if d is not None else max(damp, 1e-12)),
                     float("nan"),
                 )
             ]
         else:
             candidates = res.iterates
 
-        chosen = cg_backtrack(candidates, lambda p: obj.loss(x + p), enabled=self.backtrack)
+        # the losses CG-backtracking, ρ and the line search compare: on B_g, or on the
+        # ``search_batch`` subsets (then their own value at θ, one evaluation each)
+        fb0 = f0 if bobj is obj else decayed(bobj.loss(x), x)
+        fl0 = f0 if lobj is obj else fb0 if lobj is bobj else decayed(lobj.loss(x), x)
+        chosen = cg_backtrack(
+            candidates, lambda p: decayed(bobj.loss(x + p), x + p), enabled=self.backtrack
+        )
         p, phi, f1, evals = chosen.p, chosen.phi, chosen.loss, chosen.evaluations
-        info.extra.update(backtrack_iterate=chosen.iteration, backtrack_evals=evals)
+        evals += (bobj is not obj) + (lobj is not obj and lobj is not bobj)
+        info.extra.update(backtrack_iterate=chosen.iteration, backtrack_evals=evals, backtrack_phi=phi)
 
-        rho = reduction_ratio(f0, f1, phi)
+        rho = reduction_ratio(fb0, f1, phi)
         if d is not None and self.block_rule == "lm":
-            self._update_block_lambdas(obj, blocks, A, g, x, f0, p, info)
+            self._update_block_lambdas(
+                lambda z: decayed(obj.loss(z), z), blocks, A, g, x, f0, p, info
+            )
             self.lam = self._mean_block_lambda(blocks)
         elif self.lm is not None:
             self.lam = self.lm.update(lam, rho)
@@ -398,10 +459,10 @@ class HessianFree(Optimizer):
             return self._reject(info, "CG returned no descent direction", 1.0)
         if self.line_search:
             t, f_new, n = armijo(
-                lambda t: obj.loss(x + t * p),
-                f0,
+                lambda t: decayed(lobj.loss(x + t * p), x + t * p),
+                fl0,
                 slope,
-                f1=f1 if math.isfinite(f1) else math.nan,
+                f1=f1 if math.isfinite(f1) and lobj is bobj else math.nan,
                 c=self.value("armijo_c"),
                 shrink=self.value("armijo_shrink"),
                 max_evals=int(self.value("armijo_max_evals")),
@@ -453,8 +514,9 @@ class HessianFree(Optimizer):
         w = blocks.sizes().to(torch.float64)
         return float(torch.exp((w * self.lam_blocks.log()).sum() / w.sum()))
 
-    def _update_block_lambdas(self, obj, blocks, A, g: Tensor, x: Tensor, f0: float, p, info):
-        """Levenberg–Marquardt per block from each block's own reduction ratio (docstring)."""
+    def _update_block_lambdas(self, loss, blocks, A, g: Tensor, x: Tensor, f0: float, p, info):
+        """Levenberg–Marquardt per block from each block's own reduction ratio (docstring);
+        ``loss(z)``: the objective HF minimises at z."""
         rule = self.lm or LevenbergMarquardt()
         rhos = []
         new = self.lam_blocks.clone()
@@ -464,7 +526,7 @@ class HessianFree(Optimizer):
                 rhos.append(math.nan)
                 continue
             phi_b = float(g.dot(pb) + 0.5 * pb.dot(A(pb)))
-            rho_b = reduction_ratio(f0, obj.loss(x + pb), phi_b)
+            rho_b = reduction_ratio(f0, loss(x + pb), phi_b)
             rhos.append(rho_b)
             if math.isfinite(rho_b) or phi_b < 0:  # a block the model says nothing of keeps λ_b
                 new[b] = rule.update(float(new[b]), rho_b)
