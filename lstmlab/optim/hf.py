@@ -440,7 +440,9 @@ class HessianFree(Optimizer):
         )
         p, phi, f1, evals = chosen.p, chosen.phi, chosen.loss, chosen.evaluations
         evals += (bobj is not obj) + (lobj is not obj and lobj is not bobj)
-        info.extra.update(backtrack_iterate=chosen.iteration, backtrack_evals=evals, backtrack_phi=phi)
+        info.extra.update(
+            backtrack_iterate=chosen.iteration, backtrack_evals=evals, backtrack_phi=phi
+        )
 
         rho = reduction_ratio(fb0, f1, phi)
         if d is not None and self.block_rule == "lm":
