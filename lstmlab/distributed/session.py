@@ -118,6 +118,12 @@ class Session:
                 "several workers set --task.options.carry_state false (each chunk then starts "
                 "from a zero state)",
             )
+        if getattr(built.train_data, "fresh", False):
+            raise ConfigError(
+                "task.options.fresh",
+                "data drawn afresh at every step is not sharded across workers yet; run it in "
+                "one process, or set --task.options.fresh false",
+            )
         if n < self.world:
             raise ConfigError(
                 "workers",

@@ -13,7 +13,7 @@ a 4.8 M-character corpus never exists as a dense one-hot tensor unless ``split.i
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,6 +60,9 @@ class Split:
     targets         (N, O) / (N,) long for read="last"; (N, T, O) / (N, T) long for
                     read="every"; (N, S) long for CTC (then ``target_lengths`` (N,))
     lengths         (N,) long, 1 <= lengths <= T
+    draw            a generated task's training split with ``fresh`` on: ``draw(k, n)`` is the
+                    k-th fresh set of n sequences from the generator (a pure function of k);
+                    ``training.loop.minibatch`` then trains every minibatch on a new one
     """
 
     name: str
@@ -69,6 +72,7 @@ class Split:
     target_lengths: Tensor | None = None
     one_hot: int | None = None  # size of the one-hot code when ``features`` are indices
     per_step: bool = False  # targets carry a time axis (read="every")
+    draw: Callable[[int, int], Split] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         n = self.features.shape[0]

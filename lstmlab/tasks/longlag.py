@@ -16,6 +16,8 @@ Output units (the loss is the model's; docs/design.md):
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from lstmlab.tasks.base import Split, Task
@@ -78,6 +80,7 @@ def make_longlag(
     replay_only: bool = False,
     rule: str | None = None,
     max_wrong: int = 0,
+    fresh: bool = False,
 ) -> Task:
     """Build a long time-lag task.
 
@@ -96,6 +99,9 @@ def make_longlag(
     rule         success test for real-valued targets: "1997", "seed000" or "ms2011"
                  (default: the convention's)
     max_wrong    1997 rule: wrong sequences allowed (0; Exp. 5's n_seq variants allow more)
+    fresh        train every minibatch on newly generated sequences (minibatch k: its own
+                 stream, so a resumed run draws the same ones), as M&S's released code draws
+                 its batches afresh at every HF step; n_train is then the size of an "epoch"
     """
     if problem not in LONGLAG:
         raise ValueError(f"unknown long time-lag problem {problem!r}; valid: {', '.join(LONGLAG)}")
@@ -126,6 +132,8 @@ def make_longlag(
     _check_int("symbols", symbols, 3)
     _check_int("n_symbols", n_symbols, 1)
     _check_int("alphabet", alphabet, 2)
+    if not isinstance(fresh, bool):
+        raise ValueError(f"fresh must be true or false, got {fresh!r}")
 
     if output is not None:
         allowed = (
@@ -152,11 +160,7 @@ def make_longlag(
     def stream(split: str) -> Stream:
         return Stream(seed, *key, split)
 
-    def build(split: str):
-        n = sizes[split]
-        if n == 0:
-            return None
-        s = stream(split)
+    def generate(split: str, n: int, s: Stream) -> Split:
         if problem in ("adding", "multiplication", "xor"):
             if convention == "1997":
                 x, y, L = generate_1997(problem, n, T, s, dtype)
@@ -172,7 +176,16 @@ def make_longlag(
         x, y, L = generate_memorization(n, T, n_symbols, alphabet, s, replay_only)
         return Split(split, x, y, L, one_hot=alphabet + 2, per_step=True)
 
+    def build(split: str):
+        return generate(split, sizes[split], stream(split)) if sizes[split] else None
+
+    def draw(k: int, n: int) -> Split:  # fresh training sequences, minibatch k's own stream
+        return generate("train", n, Stream(seed, *key, "train", "fresh", k))
+
     train, valid, test = build("train"), build("valid"), build("test")
+    if fresh:
+        train = dataclasses.replace(train, draw=draw)
+        info["fresh"] = True
 
     if problem in ("adding", "multiplication"):
         default_out = "sigmoid" if convention == "1997" else "linear"

@@ -335,6 +335,15 @@ class DeviceSplit:
             return self._noisy(self._all)
         return self._noisy(self.split.batch(rows).to(self.device, self.dtype))
 
+    @property
+    def fresh(self) -> bool:
+        """Whether every training minibatch is drawn afresh (a generated task's ``fresh``)."""
+        return getattr(self.split, "draw", None) is not None
+
+    def drawn(self, k: int, n: int) -> Batch:
+        """The k-th fresh minibatch of n sequences (``fresh`` splits only)."""
+        return self._noisy(self.split.draw(k, n).batch().to(self.device, self.dtype))
+
     def _noisy(self, batch: Batch) -> Batch:
         if self.noise == 0.0:
             return batch

@@ -56,9 +56,14 @@ def minibatch(data: Any, batch_size: int, seed: int, epoch: int, index: int) -> 
     """Minibatch ``index`` of ``epoch``: a slice of a permutation seeded by (seed, epoch).
 
     ``data`` is anything with ``len(data)`` and ``data.batch(rows)`` (``rows=None``: all), like
-    a task ``Split``; the whole set is used as it is when ``batch_size >= len(data)``.
+    a task ``Split``; the whole set is used as it is when ``batch_size >= len(data)``. Data
+    drawn afresh (``data.fresh``, a generated task's ``fresh`` option) gives minibatch number
+    epoch · (batches per epoch) + index of its stream instead: new sequences at every step.
     """
     n = len(data)
+    if getattr(data, "fresh", False):
+        k = epoch * batches_per_epoch(n, batch_size) + index
+        return data.drawn(k, min(batch_size, n))
     if batch_size >= n:
         return data.batch(None)
     gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
