@@ -11,9 +11,9 @@ per seed or per problem):
 
     Gauss–Newton curvature with the matching loss, structural damping μ = 1/30 (M&S), λ₀ = 1
     with Levenberg–Marquardt, CG ≤ 300 iterations with Martens' stop, CG-backtracking, Armijo,
-    no preconditioner; gradient batch B_g = 1000 drawn afresh from 10,000 training sequences
-    each iteration (the released code redraws its data every HF step), curvature batch
-    B_c = B_g / 4, test on 10,000 sequences (memorization 5 of 2: its 32 patterns, B_g = 32).
+    no preconditioner; gradient batch B_g = 1000, the next minibatch of a fixed set of 10,000
+    training sequences each iteration (the released code draws new data every HF step:
+    ``--rnn-setup released-data`` does so for the RNN), curvature batch B_c = B_g / 4, test on 10,000 sequences (memorization 5 of 2: its 32 patterns, B_g = 32).
 
 The tanh RNN is set up as M&S's released code (``opt/r/demo.py``, ``opt/hf.py``, ``opt/m/rnn``)
 has it (``RELEASED_RNN``; issue 24): sparse start, 15 incoming weights per unit drawn
@@ -25,9 +25,12 @@ readout (15 of the hidden units, N(0, 1/15)); structural damping on the pre-acti
 order); a line search that takes the largest step 0.8^k giving any decrease (Armijo c → 0).
 Until issue 24 it started U[−0.1, 0.1] (radius ≈ 0.3 at 20 units) and solved nothing; the
 LSTM keeps the settings listed above (M&S's code has no LSTM). What still differs from the
-released code, and why, is the table in docs/results.md (ms2011 section): fresh training data
-every HF step (here a fixed training set), CG-backtracking on a held-out batch, ρ on the
-curvature batch, weight decay 2·10⁻⁵, float32 on a GPU.
+released code, and why, is the table in docs/results.md (ms2011 section). ``--rnn-setup
+released-data`` adds the released data regime and search (``RELEASED_DATA``): fresh training
+sequences every HF step, curvature on a tenth of the gradient batch and CG-backtracking, ρ and
+the line search each on another tenth, weight decay 2·10⁻⁵. What then still differs: ρ on the
+backtracking batch (released: the curvature batch), its CG-backtracking grid (every 10th
+iterate, the best taken), float32 on a GPU.
 
 A run is solved when fewer than 1 % of test sequences are wrong (the task's success test); the
 report gives seeds solved and the median P_D to solve for each problem, T and cell, beside what
@@ -144,7 +147,16 @@ SMALL = Scale(
 QUICK = dataclasses.replace(SMALL, Ts=(30,), seeds=1, max_pd=4e5, max_seconds=120.0)
 
 
-RNN_SETUPS = ("released", "init")
+# ... and its data regime and search (``--rnn-setup released-data``): every HF step on newly
+# drawn sequences, curvature on a tenth of the gradient batch, CG-backtracking / ρ and the line
+# search each on another tenth (its batches 0, 1 and 2 of ten), weight decay 2·10⁻⁵
+RELEASED_DATA: dict[str, str] = {
+    "task.options.fresh": "true",
+    "optimizer.options.curvature_batch": "0.1",
+    "optimizer.options.search_batch": "0.1",
+    "optimizer.options.weight_decay": "2e-05",
+}
+RNN_SETUPS = ("released", "init", "released-data")
 
 
 def _run_name(cell: str, T: int, seed: int, rnn_setup: str = "released", units: int = 0) -> str:
@@ -153,7 +165,7 @@ def _run_name(cell: str, T: int, seed: int, rnn_setup: str = "released", units: 
     (a folder of the first issue-24 runs, named "rnn-T50-seed0", is not reused)."""
     if cell != "rnn":
         return f"{cell}-T{T}-seed{seed}"
-    tail = "-init" if rnn_setup == "init" else ""
+    tail = {"init": "-init", "released-data": "-data"}.get(rnn_setup, "")
     return f"rnn{units}-T{T}-seed{seed}{tail}"
 
 
@@ -162,9 +174,11 @@ def plan(
 ) -> list[RunSpec]:
     """Every run, as a deterministic function of the scale and the choices (so a set resumes).
 
-    ``rnn_setup``: "released" (``RELEASED_RNN``, the default) or "init" (only the released
+    ``rnn_setup``: "released" (``RELEASED_RNN``, the default), "init" (only the released
     initial weights: h₀ = 0, uniform readout, this project's structural damping and λ₀ — the
-    set-up of the first issue-24 runs; run names end in ``-init``)."""
+    set-up of the first issue-24 runs; run names end in ``-init``) or "released-data"
+    (``RELEASED_RNN`` and ``RELEASED_DATA``: fresh data every step, the released batch split
+    and weight decay; names end in ``-data``)."""
     if rnn_setup not in RNN_SETUPS:
         raise ValueError(f"rnn_setup must be one of {RNN_SETUPS}, got {rnn_setup!r}")
     specs = []
@@ -187,7 +201,8 @@ def plan(
                                 cell,
                                 T,
                                 seed,
-                                released=rnn_setup == "released",
+                                released=rnn_setup in ("released", "released-data"),
+                                data=rnn_setup == "released-data",
                             ),
                             presets=False,
                         )
@@ -195,7 +210,9 @@ def plan(
     return specs
 
 
-def _overrides(scale, problem, task, options, cell, T, seed, released=True) -> dict[str, str]:
+def _overrides(
+    scale, problem, task, options, cell, T, seed, released=True, data=False
+) -> dict[str, str]:
     n_train, n_test, batch = scale.n_train, scale.n_test, scale.batch
     if problem == "memorization5":  # the released code's batch of all 32 patterns
         n_train, n_test, batch = 32, 32, 32
@@ -236,6 +253,8 @@ def _overrides(scale, problem, task, options, cell, T, seed, released=True) -> d
             ov.update(RELEASED_RNN)
             if problem in RNN_LAMBDA0:
                 ov["optimizer.options.damping"] = f"{RNN_LAMBDA0[problem]!r}"
+        if data:
+            ov.update(RELEASED_DATA)
     if scale.max_pd is not None:
         ov["stop.max_pd"] = f"{scale.max_pd:g}"
     if scale.max_seconds is not None:
@@ -332,12 +351,17 @@ def reproduce(
 def scale_text(
     scale: Scale, problems: list[str], cells: list[str], rnn_setup: str = "released"
 ) -> str:
-    rnn_text = (
+    released = (
         "M&S's released set-up (learned h₀, sparse readout, structural damping μ = 0.03 on "
         "the pre-activations summed over time, λ₀ = 0.01 per output)"
-        if rnn_setup == "released"
-        else "M&S's released initial weights only, otherwise as the LSTM"
     )
+    rnn_text = {
+        "released": released,
+        "init": "M&S's released initial weights only, otherwise as the LSTM",
+        "released-data": released + " and its data regime (every step on newly drawn "
+        "sequences; curvature, CG-backtracking and line search each on a tenth of the "
+        "gradient batch; weight decay 2·10⁻⁵)",
+    }[rnn_setup]
     hidden = ", ".join(f"{c} {scale.hidden[c]}" for c in cells)
     budget = " or ".join(
         x
@@ -447,7 +471,9 @@ def _add_arguments(q: argparse.ArgumentParser) -> None:
         default="released",
         help="the tanh RNN as M&S's released code sets it up (default: learned h0, sparse "
         "readout, structural damping on the pre-activations summed over time, mu 0.03, "
-        "lambda0 0.01) or 'init': only its initial weights (the first issue-24 runs)",
+        "lambda0 0.01); 'released-data': that and the code's data regime (fresh sequences "
+        "every HF step, curvature / backtracking / line search on a tenth of the batch each, "
+        "weight decay 2e-5); 'init': only its initial weights (the first issue-24 runs)",
     )
     q.add_argument(
         "--rnn-units",

@@ -200,3 +200,34 @@ def test_the_rnn_is_set_up_as_the_released_code_unless_asked_for_the_init_only(t
     assert main([*args, "--rnn-units", "0", "--out", str(out)]) == 2
     assert "--rnn-units must be >= 1" in capsys.readouterr().err
     del torch
+
+
+def test_released_data_adds_the_released_data_regime_to_the_rnn(tmp_path, capsys):
+    """``--rnn-setup released-data``: the released set-up, fresh sequences every step, B_c and
+    the two search batches a tenth of B_g each, weight decay 2e-5; its own run names."""
+    from lstmlab.training.build import build_all
+
+    [spec] = ms2011.plan(ms2011.QUICK, ["adding"], ["rnn"], rnn_setup="released-data")
+    assert spec.name == "rnn20-T30-seed0-data"
+    for key, value in {**ms2011.RELEASED_RNN, **ms2011.RELEASED_DATA}.items():
+        assert spec.overrides[key] == value
+    built = build_all(resolve(overrides=dict(spec.overrides), presets=False))
+    opt = built.optimizer
+    assert built.train_data.fresh and opt.structural_form == "released"
+    assert opt.curvature_batch == 0.1 and opt.search_batch == 0.1
+    assert opt.value("weight_decay") == 2e-5
+    [lstm] = ms2011.plan(ms2011.QUICK, ["adding"], ["lstm"], rnn_setup="released-data")
+    for key in (
+        "task.options.fresh",
+        "optimizer.options.search_batch",
+        "optimizer.options.weight_decay",
+    ):
+        assert key not in lstm.overrides  # the LSTM keeps its settings
+    out = tmp_path / "o"
+    args = ["reproduce", "ms2011", "--quick", "--problem", "adding", "--cell", "rnn"]
+    assert main([*args, "--rnn-setup", "released-data", "--max-pd", "3e4", "--out", str(out)]) == 0
+    summary = json.loads(
+        (out / "runs" / "adding" / "rnn20-T30-seed0-data" / "summary.json").read_text()
+    )
+    assert summary["P_D"] >= 3e4
+    assert "data regime" in (out / "results.md").read_text()
