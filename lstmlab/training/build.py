@@ -227,6 +227,15 @@ def describe(built: Built) -> list[str]:
                 else f"λ (1 + {opt.hp('saturation_weight'):g} × saturation of the block's gate)"
             )
             lines.append(f"HF: one λ per {opt.block_damping} block of parameters, {how}")
+        if opt.search_batch is not None:
+            lines.append(
+                f"HF: CG-backtracking, ρ and the line search on subsets of B_g "
+                f"({opt.search_batch:g} each), apart from B_c"
+            )
+        if opt.hp("weight_decay") > 0:
+            lines.append(f"HF: weight decay ½·{opt.hp('weight_decay'):g}·‖θ‖² in its objective")
+    if getattr(built.train_data, "fresh", False):
+        lines.append("training data: every minibatch newly drawn from the task's generator")
     if getattr(opt, "clip_norm", None) is not None:  # SGD or Adam, by its own name
         lines.append(
             f"{type(opt).__name__}: lr {opt.hp('lr'):g}, gradient norm clipped to "
