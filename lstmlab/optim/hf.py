@@ -80,6 +80,7 @@ __all__ = [
     "HF_RANGES",
     "BLOCK_DAMPINGS",
     "BLOCK_RULES",
+    "RHO_BATCHES",
 ]
 
 CURVATURES = ("gn", "hessian", "fd")
@@ -108,6 +109,7 @@ HF_RANGES: dict[str, tuple[float, bool, float, bool]] = {
 }
 BLOCK_DAMPINGS = (None, "gate", "memory-block")
 BLOCK_RULES = ("lm", "saturation")
+RHO_BATCHES = ("search", "curvature")
 
 
 def _range_text(lo: float, lo_in: bool, hi: float, hi_in: bool) -> str:
@@ -156,6 +158,9 @@ class HessianFree(Optimizer):
         of it, as M&S's released code does: a count (≥ 1) or a fraction (< 1) of B_g, one
         subset for the backtracking and ρ and another for the line search, drawn apart from B_c
         and from each other where B_g has the rows (None: all of B_g).
+    rho_batch: where ρ's loss change is measured: "search" (the objective CG-backtracking
+        scored: B_g, or its ``search_batch`` subset) or "curvature" (B_c, two more losses on it:
+        M&S's released code).
     """
 
     def __init__(
@@ -189,6 +194,7 @@ class HessianFree(Optimizer):
         saturation_eps: Any = 0.05,
         weight_decay: Any = 0.0,
         search_batch: Any = None,
+        rho_batch: str = "search",
     ) -> None:
         hyper = {
             "damping": damping,
@@ -237,6 +243,9 @@ class HessianFree(Optimizer):
         if structural_form not in STRUCTURAL_FORMS:
             raise ValueError(f"structural_form: unknown {structural_form!r}; valid: mean, released")
         self.structural_form = structural_form
+        if rho_batch not in RHO_BATCHES:
+            raise ValueError(f"rho_batch: unknown {rho_batch!r}; valid: search, curvature")
+        self.rho_batch = rho_batch
         if block_rule not in BLOCK_RULES:
             raise ValueError(f"block_rule: unknown {block_rule!r}; valid: lm, saturation")
         for name, value in (("backtrack", backtrack), ("line_search", line_search)):
@@ -444,7 +453,12 @@ class HessianFree(Optimizer):
             backtrack_iterate=chosen.iteration, backtrack_evals=evals, backtrack_phi=phi
         )
 
-        rho = reduction_ratio(fb0, f1, phi)
+        if self.rho_batch == "curvature" and cobj is not bobj:
+            rho_f0, rho_f1 = decayed(cobj.loss(x), x), decayed(cobj.loss(x + p), x + p)
+            evals += 2
+        else:
+            rho_f0, rho_f1 = fb0, f1
+        rho = reduction_ratio(rho_f0, rho_f1, phi)
         if d is not None and self.block_rule == "lm":
             self._update_block_lambdas(
                 lambda z: decayed(obj.loss(z), z), blocks, A, g, x, f0, p, info

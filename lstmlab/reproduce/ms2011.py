@@ -26,11 +26,11 @@ order); a line search that takes the largest step 0.8^k giving any decrease (Arm
 Until issue 24 it started U[−0.1, 0.1] (radius ≈ 0.3 at 20 units) and solved nothing; the
 LSTM keeps the settings listed above (M&S's code has no LSTM). What still differs from the
 released code, and why, is the table in docs/results.md (ms2011 section). ``--rnn-setup
-released-data`` adds the released data regime and search (``RELEASED_DATA``): fresh training
-sequences every HF step, curvature on a tenth of the gradient batch and CG-backtracking, ρ and
-the line search each on another tenth, weight decay 2·10⁻⁵. What then still differs: ρ on the
-backtracking batch (released: the curvature batch), its CG-backtracking grid (every 10th
-iterate, the best taken), float32 on a GPU.
+released-data`` adds the released data regime and search (``RELEASED_DATA``): the gradient on
+a new draw of the whole training-set size every HF step (10,000 as released; 2,000 with
+``--small``), curvature and ρ on a tenth of it, CG-backtracking and the line search each on
+another tenth, weight decay 2·10⁻⁵. What then still differs: its CG-backtracking grid (every
+10th iterate, the best taken; here Martens' grid, walked back), float32 on a GPU.
 
 A run is solved when fewer than 1 % of test sequences are wrong (the task's success test); the
 report gives seeds solved and the median P_D to solve for each problem, T and cell, beside what
@@ -147,13 +147,15 @@ SMALL = Scale(
 QUICK = dataclasses.replace(SMALL, Ts=(30,), seeds=1, max_pd=4e5, max_seconds=120.0)
 
 
-# ... and its data regime and search (``--rnn-setup released-data``): every HF step on newly
-# drawn sequences, curvature on a tenth of the gradient batch, CG-backtracking / ρ and the line
-# search each on another tenth (its batches 0, 1 and 2 of ten), weight decay 2·10⁻⁵
+# ... and its data regime and search (``--rnn-setup released-data``): every HF step on a new
+# draw of the scale's whole training-set size (10,000: its 10 batches of 1,000), curvature and
+# ρ on a tenth of it, CG-backtracking and the line search each on another tenth (its batches
+# 0, 1 and 2), weight decay 2·10⁻⁵
 RELEASED_DATA: dict[str, str] = {
     "task.options.fresh": "true",
     "optimizer.options.curvature_batch": "0.1",
     "optimizer.options.search_batch": "0.1",
+    "optimizer.options.rho_batch": "curvature",
     "optimizer.options.weight_decay": "2e-05",
 }
 RNN_SETUPS = ("released", "init", "released-data")
@@ -253,8 +255,9 @@ def _overrides(
             ov.update(RELEASED_RNN)
             if problem in RNN_LAMBDA0:
                 ov["optimizer.options.damping"] = f"{RNN_LAMBDA0[problem]!r}"
-        if data:
+        if data:  # the gradient on a whole new draw of n_train sequences every step
             ov.update(RELEASED_DATA)
+            ov["optimizer.batch_size"] = str(n_train)
     if scale.max_pd is not None:
         ov["stop.max_pd"] = f"{scale.max_pd:g}"
     if scale.max_seconds is not None:
@@ -358,9 +361,9 @@ def scale_text(
     rnn_text = {
         "released": released,
         "init": "M&S's released initial weights only, otherwise as the LSTM",
-        "released-data": released + " and its data regime (every step on newly drawn "
-        "sequences; curvature, CG-backtracking and line search each on a tenth of the "
-        "gradient batch; weight decay 2·10⁻⁵)",
+        "released-data": released + " and its data regime (every step a gradient on "
+        f"{scale.n_train} newly drawn sequences; curvature and ρ, CG-backtracking, line "
+        "search each on a tenth of them; weight decay 2·10⁻⁵)",
     }[rnn_setup]
     hidden = ", ".join(f"{c} {scale.hidden[c]}" for c in cells)
     budget = " or ".join(
@@ -471,9 +474,10 @@ def _add_arguments(q: argparse.ArgumentParser) -> None:
         default="released",
         help="the tanh RNN as M&S's released code sets it up (default: learned h0, sparse "
         "readout, structural damping on the pre-activations summed over time, mu 0.03, "
-        "lambda0 0.01); 'released-data': that and the code's data regime (fresh sequences "
-        "every HF step, curvature / backtracking / line search on a tenth of the batch each, "
-        "weight decay 2e-5); 'init': only its initial weights (the first issue-24 runs)",
+        "lambda0 0.01); 'released-data': that and the code's data regime (every HF step a "
+        "gradient on a new draw of the training-set size, curvature and rho / backtracking / "
+        "line search on a tenth of it each, weight decay 2e-5); 'init': only its initial "
+        "weights (the first issue-24 runs)",
     )
     q.add_argument(
         "--rnn-units",

@@ -140,3 +140,18 @@ def test_options_are_checked():
         HessianFree(weight_decay=-1.0)
     with pytest.raises(ValueError, match="^search_batch: must be > 0"):
         HessianFree(search_batch=0)
+
+
+def test_rho_batch_curvature_measures_rho_on_the_curvature_batch():
+    obj = recording_objective(30)
+    x0 = obj.get_params()
+    hf = HessianFree(
+        curvature_batch=10, search_batch=10, rho_batch="curvature", max_cg=20, line_search=False
+    )
+    info = hf.step(obj)
+    curv = obj.subsets[0]
+    sub = Objective(obj.model, obj.batch.index(curv))
+    before, after = sub.loss(x0), sub.loss(obj.get_params())
+    assert info.rho == pytest.approx((after - before) / info.extra["backtrack_phi"], rel=1e-9)
+    with pytest.raises(ValueError, match="^rho_batch: unknown 'gradient'"):
+        HessianFree(rho_batch="gradient")

@@ -215,7 +215,8 @@ def test_released_data_adds_the_released_data_regime_to_the_rnn(tmp_path, capsys
     opt = built.optimizer
     assert built.train_data.fresh and opt.structural_form == "released"
     assert opt.curvature_batch == 0.1 and opt.search_batch == 0.1
-    assert opt.value("weight_decay") == 2e-5
+    assert opt.value("weight_decay") == 2e-5 and opt.rho_batch == "curvature"
+    assert spec.overrides["optimizer.batch_size"] == spec.overrides["task.options.n_train"]
     [lstm] = ms2011.plan(ms2011.QUICK, ["adding"], ["lstm"], rnn_setup="released-data")
     for key in (
         "task.options.fresh",
