@@ -16,6 +16,14 @@ Hand-written, as SPEC S3 lists it. One ``step`` on a gradient batch B_g:
                 (``damping.LevenbergMarquardt``: ×3/2 below 1/4, ×2/3 above 3/4)
     6. Armijo backtracking t = 1, 0.8, … (c = 1e-2) along p (``line_search.armijo``); θ ← θ + t p
 
+As M&S's released HF-RNN code runs it (issue 24), steps 4–6 can score other batches:
+``search_batch`` puts CG-backtracking (and ρ) on one subset of B_g and the line search on
+another, both apart from B_c; ``rho_batch = "curvature"`` measures ρ on B_c. ``weight_decay``
+ω makes the objective f + ½ω‖θ‖² throughout (ωθ in g, ωI in A outside λ). The per-block ρ of
+the gate-aware "lm" rule below stays on all of B_g. The logged ``loss`` is f₀ without the
+decay (``extra["objective"]`` with it), and so is ``new_loss``, the line search's value on
+B_g (``extra["search_loss"]`` when it searched a subset).
+
 Gate-aware damping (seed 000 Sec. 6's conjecture; ``block_damping``): the Tikhonov term λI
 becomes diag(λ_b) with one λ_b per block of parameters — per gate kind (cell input, input /
 forget / output gate, peepholes, readout: ``"gate"``) or also per memory block
@@ -51,7 +59,7 @@ B_g = 320, B_c = 32, gentle damping changes), seed 001's batch sizes. The optimi
 
 ``state_dict`` layout (``state``): lam (λ now), lam_scale (the factor non-finite rejections put
 on a scheduled λ), p_prev (last CG solution, for the warm start), pc_S / pc_Y (L-BFGS
-preconditioner pairs), generator (curvature-subset RNG).
+preconditioner pairs), generator (the RNG of the curvature and search subsets).
 """
 
 from __future__ import annotations
@@ -148,7 +156,7 @@ class HessianFree(Optimizer):
     preconditioner: None | "diagonal" | "lbfgs"; diag_exponent* ξ; lbfgs_history*.
     curvature_batch*: B_c as a count (≥ 1) or a fraction (< 1) of B_g (None: all of B_g).
     gradient_batch: B_g the training loop should feed (informative).
-    nonfinite_increase*: λ factor after a non-finite value.   seed: curvature-subset RNG.
+    nonfinite_increase*: λ factor after a non-finite value.   seed: B_c / search-subset RNG.
     block_damping: None | "gate" | "memory-block" (one λ_b per block; module docstring).
     block_rule: "lm" (LM per block) | "saturation" (λ_b = λ (1 + κ s_b)).
     saturation_weight*: κ (10).   saturation_eps*: ε of a saturated gate (0.05).
@@ -156,8 +164,9 @@ class HessianFree(Optimizer):
         compares includes the term; 0: off). M&S's released code uses 2e-5.
     search_batch*: score CG-backtracking, ρ and the line search on subsets of B_g instead of all
         of it, as M&S's released code does: a count (≥ 1) or a fraction (< 1) of B_g, one
-        subset for the backtracking and ρ and another for the line search, drawn apart from B_c
-        and from each other where B_g has the rows (None: all of B_g).
+        subset for the backtracking (and ρ, unless ``rho_batch`` says B_c) and another for the
+        line search, drawn apart from B_c and from each other where B_g has the rows (None: all
+        of B_g).
     rho_batch: where ρ's loss change is measured: "search" (the objective CG-backtracking
         scored: B_g, or its ``search_batch`` subset) or "curvature" (B_c, two more losses on it:
         M&S's released code).
@@ -323,18 +332,14 @@ class HessianFree(Optimizer):
             return obj, obj
         size = self._size(sb, n)
         order = torch.randperm(n, generator=self.generator)
-        if curvature_rows is not None:
+        if curvature_rows is not None:  # the rows outside B_c first, then B_c's
             used = torch.zeros(n, dtype=torch.bool)
             used[curvature_rows] = True
-            free = order[~used[order]]
-            if len(free) >= 2 * size:
-                order = free
-            elif len(free) >= size:  # one subset apart from B_c; the second from all rows
-                order = torch.cat([free[:size], order[~torch.isin(order, free[:size])]])
-        first, second = order[:size], order[size : 2 * size]
-        if len(second) < size:  # fewer than 2·size rows: the line search reuses the first
-            second = first
-        return obj.subset(first.sort().values), obj.subset(second.sort().values)
+            order = torch.cat([order[~used[order]], order[used[order]]])
+        first = obj.subset(order[:size].sort().values)
+        if n < 2 * size:  # too few rows for two: the line search scores the first subset
+            return first, first
+        return first, obj.subset(order[size : 2 * size].sort().values)
 
     def _raise_lambda(self, factor: float) -> None:
         if self.lam_blocks is not None:
@@ -364,10 +369,15 @@ class HessianFree(Optimizer):
         def decayed(f: float, z: Tensor) -> float:  # f + ½ω‖z‖², the objective HF minimises
             return f + 0.5 * omega * float(z.dot(z)) if omega else f
 
-        f0, g = obj.loss_and_grad()
+        f_data, g = obj.loss_and_grad()
+        f0 = f_data
         if omega:
-            f0, g = decayed(f0, x), g + omega * x
-        info = StepInfo(iteration=self.iteration, loss=f0, grad_norm=float(g.norm()), damping=lam)
+            f0, g = decayed(f_data, x), g + omega * x
+        info = StepInfo(
+            iteration=self.iteration, loss=f_data, grad_norm=float(g.norm()), damping=lam
+        )
+        if omega:
+            info.extra["objective"] = f0
         if not finite(f0, g):
             return self._reject(
                 info, "non-finite loss or gradient", self.value("nonfinite_increase")
@@ -453,11 +463,11 @@ class HessianFree(Optimizer):
             backtrack_iterate=chosen.iteration, backtrack_evals=evals, backtrack_phi=phi
         )
 
-        if self.rho_batch == "curvature" and cobj is not bobj:
-            rho_f0, rho_f1 = decayed(cobj.loss(x), x), decayed(cobj.loss(x + p), x + p)
-            evals += 2
-        else:
-            rho_f0, rho_f1 = fb0, f1
+        rho_f0, rho_f1 = fb0, f1
+        if self.rho_batch == "curvature" and cobj is not bobj and phi < 0:  # (else ρ is NaN)
+            rho_f0 = f0 if cobj is obj else decayed(cobj.loss(x), x)
+            rho_f1 = decayed(cobj.loss(x + p), x + p)
+            evals += 1 + (cobj is not obj)
         rho = reduction_ratio(rho_f0, rho_f1, phi)
         if d is not None and self.block_rule == "lm":
             self._update_block_lambdas(
@@ -495,7 +505,12 @@ class HessianFree(Optimizer):
             return self._reject(info, "non-finite update", self.value("nonfinite_increase"))
         obj.set_params(x_new)
         self.lam_scale = 1.0
-        info.step_size, info.new_loss = t, f_new
+        info.step_size = t
+        f_new -= decayed(0.0, x_new)  # logged like ``loss``: the data term
+        if lobj is obj:
+            info.new_loss = f_new
+        else:  # on the line search's subset: not comparable with ``loss`` on B_g
+            info.extra["search_loss"] = f_new
         return info
 
     # ------------------------------------------------------------------ gate-aware damping

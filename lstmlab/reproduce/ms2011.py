@@ -255,7 +255,10 @@ def _overrides(
             ov.update(RELEASED_RNN)
             if problem in RNN_LAMBDA0:
                 ov["optimizer.options.damping"] = f"{RNN_LAMBDA0[problem]!r}"
-        if data:  # the gradient on a whole new draw of n_train sequences every step
+        if data and problem == "memorization5":  # its fixed 32 patterns are every batch
+            ov["optimizer.options.weight_decay"] = RELEASED_DATA["optimizer.options.weight_decay"]
+            ov["optimizer.options.curvature_batch"] = str(batch)  # all 32
+        elif data:  # the gradient on a whole new draw of n_train sequences every step
             ov.update(RELEASED_DATA)
             ov["optimizer.batch_size"] = str(n_train)
     if scale.max_pd is not None:
@@ -363,7 +366,8 @@ def scale_text(
         "init": "M&S's released initial weights only, otherwise as the LSTM",
         "released-data": released + " and its data regime (every step a gradient on "
         f"{scale.n_train} newly drawn sequences; curvature and ρ, CG-backtracking, line "
-        "search each on a tenth of them; weight decay 2·10⁻⁵)",
+        "search each on a tenth of them, memorization 5 of 2 on its 32 patterns; weight "
+        "decay 2·10⁻⁵)",
     }[rnn_setup]
     hidden = ", ".join(f"{c} {scale.hidden[c]}" for c in cells)
     budget = " or ".join(

@@ -228,10 +228,13 @@ def describe(built: Built) -> list[str]:
             )
             lines.append(f"HF: one λ per {opt.block_damping} block of parameters, {how}")
         if opt.search_batch is not None:
+            rho = "" if opt.rho_batch == "curvature" else ", ρ"
             lines.append(
-                f"HF: CG-backtracking, ρ and the line search on subsets of B_g "
+                f"HF: CG-backtracking{rho} and the line search on subsets of B_g "
                 f"({opt.search_batch:g} each), apart from B_c"
             )
+        if opt.rho_batch == "curvature":
+            lines.append("HF: ρ measured on the curvature batch B_c")
         if opt.hp("weight_decay") > 0:
             lines.append(f"HF: weight decay ½·{opt.hp('weight_decay'):g}·‖θ‖² in its objective")
     if getattr(built.train_data, "fresh", False):

@@ -58,7 +58,8 @@ def minibatch(data: Any, batch_size: int, seed: int, epoch: int, index: int) -> 
     ``data`` is anything with ``len(data)`` and ``data.batch(rows)`` (``rows=None``: all), like
     a task ``Split``; the whole set is used as it is when ``batch_size >= len(data)``. Data
     drawn afresh (``data.fresh``, a generated task's ``fresh`` option) gives minibatch number
-    epoch · (batches per epoch) + index of its stream instead: new sequences at every step.
+    epoch · (batches per epoch) + index of its stream instead: new sequences at every step,
+    each minibatch a full min(batch_size, len(data)) (an epoch of ⌈n / B⌉ of them).
     """
     n = len(data)
     if getattr(data, "fresh", False):

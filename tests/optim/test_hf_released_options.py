@@ -34,8 +34,10 @@ def test_weight_decay_is_hf_on_the_penalised_objective(curvature):
     a, b = HessianFree(weight_decay=omega, **kw), HessianFree(**kw)
     fa, fb = quartic(), quartic(omega=omega)
     for _ in range(5):
+        xa = fa.get_params()
         ia, ib = a.step(fa), b.step(fb)
-        assert ia.loss == pytest.approx(ib.loss, rel=1e-12)
+        assert ia.extra["objective"] == pytest.approx(ib.loss, rel=1e-12)
+        assert ia.loss == pytest.approx(ib.loss - 0.5 * omega * float(xa @ xa), rel=1e-12)
         assert ia.damping == pytest.approx(ib.damping, rel=1e-12)
         torch.testing.assert_close(fa.get_params(), fb.get_params(), rtol=1e-10, atol=1e-12)
     assert not torch.allclose(fa.get_params(), quartic().get_params())
@@ -87,15 +89,16 @@ def recording_objective(n: int = 30):
 
 def test_search_batch_scores_backtracking_and_line_search_on_held_apart_subsets():
     obj = recording_objective(30)
-    hf = HessianFree(curvature_batch=10, search_batch=10, max_cg=20)
+    hf = HessianFree(curvature_batch=8, search_batch=10, max_cg=20)
     info = hf.step(obj)
     assert not info.rejected
     curv, back, line = obj.subsets  # B_c, then the two search subsets
-    assert [len(r) for r in (curv, back, line)] == [10, 10, 10]
+    assert [len(r) for r in (curv, back, line)] == [8, 10, 10]
     every = torch.cat([curv, back, line])
-    assert len(torch.unique(every)) == 30  # apart from B_c and from each other
-    # every loss HF evaluated ran on a search subset (10 rows), none on all of B_g
+    assert len(torch.unique(every)) == 28  # apart from B_c and from each other
+    # every loss HF evaluated ran on a search subset (10 rows), none on B_c or all of B_g
     assert obj.loss_rows and set(obj.loss_rows) == {10}
+    assert info.new_loss is None and "search_loss" in info.extra
 
 
 def test_search_batch_fractions_and_too_few_rows():
@@ -105,6 +108,11 @@ def test_search_batch_fractions_and_too_few_rows():
     assert (len(curv), len(back), len(line)) == (10, 8, 8)
     assert not set(curv.tolist()) & set(back.tolist())  # the first stays apart from B_c
     assert not set(back.tolist()) & set(line.tolist())
+    assert len(set(line.tolist()) - set(curv.tolist())) == 2  # the rest of the rows outside B_c
+    # fewer rows than two subsets: the line search scores the backtracking subset, once
+    obj = recording_objective(20)
+    HessianFree(search_batch=12, max_cg=10).step(obj)
+    assert len(obj.subsets) == 1 and set(obj.loss_rows) == {12}
 
 
 def test_without_search_batch_every_loss_is_on_the_gradient_batch():

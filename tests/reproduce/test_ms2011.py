@@ -232,3 +232,17 @@ def test_released_data_adds_the_released_data_regime_to_the_rnn(tmp_path, capsys
     )
     assert summary["P_D"] >= 3e4
     assert "data regime" in (out / "results.md").read_text()
+
+
+def test_released_data_keeps_memorization_5_of_2_on_its_32_patterns():
+    """Every batch of the released code's 5-of-2 memorization is all 32 patterns: no fresh
+    draws, no tenths; only the weight decay joins."""
+    from lstmlab.training.build import build_all
+
+    [spec] = ms2011.plan(ms2011.QUICK, ["memorization5"], ["rnn"], rnn_setup="released-data")
+    assert spec.overrides["optimizer.batch_size"] == "32"
+    assert "task.options.fresh" not in spec.overrides
+    assert "optimizer.options.search_batch" not in spec.overrides
+    built = build_all(resolve(overrides=dict(spec.overrides), presets=False))
+    assert built.optimizer._curvature_rows(32) is None  # B_c = all 32
+    assert built.optimizer.value("weight_decay") == 2e-5
