@@ -158,7 +158,11 @@ RELEASED_DATA: dict[str, str] = {
     "optimizer.options.rho_batch": "curvature",
     "optimizer.options.weight_decay": "2e-05",
 }
-RNN_SETUPS = ("released", "init", "released-data")
+# the released network as it starts (initial weights, learned h₀, sparse readout) trained with
+# this project's HF settings (``--rnn-setup released-net``): the best of the issue-24 ablations
+RELEASED_NET = {k: RELEASED_RNN[k] for k in ("model.options.learn_h0", "model.options.head_init",
+                                             "model.options.head_scale")}  # fmt: skip
+RNN_SETUPS = ("released", "init", "released-data", "released-net")
 
 
 def _run_name(cell: str, T: int, seed: int, rnn_setup: str = "released", units: int = 0) -> str:
@@ -167,7 +171,7 @@ def _run_name(cell: str, T: int, seed: int, rnn_setup: str = "released", units: 
     (a folder of the first issue-24 runs, named "rnn-T50-seed0", is not reused)."""
     if cell != "rnn":
         return f"{cell}-T{T}-seed{seed}"
-    tail = {"init": "-init", "released-data": "-data"}.get(rnn_setup, "")
+    tail = {"init": "-init", "released-data": "-data", "released-net": "-net"}.get(rnn_setup, "")
     return f"rnn{units}-T{T}-seed{seed}{tail}"
 
 
@@ -178,9 +182,10 @@ def plan(
 
     ``rnn_setup``: "released" (``RELEASED_RNN``, the default), "init" (only the released
     initial weights: h₀ = 0, uniform readout, this project's structural damping and λ₀ — the
-    set-up of the first issue-24 runs; run names end in ``-init``) or "released-data"
+    set-up of the first issue-24 runs; run names end in ``-init``), "released-data"
     (``RELEASED_RNN`` and ``RELEASED_DATA``: fresh data every step, the released batch split
-    and weight decay; names end in ``-data``)."""
+    and weight decay; names end in ``-data``) or "released-net" (``RELEASED_NET``: the
+    released initial weights, h₀ and readout with this project's HF settings; ``-net``)."""
     if rnn_setup not in RNN_SETUPS:
         raise ValueError(f"rnn_setup must be one of {RNN_SETUPS}, got {rnn_setup!r}")
     specs = []
@@ -203,8 +208,7 @@ def plan(
                                 cell,
                                 T,
                                 seed,
-                                released=rnn_setup in ("released", "released-data"),
-                                data=rnn_setup == "released-data",
+                                rnn_setup,
                             ),
                             presets=False,
                         )
@@ -213,8 +217,9 @@ def plan(
 
 
 def _overrides(
-    scale, problem, task, options, cell, T, seed, released=True, data=False
+    scale, problem, task, options, cell, T, seed, rnn_setup="released"
 ) -> dict[str, str]:
+    released, data = rnn_setup in ("released", "released-data"), rnn_setup == "released-data"
     n_train, n_test, batch = scale.n_train, scale.n_test, scale.batch
     if problem == "memorization5":  # the released code's batch of all 32 patterns
         n_train, n_test, batch = 32, 32, 32
@@ -251,6 +256,8 @@ def _overrides(
                 "model.options.bias": "false",
             }
         )
+        if rnn_setup == "released-net":
+            ov.update(RELEASED_NET)
         if released:
             ov.update(RELEASED_RNN)
             if problem in RNN_LAMBDA0:
@@ -364,6 +371,8 @@ def scale_text(
     rnn_text = {
         "released": released,
         "init": "M&S's released initial weights only, otherwise as the LSTM",
+        "released-net": "M&S's released network as it starts (initial weights, learned h₀, "
+        "sparse readout), trained with the LSTM's HF settings",
         "released-data": released + " and its data regime (every step a gradient on "
         f"{scale.n_train} newly drawn sequences; curvature and ρ, CG-backtracking, line "
         "search each on a tenth of them, memorization 5 of 2 on its 32 patterns; weight "
@@ -481,7 +490,8 @@ def _add_arguments(q: argparse.ArgumentParser) -> None:
         "lambda0 0.01); 'released-data': that and the code's data regime (every HF step a "
         "gradient on a new draw of the training-set size, curvature and rho / backtracking / "
         "line search on a tenth of it each, weight decay 2e-5); 'init': only its initial "
-        "weights (the first issue-24 runs)",
+        "weights (the first issue-24 runs); 'released-net': its initial weights, learned h0 "
+        "and sparse readout with this project's HF settings (the best issue-24 ablation)",
     )
     q.add_argument(
         "--rnn-units",

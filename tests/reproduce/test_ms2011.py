@@ -246,3 +246,17 @@ def test_released_data_keeps_memorization_5_of_2_on_its_32_patterns():
     built = build_all(resolve(overrides=dict(spec.overrides), presets=False))
     assert built.optimizer._curvature_rows(32) is None  # B_c = all 32
     assert built.optimizer.value("weight_decay") == 2e-5
+
+
+def test_released_net_is_the_released_start_with_this_projects_hf(tmp_path, capsys):
+    [spec] = ms2011.plan(ms2011.QUICK, ["adding"], ["rnn"], rnn_setup="released-net")
+    [init] = ms2011.plan(ms2011.QUICK, ["adding"], ["rnn"], rnn_setup="init")
+    assert spec.name == "rnn20-T30-seed0-net"
+    assert {k: v for k, v in spec.overrides.items() if init.overrides.get(k) != v} == (
+        ms2011.RELEASED_NET
+    )
+    out = tmp_path / "o"
+    args = ["reproduce", "ms2011", "--quick", "--problem", "adding", "--cell", "rnn"]
+    assert main([*args, "--rnn-setup", "released-net", "--dry-run", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "--model.options.learn_h0 true" in text and "structural_form" not in text
