@@ -33,8 +33,8 @@ from typing import Any
 
 from torch import Tensor
 
-from lstmlab.optim.base import NonFiniteError, Optimizer, StepInfo, finite
-from lstmlab.optim.line_search import strong_wolfe
+from lstmlab.optim.base import StepInfo, finite
+from lstmlab.optim.minfunc import LineSearchMethod
 from lstmlab.optim.start_cache import StartCache
 
 __all__ = ["LBFGS", "two_loop", "StartCache"]
@@ -63,7 +63,7 @@ STEP_INITS = ("one", "quadratic")
 FIRST_STEPS = ("run", "call")
 
 
-class LBFGS(Optimizer):
+class LBFGS(LineSearchMethod):
     """Args: history m, iterations k per call, lr* (scales the trial step), Wolfe c1/c2,
     max_ls, tolerance_grad (max|g| stop), tolerance_change (|Δf| stop), tolerance_step (max|t d|
     and slope stop; 0 = off), keep_history, calls per step, max_evals per call (None: no
@@ -163,24 +163,13 @@ class LBFGS(Optimizer):
                     break
                 t0 = self._trial_step(first, g, d, f, f_prev) * self.hp("lr") * self.scale
                 first = False
-                try:
-                    f_new, g_new, t, n = strong_wolfe(
-                        obj, x, t0, d, f, g, c1=self.c1, c2=self.c2, max_ls=self.max_ls
-                    )
-                except NonFiniteError as err:
-                    self.scale *= self.nonfinite_shrink
-                    if x is x0:
-                        return self._reject(info, f"{err}; initial step scale now {self.scale:.3g}")
-                    info.reason = f"{err}; stopped early"
-                    return self._cache.finish(obj, info, x0, x, f, g)
-                info.line_search_evals += n
-                evals += n
-                if not f_new <= f:
-                    self.S, self.Y = [], []
-                    if x is x0:
-                        return self._reject(info, "line search found no decrease; history cleared")
-                    info.reason = "line search found no decrease"
+                found, end = self._search(obj, info, x0, x, t0, d, f, g)
+                if found is None:
+                    if end is not None:
+                        return end
                     break
+                f_new, g_new, t, n = found
+                evals += n
                 s, y = t * d, g_new - g
                 if float(y.dot(s)) > 1e-10:
                     self.S.append(s)
@@ -193,19 +182,14 @@ class LBFGS(Optimizer):
                 x = x + s
                 df, f_prev, f, g = f_new - f, f, f_new, g_new
                 info.step_size, info.inner_iterations = t, info.inner_iterations + 1
-                if abs(df) < self.tolerance_change:
-                    info.reason = "loss change below tolerance"
-                    break
-                if self.tolerance_step and float(s.abs().max()) <= self.tolerance_step:
-                    info.reason = "step below tolerance"
-                    break
-                if self.max_evals is not None and evals >= self.max_evals:
-                    info.reason = "evaluation budget of the call spent"
+                if self._call_done(info, df, float(s.abs().max()), evals):
                     break
         return self._cache.finish(obj, info, x0, x, f, g)
 
-    def _reject(self, info: StepInfo, reason: str) -> StepInfo:
-        return self._cache.reject(info, reason)
+    _forgotten = "history cleared"
+
+    def _forget(self) -> None:
+        self.S, self.Y = [], []
 
     def _state(self) -> dict[str, Any]:
         return {

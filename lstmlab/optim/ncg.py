@@ -24,8 +24,8 @@ from typing import Any
 
 from torch import Tensor
 
-from lstmlab.optim.base import NonFiniteError, Optimizer, StepInfo, finite
-from lstmlab.optim.line_search import strong_wolfe
+from lstmlab.optim.base import StepInfo, finite
+from lstmlab.optim.minfunc import LineSearchMethod
 from lstmlab.optim.start_cache import StartCache
 
 __all__ = ["NonlinearCG", "BETAS"]
@@ -34,7 +34,7 @@ BETAS = ("pr+", "hs")
 STEP_INITS = ("scaled", "quadratic")
 
 
-class NonlinearCG(Optimizer):
+class NonlinearCG(LineSearchMethod):
     """Args: beta in {"pr+", "hs"}, iterations per step, lr* (scales t₀), c1, c2, max_ls,
     restart_every, powell (ν or None), tolerance_grad, tolerance_change, step_init
     ("scaled" | "quadratic"), keep_history, nonfinite_shrink."""
@@ -148,24 +148,13 @@ class NonlinearCG(Optimizer):
                 if not t0 > 0:
                     t0 = 1.0
                 t0 *= self.hp("lr") * self.scale
-                try:
-                    f_new, g_new, t, n = strong_wolfe(
-                        obj, x, t0, d, f, g, c1=self.c1, c2=self.c2, max_ls=self.max_ls
-                    )
-                except NonFiniteError as err:
-                    self.scale *= self.nonfinite_shrink
-                    if x is x0:
-                        return self._reject(info, f"{err}; initial step scale now {self.scale:.3g}")
-                    info.reason = f"{err}; stopped early"
-                    return self._cache.finish(obj, info, x0, x, f, g)
-                info.line_search_evals += n
-                evals += n
-                if not f_new <= f:
-                    self.g_prev = self.d_prev = None
-                    if x is x0:
-                        return self._reject(info, "line search found no decrease; restarted")
-                    info.reason = "line search found no decrease"
+                found, end = self._search(obj, info, x0, x, t0, d, f, g)
+                if found is None:
+                    if end is not None:
+                        return end
                     break
+                f_new, g_new, t, n = found
+                evals += n
                 self.d_prev, self.g_prev, self.t_prev, self.gtd_prev = d, g, t, gtd
                 self.f_prev = f
                 self.since_restart += 1
@@ -173,19 +162,14 @@ class NonlinearCG(Optimizer):
                 x = x + t * d
                 df, f, g = f_new - f, f_new, g_new
                 info.step_size, info.inner_iterations = t, info.inner_iterations + 1
-                if abs(df) < self.tolerance_change:
-                    info.reason = "loss change below tolerance"
-                    break
-                if self.tolerance_step and t * float(d.abs().max()) <= self.tolerance_step:
-                    info.reason = "step below tolerance"
-                    break
-                if self.max_evals is not None and evals >= self.max_evals:
-                    info.reason = "evaluation budget of the call spent"
+                if self._call_done(info, df, t * float(d.abs().max()), evals):
                     break
         return self._cache.finish(obj, info, x0, x, f, g)
 
-    def _reject(self, info: StepInfo, reason: str) -> StepInfo:
-        return self._cache.reject(info, reason)
+    _forgotten = "restarted"
+
+    def _forget(self) -> None:
+        self.g_prev = self.d_prev = None
 
     def _state(self) -> dict[str, Any]:
         return {
