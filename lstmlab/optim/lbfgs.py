@@ -33,7 +33,7 @@ from typing import Any
 
 from torch import Tensor
 
-from lstmlab.optim.base import StepInfo, finite
+from lstmlab.optim.base import StepInfo
 from lstmlab.optim.minfunc import LineSearchMethod
 from lstmlab.optim.start_cache import StartCache
 
@@ -135,15 +135,9 @@ class LBFGS(LineSearchMethod):
         return 1.0
 
     def _step(self, obj) -> StepInfo:
-        x, f, g = self._cache.start(obj)
-        info = StepInfo(iteration=self.iteration, loss=f, grad_norm=float(g.norm()))
-        info.inner_iterations = 0
-        if not finite(f, g):
-            self.scale *= self.nonfinite_shrink
-            return self._reject(
-                info,
-                f"non-finite loss or gradient at the current point; step scale {self.scale:.3g}",
-            )
+        x, f, g, info = self._start(obj)
+        if info.rejected:
+            return info
         x0 = x
         for _call in range(self.calls):
             if not self.keep_history:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from lstmlab.optim.base import NonFiniteError, Optimizer, StepInfo
+from lstmlab.optim.base import NonFiniteError, Optimizer, StepInfo, finite
 from lstmlab.optim.line_search import strong_wolfe
 
 __all__ = ["LineSearchMethod"]
@@ -40,6 +40,20 @@ class LineSearchMethod(Optimizer):
 
     def _reject(self, info: StepInfo, reason: str) -> StepInfo:
         return self._cache.reject(info, reason)
+
+    def _start(self, obj) -> tuple[Tensor, float, Tensor, StepInfo]:
+        """The step's start (x, f, g) and its ``info``; ``info`` comes back rejected (to be
+        returned as it is) when f or g is not finite there."""
+        x, f, g = self._cache.start(obj)
+        info = StepInfo(iteration=self.iteration, loss=f, grad_norm=float(g.norm()))
+        info.inner_iterations = 0
+        if not finite(f, g):
+            self.scale *= self.nonfinite_shrink
+            reason = (
+                f"non-finite loss or gradient at the current point; step scale {self.scale:.3g}"
+            )
+            return x, f, g, self._reject(info, reason)
+        return x, f, g, info
 
     def _search(
         self, obj, info: StepInfo, x0: Tensor, x: Tensor, t0: float, d: Tensor, f: float, g: Tensor

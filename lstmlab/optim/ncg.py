@@ -24,7 +24,7 @@ from typing import Any
 
 from torch import Tensor
 
-from lstmlab.optim.base import StepInfo, finite
+from lstmlab.optim.base import StepInfo
 from lstmlab.optim.minfunc import LineSearchMethod
 from lstmlab.optim.start_cache import StartCache
 
@@ -112,16 +112,10 @@ class NonlinearCG(LineSearchMethod):
         return d, False
 
     def _step(self, obj) -> StepInfo:
-        x, f, g = self._cache.start(obj)
+        x, f, g, info = self._start(obj)
+        if info.rejected:
+            return info
         x0 = x
-        info = StepInfo(iteration=self.iteration, loss=f, grad_norm=float(g.norm()))
-        info.inner_iterations = 0
-        if not finite(f, g):
-            self.scale *= self.nonfinite_shrink
-            return self._reject(
-                info,
-                f"non-finite loss or gradient at the current point; step scale {self.scale:.3g}",
-            )
         for _call in range(self.calls):
             if not self.keep_history:
                 self.d_prev = self.g_prev = None  # a minimiser called afresh

@@ -113,3 +113,37 @@ def test_bad_call_options_are_one_line(name):
     if name == "lbfgs":
         with pytest.raises(ValueError, match="^first_step: unknown 'each'"):
             make(name, first_step="each")
+
+
+@pytest.mark.parametrize("name", ["lbfgs", "cg"])
+def test_a_search_without_decrease_forgets_the_direction(name, monkeypatch):
+    """At the step's first search: rejected, nothing moved; later: the call ends at the last
+    good point. Either way the method's memory (L-BFGS pairs, CG's last direction) is dropped."""
+    real = minfunc_module.strong_wolfe
+    calls = {"n": 0, "fail_at": 0}
+
+    def failing(obj, x, t0, d, f, g, **kw):
+        calls["n"] += 1
+        if calls["n"] == calls["fail_at"]:
+            return f + 1.0, g, t0, 1  # the loss rose
+        return real(obj, x, t0, d, f, g, **kw)
+
+    monkeypatch.setattr(minfunc_module, "strong_wolfe", failing)
+
+    def memory(opt) -> bool:
+        return bool(opt.S) if name == "lbfgs" else opt.g_prev is not None
+
+    opt, obj = make(name, iterations=4, keep_history=True), rosenbrock()
+    opt.step(obj)  # 4 good searches: memory built
+    assert memory(opt)
+    calls["fail_at"] = calls["n"] + 3  # the third search of the next step
+    before = obj.get_params()
+    info = opt.step(obj)
+    assert info.reason == "line search found no decrease" and not info.rejected
+    assert not memory(opt) and not torch.equal(obj.get_params(), before)
+    opt.step(obj)
+    calls["fail_at"] = calls["n"] + 1  # the first search of the next step
+    before = obj.get_params()
+    info = opt.step(obj)
+    assert info.rejected and "no decrease" in info.reason
+    assert not memory(opt) and torch.equal(obj.get_params(), before)
