@@ -215,6 +215,11 @@ def _writer(paths: RunPaths, break_lock: bool, command: str):
 
 
 SLOW_BUILD_SECONDS = 2.0  # a build taking longer than this says so (a corpus to read)
+# tasks whose data a generator makes (no corpus to read): the long time-lag problems
+GENERATED_TASKS = (
+    "seed000", "adding", "multiplication", "xor", "temporal_order", "temporal_order_3bit",
+    "permutation", "memorization", "memorization_5of2", "memorization_10of5",
+)  # fmt: skip
 
 
 def build_noticed(cfg: RunConfig, stream=None, after: float | None = None):
@@ -231,9 +236,13 @@ def build_noticed(cfg: RunConfig, stream=None, after: float | None = None):
         said.set()
         options = cfg.task.options
         source = f" from {options['path']}" if options.get("path") else ""
+        what = (
+            "its sequences are generated"
+            if cfg.task.name in GENERATED_TASKS
+            else "a corpus is read and tokenized; cached for the next run where the task caches it"
+        )
         print(
-            f"lstmlab: loading task {cfg.task.name!r}{source} (a corpus is read and "
-            "tokenized; cached for the next run where the task caches it) ...",
+            f"lstmlab: loading task {cfg.task.name!r}{source} ({what}) ...",
             file=stream,
             flush=True,
         )

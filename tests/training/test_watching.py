@@ -171,3 +171,24 @@ def test_a_quick_load_is_silent():
     cfg = resolve([], {"task.name": "adding", "task.options.T": "20"})
     run.build_noticed(cfg, stream=stream, after=60.0)
     assert stream.getvalue() == ""
+
+
+def test_a_slow_generated_task_does_not_claim_a_corpus():
+    stream = io.StringIO()
+    cfg = resolve([], {"task.name": "adding", "task.options.T": "20"})
+    run.build_noticed(cfg, stream=stream, after=0.0)
+    text = stream.getvalue()
+    assert "loading task 'adding' (its sequences are generated)" in text and "corpus" not in text
+
+
+def test_the_generated_tasks_are_the_long_time_lag_ones():
+    """``run.GENERATED_TASKS`` names exactly the tasks that ``make_longlag`` builds."""
+    from functools import partial
+
+    from lstmlab.tasks import _REGISTRY
+    from lstmlab.tasks.longlag import make_longlag
+
+    def builds(fn) -> bool:
+        return (fn.func if isinstance(fn, partial) else fn) is make_longlag
+
+    assert {n for n, (fn, _, _) in _REGISTRY.items() if builds(fn)} == set(run.GENERATED_TASKS)
