@@ -215,11 +215,14 @@ def _writer(paths: RunPaths, break_lock: bool, command: str):
 
 
 SLOW_BUILD_SECONDS = 2.0  # a build taking longer than this says so (a corpus to read)
-# tasks whose data a generator makes (no corpus to read): the long time-lag problems
-GENERATED_TASKS = (
-    "seed000", "adding", "multiplication", "xor", "temporal_order", "temporal_order_3bit",
-    "permutation", "memorization", "memorization_5of2", "memorization_10of5",
-)  # fmt: skip
+
+
+def generated(name: str) -> bool:
+    """Whether task ``name``'s data come from a generator (no corpus to read): the tasks that
+    take ``fresh``, the long time-lag problems."""
+    from lstmlab import tasks
+
+    return name in tasks.names() and tasks.takes(name, "fresh")
 
 
 def build_noticed(cfg: RunConfig, stream=None, after: float | None = None):
@@ -238,7 +241,7 @@ def build_noticed(cfg: RunConfig, stream=None, after: float | None = None):
         source = f" from {options['path']}" if options.get("path") else ""
         what = (
             "its sequences are generated"
-            if cfg.task.name in GENERATED_TASKS
+            if generated(cfg.task.name)
             else "a corpus is read and tokenized; cached for the next run where the task caches it"
         )
         print(

@@ -78,16 +78,25 @@ TINY = {
 }
 
 
-def test_a_fresh_run_resumes_to_the_uninterrupted_result(tmp_path):
-    ov = {**TINY, "stop.max_iterations": "4"}
-    full = run.start(resolve(overrides=ov), tmp_path / "full", progress="none")
-    ov["stop.max_iterations"] = "2"
-    run.start(resolve(overrides=ov), tmp_path / "part", progress="none")
-    resumed = run.resume(tmp_path / "part", stop_overrides={"max_iterations": 4}, progress="none")
-    assert resumed["final"] == full["final"] and resumed["samples"] == full["samples"] == 80
+def full_and_resumed(tmp_path, ov: dict, stop_at: int, total: int = 4):
+    """The summaries of a run of ``total`` iterations and of one stopped at ``stop_at`` and
+    resumed to ``total``; asserts their final parameters are equal to the bit."""
+    full = run.start(resolve(overrides={**ov, "stop.max_iterations": str(total)}),
+                     tmp_path / "full", progress="none")  # fmt: skip
+    part = {**ov, "stop.max_iterations": str(stop_at)}
+    run.start(resolve(overrides=part), tmp_path / "part", progress="none")
+    resumed = run.resume(
+        tmp_path / "part", stop_overrides={"max_iterations": total}, progress="none"
+    )
     a = load_checkpoint(tmp_path / "full" / "checkpoint.safetensors")["model"]
     b = load_checkpoint(tmp_path / "part" / "checkpoint.safetensors")["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+    return full, resumed
+
+
+def test_a_fresh_run_resumes_to_the_uninterrupted_result(tmp_path):
+    full, resumed = full_and_resumed(tmp_path, TINY, stop_at=2)
+    assert resumed["final"] == full["final"] and resumed["samples"] == full["samples"] == 80
     # and it is not the run on the fixed set
     ov = {**TINY, "task.options.fresh": "false", "stop.max_iterations": "4"}
     fixed = run.start(resolve(overrides=ov), tmp_path / "fixed", progress="none")
@@ -97,15 +106,8 @@ def test_a_fresh_run_resumes_to_the_uninterrupted_result(tmp_path):
 def test_a_fresh_run_stopped_mid_epoch_resumes_to_the_same_draws(tmp_path):
     """Two minibatches an epoch (n_train 40, B_g 20), stopped after 3: minibatch k = 2·epoch +
     index of the counters the checkpoint holds."""
-    ov = {**TINY, "task.options.n_train": "40", "stop.max_iterations": "4"}
-    full = run.start(resolve(overrides=ov), tmp_path / "full", progress="none")
-    ov["stop.max_iterations"] = "3"
-    run.start(resolve(overrides=ov), tmp_path / "part", progress="none")
-    resumed = run.resume(tmp_path / "part", stop_overrides={"max_iterations": 4}, progress="none")
+    full, resumed = full_and_resumed(tmp_path, {**TINY, "task.options.n_train": "40"}, stop_at=3)
     assert resumed["final"] == full["final"] and resumed["epochs"] == full["epochs"] == 2
-    a = load_checkpoint(tmp_path / "full" / "checkpoint.safetensors")["model"]
-    b = load_checkpoint(tmp_path / "part" / "checkpoint.safetensors")["model"]
-    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_cli_trains_on_fresh_data(tmp_path, capsys):
