@@ -62,16 +62,27 @@ class LSTMLayerBPTTRows(torch.autograd.Function):
         D = s.n_pre
         bs = batch_sizes if batch_sizes is not None else [B] * T
         full = batch_sizes is None
-        Ws, Rs, bsc, Qs, Ps = gates.forward_weights(s, alpha, W, R, b, Q, P_i, P_f, P_o)
-        # F-LSTM / G-LSTM given as their factors / groups: their own products (``structured``)
-        zs = gates.z_scale(s.g, gates.uses_sigmoid_form(x))
-        smap = structured.make(s, alpha, W, R, x, bsc, zs)
         # the one place that picks the native loop or this module's Python loop
         # (so do the structured maps: F-LSTM's rank-r intermediate takes y_{t-1}'s place, and
         # G-LSTM's group products fill its group-ordered rows XG before they move to theirs)
+        use_native = native.use_native(s, x, True, gates.uses_sigmoid_form(x))
+        zs = gates.z_scale(s.g, gates.uses_sigmoid_form(x))
+        # the native step applies the block input's scale itself: with every α = 1 the
+        # weights go in as they are (no scaled copies of W, R, b per call; the scale is a
+        # power of two, so the pre-activations are the same to the last bit)
+        raw = (
+            use_native
+            and structured.kind(s, W, x) is None
+            and all(alpha[g] == 1.0 for g in s.gates)
+        )
+        if raw:
+            Ws, Rs, bsc, Qs, Ps = W, R, b, Q, {"i": P_i, "f": P_f, "o": P_o}
+        else:
+            Ws, Rs, bsc, Qs, Ps = gates.forward_weights(s, alpha, W, R, b, Q, P_i, P_f, P_o)
+        # F-LSTM / G-LSTM given as their factors / groups: their own products (``structured``)
+        smap = structured.make(s, alpha, W, R, x, bsc, zs)
         factorized = isinstance(smap, structured.Factorized)
         grouped = isinstance(smap, structured.Grouped)
-        use_native = native.use_native(s, x, True, gates.uses_sigmoid_form(x))
         x2 = x.reshape(T * B, I)
         # the input projection W x_t + b, one large product per chunk of k steps (a few MB, so
         # that a chunk is still in the cache when its steps run)
@@ -107,7 +118,8 @@ class LSTMLayerBPTTRows(torch.autograd.Function):
                 bias = x.new_zeros(D)
                 Ws = Rs = x.new_zeros(D, 1)  # (the groups' weights are 3-D; these go unread)
             native.forward_rows(
-                s, bs, k, x2, Ws, bias, Rs, h0, c0, ZA, C, HC, Y, Yh, W_p, Qs, Ps, mx
+                s, bs, k, x2, Ws, bias, Rs, h0, c0, ZA, C, HC, Y, Yh, W_p, Qs, Ps, mx,
+                zs if raw else 1.0,
             )  # fmt: skip
         else:
             # the per-step products (BLAS, or oneDNN on a packed weight: see ``products``)

@@ -40,7 +40,7 @@ from torch import Tensor
 
 from lstmlab.nn.variants import CellSpec
 
-__all__ = ["Factorized", "Grouped", "make", "multiply_adds"]
+__all__ = ["Factorized", "Grouped", "kind", "make", "multiply_adds"]
 
 
 def _row_scale(s: CellSpec, alpha: dict[str, float], zs: float, like: Tensor) -> Tensor | None:
@@ -61,13 +61,24 @@ def make(s: CellSpec, alpha, W: Tensor, R: Tensor, x: Tensor, b: Tensor | None, 
     R (D, Hr): F-LSTM's W1 (r, I + Hr) and W2 (D, r), G-LSTM's Wg (k, D/k, I/k) and
     Rg (k, D/k, Hr/k). ``b``: the bias with the row scales already folded in (or None);
     ``zs``: the block input's argument scale."""
+    k = kind(s, W, x)
+    if k == "factorized":
+        return Factorized(s, alpha, W, R, x, b, zs)
+    if k == "grouped":
+        return Grouped(s, alpha, W, R, x, b, zs)
+    return None
+
+
+def kind(s: CellSpec, W: Tensor, x: Tensor) -> str | None:
+    """Which map ``make`` builds for the weights given: "factorized" (F-LSTM's W1), "grouped"
+    (G-LSTM's Wg) or None (the dense W)."""
     if s.factorization_rank is not None and W.shape == (
         s.factorization_rank,
         x.shape[2] + s.recurrent_size,
     ):
-        return Factorized(s, alpha, W, R, x, b, zs)
+        return "factorized"
     if s.groups > 1 and W.dim() == 3:
-        return Grouped(s, alpha, W, R, x, b, zs)
+        return "grouped"
     return None
 
 

@@ -305,6 +305,51 @@ def test_inference_keeps_a_ring_of_steps(kw, padded, chunk, calls, monkeypatch):
 
 @needs_native
 @pytest.mark.parametrize("dtype", [F64, F32], ids=str)
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(variant="NP"),  # the common cell's two passes
+        dict(variant="vanilla", cells_per_block=2),  # the general pass
+        dict(variant="mLSTM", multiplicative_size=5),
+        dict(variant="FGR", proj_size=3),
+        dict(variant="NOG", input_activation="bipolar1"),  # a scale of 1: nothing to apply
+    ],
+    ids=_ids,
+)
+def test_block_input_scale_in_the_step_is_bitwise_the_scaled_weights(kw, dtype, monkeypatch):
+    """With every α = 1 the batch-major native forward takes W, R, b as they are and applies
+    the block input's argument scale (2 for tanh in the sigmoid form) to the summed
+    pre-activation: the same bits as the weights scaled first (a power of two)."""
+    from lstmlab.engines import gates
+
+    torch.manual_seed(3)
+    m = LSTM(input_size=4, hidden_size=6, dtype=dtype, **kw)
+    x = torch.randn(7, 5, 4, dtype=dtype)
+    seen = []
+    fwd = native.forward_rows
+
+    def prescaled(spec, bs, chunk, x2, Ws, bias, Rs, *rest):
+        *head, z_scale = rest  # h0 … the intermediate, then the scale
+        seen.append(z_scale)
+        if z_scale != 1.0:  # the weights scaled first, the step applying no scale
+            one = dict.fromkeys(spec.gates, 1.0)
+            Ws, bias, Rs = (gates.scaled_rows(t, spec, one, 0, z_scale) for t in (Ws, bias, Rs))
+        return fwd(spec, bs, chunk, x2, Ws, bias, Rs, *head, 1.0)
+
+    outs = []
+    for patch in (False, True):
+        if patch:
+            monkeypatch.setattr(native, "forward_rows", prescaled)
+        with forced_layout("batch"):
+            outs.append(_run(m, x, LENGTHS, False))
+    tanh = m.cells[0].spec.g == "tanh"
+    assert seen and all(z == (2.0 if tanh else 1.0) for z in seen)
+    for a, b in zip(*outs, strict=True):
+        assert torch.equal(a, b)
+
+
+@needs_native
+@pytest.mark.parametrize("dtype", [F64, F32], ids=str)
 def test_torch_dropin_native_equals_python_loop(dtype, calls):
     """lstmlab.TorchLSTM (torch's NP cell) on a packed batch, both directions, two layers,
     batch 1 and a wider batch."""
@@ -542,6 +587,52 @@ def test_feature_major_r_forward_forms_its_terms_per_step(kw, rop_calls):
     assert set(rop_calls) == {2}
     for a, b, c in zip(fused, unfused, python, strict=True):
         assert _rel(a, b) <= 1e-12 and _rel(a, c) <= 1e-12
+
+
+_SIMD_SCRIPT = """
+import contextlib
+import torch
+from lstmlab import LSTM
+from lstmlab.engines import native
+from lstmlab.engines.bptt import forced_layout
+torch.manual_seed(0)
+worst = 0.0
+for H in (16, 21, 40):  # whole vectors, and a scalar tail
+    m = LSTM(5, H, variant="NP", dtype=torch.float32)
+    x = torch.randn(9, 6, 5) * 3
+    lengths = torch.tensor([9, 4, 7, 1, 9, 3])
+    outs = []
+    for python in (False, True):
+        with native.forced_python() if python else contextlib.nullcontext(), forced_layout("batch"):
+            xg = x.clone().requires_grad_(True)
+            out, (h, c), states = m(xg, lengths=lengths, return_states=True)
+            loss = (out ** 2).sum() + h.sum() + (c * 0.3).sum()
+            outs.append([out, h, c, *states, *torch.autograd.grad(loss, [xg, *m.parameters()])])
+    for a, b in zip(*outs):
+        worst = max(worst, ((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item())
+print(native.simd_level(), worst)
+"""
+
+
+@needs_native
+def test_every_simd_level_of_the_common_cell_equals_the_python_loop():
+    """The float32 common cell runs AVX-512 or AVX2 passes (a reciprocal by one Newton step
+    instead of a division) where the CPU has them, else portable ones: each level this machine
+    can run (``LSTMLAB_NATIVE_SIMD`` caps it, one process each) equals the Python loop to
+    float32 round-off, scalar tails included."""
+    import subprocess
+    import sys
+
+    best = native.simd_level()
+    for level in range(best + 1):
+        env = dict(os.environ, LSTMLAB_NATIVE_SIMD=str(level), OMP_NUM_THREADS="1")
+        done = subprocess.run(
+            [sys.executable, "-c", _SIMD_SCRIPT], env=env, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        got, worst = done.stdout.split()
+        assert int(got) == level
+        assert float(worst) <= 2e-5, (level, worst)
 
 
 def test_failed_build_says_so_once_and_falls_back(monkeypatch, capsys):

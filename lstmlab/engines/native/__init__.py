@@ -42,6 +42,7 @@ __all__ = [
     "forward_features",
     "forward_rows",
     "rop_chunk",
+    "simd_level",
     "use_native",
 ]
 
@@ -76,7 +77,19 @@ def use_native(spec: CellSpec, x: Tensor, dense: bool, sigmoid_form: bool) -> bo
     return build.load()
 
 
-def _config(spec: CellSpec, chunk: int) -> list[int]:
+def simd_level() -> int:
+    """Which float32 passes of the common cell the loaded core runs: 2 AVX-512, 1 AVX2 with
+    FMA (each with the reciprocal by a Newton step), 0 the portable ones (with a division), or
+    -1 where the core is not loaded. ``LSTMLAB_NATIVE_SIMD=0`` / ``1`` caps it (read once per
+    process)."""
+    return int(torch.ops.lstmlab_native.simd_level()) if build.load() else -1
+
+
+def _config(spec: CellSpec, chunk: int, z_scale: float = 1.0) -> list[int]:
+    """The core's config (``Cfg`` of rows_common.h); ``z_scale``: the block input's argument
+    scale that the batch-major forward step applies (1: the weights carry it)."""
+    if z_scale not in (1.0, 2.0):
+        raise ValueError(f"the native core takes a block-input scale of 1 or 2, not {z_scale}")
     g = spec.gates
     return [
         spec.hidden_size,
@@ -89,6 +102,7 @@ def _config(spec: CellSpec, chunk: int) -> list[int]:
         _ACT[spec.g],
         _ACT[spec.h],
         chunk,
+        int(z_scale),
     ]
 
 
@@ -115,9 +129,11 @@ def forward_rows(
     Qs: Tensor | None,
     Ps: dict[str, Tensor | None],
     mult: tuple[Tensor, Tensor, Tensor, Tensor] | None = None,
+    z_scale: float = 1.0,
 ) -> None:
-    """The forward time loop of ``bptt_rows`` (weights with α and the block input's scale
-    folded in): fills ZA (T, B, D) = [g(z) | gates], C, HC = h(C), Y (T, B, ·) and Yh (the
+    """The forward time loop of ``bptt_rows`` (weights with α folded in, and the block
+    input's argument scale, or ``z_scale``: that scale applied by the step to the summed
+    pre-activation instead, so that weights with α = 1 need no scaled copy): fills ZA (T, B, D) = [g(z) | gates], C, HC = h(C), Y (T, B, ·) and Yh (the
     projection's input) in place, over the first ``bs[t]`` rows of each step. The input
     projection x2 (T·B, I) Wsᵀ is formed ``chunk`` steps at a time (``bias`` is added in each
     step's elementwise pass). ``mult``: an intermediate in y_{t-1}'s place — mLSTM (W_mx x, U,
@@ -140,7 +156,7 @@ def forward_rows(
         _c(Ps.get("f")),
         _c(Ps.get("o")),
         bs,
-        _config(spec, chunk),
+        _config(spec, chunk, z_scale),
         *(mult if mult is not None else (None,) * 4),  # see the docstring
     )
 

@@ -271,6 +271,8 @@ void forward_features(const at::Tensor& x_, const at::Tensor& Ws_, const at::Ten
                       const c10::optional<at::Tensor>& MX, const c10::optional<at::Tensor>& U,
                       const c10::optional<at::Tensor>& Mm, const c10::optional<at::Tensor>& Wmh) {
   const Layout L(cfg);
+  TORCH_CHECK(L.zs == 1, "lstmlab native core (feature-major): the weights must carry the "
+              "block input's scale");
   TORCH_CHECK(x_.dim() == 3, "lstmlab native core (feature-major): x must be (T, B, I)");
   const int64_t T = x_.size(0), B = x_.size(1), I = x_.size(2), D = L.D, H = L.H, G = L.G;
   const int64_t Hr = Y.size(1);

@@ -46,7 +46,7 @@ void forward_rows_kernel(const Layout& L, int64_t n, T* pre0, int64_t pre_stride
                          const T* cp0, int64_t cp_stride, T* c0_, T* hc0, T* yh0,
                          int64_t h_stride, const T* Pi, const T* Pf, const T* Po) {
   const int64_t H = L.H, cpb = L.cpb, nb = L.nb;
-  const T gk = T(act_k(L.g_act)), g_off = -gk / T(2);
+  const T gk = T(act_k(L.g_act)), g_off = -gk / T(2), gs = T(L.zs);
   const T hs = T(act_s(L.h_act)), hk = T(act_k(L.h_act)), h_off = -hk / T(2);
   const int64_t lo = L.sig_lo(), hi = L.sig_hi();
   at::parallel_for(0, n, grain(L.D + 4 * H), [&](int64_t r0, int64_t r1) {
@@ -57,7 +57,7 @@ void forward_rows_kernel(const Layout& L, int64_t n, T* pre0, int64_t pre_stride
       T* hc = hc0 + r * h_stride;
       T* yh = yh0 + r * h_stride;
       if (L.common()) {  // the common cell: two vectorised passes
-        common_step(pre, bias, cp, c, hc, yh, H, gk, g_off, hs, hk, h_off);
+        common_step(pre, bias, cp, c, hc, yh, H, gs, gk, g_off, hs, hk, h_off);
         continue;
       }
       for (int64_t d = 0; d < L.D; ++d) pre[d] += bias[d];
@@ -79,7 +79,7 @@ void forward_rows_kernel(const Layout& L, int64_t n, T* pre0, int64_t pre_stride
       // one sigmoid pass over the rows [lo, hi); the block input, when in it, then becomes
       // k sigma(a) - k/2 (its argument scale is in the weights)
       if (lo == 0) {
-        sigmoid_affine(pre, pre, H, T(1), gk, g_off);
+        sigmoid_affine(pre, pre, H, gs, gk, g_off);
         sigmoid_affine(pre + H, pre + H, hi - H, T(1), T(1), T(0));
       } else if (hi > lo) {
         sigmoid_affine(pre + lo, pre + lo, hi - lo, T(1), T(1), T(0));
@@ -515,6 +515,7 @@ void backward_rows(const at::Tensor& ZA, const at::Tensor& C, const at::Tensor& 
 }  // namespace
 
 TORCH_LIBRARY(lstmlab_native, m) {
+  m.def("simd_level() -> int", &simd_level);
   m.def(
       "forward_rows(Tensor x2, Tensor Wt, Tensor bias, Tensor Rt, Tensor h0, Tensor c0, "
       "Tensor(a!) ZA, Tensor(b!) C, Tensor(c!) HC, Tensor(d!) Y, Tensor(e!)? Yh, Tensor? Wpt, "

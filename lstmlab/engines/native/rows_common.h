@@ -10,6 +10,7 @@
 #include <climits>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <type_traits>
 
@@ -21,7 +22,8 @@ enum Act : int64_t { IDENTITY = 0, TANH = 1, BIPOLAR1 = 2, BIPOLAR2 = 3 };
 
 // config layout shared with lstmlab/engines/native/__init__.py
 enum Cfg : int64_t {
-  C_H = 0, C_CPB, C_HAS_I, C_HAS_F, C_HAS_O, C_COUPLED, C_PEEP, C_G, C_H_ACT, C_CHUNK, C_LEN
+  C_H = 0, C_CPB, C_HAS_I, C_HAS_F, C_HAS_O, C_COUPLED, C_PEEP, C_G, C_H_ACT, C_CHUNK, C_ZS,
+  C_LEN
 };
 
 // sigmoid form of the tanh family: f(a) = k sigma(s a) - k/2, as (s, k)
@@ -121,6 +123,9 @@ struct Layout {
   int64_t H, cpb, nb, D, G;
   bool has_i, has_f, has_o, coupled, peep;
   int64_t g_act, h_act;
+  // the block input's argument scale that the forward step applies to the summed
+  // pre-activation (1: the weights carry it already, see gates.forward_weights)
+  int64_t zs;
   int64_t off_i = -1, off_f = -1, off_o = -1;  // gate rows in the pre-activations (D)
 
   explicit Layout(at::IntArrayRef cfg) {
@@ -136,6 +141,8 @@ struct Layout {
     peep = cfg[C_PEEP];
     g_act = cfg[C_G];
     h_act = cfg[C_H_ACT];
+    zs = cfg[C_ZS];
+    TORCH_CHECK(zs == 1 || zs == 2, "lstmlab native core: block-input scale ", zs);
     int64_t off = H;
     if (has_i) { off_i = off; off += nb; }
     if (has_f) { off_f = off; off += nb; }
@@ -344,8 +351,8 @@ struct StepProduct {
 // (One pass doing both was 2.5x slower: five exps in flight spill the vector registers.)
 #define LSTMLAB_COMMON_STEP(T)                                                                 \
   LSTMLAB_CLONES void sigmoid_affine_bias(T* __restrict__ a, const T* __restrict__ b,          \
-                                          int64_t len, T k, T off) {                           \
-    for (int64_t d = 0; d < len; ++d) a[d] = off + k / (T(1) + exp_poly(-(a[d] + b[d])));      \
+                                          int64_t len, T s, T k, T off) {                      \
+    for (int64_t d = 0; d < len; ++d) a[d] = off + k / (T(1) + exp_poly(-(s * (a[d] + b[d])))); \
   }                                                                                            \
   LSTMLAB_CLONES void cell_step(const T* __restrict__ z, const T* __restrict__ i,              \
                                 const T* __restrict__ f, const T* __restrict__ o,              \
@@ -362,11 +369,180 @@ LSTMLAB_COMMON_STEP(float)
 LSTMLAB_COMMON_STEP(double)
 #undef LSTMLAB_COMMON_STEP
 
+// ---- float32 on x86-64: the same two passes with the reciprocal 1 / (1 + e) taken as the
+// hardware's approximation refined by one Newton step, r (2 - y r), instead of a division
+// (the division was a third of the pass; one Newton step leaves ~2^-23 relative error with
+// AVX2's 12-bit start and ~2^-28 with AVX-512's 14-bit one: float32 round-off). exp as exp_poly
+// (the same operations, so the same values). Picked once per process by the CPU's features.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define LSTMLAB_X86_RCP 1
+#include <immintrin.h>
+
+#define LSTMLAB_EXP_VEC(NAME, TGT, V, VI, P)                                                   \
+  __attribute__((target(TGT), always_inline)) inline V NAME(V x) {                            \
+    x = P##_min_ps(P##_max_ps(x, P##_set1_ps(-87.0f)), P##_set1_ps(88.0f));                    \
+    const V magic = P##_set1_ps(12582912.0f);                                                  \
+    const V t = P##_fmadd_ps(x, P##_set1_ps(1.44269504088896341f), magic);                     \
+    const V n = P##_sub_ps(t, magic);                                                          \
+    const V r = P##_fnmadd_ps(n, P##_set1_ps(-2.12194440e-4f),                                 \
+                              P##_fnmadd_ps(n, P##_set1_ps(0.693359375f), x));                 \
+    V p = P##_set1_ps(1.0f / 5040.0f);                                                         \
+    p = P##_fmadd_ps(p, r, P##_set1_ps(1.0f / 720.0f));                                        \
+    p = P##_fmadd_ps(p, r, P##_set1_ps(1.0f / 120.0f));                                        \
+    p = P##_fmadd_ps(p, r, P##_set1_ps(1.0f / 24.0f));                                         \
+    p = P##_fmadd_ps(p, r, P##_set1_ps(1.0f / 6.0f));                                          \
+    p = P##_fmadd_ps(p, r, P##_set1_ps(0.5f));                                                 \
+    p = P##_fmadd_ps(p, r, P##_set1_ps(1.0f));                                                 \
+    p = P##_fmadd_ps(p, r, P##_set1_ps(1.0f));                                                 \
+    const VI e = P##_slli_epi32(                                                               \
+        P##_add_epi32(P##_sub_epi32(P##_castps_si##VI##_bits(t), P##_castps_si##VI##_bits(magic)), \
+                      P##_set1_epi32(127)),                                                    \
+        23);                                                                                   \
+    return P##_mul_ps(p, P##_castsi##VI##_bits##_ps(e));                                       \
+  }
+#define _mm512_castps_si__m512i_bits _mm512_castps_si512
+#define _mm512_castsi__m512i_bits_ps _mm512_castsi512_ps
+#define _mm256_castps_si__m256i_bits _mm256_castps_si256
+#define _mm256_castsi__m256i_bits_ps _mm256_castsi256_ps
+LSTMLAB_EXP_VEC(exp16, "avx512f", __m512, __m512i, _mm512)
+LSTMLAB_EXP_VEC(exp8, "avx2,fma", __m256, __m256i, _mm256)
+#undef LSTMLAB_EXP_VEC
+
+// k / (1 + exp(-v)) + off, the reciprocal by one Newton step
+__attribute__((target("avx512f"), always_inline)) inline __m512 sig16(__m512 v, __m512 k,
+                                                                      __m512 off) {
+  const __m512 y = _mm512_add_ps(_mm512_set1_ps(1.0f), exp16(_mm512_sub_ps(_mm512_setzero_ps(), v)));
+  __m512 r = _mm512_rcp14_ps(y);
+  r = _mm512_mul_ps(r, _mm512_fnmadd_ps(y, r, _mm512_set1_ps(2.0f)));
+  return _mm512_fmadd_ps(k, r, off);
+}
+__attribute__((target("avx2,fma"), always_inline)) inline __m256 sig8(__m256 v, __m256 k,
+                                                                      __m256 off) {
+  const __m256 y = _mm256_add_ps(_mm256_set1_ps(1.0f), exp8(_mm256_sub_ps(_mm256_setzero_ps(), v)));
+  __m256 r = _mm256_rcp_ps(y);
+  r = _mm256_mul_ps(r, _mm256_fnmadd_ps(y, r, _mm256_set1_ps(2.0f)));
+  return _mm256_fmadd_ps(k, r, off);
+}
+
+// the scalar tail: as above, one element
+inline float sig1(float v, float k, float off) { return off + k / (1.0f + exp_poly(-v)); }
+
+__attribute__((target("avx512f"))) void common_step_avx512(float* pre, const float* bias,
+                                                           const float* cp, float* c, float* hc,
+                                                           float* yh, int64_t H, float gs,
+                                                           float gk, float g_off, float hs,
+                                                           float hk, float h_off) {
+  const int64_t D = 4 * H;
+  int64_t d = 0;
+  const __m512 one = _mm512_set1_ps(1.0f), zero = _mm512_setzero_ps();
+  const __m512 vgs = _mm512_set1_ps(gs), vgk = _mm512_set1_ps(gk), vgo = _mm512_set1_ps(g_off);
+  for (; d + 16 <= H; d += 16) {  // z: gk sigma(gs (a + b)) + g_off
+    const __m512 a = _mm512_add_ps(_mm512_loadu_ps(pre + d), _mm512_loadu_ps(bias + d));
+    _mm512_storeu_ps(pre + d, sig16(_mm512_mul_ps(vgs, a), vgk, vgo));
+  }
+  for (; d < H; ++d) pre[d] = sig1(gs * (pre[d] + bias[d]), gk, g_off);
+  for (; d + 16 <= D; d += 16) {  // the gates: sigma(a + b)
+    const __m512 a = _mm512_add_ps(_mm512_loadu_ps(pre + d), _mm512_loadu_ps(bias + d));
+    _mm512_storeu_ps(pre + d, sig16(a, one, zero));
+  }
+  for (; d < D; ++d) pre[d] = sig1(pre[d] + bias[d], 1.0f, 0.0f);
+  const float *z = pre, *i = pre + H, *f = pre + 2 * H, *o = pre + 3 * H;
+  const __m512 vhs = _mm512_set1_ps(hs), vhk = _mm512_set1_ps(hk), vho = _mm512_set1_ps(h_off);
+  d = 0;
+  for (; d + 16 <= H; d += 16) {
+    const __m512 cv = _mm512_fmadd_ps(_mm512_loadu_ps(f + d), _mm512_loadu_ps(cp + d),
+                                      _mm512_mul_ps(_mm512_loadu_ps(i + d), _mm512_loadu_ps(z + d)));
+    const __m512 h = sig16(_mm512_mul_ps(vhs, cv), vhk, vho);
+    _mm512_storeu_ps(c + d, cv);
+    _mm512_storeu_ps(hc + d, h);
+    _mm512_storeu_ps(yh + d, _mm512_mul_ps(_mm512_loadu_ps(o + d), h));
+  }
+  for (; d < H; ++d) {
+    const float cv = f[d] * cp[d] + i[d] * z[d];
+    const float h = sig1(hs * cv, hk, h_off);
+    c[d] = cv, hc[d] = h, yh[d] = o[d] * h;
+  }
+}
+
+__attribute__((target("avx2,fma"))) void common_step_avx2(float* pre, const float* bias,
+                                                         const float* cp, float* c, float* hc,
+                                                         float* yh, int64_t H, float gs, float gk,
+                                                         float g_off, float hs, float hk,
+                                                         float h_off) {
+  const int64_t D = 4 * H;
+  int64_t d = 0;
+  const __m256 one = _mm256_set1_ps(1.0f), zero = _mm256_setzero_ps();
+  const __m256 vgs = _mm256_set1_ps(gs), vgk = _mm256_set1_ps(gk), vgo = _mm256_set1_ps(g_off);
+  for (; d + 8 <= H; d += 8) {
+    const __m256 a = _mm256_add_ps(_mm256_loadu_ps(pre + d), _mm256_loadu_ps(bias + d));
+    _mm256_storeu_ps(pre + d, sig8(_mm256_mul_ps(vgs, a), vgk, vgo));
+  }
+  for (; d < H; ++d) pre[d] = sig1(gs * (pre[d] + bias[d]), gk, g_off);
+  for (; d + 8 <= D; d += 8) {
+    const __m256 a = _mm256_add_ps(_mm256_loadu_ps(pre + d), _mm256_loadu_ps(bias + d));
+    _mm256_storeu_ps(pre + d, sig8(a, one, zero));
+  }
+  for (; d < D; ++d) pre[d] = sig1(pre[d] + bias[d], 1.0f, 0.0f);
+  const float *z = pre, *i = pre + H, *f = pre + 2 * H, *o = pre + 3 * H;
+  const __m256 vhs = _mm256_set1_ps(hs), vhk = _mm256_set1_ps(hk), vho = _mm256_set1_ps(h_off);
+  d = 0;
+  for (; d + 8 <= H; d += 8) {
+    const __m256 cv = _mm256_fmadd_ps(_mm256_loadu_ps(f + d), _mm256_loadu_ps(cp + d),
+                                      _mm256_mul_ps(_mm256_loadu_ps(i + d), _mm256_loadu_ps(z + d)));
+    const __m256 h = sig8(_mm256_mul_ps(vhs, cv), vhk, vho);
+    _mm256_storeu_ps(c + d, cv);
+    _mm256_storeu_ps(hc + d, h);
+    _mm256_storeu_ps(yh + d, _mm256_mul_ps(_mm256_loadu_ps(o + d), h));
+  }
+  for (; d < H; ++d) {
+    const float cv = f[d] * cp[d] + i[d] * z[d];
+    const float h = sig1(hs * cv, hk, h_off);
+    c[d] = cv, hc[d] = h, yh[d] = o[d] * h;
+  }
+}
+
+#endif
+
+// which float32 common-cell passes run: 2 AVX-512, 1 AVX2 with FMA, 0 the portable ones (with
+// their division); the best the CPU has, capped by LSTMLAB_NATIVE_SIMD=0 / 1 in the environment
+// (tests run every level this machine has)
+inline int64_t simd_level() {
+  static const int64_t level = [] {
+    int64_t best = 0;
+#ifdef LSTMLAB_X86_RCP
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f")) {
+      best = 2;
+    } else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+      best = 1;
+    }
+#endif
+    const char* env = std::getenv("LSTMLAB_NATIVE_SIMD");
+    if (env != nullptr && (env[0] == '0' || env[0] == '1') && env[1] == 0)
+      best = std::min<int64_t>(best, env[0] - '0');
+    return best;
+  }();
+  return level;
+}
+
 template <typename T>
-inline void common_step(T* pre, const T* bias, const T* cp, T* c, T* hc, T* yh, int64_t H, T gk,
-                        T g_off, T hs, T hk, T h_off) {
-  sigmoid_affine_bias(pre, bias, H, gk, g_off);
-  sigmoid_affine_bias(pre + H, bias + H, 3 * H, T(1), T(0));
+inline void common_step(T* pre, const T* bias, const T* cp, T* c, T* hc, T* yh, int64_t H, T gs,
+                        T gk, T g_off, T hs, T hk, T h_off) {
+#ifdef LSTMLAB_X86_RCP
+  if constexpr (std::is_same_v<T, float>) {
+    const int64_t level = simd_level();
+    if (level == 2) {
+      common_step_avx512(pre, bias, cp, c, hc, yh, H, gs, gk, g_off, hs, hk, h_off);
+      return;
+    }
+    if (level == 1) {
+      common_step_avx2(pre, bias, cp, c, hc, yh, H, gs, gk, g_off, hs, hk, h_off);
+      return;
+    }
+  }
+#endif
+  sigmoid_affine_bias(pre, bias, H, gs, gk, g_off);
+  sigmoid_affine_bias(pre + H, bias + H, 3 * H, T(1), T(1), T(0));
   cell_step(pre, pre + H, pre + 2 * H, pre + 3 * H, cp, c, hc, yh, H, hs, hk, h_off);
 }
 
