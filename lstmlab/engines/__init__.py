@@ -47,4 +47,5 @@ def get_engine(name: str) -> Callable:
     return getattr(importlib.import_module(f"lstmlab.engines.{module}"), function)
 
 
-from lstmlab.engines import autograd, bptt, rtrl  # noqa: E402  (after get_engine: see above)
+# (after get_engine: see above; imported for their public paths lstmlab.engines.bptt, …)
+from lstmlab.engines import autograd, bptt, rtrl  # noqa: E402, F401

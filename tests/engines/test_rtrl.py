@@ -15,7 +15,6 @@ import pytest
 import torch
 
 from lstmlab import engines
-from lstmlab.engines import rtrl
 from lstmlab.nn import LSTM
 
 F64 = torch.float64
