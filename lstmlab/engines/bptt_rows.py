@@ -94,7 +94,9 @@ class LSTMLayerBPTTRows(torch.autograd.Function):
         # without a backward to come, the native loop keeps only what it returns (Y, C) for
         # every step: ZA for one chunk of steps (a ring), h(C) and ŷ for one step
         ring = use_native and Qs is None and not layout.keeps_graph(ctx.needs_input_grad)
-        Y, C, HC = new(T, B, Hr), new(T, B, H), new(1 if ring else T, B, H)
+        # (and, where the caller reads no cell-state trajectory, C for two steps: c_{t-1}, c_t)
+        ring_c = ring and not layout.keeps_states()
+        Y, C, HC = new(T, B, Hr), new(2 if ring_c else T, B, H), new(1 if ring else T, B, H)
         # [g(z) | gate activations] of every step, in the pre-activation order. Each step's
         # pre-activations are formed in its own row and activated in place. (Dead rows keep
         # the padding's input projection: the weight-gradient products meet them with δ = 0.)
@@ -234,11 +236,14 @@ class LSTMLayerBPTTRows(torch.autograd.Function):
                     proj.into(Ys[t], y_hat)
                 y_prev, c_prev = Ys[t], c_t
         if full:
-            h_n, c_n = Y[-1].clone(), C[-1].clone()
+            h_n, c_n = Y[-1].clone(), C[(T - 1) % C.shape[0]].clone()
         else:
             last = layout.last_index(bs, B, x.device)
             rows = torch.arange(B, device=x.device)
-            h_n, c_n = Y[last, rows], C[last, rows]
+            # (a row's last c stays in its ring slot: later steps touch only the rows alive)
+            h_n, c_n = Y[last, rows], C[last % C.shape[0], rows]
+        if ring_c:
+            C = C[:0]  # no trajectory: the caller reads none
         ctx.spec, ctx.alpha, ctx.bs = s, alpha, batch_sizes
         ctx.save_for_backward(x, h0, c0, W, R, W_mx, W_mh, P_i, P_f, P_o, Q, W_p, Y, C)
         ctx.ZA, ctx.Z, ctx.A, ctx.HC, ctx.Yh = ZA, Z, A, HC, Yh

@@ -33,13 +33,16 @@ __all__ = [
     "forced_layout",
     "keeps_graph",
     "last_index",
+    "keeps_states",
     "steps",
     "without_backward",
+    "without_states",
 ]
 
 LAYOUTS = ("features", "batch")
 _FORCED: list[str] = []  # set by ``forced_layout`` (tests, benchmarks)
 _NO_BACKWARD: list[bool] = []  # set by ``without_backward``
+_NO_STATES: list[bool] = []  # set by ``without_states``
 
 
 @contextmanager
@@ -51,6 +54,23 @@ def without_backward():
         yield
     finally:
         _NO_BACKWARD.pop()
+
+
+@contextmanager
+def without_states():
+    """Inside the block, the caller reads no cell-state trajectory C of a layer, only its
+    outputs Y and final states (the ``torch.nn.LSTM`` drop-in): a batch-major native loop
+    without a backward to come then keeps C for two steps, not all, and returns C empty."""
+    _NO_STATES.append(True)
+    try:
+        yield
+    finally:
+        _NO_STATES.pop()
+
+
+def keeps_states() -> bool:
+    """Whether a layer's caller reads C (outside ``without_states``)."""
+    return not _NO_STATES
 
 
 def keeps_graph(needs_input_grad) -> bool:

@@ -55,6 +55,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
+from lstmlab.engines import layout as engine_layout  # (a module: imports before it is filled)
 from lstmlab.nn import fast_layer, ops
 from lstmlab.nn.lstm import LSTM as _LabLSTM
 from lstmlab.nn.lstm import reverse_sequences
@@ -477,9 +478,10 @@ class TorchLSTM(_DropInMixin, nn.LSTM):
                 self.__dict__.get("spec_codes", [None] * len(self.specs))[k],
             )
             return Y, (h_n, c_n)
-        Y, _, h_n, c_n = fast_layer.run_layer(
-            self.specs[k], self.dense_weights(layer, d, cast), x, lengths, h0, c0, alpha, engine
-        )
+        with engine_layout.without_states():  # (torch's LSTM returns no cell-state trajectory)
+            Y, _, h_n, c_n = fast_layer.run_layer(
+                self.specs[k], self.dense_weights(layer, d, cast), x, lengths, h0, c0, alpha, engine
+            )
         return Y, (h_n, c_n)
 
     # -- conversions -----------------------------------------------------------------------------

@@ -27,13 +27,14 @@ needs_native = pytest.mark.skipif(
 @pytest.fixture
 def calls(monkeypatch):
     """Counts the native forward and backward loops run (so no test passes by falling back)."""
-    seen = {"forward": 0, "backward": 0, "ZA steps": [], "features": 0}
+    seen = {"forward": 0, "backward": 0, "ZA steps": [], "C steps": [], "features": 0}
     fwd, bwd = native.forward_rows, native.backward_rows
     ffwd, fbwd = native.forward_features, native.backward_features
 
     def forward_rows(*a, **k):
         seen["forward"] += 1
         seen["ZA steps"].append(a[9].shape[0])  # steps kept: T, or a ring without backward
+        seen["C steps"].append(a[10].shape[0])
         return fwd(*a, **k)
 
     def backward_rows(*a, **k):
@@ -298,9 +299,44 @@ def test_inference_keeps_a_ring_of_steps(kw, padded, chunk, calls, monkeypatch):
         assert _rel(a, b) <= 1e-12
     assert calls["forward"] == 1
     assert calls["ZA steps"] == [7 if m.cells[0].spec.fgr else min(chunk, 7)]
+    assert calls["C steps"] == [7]  # the states were asked for
     with forced_layout("batch"):  # with a graph: every step kept for the backward
         m(x, lengths=lengths)
     assert calls["ZA steps"][-1] == 7
+
+
+@needs_native
+@pytest.mark.parametrize("padded", [False, True], ids=["full", "packed"])
+@pytest.mark.parametrize("T", [1, 2, 7])
+def test_dropin_inference_keeps_two_cell_states(T, padded, calls):
+    """The torch drop-in reads no cell-state trajectory: without a graph the batch-major loop
+    keeps C for two steps (c_{t-1}, c_t), each row's last c staying in its slot; outputs and
+    final states as the Python loop's (which keeps every step) and as torch.nn.LSTM's, packed
+    rows of every length."""
+    torch.manual_seed(5)
+    m = TorchLSTM(4, 6, num_layers=2, bidirectional=True, dtype=F64)
+    ref = torch.nn.LSTM(4, 6, num_layers=2, bidirectional=True, dtype=F64)
+    ref.load_state_dict(m.state_dict())
+    x = torch.randn(T, 5, 4, dtype=F64)
+    lengths = torch.tensor([T, max(1, T - 1), 1, max(1, T - 3), T])
+    res = []
+    for run in ("native", "python", "torch"):
+        ctx = native.forced_python() if run == "python" else contextlib.nullcontext()
+        with ctx, forced_layout("batch"), torch.no_grad():
+            model = ref if run == "torch" else m
+            if padded:
+                packed = torch.nn.utils.rnn.pack_padded_sequence(x, lengths, enforce_sorted=False)
+                out, (h, c) = model(packed)
+                out = out.data
+            else:
+                out, (h, c) = model(x)
+        res.append([out, h, c])
+    for a, b, want in zip(*res, strict=True):
+        assert _rel(a, b) <= 1e-12 and _rel(a, want) <= 1e-12
+    assert calls["C steps"] == [2] * 4  # 2 layers x 2 directions
+    with forced_layout("batch"):  # with a graph: every step kept
+        m(x)
+    assert calls["C steps"][-1] == T
 
 
 @needs_native

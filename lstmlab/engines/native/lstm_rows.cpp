@@ -217,8 +217,10 @@ void forward_rows(const at::Tensor& x2_, const at::Tensor& Wt, const at::Tensor&
   at::Tensor Yhat = proj ? *Yh : Y;
   // ZA, h(C) and y_hat hold every step, or (no backward to come) a ring of steps: ZA one chunk
   // of k steps, h(C) and y_hat one step
-  const int64_t rz = ZA.size(0), rh = HC.size(0), ry = Yhat.size(0);
+  // and C all steps or two (c_{t-1}, c_t)
+  const int64_t rz = ZA.size(0), rh = HC.size(0), ry = Yhat.size(0), rc = C.size(0);
   TORCH_CHECK(rz == T || (rz == k && !fgr), "lstmlab native core: ZA holds ", rz, " steps");
+  TORCH_CHECK(rc == T || rc == 2, "lstmlab native core: C holds ", rc, " steps");
   TORCH_CHECK((rh == T || rh == 1) && (ry == T || ry == 1), "lstmlab native core: h(C) steps");
   AT_DISPATCH_FLOATING_TYPES(ZA.scalar_type(), "lstmlab_forward_rows", [&] {
     using S = scalar_t;
@@ -282,7 +284,7 @@ void forward_rows(const at::Tensor& x2_, const at::Tensor& Wt, const at::Tensor&
       if (fgr && t > 0) {  // full gate recurrence: + Q q_{t-1} on the gate rows
         gemm_rows<S>(n, L.G, L.G, pre - B * D + H, D, Q_.p, Q_.ld, S(1), pre + H, D, Q_.trans);
       }
-      S* c_t = c + t * B * H;
+      S* c_t = c + (t % rc) * B * H;
       S* yh_t = yh + (t % ry) * B * H;
       forward_rows_kernel<S>(L, n, pre, D, b_, c_prev, H, c_t, hc + (t % rh) * B * H, yh_t, H,
                              Pi_, Pf_, Po_);
