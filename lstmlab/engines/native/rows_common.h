@@ -427,80 +427,46 @@ __attribute__((target("avx2,fma"), always_inline)) inline __m256 sig8(__m256 v, 
 // the scalar tail: as above, one element
 inline float sig1(float v, float k, float off) { return off + k / (1.0f + exp_poly(-v)); }
 
-__attribute__((target("avx512f"))) void common_step_avx512(float* pre, const float* bias,
-                                                           const float* cp, float* c, float* hc,
-                                                           float* yh, int64_t H, float gs,
-                                                           float gk, float g_off, float hs,
-                                                           float hk, float h_off) {
-  const int64_t D = 4 * H;
-  int64_t d = 0;
-  const __m512 one = _mm512_set1_ps(1.0f), zero = _mm512_setzero_ps();
-  const __m512 vgs = _mm512_set1_ps(gs), vgk = _mm512_set1_ps(gk), vgo = _mm512_set1_ps(g_off);
-  for (; d + 16 <= H; d += 16) {  // z: gk sigma(gs (a + b)) + g_off
-    const __m512 a = _mm512_add_ps(_mm512_loadu_ps(pre + d), _mm512_loadu_ps(bias + d));
-    _mm512_storeu_ps(pre + d, sig16(_mm512_mul_ps(vgs, a), vgk, vgo));
+// the common cell's step (common_step below) on W-float vectors V of the intrinsics prefix P,
+// the reciprocal by SIG; the scalar tails as sig1
+#define LSTMLAB_COMMON_STEP_VEC(NAME, TGT, V, P, W, SIG)                                       \
+  __attribute__((target(TGT))) void NAME(float* pre, const float* bias, const float* cp,      \
+                                         float* c, float* hc, float* yh, int64_t H, float gs,  \
+                                         float gk, float g_off, float hs, float hk,            \
+                                         float h_off) {                                        \
+    const int64_t D = 4 * H;                                                                   \
+    int64_t d = 0;                                                                             \
+    const V one = P##_set1_ps(1.0f), zero = P##_setzero_ps();                                  \
+    const V vgs = P##_set1_ps(gs), vgk = P##_set1_ps(gk), vgo = P##_set1_ps(g_off);            \
+    for (; d + W <= H; d += W) { /* z: gk sigma(gs (a + b)) + g_off */                         \
+      const V a = P##_add_ps(P##_loadu_ps(pre + d), P##_loadu_ps(bias + d));                   \
+      P##_storeu_ps(pre + d, SIG(P##_mul_ps(vgs, a), vgk, vgo));                               \
+    }                                                                                          \
+    for (; d < H; ++d) pre[d] = sig1(gs * (pre[d] + bias[d]), gk, g_off);                      \
+    for (; d + W <= D; d += W) { /* the gates: sigma(a + b) */                                 \
+      const V a = P##_add_ps(P##_loadu_ps(pre + d), P##_loadu_ps(bias + d));                   \
+      P##_storeu_ps(pre + d, SIG(a, one, zero));                                               \
+    }                                                                                          \
+    for (; d < D; ++d) pre[d] = sig1(pre[d] + bias[d], 1.0f, 0.0f);                            \
+    const float *z = pre, *i = pre + H, *f = pre + 2 * H, *o = pre + 3 * H;                    \
+    const V vhs = P##_set1_ps(hs), vhk = P##_set1_ps(hk), vho = P##_set1_ps(h_off);            \
+    for (d = 0; d + W <= H; d += W) { /* c, h(c), y_hat */                                     \
+      const V cv = P##_fmadd_ps(P##_loadu_ps(f + d), P##_loadu_ps(cp + d),                     \
+                                P##_mul_ps(P##_loadu_ps(i + d), P##_loadu_ps(z + d)));         \
+      const V h = SIG(P##_mul_ps(vhs, cv), vhk, vho);                                          \
+      P##_storeu_ps(c + d, cv);                                                                \
+      P##_storeu_ps(hc + d, h);                                                                \
+      P##_storeu_ps(yh + d, P##_mul_ps(P##_loadu_ps(o + d), h));                               \
+    }                                                                                          \
+    for (; d < H; ++d) {                                                                       \
+      const float cv = f[d] * cp[d] + i[d] * z[d];                                             \
+      const float h = sig1(hs * cv, hk, h_off);                                                \
+      c[d] = cv, hc[d] = h, yh[d] = o[d] * h;                                                  \
+    }                                                                                          \
   }
-  for (; d < H; ++d) pre[d] = sig1(gs * (pre[d] + bias[d]), gk, g_off);
-  for (; d + 16 <= D; d += 16) {  // the gates: sigma(a + b)
-    const __m512 a = _mm512_add_ps(_mm512_loadu_ps(pre + d), _mm512_loadu_ps(bias + d));
-    _mm512_storeu_ps(pre + d, sig16(a, one, zero));
-  }
-  for (; d < D; ++d) pre[d] = sig1(pre[d] + bias[d], 1.0f, 0.0f);
-  const float *z = pre, *i = pre + H, *f = pre + 2 * H, *o = pre + 3 * H;
-  const __m512 vhs = _mm512_set1_ps(hs), vhk = _mm512_set1_ps(hk), vho = _mm512_set1_ps(h_off);
-  d = 0;
-  for (; d + 16 <= H; d += 16) {
-    const __m512 cv = _mm512_fmadd_ps(_mm512_loadu_ps(f + d), _mm512_loadu_ps(cp + d),
-                                      _mm512_mul_ps(_mm512_loadu_ps(i + d), _mm512_loadu_ps(z + d)));
-    const __m512 h = sig16(_mm512_mul_ps(vhs, cv), vhk, vho);
-    _mm512_storeu_ps(c + d, cv);
-    _mm512_storeu_ps(hc + d, h);
-    _mm512_storeu_ps(yh + d, _mm512_mul_ps(_mm512_loadu_ps(o + d), h));
-  }
-  for (; d < H; ++d) {
-    const float cv = f[d] * cp[d] + i[d] * z[d];
-    const float h = sig1(hs * cv, hk, h_off);
-    c[d] = cv, hc[d] = h, yh[d] = o[d] * h;
-  }
-}
-
-__attribute__((target("avx2,fma"))) void common_step_avx2(float* pre, const float* bias,
-                                                         const float* cp, float* c, float* hc,
-                                                         float* yh, int64_t H, float gs, float gk,
-                                                         float g_off, float hs, float hk,
-                                                         float h_off) {
-  const int64_t D = 4 * H;
-  int64_t d = 0;
-  const __m256 one = _mm256_set1_ps(1.0f), zero = _mm256_setzero_ps();
-  const __m256 vgs = _mm256_set1_ps(gs), vgk = _mm256_set1_ps(gk), vgo = _mm256_set1_ps(g_off);
-  for (; d + 8 <= H; d += 8) {
-    const __m256 a = _mm256_add_ps(_mm256_loadu_ps(pre + d), _mm256_loadu_ps(bias + d));
-    _mm256_storeu_ps(pre + d, sig8(_mm256_mul_ps(vgs, a), vgk, vgo));
-  }
-  for (; d < H; ++d) pre[d] = sig1(gs * (pre[d] + bias[d]), gk, g_off);
-  for (; d + 8 <= D; d += 8) {
-    const __m256 a = _mm256_add_ps(_mm256_loadu_ps(pre + d), _mm256_loadu_ps(bias + d));
-    _mm256_storeu_ps(pre + d, sig8(a, one, zero));
-  }
-  for (; d < D; ++d) pre[d] = sig1(pre[d] + bias[d], 1.0f, 0.0f);
-  const float *z = pre, *i = pre + H, *f = pre + 2 * H, *o = pre + 3 * H;
-  const __m256 vhs = _mm256_set1_ps(hs), vhk = _mm256_set1_ps(hk), vho = _mm256_set1_ps(h_off);
-  d = 0;
-  for (; d + 8 <= H; d += 8) {
-    const __m256 cv = _mm256_fmadd_ps(_mm256_loadu_ps(f + d), _mm256_loadu_ps(cp + d),
-                                      _mm256_mul_ps(_mm256_loadu_ps(i + d), _mm256_loadu_ps(z + d)));
-    const __m256 h = sig8(_mm256_mul_ps(vhs, cv), vhk, vho);
-    _mm256_storeu_ps(c + d, cv);
-    _mm256_storeu_ps(hc + d, h);
-    _mm256_storeu_ps(yh + d, _mm256_mul_ps(_mm256_loadu_ps(o + d), h));
-  }
-  for (; d < H; ++d) {
-    const float cv = f[d] * cp[d] + i[d] * z[d];
-    const float h = sig1(hs * cv, hk, h_off);
-    c[d] = cv, hc[d] = h, yh[d] = o[d] * h;
-  }
-}
-
+LSTMLAB_COMMON_STEP_VEC(common_step_avx512, "avx512f", __m512, _mm512, 16, sig16)
+LSTMLAB_COMMON_STEP_VEC(common_step_avx2, "avx2,fma", __m256, _mm256, 8, sig8)
+#undef LSTMLAB_COMMON_STEP_VEC
 #endif
 
 // which float32 common-cell passes run: 2 AVX-512, 1 AVX2 with FMA, 0 the portable ones (with
