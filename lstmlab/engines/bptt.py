@@ -70,7 +70,16 @@ from lstmlab.engines.tape import leave_tape
 
 # LSTMLayerBPTT, LAYOUTS, choose_layout and forced_layout are re-exported: their import path
 # from this module is public (tests, benchmarks, users)
-__all__ = ["LAYOUTS", "LSTMLayerBPTT", "choose_layout", "forced_layout", "run"]
+__all__ = [
+    "LAYOUTS",
+    "LSTMLayerBPTT",
+    "TAPE_NAMES",
+    "backward_taped",
+    "choose_layout",
+    "forced_layout",
+    "run",
+    "run_taped",
+]
 
 
 def run(cell, x: Tensor, lengths: Tensor | None, h0: Tensor, c0: Tensor, alpha: dict[str, float]):
@@ -115,3 +124,88 @@ def run(cell, x: Tensor, lengths: Tensor | None, h0: Tensor, c0: Tensor, alpha: 
     inv = packing[1]
     Y, C, h_n, c_n = out
     return Y[:, inv], C[:, inv], h_n[inv], c_n[inv]
+
+
+# ------------------------------------------------------------------------ the tape in the open
+# ``lstmlab::lstm_layer_taped`` (lstmlab/nn/ops.py) returns a layer's activations as operator
+# outputs, so that a compiled training step runs the forward once: the batch-major Function's
+# forward and backward called directly, with a context object in autograd's place.
+TAPE_NAMES = ("C", "ZA", "HC", "Yh", "MX", "U", "Mm")  # (T, B, ·) each, in the sorted order
+
+
+class _TapeContext:
+    """What an autograd ctx gives the batch-major Function: the inputs' ``needs_input_grad``,
+    ``save_for_backward`` / ``saved_tensors`` and attributes, kept in the open."""
+
+    def __init__(self, needs):  # 13 flags: x, h0, c0 and the 10 dense weights
+        self.needs_input_grad = (False, False, False, *(bool(n) for n in needs))
+        self.saved_tensors: tuple = ()
+
+    def save_for_backward(self, *tensors) -> None:
+        self.saved_tensors = tensors
+
+    def set_materialize_grads(self, value: bool) -> None:
+        pass
+
+
+def _dense_args(cell) -> tuple:
+    w = cell.weights()
+    p = w["peep"]
+    return (w["W"], w["R"], w["b"], w["W_mx"], w["W_mh"], p.get("i"), p.get("f"), p.get("o"),
+            w["Q"], w["W_p"])  # fmt: skip
+
+
+def run_taped(cell, x: Tensor, lengths: Tensor | None, h0: Tensor, c0: Tensor, alpha, needs):
+    """``run`` of a dense layer-direction in the batch-major layout, keeping what its backward
+    needs: Y, h_n, c_n (the caller's order) and the tape {name: tensor or None} of
+    ``TAPE_NAMES`` (the rows sorted by length). ``needs``: which of x, h0, c0 and the weights
+    will want a gradient (at least one)."""
+    s = cell.spec
+    args = _dense_args(cell)
+    ctx = _TapeContext(needs)
+    packing = sort_by_length(lengths, x.shape[0])
+    if packing is None:
+        Y, C, h_n, c_n = bptt_rows.LSTMLayerBPTTRows.forward(ctx, s, alpha, None, x, h0, c0, *args)
+    else:
+        perm, inv, batch_sizes = packing
+        Y, C, h_n, c_n = bptt_rows.LSTMLayerBPTTRows.forward(
+            ctx, s, alpha, batch_sizes, x[:, perm], h0[perm], c0[perm], *args
+        )
+        Y, h_n, c_n = Y[:, inv], h_n[inv], c_n[inv]
+    tape = {n: getattr(ctx, n, None) for n in TAPE_NAMES if n != "C"}
+    return Y, h_n, c_n, dict(tape, C=C)
+
+
+def backward_taped(cell, x, lengths, h0, c0, alpha, Y, tape, gY, gh, gc, needs) -> list:
+    """The gradients of x, h0, c0 and the 10 dense weights (None where not ``needs``) from the
+    outputs' gradients gY, gh, gc (each may be None) and what ``run_taped`` kept."""
+    s = cell.spec
+    args = _dense_args(cell)
+    W, R, b, W_mx, W_mh, P_i, P_f, P_o, Q, W_p = args
+    packing = sort_by_length(lengths, x.shape[0])
+    if packing is None:
+        bs, xs, h0s, c0s, Ys, gYs, ghs, gcs = None, x, h0, c0, Y, gY, gh, gc
+    else:
+        perm, inv, bs = packing
+        xs, h0s, c0s, Ys = x[:, perm], h0[perm], c0[perm], Y[:, perm]
+        gYs = None if gY is None else gY[:, perm]
+        ghs = None if gh is None else gh[perm]
+        gcs = None if gc is None else gc[perm]
+    ctx = _TapeContext(needs)
+    ctx.save_for_backward(xs, h0s, c0s, W, R, W_mx, W_mh, P_i, P_f, P_o, Q, W_p, Ys, tape["C"])
+    H = s.hidden_size
+    ZA = tape["ZA"]
+    ctx.spec, ctx.alpha, ctx.bs = s, alpha, bs
+    ctx.ZA, ctx.Z, ctx.A, ctx.HC, ctx.Yh = ZA, ZA[..., :H], ZA[..., H:], tape["HC"], tape["Yh"]
+    ctx.MX, ctx.U, ctx.Mm = tape["MX"], tape["U"], tape["Mm"]
+    ctx.smap, ctx.has_b = None, b is not None
+    ctx.native = native.use_native(s, x, True, gates.uses_sigmoid_form(x))
+    grads = list(bptt_rows.LSTMLayerBPTTRows.backward(ctx, gYs, None, ghs, gcs)[3:])
+    if packing is not None:  # back to the caller's order: x (T, B, I), h0 and c0 (B, ·)
+        dx, dh0, dc0 = grads[:3]
+        grads[:3] = (
+            None if dx is None else dx[:, inv],
+            None if dh0 is None else dh0[inv],
+            None if dc0 is None else dc0[inv],
+        )
+    return grads

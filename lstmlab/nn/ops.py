@@ -17,8 +17,13 @@ string, ``alpha`` the gate sharpness [α_i, α_f, α_o]). The operator is regist
 - its fake kernel gives the output shapes from the input shapes (T symbolic under export);
 - its autograd formula calls ``lstm_layer_backward``, itself one operator: it runs the engine's
   forward again on the saved inputs and the engine's hand-written backward through it (the
-  forward's activations are not outputs of the operator, so the backward recomputes them: in
-  a compiled training step the forward costs twice);
+  forward's activations are not outputs of this operator);
+- a compiled training step (``torch.compile``, a backward to come, on the CPU) calls
+  ``lstm_layer_taped`` instead: the same layer in the batch-major layout, returning its
+  activations after Y, h_n, c_n (``engines.bptt.TAPE_NAMES``); its backward operator
+  ``lstm_layer_taped_backward`` runs the engine's hand-written backward on them, so the forward
+  runs once. ``torch.export`` and ``torch.jit.trace`` keep ``lstm_layer`` (one operator with
+  the layer's three outputs, whatever the grad mode);
 - a backward with ``create_graph=True`` (double backward) differentiates the reference twin
   (``lstmlab.engines.autograd``) instead, as ``fast_layer`` does.
 
@@ -42,6 +47,7 @@ import torch
 from torch import Tensor
 
 from lstmlab.engines import autograd as autograd_engine
+from lstmlab.engines import bptt as bptt_engine
 from lstmlab.engines import get_engine
 from lstmlab.nn.fast_layer import WEIGHT_NAMES, DenseCell, dense_spec
 from lstmlab.nn.gru import GRU as _LabGRU
@@ -51,6 +57,8 @@ from lstmlab.nn.variants import GATES, CellSpec
 __all__ = [
     "lstm_layer",
     "lstm_layer_backward",
+    "lstm_layer_taped",
+    "lstm_layer_taped_backward",
     "run_layer",
     "spec_code",
     "decode_spec",
@@ -221,31 +229,35 @@ def _setup_context(ctx, inputs, output) -> None:
     ctx.spec, ctx.alpha = inputs[_N_DIFF + 1], inputs[_N_DIFF + 2]
 
 
+def _reference_grads(ctx, inputs, lengths, gY, gh, gc, needs) -> list[Tensor | None]:
+    """create_graph=True: the reference twin on the saved inputs, differentiated with a graph,
+    so that the gradient is itself differentiable (any order)."""
+    spec, alpha = decode_spec(ctx.spec), _alpha(ctx.alpha)
+    Y, _, h_n, c_n = autograd_engine.run(
+        _cell(spec, inputs[3:]), inputs[0], lengths, inputs[1], inputs[2], alpha
+    )
+    pairs = [(o, g) for o, g in ((Y, gY), (h_n, gh), (c_n, gc)) if g is not None]
+    wanted = [i for i, n in enumerate(needs) if n]
+    grads: list[Tensor | None] = [None] * _N_DIFF
+    if pairs and wanted:
+        got = torch.autograd.grad(
+            [o for o, _ in pairs],
+            [inputs[i] for i in wanted],
+            [g for _, g in pairs],
+            create_graph=True,
+            allow_unused=True,
+        )
+        for i, g in zip(wanted, got, strict=True):
+            grads[i] = g
+    return grads
+
+
 def _backward(ctx, gY, gh, gc):
     saved = ctx.saved_tensors
     inputs, lengths = saved[:_N_DIFF], saved[_N_DIFF]
     needs = [bool(n) for n in ctx.needs_input_grad[:_N_DIFF]]
-    grads: list[Tensor | None]
     if torch.is_grad_enabled() and not tracing():
-        # create_graph=True: the reference twin on the saved inputs, differentiated with a
-        # graph, so that the gradient is itself differentiable (any order)
-        spec, alpha = decode_spec(ctx.spec), _alpha(ctx.alpha)
-        Y, _, h_n, c_n = autograd_engine.run(
-            _cell(spec, inputs[3:]), inputs[0], lengths, inputs[1], inputs[2], alpha
-        )
-        pairs = [(o, g) for o, g in ((Y, gY), (h_n, gh), (c_n, gc)) if g is not None]
-        wanted = [i for i, n in enumerate(needs) if n]
-        grads = [None] * _N_DIFF
-        if pairs and wanted:
-            got = torch.autograd.grad(
-                [o for o, _ in pairs],
-                [inputs[i] for i in wanted],
-                [g for _, g in pairs],
-                create_graph=True,
-                allow_unused=True,
-            )
-            for i, g in zip(wanted, got, strict=True):
-                grads[i] = g
+        grads = _reference_grads(ctx, inputs, lengths, gY, gh, gc, needs)
     else:
         out = torch.ops.lstmlab.lstm_layer_backward(
             gY, gh, gc, *inputs, lengths, ctx.spec, ctx.alpha, needs
@@ -255,6 +267,130 @@ def _backward(ctx, gY, gh, gc):
 
 
 lstm_layer.register_autograd(_backward, setup_context=_setup_context)
+
+
+# ------------------------------------------------------------------- with the tape as outputs
+# In a compiled training step (torch.compile with dynamo's allow_rnn), ``lstm_layer``'s backward
+# would run the forward again. ``lstm_layer_taped`` instead returns the batch-major layer's
+# activations (``bptt.TAPE_NAMES``: C, ZA, HC and, where the variant has them, Yh, MX, U, Mm,
+# each (T, B, ·), rows sorted by length) after Y, h_n, c_n, and its backward operator runs the
+# engine's hand-written backward on them: the forward runs once.
+def _tape_shapes(s: CellSpec, T, B) -> list[tuple]:
+    H, D = s.hidden_size, s.n_pre
+    shapes = [(T, B, H), (T, B, D), (T, B, H)]  # C, ZA, HC
+    if s.proj_size is not None:
+        shapes.append((T, B, H))  # Yh
+    if s.multiplicative_size is not None:
+        shapes += [(T, B, s.multiplicative_size)] * 3  # MX, U, Mm
+    return shapes
+
+
+def _tape_names(s: CellSpec) -> list[str]:
+    names = ["C", "ZA", "HC"]
+    if s.proj_size is not None:
+        names.append("Yh")
+    if s.multiplicative_size is not None:
+        names += ["MX", "U", "Mm"]
+    return names
+
+
+@torch.library.custom_op(
+    "lstmlab::lstm_layer_taped",
+    mutates_args=(),
+    schema=f"({_ARGS}, bool[] needs) -> Tensor[]",
+)
+def lstm_layer_taped(
+    x, h0, c0, W, R, b, W_mx, W_mh, peep_i, peep_f, peep_o, Q, W_p, lengths, spec, alpha, needs
+):  # fmt: skip
+    weights = (W, R, b, W_mx, W_mh, peep_i, peep_f, peep_o, Q, W_p)
+    s = decode_spec(spec)
+    with torch.no_grad():
+        Y, h_n, c_n, tape = bptt_engine.run_taped(
+            _cell(s, weights), x, lengths, h0, c0, _alpha(alpha), needs
+        )
+    outs = [Y, h_n, c_n, *(tape[n] for n in _tape_names(s))]
+    return _fresh(outs, (x, h0, c0, *weights))
+
+
+@lstm_layer_taped.register_fake
+def _(x, h0, c0, W, R, b, W_mx, W_mh, peep_i, peep_f, peep_o, Q, W_p, lengths, spec, alpha, needs):
+    s = decode_spec(spec)
+    T, B = x.shape[0], x.shape[1]
+    outs = [x.new_empty(T, B, s.recurrent_size), x.new_empty(B, s.recurrent_size)]
+    outs.append(x.new_empty(B, s.hidden_size))
+    return outs + [x.new_empty(*shape) for shape in _tape_shapes(s, T, B)]
+
+
+@torch.library.custom_op(
+    "lstmlab::lstm_layer_taped_backward",
+    mutates_args=(),
+    schema=f"(Tensor? gY, Tensor? gh, Tensor? gc, Tensor Y, Tensor[] tape, {_ARGS}, "
+    "bool[] needs) -> Tensor[]",
+)
+def lstm_layer_taped_backward(
+    gY, gh, gc, Y, tape, x, h0, c0, W, R, b, W_mx, W_mh, peep_i, peep_f, peep_o, Q, W_p,
+    lengths, spec, alpha, needs
+):  # fmt: skip
+    inputs = (x, h0, c0, W, R, b, W_mx, W_mh, peep_i, peep_f, peep_o, Q, W_p)
+    s = decode_spec(spec)
+    kept = dict.fromkeys(bptt_engine.TAPE_NAMES)
+    kept.update(zip(_tape_names(s), tape, strict=True))
+    with torch.no_grad():
+        grads = bptt_engine.backward_taped(
+            _cell(s, inputs[3:]), x, lengths, h0, c0, _alpha(alpha), Y, kept, gY, gh, gc, needs
+        )
+    out = [
+        g if g is not None else (torch.zeros_like(t) if n else x.new_empty(0))
+        for g, t, n in zip(grads, inputs, needs, strict=True)
+    ]
+    return _fresh(out, (gY, gh, gc, Y, *tape, *inputs))
+
+
+@lstm_layer_taped_backward.register_fake
+def _(
+    gY, gh, gc, Y, tape, x, h0, c0, W, R, b, W_mx, W_mh, peep_i, peep_f, peep_o, Q, W_p,
+    lengths, spec, alpha, needs
+):  # fmt: skip
+    inputs = (x, h0, c0, W, R, b, W_mx, W_mh, peep_i, peep_f, peep_o, Q, W_p)
+    return [
+        t.new_empty(t.shape) if t is not None and n else x.new_empty(0)
+        for t, n in zip(inputs, needs, strict=True)
+    ]
+
+
+def _taped_setup_context(ctx, inputs, output) -> None:
+    ctx.save_for_backward(*inputs[:_N_DIFF], inputs[_N_DIFF], output[0], *output[3:])
+    ctx.spec, ctx.alpha = inputs[_N_DIFF + 1], inputs[_N_DIFF + 2]
+
+
+def _taped_backward(ctx, grads):
+    saved = ctx.saved_tensors
+    inputs, lengths = saved[:_N_DIFF], saved[_N_DIFF]
+    Y, tape = saved[_N_DIFF + 1], saved[_N_DIFF + 2 :]
+    gY, gh, gc = grads[:3]
+    needs = [bool(n) for n in ctx.needs_input_grad[:_N_DIFF]]
+    if torch.is_grad_enabled() and not tracing():  # create_graph=True: the reference twin
+        return (*_reference_grads(ctx, inputs, lengths, gY, gh, gc, needs), None, None, None, None)
+    out = torch.ops.lstmlab.lstm_layer_taped_backward(
+        gY, gh, gc, Y, list(tape), *inputs, lengths, ctx.spec, ctx.alpha, needs
+    )
+    grads_in = [g if n else None for g, n in zip(out, needs, strict=True)]
+    return (*grads_in, None, None, None, None)
+
+
+lstm_layer_taped.register_autograd(_taped_backward, setup_context=_taped_setup_context)
+
+
+def taped(x: Tensor, tensors) -> bool:
+    """Whether a layer call while a graph is captured takes ``lstm_layer_taped``: compiling
+    (not exporting, not ``torch.jit.trace``: those keep the one plain operator), a backward to
+    come (grad mode, an input that requires grad), on the CPU (the batch-major loop, native
+    where the core is built; other devices keep ``lstm_layer``)."""
+    if not (torch.compiler.is_compiling() and torch.is_grad_enabled()):
+        return False
+    if torch.compiler.is_exporting() or x.device.type != "cpu":
+        return False
+    return any(t is not None and t.requires_grad for t in (x, *tensors))
 
 
 # ------------------------------------------------------------------------------- entry
@@ -271,15 +407,13 @@ def run_layer(
     """x (T, B, I) → Y (T, B, Hr), h_n (B, Hr), c_n (B, H) through the operator; ``code``:
     ``spec_code(spec)`` when the caller keeps it (a tracer then reads a constant)."""
     weights = [tensors.get(n) for n in WEIGHT_NAMES]
-    return torch.ops.lstmlab.lstm_layer(
-        x,
-        h0,
-        c0,
-        *weights,
-        lengths,
-        spec_code(spec) if code is None else code,
-        [float(alpha[g]) for g in GATES],
-    )
+    code = spec_code(spec) if code is None else code
+    a = [float(alpha[g]) for g in GATES]
+    if taped(x, (h0, c0, *weights)):
+        needs = [t is not None and t.requires_grad for t in (x, h0, c0, *weights)]
+        out = torch.ops.lstmlab.lstm_layer_taped(x, h0, c0, *weights, lengths, code, a, needs)
+        return out[0], out[1], out[2]
+    return torch.ops.lstmlab.lstm_layer(x, h0, c0, *weights, lengths, code, a)
 
 
 # ------------------------------------------------------------------------ GRU and RNN

@@ -110,6 +110,72 @@ def test_opcheck_both_operators():
     )
 
 
+def _taped(spec, alpha, w, x, h0, c0, L):
+    """Y, h_n, c_n through ``lstm_layer_taped`` (what a compiled training step calls)."""
+    weights = [w.get(n) for n in fast_layer.WEIGHT_NAMES]
+    needs = [t is not None and t.requires_grad for t in (x, h0, c0, *weights)]
+    out = torch.ops.lstmlab.lstm_layer_taped(
+        x, h0, c0, *weights, L, ops.spec_code(spec), [alpha[g] for g in "ifo"], needs
+    )
+    return out[0], out[1], out[2]
+
+
+@pytest.mark.parametrize("kw", VARIANTS, ids=lambda k: str(k.get("variant", k) or "NP"))
+@pytest.mark.parametrize("lengths", [None, [5, 3], [3, 5]])  # [3, 5]: sorted in the operator
+def test_taped_operator_matches_reference(kw, lengths):
+    """The operator that returns the layer's activations (so that its backward does not run
+    the forward again): outputs and every gradient as the reference twin's."""
+    mod, spec, alpha, (x, h0, c0), L = _layer_case(kw, lengths)
+    w = mod.dense_weights(0, 0)
+    got = _taped(spec, alpha, w, x, h0, c0, L)
+    Y, _, h, c = fast_layer.run_layer(spec, w, x, L, h0, c0, alpha, "autograd")
+    want = (Y, h, c)
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    params = [x, h0, c0, *mod.parameters()]
+    for gs in ([torch.randn_like(t) for t in want], [torch.randn_like(want[0]), None, None]):
+        pairs = [(o, g) for o, g in zip(got, gs, strict=True) if g is not None]
+        ga = torch.autograd.grad(
+            [o for o, _ in pairs], params, [g for _, g in pairs], allow_unused=True,
+            retain_graph=True,
+        )  # fmt: skip
+        ref = [(o, g) for o, g in zip(want, gs, strict=True) if g is not None]
+        gb = torch.autograd.grad(
+            [o for o, _ in ref], params, [g for _, g in ref], allow_unused=True, retain_graph=True
+        )
+        for a, b in zip(ga, gb, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-11, atol=1e-12)
+
+
+def test_taped_operator_gradcheck_gradgradcheck_and_opcheck():
+    mod, spec, alpha, inputs, L = _layer_case(dict(variant="vanilla"), [5, 3])
+    names = [n for n, _ in mod.named_parameters()]
+
+    def f(x, h0, c0, *params):
+        with _swapped(mod, names, params):
+            return _taped(spec, alpha, mod.dense_weights(0, 0), x, h0, c0, L)
+
+    args = (*inputs, *(p.detach().requires_grad_() for p in mod.parameters()))
+    assert torch.autograd.gradcheck(f, args)
+    assert torch.autograd.gradgradcheck(f, args)  # create_graph: through the reference twin
+    w = mod.dense_weights(0, 0)
+    weights = [w.get(n) for n in fast_layer.WEIGHT_NAMES]
+    code, al = ops.spec_code(spec), [alpha[g] for g in "ifo"]
+    needs = [t is not None for t in (*inputs, *weights)]
+    x, h0, c0 = inputs
+    torch.library.opcheck(
+        torch.ops.lstmlab.lstm_layer_taped.default, (x, h0, c0, *weights, L, code, al, needs)
+    )
+    with torch.no_grad():
+        out = torch.ops.lstmlab.lstm_layer_taped(x, h0, c0, *weights, L, code, al, needs)
+    grads = (torch.randn_like(out[0]), torch.randn_like(out[1]), None)
+    detached = [t.detach() if isinstance(t, torch.Tensor) else t for t in (x, h0, c0, *weights)]
+    torch.library.opcheck(
+        torch.ops.lstmlab.lstm_layer_taped_backward.default,
+        (*grads, out[0], list(out[3:]), *detached, L, code, al, needs),
+    )
+
+
 # ------------------------------------------------------------------------------ the stack
 class _WordModel(nn.Module):
     def __init__(self, rnn_cls, **kw):
@@ -179,10 +245,49 @@ def test_compile_allow_rnn_one_graph_one_operator_no_recompile():
                 _assert_same(got, _outputs_and_grads(model, model, _tokens(T, seed=T)))
     assert not counters["graph_break"]
     assert len(graphs) == 2  # the first length, then the dynamic one
-    op = torch.ops.lstmlab.lstm_layer
+    # a training step: the operator that returns the activations, so the forward runs once
+    op, plain = torch.ops.lstmlab.lstm_layer_taped, torch.ops.lstmlab.lstm_layer
     layer_ops = [n for n in graphs[-1].graph.nodes if n.target in (op, op.default)]
     assert len(layer_ops) == 4  # 2 layers × 2 directions
-    assert len(graphs[-1].graph.nodes) < 80  # no unrolled time loop
+    assert not [n for n in graphs[-1].graph.nodes if n.target in (plain, plain.default)]
+    assert len(graphs[-1].graph.nodes) < 120  # no unrolled time loop
+
+
+def test_compiled_training_step_runs_each_forward_once(monkeypatch):
+    """allow_rnn: in a compiled forward + backward each layer-direction's forward runs once
+    (the engine's ``run_taped``), never again inside the backward (``bptt.run``, which the
+    plain operator's backward calls); gradients as eager, packed lengths included."""
+    from lstmlab.engines import bptt
+
+    seen = {"run": 0, "run_taped": 0, "backward_taped": 0}
+    for name in seen:
+        real = getattr(bptt, name)
+
+        def counted(*a, _real=real, _name=name, **k):
+            seen[_name] += 1
+            return _real(*a, **k)
+
+        monkeypatch.setattr(bptt, name, counted)
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    rnn = lstmlab.TorchLSTM(4, 5, num_layers=2, bidirectional=True, proj_size=3, dtype=D64)
+    x = torch.randn(6, 3, 4, dtype=D64)
+    lengths = torch.tensor([6, 2, 4])
+
+    def loss(model, x):
+        packed = nn.utils.rnn.pack_padded_sequence(x, lengths, enforce_sorted=False)
+        out, (h, c) = model(packed)
+        return (out.data**2).sum() + h.sum() + (c**3).sum()
+
+    with torch._dynamo.config.patch(allow_rnn=True):
+        compiled = torch.compile(rnn, backend="aot_eager")
+        xs = x.clone().requires_grad_(True)
+        got = torch.autograd.grad(loss(compiled, xs), [xs, *rnn.parameters()])
+    assert seen == {"run": 0, "run_taped": 4, "backward_taped": 4}
+    xs = x.clone().requires_grad_(True)
+    want = torch.autograd.grad(loss(rnn, xs), [xs, *rnn.parameters()])
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
 
 
 def test_export_with_a_dynamic_length():
