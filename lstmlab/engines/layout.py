@@ -31,6 +31,7 @@ __all__ = [
     "choose_layout",
     "chunk_steps",
     "forced_layout",
+    "common_cell",
     "keeps_graph",
     "last_index",
     "keeps_states",
@@ -120,12 +121,14 @@ def choose_layout(
     G-LSTM's structured maps, which the feature-major native loop does not run); ``backward``:
     a backward pass will follow (training), else inference.
 
-    With the native loops, training (forward + backward) runs feature-major where the layer has
-    at most 128 units and the batch at least 16 samples: there each thread's slice of samples
-    runs the whole time loop and the elementwise passes vectorise over the samples, in
-    0.32–0.96 of the batch-major time at every such shape measured on one thread, float32 and
-    float64 (up to 1.03 at two threads); from 256 units, and at batches of 8, batch-major was
-    faster. Inference runs feature-major where 4·H_r ≤ B and H_r ≤ 32 (both loops then keep
+    With the native loops, training (forward + backward) of the common cell (``common_cell``:
+    the batch-major backward step is one vectorised pass over a row's cells) runs batch-major
+    from 16 units on, and feature-major below on batches of 16 and more (seed 000's 4- and
+    8-unit nets: each thread's slice of samples runs the whole time loop, the elementwise passes
+    vectorised over the samples); other variants (peepholes, blocks of cells, FGR, …, whose
+    batch-major backward step is a scalar loop over the blocks) run feature-major where the
+    layer has at most 128 units and the batch at least 16 samples, as measured before that pass
+    existed (docs/benchmarks.md, "Which layout"). Inference runs feature-major where 4·H_r ≤ B and H_r ≤ 32 (both loops then keep
     one step, or a ring of a few, of what a backward would read); from 64 units batch-major
     was faster.
 
@@ -139,11 +142,28 @@ def choose_layout(
     H = spec.recurrent_size
     if native:
         if backward:
-            return "features" if (H <= 128 and batch >= 16) else "batch"
+            small = H < 16 if common_cell(spec) else H <= 128
+            return "features" if (small and batch >= 16) else "batch"
         return "features" if (4 * H <= batch and H <= 32) else "batch"
     if 4 * H > batch or (dtype != torch.float64 and H >= 16):
         return "batch"
     return "features"
+
+
+def common_cell(spec: CellSpec) -> bool:
+    """The cells the native core's batch-major loop runs in one vectorised pass forward and
+    backward (``Layout::common`` of engines/native/rows_common.h, and no full gate
+    recurrence): one cell per block, the i, f and o gates, no peepholes, not coupled,
+    squashing block-input and cell-output activations. torch.nn.LSTM's cell (NP) is one."""
+    return (
+        spec.cells_per_block == 1
+        and tuple(spec.gates) == ("i", "f", "o")
+        and not spec.peepholes
+        and not spec.coupled
+        and not spec.fgr
+        and spec.g != "identity"
+        and spec.h != "identity"
+    )
 
 
 @contextmanager

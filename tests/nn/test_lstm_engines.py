@@ -67,6 +67,17 @@ def test_automatic_layout_choice():
             assert choose_layout(LSTM(2, 8).cells[0].spec, 31, dt, native=True, backward=False) == (
                 "batch"
             )
+            # the common cell (torch's NP): training batch-major from 16 units on (its backward
+            # step one vectorised pass), feature-major below on batches of 16 and more
+            def np_(H, **kw):
+                return LSTM(10, H, variant="NP", **kw).cells[0].spec
+
+            assert choose_layout(np_(128), 20, dt, native=True) == "batch"
+            assert choose_layout(np_(16), 1000, dt, native=True) == "batch"
+            assert choose_layout(np_(8), 1000, dt, native=True) == "features"
+            assert choose_layout(np_(8), 8, dt, native=True) == "batch"
+            assert choose_layout(np_(32, proj_size=8), 1000, dt, native=True) == "features"
+            assert choose_layout(np_(64, peepholes=True), 1000, dt, native=True) == "features"
     finally:
         engine_layout._FORCED[:] = saved
 

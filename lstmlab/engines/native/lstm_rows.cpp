@@ -303,8 +303,16 @@ void backward_rows_kernel(const Layout& L, int64_t n, const T* za0, const T* c0_
                           int64_t dyh_stride, T* dc0, const T* dq0, T* dpre0, const T* Pi,
                           const T* Pf, const T* Po, T al_i, T al_f, T al_o) {
   const int64_t H = L.H, cpb = L.cpb, nb = L.nb, D = L.D, G = L.G;
+  const bool common = L.common() && dq0 == nullptr;  // one vectorised pass (common_back)
+  const T ga = T(deriv_a(L.g_act)), gb = T(deriv_b(L.g_act));
+  const T ha = T(deriv_a(L.h_act)), hb = T(deriv_b(L.h_act));
   at::parallel_for(0, n, grain(D + 6 * H), [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
+      if (common) {
+        common_back(za0 + r * D, hc0 + r * H, cp0 + r * cp_stride, dyh0 + r * dyh_stride,
+                    dc0 + r * H, dpre0 + r * D, H, al_i, al_f, al_o, ga, gb, ha, hb);
+        continue;
+      }
       const T* za = za0 + r * D;
       const T* z = za;
       const T* c = c0_ + r * H;

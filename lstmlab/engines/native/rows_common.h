@@ -369,6 +369,37 @@ LSTMLAB_COMMON_STEP(float)
 LSTMLAB_COMMON_STEP(double)
 #undef LSTMLAB_COMMON_STEP
 
+// ---- the backward step of the common cell (no full gate recurrence): one vectorised pass over
+// a row's cells, the error responsibilities of the four rows and the carried dc_{t-1}, from the
+// activations ZA = [g(z) | i | f | o] of the step, h(c_t), c_{t-1}, dy_hat and dc_t (in dc; out:
+// dc_{t-1}). The block-input and cell-output derivatives from their values: f'(x) w = ga (w - gb
+// w y y) (tanh (1, 1), bipolar1 (1/2, 1), bipolar2 (1, 1/4): see times_derivative).
+#define LSTMLAB_COMMON_BACK(T)                                                                 \
+  LSTMLAB_CLONES void common_back(const T* __restrict__ za, const T* __restrict__ hc,           \
+                                  const T* __restrict__ cp, const T* __restrict__ dyh,         \
+                                  T* __restrict__ dc, T* __restrict__ dpre, int64_t H, T al_i, \
+                                  T al_f, T al_o, T ga, T gb, T ha, T hb) {                    \
+    const T *z = za, *gi = za + H, *gf = za + 2 * H, *go = za + 3 * H;                         \
+    T *dz = dpre, *di = dpre + H, *df = dpre + 2 * H, *dO = dpre + 3 * H;                      \
+    for (int64_t d = 0; d < H; ++d) {                                                          \
+      const T o = go[d], h = hc[d], e = dyh[d];                                                \
+      dO[d] = e * (h * (al_o * (o - o * o)));                                                  \
+      const T c = dc[d] + e * (ha * (o - hb * (o * h) * h));                                   \
+      const T i = gi[d], f = gf[d], zz = z[d];                                                 \
+      di[d] = c * (zz * (al_i * (i - i * i)));                                                 \
+      df[d] = c * (cp[d] * (al_f * (f - f * f)));                                              \
+      dz[d] = c * (ga * (i - gb * (i * zz) * zz));                                             \
+      dc[d] = c * f;                                                                           \
+    }                                                                                          \
+  }
+LSTMLAB_COMMON_BACK(float)
+LSTMLAB_COMMON_BACK(double)
+#undef LSTMLAB_COMMON_BACK
+
+// (a, b) of f'(x) w = a (w - b w y y) for the squashing activations (times_derivative)
+inline double deriv_a(int64_t act) { return act == BIPOLAR1 ? 0.5 : 1.0; }
+inline double deriv_b(int64_t act) { return act == BIPOLAR2 ? 0.25 : 1.0; }
+
 // ---- float32 on x86-64: the same two passes with the reciprocal 1 / (1 + e) taken as the
 // hardware's approximation refined by one Newton step, r (2 - y r), instead of a division
 // (the division was a third of the pass; one Newton step leaves ~2^-23 relative error with
