@@ -67,6 +67,7 @@ def test_automatic_layout_choice():
             assert choose_layout(LSTM(2, 8).cells[0].spec, 31, dt, native=True, backward=False) == (
                 "batch"
             )
+
             # the common cell (torch's NP): training batch-major from 16 units on (its backward
             # step one vectorised pass), feature-major below on batches of 16 and more
             def np_(H, **kw):
