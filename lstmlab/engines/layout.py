@@ -121,16 +121,16 @@ def choose_layout(
     G-LSTM's structured maps, which the feature-major native loop does not run); ``backward``:
     a backward pass will follow (training), else inference.
 
-    With the native loops, training (forward + backward) of the common cell (``common_cell``:
-    the batch-major backward step is one vectorised pass over a row's cells) runs batch-major
-    from 16 units on, and feature-major below on batches of 16 and more (seed 000's 4- and
-    8-unit nets: each thread's slice of samples runs the whole time loop, the elementwise passes
-    vectorised over the samples); other variants (peepholes, blocks of cells, FGR, …, whose
-    batch-major backward step is a scalar loop over the blocks) run feature-major where the
-    layer has at most 128 units and the batch at least 16 samples, as measured before that pass
-    existed (docs/benchmarks.md, "Which layout"). Inference runs feature-major where 4·H_r ≤ B and H_r ≤ 32 (both loops then keep
-    one step, or a ring of a few, of what a backward would read); from 64 units batch-major
-    was faster.
+    With the native loops, the common cell (``common_cell``: the batch-major forward and
+    backward steps are one vectorised pass over a row's cells each) trains and infers
+    batch-major from 16 units on, and feature-major below on batches of 16 (training) or 4·H_r
+    (inference) and more (seed 000's 4- and 8-unit nets: each thread's slice of samples runs the
+    whole time loop, the elementwise passes vectorised over the samples). Other variants
+    (peepholes, blocks of cells, FGR, …: their batch-major steps loop over the blocks) train
+    feature-major where the layer has at most 128 units and the batch at least 16 samples, and
+    infer feature-major where 4·H_r ≤ B and H_r ≤ 32 (both loops then keep one step, or a ring
+    of a few, of what a backward would read), as measured before the common cell's passes
+    existed (docs/benchmarks.md, "Which layout").
 
     With the Python loops: the BLAS kernels run a product fastest when its output's leading
     dimension is the long one (the batch feature-major, the 4·H gate pre-activations
@@ -141,9 +141,10 @@ def choose_layout(
         return _FORCED[-1]
     H = spec.recurrent_size
     if native:
+        if common_cell(spec):  # training and inference alike
+            return "features" if (H < 16 and batch >= (16 if backward else 4 * H)) else "batch"
         if backward:
-            small = H < 16 if common_cell(spec) else H <= 128
-            return "features" if (small and batch >= 16) else "batch"
+            return "features" if (H <= 128 and batch >= 16) else "batch"
         return "features" if (4 * H <= batch and H <= 32) else "batch"
     if 4 * H > batch or (dtype != torch.float64 and H >= 16):
         return "batch"

@@ -79,6 +79,11 @@ def test_automatic_layout_choice():
             assert choose_layout(np_(8), 8, dt, native=True) == "batch"
             assert choose_layout(np_(32, proj_size=8), 1000, dt, native=True) == "features"
             assert choose_layout(np_(64, peepholes=True), 1000, dt, native=True) == "features"
+            # and infers likewise: batch-major from 16 units, below on batches of 4·H and more
+            assert choose_layout(np_(32), 1000, dt, native=True, backward=False) == "batch"
+            assert choose_layout(np_(16), 1000, dt, native=True, backward=False) == "batch"
+            assert choose_layout(np_(8), 32, dt, native=True, backward=False) == "features"
+            assert choose_layout(np_(8), 31, dt, native=True, backward=False) == "batch"
     finally:
         engine_layout._FORCED[:] = saved
 
