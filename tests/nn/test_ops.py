@@ -122,12 +122,19 @@ def _taped(spec, alpha, w, x, h0, c0, L):
 
 @pytest.mark.parametrize("kw", VARIANTS, ids=lambda k: str(k.get("variant", k) or "NP"))
 @pytest.mark.parametrize("lengths", [None, [5, 3], [3, 5]])  # [3, 5]: sorted in the operator
-def test_taped_operator_matches_reference(kw, lengths):
+@pytest.mark.parametrize("loop", ["native", "python"])
+def test_taped_operator_matches_reference(kw, lengths, loop):
     """The operator that returns the layer's activations (so that its backward does not run
-    the forward again): outputs and every gradient as the reference twin's."""
+    the forward again): outputs and every gradient as the reference twin's, with the native
+    loop and with the Python loop (a machine without a compiler)."""
+    from contextlib import nullcontext
+
+    from lstmlab.engines import native
+
     mod, spec, alpha, (x, h0, c0), L = _layer_case(kw, lengths)
     w = mod.dense_weights(0, 0)
-    got = _taped(spec, alpha, w, x, h0, c0, L)
+    with native.forced_python() if loop == "python" else nullcontext():
+        got = _taped(spec, alpha, w, x, h0, c0, L)
     Y, _, h, c = fast_layer.run_layer(spec, w, x, L, h0, c0, alpha, "autograd")
     want = (Y, h, c)
     for a, b in zip(got, want, strict=True):
@@ -135,10 +142,11 @@ def test_taped_operator_matches_reference(kw, lengths):
     params = [x, h0, c0, *mod.parameters()]
     for gs in ([torch.randn_like(t) for t in want], [torch.randn_like(want[0]), None, None]):
         pairs = [(o, g) for o, g in zip(got, gs, strict=True) if g is not None]
-        ga = torch.autograd.grad(
-            [o for o, _ in pairs], params, [g for _, g in pairs], allow_unused=True,
-            retain_graph=True,
-        )  # fmt: skip
+        with native.forced_python() if loop == "python" else nullcontext():
+            ga = torch.autograd.grad(
+                [o for o, _ in pairs], params, [g for _, g in pairs], allow_unused=True,
+                retain_graph=True,
+            )  # fmt: skip
         ref = [(o, g) for o, g in zip(want, gs, strict=True) if g is not None]
         gb = torch.autograd.grad(
             [o for o, _ in ref], params, [g for _, g in ref], allow_unused=True, retain_graph=True
