@@ -217,9 +217,14 @@ def _(
     gY, gh, gc, x, h0, c0, W, R, b, W_mx, W_mh, peep_i, peep_f, peep_o, Q, W_p, lengths, spec,
     alpha, needs
 ):  # fmt: skip
-    inputs = (x, h0, c0, W, R, b, W_mx, W_mh, peep_i, peep_f, peep_o, Q, W_p)
+    return _fake_grads((x, h0, c0, W, R, b, W_mx, W_mh, peep_i, peep_f, peep_o, Q, W_p), needs)
+
+
+def _fake_grads(inputs, needs) -> list[Tensor]:
+    """A backward operator's outputs as its fake kernel gives them: each input's shape where
+    it needs a gradient, else an empty tensor."""
     return [
-        t.new_empty(t.shape) if t is not None and n else x.new_empty(0)
+        t.new_empty(t.shape) if t is not None and n else inputs[0].new_empty(0)
         for t, n in zip(inputs, needs, strict=True)
     ]
 
@@ -236,9 +241,15 @@ def _reference_grads(ctx, inputs, lengths, gY, gh, gc, needs) -> list[Tensor | N
     Y, _, h_n, c_n = autograd_engine.run(
         _cell(spec, inputs[3:]), inputs[0], lengths, inputs[1], inputs[2], alpha
     )
-    pairs = [(o, g) for o, g in ((Y, gY), (h_n, gh), (c_n, gc)) if g is not None]
+    return _graph_grads(((Y, gY), (h_n, gh), (c_n, gc)), inputs, needs)
+
+
+def _graph_grads(outputs_and_grads, inputs, needs) -> list[Tensor | None]:
+    """The vector-Jacobian product of the outputs with their incoming gradients (None: not
+    used) for every input that ``needs`` one (else None), with a graph (create_graph)."""
+    pairs = [(o, g) for o, g in outputs_and_grads if g is not None]
     wanted = [i for i, n in enumerate(needs) if n]
-    grads: list[Tensor | None] = [None] * _N_DIFF
+    grads: list[Tensor | None] = [None] * len(inputs)
     if pairs and wanted:
         got = torch.autograd.grad(
             [o for o, _ in pairs],
@@ -351,11 +362,7 @@ def _(
     gY, gh, gc, Y, tape, x, h0, c0, W, R, b, W_mx, W_mh, peep_i, peep_f, peep_o, Q, W_p,
     lengths, spec, alpha, needs
 ):  # fmt: skip
-    inputs = (x, h0, c0, W, R, b, W_mx, W_mh, peep_i, peep_f, peep_o, Q, W_p)
-    return [
-        t.new_empty(t.shape) if t is not None and n else x.new_empty(0)
-        for t, n in zip(inputs, needs, strict=True)
-    ]
+    return _fake_grads((x, h0, c0, W, R, b, W_mx, W_mh, peep_i, peep_f, peep_o, Q, W_p), needs)
 
 
 def _taped_setup_context(ctx, inputs, output) -> None:
@@ -506,11 +513,7 @@ def baseline_layer_backward(
 
 @baseline_layer_backward.register_fake
 def _(gY, gh, x, h0, weight_ih, weight_hh, bias, bias_hn, lengths, kind, needs):
-    inputs = (x, h0, weight_ih, weight_hh, bias, bias_hn)
-    return [
-        t.new_empty(t.shape) if t is not None and n else x.new_empty(0)
-        for t, n in zip(inputs, needs, strict=True)
-    ]
+    return _fake_grads((x, h0, weight_ih, weight_hh, bias, bias_hn), needs)
 
 
 def _baseline_setup_context(ctx, inputs, output) -> None:
@@ -524,19 +527,7 @@ def _baseline_backward(ctx, gY, gh):
     needs = [bool(n) for n in ctx.needs_input_grad[:6]]
     if torch.is_grad_enabled() and not tracing():  # create_graph=True: differentiable
         Y, h_n = baseline_run(ctx.kind, _baseline_p(*inputs[2:]), inputs[0], lengths, inputs[1])
-        pairs = [(o, g) for o, g in ((Y, gY), (h_n, gh)) if g is not None]
-        wanted = [i for i, n in enumerate(needs) if n]
-        grads: list[Tensor | None] = [None] * 6
-        if pairs and wanted:
-            got = torch.autograd.grad(
-                [o for o, _ in pairs],
-                [inputs[i] for i in wanted],
-                [g for _, g in pairs],
-                create_graph=True,
-                allow_unused=True,
-            )
-            for i, g in zip(wanted, got, strict=True):
-                grads[i] = g
+        grads = _graph_grads(((Y, gY), (h_n, gh)), inputs, needs)
     else:
         out = torch.ops.lstmlab.baseline_layer_backward(gY, gh, *inputs, lengths, ctx.kind, needs)
         grads = [g if n else None for g, n in zip(out, needs, strict=True)]

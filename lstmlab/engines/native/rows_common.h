@@ -439,21 +439,18 @@ LSTMLAB_EXP_VEC(exp16, "avx512f", __m512, __m512i, _mm512)
 LSTMLAB_EXP_VEC(exp8, "avx2,fma", __m256, __m256i, _mm256)
 #undef LSTMLAB_EXP_VEC
 
-// k / (1 + exp(-v)) + off, the reciprocal by one Newton step
-__attribute__((target("avx512f"), always_inline)) inline __m512 sig16(__m512 v, __m512 k,
-                                                                      __m512 off) {
-  const __m512 y = _mm512_add_ps(_mm512_set1_ps(1.0f), exp16(_mm512_sub_ps(_mm512_setzero_ps(), v)));
-  __m512 r = _mm512_rcp14_ps(y);
-  r = _mm512_mul_ps(r, _mm512_fnmadd_ps(y, r, _mm512_set1_ps(2.0f)));
-  return _mm512_fmadd_ps(k, r, off);
-}
-__attribute__((target("avx2,fma"), always_inline)) inline __m256 sig8(__m256 v, __m256 k,
-                                                                      __m256 off) {
-  const __m256 y = _mm256_add_ps(_mm256_set1_ps(1.0f), exp8(_mm256_sub_ps(_mm256_setzero_ps(), v)));
-  __m256 r = _mm256_rcp_ps(y);
-  r = _mm256_mul_ps(r, _mm256_fnmadd_ps(y, r, _mm256_set1_ps(2.0f)));
-  return _mm256_fmadd_ps(k, r, off);
-}
+// k / (1 + exp(-v)) + off, the reciprocal by the hardware's approximation RCP and one Newton
+// step r (2 - y r)
+#define LSTMLAB_SIG_VEC(NAME, TGT, V, P, EXP, RCP)                                              \
+  __attribute__((target(TGT), always_inline)) inline V NAME(V v, V k, V off) {                 \
+    const V y = P##_add_ps(P##_set1_ps(1.0f), EXP(P##_sub_ps(P##_setzero_ps(), v)));           \
+    V r = RCP(y);                                                                              \
+    r = P##_mul_ps(r, P##_fnmadd_ps(y, r, P##_set1_ps(2.0f)));                                 \
+    return P##_fmadd_ps(k, r, off);                                                            \
+  }
+LSTMLAB_SIG_VEC(sig16, "avx512f", __m512, _mm512, exp16, _mm512_rcp14_ps)
+LSTMLAB_SIG_VEC(sig8, "avx2,fma", __m256, _mm256, exp8, _mm256_rcp_ps)
+#undef LSTMLAB_SIG_VEC
 
 // the scalar tail: as above, one element
 inline float sig1(float v, float k, float off) { return off + k / (1.0f + exp_poly(-v)); }
