@@ -19,6 +19,7 @@ No gate algebra here: that is ``gates``.
 
 from __future__ import annotations
 
+import threading
 from contextlib import contextmanager
 
 import torch
@@ -42,19 +43,29 @@ __all__ = [
 
 LAYOUTS = ("features", "batch")
 _FORCED: list[str] = []  # set by ``forced_layout`` (tests, benchmarks)
-_NO_BACKWARD: list[bool] = []  # set by ``without_backward``
-_NO_STATES: list[bool] = []  # set by ``without_states``
+
+
+class _Local(threading.local):
+    """What ``without_backward`` / ``without_states`` set, per thread: a call on another
+    thread (``torch.nn.DataParallel`` runs its replicas on threads) is not affected."""
+
+    def __init__(self) -> None:
+        self.no_backward: list[bool] = []
+        self.no_states: list[bool] = []
+
+
+_LOCAL = _Local()
 
 
 @contextmanager
 def without_backward():
     """Inside the block, calls of a layer keep no graph (``bptt.run`` knows: grad mode off or
     nothing requires grad), so a native loop may keep only what it returns."""
-    _NO_BACKWARD.append(True)
+    _LOCAL.no_backward.append(True)
     try:
         yield
     finally:
-        _NO_BACKWARD.pop()
+        _LOCAL.no_backward.pop()
 
 
 @contextmanager
@@ -62,22 +73,22 @@ def without_states():
     """Inside the block, the caller reads no cell-state trajectory C of a layer, only its
     outputs Y and final states (the ``torch.nn.LSTM`` drop-in): a batch-major native loop
     without a backward to come then keeps C for two steps, not all, and returns C empty."""
-    _NO_STATES.append(True)
+    _LOCAL.no_states.append(True)
     try:
         yield
     finally:
-        _NO_STATES.pop()
+        _LOCAL.no_states.pop()
 
 
 def keeps_states() -> bool:
     """Whether a layer's caller reads C (outside ``without_states``)."""
-    return not _NO_STATES
+    return not _LOCAL.no_states
 
 
 def keeps_graph(needs_input_grad) -> bool:
     """Whether a backward may follow this call of a layer's Function (its ``ctx``'s
     ``needs_input_grad``, outside ``without_backward``)."""
-    return not _NO_BACKWARD and any(needs_input_grad)
+    return not _LOCAL.no_backward and any(needs_input_grad)
 
 
 def steps(v: Tensor, bs: list[int], full: bool, fdim: int) -> list[Tensor] | tuple[Tensor, ...]:

@@ -350,8 +350,8 @@ def lstm_layer_taped_backward(
         grads = bptt_engine.backward_taped(
             _cell(s, inputs[3:]), x, lengths, h0, c0, _alpha(alpha), Y, kept, gY, gh, gc, needs
         )
-    out = [
-        g if g is not None else (torch.zeros_like(t) if n else x.new_empty(0))
+    out = [  # as the fake kernel: a gradient where needed, else an empty tensor
+        (g if g is not None else torch.zeros_like(t)) if n else x.new_empty(0)
         for g, t, n in zip(grads, inputs, needs, strict=True)
     ]
     return _fresh(out, (gY, gh, gc, Y, *tape, *inputs))

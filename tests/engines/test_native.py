@@ -646,7 +646,12 @@ for H in (16, 21, 40):  # whole vectors, and a scalar tail
             outs.append([out, h, c, *states, *torch.autograd.grad(loss, [xg, *m.parameters()])])
     for a, b in zip(*outs):
         worst = max(worst, ((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item())
-print(native.simd_level(), worst)
+# a NaN weight gives NaN outputs, as in the Python loop (the clamps of exp keep a NaN)
+with torch.no_grad():
+    m.cells[0].W[0, 0] = float("nan")
+    with forced_layout("batch"):
+        nan_out = bool(m(x)[0].isnan().any())
+print(native.simd_level(), worst, nan_out)
 """
 
 
@@ -655,7 +660,7 @@ def test_every_simd_level_of_the_common_cell_equals_the_python_loop():
     """The float32 common cell runs AVX-512 or AVX2 passes (a reciprocal by one Newton step
     instead of a division) where the CPU has them, else portable ones: each level this machine
     can run (``LSTMLAB_NATIVE_SIMD`` caps it, one process each) equals the Python loop to
-    float32 round-off, scalar tails included."""
+    float32 round-off, scalar tails included, and lets a NaN through."""
     import subprocess
     import sys
 
@@ -666,9 +671,37 @@ def test_every_simd_level_of_the_common_cell_equals_the_python_loop():
             [sys.executable, "-c", _SIMD_SCRIPT], env=env, capture_output=True, text=True
         )
         assert done.returncode == 0, done.stderr[-2000:]
-        got, worst = done.stdout.split()
+        got, worst, nan_out = done.stdout.split()
         assert int(got) == level
         assert float(worst) <= 2e-5, (level, worst)
+        assert nan_out == "True", level
+
+
+def test_without_states_and_backward_hold_for_their_own_thread_only():
+    """``layout.without_states`` / ``without_backward`` set inside one thread (the drop-in's
+    inference) leave a call on another thread (``nn.DataParallel`` replicas, a user's
+    threads) keeping its states and its graph."""
+    import threading
+
+    from lstmlab.engines import layout
+
+    inside, release, seen = threading.Event(), threading.Event(), {}
+
+    def hold():
+        with layout.without_states(), layout.without_backward():
+            seen["there"] = (layout.keeps_states(), layout.keeps_graph([True]))
+            inside.set()
+            release.wait(10)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    try:
+        assert inside.wait(10)
+        assert layout.keeps_states() and layout.keeps_graph([True])
+    finally:
+        release.set()
+        t.join()
+    assert seen["there"] == (False, False)
 
 
 def test_failed_build_says_so_once_and_falls_back(monkeypatch, capsys):

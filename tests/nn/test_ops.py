@@ -155,8 +155,12 @@ def test_taped_operator_matches_reference(kw, lengths, loop):
             torch.testing.assert_close(a, b, rtol=1e-11, atol=1e-12)
 
 
-def test_taped_operator_gradcheck_gradgradcheck_and_opcheck():
-    mod, spec, alpha, inputs, L = _layer_case(dict(variant="vanilla"), [5, 3])
+@pytest.mark.parametrize(
+    "kw", [dict(variant="vanilla"), dict(variant="mLSTM"), dict(proj_size=2)], ids=str
+)
+def test_taped_operator_gradcheck_gradgradcheck_and_opcheck(kw):
+    """Every tape the fake kernel describes (mLSTM's MX, U, Mm; a projection's Yh)."""
+    mod, spec, alpha, inputs, L = _layer_case(kw, [5, 3])
     names = [n for n, _ in mod.named_parameters()]
 
     def f(x, h0, c0, *params):

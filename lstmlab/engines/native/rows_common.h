@@ -13,6 +13,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <type_traits>
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#include <immintrin.h>  // the float32 common-cell passes (below)
+#endif
 
 namespace lstmlab_native {
 namespace {  // each source file gets its own copy (the target_clones functions too)
@@ -407,11 +410,11 @@ inline double deriv_b(int64_t act) { return act == BIPOLAR2 ? 0.25 : 1.0; }
 // (the same operations, so the same values). Picked once per process by the CPU's features.
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define LSTMLAB_X86_RCP 1
-#include <immintrin.h>
 
 #define LSTMLAB_EXP_VEC(NAME, TGT, V, VI, P)                                                   \
   __attribute__((target(TGT), always_inline)) inline V NAME(V x) {                            \
-    x = P##_min_ps(P##_max_ps(x, P##_set1_ps(-87.0f)), P##_set1_ps(88.0f));                    \
+    /* the clamp keeps a NaN (x86 min / max return their second operand then) */               \
+    x = P##_min_ps(P##_set1_ps(88.0f), P##_max_ps(P##_set1_ps(-87.0f), x));                    \
     const V magic = P##_set1_ps(12582912.0f);                                                  \
     const V t = P##_fmadd_ps(x, P##_set1_ps(1.44269504088896341f), magic);                     \
     const V n = P##_sub_ps(t, magic);                                                          \
