@@ -132,14 +132,14 @@ def choose_layout(
     G-LSTM's structured maps, which the feature-major native loop does not run); ``backward``:
     a backward pass will follow (training), else inference.
 
-    With the native loops, the common cell (``common_cell``: the batch-major forward and
-    backward steps are one vectorised pass over a row's cells each) trains and infers
-    batch-major from 16 units on, and feature-major below on batches of 16 (training) or 4·H_r
-    (inference) and more (seed 000's 4- and 8-unit nets: each thread's slice of samples runs the
+    With the native loops, the common cell (``common_cell``: NP and vanilla; the batch-major
+    backward step is one vectorised pass over a row's cells, and NP's forward step) trains
+    batch-major from 16 units on, NP infers so too, and feature-major below on batches of 16
+    (training) or 4·H_r (inference) and more (seed 000's 4- and 8-unit nets: each thread's slice of samples runs the
     whole time loop, the elementwise passes vectorised over the samples). Other variants
-    (peepholes, blocks of cells, FGR, …: their batch-major steps loop over the blocks) train
-    feature-major where the layer has at most 128 units and the batch at least 16 samples, and
-    infer feature-major where 4·H_r ≤ B and H_r ≤ 32 (both loops then keep one step, or a ring
+    (blocks of cells, FGR, CIFG, one gate fewer, …: their batch-major steps loop over the
+    blocks) train feature-major where the layer has at most 128 units and the batch at least 16
+    samples, and infer (vanilla too) feature-major where 4·H_r ≤ B and H_r ≤ 32 (both loops then keep one step, or a ring
     of a few, of what a backward would read), as measured before the common cell's passes
     existed (docs/benchmarks.md, "Which layout").
 
@@ -152,7 +152,9 @@ def choose_layout(
         return _FORCED[-1]
     H = spec.recurrent_size
     if native:
-        if common_cell(spec):  # training and inference alike
+        # training of the common cell, and inference of NP's (vanilla's forward step is the
+        # general one: its inference keeps the rule below)
+        if common_cell(spec) and (backward or not spec.peepholes):
             return "features" if (H < 16 and batch >= (16 if backward else 4 * H)) else "batch"
         if backward:
             return "features" if (H <= 128 and batch >= 16) else "batch"
@@ -163,14 +165,14 @@ def choose_layout(
 
 
 def common_cell(spec: CellSpec) -> bool:
-    """The cells the native core's batch-major loop runs in one vectorised pass forward and
-    backward (``Layout::common`` of engines/native/rows_common.h, and no full gate
-    recurrence): one cell per block, the i, f and o gates, no peepholes, not coupled,
-    squashing block-input and cell-output activations. torch.nn.LSTM's cell (NP) is one."""
+    """The cells whose batch-major backward step the native core runs in one vectorised pass
+    (``common_back`` and ``peep_back`` of engines/native/rows_common.h; the forward step too
+    without peepholes, ``Layout::common``): one cell per block, the i, f and o gates, not
+    coupled, no full gate recurrence, squashing block-input and cell-output activations, with
+    or without peepholes. torch.nn.LSTM's cell (NP) is one, lstmlab's default (vanilla) another."""
     return (
         spec.cells_per_block == 1
         and tuple(spec.gates) == ("i", "f", "o")
-        and not spec.peepholes
         and not spec.coupled
         and not spec.fgr
         and spec.g != "identity"

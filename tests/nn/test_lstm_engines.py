@@ -50,13 +50,17 @@ def test_automatic_layout_choice():
         assert choose_layout(LSTM(2, 8).cells[0].spec, 10000, f32) == "features"
         assert choose_layout(LSTM(2, 16).cells[0].spec, 10000, f32) == "batch"
         assert choose_layout(LSTM(10, 100).cells[0].spec, 1000, f32) == "batch"
-        # with the native loops: training feature-major up to 128 units from 16 samples on
-        mid, wide_256 = LSTM(10, 100).cells[0].spec, LSTM(10, 256).cells[0].spec
+        # with the native loops: training feature-major up to 128 units from 16 samples on,
+        # for the variants other than the common cell (here CIFG)
+        cifg_kw = dict(variant="CIFG")
+        mid, wide_256 = LSTM(10, 100, **cifg_kw).cells[0].spec, LSTM(10, 256).cells[0].spec
         for dt in (f32, F64):
             assert choose_layout(seed000, 1000, dt, native=True) == "features"
             assert choose_layout(mid, 1000, dt, native=True) == "features"
-            assert choose_layout(LSTM(10, 128).cells[0].spec, 16, dt, native=True) == "features"
-            assert choose_layout(LSTM(10, 128).cells[0].spec, 8, dt, native=True) == "batch"
+            assert choose_layout(LSTM(10, 100).cells[0].spec, 1000, dt, native=True) == "batch"
+            c128 = LSTM(10, 128, **cifg_kw).cells[0].spec
+            assert choose_layout(c128, 16, dt, native=True) == "features"
+            assert choose_layout(c128, 8, dt, native=True) == "batch"
             assert choose_layout(wide_256, 10000, dt, native=True) == "batch"
             # inference: feature-major only for the long time-lag nets
             assert choose_layout(seed000, 1000, dt, native=True, backward=False) == "features"
@@ -78,7 +82,14 @@ def test_automatic_layout_choice():
             assert choose_layout(np_(8), 1000, dt, native=True) == "features"
             assert choose_layout(np_(8), 8, dt, native=True) == "batch"
             assert choose_layout(np_(32, proj_size=8), 1000, dt, native=True) == "features"
-            assert choose_layout(np_(64, peepholes=True), 1000, dt, native=True) == "features"
+            # with peepholes (vanilla) too; blocks of cells keep the measured rule
+            assert choose_layout(np_(64, peepholes=True), 1000, dt, native=True) == "batch"
+            assert choose_layout(LSTM(10, 64).cells[0].spec, 20, dt, native=True) == "batch"
+            cifg = LSTM(10, 64, variant="CIFG").cells[0].spec
+            assert choose_layout(cifg, 1000, dt, native=True) == "features"
+            # (vanilla's inference keeps the measured rule: its forward step is the general one)
+            vanilla32 = LSTM(2, 32).cells[0].spec
+            assert choose_layout(vanilla32, 1000, dt, native=True, backward=False) == "features"
             # and infers likewise: batch-major from 16 units, below on batches of 4·H and more
             assert choose_layout(np_(32), 1000, dt, native=True, backward=False) == "batch"
             assert choose_layout(np_(16), 1000, dt, native=True, backward=False) == "batch"
@@ -89,10 +100,10 @@ def test_automatic_layout_choice():
 
 
 def test_run_picks_the_layout_by_mode():
-    """``bptt.run`` asks the rule with what it knows: a 32-unit layer on 64 samples trains
-    feature-major and infers batch-major where the native loops are built (else batch-major
-    both ways, the Python loops' rule), and F-LSTM's structured map never goes feature-major
-    on that account."""
+    """``bptt.run`` asks the rule with what it knows: a 32-unit CIFG layer on 64 samples
+    trains feature-major and infers batch-major where the native loops are built (else
+    batch-major both ways, the Python loops' rule), the common cell (vanilla here) trains
+    batch-major, and F-LSTM's structured map never goes feature-major on that account."""
     from lstmlab.engines import layout as engine_layout
     from lstmlab.engines.native import build
 
@@ -100,10 +111,12 @@ def test_run_picks_the_layout_by_mode():
     engine_layout._FORCED.clear()
     try:
         x = torch.randn(5, 64, 3)
-        m = LSTM(3, 32, engine="bptt")
+        m = LSTM(3, 32, variant="CIFG", engine="bptt")
         name = _function_name(m, x)
         assert name == ("LSTMLayerBPTTBackward" if build.load() else "LSTMLayerBPTTRowsBackward")
         assert _function_name(m, x, grad=False) == "LSTMLayerBPTTRows"
+        vanilla = LSTM(3, 32, engine="bptt")
+        assert _function_name(vanilla, x) == "LSTMLayerBPTTRowsBackward"
         assert _function_name(LSTM(3, 32, variant="F-LSTM", engine="bptt"), x) == (
             "LSTMLayerBPTTRowsBackward"
         )

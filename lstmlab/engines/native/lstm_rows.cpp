@@ -304,6 +304,10 @@ void backward_rows_kernel(const Layout& L, int64_t n, const T* za0, const T* c0_
                           const T* Pf, const T* Po, T al_i, T al_f, T al_o) {
   const int64_t H = L.H, cpb = L.cpb, nb = L.nb, D = L.D, G = L.G;
   const bool common = L.common() && dq0 == nullptr;  // one vectorised pass (common_back)
+  // the same cell with peepholes (vanilla): one vectorised pass too (peep_back); the two
+  // are what lstmlab.engines.layout.common_cell names
+  const bool peep1 = L.cpb == 1 && L.has_i && L.has_f && L.has_o && L.peep && !L.coupled &&
+                     L.g_act != IDENTITY && L.h_act != IDENTITY && dq0 == nullptr;
   const T ga = T(deriv_a(L.g_act)), gb = T(deriv_b(L.g_act));
   const T ha = T(deriv_a(L.h_act)), hb = T(deriv_b(L.h_act));
   at::parallel_for(0, n, grain(D + 6 * H), [&](int64_t r0, int64_t r1) {
@@ -311,6 +315,11 @@ void backward_rows_kernel(const Layout& L, int64_t n, const T* za0, const T* c0_
       if (common) {
         common_back(za0 + r * D, hc0 + r * H, cp0 + r * cp_stride, dyh0 + r * dyh_stride,
                     dc0 + r * H, dpre0 + r * D, H, al_i, al_f, al_o, ga, gb, ha, hb);
+        continue;
+      }
+      if (peep1) {
+        peep_back(za0 + r * D, hc0 + r * H, cp0 + r * cp_stride, dyh0 + r * dyh_stride,
+                  dc0 + r * H, dpre0 + r * D, H, al_i, al_f, al_o, ga, gb, ha, hb, Pi, Pf, Po);
         continue;
       }
       const T* za = za0 + r * D;

@@ -399,6 +399,35 @@ LSTMLAB_COMMON_BACK(float)
 LSTMLAB_COMMON_BACK(double)
 #undef LSTMLAB_COMMON_BACK
 
+// the same with peepholes (one cell per block: vanilla, the family's default): P_o delta_o joins
+// dc, P_i delta_i + P_f delta_f join dc_{t-1}, in the general loop's order of additions
+#define LSTMLAB_PEEP_BACK(T)                                                                   \
+  LSTMLAB_CLONES void peep_back(const T* __restrict__ za, const T* __restrict__ hc,             \
+                                const T* __restrict__ cp, const T* __restrict__ dyh,           \
+                                T* __restrict__ dc, T* __restrict__ dpre, int64_t H, T al_i,   \
+                                T al_f, T al_o, T ga, T gb, T ha, T hb,                        \
+                                const T* __restrict__ Pi, const T* __restrict__ Pf,            \
+                                const T* __restrict__ Po) {                                    \
+    const T *z = za, *gi = za + H, *gf = za + 2 * H, *go = za + 3 * H;                         \
+    T *dz = dpre, *di = dpre + H, *df = dpre + 2 * H, *dO = dpre + 3 * H;                      \
+    for (int64_t d = 0; d < H; ++d) {                                                          \
+      const T o = go[d], h = hc[d], e = dyh[d];                                                \
+      const T d_o = e * (h * (al_o * (o - o * o)));                                            \
+      dO[d] = d_o;                                                                             \
+      const T c = (dc[d] + e * (ha * (o - hb * (o * h) * h))) + Po[d] * d_o;                   \
+      const T i = gi[d], f = gf[d], zz = z[d];                                                 \
+      const T d_i = c * (zz * (al_i * (i - i * i)));                                           \
+      const T d_f = c * (cp[d] * (al_f * (f - f * f)));                                        \
+      di[d] = d_i;                                                                             \
+      df[d] = d_f;                                                                             \
+      dz[d] = c * (ga * (i - gb * (i * zz) * zz));                                             \
+      dc[d] = (c * f + Pi[d] * d_i) + Pf[d] * d_f;                                             \
+    }                                                                                          \
+  }
+LSTMLAB_PEEP_BACK(float)
+LSTMLAB_PEEP_BACK(double)
+#undef LSTMLAB_PEEP_BACK
+
 // (a, b) of f'(x) w = a (w - b w y y) for the squashing activations (times_derivative)
 inline double deriv_a(int64_t act) { return act == BIPOLAR1 ? 0.5 : 1.0; }
 inline double deriv_b(int64_t act) { return act == BIPOLAR2 ? 0.25 : 1.0; }
