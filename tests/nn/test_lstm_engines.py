@@ -65,12 +65,11 @@ def test_automatic_layout_choice():
             # inference: feature-major only for the long time-lag nets
             assert choose_layout(seed000, 1000, dt, native=True, backward=False) == "features"
             assert choose_layout(mid, 1000, dt, native=True, backward=False) == "batch"
-            H32, H64 = LSTM(2, 32).cells[0].spec, LSTM(2, 64).cells[0].spec
+            H32, H64 = LSTM(2, 32, **cifg_kw).cells[0].spec, LSTM(2, 64, **cifg_kw).cells[0].spec
             assert choose_layout(H32, 1000, dt, native=True, backward=False) == "features"
             assert choose_layout(H64, 1000, dt, native=True, backward=False) == "batch"
-            assert choose_layout(LSTM(2, 8).cells[0].spec, 31, dt, native=True, backward=False) == (
-                "batch"
-            )
+            H8 = LSTM(2, 8, **cifg_kw).cells[0].spec
+            assert choose_layout(H8, 31, dt, native=True, backward=False) == "batch"
 
             # the common cell (torch's NP): training batch-major from 16 units on (its backward
             # step one vectorised pass), feature-major below on batches of 16 and more
@@ -87,9 +86,16 @@ def test_automatic_layout_choice():
             assert choose_layout(LSTM(10, 64).cells[0].spec, 20, dt, native=True) == "batch"
             cifg = LSTM(10, 64, variant="CIFG").cells[0].spec
             assert choose_layout(cifg, 1000, dt, native=True) == "features"
-            # (vanilla's inference keeps the measured rule: its forward step is the general one)
-            vanilla32 = LSTM(2, 32).cells[0].spec
-            assert choose_layout(vanilla32, 1000, dt, native=True, backward=False) == "features"
+
+            # vanilla infers feature-major up to 256 units from 16 samples (its batch-major
+            # forward step is the general loop)
+            def van(H):
+                return LSTM(2, H).cells[0].spec
+
+            assert choose_layout(van(32), 1000, dt, native=True, backward=False) == "features"
+            assert choose_layout(van(256), 32, dt, native=True, backward=False) == "features"
+            assert choose_layout(van(512), 32, dt, native=True, backward=False) == "batch"
+            assert choose_layout(van(64), 8, dt, native=True, backward=False) == "batch"
             # and infers likewise: batch-major from 16 units, below on batches of 4·H and more
             assert choose_layout(np_(32), 1000, dt, native=True, backward=False) == "batch"
             assert choose_layout(np_(16), 1000, dt, native=True, backward=False) == "batch"
