@@ -86,20 +86,8 @@ __all__ = [
 def run(cell, x: Tensor, lengths: Tensor | None, h0: Tensor, c0: Tensor, alpha: dict[str, float]):
     """Run one layer-direction with the fast engine. x (T, B, I); returns Y, C, h_n, c_n."""
     s = cell.spec
-    w = cell.weights(structured=True)  # F-LSTM, G-LSTM: factors / groups, not a dense matrix
     T, B, _ = x.shape
-    args = (
-        w["W"],
-        w["R"],
-        w["b"],
-        w["W_mx"],
-        w["W_mh"],
-        w["peep"].get("i"),
-        w["peep"].get("f"),
-        w["peep"].get("o"),
-        w["Q"],
-        w["W_p"],
-    )
+    args = _weight_args(cell, structured=True)  # F-LSTM, G-LSTM: factors / groups, not dense
     # no graph will be kept (grad mode off, or nothing requires grad): the layer may keep less
     graph = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (x, h0, c0, *args)
@@ -152,8 +140,9 @@ class _TapeContext:
         pass
 
 
-def _dense_args(cell) -> tuple:
-    w = cell.weights()
+def _weight_args(cell, structured: bool = False) -> tuple:
+    """The cell's weights in the order the layer Functions take them (``LSTMCell.weights``)."""
+    w = cell.weights(structured=structured)
     p = w["peep"]
     return (w["W"], w["R"], w["b"], w["W_mx"], w["W_mh"], p.get("i"), p.get("f"), p.get("o"),
             w["Q"], w["W_p"])  # fmt: skip
@@ -165,7 +154,7 @@ def run_taped(cell, x: Tensor, lengths: Tensor | None, h0: Tensor, c0: Tensor, a
     ``TAPE_NAMES`` (the rows sorted by length). ``needs``: which of x, h0, c0 and the weights
     will want a gradient (at least one)."""
     s = cell.spec
-    args = _dense_args(cell)
+    args = _weight_args(cell)
     ctx = _TapeContext(needs)
     packing = sort_by_length(lengths, x.shape[0])
     if packing is None:
@@ -184,7 +173,7 @@ def backward_taped(cell, x, lengths, h0, c0, alpha, Y, tape, gY, gh, gc, needs) 
     """The gradients of x, h0, c0 and the 10 dense weights (None where not ``needs``) from the
     outputs' gradients gY, gh, gc (each may be None) and what ``run_taped`` kept."""
     s = cell.spec
-    args = _dense_args(cell)
+    args = _weight_args(cell)
     W, R, b, W_mx, W_mh, P_i, P_f, P_o, Q, W_p = args
     packing = sort_by_length(lengths, x.shape[0])
     if packing is None:

@@ -127,20 +127,12 @@ def _leaf_grads(outputs_and_grads, leaves, inputs) -> list[Tensor]:
     """The backward ops' vector-Jacobian product through a recomputed forward: for every input,
     the gradient of Σ ⟨output, its incoming gradient⟩ with respect to its leaf (zeros where the
     leaf is unused, an empty tensor where it needs none). Runs under the caller's grad mode."""
-    pairs = [(o, g) for o, g in outputs_and_grads if g is not None]
-    wanted = [i for i, t in enumerate(leaves) if t is not None and t.requires_grad]
-    got = [None] * len(wanted)
-    if pairs and wanted:
-        got = torch.autograd.grad(
-            [o for o, _ in pairs],
-            [leaves[i] for i in wanted],
-            [g for _, g in pairs],
-            allow_unused=True,
-        )
-    out = [inputs[0].new_empty(0) for _ in inputs]  # inputs[0]: the layer input x
-    for i, g in zip(wanted, got, strict=True):
-        out[i] = torch.zeros_like(inputs[i]) if g is None else g
-    return out
+    needs = [t is not None and t.requires_grad for t in leaves]
+    got = _graph_grads(outputs_and_grads, leaves, needs, create_graph=False)
+    return [  # inputs[0]: the layer input x
+        (torch.zeros_like(t) if g is None else g) if n else inputs[0].new_empty(0)
+        for g, t, n in zip(got, inputs, needs, strict=True)
+    ]
 
 
 def _autograd_restored():
@@ -244,9 +236,12 @@ def _reference_grads(ctx, inputs, lengths, gY, gh, gc, needs) -> list[Tensor | N
     return _graph_grads(((Y, gY), (h_n, gh), (c_n, gc)), inputs, needs)
 
 
-def _graph_grads(outputs_and_grads, inputs, needs) -> list[Tensor | None]:
+def _graph_grads(
+    outputs_and_grads, inputs, needs, create_graph: bool = True
+) -> list[Tensor | None]:
     """The vector-Jacobian product of the outputs with their incoming gradients (None: not
-    used) for every input that ``needs`` one (else None), with a graph (create_graph)."""
+    used) for every input that ``needs`` one (else None; None too where an input is unused),
+    with a graph (``create_graph``) unless told otherwise."""
     pairs = [(o, g) for o, g in outputs_and_grads if g is not None]
     wanted = [i for i, n in enumerate(needs) if n]
     grads: list[Tensor | None] = [None] * len(inputs)
@@ -255,7 +250,7 @@ def _graph_grads(outputs_and_grads, inputs, needs) -> list[Tensor | None]:
             [o for o, _ in pairs],
             [inputs[i] for i in wanted],
             [g for _, g in pairs],
-            create_graph=True,
+            create_graph=create_graph,
             allow_unused=True,
         )
         for i, g in zip(wanted, got, strict=True):

@@ -377,56 +377,40 @@ LSTMLAB_COMMON_STEP(double)
 // activations ZA = [g(z) | i | f | o] of the step, h(c_t), c_{t-1}, dy_hat and dc_t (in dc; out:
 // dc_{t-1}). The block-input and cell-output derivatives from their values: f'(x) w = ga (w - gb
 // w y y) (tanh (1, 1), bipolar1 (1/2, 1), bipolar2 (1, 1/4): see times_derivative).
-#define LSTMLAB_COMMON_BACK(T)                                                                 \
-  LSTMLAB_CLONES void common_back(const T* __restrict__ za, const T* __restrict__ hc,           \
-                                  const T* __restrict__ cp, const T* __restrict__ dyh,         \
-                                  T* __restrict__ dc, T* __restrict__ dpre, int64_t H, T al_i, \
-                                  T al_f, T al_o, T ga, T gb, T ha, T hb) {                    \
-    const T *z = za, *gi = za + H, *gf = za + 2 * H, *go = za + 3 * H;                         \
-    T *dz = dpre, *di = dpre + H, *df = dpre + 2 * H, *dO = dpre + 3 * H;                      \
-    for (int64_t d = 0; d < H; ++d) {                                                          \
-      const T o = go[d], h = hc[d], e = dyh[d];                                                \
-      dO[d] = e * (h * (al_o * (o - o * o)));                                                  \
-      const T c = dc[d] + e * (ha * (o - hb * (o * h) * h));                                   \
-      const T i = gi[d], f = gf[d], zz = z[d];                                                 \
-      di[d] = c * (zz * (al_i * (i - i * i)));                                                 \
-      df[d] = c * (cp[d] * (al_f * (f - f * f)));                                              \
-      dz[d] = c * (ga * (i - gb * (i * zz) * zz));                                             \
-      dc[d] = c * f;                                                                           \
-    }                                                                                          \
-  }
-LSTMLAB_COMMON_BACK(float)
-LSTMLAB_COMMON_BACK(double)
-#undef LSTMLAB_COMMON_BACK
-
-// the same with peepholes (one cell per block: vanilla, the family's default): P_o delta_o joins
-// dc, P_i delta_i + P_f delta_f join dc_{t-1}, in the general loop's order of additions
-#define LSTMLAB_PEEP_BACK(T)                                                                   \
-  LSTMLAB_CLONES void peep_back(const T* __restrict__ za, const T* __restrict__ hc,             \
-                                const T* __restrict__ cp, const T* __restrict__ dyh,           \
-                                T* __restrict__ dc, T* __restrict__ dpre, int64_t H, T al_i,   \
-                                T al_f, T al_o, T ga, T gb, T ha, T hb,                        \
-                                const T* __restrict__ Pi, const T* __restrict__ Pf,            \
-                                const T* __restrict__ Po) {                                    \
+// With peepholes (one cell per block: vanilla, the family's default; peep_back) P_o delta_o
+// joins dc and P_i delta_i + P_f delta_f join dc_{t-1}, in the general loop's order of
+// additions: one body, the peephole terms (PO_TERM, PIF_TERM) and arguments left out for NP.
+#define LSTMLAB_CELL_BACK(T, NAME, PO_TERM, PIF_TERM, ...)                                     \
+  LSTMLAB_CLONES void NAME(const T* __restrict__ za, const T* __restrict__ hc,                 \
+                           const T* __restrict__ cp, const T* __restrict__ dyh,                \
+                           T* __restrict__ dc, T* __restrict__ dpre, int64_t H, T al_i,        \
+                           T al_f, T al_o, T ga, T gb, T ha, T hb __VA_ARGS__) {               \
     const T *z = za, *gi = za + H, *gf = za + 2 * H, *go = za + 3 * H;                         \
     T *dz = dpre, *di = dpre + H, *df = dpre + 2 * H, *dO = dpre + 3 * H;                      \
     for (int64_t d = 0; d < H; ++d) {                                                          \
       const T o = go[d], h = hc[d], e = dyh[d];                                                \
       const T d_o = e * (h * (al_o * (o - o * o)));                                            \
       dO[d] = d_o;                                                                             \
-      const T c = (dc[d] + e * (ha * (o - hb * (o * h) * h))) + Po[d] * d_o;                   \
+      const T c = (dc[d] + e * (ha * (o - hb * (o * h) * h))) PO_TERM;                         \
       const T i = gi[d], f = gf[d], zz = z[d];                                                 \
       const T d_i = c * (zz * (al_i * (i - i * i)));                                           \
       const T d_f = c * (cp[d] * (al_f * (f - f * f)));                                        \
       di[d] = d_i;                                                                             \
       df[d] = d_f;                                                                             \
       dz[d] = c * (ga * (i - gb * (i * zz) * zz));                                             \
-      dc[d] = (c * f + Pi[d] * d_i) + Pf[d] * d_f;                                             \
+      dc[d] = c * f PIF_TERM;                                                                  \
     }                                                                                          \
   }
-LSTMLAB_PEEP_BACK(float)
-LSTMLAB_PEEP_BACK(double)
-#undef LSTMLAB_PEEP_BACK
+#define LSTMLAB_PEEP_ARGS(T) \
+  , const T* __restrict__ Pi, const T* __restrict__ Pf, const T* __restrict__ Po
+LSTMLAB_CELL_BACK(float, common_back, , )
+LSTMLAB_CELL_BACK(double, common_back, , )
+LSTMLAB_CELL_BACK(float, peep_back, + Po[d] * d_o, + Pi[d] * d_i + Pf[d] * d_f,
+                  LSTMLAB_PEEP_ARGS(float))
+LSTMLAB_CELL_BACK(double, peep_back, + Po[d] * d_o, + Pi[d] * d_i + Pf[d] * d_f,
+                  LSTMLAB_PEEP_ARGS(double))
+#undef LSTMLAB_PEEP_ARGS
+#undef LSTMLAB_CELL_BACK
 
 // (a, b) of f'(x) w = a (w - b w y y) for the squashing activations (times_derivative)
 inline double deriv_a(int64_t act) { return act == BIPOLAR1 ? 0.5 : 1.0; }
