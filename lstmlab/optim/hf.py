@@ -12,6 +12,8 @@ Hand-written, as SPEC S3 lists it. One ``step`` on a gradient batch B_g:
                 FD) ends CG and the offending direction is discarded
     4. CG-backtracking (``cg_backtracking.cg_backtrack``): from the last kept iterate go back
                 while f on B_g decreases                                   (1·B_g each)
+                (``backtrack_rule = "best"``: every ``backtrack_every``-th iterate and the last
+                scored, the lowest f taken: M&S's released code)
     5. ρ      = (f(θ+p) − f₀) / φ(p) (``damping.reduction_ratio``); λ by Levenberg–Marquardt
                 (``damping.LevenbergMarquardt``: ×3/2 below 1/4, ×2/3 above 3/4)
     6. Armijo backtracking t = 1, 0.8, … (c = 1e-2) along p (``line_search.armijo``); θ ← θ + t p
@@ -72,7 +74,7 @@ from torch import Tensor
 
 from lstmlab.optim.base import Optimizer, StepInfo, finite
 from lstmlab.optim.cg import backtrack_indices, conjugate_gradient
-from lstmlab.optim.cg_backtracking import cg_backtrack
+from lstmlab.optim.cg_backtracking import BACKTRACK_RULES, cg_backtrack, every_indices
 from lstmlab.optim.damping import LevenbergMarquardt, as_levenberg_marquardt, reduction_ratio
 from lstmlab.optim.line_search import armijo
 from lstmlab.optim.preconditioners import diagonal_preconditioner, lbfgs_preconditioner
@@ -103,6 +105,7 @@ HF_RANGES: dict[str, tuple[float, bool, float, bool]] = {
     "warm_start": (0.0, True, 1.0, True),
     "backtrack_base": (0.0, False, math.inf, False),
     "backtrack_ratio": (1.0, False, math.inf, False),
+    "backtrack_every": (1.0, True, math.inf, False),
     "armijo_c": (0.0, False, 1.0, False),
     "armijo_shrink": (0.0, False, 1.0, False),
     "armijo_max_evals": (1.0, True, math.inf, False),
@@ -152,6 +155,9 @@ class HessianFree(Optimizer):
         tanh-RNN pre-activations, summed over time; ``CurvatureOperator``).
     max_cg*: CG iteration cap.   cg_tol*: Martens' tolerance.   warm_start*: ζ (0.95).
     backtrack: CG-backtracking on/off.   backtrack_base*, backtrack_ratio*: 5, 1.3.
+    backtrack_rule: "walk-back" (Martens: the iterates at ⌈base·ratio^k⌉ and the last, back from
+        the last while f falls) | "best" (M&S's released code: the iterates at CG iterations 1,
+        1 + backtrack_every*, … and the last, every one scored, the lowest f taken).
     line_search: Armijo on/off; armijo_c*, armijo_shrink*, armijo_max_evals*.
     preconditioner: None | "diagonal" | "lbfgs"; diag_exponent* ξ; lbfgs_history*.
     curvature_batch*: B_c as a count (≥ 1) or a fraction (< 1) of B_g (None: all of B_g).
@@ -186,6 +192,8 @@ class HessianFree(Optimizer):
         backtrack: bool = True,
         backtrack_base: Any = 5.0,
         backtrack_ratio: Any = 1.3,
+        backtrack_rule: str = "walk-back",
+        backtrack_every: Any = 10,
         line_search: bool = True,
         armijo_c: Any = 1e-2,
         armijo_shrink: Any = 0.8,
@@ -213,6 +221,7 @@ class HessianFree(Optimizer):
             "warm_start": warm_start,
             "backtrack_base": backtrack_base,
             "backtrack_ratio": backtrack_ratio,
+            "backtrack_every": backtrack_every,
             "armijo_c": armijo_c,
             "armijo_shrink": armijo_shrink,
             "armijo_max_evals": armijo_max_evals,
@@ -252,6 +261,11 @@ class HessianFree(Optimizer):
         if structural_form not in STRUCTURAL_FORMS:
             raise ValueError(f"structural_form: unknown {structural_form!r}; valid: mean, released")
         self.structural_form = structural_form
+        if backtrack_rule not in BACKTRACK_RULES:
+            raise ValueError(
+                f"backtrack_rule: unknown {backtrack_rule!r}; valid: {', '.join(BACKTRACK_RULES)}"
+            )
+        self.backtrack_rule = backtrack_rule
         if rho_batch not in RHO_BATCHES:
             raise ValueError(f"rho_batch: unknown {rho_batch!r}; valid: search, curvature")
         self.rho_batch = rho_batch
@@ -412,7 +426,9 @@ class HessianFree(Optimizer):
             M_inv = lbfgs_preconditioner(self.pc_S, self.pc_Y)
         max_cg = int(self.value("max_cg"))
         keep = set()
-        if self.backtrack:
+        if self.backtrack and self.backtrack_rule == "best":
+            keep = every_indices(max_cg, int(self.value("backtrack_every")))
+        elif self.backtrack:
             keep = backtrack_indices(
                 max_cg, self.value("backtrack_base"), self.value("backtrack_ratio")
             )
@@ -455,7 +471,10 @@ class HessianFree(Optimizer):
         fb0 = f0 if bobj is obj else decayed(bobj.loss(x), x)
         fl0 = f0 if lobj is obj else fb0 if lobj is bobj else decayed(lobj.loss(x), x)
         chosen = cg_backtrack(
-            candidates, lambda p: decayed(bobj.loss(x + p), x + p), enabled=self.backtrack
+            candidates,
+            lambda p: decayed(bobj.loss(x + p), x + p),
+            enabled=self.backtrack,
+            rule=self.backtrack_rule,
         )
         p, phi, f1, evals = chosen.p, chosen.phi, chosen.loss, chosen.evaluations
         evals += (bobj is not obj) + (lobj is not obj and lobj is not bobj)

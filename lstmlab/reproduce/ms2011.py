@@ -29,8 +29,9 @@ released code, and why, is the table in docs/results.md (ms2011 section). ``--rn
 released-data`` adds the released data regime and search (``RELEASED_DATA``): the gradient on
 a new draw of the whole training-set size every HF step (10,000 as released; 2,000 with
 ``--small``), curvature and ρ on a tenth of it, CG-backtracking and the line search each on
-another tenth, weight decay 2·10⁻⁵. What then still differs: its CG-backtracking grid (every
-10th iterate, the best taken; here Martens' grid, walked back), float32 on a GPU.
+another tenth, CG-backtracking as released (every 10th CG iterate and the last scored, the
+lowest taken: ``backtrack_rule = "best"``), weight decay 2·10⁻⁵. What then still differs:
+float32 on a GPU, and the budget.
 
 A run is solved when fewer than 1 % of test sequences are wrong (the task's success test); the
 report gives seeds solved and the median P_D to solve for each problem, T and cell, beside what
@@ -150,12 +151,14 @@ QUICK = dataclasses.replace(SMALL, Ts=(30,), seeds=1, max_pd=4e5, max_seconds=12
 # ... and its data regime and search (``--rnn-setup released-data``): every HF step on a new
 # draw of the scale's whole training-set size (10,000: its 10 batches of 1,000), curvature and
 # ρ on a tenth of it, CG-backtracking and the line search each on another tenth (its batches
-# 0, 1 and 2), weight decay 2·10⁻⁵
+# 0, 1 and 2), every 10th CG iterate and the last scored there and the lowest taken, weight decay
+# 2·10⁻⁵
 RELEASED_DATA: dict[str, str] = {
     "task.options.fresh": "true",
     "optimizer.options.curvature_batch": "0.1",
     "optimizer.options.search_batch": "0.1",
     "optimizer.options.rho_batch": "curvature",
+    "optimizer.options.backtrack_rule": "best",
     "optimizer.options.weight_decay": "2e-05",
 }
 # the released network as it starts (initial weights, learned h₀, sparse readout) trained with
@@ -265,6 +268,9 @@ def _overrides(
         if data and problem == "memorization5":  # its fixed 32 patterns are every batch
             ov["optimizer.options.weight_decay"] = RELEASED_DATA["optimizer.options.weight_decay"]
             ov["optimizer.options.curvature_batch"] = str(batch)  # all 32
+            ov["optimizer.options.backtrack_rule"] = RELEASED_DATA[
+                "optimizer.options.backtrack_rule"
+            ]
         elif data:  # the gradient on a whole new draw of n_train sequences every step
             ov.update(RELEASED_DATA)
             ov["optimizer.batch_size"] = str(n_train)
@@ -374,8 +380,8 @@ def scale_text(
         "released-net": "M&S's released network as it starts (initial weights, learned h₀, "
         "sparse readout), trained with the LSTM's HF settings",
         "released-data": released + " and its data regime (every step a gradient on "
-        f"{scale.n_train} newly drawn sequences; curvature and ρ, CG-backtracking, line "
-        "search each on a tenth of them, memorization 5 of 2 on its 32 patterns; weight "
+        f"{scale.n_train} newly drawn sequences; curvature and ρ, CG-backtracking (every 10th "
+        "CG iterate scored, the lowest taken), line search each on a tenth of them, memorization 5 of 2 on its 32 patterns; weight "
         "decay 2·10⁻⁵)",
     }[rnn_setup]
     hidden = ", ".join(f"{c} {scale.hidden[c]}" for c in cells)
@@ -489,7 +495,8 @@ def _add_arguments(q: argparse.ArgumentParser) -> None:
         "readout, structural damping on the pre-activations summed over time, mu 0.03, "
         "lambda0 0.01); 'released-data': that and the code's data regime (every HF step a "
         "gradient on a new draw of the training-set size, curvature and rho / backtracking / "
-        "line search on a tenth of it each, weight decay 2e-5); 'init': only its initial "
+        "line search on a tenth of it each, every 10th CG iterate scored and the lowest "
+        "taken, weight decay 2e-5); 'init': only its initial "
         "weights (the first issue-24 runs); 'released-net': its initial weights, learned h0 "
         "and sparse readout with this project's HF settings (the best issue-24 ablation)",
     )

@@ -233,6 +233,11 @@ def describe(built: Built) -> list[str]:
                 f"HF: CG-backtracking{rho} and the line search on subsets of B_g "
                 f"({opt.search_batch:g} each), apart from B_c"
             )
+        if opt.backtrack and opt.backtrack_rule == "best":
+            lines.append(
+                f"HF: CG-backtracking scores every {int(opt.hp('backtrack_every'))}th CG iterate "
+                "and the last, and takes the lowest"
+            )
         if opt.rho_batch == "curvature":
             lines.append("HF: ρ measured on the curvature batch B_c")
         if opt.hp("weight_decay") > 0:

@@ -102,3 +102,33 @@ def test_hf_chooses_an_earlier_kept_iterate_when_the_last_is_worse():
     assert with_bt.extra["backtrack_iterate"] == 25
     assert with_bt.extra["backtrack_evals"] == 8  # 100, 90, 69, 54, 41, 32, 25 and 19
     assert f_bt < f_last
+
+
+# ---------------------------------------------------------------- the released code's rule
+def test_best_rule_takes_the_lowest_of_all_even_behind_a_rise():
+    # the walk-back stops at iteration 10 (2.0 behind a rise to 3.0); "best" finds 1.0 at 5
+    r = cg_backtrack(candidates([1.0, 3.0, 2.0, 2.5]), first_coordinate, rule="best")
+    assert (r.index, r.iteration, r.loss, r.phi) == (0, 5, 1.0, -5.0)
+    assert r.evaluations == 4  # every candidate scored
+
+
+def test_best_rule_ties_take_the_earliest_and_nonfinite_counts_as_no_decrease():
+    r = cg_backtrack(candidates([2.0, math.nan, 1.0, 1.0]), first_coordinate, rule="best")
+    assert r.iteration == 10
+    r = cg_backtrack(candidates([math.inf, math.nan]), first_coordinate, rule="best")
+    assert r.iteration == 7 and r.loss == math.inf  # none finite: the last, as the walk-back
+    r = cg_backtrack(candidates([2.0, 1.0]), first_coordinate, rule="best", enabled=False)
+    assert r.iteration == 7 and r.evaluations == 1
+
+
+def test_best_rule_grid_and_unknown_rule():
+    from lstmlab.optim.cg_backtracking import every_indices
+
+    assert every_indices(35, 10) == {1, 11, 21, 31}
+    assert every_indices(1, 10) == {1}
+    with pytest.raises(ValueError, match="^rule: unknown 'max'; valid: walk-back, best"):
+        cg_backtrack(candidates([1.0]), first_coordinate, rule="max")
+    with pytest.raises(ValueError, match="^backtrack_rule: unknown 'max'"):
+        HessianFree(backtrack_rule="max")
+    with pytest.raises(ValueError, match="^backtrack_every: must be >= 1"):
+        HessianFree(backtrack_every=0)

@@ -80,10 +80,10 @@ class Recording(Objective):
         return super().loss(x)
 
 
-def recording_objective(n: int = 30):
+def recording_objective(n: int = 30, hidden: int = 4):
     task = lstmlab.tasks.make("seed000", n_train=n, n_test=10, T=20)
     torch.manual_seed(0)
-    model = SequenceModel(hidden_size=4, variant="lstm97", dtype=DT, **task.model_kwargs())
+    model = SequenceModel(hidden_size=hidden, variant="lstm97", dtype=DT, **task.model_kwargs())
     return Recording(model, task.train.batch().to(dtype=DT))
 
 
@@ -163,3 +163,45 @@ def test_rho_batch_curvature_measures_rho_on_the_curvature_batch():
     assert info.rho == pytest.approx((after - before) / info.extra["backtrack_phi"], rel=1e-9)
     with pytest.raises(ValueError, match="^rho_batch: unknown 'gradient'"):
         HessianFree(rho_batch="gradient")
+
+
+class Scoring(Recording):
+    """Also notes the value of every loss on the backtracking subset's row count."""
+
+    def subset(self, idx):
+        sub = super().subset(idx)
+        sub.__class__ = Scoring
+        return sub
+
+    def loss(self, x=None):
+        v = super().loss(x)
+        self.root.values = getattr(self.root, "values", []) + [(self.n_samples, v)]
+        return v
+
+
+def test_backtrack_rule_best_scores_every_tenth_iterate_and_takes_the_lowest():
+    """As M&S's released code: the iterates at CG iterations 1, 11, 21, … and the last, each
+    scored on the backtracking subset, the lowest taken (the step is that iterate). Martens'
+    walk-back, on the same step, stops elsewhere."""
+    chosen = {}
+    for rule in ("walk-back", "best"):
+        obj = recording_objective(30, hidden=12)
+        obj.__class__ = Scoring
+        x0 = obj.get_params()
+        hf = HessianFree(
+            damping=0.01, curvature_batch=10, search_batch=9, max_cg=45, cg_tol=0.0,
+            line_search=False, backtrack_rule=rule,
+        )  # fmt: skip
+        info = hf.step(obj)
+        assert not info.rejected and info.cg_iterations > 11
+        chosen[rule] = info.extra["backtrack_iterate"]
+    scores = [v for n, v in obj.values if n == 9][2:]  # after f(θ) on both search subsets
+    kept = sorted({1, 11, 21, 31, 41} & set(range(1, info.cg_iterations + 1)))
+    kept += [info.cg_iterations] if info.cg_iterations not in kept else []
+    assert len(scores) == len(kept)  # every kept iterate scored, once
+    best = min(range(len(scores)), key=lambda k: scores[k])
+    assert chosen["best"] == kept[best] != chosen["walk-back"]
+    back = obj.subsets[1]
+    after = Objective(obj.model, obj.batch.index(back)).loss(obj.get_params())
+    assert after == pytest.approx(scores[best], rel=1e-12)  # the step is the chosen iterate
+    assert not torch.equal(obj.get_params(), x0)

@@ -216,12 +216,14 @@ def test_released_data_adds_the_released_data_regime_to_the_rnn(tmp_path, capsys
     assert built.train_data.fresh and opt.structural_form == "released"
     assert opt.curvature_batch == 0.1 and opt.search_batch == 0.1
     assert opt.value("weight_decay") == 2e-5 and opt.rho_batch == "curvature"
+    assert opt.backtrack_rule == "best" and opt.value("backtrack_every") == 10
     assert spec.overrides["optimizer.batch_size"] == spec.overrides["task.options.n_train"]
     [lstm] = ms2011.plan(ms2011.QUICK, ["adding"], ["lstm"], rnn_setup="released-data")
     for key in (
         "task.options.fresh",
         "optimizer.options.search_batch",
         "optimizer.options.weight_decay",
+        "optimizer.options.backtrack_rule",
     ):
         assert key not in lstm.overrides  # the LSTM keeps its settings
     out = tmp_path / "o"
@@ -236,7 +238,7 @@ def test_released_data_adds_the_released_data_regime_to_the_rnn(tmp_path, capsys
 
 def test_released_data_keeps_memorization_5_of_2_on_its_32_patterns():
     """Every batch of the released code's 5-of-2 memorization is all 32 patterns: no fresh
-    draws, no tenths; only the weight decay joins."""
+    draws, no tenths; only the weight decay and the backtracking rule join."""
     from lstmlab.training.build import build_all
 
     [spec] = ms2011.plan(ms2011.QUICK, ["memorization5"], ["rnn"], rnn_setup="released-data")
@@ -246,6 +248,7 @@ def test_released_data_keeps_memorization_5_of_2_on_its_32_patterns():
     built = build_all(resolve(overrides=dict(spec.overrides), presets=False))
     assert built.optimizer._curvature_rows(32) is None  # B_c = all 32
     assert built.optimizer.value("weight_decay") == 2e-5
+    assert built.optimizer.backtrack_rule == "best"
 
 
 def test_released_net_is_the_released_start_with_this_projects_hf(tmp_path, capsys):
