@@ -633,8 +633,9 @@ from lstmlab.engines import native
 from lstmlab.engines.bptt import forced_layout
 torch.manual_seed(0)
 worst = 0.0
-for H in (16, 21, 40):  # whole vectors, and a scalar tail
-    m = LSTM(5, H, variant="NP", dtype=torch.float32)
+for variant, H in [(v, H) for v in ("NP", "vanilla") for H in (16, 21, 40)]:
+    # the common cell and its peephole form; whole vectors, and a scalar tail
+    m = LSTM(5, H, variant=variant, dtype=torch.float32)
     x = torch.randn(9, 6, 5) * 3
     lengths = torch.tensor([9, 4, 7, 1, 9, 3])
     outs = []
@@ -657,7 +658,7 @@ print(native.simd_level(), worst, nan_out)
 
 @needs_native
 def test_every_simd_level_of_the_common_cell_equals_the_python_loop():
-    """The float32 common cell runs AVX-512 or AVX2 passes (a reciprocal by one Newton step
+    """The float32 common cell (and vanilla's, with peepholes) runs AVX-512 or AVX2 passes (a reciprocal by one Newton step
     instead of a division) where the CPU has them, else portable ones: each level this machine
     can run (``LSTMLAB_NATIVE_SIMD`` caps it, one process each) equals the Python loop to
     float32 round-off, scalar tails included, and lets a NaN through."""

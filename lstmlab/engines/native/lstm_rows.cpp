@@ -60,6 +60,10 @@ void forward_rows_kernel(const Layout& L, int64_t n, T* pre0, int64_t pre_stride
         common_step(pre, bias, cp, c, hc, yh, H, gs, gk, g_off, hs, hk, h_off);
         continue;
       }
+      if (L.common_peep()) {  // with peepholes (vanilla): two vectorised passes too
+        peep_step(pre, bias, cp, Pi, Pf, Po, c, hc, yh, H, gs, gk, g_off, hs, hk, h_off);
+        continue;
+      }
       for (int64_t d = 0; d < L.D; ++d) pre[d] += bias[d];
       if (L.peep) {  // the input and forget gates see c_{t-1}
         for (const auto& [off, P] : {std::pair<int64_t, const T*>{L.off_i, Pi}, {L.off_f, Pf}}) {
@@ -304,10 +308,8 @@ void backward_rows_kernel(const Layout& L, int64_t n, const T* za0, const T* c0_
                           const T* Pf, const T* Po, T al_i, T al_f, T al_o) {
   const int64_t H = L.H, cpb = L.cpb, nb = L.nb, D = L.D, G = L.G;
   const bool common = L.common() && dq0 == nullptr;  // one vectorised pass (common_back)
-  // the same cell with peepholes (vanilla): one vectorised pass too (peep_back); the two
-  // are what lstmlab.engines.layout.common_cell names
-  const bool peep1 = L.cpb == 1 && L.has_i && L.has_f && L.has_o && L.peep && !L.coupled &&
-                     L.g_act != IDENTITY && L.h_act != IDENTITY && dq0 == nullptr;
+  // the same cell with peepholes (vanilla): one vectorised pass too (peep_back)
+  const bool peep1 = L.common_peep() && dq0 == nullptr;
   const T ga = T(deriv_a(L.g_act)), gb = T(deriv_b(L.g_act));
   const T ha = T(deriv_a(L.h_act)), hb = T(deriv_b(L.h_act));
   at::parallel_for(0, n, grain(D + 6 * H), [&](int64_t r0, int64_t r1) {

@@ -158,8 +158,12 @@ struct Layout {
   int64_t sig_hi() const { return (peep && has_o) ? off_o : D; }
   // the common cell, run by common_step: cpb = 1, i, f and o gates, no peepholes, not coupled,
   // squashing block input and cell output activations
-  bool common() const {
-    return cpb == 1 && has_i && has_f && has_o && !peep && !coupled && g_act != IDENTITY &&
+  bool common() const { return common_cell() && !peep; }
+  // the same cell with peepholes (vanilla, the family's default), run by peep_step; the two are
+  // what lstmlab.engines.layout.common_cell names
+  bool common_peep() const { return common_cell() && peep; }
+  bool common_cell() const {
+    return cpb == 1 && has_i && has_f && has_o && !coupled && g_act != IDENTITY &&
            h_act != IDENTITY;
   }
 };
@@ -372,6 +376,40 @@ LSTMLAB_COMMON_STEP(float)
 LSTMLAB_COMMON_STEP(double)
 #undef LSTMLAB_COMMON_STEP
 
+// ---- the same cell with peepholes (vanilla): the input and forget gates see c_{t-1}, the output
+// gate c_t. First pass: the bias added, z, i and f taken in place, the output gate's bias added
+// (its activation waits for c_t); second pass: c, h(c), o = sigma(a_o + P_o c) written back,
+// y_hat. The additions in the general loop's order: (a + b) + P c.
+#define LSTMLAB_PEEP_STEP(T)                                                                   \
+  LSTMLAB_CLONES void peep_gates(T* __restrict__ pre, const T* __restrict__ b,                 \
+                                 const T* __restrict__ cp, const T* __restrict__ Pi,           \
+                                 const T* __restrict__ Pf, int64_t H, T gs, T gk, T g_off) {   \
+    for (int64_t d = 0; d < H; ++d)                                                            \
+      pre[d] = g_off + gk / (T(1) + exp_poly(-(gs * (pre[d] + b[d]))));                        \
+    T *ai = pre + H, *af = pre + 2 * H, *ao = pre + 3 * H;                                     \
+    const T *bi = b + H, *bf = b + 2 * H, *bo = b + 3 * H;                                     \
+    for (int64_t d = 0; d < H; ++d) {                                                          \
+      ai[d] = T(1) / (T(1) + exp_poly(-((ai[d] + bi[d]) + cp[d] * Pi[d])));                    \
+      af[d] = T(1) / (T(1) + exp_poly(-((af[d] + bf[d]) + cp[d] * Pf[d])));                    \
+    }                                                                                          \
+    for (int64_t d = 0; d < H; ++d) ao[d] += bo[d];                                            \
+  }                                                                                            \
+  LSTMLAB_CLONES void peep_cell(const T* __restrict__ z, const T* __restrict__ i,              \
+                                const T* __restrict__ f, T* __restrict__ o,                    \
+                                const T* __restrict__ cp, const T* __restrict__ Po,            \
+                                T* __restrict__ c, T* __restrict__ hc, T* __restrict__ yh,     \
+                                int64_t H, T hs, T hk, T h_off) {                              \
+    for (int64_t d = 0; d < H; ++d) {                                                          \
+      const T cv = f[d] * cp[d] + i[d] * z[d];                                                 \
+      const T h = h_off + hk / (T(1) + exp_poly(-(hs * cv)));                                  \
+      const T og = T(1) / (T(1) + exp_poly(-(o[d] + cv * Po[d])));                             \
+      c[d] = cv, hc[d] = h, o[d] = og, yh[d] = og * h;                                         \
+    }                                                                                          \
+  }
+LSTMLAB_PEEP_STEP(float)
+LSTMLAB_PEEP_STEP(double)
+#undef LSTMLAB_PEEP_STEP
+
 // ---- the backward step of the common cell (no full gate recurrence): one vectorised pass over
 // a row's cells, the error responsibilities of the four rows and the carried dc_{t-1}, from the
 // activations ZA = [g(z) | i | f | o] of the step, h(c_t), c_{t-1}, dy_hat and dc_t (in dc; out:
@@ -511,6 +549,58 @@ inline float sig1(float v, float k, float off) { return off + k / (1.0f + exp_po
 LSTMLAB_COMMON_STEP_VEC(common_step_avx512, "avx512f", __m512, _mm512, 16, sig16)
 LSTMLAB_COMMON_STEP_VEC(common_step_avx2, "avx2,fma", __m256, _mm256, 8, sig8)
 #undef LSTMLAB_COMMON_STEP_VEC
+
+// the peephole cell's step (peep_step below), likewise
+#define LSTMLAB_PEEP_STEP_VEC(NAME, TGT, V, P, W, SIG)                                         \
+  __attribute__((target(TGT))) void NAME(float* pre, const float* bias, const float* cp,      \
+                                         const float* Pi, const float* Pf, const float* Po,    \
+                                         float* c, float* hc, float* yh, int64_t H, float gs,  \
+                                         float gk, float g_off, float hs, float hk,            \
+                                         float h_off) {                                        \
+    int64_t d = 0;                                                                             \
+    const V one = P##_set1_ps(1.0f), zero = P##_setzero_ps();                                  \
+    const V vgs = P##_set1_ps(gs), vgk = P##_set1_ps(gk), vgo = P##_set1_ps(g_off);            \
+    for (; d + W <= H; d += W) { /* z: gk sigma(gs (a + b)) + g_off */                         \
+      const V a = P##_add_ps(P##_loadu_ps(pre + d), P##_loadu_ps(bias + d));                   \
+      P##_storeu_ps(pre + d, SIG(P##_mul_ps(vgs, a), vgk, vgo));                               \
+    }                                                                                          \
+    for (; d < H; ++d) pre[d] = sig1(gs * (pre[d] + bias[d]), gk, g_off);                      \
+    float *ai = pre + H, *af = pre + 2 * H, *o = pre + 3 * H;                                  \
+    const float *bi = bias + H, *bf = bias + 2 * H, *bo = bias + 3 * H;                        \
+    for (d = 0; d + W <= H; d += W) { /* i, f: sigma((a + b) + P c_{t-1}) */                    \
+      const V cv = P##_loadu_ps(cp + d);                                                       \
+      const V a = P##_add_ps(P##_loadu_ps(ai + d), P##_loadu_ps(bi + d));                      \
+      P##_storeu_ps(ai + d, SIG(P##_fmadd_ps(cv, P##_loadu_ps(Pi + d), a), one, zero));        \
+      const V e = P##_add_ps(P##_loadu_ps(af + d), P##_loadu_ps(bf + d));                      \
+      P##_storeu_ps(af + d, SIG(P##_fmadd_ps(cv, P##_loadu_ps(Pf + d), e), one, zero));        \
+    }                                                                                          \
+    for (; d < H; ++d) {                                                                       \
+      ai[d] = sig1((ai[d] + bi[d]) + cp[d] * Pi[d], 1.0f, 0.0f);                               \
+      af[d] = sig1((af[d] + bf[d]) + cp[d] * Pf[d], 1.0f, 0.0f);                               \
+    }                                                                                          \
+    const float *z = pre, *i = ai, *f = af;                                                    \
+    const V vhs = P##_set1_ps(hs), vhk = P##_set1_ps(hk), vho = P##_set1_ps(h_off);            \
+    for (d = 0; d + W <= H; d += W) { /* c, h(c), o = sigma((a_o + b) + P_o c), y_hat */        \
+      const V cv = P##_fmadd_ps(P##_loadu_ps(f + d), P##_loadu_ps(cp + d),                     \
+                                P##_mul_ps(P##_loadu_ps(i + d), P##_loadu_ps(z + d)));         \
+      const V h = SIG(P##_mul_ps(vhs, cv), vhk, vho);                                          \
+      const V a = P##_add_ps(P##_loadu_ps(o + d), P##_loadu_ps(bo + d));                       \
+      const V og = SIG(P##_fmadd_ps(cv, P##_loadu_ps(Po + d), a), one, zero);                  \
+      P##_storeu_ps(c + d, cv);                                                                \
+      P##_storeu_ps(hc + d, h);                                                                \
+      P##_storeu_ps(o + d, og);                                                                \
+      P##_storeu_ps(yh + d, P##_mul_ps(og, h));                                                \
+    }                                                                                          \
+    for (; d < H; ++d) {                                                                       \
+      const float cv = f[d] * cp[d] + i[d] * z[d];                                             \
+      const float h = sig1(hs * cv, hk, h_off);                                                \
+      const float og = sig1((o[d] + bo[d]) + cv * Po[d], 1.0f, 0.0f);                          \
+      c[d] = cv, hc[d] = h, o[d] = og, yh[d] = og * h;                                         \
+    }                                                                                          \
+  }
+LSTMLAB_PEEP_STEP_VEC(peep_step_avx512, "avx512f", __m512, _mm512, 16, sig16)
+LSTMLAB_PEEP_STEP_VEC(peep_step_avx2, "avx2,fma", __m256, _mm256, 8, sig8)
+#undef LSTMLAB_PEEP_STEP_VEC
 #endif
 
 // which float32 common-cell passes run: 2 AVX-512, 1 AVX2 with FMA, 0 the portable ones (with
@@ -554,6 +644,26 @@ inline void common_step(T* pre, const T* bias, const T* cp, T* c, T* hc, T* yh, 
   sigmoid_affine_bias(pre, bias, H, gs, gk, g_off);
   sigmoid_affine_bias(pre + H, bias + H, 3 * H, T(1), T(1), T(0));
   cell_step(pre, pre + H, pre + 2 * H, pre + 3 * H, cp, c, hc, yh, H, hs, hk, h_off);
+}
+
+template <typename T>
+inline void peep_step(T* pre, const T* bias, const T* cp, const T* Pi, const T* Pf, const T* Po,
+                      T* c, T* hc, T* yh, int64_t H, T gs, T gk, T g_off, T hs, T hk, T h_off) {
+#ifdef LSTMLAB_X86_RCP
+  if constexpr (std::is_same_v<T, float>) {
+    const int64_t level = simd_level();
+    if (level == 2) {
+      peep_step_avx512(pre, bias, cp, Pi, Pf, Po, c, hc, yh, H, gs, gk, g_off, hs, hk, h_off);
+      return;
+    }
+    if (level == 1) {
+      peep_step_avx2(pre, bias, cp, Pi, Pf, Po, c, hc, yh, H, gs, gk, g_off, hs, hk, h_off);
+      return;
+    }
+  }
+#endif
+  peep_gates(pre, bias, cp, Pi, Pf, H, gs, gk, g_off);
+  peep_cell(pre, pre + H, pre + 2 * H, pre + 3 * H, cp, Po, c, hc, yh, H, hs, hk, h_off);
 }
 
 }  // namespace
