@@ -25,7 +25,10 @@ LSTM computation (``engine=``): ``"bptt"`` (default) is the hand-written full-BP
 (``lstmlab.engines.bptt``) through ``lstmlab.nn.fast_layer``, whose double backward recomputes
 with the reference engine; ``"autograd"`` is the reference step loop. The torch weights map
 onto the engine's layout (rows z|i|f|o, one bias b_ih + b_hh) by a differentiable row
-permutation each call. GRU and RNN are lstmlab's baseline recurrences (autograd). While a
+permutation each call. Where no graph is wanted (inference) and the cell is torch's (NP, α = 1,
+no projection) on dense float32 / float64 CPU input in the batch-major layout, the native
+loop reads the torch weights as they are, in their own gate order (``native.torch_inference``:
+no permuted copies, no engine set-up per call). GRU and RNN are lstmlab's baseline recurrences (autograd). While a
 graph is captured (``torch.export``, ``torch.jit.trace``, ``torch.compile`` with dynamo's
 ``allow_rnn``, ``torch.onnx.export``) each layer-direction is one operator of
 ``lstmlab.nn.ops``; otherwise a compiler does not look inside the layer (docs/design.md).
@@ -464,6 +467,10 @@ class TorchLSTM(_DropInMixin, nn.LSTM):
         if x.shape[1] == 0:
             engine = "autograd"  # an empty batch: the plain loop handles it as torch does
         alpha = self.gate_sharpness.at(self.epoch)
+        if engine == "bptt" and lengths is None:
+            out = self._torch_inference(k, x, states, alpha, cast)
+            if out is not None:
+                return out
         if engine == "bptt" and ops.tracing():  # a graph is captured: the layer as one operator
             if _in_onnx_export():
                 _onnx_check(self.specs[k], alpha, lengths is not None)
@@ -482,6 +489,41 @@ class TorchLSTM(_DropInMixin, nn.LSTM):
             Y, _, h_n, c_n = fast_layer.run_layer(
                 self.specs[k], self.dense_weights(layer, d, cast), x, lengths, h0, c0, alpha, engine
             )
+        return Y, (h_n, c_n)
+
+    def _torch_inference(self, k: int, x: Tensor, states, alpha, cast):
+        """Layer-direction k by ``native.torch_inference`` (see the module docstring), or None
+        where that does not apply: torch's cell, α = 1, no autocast, no graph wanted or
+        captured, no functorch transform or dual tensor, the native loop for this input and
+        the batch-major layout for it."""
+        from lstmlab.engines import native  # (engines import nn: imported at the call)
+
+        spec = self.specs[k]
+        ok = self.__dict__.setdefault("_torch_order_ok", {})
+        if k not in ok:
+            ok[k] = native.torch_order_cell(spec)
+        if not ok[k] or cast is not None or x.shape[1] == 0:
+            return None
+        if any(alpha[g] != 1.0 for g in spec.gates):
+            return None
+        if ops.tracing() or fast_layer.needs_reference([x, *states]):
+            return None
+        layer, d = divmod(k, 2 if self.bidirectional else 1)
+        W, R, b_ih, b_hh = (
+            self._param(n, layer, d, None) for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+        )
+        params = (W, R) if b_ih is None else (W, R, b_ih, b_hh)
+        if torch.is_grad_enabled() and any(t.requires_grad for t in (x, *states, *params)):
+            return None
+        if any(t.dtype != x.dtype for t in params) or not native.use_native(spec, x, True, True):
+            return None
+        if (
+            engine_layout.choose_layout(spec, x.shape[1], x.dtype, native=True, backward=False)
+            != "batch"
+        ):
+            return None
+        b = None if b_ih is None else b_ih + b_hh
+        Y, h_n, c_n = native.torch_inference(spec, x, W, R, b, states[0], states[1])
         return Y, (h_n, c_n)
 
     # -- conversions -----------------------------------------------------------------------------

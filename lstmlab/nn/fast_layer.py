@@ -16,7 +16,7 @@ MAML, ``gradgradcheck``, Hessian-vector products by double backward) cannot be d
   differentiable function of the inputs and of the incoming gradients, so any order works.
 
 Under a ``torch.func`` transform (``grad``, ``jvp``, ``vmap``, …) or forward-mode AD the layer
-runs on the reference engine from the start (``_needs_reference``).
+runs on the reference engine from the start (``needs_reference``).
 
 The dense weights come in already assembled (``LSTMCell.weights`` layout, rows ``z|i|f|o``),
 so a single "dense" cell spec serves every variant (F-LSTM and G-LSTM are assembled into W and
@@ -74,7 +74,7 @@ def run_layer(
     layer-direction with dense weights ``tensors`` (names of ``WEIGHT_NAMES``)."""
     weights = [tensors.get(n) for n in WEIGHT_NAMES]
     inputs = [x, h0, c0, *weights]
-    if engine == "autograd" or _needs_reference(inputs):
+    if engine == "autograd" or needs_reference(inputs):
         return autograd_engine.run(DenseCell(spec, tensors), x, lengths, h0, c0, alpha)
     if not torch.is_grad_enabled() or not any(
         t is not None and t.requires_grad for t in inputs
@@ -83,7 +83,7 @@ def run_layer(
     return _FastLayer.apply(dense_spec(spec), alpha, lengths, x, h0, c0, *weights)
 
 
-def _needs_reference(inputs) -> bool:
+def needs_reference(inputs) -> bool:
     """Whether the call runs under what only the reference engine supports: a ``torch.func``
     transform (grad, jvp, vmap, jacrev, …) or forward-mode AD (a dual tensor among the
     inputs). The engine's ``autograd.Function`` has neither a ``setup_context`` for functorch

@@ -28,7 +28,14 @@ needs_native = pytest.mark.skipif(
 def calls(monkeypatch):
     """Counts the native forward and backward loops run (so no test passes by falling back)."""
     seen = {"forward": 0, "backward": 0, "ZA steps": [], "C steps": [], "features": 0}
+    seen["torch order"] = 0  # the drop-in's inference on torch's weights (C: two steps)
     fwd, bwd = native.forward_rows, native.backward_rows
+    tinf = native.torch_inference
+
+    def torch_inference(*a, **k):
+        seen["torch order"] += 1
+        return tinf(*a, **k)
+
     ffwd, fbwd = native.forward_features, native.backward_features
 
     def forward_rows(*a, **k):
@@ -55,6 +62,7 @@ def calls(monkeypatch):
     monkeypatch.setattr(native, "backward_rows", backward_rows)
     monkeypatch.setattr(native, "forward_features", forward_features)
     monkeypatch.setattr(native, "backward_features", backward_features)
+    monkeypatch.setattr(native, "torch_inference", torch_inference)
     return seen
 
 
@@ -333,7 +341,10 @@ def test_dropin_inference_keeps_two_cell_states(T, padded, calls):
         res.append([out, h, c])
     for a, b, want in zip(*res, strict=True):
         assert _rel(a, b) <= 1e-12 and _rel(a, want) <= 1e-12
-    assert calls["C steps"] == [2] * 4  # 2 layers x 2 directions
+    # 2 layers x 2 directions; full-length batches: torch's weights in torch's gate order
+    # (``torch_inference``, C for two steps too)
+    assert calls["C steps"] == [2] * (4 - calls["torch order"])
+    assert calls["torch order"] == (0 if padded and T > 1 else 4)
     with forced_layout("batch"):  # with a graph: every step kept
         m(x)
     assert calls["C steps"][-1] == T
@@ -647,6 +658,15 @@ for variant, H in [(v, H) for v in ("NP", "vanilla") for H in (16, 21, 40)]:
             outs.append([out, h, c, *states, *torch.autograd.grad(loss, [xg, *m.parameters()])])
     for a, b in zip(*outs):
         worst = max(worst, ((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item())
+# the drop-in's inference on torch's weights in torch's gate order (native.torch_inference)
+from lstmlab import TorchLSTM
+for H in (16, 21):
+    ref = torch.nn.LSTM(5, H)
+    lab = TorchLSTM(5, H)
+    lab.load_state_dict(ref.state_dict())
+    with torch.no_grad():
+        a, b = ref(x)[0], lab(x)[0]
+    worst = max(worst, ((a - b).abs().max() / a.abs().max()).item())
 # a NaN weight gives NaN outputs, as in the Python loop (the clamps of exp keep a NaN)
 with torch.no_grad():
     m.cells[0].W[0, 0] = float("nan")
@@ -661,7 +681,8 @@ def test_every_simd_level_of_the_common_cell_equals_the_python_loop():
     """The float32 common cell (and vanilla's, with peepholes) runs AVX-512 or AVX2 passes (a reciprocal by one Newton step
     instead of a division) where the CPU has them, else portable ones: each level this machine
     can run (``LSTMLAB_NATIVE_SIMD`` caps it, one process each) equals the Python loop to
-    float32 round-off, scalar tails included, and lets a NaN through."""
+    float32 round-off, scalar tails included, and lets a NaN through; so does the drop-in's
+    inference in torch's gate order against torch.nn.LSTM."""
     import subprocess
     import sys
 

@@ -43,6 +43,7 @@ __all__ = [
     "forward_rows",
     "rop_chunk",
     "simd_level",
+    "torch_inference",
     "use_native",
 ]
 
@@ -85,9 +86,12 @@ def simd_level() -> int:
     return int(torch.ops.lstmlab_native.simd_level()) if build.load() else -1
 
 
-def _config(spec: CellSpec, chunk: int, z_scale: float = 1.0) -> list[int]:
+def _config(
+    spec: CellSpec, chunk: int, z_scale: float = 1.0, torch_order: bool = False
+) -> list[int]:
     """The core's config (``Cfg`` of rows_common.h); ``z_scale``: the block input's argument
-    scale that the batch-major forward step applies (1: the weights carry it)."""
+    scale that the batch-major forward step applies (1: the weights carry it);
+    ``torch_order``: the pre-activation rows in torch's order i | f | g | o (``torch_inference``)."""
     if z_scale not in (1.0, 2.0):
         raise ValueError(f"the native core takes a block-input scale of 1 or 2, not {z_scale}")
     g = spec.gates
@@ -103,6 +107,7 @@ def _config(spec: CellSpec, chunk: int, z_scale: float = 1.0) -> list[int]:
         _ACT[spec.h],
         chunk,
         int(z_scale),
+        int(torch_order),
     ]
 
 
@@ -158,6 +163,64 @@ def forward_rows(
         bs,
         _config(spec, chunk, z_scale),
         *(mult if mult is not None else (None,) * 4),  # see the docstring
+    )
+
+
+def torch_inference(
+    spec: CellSpec,
+    x: Tensor,
+    W_ih: Tensor,
+    W_hh: Tensor,
+    bias: Tensor | None,
+    h0: Tensor,
+    c0: Tensor,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """torch.nn.LSTM's layer-direction without a graph, on its own weights as they are kept:
+    x (T, B, I) dense, W_ih (4H, I), W_hh (4H, H), ``bias`` = b_ih + b_hh (4H) or None, in
+    torch's gate order i | f | g | o, which the step reads in place (the batch-major loop of
+    ``forward_rows`` with its rows in that order: no gathered copy of the weights, and no
+    Python between the call and the loop). For the cell ``torch_order_cell`` accepts, α = 1,
+    float32 / float64 on the CPU where the core is loaded (``use_native``). Returns Y (T, B, H),
+    h_n, c_n (B, H): views of Y and of the two-step cell-state buffer."""
+    T, B, I = x.shape
+    H = spec.hidden_size
+    D = 4 * H
+    k = min(T, max(1, (4 << 20) // max(1, B * D * x.element_size())))  # layout.chunk_steps
+    ZA, C, HC = x.new_empty(k, B, D), x.new_empty(2, B, H), x.new_empty(1, B, H)
+    Y = x.new_empty(T, B, H)
+    torch.ops.lstmlab_native.forward_rows(
+        x.reshape(T * B, I),
+        W_ih.t(),
+        bias if bias is not None else x.new_zeros(D),
+        W_hh.t(),
+        h0.contiguous(),
+        c0.contiguous(),
+        ZA,
+        C,
+        HC,
+        Y,
+        *(None,) * 6,
+        [B] * T,
+        _config(spec, k, 2.0 if spec.g == "tanh" else 1.0, torch_order=True),
+        *(None,) * 4,
+    )
+    return Y, Y[T - 1], C[(T - 1) % 2]  # (views: the caller stacks them)
+
+
+def torch_order_cell(spec: CellSpec) -> bool:
+    """Whether ``torch_inference`` runs this cell: torch's (NP: one cell per block, the i, f
+    and o gates, no peepholes, not coupled, no full gate recurrence, tanh block input and cell
+    output), no projection, no multiplicative or structured map."""
+    return (
+        spec.cells_per_block == 1
+        and tuple(spec.gates) == ("i", "f", "o")
+        and not (spec.coupled or spec.peepholes or spec.fgr)
+        and spec.g == "tanh"
+        and spec.h == "tanh"
+        and spec.proj_size is None
+        and spec.multiplicative_size is None
+        and spec.factorization_rank is None
+        and spec.groups == 1
     )
 
 

@@ -271,6 +271,7 @@ void forward_features(const at::Tensor& x_, const at::Tensor& Ws_, const at::Ten
                       const c10::optional<at::Tensor>& MX, const c10::optional<at::Tensor>& U,
                       const c10::optional<at::Tensor>& Mm, const c10::optional<at::Tensor>& Wmh) {
   const Layout L(cfg);
+  L.engine_order();
   TORCH_CHECK(L.zs == 1, "lstmlab native core (feature-major): the weights must carry the "
               "block input's scale");
   TORCH_CHECK(x_.dim() == 3, "lstmlab native core (feature-major): x must be (T, B, I)");
@@ -398,6 +399,7 @@ void backward_features(const at::Tensor& ZA, const at::Tensor& C, const at::Tens
                        const c10::optional<at::Tensor>& U, const c10::optional<at::Tensor>& Wmh,
                        const c10::optional<at::Tensor>& dU, const c10::optional<at::Tensor>& dMX) {
   const Layout L(cfg);
+  L.engine_order();
   const int64_t T = ZA.size(0), B = ZA.size(2), D = L.D, H = L.H, G = L.G;
   const int64_t Hr = dy_next.size(0);
   const bool mult = given(Wmh);

@@ -57,7 +57,7 @@ void forward_rows_kernel(const Layout& L, int64_t n, T* pre0, int64_t pre_stride
       T* hc = hc0 + r * h_stride;
       T* yh = yh0 + r * h_stride;
       if (L.common()) {  // the common cell: two vectorised passes
-        common_step(pre, bias, cp, c, hc, yh, H, gs, gk, g_off, hs, hk, h_off);
+        common_step(pre, bias, cp, c, hc, yh, H, gs, gk, g_off, hs, hk, h_off, L.zo());
         continue;
       }
       if (L.common_peep()) {  // with peepholes (vanilla): two vectorised passes too
@@ -165,6 +165,9 @@ void forward_rows(const at::Tensor& x2_, const at::Tensor& Wt, const at::Tensor&
                   const c10::optional<at::Tensor>& MX, const c10::optional<at::Tensor>& U,
                   const c10::optional<at::Tensor>& Mm, const c10::optional<at::Tensor>& Wmh) {
   const Layout L(cfg);
+  TORCH_CHECK(L.order == 0 || (L.common() && !(Wmh.has_value() && Wmh->defined()) &&
+                               !(Qt.has_value() && Qt->defined())),
+              "lstmlab native core: torch's gate order only for the common cell's plain layer");
   const int64_t T = Y.size(0), B = ZA.size(1), D = ZA.size(2), H = L.H, Hr = Y.size(2);
   // an intermediate of M features takes y_{t-1}'s place in the recurrent product (given Wmh):
   //   mLSTM (MX given):  u_t = W_mh y_{t-1},  m_t = (W_mx x_t) * u_t,  a_t = R m_t + b
@@ -405,6 +408,7 @@ void backward_rows(const at::Tensor& ZA, const at::Tensor& C, const at::Tensor& 
                    const c10::optional<at::Tensor>& U, const c10::optional<at::Tensor>& Wmh,
                    const c10::optional<at::Tensor>& dU, const c10::optional<at::Tensor>& dMX) {
   const Layout L(cfg);
+  L.engine_order();
   const int64_t T = ZA.size(0), B = ZA.size(1), D = ZA.size(2), H = L.H;
   const int64_t Hr = dy_next.size(1), G = L.G;
   // mLSTM (MX given): dm = delta R, du = dm * (W_mx x), d(W_mx x) = dm * u, dy_{t-1} = du W_mh

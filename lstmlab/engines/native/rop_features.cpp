@@ -166,6 +166,7 @@ void rop_features_chunk(at::Tensor E, const at::Tensor& OHp, const at::Tensor& I
   // slice of columns while they are in the cache, instead of a pass per term over the whole
   // chunk in Python (no mLSTM, no input tangent: those keep the Python terms)
   const Layout L(cfg);
+  L.engine_order();
   TORCH_CHECK(E.dim() == 3, "lstmlab native R-forward (feature-major): E must be (k, D, B)");
   // the chunk's steps: E holds each one's terms, or (fused) is one step's scratch
   const int64_t m = int64_t(batch_sizes.size()), D = E.size(1), B = E.size(2), H = L.H, G = L.G;

@@ -33,6 +33,7 @@ void rop_rows_chunk(at::Tensor E, const at::Tensor& OHp, const at::Tensor& IGp,
                     at::IntArrayRef batch_sizes, at::IntArrayRef cfg, bool fold,
                     const c10::optional<at::Tensor>& MX, const c10::optional<at::Tensor>& Wmh) {
   const Layout L(cfg);
+  L.engine_order();
   const int64_t m = E.size(0), B = E.size(1), D = E.size(2), H = L.H, G = L.G, nb = L.nb;
   const int64_t Hr = dY.size(2), cpb = L.cpb;
   TORCH_CHECK(D == L.D, "lstmlab native R-forward: E has ", D, " rows, expected ", L.D);

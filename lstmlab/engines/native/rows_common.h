@@ -26,7 +26,7 @@ enum Act : int64_t { IDENTITY = 0, TANH = 1, BIPOLAR1 = 2, BIPOLAR2 = 3 };
 // config layout shared with lstmlab/engines/native/__init__.py
 enum Cfg : int64_t {
   C_H = 0, C_CPB, C_HAS_I, C_HAS_F, C_HAS_O, C_COUPLED, C_PEEP, C_G, C_H_ACT, C_CHUNK, C_ZS,
-  C_LEN
+  C_ORDER, C_LEN
 };
 
 // sigmoid form of the tanh family: f(a) = k sigma(s a) - k/2, as (s, k)
@@ -129,6 +129,10 @@ struct Layout {
   // the block input's argument scale that the forward step applies to the summed
   // pre-activation (1: the weights carry it already, see gates.forward_weights)
   int64_t zs;
+  // the order of the pre-activation rows: 0 the engine's [z | i | f | o], 1 torch's
+  // [i | f | z | o] (the common cell's batch-major forward only: torch.nn.LSTM's weights read
+  // in place, no gathered copy per call)
+  int64_t order;
   int64_t off_i = -1, off_f = -1, off_o = -1;  // gate rows in the pre-activations (D)
 
   explicit Layout(at::IntArrayRef cfg) {
@@ -146,6 +150,8 @@ struct Layout {
     h_act = cfg[C_H_ACT];
     zs = cfg[C_ZS];
     TORCH_CHECK(zs == 1 || zs == 2, "lstmlab native core: block-input scale ", zs);
+    order = cfg[C_ORDER];
+    TORCH_CHECK(order == 0 || order == 1, "lstmlab native core: gate order ", order);
     int64_t off = H;
     if (has_i) { off_i = off; off += nb; }
     if (has_f) { off_f = off; off += nb; }
@@ -159,6 +165,13 @@ struct Layout {
   // the common cell, run by common_step: cpb = 1, i, f and o gates, no peepholes, not coupled,
   // squashing block input and cell output activations
   bool common() const { return common_cell() && !peep; }
+  // where the block input's rows start: 0, or 2 H in torch's order
+  int64_t zo() const { return order == 1 ? 2 * H : 0; }
+  // the loops that read the engine's order only
+  void engine_order() const {
+    TORCH_CHECK(order == 0, "lstmlab native core: torch's gate order is for the batch-major "
+                "forward only");
+  }
   // the same cell with peepholes (vanilla, the family's default), run by peep_step; the two are
   // what lstmlab.engines.layout.common_cell names
   bool common_peep() const { return common_cell() && peep; }
@@ -515,22 +528,27 @@ inline float sig1(float v, float k, float off) { return off + k / (1.0f + exp_po
   __attribute__((target(TGT))) void NAME(float* pre, const float* bias, const float* cp,      \
                                          float* c, float* hc, float* yh, int64_t H, float gs,  \
                                          float gk, float g_off, float hs, float hk,            \
-                                         float h_off) {                                        \
-    const int64_t D = 4 * H;                                                                   \
+                                         float h_off, int64_t zo) {                            \
+    const int64_t D = 4 * H, ze = zo + H;                                                      \
     int64_t d = 0;                                                                             \
     const V one = P##_set1_ps(1.0f), zero = P##_setzero_ps();                                  \
     const V vgs = P##_set1_ps(gs), vgk = P##_set1_ps(gk), vgo = P##_set1_ps(g_off);            \
-    for (; d + W <= H; d += W) { /* z: gk sigma(gs (a + b)) + g_off */                         \
+    for (; d + W <= zo; d += W) { /* gates before z (torch's order): sigma(a + b) */           \
+      const V a = P##_add_ps(P##_loadu_ps(pre + d), P##_loadu_ps(bias + d));                   \
+      P##_storeu_ps(pre + d, SIG(a, one, zero));                                               \
+    }                                                                                          \
+    for (; d < zo; ++d) pre[d] = sig1(pre[d] + bias[d], 1.0f, 0.0f);                           \
+    for (; d + W <= ze; d += W) { /* z: gk sigma(gs (a + b)) + g_off */                        \
       const V a = P##_add_ps(P##_loadu_ps(pre + d), P##_loadu_ps(bias + d));                   \
       P##_storeu_ps(pre + d, SIG(P##_mul_ps(vgs, a), vgk, vgo));                               \
     }                                                                                          \
-    for (; d < H; ++d) pre[d] = sig1(gs * (pre[d] + bias[d]), gk, g_off);                      \
-    for (; d + W <= D; d += W) { /* the gates: sigma(a + b) */                                 \
+    for (; d < ze; ++d) pre[d] = sig1(gs * (pre[d] + bias[d]), gk, g_off);                     \
+    for (; d + W <= D; d += W) { /* the gates after z: sigma(a + b) */                         \
       const V a = P##_add_ps(P##_loadu_ps(pre + d), P##_loadu_ps(bias + d));                   \
       P##_storeu_ps(pre + d, SIG(a, one, zero));                                               \
     }                                                                                          \
     for (; d < D; ++d) pre[d] = sig1(pre[d] + bias[d], 1.0f, 0.0f);                            \
-    const float *z = pre, *i = pre + H, *f = pre + 2 * H, *o = pre + 3 * H;                    \
+    const float *z = pre + zo, *i = pre + (zo ? 0 : H), *f = i + H, *o = pre + 3 * H;          \
     const V vhs = P##_set1_ps(hs), vhk = P##_set1_ps(hk), vho = P##_set1_ps(h_off);            \
     for (d = 0; d + W <= H; d += W) { /* c, h(c), y_hat */                                     \
       const V cv = P##_fmadd_ps(P##_loadu_ps(f + d), P##_loadu_ps(cp + d),                     \
@@ -625,25 +643,28 @@ inline int64_t simd_level() {
   return level;
 }
 
+// zo: where the block input's rows start (0: [z | i | f | o]; 2 H: torch's [i | f | z | o])
 template <typename T>
 inline void common_step(T* pre, const T* bias, const T* cp, T* c, T* hc, T* yh, int64_t H, T gs,
-                        T gk, T g_off, T hs, T hk, T h_off) {
+                        T gk, T g_off, T hs, T hk, T h_off, int64_t zo) {
 #ifdef LSTMLAB_X86_RCP
   if constexpr (std::is_same_v<T, float>) {
     const int64_t level = simd_level();
     if (level == 2) {
-      common_step_avx512(pre, bias, cp, c, hc, yh, H, gs, gk, g_off, hs, hk, h_off);
+      common_step_avx512(pre, bias, cp, c, hc, yh, H, gs, gk, g_off, hs, hk, h_off, zo);
       return;
     }
     if (level == 1) {
-      common_step_avx2(pre, bias, cp, c, hc, yh, H, gs, gk, g_off, hs, hk, h_off);
+      common_step_avx2(pre, bias, cp, c, hc, yh, H, gs, gk, g_off, hs, hk, h_off, zo);
       return;
     }
   }
 #endif
-  sigmoid_affine_bias(pre, bias, H, gs, gk, g_off);
-  sigmoid_affine_bias(pre + H, bias + H, 3 * H, T(1), T(1), T(0));
-  cell_step(pre, pre + H, pre + 2 * H, pre + 3 * H, cp, c, hc, yh, H, hs, hk, h_off);
+  if (zo > 0) sigmoid_affine_bias(pre, bias, zo, T(1), T(1), T(0));
+  sigmoid_affine_bias(pre + zo, bias + zo, H, gs, gk, g_off);
+  sigmoid_affine_bias(pre + zo + H, bias + zo + H, 3 * H - zo, T(1), T(1), T(0));
+  const T* i = pre + (zo ? 0 : H);
+  cell_step(pre + zo, i, i + H, pre + 3 * H, cp, c, hc, yh, H, hs, hk, h_off);
 }
 
 template <typename T>

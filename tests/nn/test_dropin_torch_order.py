@@ -1,0 +1,126 @@
+"""The drop-in's inference on torch's own weights (``native.torch_inference``): the native
+batch-major loop reading W_ih, W_hh in torch's gate order i | f | g | o, without the engine's
+gathered copies. Held against torch.nn.LSTM and against the engine's Python loop, and shown to
+run exactly where it applies (a spy counts its calls)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import lstmlab
+from lstmlab.engines import native
+from lstmlab.engines.bptt import forced_layout
+from lstmlab.engines.native import build
+
+pytestmark = pytest.mark.skipif(
+    not build.load(), reason="the native core could not be built on this machine"
+)
+TOL = {torch.float32: 5e-6, torch.float64: 1e-12}
+
+
+@pytest.fixture
+def spy(monkeypatch):
+    seen = []
+    real = native.torch_inference
+
+    def counted(*args, **kwargs):
+        seen.append(args[1].shape)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(native, "torch_inference", counted)
+    return seen
+
+
+def _pair(dtype, I, H, **kw):
+    torch.manual_seed(0)
+    ref = nn.LSTM(I, H, dtype=dtype, **kw)
+    lab = lstmlab.TorchLSTM(I, H, dtype=dtype, **kw)
+    lab.load_state_dict(ref.state_dict())
+    return ref, lab
+
+
+def _rel(a, b):
+    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(
+    "T,B,I,H,kw",
+    [
+        (7, 20, 5, 16, {}),  # whole vectors
+        (5, 3, 4, 21, {"bias": False}),  # a scalar tail, no bias
+        (9, 24, 8, 40, {"num_layers": 2, "bidirectional": True, "batch_first": True}),
+        (30, 1, 3, 17, {}),  # batch 1
+    ],
+)
+def test_equals_torch_and_the_python_loop(spy, dtype, T, B, I, H, kw):
+    ref, lab = _pair(dtype, I, H, **kw)
+    shape = (B, T, I) if kw.get("batch_first") else (T, B, I)
+    x = torch.randn(*shape, dtype=dtype) * 2
+    L = kw.get("num_layers", 1) * (2 if kw.get("bidirectional") else 1)
+    hx = (torch.randn(L, B, H, dtype=dtype), torch.randn(L, B, H, dtype=dtype))
+    with torch.no_grad():
+        want = ref(x, hx)
+        got = lab(x, hx)
+        assert len(spy) == L  # every layer-direction took it
+        with native.forced_python():
+            twin = lab(x, hx)
+        assert len(spy) == L
+    for a, b, c in zip(
+        (got[0], *got[1]), (want[0], *want[1]), (twin[0], *twin[1]), strict=True
+    ):
+        assert _rel(a, b) <= TOL[dtype] and _rel(a, c) <= TOL[dtype]
+
+
+def test_unbatched_and_inference_mode(spy):
+    ref, lab = _pair(torch.float32, 4, 16)
+    x = torch.randn(6, 4)
+    with torch.inference_mode():
+        (y, (h, c)), (y2, (h2, c2)) = ref(x), lab(x)
+    assert len(spy) == 1 and y2.shape == y.shape and h2.shape == h.shape == (1, 16)
+    assert _rel(y2, y) <= 5e-6 and _rel(c2, c) <= 5e-6
+
+
+def test_the_states_returned_are_their_own_tensors(spy):
+    """h_n and c_n do not alias the output or a buffer (torch's contract)."""
+    _, lab = _pair(torch.float32, 4, 16)
+    with torch.no_grad():
+        y, (h, c) = lab(torch.randn(5, 3, 4))
+        h_before = h.clone()
+        y.zero_()
+    assert len(spy) == 1 and torch.equal(h, h_before)
+    assert h.data_ptr() != y[-1].data_ptr()
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["grad", "packed", "proj", "peepholes", "sharpness", "features", "bfloat16", "vanilla"],
+)
+def test_not_taken_where_it_does_not_apply(spy, case):
+    """A graph wanted, packed lengths, a projection, another variant, α ≠ 1, the feature-major
+    layout, another dtype: the engine's own path, with the same results as torch where torch
+    has the model."""
+    kw = {"proj_size": 8} if case == "proj" else {}
+    extra = {
+        "peepholes": {"peepholes": True},
+        "vanilla": {"variant": "vanilla"},
+        "sharpness": {"gate_sharpness": 2.0},
+    }.get(case, {})
+    torch.manual_seed(0)
+    lab = lstmlab.TorchLSTM(4, 16, **kw, **extra)
+    x = torch.randn(6, 20, 4)
+    if case == "packed":
+        x = nn.utils.rnn.pack_padded_sequence(x, torch.tensor([6] * 10 + [3] * 10))
+    if case == "bfloat16":
+        lab, x = lab.to(torch.bfloat16), x.to(torch.bfloat16)
+    if case == "grad":
+        lab(x)[0].sum().backward()
+    elif case == "features":
+        with torch.no_grad(), forced_layout("features"):
+            lab(x)
+    else:
+        with torch.no_grad():
+            lab(x)
+    assert spy == []
