@@ -68,9 +68,7 @@ def test_equals_torch_and_the_python_loop(spy, dtype, T, B, I, H, kw):
         with native.forced_python():
             twin = lab(x, hx)
         assert len(spy) == L
-    for a, b, c in zip(
-        (got[0], *got[1]), (want[0], *want[1]), (twin[0], *twin[1]), strict=True
-    ):
+    for a, b, c in zip((got[0], *got[1]), (want[0], *want[1]), (twin[0], *twin[1]), strict=True):
         assert _rel(a, b) <= TOL[dtype] and _rel(a, c) <= TOL[dtype]
 
 
