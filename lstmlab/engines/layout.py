@@ -132,12 +132,12 @@ def choose_layout(
     G-LSTM's structured maps, which the feature-major native loop does not run); ``backward``:
     a backward pass will follow (training), else inference.
 
-    With the native loops, the common cell (``common_cell``: NP and vanilla; the batch-major
-    backward step is one vectorised pass over a row's cells, and NP's forward step) trains
-    batch-major from 16 units on, NP infers so too, and feature-major below on batches of 16
-    (training) or 4·H_r (inference) and more; vanilla infers feature-major up to 256 units on
-    batches of 16 and more (its batch-major forward step is the general loop) (seed 000's 4- and 8-unit nets: each thread's slice of samples runs the
-    whole time loop, the elementwise passes vectorised over the samples). Other variants
+    With the native loops, the common cell (``common_cell``: NP and vanilla; its batch-major
+    forward and backward steps are vectorised passes over a row's cells) trains and infers
+    batch-major from 16 units on, and feature-major below on batches of 16 (training, vanilla's
+    inference) or 4·H_r (NP's inference) and more (seed 000's 4- and 8-unit nets: each thread's
+    slice of samples runs the whole time loop, the elementwise passes vectorised over the
+    samples; a batch-major row of fewer than 16 cells runs the vector passes' scalar tails). Other variants
     (blocks of cells, FGR, CIFG, one gate fewer, …: their batch-major steps loop over the
     blocks) train feature-major where the layer has at most 128 units and the batch at least 16
     samples, and infer feature-major where 4·H_r ≤ B and H_r ≤ 32 (both loops then keep one step, or a ring
@@ -153,13 +153,11 @@ def choose_layout(
         return _FORCED[-1]
     H = spec.recurrent_size
     if native:
-        # training of the common cell, and inference of NP's (vanilla's forward step is the
-        # general one: its inference keeps the rule below)
-        if common_cell(spec) and (backward or not spec.peepholes):
-            return "features" if (H < 16 and batch >= (16 if backward else 4 * H)) else "batch"
-        if common_cell(spec):  # vanilla's inference: its batch-major forward step is the
-            # general loop, slower than the feature-major one up to 256 units at B >= 16
-            return "features" if (batch >= 16 and H <= 256) else "batch"
+        # the common cell: batch-major from 16 units; below, feature-major on batches of 16
+        # (training, vanilla's inference) or 4·H_r (NP's inference) and more
+        if common_cell(spec):
+            small = 16 if (backward or spec.peepholes) else 4 * H
+            return "features" if (H < 16 and batch >= small) else "batch"
         if backward:
             return "features" if (H <= 128 and batch >= 16) else "batch"
         return "features" if (4 * H <= batch and H <= 32) else "batch"

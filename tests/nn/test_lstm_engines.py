@@ -87,15 +87,16 @@ def test_automatic_layout_choice():
             cifg = LSTM(10, 64, variant="CIFG").cells[0].spec
             assert choose_layout(cifg, 1000, dt, native=True) == "features"
 
-            # vanilla infers feature-major up to 256 units from 16 samples (its batch-major
-            # forward step is the general loop)
+            # vanilla infers as it trains: batch-major from 16 units (its forward step two
+            # vectorised passes too), feature-major below from 16 samples
             def van(H):
                 return LSTM(2, H).cells[0].spec
 
-            assert choose_layout(van(32), 1000, dt, native=True, backward=False) == "features"
-            assert choose_layout(van(256), 32, dt, native=True, backward=False) == "features"
-            assert choose_layout(van(512), 32, dt, native=True, backward=False) == "batch"
-            assert choose_layout(van(64), 8, dt, native=True, backward=False) == "batch"
+            assert choose_layout(van(32), 1000, dt, native=True, backward=False) == "batch"
+            assert choose_layout(van(256), 32, dt, native=True, backward=False) == "batch"
+            assert choose_layout(van(16), 8, dt, native=True, backward=False) == "batch"
+            assert choose_layout(van(12), 16, dt, native=True, backward=False) == "features"
+            assert choose_layout(van(12), 15, dt, native=True, backward=False) == "batch"
             # and infers likewise: batch-major from 16 units, below on batches of 4·H and more
             assert choose_layout(np_(32), 1000, dt, native=True, backward=False) == "batch"
             assert choose_layout(np_(16), 1000, dt, native=True, backward=False) == "batch"

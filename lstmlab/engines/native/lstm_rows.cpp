@@ -41,15 +41,16 @@ namespace {
 using namespace lstmlab_native;
 
 // ---------------------------------------------------------------------------------- forward
+// the elementwise pass of one step over the rows [r0, r1)
 template <typename T>
-void forward_rows_kernel(const Layout& L, int64_t n, T* pre0, int64_t pre_stride, const T* bias,
-                         const T* cp0, int64_t cp_stride, T* c0_, T* hc0, T* yh0,
-                         int64_t h_stride, const T* Pi, const T* Pf, const T* Po) {
+void forward_rows_range(const Layout& L, int64_t r0, int64_t r1, T* pre0, int64_t pre_stride,
+                        const T* bias, const T* cp0, int64_t cp_stride, T* c0_, T* hc0, T* yh0,
+                        int64_t h_stride, const T* Pi, const T* Pf, const T* Po) {
   const int64_t H = L.H, cpb = L.cpb, nb = L.nb;
   const T gk = T(act_k(L.g_act)), g_off = -gk / T(2), gs = T(L.zs);
   const T hs = T(act_s(L.h_act)), hk = T(act_k(L.h_act)), h_off = -hk / T(2);
   const int64_t lo = L.sig_lo(), hi = L.sig_hi();
-  at::parallel_for(0, n, grain(L.D + 4 * H), [&](int64_t r0, int64_t r1) {
+  {
     for (int64_t r = r0; r < r1; ++r) {
       T* pre = pre0 + r * pre_stride;
       const T* cp = cp0 + r * cp_stride;
@@ -122,6 +123,17 @@ void forward_rows_kernel(const Layout& L, int64_t n, T* pre0, int64_t pre_stride
         for (int64_t d = 0; d < H; ++d) yh[d] = hc[d];
       }
     }
+  }
+}
+
+// ... over the n rows alive, split over the threads
+template <typename T>
+void forward_rows_kernel(const Layout& L, int64_t n, T* pre0, int64_t pre_stride, const T* bias,
+                         const T* cp0, int64_t cp_stride, T* c0_, T* hc0, T* yh0,
+                         int64_t h_stride, const T* Pi, const T* Pf, const T* Po) {
+  at::parallel_for(0, n, grain(L.D + 4 * L.H), [&](int64_t r0, int64_t r1) {
+    forward_rows_range(L, r0, r1, pre0, pre_stride, bias, cp0, cp_stride, c0_, hc0, yh0,
+                       h_stride, Pi, Pf, Po);
   });
 }
 
@@ -255,6 +267,13 @@ void forward_rows(const at::Tensor& x2_, const at::Tensor& Wt, const at::Tensor&
     const StepProduct<S> mh(Wmh_.p, M, Hr, Wmh_.ld, B, inter && !grouped ? T : 0, Wmh_.trans);
     const S* rg = grouped ? Wmh->data_ptr<S>() : nullptr;  // (k, D/k, Hr/k)
     const int64_t Hk = grouped ? Hr / sec.k : 0;
+    // where a step's recurrent product is below the bound of one thread (serial_flops) and
+    // the rows make several tasks, each thread forms its own rows' product and then runs their
+    // elementwise pass: one fork and join per step, and the product split too (else MKL runs
+    // it on one thread, then the pass splits)
+    const bool fused_step = !inter && !fgr && !proj && at::get_num_threads() > 1 &&
+                            2.0 * double(B) * double(D) * double(Hr) < serial_flops() &&
+                            B >= 2 * grain(L.D + 4 * H);
     const S* mx = mult ? MX->data_ptr<S>() : nullptr;
     S* u = inter ? U->data_ptr<S>() : nullptr;
     S* mm = mult ? Mm->data_ptr<S>() : nullptr;
@@ -285,6 +304,18 @@ void forward_rows(const at::Tensor& x2_, const at::Tensor& Wt, const at::Tensor&
         S* u_t = u + t * B * M;
         mh(n, y_prev, Hr, S(1), u_t, M);
         rec(n, u_t, M, S(0), pre, D);
+      } else if (fused_step) {  // small products: each thread its rows' product and pass
+        S* c_t = c + (t % rc) * B * H;
+        S* y_t = y + t * B * Hr;  // (no projection: y_hat is y)
+        S* hc_t = hc + (t % rh) * B * H;
+        at::parallel_for(0, n, grain(L.D + 4 * H), [&](int64_t r0, int64_t r1) {
+          rec(r1 - r0, y_prev + r0 * Hr, Hr, S(1), pre + r0 * D, D);
+          forward_rows_range<S>(L, r0, r1, pre, D, b_, c_prev, H, c_t, hc_t, y_t, H, Pi_, Pf_,
+                                Po_);
+        });
+        y_prev = y_t;
+        c_prev = c_t;
+        continue;
       } else {
         rec(n, y_prev, Hr, S(1), pre, D);
       }

@@ -211,7 +211,38 @@ void cblas_sgemm_pack(int, int, int, int, int, int, float, const float*, int, fl
     __attribute__((weak));
 void cblas_sgemm_compute(int, int, int, int, int, int, const float*, int, const float*, int,
                          float, float*, int) __attribute__((weak));
+// MKL's thread count for the calling thread's next calls (C interface: an int, returns the
+// previous setting, 0 = follow the global one). Weak: absent, MKL keeps its own choice.
+int MKL_Set_Num_Threads_Local(int) __attribute__((weak));
 }
+
+// A step's product below this many flops runs on one thread: MKL spreading a 64 x 32 x 128
+// product over two threads took ~8 us a step more than one thread (the fork and join cost
+// more than the product), and 100 such steps made a two-thread call 1.6x slower than one
+// thread. The larger products of wide layers keep MKL's threads. LSTMLAB_SERIAL_FLOPS (read
+// once) overrides the bound for measurements.
+inline double serial_flops() {
+  static const double bound = [] {
+    const char* env = std::getenv("LSTMLAB_SERIAL_FLOPS");
+    return env != nullptr ? std::atof(env) : 2e6;
+  }();
+  return bound;
+}
+
+// RAII: MKL on one thread for this thread's products in scope, when the product is small
+struct SerialIfSmall {
+  int prev = -1;
+  explicit SerialIfSmall(double flops) {
+    if (MKL_Set_Num_Threads_Local != nullptr && flops < serial_flops() &&
+        at::get_num_threads() > 1)
+      prev = MKL_Set_Num_Threads_Local(1);
+  }
+  ~SerialIfSmall() {
+    if (prev >= 0) MKL_Set_Num_Threads_Local(prev);
+  }
+  SerialIfSmall(const SerialIfSmall&) = delete;
+  SerialIfSmall& operator=(const SerialIfSmall&) = delete;
+};
 
 inline bool fits_int(int64_t v) { return v <= static_cast<int64_t>(INT32_MAX); }
 
@@ -233,6 +264,7 @@ void gemm_rows(int64_t m, int64_t N, int64_t K, const T* A, int64_t lda, const T
                     fits_int(m * ldc) && fits_int((transB ? N : K) * ldb) &&
                     fits_int((transA ? K : m) * lda);
   if (blas) {  // column-major: C^T (N x m) = op(B)^T (N x K) op(A)^T (K x m)
+    const SerialIfSmall serial(2.0 * double(m) * double(N) * double(K));
     const int mi = int(m), Ni = int(N), Ki = int(K), la = int(lda), lb = int(ldb), lc = int(ldc);
     const T one = 1;
     const char* tb = transB ? "T" : "N";
@@ -355,6 +387,7 @@ struct StepProduct {
     if constexpr (std::is_same_v<T, float>) {
       if (packed.defined() && m == rows && fits_int(m * lda) && fits_int(m * ldc)) {
         // CblasPacked 151 for the packed B
+        const SerialIfSmall serial(2.0 * double(m) * double(N) * double(K));
         cblas_sgemm_compute(101, 111, 151, int(m), int(N), int(K), A, int(lda),
                             packed.data_ptr<float>(), int(N), beta, C, int(ldc));
         return;
