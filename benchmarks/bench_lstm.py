@@ -369,14 +369,19 @@ LAYOUT_SIZES = [
 ]
 
 
-def section_layout(sizes, dtypes, quick):
+def section_layout(sizes, dtypes, quick, variant="NP"):
     """Both layouts of the bptt engine, forced, against torch.nn.LSTM, training (forward +
     backward) and inference (forward under no_grad): where bptt.choose_layout should switch
-    from feature-major to batch-major, with the loops this machine runs (native where built)."""
+    from feature-major to batch-major, with the loops this machine runs (native where built).
+    ``variant``: NP (torch's cell, the same net as the reference) or another of the family
+    (then read its two layout columns against each other)."""
     from lstmlab.engines import native
     from lstmlab.engines.bptt import LAYOUTS, choose_layout, forced_layout
 
-    print("\n## bptt layouts: feature-major vs batch-major, NP net, ratio to torch.nn.LSTM\n")
+    print(
+        f"\n## bptt layouts: feature-major vs batch-major, {variant} net, ratio to "
+        "torch.nn.LSTM\n"
+    )
     print(
         "| dtype | (T, B, I, H) | torch.nn.LSTM ms | feature-major | batch-major | chosen "
         "| inference: torch ms | feature-major | batch-major | chosen |"
@@ -386,7 +391,10 @@ def section_layout(sizes, dtypes, quick):
         for T, B, I, H in sizes:
             torch.manual_seed(0)
             ref = nn.LSTM(I, H, dtype=dtype, device=DEVICE)
-            ours = LSTM.from_torch(ref)
+            if variant == "NP":
+                ours = LSTM.from_torch(ref)
+            else:
+                ours = LSTM(I, H, variant=variant, dtype=dtype, seed=0).to(DEVICE)
             x = torch.randn(T, B, I, dtype=dtype, device=DEVICE)
             reps = repeats_for(T, B, I, H, quick)
             run, inf = fwd_bwd(ours, x), _no_grad(ours, x)
@@ -586,6 +594,11 @@ def main() -> None:
         "--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)"
     )
     ap.add_argument(
+        "--variant",
+        default="NP",
+        help="the layout section's cell: NP (torch's, default) or another variant of the family",
+    )
+    ap.add_argument(
         "--device", default="cpu", help="cpu or cuda (the loop section stays on the CPU)"
     )
     ap.add_argument(
@@ -624,7 +637,7 @@ def main() -> None:
     if "variants" in sections:
         section_variants([s for s in sizes if s[3] <= 256], dtypes, args.quick)
     if "layout" in sections:
-        section_layout(sizes + extra, dtypes, args.quick)
+        section_layout(sizes + extra, dtypes, args.quick, args.variant)
     if "loop" in sections:
         section_loop(args.quick)
     if "split" in sections:

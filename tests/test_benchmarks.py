@@ -152,3 +152,24 @@ def test_bench_lstm_layout_section():
         assert [float(c) > 0 for c in (*cells[2:5], *cells[6:9])] == [True] * 6
         assert cells[5] == choose_layout(spec, 32, native=build.load())
         assert cells[9] == choose_layout(spec, 32, native=build.load(), backward=False)
+
+
+def test_bench_lstm_layout_section_of_another_variant():
+    """``--variant vanilla``: the same table for lstmlab's default cell (peepholes), its layout
+    choice the rule's for that cell (16 units: batch-major in both modes where native)."""
+    from lstmlab import LSTM
+    from lstmlab.engines.bptt import choose_layout
+    from lstmlab.engines.native import build
+
+    run = _run(
+        str(BENCH / "bench_lstm.py"), "--sections", "layout", "--sizes", "3,8,2,16",
+        "--quick", "--threads", "1", "--dtypes", "float32", "--variant", "vanilla",
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "vanilla net" in run.stdout
+    [row] = [ln for ln in run.stdout.splitlines() if "(3, 8, 2, 16)" in ln]
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    spec = LSTM(2, 16, variant="vanilla").cells[0].spec
+    native = build.load()
+    assert cells[5] == choose_layout(spec, 8, torch.float32, native=native)
+    assert cells[9] == choose_layout(spec, 8, torch.float32, native=native, backward=False)
