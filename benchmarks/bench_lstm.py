@@ -379,8 +379,7 @@ def section_layout(sizes, dtypes, quick, variant="NP"):
     from lstmlab.engines.bptt import LAYOUTS, choose_layout, forced_layout
 
     print(
-        f"\n## bptt layouts: feature-major vs batch-major, {variant} net, ratio to "
-        "torch.nn.LSTM\n"
+        f"\n## bptt layouts: feature-major vs batch-major, {variant} net, ratio to torch.nn.LSTM\n"
     )
     print(
         "| dtype | (T, B, I, H) | torch.nn.LSTM ms | feature-major | batch-major | chosen "

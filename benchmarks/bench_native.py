@@ -168,7 +168,9 @@ def cell(
     fns = {"native": body(ours, x, mode)}
     if with_python:
         fns["python"] = python_loop(body(ours, x, mode))
-    t = paired(body(ref, x, mode), fns, repeats, time.thread_time if cpu_time else time.perf_counter)
+    t = paired(
+        body(ref, x, mode), fns, repeats, time.thread_time if cpu_time else time.perf_counter
+    )
     text = f"{t.ratio('native'):.2f}"
     if with_python:
         text += f" ({t.ratio('python'):.2f})"
