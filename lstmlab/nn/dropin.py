@@ -494,8 +494,9 @@ class TorchLSTM(_DropInMixin, nn.LSTM):
     def _torch_inference(self, k: int, x: Tensor, states, alpha, cast):
         """Layer-direction k by ``native.torch_inference`` (see the module docstring), or None
         where that does not apply: torch's cell, α = 1, no autocast, no graph wanted or
-        captured, no functorch transform or dual tensor, the native loop for this input and
-        the batch-major layout for it."""
+        captured, no functorch transform or dual tensor (input, states or weights), every tensor
+        of the input's dtype and device, the native loop for this input and the batch-major
+        layout for it."""
         from lstmlab.engines import native  # (engines import nn: imported at the call)
 
         spec = self.specs[k]
@@ -506,16 +507,21 @@ class TorchLSTM(_DropInMixin, nn.LSTM):
             return None
         if any(alpha[g] != 1.0 for g in spec.gates):
             return None
-        if ops.tracing() or fast_layer.needs_reference([x, *states]):
+        if ops.tracing():
             return None
         layer, d = divmod(k, 2 if self.bidirectional else 1)
         W, R, b_ih, b_hh = (
             self._param(n, layer, d, None) for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
         )
         params = (W, R) if b_ih is None else (W, R, b_ih, b_hh)
-        if torch.is_grad_enabled() and any(t.requires_grad for t in (x, *states, *params)):
+        tensors = (x, *states, *params)
+        if fast_layer.needs_reference(tensors):  # (a dual weight: forward-mode AD)
             return None
-        if any(t.dtype != x.dtype for t in params) or not native.use_native(spec, x, True, True):
+        if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+            return None
+        if any(t.dtype != x.dtype or t.device != x.device for t in tensors[1:]):
+            return None  # (the engine's path gives torch's error)
+        if not native.use_native(spec, x, True, True):
             return None
         if (
             engine_layout.choose_layout(spec, x.shape[1], x.dtype, native=True, backward=False)

@@ -234,9 +234,10 @@ def describe(built: Built) -> list[str]:
                 f"({opt.search_batch:g} each), apart from B_c"
             )
         if opt.backtrack and opt.backtrack_rule == "best":
+            k = int(opt.hp("backtrack_every"))
             lines.append(
-                f"HF: CG-backtracking scores every {int(opt.hp('backtrack_every'))}th CG iterate "
-                "and the last, and takes the lowest"
+                f"HF: CG-backtracking scores the CG iterates 1, {1 + k}, {1 + 2 * k}, … and the "
+                "last, and takes the lowest"
             )
         if opt.rho_batch == "curvature":
             lines.append("HF: ρ measured on the curvature batch B_c")

@@ -867,29 +867,35 @@ def test_benchmark_script_runs(tmp_path):
 @needs_native
 @pytest.mark.parametrize("dtype", [F64, F32], ids=str)
 @pytest.mark.parametrize(
-    "kw", [dict(variant="NP"), dict(variant="vanilla"), dict(variant="lstm97", cells_per_block=2)]
+    "kw", [dict(variant="NP"), dict(variant="vanilla"), dict(variant="vanilla", cells_per_block=3)]
 )
 def test_two_threads_split_each_small_step_by_rows(kw, dtype, calls):
     """With two threads, a step whose recurrent product is small (below ``serial_flops``) and
     whose rows make several tasks runs as one parallel pass: each thread its rows' product and
-    elementwise work. The same numbers as the Python loop, packed rows included; and the
-    drop-in's inference in torch's gate order takes the same split."""
+    elementwise work (blocks of cells: the general pass). The same numbers as the Python loop,
+    packed rows included; and the drop-in's inference in torch's gate order takes the same
+    split. (A native counter shows the split ran.)"""
     before = torch.get_num_threads()
     torch.set_num_threads(2)
+    fused = torch.ops.lstmlab_native.fused_step_calls
     try:
         m = LSTM(4, 6, dtype=dtype, seed=1, **kw)
         g = torch.Generator().manual_seed(3)
-        x = torch.randn(5, 400, 4, generator=g, dtype=dtype)  # 400 rows: several tasks
-        lengths = torch.randint(1, 6, (400,), generator=g)
+        x = torch.randn(5, 600, 4, generator=g, dtype=dtype)  # 600 rows: several tasks
+        lengths = torch.randint(1, 6, (600,), generator=g)
         lengths[0] = 5
         for lens in (None, lengths):
+            seen = fused()
             _assert_twins(m, x, lens, dtype)
+            assert fused() > seen  # the split path ran
         ref = torch.nn.LSTM(4, 16, dtype=dtype)
         lab = TorchLSTM(4, 16, dtype=dtype)
         lab.load_state_dict(ref.state_dict())
         with torch.no_grad():
             xs = torch.randn(7, 300, 4, generator=g, dtype=dtype)
+            seen = fused()
             got, want = lab(xs), ref(xs)
+            assert fused() == seen + 1
         for a, b in zip((got[0], *got[1]), (want[0], *want[1]), strict=True):
             assert _rel(a, b) <= (1e-12 if dtype == F64 else 2e-5)
         assert calls["torch order"] == 1

@@ -94,8 +94,11 @@ def test_the_states_returned_are_their_own_tensors(spy):
 
 @pytest.mark.parametrize(
     "case",
-    ["grad", "packed", "proj", "peepholes", "sharpness", "features", "bfloat16", "vanilla"],
-)
+    [
+        "grad", "packed", "proj", "peepholes", "sharpness", "features", "bfloat16", "vanilla",
+        "dual weight", "float64 states",
+    ],
+)  # fmt: skip
 def test_not_taken_where_it_does_not_apply(spy, case):
     """A graph wanted, packed lengths, a projection, another variant, α ≠ 1, the feature-major
     layout, another dtype: the engine's own path, with the same results as torch where torch
@@ -115,6 +118,20 @@ def test_not_taken_where_it_does_not_apply(spy, case):
         lab, x = lab.to(torch.bfloat16), x.to(torch.bfloat16)
     if case == "grad":
         lab(x)[0].sum().backward()
+    elif case == "dual weight":  # forward-mode AD through a weight: the reference engine's
+        import torch.autograd.forward_ad as fwAD
+        from torch.func import functional_call
+
+        params = dict(lab.named_parameters())
+        with torch.no_grad(), fwAD.dual_level():
+            tangent = torch.randn_like(params["weight_hh_l0"])
+            params["weight_hh_l0"] = fwAD.make_dual(params["weight_hh_l0"], tangent)
+            out = functional_call(lab, params, (x,))[0]
+            assert fwAD.unpack_dual(out).tangent is not None
+    elif case == "float64 states":  # torch's own check refuses the mismatch, as nn.LSTM does
+        hx = (torch.zeros(1, 20, 16, dtype=torch.float64),) * 2
+        with torch.no_grad(), pytest.raises(RuntimeError):
+            lab(x, hx)
     elif case == "features":
         with torch.no_grad(), forced_layout("features"):
             lab(x)

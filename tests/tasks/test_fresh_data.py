@@ -139,14 +139,14 @@ def test_dry_run_says_what_the_released_options_do(tmp_path, capsys):
     extra += ["--optimizer.options.backtrack_rule", "best"]
     assert main(["train", "multiplication", "--dry-run", *flags, *extra]) == 0
     out = capsys.readouterr().out
-    assert "scores every 10th CG iterate and the last, and takes the lowest" in out
+    assert "scores the CG iterates 1, 11, 21, … and the last, and takes the lowest" in out
     assert "every minibatch newly drawn" in out
     assert "line search on subsets of B_g (0.1 each)" in out
     assert "weight decay ½·2e-05·‖θ‖²" in out
     assert main(["train", "multiplication", "--dry-run", *tiny_fixed()]) == 0
     out = capsys.readouterr().out
     assert "newly drawn" not in out and "weight decay" not in out and "subsets of B_g" not in out
-    assert "10th CG iterate" not in out
+    assert "CG iterates 1, 11" not in out
 
 
 def tiny_fixed() -> list[str]:

@@ -190,9 +190,9 @@ def torch_inference(
     Y = x.new_empty(T, B, H)
     torch.ops.lstmlab_native.forward_rows(
         x.reshape(T * B, I),
-        W_ih.t(),
+        _right(W_ih),
         bias if bias is not None else x.new_zeros(D),
-        W_hh.t(),
+        _right(W_hh),
         h0.contiguous(),
         c0.contiguous(),
         ZA,

@@ -34,6 +34,8 @@
 
 #include <torch/library.h>
 
+#include <atomic>
+
 #include "rows_common.h"
 
 namespace {
@@ -125,6 +127,11 @@ void forward_rows_range(const Layout& L, int64_t r0, int64_t r1, T* pre0, int64_
     }
   }
 }
+
+// forward calls that split each step's product over the threads with its pass (fused_step
+// below): a count the tests read, so that a test of that path cannot pass without it
+std::atomic<int64_t> fused_calls{0};
+int64_t fused_step_calls() { return fused_calls.load(); }
 
 // ... over the n rows alive, split over the threads
 template <typename T>
@@ -274,6 +281,7 @@ void forward_rows(const at::Tensor& x2_, const at::Tensor& Wt, const at::Tensor&
     const bool fused_step = !inter && !fgr && !proj && at::get_num_threads() > 1 &&
                             2.0 * double(B) * double(D) * double(Hr) < serial_flops() &&
                             B >= 2 * grain(L.D + 4 * H);
+    if (fused_step) fused_calls.fetch_add(1);
     const S* mx = mult ? MX->data_ptr<S>() : nullptr;
     S* u = inter ? U->data_ptr<S>() : nullptr;
     S* mm = mult ? Mm->data_ptr<S>() : nullptr;
@@ -572,6 +580,7 @@ void backward_rows(const at::Tensor& ZA, const at::Tensor& C, const at::Tensor& 
 
 TORCH_LIBRARY(lstmlab_native, m) {
   m.def("simd_level() -> int", &simd_level);
+  m.def("fused_step_calls() -> int", &fused_step_calls);
   m.def(
       "forward_rows(Tensor x2, Tensor Wt, Tensor bias, Tensor Rt, Tensor h0, Tensor c0, "
       "Tensor(a!) ZA, Tensor(b!) C, Tensor(c!) HC, Tensor(d!) Y, Tensor(e!)? Yh, Tensor? Wpt, "
