@@ -9,6 +9,7 @@ inference, float32 and float64, 1 and 2 threads — the table of docs/benchmarks
     python benchmarks/bench_native.py --memory '5000,1,64,64'   # peak memory of one training step
     python benchmarks/bench_native.py --cpu-time       # one-thread cells by CPU time (loaded machine)
     python benchmarks/bench_native.py --variants --threads 1    # the family's variants beside NP
+    python benchmarks/bench_native.py --per-step '32,16,16;20,128,128'   # inference: per step + per call
 
 Each cell is the median over the repeats of (time of lstmlab) / (time of torch) measured back to
 back in the same repeat (below 1: lstmlab is faster). "train" is forward + backward of
@@ -22,6 +23,11 @@ it happens before any timing.
 one-gate-fewer ones, FGR, mLSTM, F-LSTM, G-LSTM) against torch.nn.LSTM of the same (T, B, I, H),
 training only, and marks the loop each ran: the native core (``n``) or the Python loop (``p``)
 — read off ``native.use_native`` during the warm-up call, not assumed.
+
+``--per-step 'B,I,H;…'`` takes float32 inference (one thread) apart: each call's time at T = 1
+and T = 1 + STEPS, as the fastest tenth of many calls, gives a cost per step (the slope) and a
+fixed cost per call (the intercept) — for torch.nn.LSTM, for the native loop alone
+(``native.torch_inference`` on the module's weights) and for the drop-in module around it.
 """
 
 from __future__ import annotations
@@ -220,6 +226,50 @@ def peak_memory(size: tuple[int, ...]) -> str:
     )
 
 
+PER_STEP_T = 51  # the longer call of --per-step (T = 1 is the other)
+
+
+def per_step_row(B: int, I: int, H: int, calls: int = 1500) -> str:
+    """One --per-step row: per-step and fixed µs of torch.nn.LSTM, the native loop alone and
+    the drop-in, float32 inference on the threads set (see the module docstring)."""
+    torch.manual_seed(0)
+    ref = nn.LSTM(I, H)
+    ours = TorchLSTM(I, H)
+    ours.load_state_dict(ref.state_dict())
+    W, R = ref.weight_ih_l0, ref.weight_hh_l0
+    bias = ref.bias_ih_l0 + ref.bias_hh_l0
+    h0, c0 = torch.zeros(B, H), torch.zeros(B, H)
+    spec = ours.specs[0]
+
+    def fastest_tenth(fn) -> float:
+        for _ in range(max(5, calls // 30)):
+            fn()
+        times = []
+        for _ in range(calls):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        times.sort()
+        return times[len(times) // 10] * 1e6
+
+    at = {}
+    with torch.no_grad():
+        for T in (1, PER_STEP_T):
+            x = torch.randn(T, B, I)
+            at[T] = [
+                fastest_tenth(lambda x=x: ref(x)),
+                fastest_tenth(lambda x=x: native.torch_inference(spec, x, W, R, bias, h0, c0)),
+                fastest_tenth(lambda x=x: ours(x)),
+            ]
+    steps = PER_STEP_T - 1
+    per = [(a - b) / steps for a, b in zip(at[PER_STEP_T], at[1], strict=True)]
+    fixed = at[1]
+    return (
+        f"| {B}, {I}, {H} | {per[0]:.2f} | {per[1]:.2f} | {per[1] / per[0]:.2f} | "
+        f"{fixed[0]:.0f} | {fixed[1]:.0f} | {fixed[2]:.0f} |"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -246,8 +296,14 @@ def main() -> None:
         help="time the one-thread cells by the thread's CPU time (time.thread_time) instead of "
         "wall time: robust to other processes on a shared machine; two-thread cells are left out",
     )
+    ap.add_argument(
+        "--per-step",
+        default=None,
+        help="'B,I,H;...': float32 inference taken apart into a per-step and a fixed cost "
+        "(torch.nn.LSTM, the native loop alone, the drop-in) instead",
+    )
     ap.add_argument("--dtypes", default="float32,float64", help="--variants: comma-separated")
-    ap.add_argument("--threads", type=int, default=1, help="--variants: torch threads")
+    ap.add_argument("--threads", type=int, default=1, help="--variants, --per-step: torch threads")
     args = ap.parse_args()
     if args.memory:
         try:
@@ -272,6 +328,27 @@ def main() -> None:
         ap.error("--repeats must be >= 1")
     memory = steady_malloc()
     loaded = build.load()  # build (or load) the native core before any timing
+    if args.per_step is not None:
+        try:
+            shapes = [tuple(int(v) for v in part.split(",")) for part in args.per_step.split(";")]
+        except ValueError:
+            shapes = [()]
+        if any(len(s) != 3 or min(s) < 1 for s in shapes):
+            ap.error(f"--per-step {args.per_step!r}: give 'B,I,H;B,I,H;...' (positive integers)")
+        if not loaded:
+            ap.error("--per-step times the native loop: the native core is not available here")
+        torch.set_num_threads(args.threads)
+        print(
+            f"\nfloat32 inference, {args.threads} thr, µs: the cost of one step (the slope from "
+            f"T = 1 to T = {PER_STEP_T}) and of a call at T = 1 (the fixed cost), fastest tenth"
+        )
+        print(
+            "\n| B, I, H | torch / step | native loop / step | ratio | torch fixed "
+            "| native loop fixed | drop-in fixed |\n|---|---|---|---|---|---|---|"
+        )
+        for B, I, H in shapes:
+            print(per_step_row(B, I, H), flush=True)
+        return
     print(
         f"torch {torch.__version__}, native core {'loaded' if loaded else 'NOT available'}, "
         f"{memory}, median of {args.repeats} paired repeats"

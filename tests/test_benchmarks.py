@@ -1,6 +1,6 @@
 """The benchmark scripts that docs/benchmarks.md names, run end to end at tiny sizes on the CPU:
-benchmarks/gpu_check.py (issue 21's GPU check), bench_native.py --variants, bench_curvature.py
---device."""
+benchmarks/gpu_check.py (issue 21's GPU check), bench_native.py --variants and --per-step,
+bench_curvature.py --device."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -115,6 +116,30 @@ def test_bench_native_variants():
     loop = "n" if build.load() else "p"
     for cell in cells:
         assert re.fullmatch(rf"[\d.]+ {loop}" + (r" \([\d.]+\)" if loop == "n" else ""), cell), cell
+
+
+def test_bench_native_per_step():
+    """``bench_native.py --per-step``: a row per shape with torch's and the native loop's cost
+    per step, their ratio, and the fixed cost of a call (torch, the loop, the drop-in); a
+    malformed shape is one clear line."""
+    from lstmlab.engines.native import build
+
+    script = str(BENCH / "bench_native.py")
+    if not build.load():
+        bad = _run(script, "--per-step", "4,3,5")
+        assert bad.returncode == 2 and "native core is not available" in bad.stderr
+        return
+    run = _run(script, "--per-step", "4,3,5")
+    assert run.returncode == 0, run.stderr[-3000:]
+    [row] = [ln for ln in run.stdout.splitlines() if ln.startswith("| 4, 3, 5 |")]
+    cells = [float(c) for c in row.strip("|").split("|")[1:]]
+    assert len(cells) == 6 and all(c > 0 for c in cells[3:])
+    assert cells[2] == pytest.approx(cells[1] / cells[0], abs=0.01)
+    bad = _run(script, "--per-step", "4,3")
+    assert bad.returncode == 2
+    assert (
+        bad.stderr.strip().splitlines()[-1].endswith("give 'B,I,H;B,I,H;...' (positive integers)")
+    )
 
 
 def test_bench_curvature_device_option():

@@ -182,6 +182,11 @@ def torch_inference(
     Python between the call and the loop). For the cell ``torch_order_cell`` accepts, α = 1,
     float32 / float64 on the CPU where the core is loaded (``use_native``). Returns Y (T, B, H),
     h_n, c_n (B, H): views of Y and of the two-step cell-state buffer."""
+    if not build.load():
+        raise RuntimeError(
+            "native.torch_inference: the native core is not loaded on this machine (the line "
+            "printed at its build says why); use the module, which falls back to the Python loop"
+        )
     T, B, I = x.shape
     H = spec.hidden_size
     D = 4 * H
