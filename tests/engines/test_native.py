@@ -898,6 +898,12 @@ def test_two_threads_split_each_small_step_by_rows(kw, dtype, calls):
             assert fused() == seen + 1
         for a, b in zip((got[0], *got[1]), (want[0], *want[1]), strict=True):
             assert _rel(a, b) <= (1e-12 if dtype == F64 else 2e-5)
+        # a larger product (300 x 66 x 264 and so: above the one-thread bound), 150 rows a thread
+        wide = LSTM(4, 66, dtype=dtype, seed=2, **kw)
+        xw = torch.randn(3, 300, 4, generator=g, dtype=dtype)
+        seen = fused()
+        _assert_twins(wide, xw, None, dtype)
+        assert fused() > seen
         assert calls["torch order"] == 1
     finally:
         torch.set_num_threads(before)
