@@ -28,8 +28,8 @@ onto the engine's layout (rows z|i|f|o, one bias b_ih + b_hh) by a differentiabl
 permutation each call. Where no graph is wanted (inference) and the cell is torch's (NP, α = 1,
 no projection) on dense float32 / float64 CPU input in the batch-major layout, the native
 loop reads the torch weights as they are, in their own gate order (``native.torch_inference``:
-no permuted copies, no engine set-up per call). GRU and RNN are lstmlab's baseline recurrences (autograd). While a
-graph is captured (``torch.export``, ``torch.jit.trace``, ``torch.compile`` with dynamo's
+no permuted copies, no engine set-up per call). GRU and RNN are lstmlab's baseline
+recurrences (autograd). While a graph is captured (``torch.export``, ``torch.jit.trace``, ``torch.compile`` with dynamo's
 ``allow_rnn``, ``torch.onnx.export``) each layer-direction is one operator of
 ``lstmlab.nn.ops``; otherwise a compiler does not look inside the layer (docs/design.md).
 
