@@ -500,10 +500,7 @@ class TorchLSTM(_DropInMixin, nn.LSTM):
         from lstmlab.engines import native  # (engines import nn: imported at the call)
 
         spec = self.specs[k]
-        ok = self.__dict__.setdefault("_torch_order_ok", {})
-        if k not in ok:
-            ok[k] = native.torch_order_cell(spec)
-        if not ok[k] or cast is not None or x.shape[1] == 0:
+        if not native.torch_order_cell(spec) or cast is not None or x.shape[1] == 0:
             return None
         if any(alpha[g] != 1.0 for g in spec.gates):
             return None

@@ -31,6 +31,7 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor
 
+from lstmlab.engines import layout
 from lstmlab.engines.native import build
 from lstmlab.nn.variants import CellSpec
 
@@ -190,7 +191,7 @@ def torch_inference(
     T, B, I = x.shape
     H = spec.hidden_size
     D = 4 * H
-    k = min(T, max(1, (4 << 20) // max(1, B * D * x.element_size())))  # layout.chunk_steps
+    k = min(T, layout.chunk_steps(B * D * x.element_size(), target=4 << 20))
     ZA, C, HC = x.new_empty(k, B, D), x.new_empty(2, B, H), x.new_empty(1, B, H)
     Y = x.new_empty(T, B, H)
     torch.ops.lstmlab_native.forward_rows(

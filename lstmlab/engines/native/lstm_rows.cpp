@@ -52,78 +52,76 @@ void forward_rows_range(const Layout& L, int64_t r0, int64_t r1, T* pre0, int64_
   const T gk = T(act_k(L.g_act)), g_off = -gk / T(2), gs = T(L.zs);
   const T hs = T(act_s(L.h_act)), hk = T(act_k(L.h_act)), h_off = -hk / T(2);
   const int64_t lo = L.sig_lo(), hi = L.sig_hi();
-  {
-    for (int64_t r = r0; r < r1; ++r) {
-      T* pre = pre0 + r * pre_stride;
-      const T* cp = cp0 + r * cp_stride;
-      T* c = c0_ + r * h_stride;
-      T* hc = hc0 + r * h_stride;
-      T* yh = yh0 + r * h_stride;
-      if (L.common()) {  // the common cell: two vectorised passes
-        common_step(pre, bias, cp, c, hc, yh, H, gs, gk, g_off, hs, hk, h_off, L.zo());
-        continue;
-      }
-      if (L.common_peep()) {  // with peepholes (vanilla): two vectorised passes too
-        peep_step(pre, bias, cp, Pi, Pf, Po, c, hc, yh, H, gs, gk, g_off, hs, hk, h_off);
-        continue;
-      }
-      for (int64_t d = 0; d < L.D; ++d) pre[d] += bias[d];
-      if (L.peep) {  // the input and forget gates see c_{t-1}
-        for (const auto& [off, P] : {std::pair<int64_t, const T*>{L.off_i, Pi}, {L.off_f, Pf}}) {
-          if (off < 0) continue;
-          T* a = pre + off;
-          if (cpb == 1) {
-            for (int64_t j = 0; j < nb; ++j) a[j] += cp[j] * P[j];
-          } else {
-            for (int64_t j = 0; j < nb; ++j) {
-              T s = 0;
-              for (int64_t k = 0; k < cpb; ++k) s += cp[j * cpb + k] * P[j * cpb + k];
-              a[j] += s;
-            }
-          }
-        }
-      }
-      // one sigmoid pass over the rows [lo, hi); the block input, when in it, then becomes
-      // k sigma(a) - k/2 (its argument scale is in the weights)
-      if (lo == 0) {
-        sigmoid_affine(pre, pre, H, gs, gk, g_off);
-        sigmoid_affine(pre + H, pre + H, hi - H, T(1), T(1), T(0));
-      } else if (hi > lo) {
-        sigmoid_affine(pre + lo, pre + lo, hi - lo, T(1), T(1), T(0));
-      }
-      const T* z = pre;
-      const T* gi = L.has_i ? pre + L.off_i : nullptr;
-      const T* gf = L.has_f ? pre + L.off_f : nullptr;
-      for (int64_t d = 0; d < H; ++d) {
-        const int64_t j = cpb == 1 ? d : d / cpb;
-        T cv;
-        if (L.coupled) {
-          cv = cp[d] + gi[j] * (z[d] - cp[d]);
-        } else if (gf != nullptr) {
-          cv = gf[j] * cp[d] + (gi != nullptr ? gi[j] * z[d] : z[d]);
+  for (int64_t r = r0; r < r1; ++r) {
+    T* pre = pre0 + r * pre_stride;
+    const T* cp = cp0 + r * cp_stride;
+    T* c = c0_ + r * h_stride;
+    T* hc = hc0 + r * h_stride;
+    T* yh = yh0 + r * h_stride;
+    if (L.common()) {  // the common cell: two vectorised passes
+      common_step(pre, bias, cp, c, hc, yh, H, gs, gk, g_off, hs, hk, h_off, L.zo());
+      continue;
+    }
+    if (L.common_peep()) {  // with peepholes (vanilla): two vectorised passes too
+      peep_step(pre, bias, cp, Pi, Pf, Po, c, hc, yh, H, gs, gk, g_off, hs, hk, h_off);
+      continue;
+    }
+    for (int64_t d = 0; d < L.D; ++d) pre[d] += bias[d];
+    if (L.peep) {  // the input and forget gates see c_{t-1}
+      for (const auto& [off, P] : {std::pair<int64_t, const T*>{L.off_i, Pi}, {L.off_f, Pf}}) {
+        if (off < 0) continue;
+        T* a = pre + off;
+        if (cpb == 1) {
+          for (int64_t j = 0; j < nb; ++j) a[j] += cp[j] * P[j];
         } else {
-          cv = cp[d] + (gi != nullptr ? gi[j] * z[d] : z[d]);
-        }
-        c[d] = cv;
-      }
-      if (L.h_act == IDENTITY) {
-        std::memcpy(hc, c, sizeof(T) * H);
-      } else {
-        sigmoid_affine(c, hc, H, hs, hk, h_off);
-      }
-      if (L.has_o) {
-        T* o = pre + L.off_o;
-        if (L.peep) {  // the output gate sees c_t
           for (int64_t j = 0; j < nb; ++j) {
             T s = 0;
-            for (int64_t k = 0; k < cpb; ++k) s += c[j * cpb + k] * Po[j * cpb + k];
-            o[j] = sigmoid(o[j] + s);
+            for (int64_t k = 0; k < cpb; ++k) s += cp[j * cpb + k] * P[j * cpb + k];
+            a[j] += s;
           }
         }
-        for (int64_t d = 0; d < H; ++d) yh[d] = o[cpb == 1 ? d : d / cpb] * hc[d];
-      } else {
-        for (int64_t d = 0; d < H; ++d) yh[d] = hc[d];
       }
+    }
+    // one sigmoid pass over the rows [lo, hi); the block input, when in it, then becomes
+    // k sigma(a) - k/2 (its argument scale is in the weights)
+    if (lo == 0) {
+      sigmoid_affine(pre, pre, H, gs, gk, g_off);
+      sigmoid_affine(pre + H, pre + H, hi - H, T(1), T(1), T(0));
+    } else if (hi > lo) {
+      sigmoid_affine(pre + lo, pre + lo, hi - lo, T(1), T(1), T(0));
+    }
+    const T* z = pre;
+    const T* gi = L.has_i ? pre + L.off_i : nullptr;
+    const T* gf = L.has_f ? pre + L.off_f : nullptr;
+    for (int64_t d = 0; d < H; ++d) {
+      const int64_t j = cpb == 1 ? d : d / cpb;
+      T cv;
+      if (L.coupled) {
+        cv = cp[d] + gi[j] * (z[d] - cp[d]);
+      } else if (gf != nullptr) {
+        cv = gf[j] * cp[d] + (gi != nullptr ? gi[j] * z[d] : z[d]);
+      } else {
+        cv = cp[d] + (gi != nullptr ? gi[j] * z[d] : z[d]);
+      }
+      c[d] = cv;
+    }
+    if (L.h_act == IDENTITY) {
+      std::memcpy(hc, c, sizeof(T) * H);
+    } else {
+      sigmoid_affine(c, hc, H, hs, hk, h_off);
+    }
+    if (L.has_o) {
+      T* o = pre + L.off_o;
+      if (L.peep) {  // the output gate sees c_t
+        for (int64_t j = 0; j < nb; ++j) {
+          T s = 0;
+          for (int64_t k = 0; k < cpb; ++k) s += c[j * cpb + k] * Po[j * cpb + k];
+          o[j] = sigmoid(o[j] + s);
+        }
+      }
+      for (int64_t d = 0; d < H; ++d) yh[d] = o[cpb == 1 ? d : d / cpb] * hc[d];
+    } else {
+      for (int64_t d = 0; d < H; ++d) yh[d] = hc[d];
     }
   }
 }
