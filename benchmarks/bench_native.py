@@ -27,7 +27,7 @@ training only, and marks the loop each ran: the native core (``n``) or the Pytho
 ``--per-step 'B,I,H;…'`` takes float32 inference (one thread) apart: each call's time at T = 1
 and T = 1 + STEPS, as the fastest tenth of many calls, gives a cost per step (the slope) and a
 fixed cost per call (the intercept) — for torch.nn.LSTM, for the native loop alone
-(``native.torch_inference`` on the module's weights) and for the drop-in module around it.
+(``native.torch_lstm`` on the module's weights) and for the drop-in module around it.
 """
 
 from __future__ import annotations
@@ -236,10 +236,7 @@ def per_step_row(B: int, I: int, H: int, calls: int = 1500) -> str:
     ref = nn.LSTM(I, H)
     ours = TorchLSTM(I, H)
     ours.load_state_dict(ref.state_dict())
-    W, R = ref.weight_ih_l0, ref.weight_hh_l0
-    bias = ref.bias_ih_l0 + ref.bias_hh_l0
-    h0, c0 = torch.zeros(B, H), torch.zeros(B, H)
-    spec = ours.specs[0]
+    weights = list(ref._flat_weights)
 
     def fastest_tenth(fn) -> float:
         for _ in range(max(5, calls // 30)):
@@ -258,7 +255,7 @@ def per_step_row(B: int, I: int, H: int, calls: int = 1500) -> str:
             x = torch.randn(T, B, I)
             at[T] = [
                 fastest_tenth(lambda x=x: ref(x)),
-                fastest_tenth(lambda x=x: native.torch_inference(spec, x, W, R, bias, h0, c0)),
+                fastest_tenth(lambda x=x: native.torch_lstm(x, weights, None, 1, False, True)),
                 fastest_tenth(lambda x=x: ours(x)),
             ]
     steps = PER_STEP_T - 1

@@ -134,7 +134,10 @@ def test_bench_native_per_step():
     [row] = [ln for ln in run.stdout.splitlines() if ln.startswith("| 4, 3, 5 |")]
     cells = [float(c) for c in row.strip("|").split("|")[1:]]
     assert len(cells) == 6 and all(c > 0 for c in cells[3:])
-    assert cells[2] == pytest.approx(cells[1] / cells[0], abs=0.01)
+    # (the ratio is of the unrounded costs: allow for the rounding of both to 0.01 µs)
+    if cells[0] >= 0.05:  # (a noisy machine can make a tiny slope 0.00)
+        slack = 0.01 + 0.005 * (1 + cells[1] / cells[0]) / cells[0]
+        assert cells[2] == pytest.approx(cells[1] / cells[0], abs=slack), row
     bad = _run(script, "--per-step", "4,3")
     assert bad.returncode == 2
     assert (

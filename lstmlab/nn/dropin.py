@@ -27,8 +27,9 @@ with the reference engine; ``"autograd"`` is the reference step loop. The torch 
 onto the engine's layout (rows z|i|f|o, one bias b_ih + b_hh) by a differentiable row
 permutation each call. Where no graph is wanted (inference) and the cell is torch's (NP, α = 1,
 no projection) on dense float32 / float64 CPU input in the batch-major layout, the native
-loop reads the torch weights as they are, in their own gate order (``native.torch_inference``:
-no permuted copies, no engine set-up per call). GRU and RNN are lstmlab's baseline
+loop reads the torch weights as they are, in their own gate order, every layer and direction
+in one call (``native.torch_lstm``: no permuted copies, no engine set-up, no Python between the
+layers). GRU and RNN are lstmlab's baseline
 recurrences (autograd). While a graph is captured (``torch.export``, ``torch.jit.trace``, ``torch.compile`` with dynamo's
 ``allow_rnn``, ``torch.onnx.export``) each layer-direction is one operator of
 ``lstmlab.nn.ops``; otherwise a compiler does not look inside the layer (docs/design.md).
@@ -182,7 +183,11 @@ class _DropInMixin:
                 hx = self.permute_hidden(hx, sorted_indices)
             self.check_forward_args(data, hx, batch_sizes)
             x, lengths, flat = _unpack(data, batch_sizes)
-            out, states = self._stack(x, lengths, self._hx_tuple(hx), flat)
+            fast = None if lengths is not None else self._native_stack(x, self._hx_tuple(hx))
+            if fast is not None:  # (every sequence of the full length)
+                out, states = fast
+            else:
+                out, states = self._stack(x, lengths, self._hx_tuple(hx), flat)
             data_out = out.reshape(-1, out.shape[-1]).index_select(0, flat)
             packed = PackedSequence(data_out, batch_sizes, sorted_indices, unsorted_indices)
             return packed, self.permute_hidden(self._hx_out(states), unsorted_indices)
@@ -198,7 +203,7 @@ class _DropInMixin:
             input = input.unsqueeze(batch_dim)
         B = input.shape[batch_dim]
         if hx is None:
-            hx = self._zeros(B, input)
+            self.check_input(input, None)  # (torch's check_forward_args on zero states)
         else:
             parts = self._hx_tuple(hx)
             want = 3 if batched else 2
@@ -214,17 +219,27 @@ class _DropInMixin:
             if not batched:
                 parts = tuple(p.unsqueeze(1) for p in parts)
             hx = self._hx_out(parts)
-        self.check_forward_args(input, hx, None)
+            self.check_forward_args(input, hx, None)
         x = input.transpose(0, 1) if self.batch_first else input
         if x.shape[0] == 0:
             raise RuntimeError(f"Expected sequence length to be larger than 0 in {name}")
-        out, states = self._stack(x, None, self._hx_tuple(hx))
+        given = None if hx is None else self._hx_tuple(hx)
+        fast = self._native_stack(x, given)
+        if fast is not None:
+            out, states = fast
+        else:
+            out, states = self._stack(x, None, given or self._hx_tuple(self._zeros(B, input)))
         if self.batch_first:
             out = out.transpose(0, 1)
         if not batched:
             out = out.squeeze(batch_dim)
             states = tuple(s.squeeze(1) for s in states)
         return out, self._hx_out(states)
+
+    def _native_stack(self, x: Tensor, states: tuple[Tensor, ...] | None):
+        """The whole stack in one native call where that applies (TorchLSTM's inference), else
+        None: the layer-by-layer path below."""
+        return None
 
     def _zeros(self, B: int, like: Tensor):
         L = self.num_layers * (2 if self.bidirectional else 1)
@@ -467,10 +482,6 @@ class TorchLSTM(_DropInMixin, nn.LSTM):
         if x.shape[1] == 0:
             engine = "autograd"  # an empty batch: the plain loop handles it as torch does
         alpha = self.gate_sharpness.at(self.epoch)
-        if engine == "bptt" and lengths is None:
-            out = self._torch_inference(k, x, states, alpha, cast)
-            if out is not None:
-                return out
         if engine == "bptt" and ops.tracing():  # a graph is captured: the layer as one operator
             if _in_onnx_export():
                 _onnx_check(self.specs[k], alpha, lengths is not None)
@@ -491,32 +502,33 @@ class TorchLSTM(_DropInMixin, nn.LSTM):
             )
         return Y, (h_n, c_n)
 
-    def _torch_inference(self, k: int, x: Tensor, states, alpha, cast):
-        """Layer-direction k by ``native.torch_inference`` (see the module docstring), or None
-        where that does not apply: torch's cell, α = 1, no autocast, no graph wanted or
-        captured, no functorch transform or dual tensor (input, states or weights), every tensor
-        of the input's dtype and device, the native loop for this input and the batch-major
-        layout for it."""
+    def _native_stack(self, x: Tensor, states: tuple[Tensor, ...] | None):
+        """Every layer and direction by ``native.torch_lstm`` (see the module docstring), or
+        None where that does not apply: the "bptt" engine on torch's cell in every layer, α = 1,
+        no dropout in force, no autocast, no graph wanted or captured, no functorch transform
+        or dual tensor (input, states or weights), every tensor of the input's dtype and
+        device, the native loop for this input and the batch-major layout for it."""
         from lstmlab.engines import native  # (engines import nn: imported at the call)
 
-        spec = self.specs[k]
-        if not native.torch_order_cell(spec) or cast is not None or x.shape[1] == 0:
+        if self.engine != "bptt" or x.shape[1] == 0 or ops.tracing():
             return None
+        if self.dropout > 0 and self.training and self.num_layers > 1:
+            return None
+        if _autocast_dtype(x.device.type) is not None:
+            return None
+        spec = self.specs[0]
+        if not all(native.torch_order_cell(s) for s in self.specs):
+            return None
+        alpha = self.gate_sharpness.at(self.epoch)
         if any(alpha[g] != 1.0 for g in spec.gates):
             return None
-        if ops.tracing():
-            return None
-        layer, d = divmod(k, 2 if self.bidirectional else 1)
-        W, R, b_ih, b_hh = (
-            self._param(n, layer, d, None) for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
-        )
-        params = (W, R) if b_ih is None else (W, R, b_ih, b_hh)
-        tensors = (x, *states, *params)
+        weights = self._flat_weights  # (torch's order; refreshed by _update_flat_weights)
+        tensors = (x, *weights) if states is None else (x, *states, *weights)
         if fast_layer.needs_reference(tensors):  # (a dual weight: forward-mode AD)
             return None
         if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
             return None
-        if any(t.dtype != x.dtype or t.device != x.device for t in tensors[1:]):
+        if any(t.dtype != x.dtype or t.device != x.device for t in tensors):
             return None  # (the engine's path gives torch's error)
         if not native.use_native(spec, x, True, True):
             return None
@@ -525,9 +537,7 @@ class TorchLSTM(_DropInMixin, nn.LSTM):
             != "batch"
         ):
             return None
-        b = None if b_ih is None else b_ih + b_hh
-        Y, h_n, c_n = native.torch_inference(spec, x, W, R, b, states[0], states[1])
-        return Y, (h_n, c_n)
+        return native.torch_lstm(x, weights, states, self.num_layers, self.bidirectional, self.bias)
 
     # -- conversions -----------------------------------------------------------------------------
     def _family_kwargs(self) -> dict[str, Any]:

@@ -30,10 +30,10 @@ def calls(monkeypatch):
     seen = {"forward": 0, "backward": 0, "ZA steps": [], "C steps": [], "features": 0}
     seen["torch order"] = 0  # the drop-in's inference on torch's weights (C: two steps)
     fwd, bwd = native.forward_rows, native.backward_rows
-    tinf = native.torch_inference
+    tinf = native.torch_lstm
 
-    def torch_inference(*a, **k):
-        seen["torch order"] += 1
+    def torch_lstm(*a, **k):  # (counted per layer-direction)
+        seen["torch order"] += a[3] * (2 if a[4] else 1)
         return tinf(*a, **k)
 
     ffwd, fbwd = native.forward_features, native.backward_features
@@ -62,7 +62,7 @@ def calls(monkeypatch):
     monkeypatch.setattr(native, "backward_rows", backward_rows)
     monkeypatch.setattr(native, "forward_features", forward_features)
     monkeypatch.setattr(native, "backward_features", backward_features)
-    monkeypatch.setattr(native, "torch_inference", torch_inference)
+    monkeypatch.setattr(native, "torch_lstm", torch_lstm)
     return seen
 
 
@@ -342,7 +342,7 @@ def test_dropin_inference_keeps_two_cell_states(T, padded, calls):
     for a, b, want in zip(*res, strict=True):
         assert _rel(a, b) <= 1e-12 and _rel(a, want) <= 1e-12
     # 2 layers x 2 directions; full-length batches: torch's weights in torch's gate order
-    # (``torch_inference``, C for two steps too)
+    # (``torch_lstm``, C for two steps too)
     assert calls["C steps"] == [2] * (4 - calls["torch order"])
     assert calls["torch order"] == (0 if padded and T > 1 else 4)
     with forced_layout("batch"):  # with a graph: every step kept
@@ -658,7 +658,7 @@ for variant, H in [(v, H) for v in ("NP", "vanilla") for H in (16, 21, 40)]:
             outs.append([out, h, c, *states, *torch.autograd.grad(loss, [xg, *m.parameters()])])
     for a, b in zip(*outs):
         worst = max(worst, ((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item())
-# the drop-in's inference on torch's weights in torch's gate order (native.torch_inference)
+# the drop-in's inference on torch's weights in torch's gate order (native.torch_lstm)
 from lstmlab import TorchLSTM
 for H in (16, 21):
     ref = torch.nn.LSTM(5, H)

@@ -44,7 +44,7 @@ __all__ = [
     "forward_rows",
     "rop_chunk",
     "simd_level",
-    "torch_inference",
+    "torch_lstm",
     "use_native",
 ]
 
@@ -92,7 +92,7 @@ def _config(
 ) -> list[int]:
     """The core's config (``Cfg`` of rows_common.h); ``z_scale``: the block input's argument
     scale that the batch-major forward step applies (1: the weights carry it);
-    ``torch_order``: the pre-activation rows in torch's order i | f | g | o (``torch_inference``)."""
+    ``torch_order``: the pre-activation rows in torch's order i | f | g | o (``torch_lstm``)."""
     if z_scale not in (1.0, 2.0):
         raise ValueError(f"the native core takes a block-input scale of 1 or 2, not {z_scale}")
     g = spec.gates
@@ -167,54 +167,40 @@ def forward_rows(
     )
 
 
-def torch_inference(
-    spec: CellSpec,
+def torch_lstm(
     x: Tensor,
-    W_ih: Tensor,
-    W_hh: Tensor,
-    bias: Tensor | None,
-    h0: Tensor,
-    c0: Tensor,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """torch.nn.LSTM's layer-direction without a graph, on its own weights as they are kept:
-    x (T, B, I) dense, W_ih (4H, I), W_hh (4H, H), ``bias`` = b_ih + b_hh (4H) or None, in
-    torch's gate order i | f | g | o, which the step reads in place (the batch-major loop of
-    ``forward_rows`` with its rows in that order: no gathered copy of the weights, and no
-    Python between the call and the loop). For the cell ``torch_order_cell`` accepts, α = 1,
-    float32 / float64 on the CPU where the core is loaded (``use_native``). Returns Y (T, B, H),
-    h_n, c_n (B, H): views of Y and of the two-step cell-state buffer."""
+    weights: list[Tensor],
+    states: tuple[Tensor, Tensor] | None,
+    num_layers: int,
+    bidirectional: bool,
+    has_biases: bool,
+) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+    """torch.nn.LSTM's stack without a graph, on its own parameters as the module keeps them:
+    every layer and direction in one native call (the drop-in's inference). ``weights``: the
+    module's flat weights, [W_ih (4H, I), W_hh (4H, H), b_ih, b_hh (4H)] per layer-direction
+    (no biases where ``has_biases`` is false), in torch's gate order i | f | g | o, which the
+    batch-major step reads in place (no gathered copy of the weights, no Python between the
+    layers). x (T, B, I) dense, time-major; ``states`` (h_0, c_0), each (layers·directions,
+    B, H), or None for zeros. For the cell ``torch_order_cell`` accepts, α = 1, float32 /
+    float64 on the CPU where the core is loaded (``use_native``). Returns (output (T, B,
+    directions·H), (h_n, c_n)), torch's."""
     if not build.load():
         raise RuntimeError(
-            "native.torch_inference: the native core is not loaded on this machine (the line "
-            "printed at its build says why); use the module, which falls back to the Python loop"
+            "native.torch_lstm: the native core is not loaded on this machine (the line printed "
+            "at its build says why); use the module, which falls back to the Python loop"
         )
-    T, B, I = x.shape
-    H = spec.hidden_size
-    D = 4 * H
-    k = min(T, layout.chunk_steps(B * D * x.element_size(), target=4 << 20))
-    ZA, C, HC = x.new_empty(k, B, D), x.new_empty(2, B, H), x.new_empty(1, B, H)
-    Y = x.new_empty(T, B, H)
-    torch.ops.lstmlab_native.forward_rows(
-        x.reshape(T * B, I),
-        _right(W_ih),
-        bias if bias is not None else x.new_zeros(D),
-        _right(W_hh),
-        h0.contiguous(),
-        c0.contiguous(),
-        ZA,
-        C,
-        HC,
-        Y,
-        *(None,) * 6,
-        [B] * T,
-        _config(spec, k, 2.0 if spec.g == "tanh" else 1.0, torch_order=True),
-        *(None,) * 4,
+    T, B, _ = x.shape
+    H = weights[1].shape[-1]
+    chunk = layout.chunk_steps(B * 4 * H * x.element_size(), target=4 << 20)
+    h0, c0 = (None, None) if states is None else states
+    Y, h_n, c_n = torch.ops.lstmlab_native.torch_lstm(
+        x, weights, h0, c0, num_layers, bidirectional, has_biases, chunk
     )
-    return Y, Y[T - 1], C[(T - 1) % 2]  # (views: the caller stacks them)
+    return Y, (h_n, c_n)
 
 
 def torch_order_cell(spec: CellSpec) -> bool:
-    """Whether ``torch_inference`` runs this cell: torch's (NP: one cell per block, the i, f
+    """Whether ``torch_lstm`` runs this cell: torch's (NP: one cell per block, the i, f
     and o gates, no peepholes, not coupled, no full gate recurrence, tanh block input and cell
     output), no projection, no multiplicative or structured map."""
     return (

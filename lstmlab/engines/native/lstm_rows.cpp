@@ -344,6 +344,78 @@ void forward_rows(const at::Tensor& x2_, const at::Tensor& Wt, const at::Tensor&
   });
 }
 
+// ------------------------------------------------------------------ torch.nn.LSTM's stack
+// The drop-in's inference (lstmlab.TorchLSTM without a graph): every layer and direction of
+// torch.nn.LSTM's stack in one call, on torch's parameters as the module keeps them
+// (params: its flat weights, [W_ih (4H, I), W_hh (4H, H), b_ih, b_hh] per layer-direction,
+// the biases left out where has_biases is false), the pre-activation rows read in torch's gate
+// order i | f | g | o. x (T, B, I) time-major; hx, cx (layers * directions, B, H) or absent
+// (zeros). Returns the last layer's output (T, B, directions * H) and h_n, c_n. The reverse
+// direction runs on the time-reversed input and its output is reversed back (dense sequences
+// only: no lengths here). chunk: the steps per input-projection product.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> torch_lstm(
+    const at::Tensor& x, at::TensorList params, const c10::optional<at::Tensor>& hx,
+    const c10::optional<at::Tensor>& cx, int64_t num_layers, bool bidirectional,
+    bool has_biases, int64_t chunk) {
+  const int64_t nd = bidirectional ? 2 : 1, per = has_biases ? 4 : 2;
+  TORCH_CHECK(x.dim() == 3 && x.size(0) > 0 && num_layers > 0,
+              "lstmlab native core: torch_lstm takes x (T, B, I) with T > 0");
+  TORCH_CHECK(int64_t(params.size()) == num_layers * nd * per, "lstmlab native core: ",
+              params.size(), " parameters for ", num_layers * nd, " layer-directions");
+  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
+              "lstmlab native core: torch_lstm runs float32 and float64");
+  const int64_t T = x.size(0), B = x.size(1), H = params[1].size(-1), D = 4 * H;
+  for (const at::Tensor& p : params)
+    TORCH_CHECK(p.scalar_type() == x.scalar_type() && p.device() == x.device(),
+                "lstmlab native core: every parameter of the input's dtype and device");
+  for (const auto* s : {&hx, &cx})
+    TORCH_CHECK(!given(*s) || ((*s)->dim() == 3 && (*s)->size(0) == num_layers * nd &&
+                               (*s)->size(1) == B && (*s)->size(2) == H &&
+                               (*s)->scalar_type() == x.scalar_type()),
+                "lstmlab native core: the initial states must be (", num_layers * nd, ", ", B,
+                ", ", H, ")");
+  const std::vector<int64_t> cfg = {H, 1, 1, 1, 1, 0, 0, TANH, TANH,
+                                    std::max<int64_t>(1, std::min(chunk, T)), 2, 1};
+  const std::vector<int64_t> bs(T, B);
+  at::Tensor h_n = at::empty({num_layers * nd, B, H}, x.options());
+  at::Tensor c_n = at::empty_like(h_n);
+  const at::Tensor zero = given(hx) && given(cx) ? at::Tensor() : at::zeros({B, H}, x.options());
+  const at::Tensor no_bias = has_biases ? at::Tensor() : at::zeros({D}, x.options());
+  at::Tensor layer_in = x;
+  for (int64_t layer = 0; layer < num_layers; ++layer) {
+    std::vector<at::Tensor> outs;
+    for (int64_t d = 0; d < nd; ++d) {
+      const int64_t k = layer * nd + d;
+      const at::Tensor& W = params[k * per];
+      const at::Tensor& R = params[k * per + 1];
+      TORCH_CHECK(W.dim() == 2 && W.size(0) == D && W.size(1) == layer_in.size(2) &&
+                      R.dim() == 2 && R.size(0) == D && R.size(1) == H,
+                  "lstmlab native core: layer-direction ", k, "'s weights must be (", D, ", ",
+                  layer_in.size(2), ") and (", D, ", ", H, ")");
+      const at::Tensor bias = has_biases ? params[k * per + 2] + params[k * per + 3] : no_bias;
+      const at::Tensor xin = (d == 0 ? layer_in : layer_in.flip(0)).contiguous();
+      const at::Tensor h0 = given(hx) ? (*hx)[k].contiguous() : zero;
+      const at::Tensor c0 = given(cx) ? (*cx)[k].contiguous() : zero;
+      at::Tensor Y = at::empty({T, B, H}, x.options());
+      at::Tensor ZA = at::empty({cfg[C_CHUNK], B, D}, x.options());
+      at::Tensor C = at::empty({2, B, H}, x.options());
+      at::Tensor HC = at::empty({1, B, H}, x.options());
+      forward_rows(xin.view({T * B, xin.size(2)}), W.is_contiguous() ? W.t() : W.t().contiguous(),
+                   bias, R.is_contiguous() ? R.t() : R.t().contiguous(), h0, c0, ZA, C, HC, Y,
+                   c10::nullopt, c10::nullopt, c10::nullopt, c10::nullopt, c10::nullopt,
+                   c10::nullopt, bs, cfg, c10::nullopt, c10::nullopt, c10::nullopt, c10::nullopt);
+      const int64_t bytes = B * H * int64_t(x.element_size());  // (memcpy: no dispatch)
+      std::memcpy(static_cast<char*>(h_n.data_ptr()) + k * bytes,
+                  static_cast<const char*>(Y.data_ptr()) + (T - 1) * bytes, bytes);
+      std::memcpy(static_cast<char*>(c_n.data_ptr()) + k * bytes,
+                  static_cast<const char*>(C.data_ptr()) + ((T - 1) % 2) * bytes, bytes);
+      outs.push_back(d == 0 ? Y : Y.flip(0));
+    }
+    layer_in = nd == 1 ? outs[0] : at::cat(outs, 2);
+  }
+  return {layer_in, h_n, c_n};
+}
+
 // --------------------------------------------------------------------------------- backward
 template <typename T>
 void backward_rows_kernel(const Layout& L, int64_t n, const T* za0, const T* c0_,
@@ -589,6 +661,9 @@ TORCH_LIBRARY(lstmlab_native, m) {
       "Tensor? Qt, Tensor? Pi, Tensor? Pf, Tensor? Po, int[] batch_sizes, int[] cfg, "
       "Tensor? MX=None, Tensor(f!)? U=None, Tensor(g!)? Mm=None, Tensor? Wmh=None) -> ()");
   m.def(
+      "torch_lstm(Tensor x, Tensor[] params, Tensor? hx, Tensor? cx, int num_layers, "
+      "bool bidirectional, bool has_biases, int chunk) -> (Tensor, Tensor, Tensor)");
+  m.def(
       "backward_rows(Tensor ZA, Tensor C, Tensor HC, Tensor c0, Tensor R, Tensor? Wp, Tensor? Q, "
       "Tensor? Pi, Tensor? Pf, Tensor? Po, Tensor? dY, Tensor? dC, Tensor(a!) dPre, "
       "Tensor(b!)? DY, Tensor(c!) dy_next, Tensor(d!) dc_next, Tensor(e!)? dq_next, "
@@ -598,6 +673,7 @@ TORCH_LIBRARY(lstmlab_native, m) {
 
 TORCH_LIBRARY_IMPL(lstmlab_native, CPU, m) {
   m.impl("forward_rows", &forward_rows);
+  m.impl("torch_lstm", &torch_lstm);
   m.impl("backward_rows", &backward_rows);
 }
 
