@@ -25,11 +25,11 @@ LSTM computation (``engine=``): ``"bptt"`` (default) is the hand-written full-BP
 (``lstmlab.engines.bptt``) through ``lstmlab.nn.fast_layer``, whose double backward recomputes
 with the reference engine; ``"autograd"`` is the reference step loop. The torch weights map
 onto the engine's layout (rows z|i|f|o, one bias b_ih + b_hh) by a differentiable row
-permutation each call. Where no graph is wanted (inference) and the cell is torch's (NP, α = 1,
-no projection) on dense float32 / float64 CPU input in the batch-major layout, the native
-loop reads the torch weights as they are, in their own gate order, every layer and direction
-in one call (``native.torch_lstm``: no permuted copies, no engine set-up, no Python between the
-layers). GRU and RNN are lstmlab's baseline
+permutation each call. Where the cell is torch's (NP, α = 1, no projection) on dense float32 /
+float64 CPU input in the batch-major layout, the native loops read the torch weights as they
+are, in their own gate order: for training one ``autograd.Function`` per layer-direction
+(``engines.torch_order``: no permuted copies, no engine set-up), and where no graph is wanted
+(inference) every layer and direction in one call (``native.torch_lstm``). GRU and RNN are lstmlab's baseline
 recurrences (autograd). While a graph is captured (``torch.export``, ``torch.jit.trace``, ``torch.compile`` with dynamo's
 ``allow_rnn``, ``torch.onnx.export``) each layer-direction is one operator of
 ``lstmlab.nn.ops``; otherwise a compiler does not look inside the layer (docs/design.md).
@@ -482,6 +482,10 @@ class TorchLSTM(_DropInMixin, nn.LSTM):
         if x.shape[1] == 0:
             engine = "autograd"  # an empty batch: the plain loop handles it as torch does
         alpha = self.gate_sharpness.at(self.epoch)
+        if engine == "bptt" and lengths is None and cast is None:
+            out = self._torch_order_layer(k, x, states, alpha)
+            if out is not None:
+                return out
         if engine == "bptt" and ops.tracing():  # a graph is captured: the layer as one operator
             if _in_onnx_export():
                 _onnx_check(self.specs[k], alpha, lengths is not None)
@@ -500,6 +504,37 @@ class TorchLSTM(_DropInMixin, nn.LSTM):
             Y, _, h_n, c_n = fast_layer.run_layer(
                 self.specs[k], self.dense_weights(layer, d, cast), x, lengths, h0, c0, alpha, engine
             )
+        return Y, (h_n, c_n)
+
+    def _torch_order_layer(self, k: int, x: Tensor, states, alpha):
+        """Layer-direction k by ``engines.torch_order`` (the training path on torch's own
+        weights, see there), or None where that does not apply: torch's cell, α = 1, no graph
+        captured, no functorch transform or dual tensor, every tensor of the input's dtype and
+        device, the native loop for this input and the batch-major layout for it."""
+        from lstmlab.engines import native, torch_order  # (engines import nn: at the call)
+
+        spec = self.specs[k]
+        if not native.torch_order_cell(spec) or x.shape[1] == 0 or ops.tracing():
+            return None
+        if any(alpha[g] != 1.0 for g in spec.gates):
+            return None
+        layer, d = divmod(k, 2 if self.bidirectional else 1)
+        params = [
+            self._param(n, layer, d, None) for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+        ]
+        tensors = (x, *states, *(p for p in params if p is not None))
+        if fast_layer.needs_reference(tensors):
+            return None
+        if any(t.dtype != x.dtype or t.device != x.device for t in tensors):
+            return None
+        if not native.use_native(spec, x, True, True):
+            return None
+        if (
+            engine_layout.choose_layout(spec, x.shape[1], x.dtype, native=True, backward=True)
+            != "batch"
+        ):
+            return None
+        Y, h_n, c_n = torch_order.run_layer(spec, x, *states, *params)
         return Y, (h_n, c_n)
 
     def _native_stack(self, x: Tensor, states: tuple[Tensor, ...] | None):

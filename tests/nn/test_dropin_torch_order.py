@@ -200,3 +200,151 @@ def test_not_taken_where_it_does_not_apply(spy, case):
         with torch.no_grad():
             lab(x)
     assert spy == []
+
+
+# ---------------------------------------------------------------- training (engines/torch_order)
+@pytest.fixture
+def train_spy(monkeypatch):
+    """Counts the layer-directions that ran ``engines.torch_order`` (the training path)."""
+    from lstmlab.engines import torch_order
+
+    seen = []
+    real = torch_order.run_layer
+
+    def counted(*args, **kwargs):
+        seen.append(args[1].shape)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch_order, "run_layer", counted)
+    return seen
+
+
+def _outs_and_grads(model, x, hx):
+    """Outputs, final states and the gradient of every input and parameter of a loss that
+    reads all three outputs."""
+    xs = x.detach().requires_grad_(True)
+    hs = None if hx is None else tuple(h.detach().requires_grad_(True) for h in hx)
+    y, (h, c) = model(xs) if hs is None else model(xs, hs)
+    loss = (y**2).sum() + (h * 0.5).sum() + (c**3).sum()
+    wrt = [xs, *(hs or ()), *model.parameters()]
+    return [y, h, c, *torch.autograd.grad(loss, wrt)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(
+    "T,B,I,H,kw",
+    [
+        (7, 20, 5, 16, {}),
+        (5, 3, 4, 21, {"bias": False}),  # a scalar tail, no bias
+        (9, 24, 8, 40, {"num_layers": 2, "bidirectional": True, "batch_first": True}),
+        (30, 1, 3, 17, {}),  # batch 1
+    ],
+)
+@pytest.mark.parametrize("states", ["given", "zeros"])
+def test_training_equals_torch_and_the_python_loop(train_spy, dtype, T, B, I, H, kw, states):
+    """Forward and every gradient (input, states, W_ih, W_hh, b_ih, b_hh) of the drop-in's
+    training path against torch.nn.LSTM and against the engine's Python loop."""
+    ref, lab = _pair(dtype, I, H, **kw)
+    shape = (B, T, I) if kw.get("batch_first") else (T, B, I)
+    x = torch.randn(*shape, dtype=dtype)
+    L = kw.get("num_layers", 1) * (2 if kw.get("bidirectional") else 1)
+    hx = (torch.randn(L, B, H, dtype=dtype), torch.randn(L, B, H, dtype=dtype))
+    hx = hx if states == "given" else None
+    want = _outs_and_grads(ref, x, hx)
+    got = _outs_and_grads(lab, x, hx)
+    assert len(train_spy) == L  # every layer-direction took it
+    with native.forced_python():
+        twin = _outs_and_grads(lab, x, hx)
+    assert len(train_spy) == L
+    tol = {torch.float32: 2e-5, torch.float64: 1e-12}[dtype]
+    for a, b, c in zip(got, want, twin, strict=True):
+        assert a.shape == b.shape
+        assert _rel(a, b) <= tol and _rel(a, c) <= tol
+
+
+def test_training_path_gradcheck_and_gradgradcheck():
+    """float64 finite differences of the layer itself (first and second order: the double
+    backward differentiates the reference twin)."""
+    from lstmlab.engines import torch_order
+
+    torch.manual_seed(1)
+    _, lab = _pair(torch.float64, 3, 16)
+    spec = lab.specs[0]
+    T, B = 4, 3
+    args = [
+        torch.randn(T, B, 3, dtype=torch.float64),
+        torch.randn(B, 16, dtype=torch.float64),
+        torch.randn(B, 16, dtype=torch.float64),
+        *(p.detach().clone() for p in lab.parameters()),
+    ]
+    args = [a.requires_grad_(True) for a in args]
+
+    def fn(*a):
+        return torch_order.run_layer(spec, *a)
+
+    assert torch.autograd.gradcheck(fn, args)
+    assert torch.autograd.gradgradcheck(fn, args)
+
+
+def test_training_path_reference_is_torchs_layer():
+    """The reference twin itself against torch.nn.LSTM (so the double backward differentiates
+    the right function)."""
+    from lstmlab.engines import torch_order
+
+    ref, _ = _pair(torch.float64, 3, 16)
+    x, h0, c0 = (torch.randn(*s, dtype=torch.float64) for s in ((5, 2, 3), (2, 16), (2, 16)))
+    b = ref.bias_ih_l0 + ref.bias_hh_l0
+    y, h, c = torch_order.reference(x, h0, c0, ref.weight_ih_l0, ref.weight_hh_l0, b)
+    want, (hw, cw) = ref(x, (h0[None], c0[None]))
+    assert _rel(y, want) <= 1e-13 and _rel(h, hw[0]) <= 1e-13 and _rel(c, cw[0]) <= 1e-13
+
+
+@pytest.mark.parametrize(
+    "case", ["packed", "proj", "peepholes", "sharpness", "features", "vanilla", "func grad"]
+)
+def test_training_path_not_taken_where_it_does_not_apply(train_spy, case):
+    """Unequal lengths, a projection, another variant, α ≠ 1, the feature-major layout, a
+    torch.func transform: the engine's general path (still torch's gradients where torch has
+    the model)."""
+    kw = {"proj_size": 8} if case == "proj" else {}
+    extra = {
+        "peepholes": {"peepholes": True},
+        "vanilla": {"variant": "vanilla"},
+        "sharpness": {"gate_sharpness": 2.0},
+    }.get(case, {})
+    torch.manual_seed(0)
+    lab = lstmlab.TorchLSTM(4, 16, **kw, **extra)
+    x = torch.randn(6, 20, 4)
+    if case == "packed":
+        packed = nn.utils.rnn.pack_padded_sequence(x, torch.tensor([6] * 10 + [3] * 10))
+        lab(packed)[0].data.sum().backward()
+    elif case == "features":
+        with forced_layout("features"):
+            lab(x)[0].sum().backward()
+    elif case == "func grad":
+        from torch.func import functional_call, grad
+
+        params = {k: v.detach() for k, v in lab.named_parameters()}
+        g = grad(lambda p: functional_call(lab, p, (x,))[0].sum())(params)
+        ref = nn.LSTM(4, 16)
+        ref.load_state_dict(lab.state_dict())
+        ref(x)[0].sum().backward()
+        assert _rel(g["weight_hh_l0"], ref.weight_hh_l0.grad) <= 2e-5
+    else:
+        lab(x)[0].sum().backward()
+    assert train_spy == []
+
+
+def test_torch_order_backward_refuses_other_cells():
+    """The native backward reads torch's gate order for the common cell's plain layer only; any
+    other cell is one clear error, not a wrong gradient."""
+    spec = lstmlab.TorchLSTM(4, 16, peepholes=True).specs[0]
+    T, B, H = 2, 3, 16
+    D = spec.n_pre
+    z = torch.zeros
+    with pytest.raises(RuntimeError, match="torch's gate order only"):
+        native.backward_rows(
+            spec, {}, [B] * T, z(T, B, D), z(T, B, H), z(T, B, H), z(B, H), z(D, H), None,
+            None, {"i": z(H), "f": z(H), "o": z(H)}, None, None, z(T, B, D), None, z(B, H),
+            z(B, H), None, None, torch_order=True,
+        )  # fmt: skip

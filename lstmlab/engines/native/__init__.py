@@ -136,6 +136,7 @@ def forward_rows(
     Ps: dict[str, Tensor | None],
     mult: tuple[Tensor, Tensor, Tensor, Tensor] | None = None,
     z_scale: float = 1.0,
+    torch_order: bool = False,
 ) -> None:
     """The forward time loop of ``bptt_rows`` (weights with α folded in, and the block
     input's argument scale, or ``z_scale``: that scale applied by the step to the summed
@@ -143,7 +144,9 @@ def forward_rows(
     projection's input) in place, over the first ``bs[t]`` rows of each step. The input
     projection x2 (T·B, I) Wsᵀ is formed ``chunk`` steps at a time (``bias`` is added in each
     step's elementwise pass). ``mult``: an intermediate in y_{t-1}'s place — mLSTM (W_mx x, U,
-    m, W_mh); F-LSTM (None, U = W1x x, None, W1h); G-LSTM (None, XG, None, Rg 3-D)."""
+    m, W_mh); F-LSTM (None, U = W1x x, None, W1h); G-LSTM (None, XG, None, Rg 3-D).
+    ``torch_order``: Ws, bias, Rs and ZA's rows in torch's gate order i | f | g | o (the common
+    cell's plain layer only: ``engines/torch_order``)."""
     torch.ops.lstmlab_native.forward_rows(
         x2,
         _right(Ws),  # (I, D)
@@ -162,7 +165,7 @@ def forward_rows(
         _c(Ps.get("f")),
         _c(Ps.get("o")),
         bs,
-        _config(spec, chunk, z_scale),
+        _config(spec, chunk, z_scale, torch_order),
         *(mult if mult is not None else (None,) * 4),  # see the docstring
     )
 
@@ -243,10 +246,12 @@ def backward_rows(
     dc_next: Tensor,
     dq_next: Tensor | None,
     mult: tuple[Tensor, Tensor, Tensor, Tensor, Tensor] | None = None,
+    torch_order: bool = False,
 ) -> None:
     """The backward time loop of ``bptt_rows`` (raw weights, α explicit): writes δ of every
     step into dPre (T, B, D) (and dy into DY with a projection), leaving dy_next, dc_next the
-    gradients of h0, c0."""
+    gradients of h0, c0. ``torch_order``: ZA, R and dPre's rows in torch's gate order (as in
+    ``forward_rows``)."""
     torch.ops.lstmlab_native.backward_rows(
         ZA,
         C,
@@ -266,7 +271,7 @@ def backward_rows(
         dc_next,
         dq_next,
         bs,
-        _config(spec, 1),
+        _config(spec, 1, 1.0, torch_order),
         [float(alpha.get(g, 1.0)) for g in ("i", "f", "o")],
         *(mult if mult is not None else (None,) * 5),  # MX, U, W_mh (or W1h, Rg), dU, dMX
     )

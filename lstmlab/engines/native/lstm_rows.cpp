@@ -432,12 +432,12 @@ void backward_rows_kernel(const Layout& L, int64_t n, const T* za0, const T* c0_
     for (int64_t r = r0; r < r1; ++r) {
       if (common) {
         common_back(za0 + r * D, hc0 + r * H, cp0 + r * cp_stride, dyh0 + r * dyh_stride,
-                    dc0 + r * H, dpre0 + r * D, H, al_i, al_f, al_o, ga, gb, ha, hb);
+                    dc0 + r * H, dpre0 + r * D, H, L.zo(), al_i, al_f, al_o, ga, gb, ha, hb);
         continue;
       }
       if (peep1) {
         peep_back(za0 + r * D, hc0 + r * H, cp0 + r * cp_stride, dyh0 + r * dyh_stride,
-                  dc0 + r * H, dpre0 + r * D, H, al_i, al_f, al_o, ga, gb, ha, hb, Pi, Pf, Po);
+                  dc0 + r * H, dpre0 + r * D, H, 0, al_i, al_f, al_o, ga, gb, ha, hb, Pi, Pf, Po);
         continue;
       }
       const T* za = za0 + r * D;
@@ -521,7 +521,8 @@ void backward_rows(const at::Tensor& ZA, const at::Tensor& C, const at::Tensor& 
                    const c10::optional<at::Tensor>& U, const c10::optional<at::Tensor>& Wmh,
                    const c10::optional<at::Tensor>& dU, const c10::optional<at::Tensor>& dMX) {
   const Layout L(cfg);
-  L.engine_order();
+  TORCH_CHECK(L.order == 0 || (L.common() && !given(Wp) && !given(Q) && !given(Wmh)),
+              "lstmlab native core: torch's gate order only for the common cell's plain layer");
   const int64_t T = ZA.size(0), B = ZA.size(1), D = ZA.size(2), H = L.H;
   const int64_t Hr = dy_next.size(1), G = L.G;
   // mLSTM (MX given): dm = delta R, du = dm * (W_mx x), d(W_mx x) = dm * u, dy_{t-1} = du W_mh

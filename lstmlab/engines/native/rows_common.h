@@ -458,7 +458,7 @@ LSTMLAB_PEEP_STEP(double)
 
 // ---- the backward step of the common cell (no full gate recurrence): one vectorised pass over
 // a row's cells, the error responsibilities of the four rows and the carried dc_{t-1}, from the
-// activations ZA = [g(z) | i | f | o] of the step, h(c_t), c_{t-1}, dy_hat and dc_t (in dc; out:
+// activations ZA = [g(z) | i | f | o] of the step (or torch's order [i | f | g(z) | o]: zo), h(c_t), c_{t-1}, dy_hat and dc_t (in dc; out:
 // dc_{t-1}). The block-input and cell-output derivatives from their values: f'(x) w = ga (w - gb
 // w y y) (tanh (1, 1), bipolar1 (1/2, 1), bipolar2 (1, 1/4): see times_derivative).
 // With peepholes (one cell per block: vanilla, the family's default; peep_back) P_o delta_o
@@ -467,10 +467,12 @@ LSTMLAB_PEEP_STEP(double)
 #define LSTMLAB_CELL_BACK(T, NAME, PO_TERM, PIF_TERM, ...)                                     \
   LSTMLAB_CLONES void NAME(const T* __restrict__ za, const T* __restrict__ hc,                 \
                            const T* __restrict__ cp, const T* __restrict__ dyh,                \
-                           T* __restrict__ dc, T* __restrict__ dpre, int64_t H, T al_i,        \
-                           T al_f, T al_o, T ga, T gb, T ha, T hb __VA_ARGS__) {               \
-    const T *z = za, *gi = za + H, *gf = za + 2 * H, *go = za + 3 * H;                         \
-    T *dz = dpre, *di = dpre + H, *df = dpre + 2 * H, *dO = dpre + 3 * H;                      \
+                           T* __restrict__ dc, T* __restrict__ dpre, int64_t H, int64_t zo,    \
+                           T al_i, T al_f, T al_o, T ga, T gb, T ha, T hb __VA_ARGS__) {       \
+    /* rows z | i | f | o (zo = 0), or torch's i | f | g | o (zo = 2 H) */                     \
+    const int64_t io = zo == 0 ? H : 0;                                                        \
+    const T *z = za + zo, *gi = za + io, *gf = za + io + H, *go = za + 3 * H;                  \
+    T *dz = dpre + zo, *di = dpre + io, *df = dpre + io + H, *dO = dpre + 3 * H;               \
     for (int64_t d = 0; d < H; ++d) {                                                          \
       const T o = go[d], h = hc[d], e = dyh[d];                                                \
       const T d_o = e * (h * (al_o * (o - o * o)));                                            \

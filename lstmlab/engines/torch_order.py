@@ -1,0 +1,144 @@
+"""torch.nn.LSTM's layer trained on its own weights: the drop-in's training path.
+
+``lstmlab.TorchLSTM`` keeps torch's parameters (W_ih, W_hh, b_ih, b_hh, rows in torch's gate
+order i | f | g | o). The engine's general path (``nn.fast_layer`` → ``engines.bptt``) gathers
+them into its own order z | i | f | o with a differentiable permutation each call and runs its
+``autograd.Function`` inside another; for a small layer that bookkeeping costs more than the
+recurrence (forward + backward of (1, 32, 16, 16): 450 µs against torch's 240). Here the
+native batch-major loops read and write torch's order themselves (config entry ``C_ORDER``:
+the forward step, and the common cell's backward pass ``common_back``), so one
+``autograd.Function`` per layer-direction runs the forward, the backward and the weight
+gradients — d[W_ih | W_hh] as one product over the T·B rows of [x_t | y_{t-1}], db_ih = db_hh
+the column sums of δ — straight on torch's parameters.
+
+Where it applies: torch's cell (``native.torch_order_cell``), α = 1, dense sequences (no
+lengths), float32 / float64 on the CPU with the core loaded, the batch-major layout; the
+drop-in decides (``TorchLSTM._direction``). A double backward (``create_graph=True``)
+differentiates the step loop written in torch operators below (``reference``), the slow twin
+that the tests hold this path to.
+
+Hand-written: the engine is this project's subject.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from lstmlab.engines import layout, native
+from lstmlab.nn.variants import CellSpec
+
+__all__ = ["reference", "run_layer"]
+
+_ONES = {"i": 1.0, "f": 1.0, "o": 1.0}
+
+
+def reference(
+    x: Tensor, h0: Tensor, c0: Tensor, W_ih: Tensor, W_hh: Tensor, b: Tensor | None
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The layer as torch defines it, step by step in torch operators (differentiable to any
+    order): returns Y (T, B, H), h_n, c_n."""
+    h, c, ys = h0, c0, []
+    for t in range(x.shape[0]):
+        a = x[t] @ W_ih.t() + h @ W_hh.t()
+        if b is not None:
+            a = a + b
+        i, f, g, o = a.chunk(4, dim=1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(c)
+        ys.append(h)
+    return torch.stack(ys), h, c
+
+
+class _Layer(torch.autograd.Function):
+    """See the module docstring."""
+
+    @staticmethod
+    def forward(ctx, spec, x, h0, c0, W_ih, W_hh, b_ih, b_hh):
+        T, B, I = x.shape
+        H = spec.hidden_size
+        D = 4 * H
+        bias = b_ih + b_hh if b_ih is not None else x.new_zeros(D)
+        ZA, C, HC, Y = (x.new_empty(T, B, n) for n in (D, H, H, H))
+        k = min(T, layout.chunk_steps(B * D * x.element_size(), target=4 << 20))
+        h0c, c0c = h0.contiguous(), c0.contiguous()
+        native.forward_rows(
+            spec, [B] * T, k, x.reshape(T * B, I), W_ih, bias, W_hh, h0c, c0c,
+            ZA, C, HC, Y, None, None, None, {}, z_scale=2.0, torch_order=True,
+        )  # fmt: skip
+        ctx.spec, ctx.ZA, ctx.C, ctx.HC = spec, ZA, C, HC
+        ctx.has_b = b_ih is not None
+        ctx.save_for_backward(x, h0, c0, W_ih, W_hh, b_ih, b_hh, Y)
+        ctx.set_materialize_grads(False)
+        return Y, Y[T - 1].clone(), C[T - 1].clone()
+
+    @staticmethod
+    def backward(ctx, dY, dh_n, dc_n):
+        x, h0, c0, W_ih, W_hh, b_ih, b_hh, Y = ctx.saved_tensors
+        need = ctx.needs_input_grad[1:]  # x, h0, c0, W_ih, W_hh, b_ih, b_hh
+        if dY is None and dh_n is None and dc_n is None:
+            return (None,) * 8
+        if torch.is_grad_enabled():  # create_graph=True: differentiate the reference twin
+            b = None if b_ih is None else b_ih + b_hh
+            outs = reference(x, h0, c0, W_ih, W_hh, b)
+            pairs = [(o, g) for o, g in zip(outs, (dY, dh_n, dc_n), strict=True) if g is not None]
+            inputs = (x, h0, c0, W_ih, W_hh, b_ih, b_hh)
+            wanted = [i for i, n in enumerate(need) if n]
+            got = torch.autograd.grad(
+                [o for o, _ in pairs],
+                [inputs[i] for i in wanted],
+                [g for _, g in pairs],
+                create_graph=True,
+                allow_unused=True,
+            )
+            result: list[Tensor | None] = [None] * 7
+            for i, g in zip(wanted, got, strict=True):
+                result[i] = g
+            return (None, *result)
+        T, B, I = x.shape
+        H = ctx.spec.hidden_size
+        D = 4 * H
+        dPre = x.new_empty(T, B, D)
+        dy_next = dh_n.clone().contiguous() if dh_n is not None else x.new_zeros(B, H)
+        dc_next = dc_n.clone().contiguous() if dc_n is not None else x.new_zeros(B, H)
+        native.backward_rows(
+            ctx.spec, _ONES, [B] * T, ctx.ZA, ctx.C, ctx.HC, c0, W_hh, None, None, {}, dY,
+            None, dPre, None, dy_next, dc_next, None, None, torch_order=True,
+        )  # fmt: skip
+        dPre2 = dPre.view(T * B, D)
+        dx = (dPre2 @ W_ih).view(T, B, I) if need[0] else None
+        dW_ih = dW_hh = db = None
+        if need[3] or need[4]:  # one product over [x_t | y_{t-1}]: d[W_ih | W_hh]
+            V = x.new_empty(T, B, I + H)
+            V[..., :I] = x
+            V[0, :, I:] = h0
+            V[1:, :, I:] = Y[:-1]
+            dWR = dPre2.t() @ V.view(T * B, I + H)
+            dW_ih, dW_hh = dWR[:, :I], dWR[:, I:]
+        if ctx.has_b and (need[5] or need[6]):
+            db = dPre2.sum(0)
+        return (
+            None,
+            dx,
+            dy_next if need[1] else None,
+            dc_next if need[2] else None,
+            dW_ih if need[3] else None,
+            dW_hh if need[4] else None,
+            db if need[5] else None,
+            db.clone() if need[6] and need[5] else (db if need[6] else None),
+        )
+
+
+def run_layer(
+    spec: CellSpec,
+    x: Tensor,
+    h0: Tensor,
+    c0: Tensor,
+    W_ih: Tensor,
+    W_hh: Tensor,
+    b_ih: Tensor | None,
+    b_hh: Tensor | None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """One layer-direction of torch.nn.LSTM (x (T, B, I) dense, time-major; h0, c0 (B, H);
+    torch's weights) with its gradients: Y (T, B, H), h_n, c_n."""
+    return _Layer.apply(spec, x, h0, c0, W_ih, W_hh, b_ih, b_hh)
