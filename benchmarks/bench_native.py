@@ -10,6 +10,7 @@ inference, float32 and float64, 1 and 2 threads — the table of docs/benchmarks
     python benchmarks/bench_native.py --cpu-time       # one-thread cells by CPU time (loaded machine)
     python benchmarks/bench_native.py --variants --threads 1    # the family's variants beside NP
     python benchmarks/bench_native.py --per-step '32,16,16;20,128,128'   # inference: per step + per call
+    python benchmarks/bench_native.py --per-step '32,16,16' --train      # the same, forward + backward
 
 Each cell is the median over the repeats of (time of lstmlab) / (time of torch) measured back to
 back in the same repeat (below 1: lstmlab is faster). "train" is forward + backward of
@@ -267,6 +268,40 @@ def per_step_row(B: int, I: int, H: int, calls: int = 1500) -> str:
     )
 
 
+def per_step_train_row(B: int, I: int, H: int, calls: int = 600) -> str:
+    """One --per-step --train row: per-step and fixed µs of forward + backward (of
+    ``out.sum()``) for torch.nn.LSTM and the drop-in, float32, on the threads set."""
+    torch.manual_seed(0)
+    ref = nn.LSTM(I, H)
+    ours = TorchLSTM(I, H)
+    ours.load_state_dict(ref.state_dict())
+
+    def fastest_tenth(model, x) -> float:
+        def once():
+            model(x)[0].sum().backward()
+
+        for _ in range(max(5, calls // 30)):
+            once()
+        times = []
+        for _ in range(calls):
+            t0 = time.perf_counter()
+            once()
+            times.append(time.perf_counter() - t0)
+        times.sort()
+        return times[len(times) // 10] * 1e6
+
+    at = {}
+    for T in (1, PER_STEP_T):
+        x = torch.randn(T, B, I)
+        at[T] = [fastest_tenth(ref, x), fastest_tenth(ours, x)]
+    steps = PER_STEP_T - 1
+    per = [(a - b) / steps for a, b in zip(at[PER_STEP_T], at[1], strict=True)]
+    return (
+        f"| {B}, {I}, {H} | {per[0]:.2f} | {per[1]:.2f} | {per[1] / per[0]:.2f} | "
+        f"{at[1][0]:.0f} | {at[1][1]:.0f} | {at[1][1] / at[1][0]:.2f} |"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -298,6 +333,11 @@ def main() -> None:
         default=None,
         help="'B,I,H;...': float32 inference taken apart into a per-step and a fixed cost "
         "(torch.nn.LSTM, the native loop alone, the drop-in) instead",
+    )
+    ap.add_argument(
+        "--train",
+        action="store_true",
+        help="--per-step: forward + backward instead of inference (torch.nn.LSTM and the drop-in)",
     )
     ap.add_argument("--dtypes", default="float32,float64", help="--variants: comma-separated")
     ap.add_argument("--threads", type=int, default=1, help="--variants, --per-step: torch threads")
@@ -335,6 +375,18 @@ def main() -> None:
         if not loaded:
             ap.error("--per-step times the native loop: the native core is not available here")
         torch.set_num_threads(args.threads)
+        if args.train:
+            print(
+                f"\nfloat32 forward + backward, {args.threads} thr, µs: the cost of one step (the "
+                f"slope from T = 1 to T = {PER_STEP_T}) and of a call at T = 1, fastest tenth"
+            )
+            print(
+                "\n| B, I, H | torch / step | drop-in / step | ratio | torch fixed "
+                "| drop-in fixed | ratio |\n|---|---|---|---|---|---|---|"
+            )
+            for B, I, H in shapes:
+                print(per_step_train_row(B, I, H), flush=True)
+            return
         print(
             f"\nfloat32 inference, {args.threads} thr, µs: the cost of one step (the slope from "
             f"T = 1 to T = {PER_STEP_T}) and of a call at T = 1 (the fixed cost), fastest tenth"
