@@ -144,7 +144,9 @@ def test_bench_native_per_step():
     [row] = [ln for ln in train.stdout.splitlines() if ln.startswith("| 4, 3, 5 |")]
     cells = [float(c) for c in row.strip("|").split("|")[1:]]
     assert len(cells) == 6 and all(c > 0 for c in cells[3:])
-    assert cells[5] == pytest.approx(cells[4] / cells[3], abs=0.01 + 0.5 * (1 + cells[5]) / cells[3])
+    assert cells[5] == pytest.approx(
+        cells[4] / cells[3], abs=0.01 + 0.5 * (1 + cells[5]) / cells[3]
+    )
     bad = _run(script, "--per-step", "4,3")
     assert bad.returncode == 2
     assert (
