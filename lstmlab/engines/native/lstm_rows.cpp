@@ -52,16 +52,18 @@ void forward_rows_range(const Layout& L, int64_t r0, int64_t r1, T* pre0, int64_
   const T gk = T(act_k(L.g_act)), g_off = -gk / T(2), gs = T(L.zs);
   const T hs = T(act_s(L.h_act)), hk = T(act_k(L.h_act)), h_off = -hk / T(2);
   const int64_t lo = L.sig_lo(), hi = L.sig_hi();
+  if (L.common()) {  // the common cell: two vectorised passes, the rows in one call
+    common_step(pre0 + r0 * pre_stride, bias, cp0 + r0 * cp_stride, c0_ + r0 * h_stride,
+                hc0 + r0 * h_stride, yh0 + r0 * h_stride, H, gs, gk, g_off, hs, hk, h_off, L.zo(),
+                r1 - r0, pre_stride, cp_stride, h_stride);
+    return;
+  }
   for (int64_t r = r0; r < r1; ++r) {
     T* pre = pre0 + r * pre_stride;
     const T* cp = cp0 + r * cp_stride;
     T* c = c0_ + r * h_stride;
     T* hc = hc0 + r * h_stride;
     T* yh = yh0 + r * h_stride;
-    if (L.common()) {  // the common cell: two vectorised passes
-      common_step(pre, bias, cp, c, hc, yh, H, gs, gk, g_off, hs, hk, h_off, L.zo());
-      continue;
-    }
     if (L.common_peep()) {  // with peepholes (vanilla): two vectorised passes too
       peep_step(pre, bias, cp, Pi, Pf, Po, c, hc, yh, H, gs, gk, g_off, hs, hk, h_off);
       continue;

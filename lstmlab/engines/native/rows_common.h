@@ -563,11 +563,14 @@ inline float sig1(float v, float k, float off) { return off + k / (1.0f + exp_po
   __attribute__((target(TGT))) void NAME(float* pre, const float* bias, const float* cp,      \
                                          float* c, float* hc, float* yh, int64_t H, float gs,  \
                                          float gk, float g_off, float hs, float hk,            \
-                                         float h_off, int64_t zo) {                            \
+                                         float h_off, int64_t zo, int64_t rows, int64_t pst,   \
+                                         int64_t cst, int64_t hst) {                           \
     const int64_t D = 4 * H, ze = zo + H;                                                      \
-    int64_t d = 0;                                                                             \
     const V one = P##_set1_ps(1.0f), zero = P##_setzero_ps();                                  \
     const V vgs = P##_set1_ps(gs), vgk = P##_set1_ps(gk), vgo = P##_set1_ps(g_off);            \
+    const V vhs = P##_set1_ps(hs), vhk = P##_set1_ps(hk), vho = P##_set1_ps(h_off);            \
+    for (int64_t r = 0; r < rows; ++r, pre += pst, cp += cst, c += hst, hc += hst, yh += hst) { \
+    int64_t d = 0;                                                                             \
     for (; d + W <= zo; d += W) { /* gates before z (torch's order): sigma(a + b) */           \
       const V a = P##_add_ps(P##_loadu_ps(pre + d), P##_loadu_ps(bias + d));                   \
       P##_storeu_ps(pre + d, SIG(a, one, zero));                                               \
@@ -584,7 +587,6 @@ inline float sig1(float v, float k, float off) { return off + k / (1.0f + exp_po
     }                                                                                          \
     for (; d < D; ++d) pre[d] = sig1(pre[d] + bias[d], 1.0f, 0.0f);                            \
     const float *z = pre + zo, *i = pre + (zo ? 0 : H), *f = i + H, *o = pre + 3 * H;          \
-    const V vhs = P##_set1_ps(hs), vhk = P##_set1_ps(hk), vho = P##_set1_ps(h_off);            \
     for (d = 0; d + W <= H; d += W) { /* c, h(c), y_hat */                                     \
       const V cv = P##_fmadd_ps(P##_loadu_ps(f + d), P##_loadu_ps(cp + d),                     \
                                 P##_mul_ps(P##_loadu_ps(i + d), P##_loadu_ps(z + d)));         \
@@ -597,6 +599,7 @@ inline float sig1(float v, float k, float off) { return off + k / (1.0f + exp_po
       const float cv = f[d] * cp[d] + i[d] * z[d];                                             \
       const float h = sig1(hs * cv, hk, h_off);                                                \
       c[d] = cv, hc[d] = h, yh[d] = o[d] * h;                                                  \
+    }                                                                                          \
     }                                                                                          \
   }
 LSTMLAB_COMMON_STEP_VEC(common_step_avx512, "avx512f", __m512, _mm512, 16, sig16)
@@ -678,28 +681,35 @@ inline int64_t simd_level() {
   return level;
 }
 
-// zo: where the block input's rows start (0: [z | i | f | o]; 2 H: torch's [i | f | z | o])
+// zo: where the block input's rows start (0: [z | i | f | o]; 2 H: torch's [i | f | z | o]);
+// `rows` rows, each the next by the strides pst (pre), cst (cp) and hst (c, hc, yh): one call
+// for a task's rows, the constants set up once
 template <typename T>
 inline void common_step(T* pre, const T* bias, const T* cp, T* c, T* hc, T* yh, int64_t H, T gs,
-                        T gk, T g_off, T hs, T hk, T h_off, int64_t zo) {
+                        T gk, T g_off, T hs, T hk, T h_off, int64_t zo, int64_t rows,
+                        int64_t pst, int64_t cst, int64_t hst) {
 #ifdef LSTMLAB_X86_RCP
   if constexpr (std::is_same_v<T, float>) {
     const int64_t level = simd_level();
     if (level == 2) {
-      common_step_avx512(pre, bias, cp, c, hc, yh, H, gs, gk, g_off, hs, hk, h_off, zo);
+      common_step_avx512(pre, bias, cp, c, hc, yh, H, gs, gk, g_off, hs, hk, h_off, zo, rows, pst,
+                         cst, hst);
       return;
     }
     if (level == 1) {
-      common_step_avx2(pre, bias, cp, c, hc, yh, H, gs, gk, g_off, hs, hk, h_off, zo);
+      common_step_avx2(pre, bias, cp, c, hc, yh, H, gs, gk, g_off, hs, hk, h_off, zo, rows, pst,
+                       cst, hst);
       return;
     }
   }
 #endif
-  if (zo > 0) sigmoid_affine_bias(pre, bias, zo, T(1), T(1), T(0));
-  sigmoid_affine_bias(pre + zo, bias + zo, H, gs, gk, g_off);
-  sigmoid_affine_bias(pre + zo + H, bias + zo + H, 3 * H - zo, T(1), T(1), T(0));
-  const T* i = pre + (zo ? 0 : H);
-  cell_step(pre + zo, i, i + H, pre + 3 * H, cp, c, hc, yh, H, hs, hk, h_off);
+  for (int64_t r = 0; r < rows; ++r, pre += pst, cp += cst, c += hst, hc += hst, yh += hst) {
+    if (zo > 0) sigmoid_affine_bias(pre, bias, zo, T(1), T(1), T(0));
+    sigmoid_affine_bias(pre + zo, bias + zo, H, gs, gk, g_off);
+    sigmoid_affine_bias(pre + zo + H, bias + zo + H, 3 * H - zo, T(1), T(1), T(0));
+    const T* i = pre + (zo ? 0 : H);
+    cell_step(pre + zo, i, i + H, pre + 3 * H, cp, c, hc, yh, H, hs, hk, h_off);
+  }
 }
 
 template <typename T>
