@@ -263,7 +263,7 @@ def per_step_row(B: int, I: int, H: int, calls: int = 1500) -> str:
     per = [(a - b) / steps for a, b in zip(at[PER_STEP_T], at[1], strict=True)]
     fixed = at[1]
     return (
-        f"| {B}, {I}, {H} | {per[0]:.2f} | {per[1]:.2f} | {per[1] / per[0]:.2f} | "
+        f"| {B}, {I}, {H} | {per[0]:.2f} | {per[1]:.2f} | {per[1] / max(per[0], 1e-9):.2f} | "
         f"{fixed[0]:.0f} | {fixed[1]:.0f} | {fixed[2]:.0f} |"
     )
 
@@ -297,7 +297,7 @@ def per_step_train_row(B: int, I: int, H: int, calls: int = 600) -> str:
     steps = PER_STEP_T - 1
     per = [(a - b) / steps for a, b in zip(at[PER_STEP_T], at[1], strict=True)]
     return (
-        f"| {B}, {I}, {H} | {per[0]:.2f} | {per[1]:.2f} | {per[1] / per[0]:.2f} | "
+        f"| {B}, {I}, {H} | {per[0]:.2f} | {per[1]:.2f} | {per[1] / max(per[0], 1e-9):.2f} | "
         f"{at[1][0]:.0f} | {at[1][1]:.0f} | {at[1][1] / at[1][0]:.2f} |"
     )
 

@@ -13,7 +13,7 @@ the column sums of δ — straight on torch's parameters.
 
 Where it applies: torch's cell (``native.torch_order_cell``), α = 1, dense sequences (no
 lengths), float32 / float64 on the CPU with the core loaded, the batch-major layout; the
-drop-in decides (``TorchLSTM._direction``). A double backward (``create_graph=True``)
+drop-in decides (``TorchLSTM._torch_order_layer``). A double backward (``create_graph=True``)
 differentiates the step loop written in torch operators below (``reference``), the slow twin
 that the tests hold this path to.
 
@@ -66,15 +66,15 @@ class _Layer(torch.autograd.Function):
             spec, [B] * T, k, x.reshape(T * B, I), W_ih, bias, W_hh, h0c, c0c,
             ZA, C, HC, Y, None, None, None, {}, z_scale=2.0, torch_order=True,
         )  # fmt: skip
-        ctx.spec, ctx.ZA, ctx.C, ctx.HC = spec, ZA, C, HC
-        ctx.has_b = b_ih is not None
-        ctx.save_for_backward(x, h0, c0, W_ih, W_hh, b_ih, b_hh, Y)
+        ctx.spec, ctx.has_b = spec, b_ih is not None
+        # (the step buffers too: freed with the graph, seen by saved-tensor hooks)
+        ctx.save_for_backward(x, h0, c0, W_ih, W_hh, b_ih, b_hh, Y, ZA, C, HC)
         ctx.set_materialize_grads(False)
         return Y, Y[T - 1].clone(), C[T - 1].clone()
 
     @staticmethod
     def backward(ctx, dY, dh_n, dc_n):
-        x, h0, c0, W_ih, W_hh, b_ih, b_hh, Y = ctx.saved_tensors
+        x, h0, c0, W_ih, W_hh, b_ih, b_hh, Y, ZA, C, HC = ctx.saved_tensors
         need = ctx.needs_input_grad[1:]  # x, h0, c0, W_ih, W_hh, b_ih, b_hh
         if dY is None and dh_n is None and dc_n is None:
             return (None,) * 8
@@ -102,7 +102,7 @@ class _Layer(torch.autograd.Function):
         dy_next = dh_n.clone().contiguous() if dh_n is not None else x.new_zeros(B, H)
         dc_next = dc_n.clone().contiguous() if dc_n is not None else x.new_zeros(B, H)
         native.backward_rows(
-            ctx.spec, _ONES, [B] * T, ctx.ZA, ctx.C, ctx.HC, c0, W_hh, None, None, {}, dY,
+            ctx.spec, _ONES, [B] * T, ZA, C, HC, c0, W_hh, None, None, {}, dY,
             None, dPre, None, dy_next, dc_next, None, None, torch_order=True,
         )  # fmt: skip
         dPre2 = dPre.view(T * B, D)

@@ -508,7 +508,9 @@ class TorchLSTM(_DropInMixin, nn.LSTM):
 
     def _torch_order_layer(self, k: int, x: Tensor, states, alpha):
         """Layer-direction k by ``engines.torch_order`` (the training path on torch's own
-        weights, see there), or None where that does not apply: torch's cell, α = 1, no graph
+        weights, see there) — or, where no graph is wanted (inter-layer dropout in force under
+        ``no_grad``), by ``native.torch_lstm`` for this layer-direction alone — or None where
+        neither applies: torch's cell, α = 1, no graph
         captured, no functorch transform or dual tensor, every tensor of the input's dtype and
         device, the native loop for this input and the batch-major layout for it."""
         from lstmlab.engines import native, torch_order  # (engines import nn: at the call)
@@ -529,11 +531,20 @@ class TorchLSTM(_DropInMixin, nn.LSTM):
             return None
         if not native.use_native(spec, x, True, True):
             return None
+        graph = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
         if (
-            engine_layout.choose_layout(spec, x.shape[1], x.dtype, native=True, backward=True)
+            engine_layout.choose_layout(spec, x.shape[1], x.dtype, native=True, backward=graph)
             != "batch"
         ):
             return None
+        if not graph:
+            # no graph wanted (dropout in force keeps the stack from one call): the inference
+            # loop, which keeps a ring of steps instead of every step's buffers
+            weights = params if params[2] is not None else params[:2]
+            Y, (h_n, c_n) = native.torch_lstm(
+                x, weights, (states[0][None], states[1][None]), 1, False, params[2] is not None
+            )
+            return Y, (h_n[0], c_n[0])
         Y, h_n, c_n = torch_order.run_layer(spec, x, *states, *params)
         return Y, (h_n, c_n)
 

@@ -103,16 +103,26 @@ def test_weights_as_the_call_finds_them(spy):
 
 
 def test_dropout_in_force_takes_the_layer_path(spy):
-    """Inter-layer dropout in training mode (no graph wanted): the layer-by-layer path, with
-    torch's masks for the same seed."""
-    ref, lab = _pair(torch.float64, 5, 16, num_layers=2, dropout=0.5)
+    """Inter-layer dropout in training mode (no graph wanted): one native call per
+    layer-direction (the inference loop, not the training path's buffers), dropout drawn
+    between them with torch's masks for the same seed."""
+    ref, lab = _pair(torch.float64, 5, 16, num_layers=2, dropout=0.5, bidirectional=True)
     x = torch.randn(8, 6, 5, dtype=torch.float64)
     with torch.no_grad():
         torch.manual_seed(3)
         want = ref(x)
         torch.manual_seed(3)
         got = lab(x)
-    assert spy == [] and _rel(got[0], want[0]) <= 1e-12
+    assert spy == [1, 1, 1, 1]  # four layer-directions, a call each
+    for a, b in zip((got[0], *got[1]), (want[0], *want[1]), strict=True):
+        assert _rel(a, b) <= 1e-12
+
+
+def test_the_loop_alone_refuses_a_graph():
+    """``native.torch_lstm`` computes no gradients: asked for them, it says so."""
+    _, lab = _pair(torch.float32, 5, 16)
+    with pytest.raises(RuntimeError, match="computes no gradients"):
+        native.torch_lstm(torch.randn(3, 2, 5), list(lab._flat_weights), None, 1, False, True)
 
 
 def test_the_op_refuses_what_it_cannot_run():
@@ -348,3 +358,57 @@ def test_torch_order_backward_refuses_other_cells():
             None, {"i": z(H), "f": z(H), "o": z(H)}, None, None, z(T, B, D), None, z(B, H),
             z(B, H), None, None, torch_order=True,
         )  # fmt: skip
+
+
+def test_training_path_with_dropout_retain_graph_and_states_only(train_spy):
+    """The training path with inter-layer dropout (torch's masks for the same seed), a second
+    backward through a retained graph, and a graph through the initial states alone (input and
+    weights frozen): each gives torch.nn.LSTM's gradients."""
+    ref, lab = _pair(torch.float64, 5, 16, num_layers=2, dropout=0.3)
+    x = torch.randn(7, 4, 5, dtype=torch.float64)
+    grads = []
+    for m in (ref, lab):
+        torch.manual_seed(4)
+        y, _ = m(x)
+        loss = (y**2).sum()
+        first = torch.autograd.grad(loss, list(m.parameters()), retain_graph=True)
+        second = torch.autograd.grad(loss, list(m.parameters()))
+        grads.append([*first, *second])
+    assert len(train_spy) == 2
+    for a, b in zip(*grads, strict=True):
+        assert _rel(a, b) <= 1e-12
+    for m in (ref, lab):
+        m.requires_grad_(False)
+    h0 = torch.randn(2, 4, 16, dtype=torch.float64, requires_grad=True)
+    c0 = torch.randn(2, 4, 16, dtype=torch.float64, requires_grad=True)
+    ref.eval(), lab.eval()
+    got = torch.autograd.grad(lab(x, (h0, c0))[0].sum(), [h0, c0])
+    want = torch.autograd.grad(ref(x, (h0, c0))[0].sum(), [h0, c0])
+    assert len(train_spy) == 4
+    for a, b in zip(got, want, strict=True):
+        assert _rel(a, b) <= 1e-12
+
+
+def test_training_path_double_backward_through_the_module(train_spy):
+    """A gradient penalty (create_graph=True) through the drop-in: the second-order gradient of
+    every parameter equals torch.nn.LSTM's."""
+    ref, lab = _pair(torch.float64, 3, 16, num_layers=2)
+    x = torch.randn(5, 3, 3, dtype=torch.float64)
+    out = []
+    for m in (ref, lab):
+        params = list(m.parameters())
+        g = torch.autograd.grad((m(x)[0] ** 2).sum(), params, create_graph=True)
+        penalty = sum((gi**2).sum() for gi in g)
+        out.append(torch.autograd.grad(penalty, params))
+    assert len(train_spy) == 2
+    for a, b in zip(*out, strict=True):
+        assert _rel(a, b) <= 1e-10
+
+
+def test_the_op_refuses_a_bias_of_another_shape():
+    """A bias that would broadcast (one entry) is refused, not summed into wrong values."""
+    _, lab = _pair(torch.float32, 5, 16)
+    w = list(lab._flat_weights)
+    w[3] = torch.zeros(1)
+    with pytest.raises(RuntimeError, match="biases must be"):
+        torch.ops.lstmlab_native.torch_lstm(torch.randn(4, 3, 5), w, None, None, 1, False, True, 4)

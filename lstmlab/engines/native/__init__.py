@@ -92,7 +92,8 @@ def _config(
 ) -> list[int]:
     """The core's config (``Cfg`` of rows_common.h); ``z_scale``: the block input's argument
     scale that the batch-major forward step applies (1: the weights carry it);
-    ``torch_order``: the pre-activation rows in torch's order i | f | g | o (``torch_lstm``)."""
+    ``torch_order``: the pre-activation rows in torch's order i | f | g | o (``torch_lstm``,
+    ``engines/torch_order``)."""
     if z_scale not in (1.0, 2.0):
         raise ValueError(f"the native core takes a block-input scale of 1 or 2, not {z_scale}")
     g = spec.gates
@@ -192,6 +193,11 @@ def torch_lstm(
             "native.torch_lstm: the native core is not loaded on this machine (the line printed "
             "at its build says why); use the module, which falls back to the Python loop"
         )
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (x, *weights, *(states or ()))):
+        raise RuntimeError(
+            "native.torch_lstm computes no gradients: call it under torch.no_grad() (the "
+            "drop-in's training path is lstmlab.engines.torch_order)"
+        )
     T, B, _ = x.shape
     H = weights[1].shape[-1]
     chunk = layout.chunk_steps(B * 4 * H * x.element_size(), target=4 << 20)
@@ -203,7 +209,7 @@ def torch_lstm(
 
 
 def torch_order_cell(spec: CellSpec) -> bool:
-    """Whether ``torch_lstm`` runs this cell: torch's (NP: one cell per block, the i, f
+    """Whether ``torch_lstm`` and ``engines.torch_order`` run this cell: torch's (NP: one cell per block, the i, f
     and o gates, no peepholes, not coupled, no full gate recurrence, tanh block input and cell
     output), no projection, no multiplicative or structured map."""
     return (

@@ -234,6 +234,10 @@ void forward_rows(const at::Tensor& x2_, const at::Tensor& Wt, const at::Tensor&
               " batch sizes for ", T, " steps");
   for (const at::Tensor* t : std::initializer_list<const at::Tensor*>{&ZA, &C, &HC, &Y, &h0, &c0})
     TORCH_CHECK(t->is_contiguous(), "lstmlab native core: the step buffers must be contiguous");
+  TORCH_CHECK(h0.numel() == B * Hr && c0.numel() == B * H && C.size(1) == B && C.size(2) == H &&
+                  HC.size(1) == B && HC.size(2) == H && Y.size(1) == B,
+              "lstmlab native core: h0 (", B, ", ", Hr, "), c0, C and h(C) (., ", B, ", ", H,
+              ") and Y (T, ", B, ", .)");
   const at::Tensor x2 = x2_.contiguous(), bias = bias_.contiguous();
   TORCH_CHECK(bias.numel() == D, "lstmlab native core: bias of ", bias.numel(), ", expected ", D);
   const int64_t k = std::max<int64_t>(1, cfg[C_CHUNK]);
@@ -394,6 +398,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> torch_lstm(
                       R.dim() == 2 && R.size(0) == D && R.size(1) == H,
                   "lstmlab native core: layer-direction ", k, "'s weights must be (", D, ", ",
                   layer_in.size(2), ") and (", D, ", ", H, ")");
+      for (int64_t q = 2; has_biases && q < 4; ++q)
+        TORCH_CHECK(params[k * per + q].dim() == 1 && params[k * per + q].size(0) == D,
+                    "lstmlab native core: layer-direction ", k, "'s biases must be (", D, ")");
       const at::Tensor bias = has_biases ? params[k * per + 2] + params[k * per + 3] : no_bias;
       const at::Tensor xin = (d == 0 ? layer_in : layer_in.flip(0)).contiguous();
       const at::Tensor h0 = given(hx) ? (*hx)[k].contiguous() : zero;
@@ -561,6 +568,12 @@ void backward_rows(const at::Tensor& ZA, const at::Tensor& C, const at::Tensor& 
   for (const at::Tensor* t :
        std::initializer_list<const at::Tensor*>{&ZA, &C, &HC, &dPre, &dy_next, &dc_next, &R})
     TORCH_CHECK(t->is_contiguous(), "lstmlab native core: the step buffers must be contiguous");
+  TORCH_CHECK(C.size(0) == T && C.size(1) == B && C.size(2) == H && HC.sizes() == C.sizes() &&
+                  c0.numel() == B * H && dc_next.numel() == B * H && dy_next.size(0) == B &&
+                  dPre.size(0) == T && dPre.size(1) == B && dPre.size(2) == D &&
+                  (!given(dY) || (dY->size(0) == T && dY->size(1) == B && dY->size(2) == Hr)) &&
+                  (!given(dC) || dC->sizes() == C.sizes()),
+              "lstmlab native core: the backward's buffers must be (T, B, .) of the forward's");
   const bool proj = Wp.has_value() && Wp->defined();
   const bool fgr = Q.has_value() && Q->defined();
   // the incoming gradients may be any strided tensors (an expanded ones tensor, say)

@@ -130,8 +130,8 @@ struct Layout {
   // pre-activation (1: the weights carry it already, see gates.forward_weights)
   int64_t zs;
   // the order of the pre-activation rows: 0 the engine's [z | i | f | o], 1 torch's
-  // [i | f | z | o] (the common cell's batch-major forward only: torch.nn.LSTM's weights read
-  // in place, no gathered copy per call)
+  // [i | f | z | o] (the common cell's batch-major forward and backward only: torch.nn.LSTM's
+  // weights read in place, no gathered copy per call)
   int64_t order;
   int64_t off_i = -1, off_f = -1, off_o = -1;  // gate rows in the pre-activations (D)
 
@@ -170,7 +170,7 @@ struct Layout {
   // the loops that read the engine's order only
   void engine_order() const {
     TORCH_CHECK(order == 0, "lstmlab native core: torch's gate order is for the batch-major "
-                "forward only");
+                "loops of the common cell only");
   }
   // the same cell with peepholes (vanilla, the family's default), run by peep_step; the two are
   // what lstmlab.engines.layout.common_cell names
