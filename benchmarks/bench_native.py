@@ -230,38 +230,54 @@ def peak_memory(size: tuple[int, ...]) -> str:
 PER_STEP_T = 51  # the longer call of --per-step (T = 1 is the other)
 
 
-def per_step_row(B: int, I: int, H: int, calls: int = 1500) -> str:
-    """One --per-step row: per-step and fixed µs of torch.nn.LSTM, the native loop alone and
-    the drop-in, float32 inference on the threads set (see the module docstring)."""
+def _fastest_tenth(fn, calls: int) -> float:
+    """µs of the call at the fastest tenth of ``calls`` runs (after a warm-up)."""
+    for _ in range(max(5, calls // 30)):
+        fn()
+    times = []
+    for _ in range(calls):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    times.sort()
+    return times[len(times) // 10] * 1e6
+
+
+def _slopes_and_fixed(calls_for, I: int, B: int, calls: int):
+    """For each call ``calls_for(x)`` gives (x (T, B, I) at T = 1 and T = PER_STEP_T): its µs
+    per step (the slope) and its µs at T = 1 (the fixed cost)."""
+    at = {}
+    for T in (1, PER_STEP_T):
+        x = torch.randn(T, B, I)
+        at[T] = [_fastest_tenth(fn, calls) for fn in calls_for(x)]
+    per = [(a - b) / (PER_STEP_T - 1) for a, b in zip(at[PER_STEP_T], at[1], strict=True)]
+    return per, at[1]
+
+
+def _pair(I: int, H: int):
     torch.manual_seed(0)
     ref = nn.LSTM(I, H)
     ours = TorchLSTM(I, H)
     ours.load_state_dict(ref.state_dict())
+    return ref, ours
+
+
+def per_step_row(B: int, I: int, H: int, calls: int = 1500) -> str:
+    """One --per-step row: per-step and fixed µs of torch.nn.LSTM, the native loop alone and
+    the drop-in, float32 inference on the threads set (see the module docstring)."""
+    ref, ours = _pair(I, H)
     weights = list(ref._flat_weights)
-
-    def fastest_tenth(fn) -> float:
-        for _ in range(max(5, calls // 30)):
-            fn()
-        times = []
-        for _ in range(calls):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-        times.sort()
-        return times[len(times) // 10] * 1e6
-
-    at = {}
     with torch.no_grad():
-        for T in (1, PER_STEP_T):
-            x = torch.randn(T, B, I)
-            at[T] = [
-                fastest_tenth(lambda x=x: ref(x)),
-                fastest_tenth(lambda x=x: native.torch_lstm(x, weights, None, 1, False, True)),
-                fastest_tenth(lambda x=x: ours(x)),
-            ]
-    steps = PER_STEP_T - 1
-    per = [(a - b) / steps for a, b in zip(at[PER_STEP_T], at[1], strict=True)]
-    fixed = at[1]
+        per, fixed = _slopes_and_fixed(
+            lambda x: (
+                lambda: ref(x),
+                lambda: native.torch_lstm(x, weights, None, 1, False, True),
+                lambda: ours(x),
+            ),
+            I,
+            B,
+            calls,
+        )
     return (
         f"| {B}, {I}, {H} | {per[0]:.2f} | {per[1]:.2f} | {per[1] / max(per[0], 1e-9):.2f} | "
         f"{fixed[0]:.0f} | {fixed[1]:.0f} | {fixed[2]:.0f} |"
@@ -271,34 +287,13 @@ def per_step_row(B: int, I: int, H: int, calls: int = 1500) -> str:
 def per_step_train_row(B: int, I: int, H: int, calls: int = 600) -> str:
     """One --per-step --train row: per-step and fixed µs of forward + backward (of
     ``out.sum()``) for torch.nn.LSTM and the drop-in, float32, on the threads set."""
-    torch.manual_seed(0)
-    ref = nn.LSTM(I, H)
-    ours = TorchLSTM(I, H)
-    ours.load_state_dict(ref.state_dict())
-
-    def fastest_tenth(model, x) -> float:
-        def once():
-            model(x)[0].sum().backward()
-
-        for _ in range(max(5, calls // 30)):
-            once()
-        times = []
-        for _ in range(calls):
-            t0 = time.perf_counter()
-            once()
-            times.append(time.perf_counter() - t0)
-        times.sort()
-        return times[len(times) // 10] * 1e6
-
-    at = {}
-    for T in (1, PER_STEP_T):
-        x = torch.randn(T, B, I)
-        at[T] = [fastest_tenth(ref, x), fastest_tenth(ours, x)]
-    steps = PER_STEP_T - 1
-    per = [(a - b) / steps for a, b in zip(at[PER_STEP_T], at[1], strict=True)]
+    ref, ours = _pair(I, H)
+    per, fixed = _slopes_and_fixed(
+        lambda x: tuple((lambda m=m: m(x)[0].sum().backward()) for m in (ref, ours)), I, B, calls
+    )
     return (
         f"| {B}, {I}, {H} | {per[0]:.2f} | {per[1]:.2f} | {per[1] / max(per[0], 1e-9):.2f} | "
-        f"{at[1][0]:.0f} | {at[1][1]:.0f} | {at[1][1] / at[1][0]:.2f} |"
+        f"{fixed[0]:.0f} | {fixed[1]:.0f} | {fixed[1] / fixed[0]:.2f} |"
     )
 
 
@@ -375,28 +370,20 @@ def main() -> None:
         if not loaded:
             ap.error("--per-step times the native loop: the native core is not available here")
         torch.set_num_threads(args.threads)
-        if args.train:
-            print(
-                f"\nfloat32 forward + backward, {args.threads} thr, µs: the cost of one step (the "
-                f"slope from T = 1 to T = {PER_STEP_T}) and of a call at T = 1, fastest tenth"
-            )
-            print(
-                "\n| B, I, H | torch / step | drop-in / step | ratio | torch fixed "
-                "| drop-in fixed | ratio |\n|---|---|---|---|---|---|---|"
-            )
-            for B, I, H in shapes:
-                print(per_step_train_row(B, I, H), flush=True)
-            return
+        what, cols, row = (
+            ("forward + backward", "drop-in / step | ratio | torch fixed | drop-in fixed | ratio",
+             per_step_train_row)
+            if args.train
+            else ("inference", "native loop / step | ratio | torch fixed | native loop fixed | "
+                  "drop-in fixed", per_step_row)
+        )  # fmt: skip
         print(
-            f"\nfloat32 inference, {args.threads} thr, µs: the cost of one step (the slope from "
+            f"\nfloat32 {what}, {args.threads} thr, µs: the cost of one step (the slope from "
             f"T = 1 to T = {PER_STEP_T}) and of a call at T = 1 (the fixed cost), fastest tenth"
         )
-        print(
-            "\n| B, I, H | torch / step | native loop / step | ratio | torch fixed "
-            "| native loop fixed | drop-in fixed |\n|---|---|---|---|---|---|---|"
-        )
+        print(f"\n| B, I, H | torch / step | {cols} |\n|---|---|---|---|---|---|---|")
         for B, I, H in shapes:
-            print(per_step_row(B, I, H), flush=True)
+            print(row(B, I, H), flush=True)
         return
     print(
         f"torch {torch.__version__}, native core {'loaded' if loaded else 'NOT available'}, "

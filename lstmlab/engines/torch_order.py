@@ -79,22 +79,12 @@ class _Layer(torch.autograd.Function):
         if dY is None and dh_n is None and dc_n is None:
             return (None,) * 8
         if torch.is_grad_enabled():  # create_graph=True: differentiate the reference twin
+            from lstmlab.nn.ops import graph_grads  # (nn imports engines: imported here)
+
             b = None if b_ih is None else b_ih + b_hh
             outs = reference(x, h0, c0, W_ih, W_hh, b)
-            pairs = [(o, g) for o, g in zip(outs, (dY, dh_n, dc_n), strict=True) if g is not None]
             inputs = (x, h0, c0, W_ih, W_hh, b_ih, b_hh)
-            wanted = [i for i, n in enumerate(need) if n]
-            got = torch.autograd.grad(
-                [o for o, _ in pairs],
-                [inputs[i] for i in wanted],
-                [g for _, g in pairs],
-                create_graph=True,
-                allow_unused=True,
-            )
-            result: list[Tensor | None] = [None] * 7
-            for i, g in zip(wanted, got, strict=True):
-                result[i] = g
-            return (None, *result)
+            return (None, *graph_grads(zip(outs, (dY, dh_n, dc_n), strict=True), inputs, need))
         T, B, I = x.shape
         H = ctx.spec.hidden_size
         D = 4 * H

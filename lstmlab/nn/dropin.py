@@ -506,82 +506,78 @@ class TorchLSTM(_DropInMixin, nn.LSTM):
             )
         return Y, (h_n, c_n)
 
-    def _torch_order_layer(self, k: int, x: Tensor, states, alpha):
-        """Layer-direction k by ``engines.torch_order`` (the training path on torch's own
-        weights, see there) — or, where no graph is wanted (inter-layer dropout in force under
-        ``no_grad``), by ``native.torch_lstm`` for this layer-direction alone — or None where
-        neither applies: torch's cell, α = 1, no graph
-        captured, no functorch transform or dual tensor, every tensor of the input's dtype and
-        device, the native loop for this input and the batch-major layout for it."""
-        from lstmlab.engines import native, torch_order  # (engines import nn: at the call)
+    def _torch_cell_mode(self, spec: CellSpec, x: Tensor, tensors, alpha) -> str | None:
+        """How the native loops run torch's cell on ``tensors`` (x first, then the states and
+        weights): "train" (a graph wanted: ``engines.torch_order``), "infer" (``native.
+        torch_lstm``), or None where they do not — not torch's cell, α ≠ 1, an empty batch, a
+        graph captured, a functorch transform or dual tensor, a tensor of another dtype or
+        device (the engine's path then gives torch's error), no native loop for this input, or
+        the feature-major layout chosen for it."""
+        from lstmlab.engines import native  # (engines import nn: imported at the call)
 
-        spec = self.specs[k]
         if not native.torch_order_cell(spec) or x.shape[1] == 0 or ops.tracing():
             return None
         if any(alpha[g] != 1.0 for g in spec.gates):
             return None
-        layer, d = divmod(k, 2 if self.bidirectional else 1)
-        params = [
-            self._param(n, layer, d, None) for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
-        ]
-        tensors = (x, *states, *(p for p in params if p is not None))
-        if fast_layer.needs_reference(tensors):
+        if fast_layer.needs_reference(tensors):  # (a dual weight: forward-mode AD)
             return None
         if any(t.dtype != x.dtype or t.device != x.device for t in tensors):
             return None
         if not native.use_native(spec, x, True, True):
             return None
         graph = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
-        if (
-            engine_layout.choose_layout(spec, x.shape[1], x.dtype, native=True, backward=graph)
-            != "batch"
-        ):
+        layout = engine_layout.choose_layout(spec, x.shape[1], x.dtype, native=True, backward=graph)
+        if layout != "batch":
             return None
-        if not graph:
+        return "train" if graph else "infer"
+
+    def _torch_order_layer(self, k: int, x: Tensor, states, alpha):
+        """Layer-direction k by ``engines.torch_order`` (the training path on torch's own
+        weights, see there) — or, where no graph is wanted (inter-layer dropout in force under
+        ``no_grad``), by ``native.torch_lstm`` for this layer-direction alone — or None where
+        neither applies (``_torch_cell_mode``)."""
+        from lstmlab.engines import native, torch_order  # (engines import nn: at the call)
+
+        spec = self.specs[k]
+        layer, d = divmod(k, 2 if self.bidirectional else 1)
+        params = [
+            self._param(n, layer, d, None) for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+        ]
+        tensors = (x, *states, *(p for p in params if p is not None))
+        mode = self._torch_cell_mode(spec, x, tensors, alpha)
+        if mode is None:
+            return None
+        if mode == "infer":
             # no graph wanted (dropout in force keeps the stack from one call): the inference
             # loop, which keeps a ring of steps instead of every step's buffers
-            weights = params if params[2] is not None else params[:2]
+            has_b = params[2] is not None
             Y, (h_n, c_n) = native.torch_lstm(
-                x, weights, (states[0][None], states[1][None]), 1, False, params[2] is not None
-            )
+                x, params if has_b else params[:2], (states[0][None], states[1][None]), 1,
+                False, has_b,
+            )  # fmt: skip
             return Y, (h_n[0], c_n[0])
         Y, h_n, c_n = torch_order.run_layer(spec, x, *states, *params)
         return Y, (h_n, c_n)
 
     def _native_stack(self, x: Tensor, states: tuple[Tensor, ...] | None):
         """Every layer and direction by ``native.torch_lstm`` (see the module docstring), or
-        None where that does not apply: the "bptt" engine on torch's cell in every layer, α = 1,
-        no dropout in force, no autocast, no graph wanted or captured, no functorch transform
-        or dual tensor (input, states or weights), every tensor of the input's dtype and
-        device, the native loop for this input and the batch-major layout for it."""
+        None where that does not apply: the "bptt" engine on torch's cell in every layer, no
+        dropout in force, no autocast, no graph wanted, and ``_torch_cell_mode``'s conditions
+        on the input, the states and every weight."""
         from lstmlab.engines import native  # (engines import nn: imported at the call)
 
-        if self.engine != "bptt" or x.shape[1] == 0 or ops.tracing():
+        if self.engine != "bptt":
             return None
         if self.dropout > 0 and self.training and self.num_layers > 1:
             return None
         if _autocast_dtype(x.device.type) is not None:
             return None
-        spec = self.specs[0]
         if not all(native.torch_order_cell(s) for s in self.specs):
-            return None
-        alpha = self.gate_sharpness.at(self.epoch)
-        if any(alpha[g] != 1.0 for g in spec.gates):
             return None
         weights = self._flat_weights  # (torch's order; refreshed by _update_flat_weights)
         tensors = (x, *weights) if states is None else (x, *states, *weights)
-        if fast_layer.needs_reference(tensors):  # (a dual weight: forward-mode AD)
-            return None
-        if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
-            return None
-        if any(t.dtype != x.dtype or t.device != x.device for t in tensors):
-            return None  # (the engine's path gives torch's error)
-        if not native.use_native(spec, x, True, True):
-            return None
-        if (
-            engine_layout.choose_layout(spec, x.shape[1], x.dtype, native=True, backward=False)
-            != "batch"
-        ):
+        alpha = self.gate_sharpness.at(self.epoch)
+        if self._torch_cell_mode(self.specs[0], x, tensors, alpha) != "infer":
             return None
         return native.torch_lstm(x, weights, states, self.num_layers, self.bidirectional, self.bias)
 

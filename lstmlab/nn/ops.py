@@ -55,6 +55,7 @@ from lstmlab.nn.rnn import RNN as _LabRNN
 from lstmlab.nn.variants import GATES, CellSpec
 
 __all__ = [
+    "graph_grads",
     "lstm_layer",
     "lstm_layer_backward",
     "lstm_layer_taped",
@@ -128,7 +129,7 @@ def _leaf_grads(outputs_and_grads, leaves, inputs) -> list[Tensor]:
     the gradient of Σ ⟨output, its incoming gradient⟩ with respect to its leaf (zeros where the
     leaf is unused, an empty tensor where it needs none). Runs under the caller's grad mode."""
     needs = [t is not None and t.requires_grad for t in leaves]
-    got = _graph_grads(outputs_and_grads, leaves, needs, create_graph=False)
+    got = graph_grads(outputs_and_grads, leaves, needs, create_graph=False)
     return [  # inputs[0]: the layer input x
         (torch.zeros_like(t) if g is None else g) if n else inputs[0].new_empty(0)
         for g, t, n in zip(got, inputs, needs, strict=True)
@@ -233,12 +234,10 @@ def _reference_grads(ctx, inputs, lengths, gY, gh, gc, needs) -> list[Tensor | N
     Y, _, h_n, c_n = autograd_engine.run(
         _cell(spec, inputs[3:]), inputs[0], lengths, inputs[1], inputs[2], alpha
     )
-    return _graph_grads(((Y, gY), (h_n, gh), (c_n, gc)), inputs, needs)
+    return graph_grads(((Y, gY), (h_n, gh), (c_n, gc)), inputs, needs)
 
 
-def _graph_grads(
-    outputs_and_grads, inputs, needs, create_graph: bool = True
-) -> list[Tensor | None]:
+def graph_grads(outputs_and_grads, inputs, needs, create_graph: bool = True) -> list[Tensor | None]:
     """The vector-Jacobian product of the outputs with their incoming gradients (None: not
     used) for every input that ``needs`` one (else None; None too where an input is unused),
     with a graph (``create_graph``) unless told otherwise."""
@@ -522,7 +521,7 @@ def _baseline_backward(ctx, gY, gh):
     needs = [bool(n) for n in ctx.needs_input_grad[:6]]
     if torch.is_grad_enabled() and not tracing():  # create_graph=True: differentiable
         Y, h_n = baseline_run(ctx.kind, _baseline_p(*inputs[2:]), inputs[0], lengths, inputs[1])
-        grads = _graph_grads(((Y, gY), (h_n, gh)), inputs, needs)
+        grads = graph_grads(((Y, gY), (h_n, gh)), inputs, needs)
     else:
         out = torch.ops.lstmlab.baseline_layer_backward(gY, gh, *inputs, lengths, ctx.kind, needs)
         grads = [g if n else None for g, n in zip(out, needs, strict=True)]

@@ -163,6 +163,19 @@ def test_the_states_returned_are_their_own_tensors(spy):
     assert h.data_ptr() != y[-1].data_ptr()
 
 
+def _case_module(case: str):
+    """A drop-in (4 → 16 units) and an input (6, 20, 4) for one case of the "not taken" tests:
+    a projection, peepholes, vanilla or α ≠ 1 where the case names one, else torch's cell."""
+    kw = {
+        "proj": {"proj_size": 8},
+        "peepholes": {"peepholes": True},
+        "vanilla": {"variant": "vanilla"},
+        "sharpness": {"gate_sharpness": 2.0},
+    }.get(case, {})
+    torch.manual_seed(0)
+    return lstmlab.TorchLSTM(4, 16, **kw), torch.randn(6, 20, 4)
+
+
 @pytest.mark.parametrize(
     "case",
     [
@@ -174,15 +187,7 @@ def test_not_taken_where_it_does_not_apply(spy, case):
     """A graph wanted, packed lengths, a projection, another variant, α ≠ 1, the feature-major
     layout, another dtype: the engine's own path, with the same results as torch where torch
     has the model."""
-    kw = {"proj_size": 8} if case == "proj" else {}
-    extra = {
-        "peepholes": {"peepholes": True},
-        "vanilla": {"variant": "vanilla"},
-        "sharpness": {"gate_sharpness": 2.0},
-    }.get(case, {})
-    torch.manual_seed(0)
-    lab = lstmlab.TorchLSTM(4, 16, **kw, **extra)
-    x = torch.randn(6, 20, 4)
+    lab, x = _case_module(case)
     if case == "packed":
         x = nn.utils.rnn.pack_padded_sequence(x, torch.tensor([6] * 10 + [3] * 10))
     if case == "bfloat16":
@@ -316,15 +321,7 @@ def test_training_path_not_taken_where_it_does_not_apply(train_spy, case):
     """Unequal lengths, a projection, another variant, α ≠ 1, the feature-major layout, a
     torch.func transform: the engine's general path (still torch's gradients where torch has
     the model)."""
-    kw = {"proj_size": 8} if case == "proj" else {}
-    extra = {
-        "peepholes": {"peepholes": True},
-        "vanilla": {"variant": "vanilla"},
-        "sharpness": {"gate_sharpness": 2.0},
-    }.get(case, {})
-    torch.manual_seed(0)
-    lab = lstmlab.TorchLSTM(4, 16, **kw, **extra)
-    x = torch.randn(6, 20, 4)
+    lab, x = _case_module(case)
     if case == "packed":
         packed = nn.utils.rnn.pack_padded_sequence(x, torch.tensor([6] * 10 + [3] * 10))
         lab(packed)[0].data.sum().backward()
