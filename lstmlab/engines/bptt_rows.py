@@ -102,7 +102,8 @@ class LSTMLayerBPTTRows(torch.autograd.Function):
         # the padding's input projection: the weight-gradient products meet them with δ = 0.)
         # (a structured map writes only the rows alive: the dead ones then start at 0)
         ZA = x.new_zeros(T, B, D) if (smap is not None and not full) else x.new_empty(T, B, D)
-        if ring:
+        if ring:  # (the ring's chunk: sized for the cache, see ``layout.ring_chunk``)
+            k = min(T, layout.ring_chunk(B * D * x.element_size(), D * I * x.element_size(), B))
             ZA = x.new_empty(k, B, D)
         Z, A = ZA[..., :H], ZA[..., H:]
         Yh = new(1 if ring else T, B, H) if W_p is not None else None

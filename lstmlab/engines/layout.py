@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import threading
 from contextlib import contextmanager
+from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -30,7 +31,10 @@ from lstmlab.nn.variants import CellSpec
 __all__ = [
     "LAYOUTS",
     "choose_layout",
+    "batch_slices",
     "chunk_steps",
+    "l2_bytes",
+    "ring_chunk",
     "forced_layout",
     "common_cell",
     "keeps_graph",
@@ -108,6 +112,71 @@ def chunk_steps(step_bytes: int, target: int = 1 << 20) -> int:
     per chunk of a per-step tensor of ``step_bytes``, so that a chunk is still in the cache
     when the loop reaches its steps. At least 1: max(1, target // step_bytes)."""
     return max(1, target // max(1, step_bytes))
+
+
+L2_FALLBACK = 1 << 20  # bytes, where the CPU's level-2 cache size cannot be read
+_CACHE_DIR = Path("/sys/devices/system/cpu/cpu0/cache")
+
+
+def l2_bytes() -> int:
+    """The level-2 cache of one core, in bytes (Linux: ``/sys/devices/system/cpu/cpu0/cache``;
+    elsewhere, or unreadable, ``L2_FALLBACK``). Read once."""
+    global _L2
+    if _L2 is None:
+        _L2 = L2_FALLBACK
+        try:
+            for idx in sorted(_CACHE_DIR.glob("index*")):
+                if (idx / "level").read_text().strip() == "2":
+                    size = (idx / "size").read_text().strip().upper()
+                    unit = {"K": 1 << 10, "M": 1 << 20}.get(size[-1:], 1)
+                    _L2 = int(size.rstrip("KM")) * unit
+                    break
+        except (OSError, ValueError):
+            pass
+    return _L2
+
+
+_L2: int | None = None
+
+
+def batch_slices(batch: int, recurrent_bytes: int, threads: int, dtype: torch.dtype) -> int:
+    """Into how many slices of rows inference splits a batch, each slice's sequences run by one
+    thread from the first step to the last (the rows are independent; no fork and join per
+    step): one per thread where
+    - the dtype is float32 (its step product multiplies by the weight packed once, whose sums
+      run in one order whatever the rows: each slice's numbers are one loop's to the last bit,
+      so the outputs do not change with the thread count; float64's plain products of fewer
+      rows may round differently);
+    - there are two threads or more, and two rows or more for each slice (a slice of one row
+      would take batch 1's own matrix-vector product, whose sums round differently);
+    - the batch has fewer than 128 rows a thread (from there one loop's steps are large enough
+      to split each step's product and pass over the threads at little cost, and the slices'
+      copies of their rows in and out would cost more);
+    - the recurrent weight (``recurrent_bytes``) fits in half a core's level-2 cache: every
+      thread then reads all of it each step from its own cache (a wider one is better split
+      by columns over the threads, the BLAS's way, in one loop).
+    Else 1. Measured on issue 21's sizes (docs/benchmarks.md, "Seventh pass")."""
+    slices = min(threads, batch // 2)
+    if dtype != torch.float32 or slices < 2 or batch >= 128 * threads:
+        return 1
+    if recurrent_bytes > l2_bytes() // 2:
+        return 1
+    return slices
+
+
+def ring_chunk(step_bytes: int, weight_bytes: int, rows: int) -> int:
+    """Steps per input-projection product where the pre-activations live in a ring of that many
+    steps (inference: no backward keeps them). The largest of
+    - a quarter of a core's level-2 cache over a step's pre-activations: the chunk the product
+      writes is still in that cache when its steps add the recurrent product and read it;
+    - 256 rows (samples × steps): a product of fewer rows runs below the BLAS's speed;
+    - the input weight's bytes over a step's: a product reads the whole weight, once per chunk.
+    Measured on issue 21's sizes (docs/benchmarks.md, "Seventh pass"): against a fixed 4 MB
+    chunk, inference at (100, 1000, 32, 32) 0.78 → 0.73 of torch's time, at (100, 64, 32, 32)
+    0.90 → 0.75, with the wide layers as before."""
+    step_bytes = max(1, step_bytes)
+    return max(1, (l2_bytes() // 4) // step_bytes, -(-256 // max(1, rows)),
+               weight_bytes // step_bytes)  # fmt: skip
 
 
 def last_index(bs: list[int], B: int, device) -> Tensor:

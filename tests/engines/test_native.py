@@ -293,7 +293,7 @@ def test_inference_keeps_a_ring_of_steps(kw, padded, chunk, calls, monkeypatch):
     and cell states are the Python loop's (full gate recurrence keeps every step)."""
     from lstmlab.engines import layout
 
-    monkeypatch.setattr(layout, "chunk_steps", lambda step_bytes, target=0: chunk)
+    monkeypatch.setattr(layout, "ring_chunk", lambda *a: chunk)
     m = LSTM(4, 6, dtype=F64, seed=1, gate_sharpness=2.5, **kw)
     x = torch.randn(7, 5, 4, generator=torch.Generator().manual_seed(4), dtype=F64)
     lengths = torch.tensor([7, 3, 1, 5, 7]) if padded else None

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 import lstmlab
-from lstmlab.engines import native
+from lstmlab.engines import layout, native
 from lstmlab.engines.bptt import forced_layout
 from lstmlab.engines.native import build
 
@@ -58,7 +58,12 @@ def _rel(a, b):
     ],
 )
 @pytest.mark.parametrize("states", ["given", "zeros"])
-def test_equals_torch_and_the_python_loop(spy, dtype, T, B, I, H, kw, states):
+@pytest.mark.parametrize("ring", [None, 2], ids=["cache-sized-ring", "ring-of-2"])
+def test_equals_torch_and_the_python_loop(spy, dtype, T, B, I, H, kw, states, ring, monkeypatch):
+    """(ring: the steps of input projections the loop keeps; 2 wraps at every length here)"""
+    asked = []  # (step bytes, input weight bytes, rows) the ring was sized by
+    sized = layout.ring_chunk
+    monkeypatch.setattr(layout, "ring_chunk", lambda *a: asked.append(a) or (ring or sized(*a)))
     ref, lab = _pair(dtype, I, H, **kw)
     shape = (B, T, I) if kw.get("batch_first") else (T, B, I)
     x = torch.randn(*shape, dtype=dtype) * 2
@@ -72,6 +77,12 @@ def test_equals_torch_and_the_python_loop(spy, dtype, T, B, I, H, kw, states):
         with native.forced_python():
             twin = lab(*args)
         assert spy == [L]
+    nl, nd = kw.get("num_layers", 1), 2 if kw.get("bidirectional") else 1
+    widest = max(I, nd * H if nl > 1 else 0)  # the widest W_ih of the stack
+    size = x.element_size()
+    slices = layout.batch_slices(B, 4 * H * H * size, torch.get_num_threads(), dtype)
+    rows = -(-B // slices)  # a slice's
+    assert asked == [(rows * 4 * H * size, 4 * H * widest * size, rows)]
     for a, b, c in zip((got[0], *got[1]), (want[0], *want[1]), (twin[0], *twin[1]), strict=True):
         assert a.shape == b.shape
         assert _rel(a, b) <= TOL[dtype] and _rel(a, c) <= TOL[dtype]
@@ -409,3 +420,83 @@ def test_the_op_refuses_a_bias_of_another_shape():
     w[3] = torch.zeros(1)
     with pytest.raises(RuntimeError, match="biases must be"):
         torch.ops.lstmlab_native.torch_lstm(torch.randn(4, 3, 5), w, None, None, 1, False, True, 4)
+
+
+@pytest.mark.parametrize(
+    "B,kw",
+    [
+        (7, {}),  # uneven slices: 3 and 4 rows
+        (4, {"num_layers": 2, "bidirectional": True}),  # two rows a thread, every layer-direction
+        (40, {"num_layers": 2, "batch_first": True, "bias": False}),
+    ],
+)
+@pytest.mark.parametrize("states", ["given", "zeros"])
+def test_two_threads_run_the_batch_in_slices(spy, B, kw, states):
+    """At two threads, a float32 batch of fewer than 256 rows with a recurrent weight that a
+    core's cache holds runs in two slices of rows, each thread the whole stack on its own rows
+    (a native counter shows it): torch's outputs and final states, the Python loop's, and one
+    thread's to the last bit."""
+    split = torch.ops.lstmlab_native.split_stack_calls
+    dtype = torch.float32
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        I, H, T = 5, 12, 9
+        ref, lab = _pair(dtype, I, H, **kw)
+        x = torch.randn(*((B, T, I) if kw.get("batch_first") else (T, B, I)), dtype=dtype)
+        L = kw.get("num_layers", 1) * (2 if kw.get("bidirectional") else 1)
+        hx = (torch.randn(L, B, H, dtype=dtype), torch.randn(L, B, H, dtype=dtype))
+        args = (x, hx) if states == "given" else (x,)
+        with torch.no_grad():
+            seen = split()
+            got = lab(*args)
+            assert split() == seen + 1 and spy == [L]
+            want = ref(*args)
+            with native.forced_python():
+                twin = lab(*args)
+        for a, b, c in zip(
+            (got[0], *got[1]), (want[0], *want[1]), (twin[0], *twin[1]), strict=True
+        ):
+            assert a.shape == b.shape
+            assert _rel(a, b) <= TOL[dtype] and _rel(a, c) <= TOL[dtype]
+        with torch.no_grad():  # batch 3 (a slice would have one row), one thread: one loop
+            seen = split()
+            lab(x[:, :3] if not kw.get("batch_first") else x[:3])
+            torch.set_num_threads(1)
+            one = lab(*args)
+            torch.set_num_threads(2)
+            lab.double()(*(t.double() for t in args[:1]))  # float64: one loop
+            assert split() == seen
+        for a, b in zip((got[0], *got[1]), (one[0], *one[1]), strict=True):
+            assert torch.equal(a, b)  # the slices' numbers are one loop's, to the last bit
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_batch_slices_rules(monkeypatch):
+    monkeypatch.setattr(layout, "_L2", 2 << 20)
+    f32 = torch.float32
+    assert layout.batch_slices(64, 16 << 10, 2, f32) == 2
+    assert layout.batch_slices(64, 16 << 10, 2, torch.float64) == 1  # float32 only
+    assert layout.batch_slices(7, 16 << 10, 4, f32) == 3  # two rows a slice at least
+    assert layout.batch_slices(64, 16 << 10, 1, f32) == 1  # one thread
+    assert layout.batch_slices(3, 16 << 10, 2, f32) == 1  # a slice of one row: one loop
+    assert layout.batch_slices(256, 16 << 10, 2, f32) == 1  # 128 rows a thread: one loop
+    assert layout.batch_slices(255, 16 << 10, 2, f32) == 2
+    assert layout.batch_slices(32, 1 << 20, 2, f32) == 2  # R of 1 MB: half the cache
+    assert layout.batch_slices(32, 4 << 20, 2, f32) == 1  # R of 4 MB: split by columns instead
+
+
+def test_torch_lstm_op_takes_slices():
+    """The op's slices argument: more slices than rows is at most a row each; 0 is refused."""
+    ref, lab = _pair(torch.float64, 3, 4)
+    w = [p.detach() for p in lab._flat_weights]
+    x = torch.randn(5, 3, 3, dtype=torch.float64)
+    op = torch.ops.lstmlab_native.torch_lstm
+    with torch.no_grad():
+        want = ref(x)
+        for slices in (1, 2, 3, 8):
+            y, h, c = op(x, w, None, None, 1, False, True, 2, slices)
+            assert _rel(y, want[0]) <= 1e-12 and _rel(c, want[1][1]) <= 1e-12
+    with pytest.raises(RuntimeError, match="slices >= 1"):
+        op(x, w, None, None, 1, False, True, 2, 0)

@@ -440,3 +440,35 @@ def test_bptt_equals_autograd_when_batch_is_narrower_than_layers(kw):
     _, g_fast = _grads(m, x, lengths, "bptt")
     for (name, _), a, b in zip(m.named_parameters(), g_fast, g_ref, strict=True):
         assert _rel(a, b) <= 1e-10, name
+
+
+def test_ring_chunk_rules(monkeypatch):
+    """Inference's ring of input projections: a quarter of the level-2 cache over a step's
+    bytes, at least 256 rows a product, at least the input weight's bytes a chunk."""
+    from lstmlab.engines import layout as engine_layout
+
+    assert engine_layout.l2_bytes() >= 1 << 16  # read from the CPU, or the fallback
+    monkeypatch.setattr(engine_layout, "_L2", 2 << 20)
+    ring = engine_layout.ring_chunk
+    assert ring(32 << 10, 16 << 10, 64) == 16  # the cache: 512 KB over 32 KB
+    assert ring(512 << 10, 16 << 10, 1000) == 1  # one step fills it
+    assert ring(128 << 10, 256 << 10, 8) == 32  # 256 rows over 8 samples
+    assert ring(512 << 10, 4 << 20, 64) == 8  # the weight's 4 MB over 512 KB
+    monkeypatch.setattr(engine_layout, "_L2", 512 << 10)  # a smaller cache, smaller chunks
+    assert ring(32 << 10, 16 << 10, 64) == 4
+
+
+def test_l2_bytes_reads_the_cache_size(tmp_path, monkeypatch):
+    from lstmlab.engines import layout as engine_layout
+
+    cpu = tmp_path / "cache"
+    for i, (level, size) in enumerate([("1", "48K"), ("1", "32K"), ("2", "2048K"), ("3", "8M")]):
+        (cpu / f"index{i}").mkdir(parents=True)
+        (cpu / f"index{i}" / "level").write_text(level + "\n")
+        (cpu / f"index{i}" / "size").write_text(size + "\n")
+    monkeypatch.setattr(engine_layout, "_CACHE_DIR", cpu)
+    monkeypatch.setattr(engine_layout, "_L2", None)
+    assert engine_layout.l2_bytes() == 2 << 20
+    monkeypatch.setattr(engine_layout, "_CACHE_DIR", tmp_path / "absent")
+    monkeypatch.setattr(engine_layout, "_L2", None)
+    assert engine_layout.l2_bytes() == engine_layout.L2_FALLBACK

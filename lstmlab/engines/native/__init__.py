@@ -200,10 +200,15 @@ def torch_lstm(
         )
     T, B, _ = x.shape
     H = weights[1].shape[-1]
-    chunk = layout.chunk_steps(B * 4 * H * x.element_size(), target=4 << 20)
+    size, widest = x.element_size(), max(x.shape[-1], H * (1 + bidirectional) * (num_layers > 1))
+    # the batch in slices of rows, a thread each, or one loop (``layout.batch_slices``); the
+    # ring sized for one slice's rows (widest W_ih)
+    slices = layout.batch_slices(B, 4 * H * H * size, torch.get_num_threads(), x.dtype)
+    rows = -(-B // slices)
+    chunk = layout.ring_chunk(rows * 4 * H * size, widest * 4 * H * size, rows)
     h0, c0 = (None, None) if states is None else states
     Y, h_n, c_n = torch.ops.lstmlab_native.torch_lstm(
-        x, weights, h0, c0, num_layers, bidirectional, has_biases, chunk
+        x, weights, h0, c0, num_layers, bidirectional, has_biases, chunk, slices
     )
     return Y, (h_n, c_n)
 

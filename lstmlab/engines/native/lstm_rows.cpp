@@ -284,7 +284,7 @@ void forward_rows(const at::Tensor& x2_, const at::Tensor& Wt, const at::Tensor&
     // it on one thread, then the pass splits)
     // (so do larger products once each thread has 128 rows of its own: its share is then a
     // product MKL runs well on one thread; (1000, 32, 32) at two threads: 104 -> 98 us a step)
-    const int64_t threads = at::get_num_threads();
+    const int64_t threads = at::in_parallel_region() ? 1 : at::get_num_threads();
     const bool fused_step = !inter && !fgr && !proj && threads > 1 &&
                             (2.0 * double(B) * double(D) * double(Hr) < serial_flops() ||
                              B >= 128 * threads) &&
@@ -359,27 +359,13 @@ void forward_rows(const at::Tensor& x2_, const at::Tensor& Wt, const at::Tensor&
 // (zeros). Returns the last layer's output (T, B, directions * H) and h_n, c_n. The reverse
 // direction runs on the time-reversed input and its output is reversed back (dense sequences
 // only: no lengths here). chunk: the steps per input-projection product.
-std::tuple<at::Tensor, at::Tensor, at::Tensor> torch_lstm(
+// the stack on the rows of x given (every check made by torch_lstm below)
+std::tuple<at::Tensor, at::Tensor, at::Tensor> torch_stack(
     const at::Tensor& x, at::TensorList params, const c10::optional<at::Tensor>& hx,
     const c10::optional<at::Tensor>& cx, int64_t num_layers, bool bidirectional,
     bool has_biases, int64_t chunk) {
   const int64_t nd = bidirectional ? 2 : 1, per = has_biases ? 4 : 2;
-  TORCH_CHECK(x.dim() == 3 && x.size(0) > 0 && num_layers > 0,
-              "lstmlab native core: torch_lstm takes x (T, B, I) with T > 0");
-  TORCH_CHECK(int64_t(params.size()) == num_layers * nd * per, "lstmlab native core: ",
-              params.size(), " parameters for ", num_layers * nd, " layer-directions");
-  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
-              "lstmlab native core: torch_lstm runs float32 and float64");
   const int64_t T = x.size(0), B = x.size(1), H = params[1].size(-1), D = 4 * H;
-  for (const at::Tensor& p : params)
-    TORCH_CHECK(p.scalar_type() == x.scalar_type() && p.device() == x.device(),
-                "lstmlab native core: every parameter of the input's dtype and device");
-  for (const auto* s : {&hx, &cx})
-    TORCH_CHECK(!given(*s) || ((*s)->dim() == 3 && (*s)->size(0) == num_layers * nd &&
-                               (*s)->size(1) == B && (*s)->size(2) == H &&
-                               (*s)->scalar_type() == x.scalar_type()),
-                "lstmlab native core: the initial states must be (", num_layers * nd, ", ", B,
-                ", ", H, ")");
   const std::vector<int64_t> cfg = {H, 1, 1, 1, 1, 0, 0, TANH, TANH,
                                     std::max<int64_t>(1, std::min(chunk, T)), 2, 1};
   const std::vector<int64_t> bs(T, B);
@@ -423,6 +409,62 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> torch_lstm(
     layer_in = nd == 1 ? outs[0] : at::cat(outs, 2);
   }
   return {layer_in, h_n, c_n};
+}
+
+// forward calls that ran the batch in slices of rows, a thread each (torch_lstm below): a
+// count the tests read
+std::atomic<int64_t> split_calls{0};
+int64_t split_stack_calls() { return split_calls.load(); }
+
+// The rows of a batch are independent sequences: given slices > 1 (the caller's choice,
+// layout.batch_slices), each of that many threads runs the whole stack, every step and layer,
+// on its own slice of the rows (its copy of x's rows in, its output rows copied out), with
+// its products on its own thread: no fork and join per step.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> torch_lstm(
+    const at::Tensor& x, at::TensorList params, const c10::optional<at::Tensor>& hx,
+    const c10::optional<at::Tensor>& cx, int64_t num_layers, bool bidirectional,
+    bool has_biases, int64_t chunk, int64_t slices) {
+  const int64_t nd = bidirectional ? 2 : 1, per = has_biases ? 4 : 2;
+  TORCH_CHECK(x.dim() == 3 && x.size(0) > 0 && num_layers > 0,
+              "lstmlab native core: torch_lstm takes x (T, B, I) with T > 0");
+  TORCH_CHECK(int64_t(params.size()) == num_layers * nd * per, "lstmlab native core: ",
+              params.size(), " parameters for ", num_layers * nd, " layer-directions");
+  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
+              "lstmlab native core: torch_lstm runs float32 and float64");
+  TORCH_CHECK(slices >= 1, "lstmlab native core: torch_lstm takes slices >= 1");
+  const int64_t T = x.size(0), B = x.size(1), H = params[1].size(-1);
+  for (const at::Tensor& p : params)
+    TORCH_CHECK(p.scalar_type() == x.scalar_type() && p.device() == x.device(),
+                "lstmlab native core: every parameter of the input's dtype and device");
+  for (const auto* s : {&hx, &cx})
+    TORCH_CHECK(!given(*s) || ((*s)->dim() == 3 && (*s)->size(0) == num_layers * nd &&
+                               (*s)->size(1) == B && (*s)->size(2) == H &&
+                               (*s)->scalar_type() == x.scalar_type()),
+                "lstmlab native core: the initial states must be (", num_layers * nd, ", ", B,
+                ", ", H, ")");
+  slices = std::min(slices, B);
+  if (slices <= 1 || at::in_parallel_region())
+    return torch_stack(x, params, hx, cx, num_layers, bidirectional, has_biases, chunk);
+  split_calls.fetch_add(1);
+  at::Tensor out = at::empty({T, B, nd * H}, x.options());
+  at::Tensor h_n = at::empty({num_layers * nd, B, H}, x.options());
+  at::Tensor c_n = at::empty_like(h_n);
+  at::parallel_for(0, slices, 1, [&](int64_t a, int64_t b) {
+    const OneMklThread serial;  // (this thread's products on this thread)
+    for (int64_t q = a; q < b; ++q) {
+      const int64_t r0 = q * B / slices, n = (q + 1) * B / slices - r0;
+      const auto rows = [&](const c10::optional<at::Tensor>& s) -> c10::optional<at::Tensor> {
+        if (!given(s)) return c10::nullopt;
+        return s->narrow(1, r0, n).contiguous();
+      };
+      auto [y, h, c] = torch_stack(x.narrow(1, r0, n).contiguous(), params, rows(hx), rows(cx),
+                                   num_layers, bidirectional, has_biases, chunk);
+      out.narrow(1, r0, n).copy_(y);
+      h_n.narrow(1, r0, n).copy_(h);
+      c_n.narrow(1, r0, n).copy_(c);
+    }
+  });
+  return {out, h_n, c_n};
 }
 
 // --------------------------------------------------------------------------------- backward
@@ -671,6 +713,7 @@ void backward_rows(const at::Tensor& ZA, const at::Tensor& C, const at::Tensor& 
 TORCH_LIBRARY(lstmlab_native, m) {
   m.def("simd_level() -> int", &simd_level);
   m.def("fused_step_calls() -> int", &fused_step_calls);
+  m.def("split_stack_calls() -> int", &split_stack_calls);
   m.def(
       "forward_rows(Tensor x2, Tensor Wt, Tensor bias, Tensor Rt, Tensor h0, Tensor c0, "
       "Tensor(a!) ZA, Tensor(b!) C, Tensor(c!) HC, Tensor(d!) Y, Tensor(e!)? Yh, Tensor? Wpt, "
@@ -678,7 +721,7 @@ TORCH_LIBRARY(lstmlab_native, m) {
       "Tensor? MX=None, Tensor(f!)? U=None, Tensor(g!)? Mm=None, Tensor? Wmh=None) -> ()");
   m.def(
       "torch_lstm(Tensor x, Tensor[] params, Tensor? hx, Tensor? cx, int num_layers, "
-      "bool bidirectional, bool has_biases, int chunk) -> (Tensor, Tensor, Tensor)");
+      "bool bidirectional, bool has_biases, int chunk, int slices=1) -> (Tensor, Tensor, Tensor)");
   m.def(
       "backward_rows(Tensor ZA, Tensor C, Tensor HC, Tensor c0, Tensor R, Tensor? Wp, Tensor? Q, "
       "Tensor? Pi, Tensor? Pf, Tensor? Po, Tensor? dY, Tensor? dC, Tensor(a!) dPre, "

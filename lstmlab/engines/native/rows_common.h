@@ -244,6 +244,20 @@ struct SerialIfSmall {
   SerialIfSmall& operator=(const SerialIfSmall&) = delete;
 };
 
+// RAII: MKL on one thread for this thread's products in scope (a thread that runs its own
+// slice of the batch)
+struct OneMklThread {
+  int prev = -1;
+  OneMklThread() {
+    if (MKL_Set_Num_Threads_Local != nullptr) prev = MKL_Set_Num_Threads_Local(1);
+  }
+  ~OneMklThread() {
+    if (prev >= 0) MKL_Set_Num_Threads_Local(prev);
+  }
+  OneMklThread(const OneMklThread&) = delete;
+  OneMklThread& operator=(const OneMklThread&) = delete;
+};
+
 inline bool fits_int(int64_t v) { return v <= static_cast<int64_t>(INT32_MAX); }
 
 // row-major C (m x N, ld ldc) = op(A) op(B) + beta C, where B is stored row-major as (K x N,
