@@ -290,6 +290,13 @@ void forward_rows(const at::Tensor& x2_, const at::Tensor& Wt, const at::Tensor&
                              B >= 128 * threads) &&
                             B >= 2 * grain(L.D + 4 * H);
     if (fused_step) fused_calls.fetch_add(1);
+    // the input projection of a chunk of steps: float32 on W packed once where two chunks and
+    // more are whole (the BLAS would pack it again in each product; the same sums)
+    const int64_t kk = std::min(k, T);
+    // (not batch 1's row_gemv: one row of x is a product of its own only at T = 1)
+    const StepProduct<S> inp(W_.p, D, I, W_.ld, kk * B,
+                             fact || grouped || kk * B < 2 ? 0 : T / kk, W_.trans,
+                             /*min_steps=*/2);
     const S* mx = mult ? MX->data_ptr<S>() : nullptr;
     S* u = inter ? U->data_ptr<S>() : nullptr;
     S* mm = mult ? Mm->data_ptr<S>() : nullptr;
@@ -299,8 +306,7 @@ void forward_rows(const at::Tensor& x2_, const at::Tensor& Wt, const at::Tensor&
       if (t % k == 0 && !fact && !grouped) {  // the input projection of the next chunk of steps
         // (the bias is added in the step's elementwise pass, not broadcast into the rows here)
         const int64_t m = std::min(k, T - t);
-        gemm_rows<S>(m * B, D, I, x_ + t * B * I, I, W_.p, W_.ld, S(0), za + (t % rz) * B * D, D,
-                     W_.trans);
+        inp(m * B, x_ + t * B * I, I, S(0), za + (t % rz) * B * D, D);
       }
       S* pre = za + (t % rz) * B * D;
       if (mult) {

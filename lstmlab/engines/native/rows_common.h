@@ -358,8 +358,9 @@ LSTMLAB_ROW_GEMV(double)
 
 // a ↦ a op(B) for the step rows a (m x K) and a weight B (K x N; row-major with ld ldb, or
 // stored transposed, see gemm_rows) fixed for a whole call: float32 packs B once (MKL) for
-// the steps with all ``rows`` rows alive; other steps, float64, or a torch without MKL go
-// through gemm_rows
+// the products with all ``rows`` rows (``steps`` of them, min_steps at least); other products,
+// float64, or a torch without MKL go through gemm_rows (MKL's packed and plain products give
+// the same sums). At batch 1 (rows 1, 4 steps and more), row_gemv.
 template <typename T>
 struct StepProduct {
   const T* B;
@@ -369,7 +370,7 @@ struct StepProduct {
   at::Tensor row_major;  // batch 1: B as a row-major (K x N) copy for row_gemv, or undefined
 
   StepProduct(const T* B_, int64_t N_, int64_t K_, int64_t ldb_, int64_t rows_, int64_t steps,
-              bool transB_ = false)
+              bool transB_ = false, int64_t min_steps = 4)
       : B(B_), N(N_), K(K_), ldb(ldb_), rows(rows_), transB(transB_) {
     if (rows == 1 && steps >= 4 && K >= 1 && N >= 1) {
       const auto opt = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
@@ -381,7 +382,7 @@ struct StepProduct {
     if constexpr (std::is_same_v<T, float>) {
       const bool have = cblas_sgemm_pack_get_size != nullptr && cblas_sgemm_pack != nullptr &&
                         cblas_sgemm_compute != nullptr;
-      if (have && steps >= 4 && rows >= 2 && N >= 16 && K >= 16 && fits_int(K * N) &&
+      if (have && steps >= min_steps && rows >= 2 && N >= 16 && K >= 16 && fits_int(K * N) &&
           fits_int(rows * N)) {
         // CblasRowMajor 101, CblasBMatrix 162, CblasNoTrans 111 / CblasTrans 112
         const size_t bytes = cblas_sgemm_pack_get_size(162, int(rows), int(N), int(K));
