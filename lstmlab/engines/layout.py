@@ -12,7 +12,9 @@ A layer-direction's per-step quantities live in (T, ·, ·) tensors in one of tw
 padded batch arrives sorted by length (descending, ``packing.sort_by_length``), so the samples
 alive at step t are the first n_t = bs[t]; ``steps`` cuts a (T, ·, ·) tensor into its per-step
 views of the samples alive, in either layout. ``chunk_steps`` sizes the chunks of steps that
-the loops form at once (input projections, derivative factors, peephole gradients).
+the loops form at once (input projections, derivative factors, peephole gradients);
+``ring_chunk`` sizes inference's ring of input projections for the cache (``l2_bytes``), and
+``batch_slices`` says into how many slices of rows inference splits a batch over the threads.
 
 No gate algebra here: that is ``gates``.
 """
@@ -120,7 +122,9 @@ _CACHE_DIR = Path("/sys/devices/system/cpu/cpu0/cache")
 
 def l2_bytes() -> int:
     """The level-2 cache of one core, in bytes (Linux: ``/sys/devices/system/cpu/cpu0/cache``;
-    elsewhere, or unreadable, ``L2_FALLBACK``). Read once."""
+    elsewhere, or unreadable, ``L2_FALLBACK``). Read once, from the first CPU: on a chip whose
+    cores differ, or whose L2 is shared by a cluster, it is a sizing hint only (the chunks and
+    slices it sizes change speed, never results)."""
     global _L2
     if _L2 is None:
         _L2 = L2_FALLBACK
@@ -143,10 +147,10 @@ def batch_slices(batch: int, recurrent_bytes: int, threads: int, dtype: torch.dt
     """Into how many slices of rows inference splits a batch, each slice's sequences run by one
     thread from the first step to the last (the rows are independent; no fork and join per
     step): one per thread where
-    - the dtype is float32 (its step product multiplies by the weight packed once, whose sums
-      run in one order whatever the rows: each slice's numbers are one loop's to the last bit,
-      so the outputs do not change with the thread count; float64's plain products of fewer
-      rows may round differently);
+    - the dtype is float32 (MKL's float32 products on x86 were seen to give each row the same
+      sums whatever the number of rows: each slice's numbers are then one loop's to the last
+      bit, and the outputs do not change with the thread count — a test holds this; float64's
+      products of fewer rows were seen to round differently);
     - there are two threads or more, and two rows or more for each slice (a slice of one row
       would take batch 1's own matrix-vector product, whose sums round differently);
     - the batch has fewer than 128 rows a thread (from there one loop's steps are large enough

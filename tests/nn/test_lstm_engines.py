@@ -469,6 +469,28 @@ def test_l2_bytes_reads_the_cache_size(tmp_path, monkeypatch):
     monkeypatch.setattr(engine_layout, "_CACHE_DIR", cpu)
     monkeypatch.setattr(engine_layout, "_L2", None)
     assert engine_layout.l2_bytes() == 2 << 20
+    for size, want in [("1M", 1 << 20), ("512k", 512 << 10), ("2048KB", None), ("", None)]:
+        (cpu / "index2" / "size").write_text(size + "\n")
+        monkeypatch.setattr(engine_layout, "_L2", None)
+        assert engine_layout.l2_bytes() == (want or engine_layout.L2_FALLBACK), size
     monkeypatch.setattr(engine_layout, "_CACHE_DIR", tmp_path / "absent")
     monkeypatch.setattr(engine_layout, "_L2", None)
     assert engine_layout.l2_bytes() == engine_layout.L2_FALLBACK
+
+
+def test_batch_slices_rules(monkeypatch):
+    """Inference's slices of rows at two threads and more: float32, two rows a slice at least,
+    under 128 rows a thread, the recurrent weight in half a core's level-2 cache."""
+    from lstmlab.engines import layout
+
+    monkeypatch.setattr(layout, "_L2", 2 << 20)
+    f32 = torch.float32
+    assert layout.batch_slices(64, 16 << 10, 2, f32) == 2
+    assert layout.batch_slices(64, 16 << 10, 2, torch.float64) == 1  # float32 only
+    assert layout.batch_slices(7, 16 << 10, 4, f32) == 3  # two rows a slice at least
+    assert layout.batch_slices(64, 16 << 10, 1, f32) == 1  # one thread
+    assert layout.batch_slices(3, 16 << 10, 2, f32) == 1  # a slice of one row: one loop
+    assert layout.batch_slices(256, 16 << 10, 2, f32) == 1  # 128 rows a thread: one loop
+    assert layout.batch_slices(255, 16 << 10, 2, f32) == 2
+    assert layout.batch_slices(32, 1 << 20, 2, f32) == 2  # R of 1 MB: half the cache
+    assert layout.batch_slices(32, 4 << 20, 2, f32) == 1  # R of 4 MB: split by columns instead

@@ -32,6 +32,7 @@
 // compute the same numbers up to round-off.
 
 
+#include <ATen/ThreadLocalState.h>
 #include <torch/library.h>
 
 #include <atomic>
@@ -455,7 +456,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> torch_lstm(
   at::Tensor out = at::empty({T, B, nd * H}, x.options());
   at::Tensor h_n = at::empty({num_layers * nd, B, H}, x.options());
   at::Tensor c_n = at::empty_like(h_n);
+  // the caller's thread-local state (inference mode, grad mode, ...) in every task: the
+  // outputs made here are inference tensors under inference_mode, which only a thread in that
+  // mode may write
+  const at::ThreadLocalState state;
   at::parallel_for(0, slices, 1, [&](int64_t a, int64_t b) {
+    const at::ThreadLocalStateGuard guard(state);
     const OneMklThread serial;  // (this thread's products on this thread)
     for (int64_t q = a; q < b; ++q) {
       const int64_t r0 = q * B / slices, n = (q + 1) * B / slices - r0;
