@@ -149,7 +149,8 @@ def batch_slices(batch: int, recurrent_bytes: int, threads: int, dtype: torch.dt
     step): one per thread where
     - the dtype is float32 (MKL's float32 products on x86 were seen to give each row the same
       sums whatever the number of rows: each slice's numbers are then one loop's to the last
-      bit, and the outputs do not change with the thread count — a test holds this; float64's
+      bit, and the outputs do not change with the thread count — a test holds this wherever
+      its probe finds the BLAS so; float64's
       products of fewer rows were seen to round differently);
     - there are two threads or more, and two rows or more for each slice (a slice of one row
       would take batch 1's own matrix-vector product, whose sums round differently);
