@@ -143,7 +143,9 @@ def l2_bytes() -> int:
 _L2: int | None = None
 
 
-def batch_slices(batch: int, recurrent_bytes: int, threads: int, dtype: torch.dtype) -> int:
+def batch_slices(
+    batch: int, recurrent_bytes: int, threads: int, dtype: torch.dtype, training: bool = False
+) -> int:
     """Into how many slices of rows inference splits a batch, each slice's sequences run by one
     thread from the first step to the last (the rows are independent; no fork and join per
     step): one per thread where
@@ -159,12 +161,16 @@ def batch_slices(batch: int, recurrent_bytes: int, threads: int, dtype: torch.dt
       copies of their rows in and out would cost more);
     - the recurrent weight (``recurrent_bytes``) fits in half a core's level-2 cache: every
       thread then reads all of it each step from its own cache (a wider one is better split
-      by columns over the threads, the BLAS's way, in one loop).
-    Else 1. Measured on issue 21's sizes (docs/benchmarks.md, "Seventh pass")."""
+      by columns over the threads, the BLAS's way, in one loop); in an eighth of it for
+      training (``training``), whose slices' step buffers are copied in and out, δ of every
+      step included ((100, 32, 64, 256), a 1 MB weight: 0.92 of torch's time in one loop,
+      0.99 in slices).
+    Else 1. Measured on issue 21's sizes (docs/benchmarks.md, "Seventh pass"). Training in
+    slices: ``engines/torch_order``."""
     slices = min(threads, batch // 2)
     if dtype != torch.float32 or slices < 2 or batch >= 128 * threads:
         return 1
-    if recurrent_bytes > l2_bytes() // 2:
+    if recurrent_bytes > l2_bytes() // (8 if training else 2):
         return 1
     return slices
 

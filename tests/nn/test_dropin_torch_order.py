@@ -502,3 +502,50 @@ def test_torch_lstm_op_takes_slices():
             assert _rel(y, want[0]) <= 1e-12 and _rel(c, want[1][1]) <= 1e-12
     with pytest.raises(RuntimeError, match="slices >= 1"):
         op(x, w, None, None, 1, False, True, 2, 0)
+
+
+@pytest.mark.parametrize(
+    "T,B,I,H,kw",
+    [
+        (9, 7, 5, 12, {}),  # uneven slices: 3 and 4 rows
+        (8, 4, 3, 16, {"num_layers": 2, "bidirectional": True, "batch_first": True}),
+        (12, 30, 24, 40, {"bias": False}),  # W and R packed
+    ],
+)
+@pytest.mark.parametrize("states", ["given", "zeros"])
+def test_training_in_slices_at_two_threads(train_spy, monkeypatch, T, B, I, H, kw, states):
+    """At two threads, float32 training runs each slice of rows on a thread of its own, forward
+    and backward (a native counter shows it; the size bound lowered so that small layers
+    take it): torch's outputs and every gradient, and the Python loop's; a loss reading h_n
+    alone (no output gradient) too."""
+    from lstmlab.engines import torch_order
+
+    sliced = torch.ops.lstmlab_native.sliced_training_calls
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        ref, lab = _pair(torch.float32, I, H, **kw)
+        x = torch.randn(*((B, T, I) if kw.get("batch_first") else (T, B, I)))
+        L = kw.get("num_layers", 1) * (2 if kw.get("bidirectional") else 1)
+        hx = (torch.randn(L, B, H), torch.randn(L, B, H)) if states == "given" else None
+        seen = sliced()
+        _outs_and_grads(lab, x, hx)
+        assert sliced() == seen  # below the size bound: one loop
+        monkeypatch.setattr(torch_order, "SLICE_MIN_FLOPS", 0)
+        want = _outs_and_grads(ref, x, hx)
+        seen = sliced()
+        got = _outs_and_grads(lab, x, hx)
+        assert sliced() == seen + L  # a forward per layer-direction, in slices
+        with native.forced_python():
+            twin = _outs_and_grads(lab, x, hx)
+        for a, b, c in zip(got, want, twin, strict=True):
+            assert a.shape == b.shape
+            assert _rel(a, b) <= 2e-5 and _rel(a, c) <= 2e-5
+        grads = []
+        for m in (ref, lab):  # h_n alone: no gradient reaches the output sequence
+            params = list(m.parameters())
+            grads.append(torch.autograd.grad((m(x)[1][0] ** 2).sum(), params))
+        for a, b in zip(*grads, strict=True):
+            assert _rel(a, b) <= 2e-5
+    finally:
+        torch.set_num_threads(before)

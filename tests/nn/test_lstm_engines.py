@@ -494,3 +494,5 @@ def test_batch_slices_rules(monkeypatch):
     assert layout.batch_slices(255, 16 << 10, 2, f32) == 2
     assert layout.batch_slices(32, 1 << 20, 2, f32) == 2  # R of 1 MB: half the cache
     assert layout.batch_slices(32, 4 << 20, 2, f32) == 1  # R of 4 MB: split by columns instead
+    assert layout.batch_slices(32, 256 << 10, 2, f32, training=True) == 2  # an eighth: training
+    assert layout.batch_slices(32, 1 << 20, 2, f32, training=True) == 1

@@ -45,6 +45,8 @@ __all__ = [
     "rop_chunk",
     "simd_level",
     "torch_lstm",
+    "forward_slices",
+    "backward_slices",
     "use_native",
 ]
 
@@ -235,6 +237,49 @@ def _right(w: Tensor) -> Tensor:
     transposed view where the weight is contiguous (the core reads it as it is, no copy), else
     a row-major copy."""
     return w.t() if w.is_contiguous() else w.t().contiguous()
+
+
+def forward_slices(
+    spec: CellSpec,
+    chunk: int,
+    x2: list[Tensor],
+    Ws: Tensor,
+    bias: Tensor,
+    Rs: Tensor,
+    h0: list[Tensor],
+    c0: list[Tensor],
+    ZA: list[Tensor],
+    C: list[Tensor],
+    HC: list[Tensor],
+    Y: list[Tensor],
+) -> None:
+    """``forward_rows`` of torch's cell in torch's gate order (block-input scale 2 applied by the
+    step), for each slice of rows at once, each slice on a thread of its own: x2[q] (T·b_q, I),
+    h0[q], c0[q] (b_q, H) and the slice's own (T, b_q, ·) buffers (``engines/torch_order``)."""
+    torch.ops.lstmlab_native.forward_slices(
+        x2, _right(Ws), bias, _right(Rs), h0, c0, ZA, C, HC, Y,
+        _config(spec, chunk, 2.0, torch_order=True),
+    )  # fmt: skip
+
+
+def backward_slices(
+    spec: CellSpec,
+    ZA: list[Tensor],
+    C: list[Tensor],
+    HC: list[Tensor],
+    c0: list[Tensor],
+    R: Tensor,
+    dY: list[Tensor],
+    dPre: list[Tensor],
+    dy_next: list[Tensor],
+    dc_next: list[Tensor],
+) -> None:
+    """``backward_rows`` of torch's cell in torch's gate order (α = 1) for each slice of rows at
+    once, each on a thread of its own (the slices of ``forward_slices``)."""
+    torch.ops.lstmlab_native.backward_slices(
+        ZA, C, HC, c0, R.detach().contiguous(), dY, dPre, dy_next, dc_next,
+        _config(spec, 1, 1.0, torch_order=True),
+    )  # fmt: skip
 
 
 def backward_rows(

@@ -722,10 +722,72 @@ void backward_rows(const at::Tensor& ZA, const at::Tensor& C, const at::Tensor& 
 
 }  // namespace
 
+// ------------------------------------------------------- training in slices of rows
+// The torch-order layer's training (engines/torch_order.py) at two threads and more: the
+// forward and the backward loops of each slice of rows (its own buffers, contiguous (T, b, .))
+// on a thread of its own, the products on that thread (as torch_lstm's slices above; the
+// weight gradients stay one product over every row, in Python). A count the tests read.
+std::atomic<int64_t> slice_train_calls{0};
+int64_t sliced_training_calls() { return slice_train_calls.load(); }
+
+template <typename F>
+void over_slices(int64_t S, const F& f) {
+  const at::ThreadLocalState state;
+  at::parallel_for(0, S, 1, [&](int64_t a, int64_t b) {
+    const at::ThreadLocalStateGuard guard(state);
+    const OneMklThread serial;
+    for (int64_t q = a; q < b; ++q) f(q);
+  });
+}
+
+void forward_slices(at::TensorList x2, const at::Tensor& Wt, const at::Tensor& bias,
+                    const at::Tensor& Rt, at::TensorList h0, at::TensorList c0,
+                    at::TensorList ZA, at::TensorList C, at::TensorList HC, at::TensorList Y,
+                    at::IntArrayRef cfg) {
+  const int64_t S = int64_t(x2.size());
+  for (const at::TensorList* l : {&h0, &c0, &ZA, &C, &HC, &Y})
+    TORCH_CHECK(int64_t(l->size()) == S, "lstmlab native core: forward_slices takes ", S,
+                " tensors in every list");
+  slice_train_calls.fetch_add(1);
+  const std::vector<int64_t> cf(cfg.begin(), cfg.end());
+  over_slices(S, [&](int64_t q) {
+    const std::vector<int64_t> bs(Y[q].size(0), ZA[q].size(1));
+    forward_rows(x2[q], Wt, bias, Rt, h0[q], c0[q], ZA[q], C[q], HC[q], Y[q], c10::nullopt,
+                 c10::nullopt, c10::nullopt, c10::nullopt, c10::nullopt, c10::nullopt, bs, cf,
+                 c10::nullopt, c10::nullopt, c10::nullopt, c10::nullopt);
+  });
+}
+
+void backward_slices(at::TensorList ZA, at::TensorList C, at::TensorList HC, at::TensorList c0,
+                     const at::Tensor& R, at::TensorList dY, at::TensorList dPre,
+                     at::TensorList dy_next, at::TensorList dc_next, at::IntArrayRef cfg) {
+  const int64_t S = int64_t(ZA.size());
+  for (const at::TensorList* l : {&C, &HC, &c0, &dY, &dPre, &dy_next, &dc_next})
+    TORCH_CHECK(int64_t(l->size()) == S, "lstmlab native core: backward_slices takes ", S,
+                " tensors in every list");
+  const std::vector<int64_t> cf(cfg.begin(), cfg.end());
+  const std::vector<double> alpha = {1.0, 1.0, 1.0};
+  over_slices(S, [&](int64_t q) {
+    const std::vector<int64_t> bs(ZA[q].size(0), ZA[q].size(1));
+    backward_rows(ZA[q], C[q], HC[q], c0[q], R, c10::nullopt, c10::nullopt, c10::nullopt,
+                  c10::nullopt, c10::nullopt, dY[q], c10::nullopt, dPre[q], c10::nullopt,
+                  dy_next[q], dc_next[q], c10::nullopt, bs, cf, alpha, c10::nullopt,
+                  c10::nullopt, c10::nullopt, c10::nullopt, c10::nullopt);
+  });
+}
+
 TORCH_LIBRARY(lstmlab_native, m) {
   m.def("simd_level() -> int", &simd_level);
   m.def("fused_step_calls() -> int", &fused_step_calls);
   m.def("split_stack_calls() -> int", &split_stack_calls);
+  m.def("sliced_training_calls() -> int", &sliced_training_calls);
+  m.def(
+      "forward_slices(Tensor[] x2, Tensor Wt, Tensor bias, Tensor Rt, Tensor[] h0, Tensor[] c0, "
+      "Tensor(a!)[] ZA, Tensor(b!)[] C, Tensor(c!)[] HC, Tensor(d!)[] Y, int[] cfg) -> ()");
+  m.def(
+      "backward_slices(Tensor[] ZA, Tensor[] C, Tensor[] HC, Tensor[] c0, Tensor R, "
+      "Tensor[] dY, Tensor(a!)[] dPre, Tensor(b!)[] dy_next, Tensor(c!)[] dc_next, int[] cfg) "
+      "-> ()");
   m.def(
       "forward_rows(Tensor x2, Tensor Wt, Tensor bias, Tensor Rt, Tensor h0, Tensor c0, "
       "Tensor(a!) ZA, Tensor(b!) C, Tensor(c!) HC, Tensor(d!) Y, Tensor(e!)? Yh, Tensor? Wpt, "
@@ -746,5 +808,7 @@ TORCH_LIBRARY_IMPL(lstmlab_native, CPU, m) {
   m.impl("forward_rows", &forward_rows);
   m.impl("torch_lstm", &torch_lstm);
   m.impl("backward_rows", &backward_rows);
+  m.impl("forward_slices", &forward_slices);
+  m.impl("backward_slices", &backward_slices);
 }
 
