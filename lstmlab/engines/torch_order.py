@@ -17,6 +17,12 @@ drop-in decides (``TorchLSTM._torch_order_layer``). A double backward (``create_
 differentiates the step loop written in torch operators below (``reference``), the slow twin
 that the tests hold this path to.
 
+At two threads and more a float32 call large enough (``SLICE_MIN_FLOPS``) whose recurrent
+weight fits in an eighth of a core's level-2 cache (``layout.batch_slices(training=True)``)
+runs in slices of rows: each slice's forward and backward loops on a thread of its own, with
+its own step buffers (``native.forward_slices`` / ``backward_slices``); the slices' δ are
+joined for the weight gradients, which stay one product over every row.
+
 Hand-written: the engine is this project's subject.
 """
 
