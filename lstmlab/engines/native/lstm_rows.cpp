@@ -418,6 +418,19 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> torch_stack(
   return {layer_in, h_n, c_n};
 }
 
+// S tasks over the threads, each with the caller's thread-local state (inference mode, grad
+// mode, ...: the outputs made by the caller are inference tensors under inference_mode, which
+// only a thread in that mode may write) and its products on its own thread
+template <typename F>
+void over_slices(int64_t S, const F& f) {
+  const at::ThreadLocalState state;
+  at::parallel_for(0, S, 1, [&](int64_t a, int64_t b) {
+    const at::ThreadLocalStateGuard guard(state);
+    const OneMklThread serial;
+    for (int64_t q = a; q < b; ++q) f(q);
+  });
+}
+
 // forward calls that ran the batch in slices of rows, a thread each (torch_lstm below): a
 // count the tests read
 std::atomic<int64_t> split_calls{0};
@@ -456,25 +469,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> torch_lstm(
   at::Tensor out = at::empty({T, B, nd * H}, x.options());
   at::Tensor h_n = at::empty({num_layers * nd, B, H}, x.options());
   at::Tensor c_n = at::empty_like(h_n);
-  // the caller's thread-local state (inference mode, grad mode, ...) in every task: the
-  // outputs made here are inference tensors under inference_mode, which only a thread in that
-  // mode may write
-  const at::ThreadLocalState state;
-  at::parallel_for(0, slices, 1, [&](int64_t a, int64_t b) {
-    const at::ThreadLocalStateGuard guard(state);
-    const OneMklThread serial;  // (this thread's products on this thread)
-    for (int64_t q = a; q < b; ++q) {
-      const int64_t r0 = q * B / slices, n = (q + 1) * B / slices - r0;
-      const auto rows = [&](const c10::optional<at::Tensor>& s) -> c10::optional<at::Tensor> {
-        if (!given(s)) return c10::nullopt;
-        return s->narrow(1, r0, n).contiguous();
-      };
-      auto [y, h, c] = torch_stack(x.narrow(1, r0, n).contiguous(), params, rows(hx), rows(cx),
-                                   num_layers, bidirectional, has_biases, chunk);
-      out.narrow(1, r0, n).copy_(y);
-      h_n.narrow(1, r0, n).copy_(h);
-      c_n.narrow(1, r0, n).copy_(c);
-    }
+  over_slices(slices, [&](int64_t q) {
+    const int64_t r0 = q * B / slices, n = (q + 1) * B / slices - r0;
+    const auto rows = [&](const c10::optional<at::Tensor>& s) -> c10::optional<at::Tensor> {
+      if (!given(s)) return c10::nullopt;
+      return s->narrow(1, r0, n).contiguous();
+    };
+    auto [y, h, c] = torch_stack(x.narrow(1, r0, n).contiguous(), params, rows(hx), rows(cx),
+                                 num_layers, bidirectional, has_biases, chunk);
+    out.narrow(1, r0, n).copy_(y);
+    h_n.narrow(1, r0, n).copy_(h);
+    c_n.narrow(1, r0, n).copy_(c);
   });
   return {out, h_n, c_n};
 }
@@ -729,16 +734,6 @@ void backward_rows(const at::Tensor& ZA, const at::Tensor& C, const at::Tensor& 
 // weight gradients stay one product over every row, in Python). A count the tests read.
 std::atomic<int64_t> slice_train_calls{0};
 int64_t sliced_training_calls() { return slice_train_calls.load(); }
-
-template <typename F>
-void over_slices(int64_t S, const F& f) {
-  const at::ThreadLocalState state;
-  at::parallel_for(0, S, 1, [&](int64_t a, int64_t b) {
-    const at::ThreadLocalStateGuard guard(state);
-    const OneMklThread serial;
-    for (int64_t q = a; q < b; ++q) f(q);
-  });
-}
 
 void forward_slices(at::TensorList x2, const at::Tensor& Wt, const at::Tensor& bias,
                     const at::Tensor& Rt, at::TensorList h0, at::TensorList c0,
