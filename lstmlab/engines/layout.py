@@ -146,8 +146,9 @@ _L2: int | None = None
 def batch_slices(
     batch: int, recurrent_bytes: int, threads: int, dtype: torch.dtype, training: bool = False
 ) -> int:
-    """Into how many slices of rows inference splits a batch, each slice's sequences run by one
-    thread from the first step to the last (the rows are independent; no fork and join per
+    """Into how many slices of rows a layer's call splits a batch (inference:
+    ``native.torch_lstm``; ``training``: ``engines/torch_order``), each slice's sequences run by
+    one thread from the first step to the last (the rows are independent; no fork and join per
     step): one per thread where
     - the dtype is float32 (MKL's float32 products on x86 were seen to give each row the same
       sums whatever the number of rows: each slice's numbers are then one loop's to the last
@@ -165,8 +166,8 @@ def batch_slices(
       training (``training``), whose slices' step buffers are copied in and out, δ of every
       step included ((100, 32, 64, 256), a 1 MB weight: 0.92 of torch's time in one loop,
       0.99 in slices).
-    Else 1. Measured on issue 21's sizes (docs/benchmarks.md, "Seventh pass"). Training in
-    slices: ``engines/torch_order``."""
+    Else 1. Measured on issue 21's sizes at two threads (docs/benchmarks.md, "Seventh pass");
+    more threads take as many slices, untested beyond two."""
     slices = min(threads, batch // 2)
     if dtype != torch.float32 or slices < 2 or batch >= 128 * threads:
         return 1

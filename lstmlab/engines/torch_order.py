@@ -60,6 +60,17 @@ def reference(
     return torch.stack(ys), h, c
 
 
+def _blocks(buf: Tensor, cuts: list[int]) -> list[Tensor]:
+    """The slices' blocks of a (T, B, n) step buffer laid out slice-major: slice q's (T, b_q, n)
+    block, contiguous, after those of the slices before it."""
+    T, _, n = buf.shape
+    flat = buf.view(-1)
+    return [
+        flat[T * cuts[q] * n : T * cuts[q + 1] * n].view(T, cuts[q + 1] - cuts[q], n)
+        for q in range(len(cuts) - 1)
+    ]
+
+
 class _Layer(torch.autograd.Function):
     """See the module docstring."""
 
@@ -73,37 +84,43 @@ class _Layer(torch.autograd.Function):
         S = layout.batch_slices(B, D * H * size, torch.get_num_threads(), x.dtype, training=True)
         if 2 * T * B * D * (I + H) < SLICE_MIN_FLOPS:  # a small call: one loop
             S = 1
-        ctx.spec, ctx.has_b, ctx.cuts = spec, b_ih is not None, None
+        ctx.spec, ctx.has_b = spec, b_ih is not None
         ctx.set_materialize_grads(False)
+        # the step buffers: (T, B, ·) each, or with slices of rows, each slice's (T, b_q, ·)
+        # block one after the other in the same storage (slice-major). Where the slices cut is
+        # saved with them (``cuts``), so that what the backward reads never depends on the
+        # thread count at the time — a recomputation (checkpointing) saves the same tensors.
+        cuts = [q * B // S for q in range(S + 1)]
+        ZA, C, HC = (x.new_empty(T, B, n) for n in (D, H, H))
         if S > 1:  # each slice of rows on a thread of its own (see ``layout.batch_slices``)
-            cuts = [q * B // S for q in range(S + 1)]
-            rows = [slice(cuts[q], cuts[q + 1]) for q in range(S)]
             k = min(T, layout.chunk_steps(-(-B // S) * D * size, target=4 << 20))
-            bufs = [[x.new_empty(T, r.stop - r.start, n) for r in rows] for n in (D, H, H, H)]
-            ZAs, Cs, HCs, Ys = bufs
+            Ys = [x.new_empty(T, cuts[q + 1] - cuts[q], H) for q in range(S)]
             native.forward_slices(
-                spec, k, [x[:, r].reshape(-1, I) for r in rows], W_ih, bias, W_hh,
-                [h0[r].contiguous() for r in rows], [c0[r].contiguous() for r in rows],
-                ZAs, Cs, HCs, Ys,
+                spec, k, [x[:, cuts[q] : cuts[q + 1]].reshape(-1, I) for q in range(S)],
+                W_ih, bias, W_hh, [h0[cuts[q] : cuts[q + 1]].contiguous() for q in range(S)],
+                [c0[cuts[q] : cuts[q + 1]].contiguous() for q in range(S)],
+                *(_blocks(buf, cuts) for buf in (ZA, C, HC)), Ys,
             )  # fmt: skip
             Y = torch.cat(Ys, 1)
-            ctx.cuts = cuts
-            ctx.save_for_backward(x, h0, c0, W_ih, W_hh, b_ih, b_hh, Y, *ZAs, *Cs, *HCs)
-            return Y, Y[T - 1].clone(), torch.cat([c[T - 1] for c in Cs])
-        ZA, C, HC, Y = (x.new_empty(T, B, n) for n in (D, H, H, H))
-        k = min(T, layout.chunk_steps(B * D * size, target=4 << 20))
-        h0c, c0c = h0.contiguous(), c0.contiguous()
-        native.forward_rows(
-            spec, [B] * T, k, x.reshape(T * B, I), W_ih, bias, W_hh, h0c, c0c,
-            ZA, C, HC, Y, None, None, None, {}, z_scale=2.0, torch_order=True,
-        )  # fmt: skip
+            c_n = torch.cat([c[T - 1] for c in _blocks(C, cuts)])
+        else:
+            Y = x.new_empty(T, B, H)
+            k = min(T, layout.chunk_steps(B * D * size, target=4 << 20))
+            h0c, c0c = h0.contiguous(), c0.contiguous()
+            native.forward_rows(
+                spec, [B] * T, k, x.reshape(T * B, I), W_ih, bias, W_hh, h0c, c0c,
+                ZA, C, HC, Y, None, None, None, {}, z_scale=2.0, torch_order=True,
+            )  # fmt: skip
+            c_n = C[T - 1].clone()
         # (the step buffers too: freed with the graph, seen by saved-tensor hooks)
-        ctx.save_for_backward(x, h0, c0, W_ih, W_hh, b_ih, b_hh, Y, ZA, C, HC)
-        return Y, Y[T - 1].clone(), C[T - 1].clone()
+        starts = torch.zeros(B, dtype=torch.bool)  # (where each slice starts: one shape for
+        starts[cuts[:-1]] = True  # any number of slices, as checkpointing's checks want)
+        ctx.save_for_backward(x, h0, c0, W_ih, W_hh, b_ih, b_hh, Y, ZA, C, HC, starts)
+        return Y, Y[T - 1].clone(), c_n
 
     @staticmethod
     def backward(ctx, dY, dh_n, dc_n):
-        x, h0, c0, W_ih, W_hh, b_ih, b_hh, Y, *steps = ctx.saved_tensors
+        x, h0, c0, W_ih, W_hh, b_ih, b_hh, Y, ZA, C, HC, starts = ctx.saved_tensors
         need = ctx.needs_input_grad[1:]  # x, h0, c0, W_ih, W_hh, b_ih, b_hh
         if dY is None and dh_n is None and dc_n is None:
             return (None,) * 8
@@ -119,36 +136,47 @@ class _Layer(torch.autograd.Function):
         D = 4 * H
         dy_next = dh_n.clone().contiguous() if dh_n is not None else x.new_zeros(B, H)
         dc_next = dc_n.clone().contiguous() if dc_n is not None else x.new_zeros(B, H)
-        if ctx.cuts is not None:  # the forward's slices, each on a thread of its own
-            cuts = ctx.cuts
-            rows = [slice(cuts[q], cuts[q + 1]) for q in range(len(cuts) - 1)]
-            ZAs, Cs, HCs = (steps[j * len(rows) : (j + 1) * len(rows)] for j in range(3))
-            dPres = [x.new_empty(T, r.stop - r.start, D) for r in rows]
+        cuts = [*starts.nonzero().view(-1).tolist(), B]
+        S = len(cuts) - 1
+        dPre = x.new_empty(T, B, D)
+        if S > 1:  # the forward's slices, each on a thread of its own; δ slice-major too
+            rows = [slice(cuts[q], cuts[q + 1]) for q in range(S)]
             dys = [dy_next[r].clone() for r in rows]
             dcs = [dc_next[r].clone() for r in rows]
+            dPres = _blocks(dPre, cuts)
             native.backward_slices(
-                ctx.spec, ZAs, Cs, HCs, [c0[r].contiguous() for r in rows], W_hh,
+                ctx.spec, *(_blocks(buf, cuts) for buf in (ZA, C, HC)),
+                [c0[r].contiguous() for r in rows], W_hh,
                 [dY[:, r].contiguous() if dY is not None else x.new_zeros(T, r.stop - r.start, H)
                  for r in rows],
                 dPres, dys, dcs,
             )  # fmt: skip
-            dPre, dy_next, dc_next = torch.cat(dPres, 1), torch.cat(dys), torch.cat(dcs)
+            dy_next, dc_next = torch.cat(dys), torch.cat(dcs)
+            # the products below read the rows of [x_t | y_{t-1}] in δ's order (slice-major);
+            # dx goes back to the batch's order slice by slice
+            order = torch.cat([torch.arange(T * B).view(T, B)[:, r].reshape(-1) for r in rows])
+            if need[0]:
+                dx = x.new_empty(T, B, I)
+                for r, d in zip(rows, dPres, strict=True):
+                    dx[:, r] = (d.reshape(-1, D) @ W_ih).view(T, r.stop - r.start, I)
+            else:
+                dx = None
         else:
-            ZA, C, HC = steps
-            dPre = x.new_empty(T, B, D)
             native.backward_rows(
                 ctx.spec, _ONES, [B] * T, ZA, C, HC, c0, W_hh, None, None, {}, dY,
                 None, dPre, None, dy_next, dc_next, None, None, torch_order=True,
             )  # fmt: skip
+            order = None
+            dx = (dPre.view(T * B, D) @ W_ih).view(T, B, I) if need[0] else None
         dPre2 = dPre.view(T * B, D)
-        dx = (dPre2 @ W_ih).view(T, B, I) if need[0] else None
         dW_ih = dW_hh = db = None
         if need[3] or need[4]:  # one product over [x_t | y_{t-1}]: d[W_ih | W_hh]
             V = x.new_empty(T, B, I + H)
             V[..., :I] = x
             V[0, :, I:] = h0
             V[1:, :, I:] = Y[:-1]
-            dWR = dPre2.t() @ V.view(T * B, I + H)
+            V2 = V.view(T * B, I + H)
+            dWR = dPre2.t() @ (V2 if order is None else V2.index_select(0, order))
             dW_ih, dW_hh = dWR[:, :I], dWR[:, I:]
         if ctx.has_b and (need[5] or need[6]):
             db = dPre2.sum(0)

@@ -38,15 +38,15 @@ from lstmlab.nn.variants import CellSpec
 __all__ = [
     "backward_features",
     "backward_rows",
+    "backward_slices",
     "covers",
     "forced_python",
     "forward_features",
     "forward_rows",
+    "forward_slices",
     "rop_chunk",
     "simd_level",
     "torch_lstm",
-    "forward_slices",
-    "backward_slices",
     "use_native",
 ]
 

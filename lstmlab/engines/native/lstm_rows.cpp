@@ -465,7 +465,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> torch_lstm(
   slices = std::min(slices, B);
   if (slices <= 1 || at::in_parallel_region())
     return torch_stack(x, params, hx, cx, num_layers, bidirectional, has_biases, chunk);
-  split_calls.fetch_add(1);
   at::Tensor out = at::empty({T, B, nd * H}, x.options());
   at::Tensor h_n = at::empty({num_layers * nd, B, H}, x.options());
   at::Tensor c_n = at::empty_like(h_n);
@@ -481,6 +480,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> torch_lstm(
     h_n.narrow(1, r0, n).copy_(h);
     c_n.narrow(1, r0, n).copy_(c);
   });
+  split_calls.fetch_add(1);
   return {out, h_n, c_n};
 }
 
@@ -743,7 +743,10 @@ void forward_slices(at::TensorList x2, const at::Tensor& Wt, const at::Tensor& b
   for (const at::TensorList* l : {&h0, &c0, &ZA, &C, &HC, &Y})
     TORCH_CHECK(int64_t(l->size()) == S, "lstmlab native core: forward_slices takes ", S,
                 " tensors in every list");
-  slice_train_calls.fetch_add(1);
+  for (int64_t q = 0; q < S; ++q)
+    TORCH_CHECK(x2[q].dim() == 2 && Y[q].dim() == 3 && ZA[q].dim() == 3 &&
+                    x2[q].size(0) == Y[q].size(0) * ZA[q].size(1),
+                "lstmlab native core: forward_slices: slice ", q, "'s x2 must have T * b rows");
   const std::vector<int64_t> cf(cfg.begin(), cfg.end());
   over_slices(S, [&](int64_t q) {
     const std::vector<int64_t> bs(Y[q].size(0), ZA[q].size(1));
@@ -751,6 +754,7 @@ void forward_slices(at::TensorList x2, const at::Tensor& Wt, const at::Tensor& b
                  c10::nullopt, c10::nullopt, c10::nullopt, c10::nullopt, c10::nullopt, bs, cf,
                  c10::nullopt, c10::nullopt, c10::nullopt, c10::nullopt);
   });
+  slice_train_calls.fetch_add(1);
 }
 
 void backward_slices(at::TensorList ZA, at::TensorList C, at::TensorList HC, at::TensorList c0,
