@@ -229,33 +229,24 @@ inline double serial_flops() {
   return bound;
 }
 
-// RAII: MKL on one thread for this thread's products in scope, when the product is small
-struct SerialIfSmall {
-  int prev = -1;
-  explicit SerialIfSmall(double flops) {
-    if (MKL_Set_Num_Threads_Local != nullptr && flops < serial_flops() &&
-        at::get_num_threads() > 1)
-      prev = MKL_Set_Num_Threads_Local(1);
-  }
-  ~SerialIfSmall() {
-    if (prev >= 0) MKL_Set_Num_Threads_Local(prev);
-  }
-  SerialIfSmall(const SerialIfSmall&) = delete;
-  SerialIfSmall& operator=(const SerialIfSmall&) = delete;
-};
-
-// RAII: MKL on one thread for this thread's products in scope (a thread that runs its own
-// slice of the batch)
+// RAII: MKL on one thread for this thread's products in scope (``when``: a thread that runs its
+// own slice of the batch, always)
 struct OneMklThread {
   int prev = -1;
-  OneMklThread() {
-    if (MKL_Set_Num_Threads_Local != nullptr) prev = MKL_Set_Num_Threads_Local(1);
+  explicit OneMklThread(bool when = true) {
+    if (when && MKL_Set_Num_Threads_Local != nullptr) prev = MKL_Set_Num_Threads_Local(1);
   }
   ~OneMklThread() {
     if (prev >= 0) MKL_Set_Num_Threads_Local(prev);
   }
   OneMklThread(const OneMklThread&) = delete;
   OneMklThread& operator=(const OneMklThread&) = delete;
+};
+
+// ... when the product is small and torch runs more than one thread
+struct SerialIfSmall : OneMklThread {
+  explicit SerialIfSmall(double flops)
+      : OneMklThread(flops < serial_flops() && at::get_num_threads() > 1) {}
 };
 
 inline bool fits_int(int64_t v) { return v <= static_cast<int64_t>(INT32_MAX); }
